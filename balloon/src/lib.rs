@@ -1,0 +1,1 @@
+//! balloon crate (see DESIGN.md).

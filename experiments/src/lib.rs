@@ -1,0 +1,10 @@
+//! Scenarios, the runner, results and reports, and the `swaplab` subcommands.
+//!
+//! Each subcommand lives in its own module and exposes `XxxArgs` (clap) and
+//! `run(&XxxArgs) -> anyhow::Result<()>`.
+
+pub mod cli;
+pub mod doctor;
+pub mod image_cmd;
+pub mod probe_cmd;
+pub mod size;

@@ -1,0 +1,39 @@
+//! The `swaplab` command-line tool.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use experiments::{doctor, image_cmd, probe_cmd};
+
+/// swaplab: a memory-overcommit and swapping testbed.
+#[derive(Parser, Debug)]
+#[command(name = "swaplab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Report what this host offers (KVM flavour, userfaultfd, cgroups, swap).
+    Doctor(doctor::DoctorArgs),
+    /// Build the guest image (kernel, modules, busybox, guest programs) into the cache.
+    Image(image_cmd::ImageArgs),
+    /// Run a no-OS probe guest that touches guest memory in a pattern.
+    Probe(probe_cmd::ProbeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return experiments::cli::clap_exit(e),
+    };
+    experiments::cli::init_tracing();
+    let result = match cli.command {
+        Command::Doctor(a) => doctor::run(&a),
+        Command::Image(a) => image_cmd::run(&a),
+        Command::Probe(a) => probe_cmd::run(&a),
+    };
+    experiments::cli::finish(result)
+}

@@ -1,0 +1,1 @@
+//! swapper crate (see DESIGN.md).

@@ -1,0 +1,1 @@
+//! vmm crate (see DESIGN.md).

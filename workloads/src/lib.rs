@@ -1,0 +1,1 @@
+//! workloads crate (see DESIGN.md).
