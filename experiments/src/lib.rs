@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod doctor;
+pub mod host;
 pub mod image_cmd;
 pub mod probe_cmd;
 pub mod size;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what swaplab needs on a Debian 12 machine (idempotent), build it, and
+# build the guest image into the cache. Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(libclang-dev clang busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# `apt-get download` (the guest kernel) needs package lists even when nothing was missing.
+if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+    apt-get update -qq
+fi
+
+echo "setup: building swaplab (release)" >&2
+cargo build --release --quiet -p experiments --bin swaplab
+echo "setup: building the guest image (cached)" >&2
+./target/release/swaplab image >&2
