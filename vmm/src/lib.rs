@@ -1,1 +1,26 @@
-//! vmm crate (see DESIGN.md).
+//! The swaplab VMM: KVM virtual machines whose RAM a host swapper can manage.
+//!
+//! - [`memory`]: guest RAM as a vm-memory [`GuestMemoryMmap`](vm_memory::GuestMemoryMmap)
+//!   over anonymous mappings, and the [`GuestMemoryExt`] extension trait (host ranges for
+//!   userfaultfd registration, discarding pages).
+//! - [`vm`]: [`Vm`] (memslots, vCPUs, buses) → [`RunningVm`] (vCPU threads) →
+//!   [`VmReport`]; [`VmHandle`] stops a VM from any thread.
+//! - [`bus`]: the port-I/O and MMIO buses and the [`BusDevice`] trait.
+//! - [`exits`]: userspace exit accounting by reason; [`stats`]: KVM's binary stats fd.
+//! - [`flat`]: a no-OS 64-bit guest at CPL 3 on identity-mapped page tables.
+
+pub mod bus;
+pub mod exits;
+pub mod flat;
+pub mod memory;
+pub mod stats;
+pub mod vcpu;
+pub mod vm;
+
+pub use bus::{Bus, BusAction, BusDevice, BusError, DeviceError, SharedDevice};
+pub use exits::{ExitCount, ExitReason, ExitStats};
+pub use flat::{FlatError, FlatGuest};
+pub use memory::{create_guest_memory, GuestMemoryExt, HostRegion, MemoryError, RegionSpec};
+pub use stats::{KvmStats, StatsError, StatsSnapshot};
+pub use vcpu::{kick_signal, VcpuEnd, VcpuError, VcpuReport};
+pub use vm::{RunningVm, VcpuStartHook, Vm, VmConfig, VmError, VmHandle, VmReport};

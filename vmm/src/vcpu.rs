@@ -1,0 +1,366 @@
+//! vCPU threads: the `KVM_RUN` loop, exit dispatch to the buses, and kicking.
+//!
+//! # Stopping a vCPU from another thread
+//!
+//! [`crate::VmHandle::stop`] sets the VM's stop flag and sends [`kick_signal`] to every
+//! running vCPU thread. The signal's handler runs on the vCPU thread itself and sets
+//! `kvm_run.immediate_exit` through a thread-local pointer, so:
+//! - a vCPU inside `KVM_RUN` (guest code, or blocked in a host page fault that userfaultfd
+//!   lets be interrupted) returns `EINTR`;
+//! - a vCPU between two `KVM_RUN`s re-enters with `immediate_exit` set and returns at once.
+//!
+//! The loop checks the stop flag before every `KVM_RUN`, after clearing a stale
+//! `immediate_exit`, so a stop request is never lost. The handler is installed once per
+//! process (it is stateless: all state is per thread or per VM).
+
+use std::cell::Cell;
+use std::ptr::null_mut;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::bus::{Bus, BusAction, BusError, Dispatch};
+use crate::exits::{ExitReason, ExitStats};
+use crate::vm::{Shared, VcpuStartHook};
+
+/// Errors that end a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// `KVM_EXIT_SHUTDOWN`: the guest triple-faulted (an exception it could not deliver).
+    #[error("guest triple fault (KVM_EXIT_SHUTDOWN) on vCPU {vcpu} at RIP {rip:#x}: an unhandled guest exception")]
+    TripleFault {
+        /// vCPU index.
+        vcpu: u32,
+        /// Guest RIP as KVM reports it after the shutdown (best effort).
+        rip: u64,
+    },
+    /// `KVM_EXIT_INTERNAL_ERROR`.
+    #[error("KVM internal error on vCPU {vcpu} (suberror {suberror}) at RIP {rip:#x}")]
+    InternalError {
+        /// vCPU index.
+        vcpu: u32,
+        /// `kvm_run.internal.suberror`.
+        suberror: u32,
+        /// Guest RIP (best effort).
+        rip: u64,
+    },
+    /// `KVM_EXIT_FAIL_ENTRY`: the CPU refused the guest state.
+    #[error("VM entry failed on vCPU {vcpu}: hardware reason {reason:#x} on host CPU {cpu}")]
+    FailEntry {
+        /// vCPU index.
+        vcpu: u32,
+        /// Hardware entry failure reason.
+        reason: u64,
+        /// Host CPU.
+        cpu: u32,
+    },
+    /// The guest crashed (`KVM_SYSTEM_EVENT_CRASH`).
+    #[error("guest reported a crash on vCPU {0}")]
+    GuestCrash(u32),
+    /// An exit this VMM does not handle.
+    #[error("unexpected exit {what} on vCPU {vcpu}")]
+    Unexpected {
+        /// vCPU index.
+        vcpu: u32,
+        /// Description of the exit.
+        what: String,
+    },
+    /// `KVM_RUN` itself failed.
+    #[error("KVM_RUN failed on vCPU {vcpu}")]
+    Run {
+        /// vCPU index.
+        vcpu: u32,
+        /// The errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// A device failed while handling an access.
+    #[error("vCPU {vcpu}: device access failed")]
+    Bus {
+        /// vCPU index.
+        vcpu: u32,
+        /// The bus error.
+        #[source]
+        source: BusError,
+    },
+    /// The kick signal could not be installed or unblocked.
+    #[error("cannot set up the vCPU kick signal")]
+    Signal(#[source] std::io::Error),
+}
+
+/// How a vCPU thread ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VcpuEnd {
+    /// The VM was asked to stop (by a device, a handle, or another vCPU).
+    Stopped,
+    /// The guest executed HLT with no interrupt controller to wake it.
+    Halted,
+}
+
+/// What one vCPU thread reports when it ends.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VcpuReport {
+    /// vCPU index.
+    pub index: u32,
+    /// Linux thread id the vCPU ran on.
+    pub tid: i32,
+    /// How it ended.
+    pub end: VcpuEnd,
+    /// Userspace exits.
+    pub exits: ExitStats,
+    /// Guest accesses no device claimed (reads return all-ones, writes are dropped).
+    pub unclaimed_accesses: u64,
+}
+
+/// The real-time signal used to kick vCPU threads out of `KVM_RUN` (`SIGRTMIN + 0`).
+///
+/// Embedders must not use it for anything else.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+thread_local! {
+    /// `&kvm_run.immediate_exit` of the vCPU running on this thread, or null.
+    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(null_mut()) };
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Async-signal-safe: a const-initialised thread-local without a destructor is a plain
+    // TLS slot, and the store is a single volatile byte write.
+    let _ = IMMEDIATE_EXIT.try_with(|p| {
+        let p = p.get();
+        if !p.is_null() {
+            // SAFETY: the pointer is set by this thread's vCPU loop to a byte of its live
+            // kvm_run mapping and cleared before that mapping is dropped.
+            unsafe { p.write_volatile(1) };
+        }
+    });
+}
+
+/// Install the kick handler (once per process; later calls return the first result).
+pub(crate) fn install_kick_handler() -> Result<(), VcpuError> {
+    static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
+    let r = INSTALLED.get_or_init(|| {
+        vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick).map_err(|e| e.errno())
+    });
+    r.map_err(|errno| VcpuError::Signal(std::io::Error::from_raw_os_error(errno)))
+}
+
+fn unblock_kick_signal() -> Result<(), VcpuError> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: as above; the signal number is a valid real-time signal.
+    unsafe { libc::sigaddset(&mut set, kick_signal()) };
+    // SAFETY: changes only this thread's signal mask; `set` is valid, the old mask unused.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, null_mut()) };
+    if rc != 0 {
+        return Err(VcpuError::Signal(std::io::Error::from_raw_os_error(rc)));
+    }
+    Ok(())
+}
+
+/// Where another thread can find a running vCPU thread to kick it.
+#[derive(Debug, Default)]
+pub(crate) struct KickSlot(Mutex<Option<libc::pthread_t>>);
+
+impl KickSlot {
+    /// Signal the thread, if it is still running its loop.
+    pub(crate) fn kick(&self) {
+        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(thread) = *slot {
+            // SAFETY: the vCPU thread clears the slot (under this lock) before it exits, so
+            // `thread` names a live thread for as long as we hold the lock.
+            unsafe { libc::pthread_kill(thread, kick_signal()) };
+        }
+    }
+
+    fn set(&self, thread: Option<libc::pthread_t>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = thread;
+    }
+}
+
+/// Everything a vCPU thread needs.
+pub(crate) struct VcpuContext {
+    pub index: u32,
+    pub fd: VcpuFd,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub shared: Arc<Shared>,
+    pub on_start: Option<VcpuStartHook>,
+}
+
+/// Publishes the thread for kicking on creation and withdraws it (and the TLS pointer)
+/// on drop, before the vCPU fd and its kvm_run mapping go away.
+struct KickRegistration<'a> {
+    slot: &'a KickSlot,
+}
+
+impl<'a> KickRegistration<'a> {
+    fn new(slot: &'a KickSlot, fd: &mut VcpuFd) -> Self {
+        let run = fd.get_kvm_run();
+        IMMEDIATE_EXIT.with(|p| p.set(&raw mut run.immediate_exit));
+        // SAFETY: pthread_self has no preconditions.
+        slot.set(Some(unsafe { libc::pthread_self() }));
+        Self { slot }
+    }
+}
+
+impl Drop for KickRegistration<'_> {
+    fn drop(&mut self) {
+        self.slot.set(None);
+        IMMEDIATE_EXIT.with(|p| p.set(null_mut()));
+    }
+}
+
+/// Run one vCPU until the VM stops, the vCPU halts, or something fails.
+///
+/// Any error also stops the rest of the VM.
+pub(crate) fn run(mut ctx: VcpuContext) -> Result<VcpuReport, VcpuError> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    if let Some(hook) = &ctx.on_start {
+        hook(ctx.index, tid);
+    }
+    let shared = ctx.shared.clone();
+    let result = run_loop(&mut ctx, tid);
+    if result.is_err() {
+        shared.request_stop();
+    }
+    result
+}
+
+fn run_loop(ctx: &mut VcpuContext, tid: i32) -> Result<VcpuReport, VcpuError> {
+    unblock_kick_signal()?;
+    let slot = &ctx.shared.kick_slots[ctx.index as usize];
+    let _registration = KickRegistration::new(slot, &mut ctx.fd);
+    let vcpu = ctx.index;
+    let mut exits = ExitStats::default();
+    let mut unclaimed = 0u64;
+    let end = loop {
+        if ctx.shared.stop_requested() {
+            break VcpuEnd::Stopped;
+        }
+        let entered = Instant::now();
+        let exit = ctx.fd.run();
+        let exited = Instant::now();
+        exits.in_kvm_run_ns += nanos(exited - entered);
+        let (reason, step) = match exit {
+            Ok(VcpuExit::MmioWrite(addr, data)) => (
+                ExitReason::MmioWrite,
+                dispatch(ctx.mmio.write(addr, data), vcpu, addr, &mut unclaimed)?,
+            ),
+            Ok(VcpuExit::MmioRead(addr, data)) => (
+                ExitReason::MmioRead,
+                dispatch(ctx.mmio.read(addr, data), vcpu, addr, &mut unclaimed)?,
+            ),
+            Ok(VcpuExit::IoOut(port, data)) => (
+                ExitReason::IoOut,
+                dispatch(
+                    ctx.pio.write(port.into(), data),
+                    vcpu,
+                    port.into(),
+                    &mut unclaimed,
+                )?,
+            ),
+            Ok(VcpuExit::IoIn(port, data)) => (
+                ExitReason::IoIn,
+                dispatch(
+                    ctx.pio.read(port.into(), data),
+                    vcpu,
+                    port.into(),
+                    &mut unclaimed,
+                )?,
+            ),
+            Ok(VcpuExit::Hlt) => (ExitReason::Hlt, Step::End(VcpuEnd::Halted)),
+            Ok(VcpuExit::Intr) => (ExitReason::Intr, Step::Resume),
+            Ok(VcpuExit::Shutdown) => {
+                return Err(VcpuError::TripleFault {
+                    vcpu,
+                    rip: ctx.fd.get_regs().map(|r| r.rip).unwrap_or(0),
+                })
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                return Err(VcpuError::FailEntry { vcpu, reason, cpu })
+            }
+            Ok(VcpuExit::InternalError) => {
+                // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
+                // active member of the union.
+                let suberror = unsafe { ctx.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                return Err(VcpuError::InternalError {
+                    vcpu,
+                    suberror,
+                    rip: ctx.fd.get_regs().map(|r| r.rip).unwrap_or(0),
+                });
+            }
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                kvm_bindings::KVM_SYSTEM_EVENT_CRASH => return Err(VcpuError::GuestCrash(vcpu)),
+                _ => (ExitReason::SystemEvent, Step::StopVm),
+            },
+            Ok(other) => {
+                return Err(VcpuError::Unexpected {
+                    vcpu,
+                    what: format!("{other:?}"),
+                })
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // A kick (or a stray signal). Clear immediate_exit *before* re-checking the
+                // stop flag at the top of the loop, so a concurrent stop is never lost.
+                ctx.fd.set_kvm_immediate_exit(0);
+                (ExitReason::Intr, Step::Resume)
+            }
+            Err(source) => return Err(VcpuError::Run { vcpu, source }),
+        };
+        exits.record(reason, nanos(exited.elapsed()));
+        match step {
+            Step::Resume => {}
+            Step::StopVm => ctx.shared.request_stop(),
+            Step::End(end) => break end,
+        }
+    };
+    Ok(VcpuReport {
+        index: vcpu,
+        tid,
+        end,
+        exits,
+        unclaimed_accesses: unclaimed,
+    })
+}
+
+enum Step {
+    Resume,
+    StopVm,
+    End(VcpuEnd),
+}
+
+fn dispatch(
+    r: Result<Dispatch, BusError>,
+    vcpu: u32,
+    addr: u64,
+    unclaimed: &mut u64,
+) -> Result<Step, VcpuError> {
+    match r.map_err(|source| VcpuError::Bus { vcpu, source })? {
+        Dispatch::Handled(BusAction::Continue) => Ok(Step::Resume),
+        Dispatch::Handled(BusAction::Stop) => Ok(Step::StopVm),
+        Dispatch::Unclaimed => {
+            *unclaimed += 1;
+            // Rate-limited: the guest controls how often this happens.
+            if *unclaimed <= 5 || unclaimed.is_power_of_two() {
+                tracing::warn!(
+                    vcpu,
+                    addr = format_args!("{addr:#x}"),
+                    count = *unclaimed,
+                    "guest access to an address no device claims"
+                );
+            }
+            Ok(Step::Resume)
+        }
+    }
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
