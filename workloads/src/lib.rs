@@ -1,1 +1,2 @@
 //! workloads crate (see DESIGN.md).
+pub mod image;
