@@ -1,0 +1,80 @@
+//! A tiny JSON-object line writer (the guest program avoids serde so its
+//! static build needs nothing but std).
+
+use std::fmt::Write as _;
+
+/// A value in a [`Line`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    /// Unsigned integer.
+    U(u64),
+    /// Floating point (written with 3 decimals; non-finite as null).
+    F(f64),
+    /// String.
+    S(&'a str),
+}
+
+/// Escape a string for JSON, with quotes.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One JSON object on one line: `{"kind":"...", ...}`.
+pub fn line(kind: &str, fields: &[(&str, Value<'_>)]) -> String {
+    let mut out = format!("{{\"kind\":{}", quote(kind));
+    for (k, v) in fields {
+        let _ = write!(out, ",{}:", quote(k));
+        match v {
+            Value::U(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Value::F(f) if f.is_finite() => {
+                let _ = write!(out, "{f:.3}");
+            }
+            Value::F(_) => out.push_str("null"),
+            Value::S(s) => out.push_str(&quote(s)),
+        }
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_valid_json() {
+        let l = line(
+            "t",
+            &[
+                ("n", Value::U(42)),
+                ("f", Value::F(1.5)),
+                ("nan", Value::F(f64::NAN)),
+                ("s", Value::S("a\"b\\c\nd\u{1}é")),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["kind"], "t");
+        assert_eq!(v["n"], 42);
+        assert_eq!(v["f"], 1.5);
+        assert!(v["nan"].is_null());
+        assert_eq!(v["s"], "a\"b\\c\nd\u{1}é");
+    }
+}
