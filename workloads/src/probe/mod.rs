@@ -1,0 +1,21 @@
+//! Probe guests: tiny no-OS payloads that touch test RAM in a pattern and time each access.
+//!
+//! The design keeps the pattern logic on the host, where it is unit-testable Rust:
+//! - [`pattern`]: `seq`, `random`, `zipf[:SKEW]`, `phase[:WINDOWS]` as an [`AccessPlan`]
+//!   that yields each pass's page indices in chunks;
+//! - [`payload`]: the guest code (assembled with iced-x86), a loop that, for each index
+//!   the host wrote into the control region, does `lfence; rdtsc`, a read-modify-write of
+//!   a tag and a counter in that page, `lfence; rdtsc`, and stores the cycle count;
+//! - [`abi`]: the guest-physical layout and the doorbell protocol between the two.
+//!
+//! The host driver (building the VM, serving the doorbell, histograms) lives in
+//! `experiments::probe_run`.
+
+pub mod abi;
+pub mod pattern;
+pub mod payload;
+pub mod rng;
+pub mod zipf;
+
+pub use pattern::{AccessPlan, Pattern, PatternError};
+pub use payload::{assemble, PayloadError};
