@@ -324,11 +324,21 @@ pub fn ensure_debian_kernel(cache: &Path) -> Result<KernelFiles, KernelError> {
     ensure_kernel(cache, DEFAULT_METAPACKAGE)
 }
 
+/// [`ensure_kernel_with`] without progress messages.
+pub fn ensure_kernel(cache: &Path, metapackage: &str) -> Result<KernelFiles, KernelError> {
+    ensure_kernel_with(cache, metapackage, None)
+}
+
 /// Make sure the kernel that `metapackage` currently resolves to is unpacked
 /// in the cache, and return its files. Fast when it already is (one `apt-cache`
 /// query). When apt cannot resolve the package (no lists, offline) but a kernel
 /// from the same metapackage is cached, that one is used, with a warning.
-pub fn ensure_kernel(cache: &Path, metapackage: &str) -> Result<KernelFiles, KernelError> {
+/// `progress` is called before the slow steps (download, unpack).
+pub fn ensure_kernel_with(
+    cache: &Path,
+    metapackage: &str,
+    progress: Option<fn(&str)>,
+) -> Result<KernelFiles, KernelError> {
     let pkg = match resolve_package(metapackage) {
         Ok(p) => p,
         Err(e) => {
@@ -352,6 +362,12 @@ pub fn ensure_kernel(cache: &Path, metapackage: &str) -> Result<KernelFiles, Ker
         return Ok(k); // someone else built it while we waited
     }
     cache::clean_stale(&kernels)?;
+    if let Some(p) = progress {
+        p(&format!(
+            "fetching and unpacking {} {} (from {metapackage})",
+            pkg.name, pkg.version
+        ));
+    }
     let deb = download_deb(cache, &pkg)?;
     let staging = Staging::new(&kernels, "kernel")?;
     let record = unpack_kernel(&deb, metapackage, &pkg, staging.path())?;

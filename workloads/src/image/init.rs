@@ -1,0 +1,379 @@
+//! The guest's `/init` and its protocol with the host.
+//!
+//! The host names the guest command on the kernel command line as
+//! `swaplab.run=<base64 of the command>` (standard alphabet, padded), which
+//! survives spaces, quotes and semicolons; [`cmdline_with_run`] builds it and
+//! checks the kernel's 2047-byte limit. `/init` (a busybox `sh` script)
+//! mounts `/proc`, `/sys`, `/dev` (devtmpfs), `/tmp`, `/run`, loads the image's
+//! modules in order, decodes the command, runs it with `sh -c`, and powers off.
+//!
+//! On the console it prints one marker line when it starts and one when it ends:
+//!
+//! ```text
+//! SWAPLAB-INIT uptime=<seconds since boot>
+//! ... the command's output ...
+//! SWAPLAB-EXIT <status>            the command ran; <status> is its exit status
+//! SWAPLAB-FAIL <reason>            /init could not run it (bad encoding, insmod failed)
+//! ```
+//!
+//! The end marker may follow output that did not end in a newline, so search
+//! for it anywhere in a line ([`find_end`]). Without `swaplab.run`, `/init` runs
+//! `swaplab-guest info`; with `swaplab.shell=1` it starts an interactive shell
+//! on the console. If power-off fails, `/init` exits, the kernel panics, and
+//! [`DEFAULT_CMDLINE`]'s `panic=-1` turns that (and any other panic) into an
+//! immediate reboot, so a guest always ends.
+
+/// Kernel parameter carrying the base64-encoded command.
+pub const RUN_PARAM: &str = "swaplab.run";
+/// Kernel parameter asking for an interactive shell (`swaplab.shell=1`).
+pub const SHELL_PARAM: &str = "swaplab.shell";
+/// Printed by `/init` when it starts.
+pub const INIT_MARKER: &str = "SWAPLAB-INIT";
+/// Printed with the command's exit status.
+pub const EXIT_MARKER: &str = "SWAPLAB-EXIT";
+/// Printed when `/init` cannot run the command.
+pub const FAIL_MARKER: &str = "SWAPLAB-FAIL";
+/// The longest kernel command line on x86 (`COMMAND_LINE_SIZE` 2048, with its NUL).
+pub const CMDLINE_MAX: usize = 2047;
+/// The command `/init` runs when none is given.
+pub const DEFAULT_COMMAND: &str = "swaplab-guest info";
+/// A kernel command line suited to the image: serial console, quiet (a chatty
+/// console is slow under emulation), reboot at once on panic, no PCI probing.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet panic=-1 pci=off";
+
+/// Errors building a command line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InitError {
+    /// Empty command.
+    #[error("the guest command is empty")]
+    EmptyCommand,
+    /// A NUL byte cannot pass through the shell.
+    #[error("the guest command contains a NUL byte")]
+    NulInCommand,
+    /// The command line would exceed the kernel's limit.
+    #[error("kernel command line would be {len} bytes, over the kernel's limit of {max}; the guest command may be at most {max_command} bytes here")]
+    TooLong {
+        /// Resulting length.
+        len: usize,
+        /// [`CMDLINE_MAX`].
+        max: usize,
+        /// How long the command could be with this base command line.
+        max_command: usize,
+    },
+    /// A module path that the script cannot hold.
+    #[error("module path {0:?} contains whitespace or quotes")]
+    BadModulePath(String),
+    /// Not valid base64 (decoding).
+    #[error("not valid base64")]
+    BadBase64,
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decode standard padded base64 (the inverse of [`base64_encode`]).
+pub fn base64_decode(text: &str) -> Result<Vec<u8>, InitError> {
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return Err(InitError::BadBase64);
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (ci, chunk) in bytes.chunks(4).enumerate() {
+        let last = ci == bytes.len() / 4 - 1;
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return Err(InitError::BadBase64);
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            let v = B64
+                .iter()
+                .position(|&x| x == c)
+                .ok_or(InitError::BadBase64)? as u32;
+            n = (n << 6) | v;
+        }
+        n <<= 6 * pad as u32;
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&three[..3 - pad]);
+    }
+    Ok(out)
+}
+
+/// `swaplab.run=<base64>` for `command`.
+pub fn run_param(command: &str) -> Result<String, InitError> {
+    if command.trim().is_empty() {
+        return Err(InitError::EmptyCommand);
+    }
+    if command.contains('\0') {
+        return Err(InitError::NulInCommand);
+    }
+    Ok(format!("{RUN_PARAM}={}", base64_encode(command.as_bytes())))
+}
+
+/// `base` plus, if given, the `swaplab.run` parameter for `command`, checked
+/// against the kernel's length limit.
+pub fn cmdline_with_run(base: &str, command: Option<&str>) -> Result<String, InitError> {
+    let base = base.trim();
+    let line = match command {
+        None => base.to_string(),
+        Some(c) if base.is_empty() => run_param(c)?,
+        Some(c) => format!("{base} {}", run_param(c)?),
+    };
+    if line.len() > CMDLINE_MAX {
+        let overhead = if base.is_empty() { 0 } else { base.len() + 1 } + RUN_PARAM.len() + 1;
+        let max_command = CMDLINE_MAX.saturating_sub(overhead) / 4 * 3;
+        return Err(InitError::TooLong {
+            len: line.len(),
+            max: CMDLINE_MAX,
+            max_command,
+        });
+    }
+    Ok(line)
+}
+
+/// How a guest run ended, as `/init` reported it on the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestEnd {
+    /// The command ran and exited with this status.
+    Exited(i32),
+    /// `/init` could not run the command, for this reason.
+    Failed(String),
+}
+
+/// Find the last end marker in console output (tolerates `\r\n` and output
+/// before the marker on the same line).
+pub fn find_end(console: &str) -> Option<GuestEnd> {
+    let mut end = None;
+    for line in console.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(i) = line.rfind(EXIT_MARKER) {
+            let rest = line[i + EXIT_MARKER.len()..].trim();
+            if let Ok(status) = rest.parse::<i32>() {
+                end = Some(GuestEnd::Exited(status));
+            }
+        }
+        if let Some(i) = line.rfind(FAIL_MARKER) {
+            let rest = &line[i + FAIL_MARKER.len()..];
+            if rest.is_empty() || rest.starts_with(' ') {
+                end = Some(GuestEnd::Failed(rest.trim().to_string()));
+            }
+        }
+    }
+    end
+}
+
+/// The guest uptime (seconds) at which `/init` started, from its start marker.
+pub fn find_init_uptime(console: &str) -> Option<f64> {
+    console.lines().find_map(|l| {
+        let i = l.find(INIT_MARKER)?;
+        l[i + INIT_MARKER.len()..]
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("uptime="))
+            .and_then(|v| v.trim_end_matches('\r').parse().ok())
+    })
+}
+
+/// The `/init` script, loading `modules` (absolute paths inside the initramfs) in order.
+pub fn script(modules: &[String]) -> Result<String, InitError> {
+    for m in modules {
+        if m.is_empty() || m.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
+            return Err(InitError::BadModulePath(m.clone()));
+        }
+    }
+    let list = modules.join(" ");
+    Ok(format!(
+        r#"#!/bin/sh
+# swaplab guest /init (generated by workloads::image::init; see its docs for the protocol).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
+: "${{SWAPLAB_CMDLINE_FILE:=/proc/cmdline}}"
+
+off() {{
+    sync
+    poweroff -f
+    reboot -f
+    exit 1
+}}
+fail() {{
+    echo "{FAIL_MARKER} $*"
+    off
+}}
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm /tmp /run /root
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=755 tmpfs /run
+
+up=unknown
+read -r up _ < /proc/uptime
+echo "{INIT_MARKER} uptime=$up"
+
+for m in {list}; do
+    insmod "$m" || fail "insmod $m"
+done
+
+run=
+shell=
+set -f
+for arg in $(cat "$SWAPLAB_CMDLINE_FILE"); do
+    case "$arg" in
+        {RUN_PARAM}=*) run="${{arg#{RUN_PARAM}=}}" ;;
+        {SHELL_PARAM}=1) shell=1 ;;
+    esac
+done
+set +f
+
+if [ -n "$run" ]; then
+    cmd=$(printf '%s' "$run" | base64 -d 2>/dev/null) || fail "{RUN_PARAM} is not valid base64"
+    [ -n "$cmd" ] || fail "{RUN_PARAM} decodes to an empty command"
+elif [ -n "$shell" ]; then
+    cmd='setsid cttyhack sh -l'
+else
+    cmd='{DEFAULT_COMMAND}'
+fi
+
+cd /root
+sh -c "$cmd"
+echo "{EXIT_MARKER} $?"
+off
+"#
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_known_vectors_and_round_trip() {
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).unwrap(), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(base64_decode(&base64_encode(&all)).unwrap(), all);
+        for bad in ["Zg=", "Z===", "Zg==Zg==", "Z!==", "abc"] {
+            assert_eq!(base64_decode(bad), Err(InitError::BadBase64), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_param_has_no_spaces_or_quotes() {
+        let cmd = r#"grep MemTotal /proc/meminfo; echo "a  b" 'c;d' $HOME `x` \n"#;
+        let p = run_param(cmd).unwrap();
+        assert!(p.starts_with("swaplab.run="));
+        let value = &p["swaplab.run=".len()..];
+        assert!(
+            value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)),
+            "{value}"
+        );
+        assert_eq!(base64_decode(value).unwrap(), cmd.as_bytes());
+    }
+
+    #[test]
+    fn cmdline_building_and_limits() {
+        assert_eq!(
+            cmdline_with_run(" console=ttyS0 ", None).unwrap(),
+            "console=ttyS0"
+        );
+        assert_eq!(
+            cmdline_with_run("quiet", Some("nproc")).unwrap(),
+            "quiet swaplab.run=bnByb2M="
+        );
+        assert_eq!(
+            cmdline_with_run("", Some("nproc")).unwrap(),
+            "swaplab.run=bnByb2M="
+        );
+        assert_eq!(
+            cmdline_with_run("q", Some("  ")),
+            Err(InitError::EmptyCommand)
+        );
+        assert_eq!(
+            cmdline_with_run("q", Some("a\0b")),
+            Err(InitError::NulInCommand)
+        );
+
+        let base = DEFAULT_CMDLINE;
+        let err = cmdline_with_run(base, Some(&"x".repeat(2000))).unwrap_err();
+        let InitError::TooLong { max_command, .. } = err else {
+            panic!("{err:?}")
+        };
+        // The reported maximum fits exactly; one more byte does not.
+        let ok = cmdline_with_run(base, Some(&"x".repeat(max_command))).unwrap();
+        assert!(ok.len() <= CMDLINE_MAX);
+        assert!(cmdline_with_run(base, Some(&"x".repeat(max_command + 1))).is_err());
+        assert!(max_command > 1400, "{max_command}");
+    }
+
+    #[test]
+    fn end_markers() {
+        assert_eq!(
+            find_end("boot\r\nhi\r\nSWAPLAB-EXIT 0\r\n"),
+            Some(GuestEnd::Exited(0))
+        );
+        assert_eq!(
+            find_end("no newline at endSWAPLAB-EXIT 127\n"),
+            Some(GuestEnd::Exited(127))
+        );
+        assert_eq!(
+            find_end("SWAPLAB-FAIL insmod /lib/modules/x.ko\n"),
+            Some(GuestEnd::Failed("insmod /lib/modules/x.ko".into()))
+        );
+        assert_eq!(
+            find_end("SWAPLAB-EXIT 1\nSWAPLAB-EXIT 3\n"),
+            Some(GuestEnd::Exited(3))
+        );
+        assert_eq!(find_end("SWAPLAB-EXIT soon\nSWAPLAB-FAILURE\n"), None);
+        assert_eq!(find_end("[    1.0] Kernel panic - not syncing\n"), None);
+        assert_eq!(
+            find_init_uptime("x\r\nSWAPLAB-INIT uptime=2.75\r\n"),
+            Some(2.75)
+        );
+        assert_eq!(find_init_uptime("nothing"), None);
+    }
+
+    #[test]
+    fn script_embeds_modules_and_rejects_odd_paths() {
+        let s = script(&["/lib/modules/v/a.ko".into(), "/lib/modules/v/b.ko".into()]).unwrap();
+        assert!(s.starts_with("#!/bin/sh\n"));
+        assert!(s.contains("for m in /lib/modules/v/a.ko /lib/modules/v/b.ko; do"));
+        assert!(s.contains("SWAPLAB-EXIT $?"));
+        assert!(matches!(
+            script(&["a b.ko".into()]),
+            Err(InitError::BadModulePath(_))
+        ));
+        assert!(matches!(
+            script(&["a$(x).ko".into()]),
+            Err(InitError::BadModulePath(_))
+        ));
+    }
+}
