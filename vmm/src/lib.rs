@@ -17,6 +17,9 @@ pub mod stats;
 pub mod vcpu;
 pub mod vm;
 
+/// vm-memory, re-exported so users of guest memory need not depend on it directly.
+pub use vm_memory;
+
 pub use bus::{Bus, BusAction, BusDevice, BusError, DeviceError, SharedDevice};
 pub use exits::{ExitCount, ExitReason, ExitStats};
 pub use flat::{FlatError, FlatGuest};

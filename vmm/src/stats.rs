@@ -286,6 +286,17 @@ impl KvmStats {
         }
     }
 
+    /// Every scalar summed over all vCPUs.
+    pub fn vcpu_totals(&self) -> BTreeMap<String, u64> {
+        let mut totals = BTreeMap::new();
+        for snap in &self.vcpus {
+            for (name, v) in &snap.values {
+                *totals.entry(name.clone()).or_insert(0u64) += v;
+            }
+        }
+        totals
+    }
+
     /// Sum of a scalar over all vCPUs (e.g. `exits`, `pf_taken`).
     pub fn vcpu_sum(&self, name: &str) -> Option<u64> {
         let mut found = false;
@@ -376,6 +387,8 @@ mod tests {
         };
         assert_eq!(stats.vcpu_sum("exits"), Some(2468));
         assert_eq!(stats.vcpu_sum("nope"), None);
+        assert_eq!(stats.vcpu_totals()["pf_taken"], 154);
+        assert!(!stats.vcpu_totals().contains_key("halt_wait_hist"));
     }
 
     #[test]

@@ -63,13 +63,15 @@ pub fn assemble() -> Result<Vec<u8>, PayloadError> {
     a.add(r10, r13)?; // page address
     a.mov(r11, r10)?;
     a.or(r11, 1)?; // abi::page_tag
-                   // Timed window: only the accesses to the test page.
+    a.mov(rbx, r11)?;
+    // Timed window: only the accesses to the test page. The tag is swapped in with
+    // `xchg` (a locked read-modify-write), so a first touch is one write fault rather
+    // than a read fault (zero page) followed by a write (copy-on-write) fault.
     a.lfence()?;
     a.rdtsc()?;
     tsc_to_rax(&mut a)?;
     a.mov(r12, rax)?;
-    a.mov(rbx, qword_ptr(r10 + PAGE_TAG_OFFSET))?;
-    a.mov(qword_ptr(r10 + PAGE_TAG_OFFSET), r11)?;
+    a.xchg(qword_ptr(r10 + PAGE_TAG_OFFSET), rbx)?;
     a.inc(qword_ptr(r10 + PAGE_COUNTER_OFFSET))?;
     a.lfence()?;
     a.rdtsc()?;
