@@ -8,4 +8,5 @@ pub mod doctor;
 pub mod host;
 pub mod image_cmd;
 pub mod probe_cmd;
+pub mod probe_run;
 pub mod size;

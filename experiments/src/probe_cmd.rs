@@ -1,10 +1,275 @@
-//! Placeholder: filled in by the owner of this subcommand.
+//! `swaplab probe`: run a no-OS probe guest that touches test RAM in a pattern and times
+//! every access (see `workloads::probe` and [`crate::probe_run`]).
+
+use std::fmt::Write as _;
+
+use workloads::probe::Pattern;
+
+use crate::cli::usage;
+use crate::probe_run::{run_probe, ProbeConfig, ProbeHooks, ProbeResult};
+use crate::size::ByteSize;
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
-pub struct ProbeArgs {}
+pub struct ProbeArgs {
+    /// Test RAM size (e.g. 256M, 1G); at most this host's memory.
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub mem: ByteSize,
+    /// Access pattern: seq, random, zipf[:SKEW] (default skew 0.99) or phase[:WINDOWS].
+    #[arg(long, value_name = "PATTERN", default_value = "random")]
+    pub pattern: Pattern,
+    /// Passes over test RAM; each gets its own latency histogram.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        allow_negative_numbers = true
+    )]
+    pub passes: i64,
+    /// Seed for the pattern's random choices.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub seed: u64,
+    /// Skip the host's check of every touched page afterwards.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Most passes accepted (a typo guard, not a hard limit of the design).
+const MAX_PASSES: i64 = 1_000_000;
+
+/// Check the arguments against each other and this host; user errors exit 2.
+pub fn config_from_args(args: &ProbeArgs, host_mem: Option<u64>) -> anyhow::Result<ProbeConfig> {
+    let mem = args.mem.bytes();
+    if mem == 0 {
+        return Err(usage("--mem must be at least 4K (one page), got 0"));
+    }
+    if mem % 4096 != 0 {
+        return Err(usage(format!(
+            "--mem must be a multiple of 4K (the page size), got {mem} bytes"
+        )));
+    }
+    if let Some(host) = host_mem {
+        if mem > host {
+            return Err(usage(format!(
+                "--mem {} is more than this host's memory ({})",
+                args.mem,
+                human_bytes(host)
+            )));
+        }
+    }
+    if !(1..=MAX_PASSES).contains(&args.passes) {
+        return Err(usage(format!(
+            "--passes must be between 1 and {MAX_PASSES}, got {}",
+            args.passes
+        )));
+    }
+    Ok(ProbeConfig {
+        mem_bytes: mem,
+        pattern: args.pattern,
+        passes: args.passes as u32,
+        seed: args.seed,
+        verify: !args.no_verify,
+    })
+}
 
 /// Run the subcommand.
-pub fn run(_args: &ProbeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
+    let config = config_from_args(args, crate::host::host_mem_total_bytes())?;
+    let result = run_probe(&config, ProbeHooks::default())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", render_text(&result));
+    }
+    if !result.integrity.ok {
+        anyhow::bail!(
+            "test RAM integrity check failed: {} bad tags, {} of {} pages mismatched",
+            result.integrity.bad_tags,
+            result.integrity.pages_mismatched,
+            result.integrity.pages_checked
+        );
+    }
+    Ok(())
+}
+
+/// `1536M` → "1.5 GiB".
+fn human_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (name, unit) in UNITS {
+        if b >= unit {
+            return format!("{:.1} {name}", b as f64 / unit as f64);
+        }
+    }
+    format!("{b} B")
+}
+
+/// A duration in ns, short and readable: "850ns", "4.21µs", "12.3ms", "1.52s".
+pub fn fmt_ns(ns: u64) -> String {
+    let f = ns as f64;
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.2}µs", f / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}ms", f / 1e6),
+        _ => format!("{:.2}s", f / 1e9),
+    }
+}
+
+/// The human-readable report.
+pub fn render_text(r: &ProbeResult) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "probe: {} test RAM ({} pages), pattern {}, {} pass{}, seed {}",
+        ByteSize(r.mem_bytes),
+        r.pages,
+        r.pattern,
+        r.passes.len(),
+        if r.passes.len() == 1 { "" } else { "es" },
+        r.seed
+    );
+    let _ = writeln!(
+        s,
+        "TSC {:.3} MHz ({:?})\n",
+        r.tsc_khz as f64 / 1000.0,
+        r.tsc_source
+    );
+    let _ = writeln!(
+        s,
+        "{:>4} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "pass", "accesses", "pages", "new", "wall", "min", "p50", "p90", "p99", "max"
+    );
+    for p in &r.passes {
+        let l = &p.latency_ns;
+        let _ = writeln!(
+            s,
+            "{:>4} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            p.pass,
+            p.accesses,
+            p.pages,
+            p.new_pages,
+            fmt_ns(p.wall_ns),
+            fmt_ns(l.min),
+            fmt_ns(l.p50),
+            fmt_ns(l.p90),
+            fmt_ns(l.p99),
+            fmt_ns(l.max)
+        );
+    }
+    let i = &r.integrity;
+    let _ = writeln!(
+        s,
+        "\npages touched {} of {}, {} accesses, wall {}, integrity {}",
+        r.pages_touched,
+        r.pages,
+        r.accesses,
+        fmt_ns(r.wall_ns),
+        if i.ok {
+            format!("ok ({} pages checked)", i.pages_checked)
+        } else {
+            format!(
+                "FAILED ({} bad tags, {} pages mismatched)",
+                i.bad_tags, i.pages_mismatched
+            )
+        }
+    );
+    let _ = writeln!(
+        s,
+        "\nVM exits to the VMM (vCPU in KVM_RUN {}):",
+        fmt_ns(r.vcpu_in_kvm_run_ns)
+    );
+    let _ = writeln!(
+        s,
+        "  {:<14} {:>8} {:>10} {:>10}",
+        "reason", "count", "total", "mean"
+    );
+    for (reason, c) in &r.exits {
+        let _ = writeln!(
+            s,
+            "  {:<14} {:>8} {:>10} {:>10}",
+            reason.name(),
+            c.count,
+            fmt_ns(c.time_ns),
+            fmt_ns(c.mean_ns())
+        );
+    }
+    let k = &r.kvm_stats;
+    if k.available {
+        let pick = [
+            "exits",
+            "pf_taken",
+            "pf_fixed",
+            "pf_emulate",
+            "mmio_exits",
+            "halt_exits",
+            "signal_exits",
+        ];
+        let shown: Vec<String> = pick
+            .iter()
+            .filter_map(|n| k.vcpu.get(*n).map(|v| format!("{n} {v}")))
+            .collect();
+        let _ = writeln!(s, "KVM stats (in kernel): {}", shown.join(", "));
+    } else {
+        let _ = writeln!(
+            s,
+            "KVM stats: unavailable ({})",
+            k.unavailable_reason.as_deref().unwrap_or("unknown")
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(mem: &str, passes: i64) -> ProbeArgs {
+        ProbeArgs {
+            mem: mem.parse().unwrap(),
+            pattern: Pattern::Random,
+            passes,
+            seed: 1,
+            no_verify: false,
+            json: false,
+        }
+    }
+
+    fn usage_msg(r: anyhow::Result<ProbeConfig>) -> String {
+        let e = r.unwrap_err();
+        assert!(e.downcast_ref::<crate::cli::UsageError>().is_some(), "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn validates_sizes_and_passes() {
+        let host = Some(24 << 30);
+        assert!(usage_msg(config_from_args(&args("0", 2), host)).contains("--mem"));
+        assert!(usage_msg(config_from_args(&args("4097", 2), host)).contains("multiple of 4K"));
+        let m = usage_msg(config_from_args(&args("1T", 2), host));
+        assert!(m.contains("1T") && m.contains("24.0 GiB"), "{m}");
+        assert!(usage_msg(config_from_args(&args("256M", -1), host)).contains("--passes"));
+        assert!(usage_msg(config_from_args(&args("256M", 0), host)).contains("got 0"));
+        let c = config_from_args(&args("256M", 3), host).unwrap();
+        assert_eq!(c.mem_bytes, 256 << 20);
+        assert_eq!(c.passes, 3);
+        assert!(c.verify);
+        // Unknown host size: no upper bound check.
+        assert!(config_from_args(&args("1T", 1), None).is_ok());
+    }
+
+    #[test]
+    fn formats_durations() {
+        assert_eq!(fmt_ns(850), "850ns");
+        assert_eq!(fmt_ns(4_210), "4.21µs");
+        assert_eq!(fmt_ns(12_300_000), "12.30ms");
+        assert_eq!(fmt_ns(1_520_000_000), "1.52s");
+        assert_eq!(human_bytes(24 << 30), "24.0 GiB");
+    }
 }
