@@ -1,8 +1,99 @@
-//! swapper crate (see DESIGN.md). Documentation is being written.
+//! The swaplab host swapper: userfaultfd-managed guest RAM with a resident
+//! limit, eviction to a backing store, and one trace record per fault.
+//!
+//! Works on any private anonymous mapping (no KVM needed), so everything is
+//! testable with a plain `mmap` and toucher threads.
+//!
+//! # Using it
+//!
+//! ```no_run
+//! # use swapper::*;
+//! # fn demo(addr: usize, len: usize) -> Result<(), SwapperError> {
+//! let cfg = SwapperConfig {
+//!     limit_bytes: 64 << 20,
+//!     store: StoreKind::Lz4,
+//!     policy: PolicyKind::Clock,
+//!     checksums: true,
+//!     ..Default::default()
+//! };
+//! // SAFETY: the region is guest RAM, mapped for the lifetime of the swapper.
+//! let sw = unsafe { Swapper::start(cfg, &[GuestRegion { addr, len }])? };
+//! sw.registry().register(1234, ThreadKind::Vcpu(0));
+//! // ... run the guest ...
+//! let status = sw.status(); // serde: evictions, swap-ins, peak resident, …
+//! let records = sw.drain_trace(); // one FaultRecord per fault
+//! let final_status = sw.shutdown();
+//! # Ok(()) }
+//! ```
+//!
+//! # Architecture
+//!
+//! - Pure modules, unit-tested without userfaultfd: [`page_state`] (the
+//!   per-page state machine), [`slots`] (slot allocator), [`budget`]
+//!   (resident accounting), [`policy`] (fifo, random, clock),
+//!   [`store`] (file, memory, lz4, fault injection), [`integrity`],
+//!   [`trace`], [`status`], [`registry`].
+//! - Kernel interfaces: [`uffd`] (userfaultfd ioctls incl. `UFFDIO_MOVE`,
+//!   `UFFDIO_COPY_MODE_WP`, `UFFDIO_POISON`), [`pagemap`] (`PAGEMAP_SCAN`),
+//!   [`staging`] (swapper-owned pages moved out of the guest).
+//! - Threads: N fault handlers (`swapper-fault-N`) and one evictor
+//!   (`swapper-evict`).
+//! - [`kswap`]: the kernel-swap baseline (memory cgroup + zram / swap file),
+//!   with guards that clean up.
+//!
+//! # Key mechanisms
+//!
+//! - **Residency without first-touch faults**: the zero-map pool, see
+//!   [`residency`]. Resident memory never exceeds `limit + slack`.
+//! - **Eviction** by atomic `UFFDIO_MOVE` into staging, then silent-write
+//!   avoidance, zero detection, store write; see [`evict`]. A failed store
+//!   write keeps the page resident.
+//! - **Dirty tracking**: pages brought back for a read are installed
+//!   write-protected (`UFFDIO_COPY_MODE_WP`); the first write is a
+//!   synchronous write-protect fault that marks the page dirty.
+//! - **Fault paths** (zero, store, minor, prefetch hit, write-protect): see
+//!   [`fault`]. Integrity: crc32 per stored page, verified on every
+//!   swap-in; a failed read or mismatch is never served — the page is
+//!   poisoned and a [`FatalError`] reported (callback + list).
+//! - **Discard** (balloon) and `UFFD_EVENT_REMOVE`: see [`discard`].
 
 pub mod budget;
+pub mod config;
+mod core;
+pub mod discard;
+pub mod evict;
+mod evictor;
+pub mod fatal;
+pub mod fault;
+mod handler;
+pub mod integrity;
+pub mod kswap;
 pub mod page_state;
 pub mod pagemap;
 pub mod policy;
+pub mod ratelimit;
+pub mod region;
+pub mod registry;
+pub mod residency;
 pub mod slots;
+pub mod staging;
+pub mod status;
+pub mod store;
+mod swapper;
+pub mod trace;
 pub mod uffd;
+
+pub use config::{parse_size, FatalAction, SwapperConfig};
+pub use discard::DiscardStats;
+pub use fatal::{FatalError, FatalHook, FatalKind};
+pub use policy::PolicyKind;
+pub use region::GuestRegion;
+pub use registry::{current_tid, ThreadKind, ThreadRegistry};
+pub use status::SwapperStatus;
+pub use store::faulty::FaultInjector;
+pub use store::StoreKind;
+pub use swapper::{Swapper, SwapperError};
+pub use trace::{FaultPath, FaultRecord, LatencySummary, PathHistograms};
+
+/// Page size the swapper works in (x86-64 base pages).
+pub const PAGE_SIZE: usize = 4096;

@@ -1,0 +1,308 @@
+//! Eviction: taking a page out of the guest mapping and saving it.
+//!
+//! Every eviction starts by *moving* the page into a staging slot
+//! (`UFFDIO_MOVE`): atomic, no copy, and from then on a guest access faults
+//! and waits for the page lock, so the content saved is exactly the content
+//! the guest last saw. Then, in order:
+//! 1. the page is clean and its store copy is valid → drop it, no write
+//!    (silent-write avoidance);
+//! 2. the page is all zeros → drop it, not stored (`zero_pages`);
+//! 3. otherwise write it to the store (crc32 recorded when checksums are on).
+//!
+//! If the store write fails (ENOSPC, EIO, short write) the page is *not*
+//! lost: it stays in staging — still resident, still counted — as an
+//! inactive page that a fault moves back, and the error is counted. The next
+//! attempt reuses the same slot.
+
+use crate::core::{bump, Shared};
+use crate::integrity::{is_zero, page_crc};
+use crate::page_state::{PageEntry, PageIdx, PageState, StageKind};
+use crate::policy::Victim;
+use nix::errno::Errno;
+use std::sync::MutexGuard;
+
+/// Result of acting on one victim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The page no longer holds memory.
+    Freed,
+    /// The page still holds memory (deactivated, or the write failed).
+    Kept,
+    /// Nothing done (page busy, moved elsewhere, or the move was refused).
+    Busy,
+}
+
+/// Result of moving a mapped page into staging.
+enum Taken {
+    /// The page is in this staging slot.
+    Slot(u32),
+    /// There was no page (unmapped behind our back).
+    Hole,
+    /// Could not move it now.
+    Busy,
+}
+
+impl Shared {
+    /// Acts on a victim the policy chose (and already dropped). `blocking`:
+    /// wait for the page lock (evictor) or skip a busy page (fault handlers,
+    /// which already hold a page lock).
+    pub(crate) fn act(&self, v: Victim, blocking: bool) -> Outcome {
+        let idx = match v {
+            Victim::Evict(p) | Victim::Deactivate(p) => p,
+        };
+        let mut g = if blocking {
+            self.lock(idx)
+        } else if let Some(g) = self.try_lock(idx) {
+            g
+        } else {
+            bump!(self, busy_victims);
+            self.policy().mapped(idx);
+            return Outcome::Busy;
+        };
+        match (v, g.state) {
+            (Victim::Evict(_), PageState::Resident) => self.evict_mapped(idx, &mut g),
+            (Victim::Evict(_), PageState::Staged { index, kind }) => {
+                self.evict_staged(idx, &mut g, index, kind)
+            }
+            (Victim::Deactivate(_), PageState::Resident) => self.deactivate(idx, &mut g),
+            (Victim::Deactivate(_), PageState::Staged { .. }) => {
+                self.policy().staged(idx);
+                Outcome::Kept
+            }
+            // A stale policy entry: the page left the resident set already.
+            _ => Outcome::Busy,
+        }
+    }
+
+    /// Moves mapped page `idx` into a fresh staging slot.
+    fn take(&self, idx: PageIdx) -> Taken {
+        let Some(s) = self.staging.alloc() else {
+            return Taken::Busy;
+        };
+        // SAFETY: `idx` is a page of the registered guest regions (raw
+        // memory) and its lock is held by our caller.
+        match unsafe { self.staging.move_in(s, self.addr(idx)) } {
+            Ok(true) => Taken::Slot(s),
+            Ok(false) => {
+                self.staging.forget(s);
+                Taken::Hole
+            }
+            Err(e) => {
+                self.staging.forget(s);
+                match e.errno() {
+                    Some(Errno::EAGAIN) => bump!(self, eagain_retries),
+                    Some(Errno::EBUSY) => bump!(self, busy_victims),
+                    _ => {
+                        self.warn(format_args!("moving page {idx} aside: {e}"));
+                        bump!(self, busy_victims)
+                    }
+                };
+                Taken::Busy
+            }
+        }
+    }
+
+    /// Evicts a resident, mapped page.
+    fn evict_mapped(&self, idx: PageIdx, g: &mut MutexGuard<'_, PageEntry>) -> Outcome {
+        let before = **g;
+        match self.take(idx) {
+            Taken::Slot(s) => self.save_staged(idx, g, before, s, false),
+            Taken::Hole => {
+                bump!(self, external_zaps);
+                let freed = g.zeroed().expect("resident page can be zeroed");
+                self.free_slot(freed);
+                self.settle(idx, &before, g, false);
+                Outcome::Freed
+            }
+            Taken::Busy => {
+                self.policy().mapped(idx);
+                Outcome::Busy
+            }
+        }
+    }
+
+    /// Evicts a page sitting in staging slot `s`.
+    fn evict_staged(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        s: u32,
+        kind: StageKind,
+    ) -> Outcome {
+        let before = **g;
+        self.save_staged(idx, g, before, s, kind == StageKind::Prefetched)
+    }
+
+    /// The page of `idx` is in staging slot `s`: drop it if clean or zero,
+    /// otherwise write it to the store. `g.state` is still what it was
+    /// before the page went to staging.
+    fn save_staged(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        before: PageEntry,
+        s: u32,
+        prefetched: bool,
+    ) -> Outcome {
+        if let Some(slot) = g.clean_copy() {
+            self.staging.release(s);
+            let crc = g.crc;
+            g.evicted(slot, crc)
+                .expect("staged/resident page can be evicted");
+            if prefetched {
+                bump!(self, prefetch_wasted);
+            } else {
+                bump!(self, silent_writes_avoided);
+            }
+            self.settle(idx, &before, g, false);
+            return Outcome::Freed;
+        }
+        // SAFETY: slot `s` holds this page and we hold its page lock.
+        let data = unsafe { self.staging.page(s) };
+        if is_zero(data) {
+            self.staging.release(s);
+            let freed = g.zeroed().expect("resident page can be zeroed");
+            self.free_slot(freed);
+            bump!(self, zero_pages);
+            self.settle(idx, &before, g, false);
+            return Outcome::Freed;
+        }
+        let slot = match g.slot.or_else(|| self.alloc_slot()) {
+            Some(slot) => slot,
+            None => {
+                bump!(self, store_full);
+                self.warn(format_args!("store full: page {idx} stays resident"));
+                return self.keep_staged(idx, g, before, s);
+            }
+        };
+        let crc = if self.cfg.checksums {
+            page_crc(data)
+        } else {
+            0
+        };
+        match self.store.write(slot, data) {
+            Ok(()) => {
+                self.staging.release(s);
+                g.evicted(slot, crc)
+                    .expect("staged/resident page can be evicted");
+                bump!(self, evictions);
+                self.settle(idx, &before, g, false);
+                Outcome::Freed
+            }
+            Err(e) => {
+                bump!(self, write_errors);
+                self.warn(format_args!(
+                    "store write failed, page {idx} stays resident: {e}"
+                ));
+                // Keep the slot for the next attempt; the page is dirty so
+                // its (torn) content is never trusted.
+                g.slot = Some(slot);
+                self.keep_staged(idx, g, before, s)
+            }
+        }
+    }
+
+    /// Leaves the page in staging as an inactive (resident) page.
+    fn keep_staged(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        before: PageEntry,
+        s: u32,
+    ) -> Outcome {
+        if let PageState::Staged { .. } = g.state {
+            // Already in staging (same slot): stays there as inactive.
+            g.state = PageState::Staged {
+                index: s,
+                kind: StageKind::Inactive,
+            };
+        } else {
+            g.staged(s, StageKind::Inactive)
+                .expect("resident page can be staged");
+        }
+        self.settle(idx, &before, g, false);
+        self.policy().staged(idx);
+        Outcome::Kept
+    }
+
+    /// Clock deactivation: moves the page aside; a zero page is dropped.
+    fn deactivate(&self, idx: PageIdx, g: &mut MutexGuard<'_, PageEntry>) -> Outcome {
+        let before = **g;
+        let s = match self.take(idx) {
+            Taken::Slot(s) => s,
+            Taken::Hole => {
+                bump!(self, external_zaps);
+                let freed = g.zeroed().expect("resident page can be zeroed");
+                self.free_slot(freed);
+                self.settle(idx, &before, g, false);
+                return Outcome::Freed;
+            }
+            Taken::Busy => {
+                self.policy().mapped(idx);
+                return Outcome::Busy;
+            }
+        };
+        // SAFETY: slot `s` holds this page and we hold its page lock.
+        if is_zero(unsafe { self.staging.page(s) }) {
+            self.staging.release(s);
+            let freed = g.zeroed().expect("resident page can be zeroed");
+            self.free_slot(freed);
+            bump!(self, zero_pages);
+            self.settle(idx, &before, g, false);
+            return Outcome::Freed;
+        }
+        g.staged(s, StageKind::Inactive)
+            .expect("resident page can be staged");
+        bump!(self, deactivations);
+        self.settle(idx, &before, g, false);
+        self.policy().staged(idx);
+        Outcome::Kept
+    }
+
+    /// Evicts until known-resident pages are at or below `target`, or until
+    /// no progress is possible. Returns pages freed.
+    pub(crate) fn reclaim_to(&self, target: u64) -> u64 {
+        let mut freed = 0;
+        let mut idle = 0u32;
+        let mut budget_steps = 4 * self.policy().len() as u64 + 64;
+        while self.budget.resident() > target && budget_steps > 0 && idle < 64 {
+            if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            budget_steps -= 1;
+            let Some(v) = self.policy().select(false) else {
+                break;
+            };
+            match self.act(v, true) {
+                Outcome::Freed => {
+                    freed += 1;
+                    idle = 0;
+                }
+                Outcome::Kept => {}
+                Outcome::Busy => {
+                    idle += 1;
+                    std::thread::yield_now();
+                }
+            }
+        }
+        freed
+    }
+
+    /// Direct reclaim for a fault that found no room: frees one committed
+    /// unit if it can (evicting, or shrinking the zero-map pool). Never
+    /// blocks on a page lock. Returns whether something was freed.
+    pub(crate) fn reclaim_one(&self) -> bool {
+        for _ in 0..8 {
+            let v = self.policy().select(true);
+            match v {
+                Some(v) => {
+                    if self.act(v, false) == Outcome::Freed {
+                        return true;
+                    }
+                }
+                None => return self.shrink_pool(1, false) > 0,
+            }
+        }
+        false
+    }
+}

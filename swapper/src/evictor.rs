@@ -1,0 +1,58 @@
+//! The background evictor thread (the swapper's kswapd).
+//!
+//! Each round: scan the zero-map pool if due ([`crate::residency`]), evict
+//! until known-resident pages are at `limit − headroom`, shrink the pool if
+//! committed pages exceed `cap − headroom`, and top the pool up again.
+//! It sleeps until a handler nudges it (room is short, or a first touch
+//! found the pool empty) or the scan interval elapses.
+
+use crate::core::Shared;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MIN_SCAN: Duration = Duration::from_millis(1);
+
+/// Body of the evictor thread.
+pub(crate) fn run(shared: Arc<Shared>) {
+    let max_scan = shared.cfg.max_scan_interval.max(MIN_SCAN);
+    let mut interval = Duration::from_millis(10).min(max_scan);
+    let mut last_scan = Instant::now();
+    loop {
+        let scan_now = {
+            let mut w = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
+            while !w.pending && !shared.stop.load(Ordering::Acquire) {
+                let left = interval.saturating_sub(last_scan.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                w = shared
+                    .wake_cv
+                    .wait_timeout(w, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            w.pending = false;
+            std::mem::take(&mut w.scan)
+        };
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        if scan_now || last_scan.elapsed() >= interval {
+            let promoted = shared.promote_scan();
+            last_scan = Instant::now();
+            interval = if promoted > 0 {
+                (interval / 2).max(MIN_SCAN)
+            } else {
+                (interval * 2).min(max_scan)
+            };
+        }
+        shared.reclaim_to(shared.limits.resident_target());
+        let committed = shared.budget.committed();
+        let soft = shared.limits.soft_cap();
+        if committed > soft {
+            shared.shrink_pool(committed - soft, true);
+        }
+        shared.refill_pool();
+    }
+}

@@ -1,0 +1,105 @@
+//! Fatal errors: faults the swapper refuses to serve because it cannot
+//! produce the right data. The VMM must stop the VM (kick vCPUs out of
+//! `KVM_RUN`); the swapper never serves wrong data.
+
+use crate::integrity::ChecksumMismatch;
+use crate::registry::ThreadKind;
+use std::sync::{Arc, Mutex};
+
+/// What went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FatalKind {
+    /// The store could not read the page back.
+    StoreRead {
+        /// The store error, rendered.
+        error: String,
+    },
+    /// The page read back does not match its checksum.
+    Corruption(ChecksumMismatch),
+    /// A userfaultfd operation failed in a way that leaves the page unusable.
+    Uffd {
+        /// The operation.
+        op: String,
+        /// errno.
+        errno: i32,
+    },
+}
+
+/// A fatal error for one page.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FatalError {
+    /// Page index.
+    pub page: u32,
+    /// Host address of the page.
+    pub addr: u64,
+    /// Thread whose fault hit it.
+    pub tid: i32,
+    /// Its kind.
+    pub thread: ThreadKind,
+    /// ns since the swapper started.
+    pub at_ns: u64,
+    /// What happened.
+    pub kind: FatalKind,
+    /// Whether the page was poisoned (any later access fails) rather than
+    /// left blocked.
+    pub poisoned: bool,
+}
+
+impl std::fmt::Display for FatalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "page {} ({:#x}) faulted by tid {} ({:?}): ",
+            self.page, self.addr, self.tid, self.thread
+        )?;
+        match &self.kind {
+            FatalKind::StoreRead { error } => write!(f, "store read failed: {error}"),
+            FatalKind::Corruption(m) => write!(f, "corruption: {m}"),
+            FatalKind::Uffd { op, errno } => write!(f, "{op} failed: errno {errno}"),
+        }
+    }
+}
+
+/// Callback invoked (from a handler thread) on each fatal error.
+pub type FatalHook = Arc<dyn Fn(&FatalError) + Send + Sync>;
+
+/// Collects fatal errors and notifies the hook.
+pub(crate) struct FatalSink {
+    errors: Mutex<Vec<FatalError>>,
+    hook: Option<FatalHook>,
+}
+
+impl FatalSink {
+    pub(crate) fn new(hook: Option<FatalHook>) -> Self {
+        Self {
+            errors: Mutex::new(Vec::new()),
+            hook,
+        }
+    }
+
+    pub(crate) fn report(&self, e: FatalError) {
+        if let Some(h) = &self.hook {
+            h(&e);
+        }
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(e);
+    }
+
+    pub(crate) fn all(&self) -> Vec<FatalError> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        !self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+}

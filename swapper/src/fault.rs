@@ -1,0 +1,539 @@
+//! Serving one page fault, by state of the page:
+//!
+//! | state | missing fault | path |
+//! |---|---|---|
+//! | Absent / Ballooned | `UFFDIO_ZEROPAGE` (read) or `UFFDIO_COPY` of zeros (write), plus a zero cluster | zero |
+//! | Evicted | store read, crc check, `UFFDIO_COPY` (write-protected for reads), then prefetch | store |
+//! | Staged (inactive) | `UFFDIO_MOVE` back (+ re-protect if clean) | minor |
+//! | Staged (prefetched) | `UFFDIO_MOVE` back, then prefetch further | prefetch_hit |
+//! | ZeroMapped / Resident | `UFFDIO_ZEROPAGE`: `EEXIST` means already resolved, success means the page was zapped behind our back | stale / zero |
+//! | Poisoned | poison again (never serve data) | fatal |
+//!
+//! A write-protect fault on a resident page marks it dirty and removes the
+//! protection. Any ioctl answering `EAGAIN` (an unread non-cooperative
+//! event) abandons the fault; the handler retries it after reading events.
+
+use crate::config::FatalAction;
+use crate::core::{bump, Shared};
+use crate::fatal::{FatalError, FatalKind};
+use crate::integrity::verify;
+use crate::page_state::{PageEntry, PageIdx, PageState, StageKind};
+use crate::store::AlignedPage;
+use crate::trace::{FaultPath, FaultRecord};
+use crate::uffd::UffdError;
+use crate::PAGE_SIZE;
+use nix::errno::Errno;
+use std::sync::MutexGuard;
+use std::time::Instant;
+
+/// A fault event.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fault {
+    pub addr: usize,
+    pub write: bool,
+    pub wp: bool,
+    pub tid: i32,
+}
+
+/// Whether the fault was handled or must be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handled {
+    Done,
+    Retry,
+}
+
+struct Served {
+    path: FaultPath,
+    store_ns: u64,
+    install_ns: u64,
+    reclaimed: u16,
+    /// Follow-up work after the faulting thread was woken.
+    then: Then,
+}
+
+enum Then {
+    Nothing,
+    Prefetch,
+    ZeroCluster,
+}
+
+/// `EAGAIN`: retry later.
+struct Again;
+
+fn ns(t: Instant) -> u64 {
+    t.elapsed().as_nanos() as u64
+}
+
+fn is(e: &UffdError, errno: Errno) -> bool {
+    e.errno() == Some(errno)
+}
+
+impl Shared {
+    /// Serves one fault; `t0` is when its event was read.
+    pub(crate) fn handle_fault(&self, f: &Fault, t0: Instant, buf: &mut AlignedPage) -> Handled {
+        let Some(idx) = self.regions.page_of(f.addr) else {
+            self.warn(format_args!("fault outside the regions at {:#x}", f.addr));
+            let _ = self.uffd.wake(f.addr & !(PAGE_SIZE - 1), PAGE_SIZE);
+            return Handled::Done;
+        };
+        let t_read_ns = t0.duration_since(self.epoch).as_nanos() as u64;
+        let mut g = self.lock(idx);
+        let served = if f.wp {
+            self.serve_wp(idx, &mut g)
+        } else {
+            match g.state {
+                PageState::Absent | PageState::Ballooned => self.serve_zero(idx, &mut g, f),
+                PageState::Evicted => self.serve_store(idx, &mut g, f, buf),
+                PageState::Staged { index, kind } => self.serve_staged(idx, &mut g, f, index, kind),
+                PageState::ZeroMapped | PageState::Resident => self.serve_mapped(idx, &mut g),
+                PageState::Poisoned => Ok(self.serve_poisoned(idx)),
+            }
+        };
+        drop(g);
+        let total_ns = ns(t0);
+        let s = match served {
+            Ok(s) => s,
+            Err(Again) => {
+                bump!(self, eagain_retries);
+                return Handled::Retry;
+            }
+        };
+        let prefetched = match s.then {
+            Then::Prefetch => self.prefetch(idx, buf),
+            Then::ZeroCluster => {
+                self.zero_cluster(idx);
+                0
+            }
+            Then::Nothing => 0,
+        };
+        match s.path {
+            FaultPath::Zero => bump!(self, swapin_zero),
+            FaultPath::Store => bump!(self, swapin_store),
+            FaultPath::Minor => bump!(self, swapin_minor),
+            FaultPath::PrefetchHit => bump!(self, prefetch_hits),
+            FaultPath::WriteProtect => bump!(self, wp_faults),
+            FaultPath::Stale => bump!(self, stale_faults),
+            FaultPath::Fatal => 0,
+        };
+        self.hists.record(s.path, total_ns);
+        self.trace.push(FaultRecord {
+            seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            page: idx,
+            addr: self.addr(idx) as u64,
+            tid: f.tid,
+            thread: self.registry.lookup(f.tid),
+            path: s.path,
+            write: f.write,
+            t_read_ns,
+            store_read_ns: s.store_ns.min(u32::MAX as u64) as u32,
+            install_ns: s.install_ns.min(u32::MAX as u64) as u32,
+            total_ns: total_ns.min(u32::MAX as u64) as u32,
+            prefetched,
+            reclaimed: s.reclaimed,
+        });
+        Handled::Done
+    }
+
+    fn served(path: FaultPath, install_ns: u64) -> Served {
+        Served {
+            path,
+            store_ns: 0,
+            install_ns,
+            reclaimed: 0,
+            then: Then::Nothing,
+        }
+    }
+
+    fn stale(&self, idx: PageIdx) -> Result<Served, Again> {
+        let t = Instant::now();
+        let _ = self.uffd.wake(self.addr(idx), PAGE_SIZE);
+        Ok(Self::served(FaultPath::Stale, ns(t)))
+    }
+
+    fn serve_wp(&self, idx: PageIdx, g: &mut MutexGuard<'_, PageEntry>) -> Result<Served, Again> {
+        if g.state != PageState::Resident {
+            return self.stale(idx);
+        }
+        g.mark_dirty().expect("resident page can be dirtied");
+        let t = Instant::now();
+        match self
+            .uffd
+            .write_protect(self.addr(idx), PAGE_SIZE, false, true)
+        {
+            Ok(()) => Ok(Self::served(FaultPath::WriteProtect, ns(t))),
+            Err(e) if is(&e, Errno::EAGAIN) => Err(Again),
+            Err(e) => {
+                self.warn(format_args!("unprotecting page {idx}: {e}"));
+                self.stale(idx)
+            }
+        }
+    }
+
+    /// Reserves one committed unit for a page being brought in, reclaiming
+    /// directly if there is no room. Returns pages reclaimed.
+    fn reserve_for_fault(&self) -> u16 {
+        if self.budget.try_reserve_cap(1) {
+            if self.over_targets() {
+                self.nudge(false);
+            }
+            return 0;
+        }
+        self.nudge(true);
+        let mut reclaimed = 0;
+        for _ in 0..16 {
+            if self.reclaim_one() {
+                reclaimed += 1;
+                bump!(self, direct_reclaims);
+            }
+            if self.budget.try_reserve_cap(1) {
+                return reclaimed;
+            }
+        }
+        self.budget.force_reserve(1);
+        reclaimed
+    }
+
+    fn serve_zero(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        f: &Fault,
+    ) -> Result<Served, Again> {
+        let first_touch = g.state == PageState::Absent;
+        let reclaimed = self.reserve_for_fault();
+        let before = **g;
+        let addr = self.addr(idx);
+        let t = Instant::now();
+        let r = if f.write {
+            // SAFETY: registered guest page whose lock we hold; the source is
+            // our zero page.
+            unsafe {
+                self.uffd
+                    .copy(addr, self.zero_page.0.as_ptr(), PAGE_SIZE, false, true)
+            }
+        } else {
+            // SAFETY: registered guest page whose lock we hold.
+            unsafe { self.uffd.zeropage(addr, PAGE_SIZE, true) }
+        };
+        let install_ns = ns(t);
+        match r {
+            Ok(_) if !f.write => {
+                let freed = g.zero_mapped().expect("absent page can be zero-mapped");
+                self.free_slot(freed);
+                self.settle(idx, &before, g, true);
+            }
+            Ok(_) => {
+                g.installed(true).expect("absent page can be installed");
+                self.settle(idx, &before, g, true);
+                self.policy().mapped(idx);
+            }
+            Err(e) if is(&e, Errno::EAGAIN) => {
+                self.budget.release(1);
+                return Err(Again);
+            }
+            Err(e) => {
+                // Populated behind our back: content unknown, keep it.
+                bump!(self, eexist);
+                self.warn(format_args!("zero-filling page {idx}: {e}"));
+                g.installed(true).expect("absent page can be installed");
+                self.settle(idx, &before, g, true);
+                self.policy().mapped(idx);
+                let _ = self.uffd.wake(addr, PAGE_SIZE);
+            }
+        }
+        Ok(Served {
+            path: FaultPath::Zero,
+            store_ns: 0,
+            install_ns,
+            reclaimed,
+            then: if first_touch {
+                Then::ZeroCluster
+            } else {
+                Then::Nothing
+            },
+        })
+    }
+
+    fn serve_store(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        f: &Fault,
+        buf: &mut AlignedPage,
+    ) -> Result<Served, Again> {
+        let reclaimed = self.reserve_for_fault();
+        let slot = g.slot.expect("evicted page has a slot");
+        let t = Instant::now();
+        let read = self.store.read(slot, &mut buf.0);
+        let store_ns = ns(t);
+        let bad = match read {
+            Err(e) => Some(FatalKind::StoreRead {
+                error: e.to_string(),
+            }),
+            Ok(()) if self.cfg.checksums => verify(g.crc, &buf.0).err().map(FatalKind::Corruption),
+            Ok(()) => None,
+        };
+        if let Some(kind) = bad {
+            self.budget.release(1);
+            self.fatal(idx, g, f, kind);
+            return Ok(Served {
+                store_ns,
+                ..Self::served(FaultPath::Fatal, 0)
+            });
+        }
+        let before = **g;
+        let dirty = f.write || !self.cfg.dirty_tracking;
+        let t = Instant::now();
+        // SAFETY: registered guest page whose lock we hold; `buf` is a page.
+        let r = unsafe {
+            self.uffd
+                .copy(self.addr(idx), buf.0.as_ptr(), PAGE_SIZE, !dirty, true)
+        };
+        let install_ns = ns(t);
+        match r {
+            Ok(_) => {}
+            Err(e) if is(&e, Errno::EAGAIN) => {
+                self.budget.release(1);
+                return Err(Again);
+            }
+            Err(e) if is(&e, Errno::EEXIST) => {
+                bump!(self, eexist);
+                self.warn(format_args!("evicted page {idx} found mapped"));
+                let _ = self.uffd.wake(self.addr(idx), PAGE_SIZE);
+                g.installed(true).expect("evicted page can be installed");
+                self.settle(idx, &before, g, true);
+                self.policy().mapped(idx);
+                return Ok(Self::served(FaultPath::Stale, install_ns));
+            }
+            Err(e) => {
+                self.budget.release(1);
+                let errno = e.errno().map_or(0, |e| e as i32);
+                self.fatal(
+                    idx,
+                    g,
+                    f,
+                    FatalKind::Uffd {
+                        op: "UFFDIO_COPY".into(),
+                        errno,
+                    },
+                );
+                return Ok(Self::served(FaultPath::Fatal, install_ns));
+            }
+        }
+        g.installed(dirty).expect("evicted page can be installed");
+        self.settle(idx, &before, g, true);
+        self.policy().mapped(idx);
+        Ok(Served {
+            path: FaultPath::Store,
+            store_ns,
+            install_ns,
+            reclaimed,
+            then: Then::Prefetch,
+        })
+    }
+
+    fn serve_staged(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        f: &Fault,
+        s: u32,
+        kind: StageKind,
+    ) -> Result<Served, Again> {
+        let before = **g;
+        let addr = self.addr(idx);
+        let protect = self.cfg.dirty_tracking && !g.dirty && !f.write;
+        let t = Instant::now();
+        // SAFETY: moves our staged page back to its registered guest page;
+        // we hold the page lock, which owns the staging slot.
+        let r = unsafe {
+            self.uffd
+                .move_pages(addr, self.staging.addr(s), PAGE_SIZE, !protect, false)
+        };
+        match r {
+            Ok(_) => {}
+            Err(e) if is(&e, Errno::EAGAIN) => return Err(Again),
+            Err(e) => {
+                bump!(self, eexist);
+                self.warn(format_args!("moving page {idx} back: {e}"));
+                return self.stale(idx);
+            }
+        }
+        self.staging.forget(s);
+        let mut dirty = f.write || !self.cfg.dirty_tracking;
+        if protect {
+            // The move leaves the page writable: protect it again before the
+            // faulting thread runs, or a write would go unnoticed.
+            if self
+                .uffd
+                .write_protect(addr, PAGE_SIZE, true, false)
+                .is_err()
+            {
+                dirty = true;
+            }
+            let _ = self.uffd.wake(addr, PAGE_SIZE);
+        }
+        let install_ns = ns(t);
+        g.installed(dirty).expect("staged page can be installed");
+        self.settle(idx, &before, g, false);
+        let path = match kind {
+            StageKind::Inactive => {
+                self.policy().reactivated(idx);
+                FaultPath::Minor
+            }
+            StageKind::Prefetched => {
+                self.policy().mapped(idx);
+                FaultPath::PrefetchHit
+            }
+        };
+        Ok(Served {
+            then: if path == FaultPath::PrefetchHit {
+                Then::Prefetch
+            } else {
+                Then::Nothing
+            },
+            ..Self::served(path, install_ns)
+        })
+    }
+
+    fn serve_mapped(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+    ) -> Result<Served, Again> {
+        let t = Instant::now();
+        // SAFETY: registered guest page whose lock we hold.
+        match unsafe { self.uffd.zeropage(self.addr(idx), PAGE_SIZE, true) } {
+            Err(e) if is(&e, Errno::EEXIST) => self.stale(idx),
+            Err(e) if is(&e, Errno::EAGAIN) => Err(Again),
+            Err(e) => {
+                self.warn(format_args!("re-mapping page {idx}: {e}"));
+                self.stale(idx)
+            }
+            Ok(_) => {
+                // Unmapped behind our back (e.g. MADV_DONTNEED racing with us):
+                // its content is zero now.
+                bump!(self, external_zaps);
+                let before = **g;
+                let freed = g.zero_mapped().expect("mapped page can be zero-mapped");
+                self.free_slot(freed);
+                self.settle(idx, &before, g, false);
+                Ok(Self::served(FaultPath::Zero, ns(t)))
+            }
+        }
+    }
+
+    fn serve_poisoned(&self, idx: PageIdx) -> Served {
+        if self.cfg.fatal_action == FatalAction::Poison {
+            // SAFETY: registered guest page whose lock we hold.
+            let _ = unsafe { self.uffd.poison(self.addr(idx), PAGE_SIZE, true) };
+            let _ = self.uffd.wake(self.addr(idx), PAGE_SIZE);
+        }
+        Self::served(FaultPath::Fatal, 0)
+    }
+
+    /// The page's content cannot be produced: never serve it.
+    fn fatal(&self, idx: PageIdx, g: &mut MutexGuard<'_, PageEntry>, f: &Fault, kind: FatalKind) {
+        match kind {
+            FatalKind::Corruption(_) => bump!(self, integrity_errors),
+            _ => bump!(self, store_read_errors),
+        };
+        let addr = self.addr(idx);
+        let poisoned = self.cfg.fatal_action == FatalAction::Poison
+            // SAFETY: registered guest page whose lock we hold.
+            && unsafe { self.uffd.poison(addr, PAGE_SIZE, true) }.is_ok();
+        let before = **g;
+        let freed = g.poisoned();
+        self.free_slot(freed);
+        self.settle(idx, &before, g, false);
+        let e = FatalError {
+            page: idx,
+            addr: addr as u64,
+            tid: f.tid,
+            thread: self.registry.lookup(f.tid),
+            at_ns: self.now_ns(),
+            kind,
+            poisoned,
+        };
+        tracing::error!("swapper: fatal: {e}");
+        self.fatal.report(e);
+    }
+
+    /// After a first-touch zero fault: zero-map the page's aligned cluster.
+    fn zero_cluster(&self, idx: PageIdx) {
+        self.nudge(true);
+        let z = self.cfg.zero_cluster;
+        if z <= 1 {
+            return;
+        }
+        let (first, last) = self.regions.bounds_of(idx);
+        let start = (idx - idx % z).max(first);
+        let end = (idx - idx % z + z).min(last);
+        let mut p = start;
+        while p < end {
+            let run_start = p;
+            let mut guards = Vec::new();
+            while p < end {
+                match self.try_lock(p) {
+                    Some(g) if g.state == PageState::Absent => guards.push(g),
+                    _ => break,
+                }
+                p += 1;
+            }
+            p += 1;
+            let mut n = guards.len() as u64;
+            while n > 0 && !self.budget.try_reserve(n, self.limits.soft_cap()) {
+                n /= 2;
+            }
+            guards.truncate(n as usize);
+            self.zero_map_run(run_start, &mut guards, true);
+        }
+    }
+
+    /// Reads ahead the evicted pages following `idx` into the prefetch cache
+    /// when the fault continues a sequential run. Returns pages read.
+    fn prefetch(&self, idx: PageIdx, buf: &mut AlignedPage) -> u16 {
+        let last = self
+            .last_fault
+            .swap(idx, std::sync::atomic::Ordering::Relaxed);
+        let n = self.cfg.prefetch;
+        if n == 0 || last.wrapping_add(1) != idx {
+            return 0;
+        }
+        let end = idx + 1 + n.min(self.regions.pages_to_region_end(idx) - 1);
+        let mut got = 0;
+        for p in idx + 1..end {
+            let Some(mut g) = self.try_lock(p) else {
+                continue;
+            };
+            if g.state != PageState::Evicted {
+                continue;
+            }
+            if !self.budget.try_reserve(1, self.limits.soft_cap()) {
+                break;
+            }
+            let Some(s) = self.staging.alloc() else {
+                self.budget.release(1);
+                break;
+            };
+            let slot = g.slot.expect("evicted page has a slot");
+            let ok = self.store.read(slot, &mut buf.0).is_ok()
+                && (!self.cfg.checksums || verify(g.crc, &buf.0).is_ok())
+                && self.staging.copy_in(s, &buf.0).is_ok();
+            if !ok {
+                // Leave it evicted: a real fault will report the problem.
+                self.staging.forget(s);
+                self.budget.release(1);
+                continue;
+            }
+            let before = *g;
+            g.staged(s, StageKind::Prefetched)
+                .expect("evicted page can be prefetched");
+            self.settle(p, &before, &g, true);
+            self.policy().staged(p);
+            got += 1;
+        }
+        bump!(self, prefetched, got);
+        got
+    }
+}

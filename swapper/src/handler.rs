@@ -1,0 +1,109 @@
+//! Fault-handler threads: wait on the userfaultfd, serve faults, process
+//! REMOVE events, retry what answered `EAGAIN`.
+//!
+//! All handler threads read the same (non-blocking) userfaultfd; each keeps
+//! a private retry queue. A retried fault keeps the time its event was first
+//! read, so its trace record shows the whole wait.
+
+use crate::core::Shared;
+use crate::fault::{Fault, Handled};
+use crate::store::AlignedPage;
+use crate::uffd::UffdEvent;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Creates the eventfd used to stop the threads.
+pub(crate) fn stop_fd() -> std::io::Result<OwnedFd> {
+    // SAFETY: eventfd has no memory-safety preconditions.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a freshly created descriptor we own.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Wakes every thread polling `fd`.
+pub(crate) fn signal(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+fn poll(uffd: RawFd, stop: RawFd, timeout_ms: i32) {
+    let mut fds = [
+        libc::pollfd {
+            fd: uffd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: `fds` is a valid array of two pollfd structures.
+    unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+}
+
+/// Body of a handler thread.
+pub(crate) fn run(shared: Arc<Shared>, stop: Arc<OwnedFd>) {
+    let mut buf = AlignedPage::boxed();
+    let mut evbuf = userfaultfd::EventBuffer::new(64);
+    let mut events = Vec::with_capacity(64);
+    let mut retry: VecDeque<(Fault, Instant)> = VecDeque::new();
+    let uffd = shared.uffd.as_raw_fd();
+    loop {
+        poll(
+            uffd,
+            stop.as_raw_fd(),
+            if retry.is_empty() { -1 } else { 1 },
+        );
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        events.clear();
+        if let Err(e) = shared.uffd.read_events(&mut evbuf, &mut events) {
+            shared.warn(format_args!("{e}"));
+        }
+        let t0 = Instant::now();
+        for ev in &events {
+            match *ev {
+                UffdEvent::Fault {
+                    addr,
+                    write,
+                    wp,
+                    tid,
+                } => {
+                    crate::core::bump!(shared, faults);
+                    let f = Fault {
+                        addr,
+                        write,
+                        wp,
+                        tid,
+                    };
+                    if shared.handle_fault(&f, t0, &mut buf) == Handled::Retry {
+                        retry.push_back((f, t0));
+                    }
+                }
+                UffdEvent::Remove { start, end } => shared.handle_remove(start, end),
+                UffdEvent::Unexpected => {
+                    shared.warn(format_args!("unexpected userfaultfd event"));
+                }
+            }
+        }
+        for _ in 0..retry.len() {
+            let (f, t) = retry.pop_front().expect("length checked");
+            if shared.handle_fault(&f, t, &mut buf) == Handled::Retry {
+                retry.push_back((f, t));
+            }
+        }
+        if !retry.is_empty() {
+            std::thread::yield_now();
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Kernel-swap baseline helpers (being written).

@@ -1,0 +1,176 @@
+//! Counters and the serde status snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Live event counters (relaxed atomics).
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A snapshot of [`Counters`].
+        #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub struct CounterSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> CounterSnapshot {
+                CounterSnapshot {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Fault events read from the userfaultfd.
+    faults,
+    /// Faults served with a zero page (first touch, zeroed, ballooned).
+    swapin_zero,
+    /// Faults served from the store.
+    swapin_store,
+    /// Faults served by moving a clock-inactive page back (minor faults).
+    swapin_minor,
+    /// Faults served from the prefetch cache.
+    prefetch_hits,
+    /// Write-protect faults (first write to a clean page).
+    wp_faults,
+    /// Faults that were already resolved when handled.
+    stale_faults,
+    /// Pages evicted to the store (written).
+    evictions,
+    /// Pages deactivated (moved aside) by the clock.
+    deactivations,
+    /// Clean pages dropped without a write (valid copy in the store).
+    silent_writes_avoided,
+    /// Pages found all-zero at eviction: dropped, not stored.
+    zero_pages,
+    /// Pages read ahead into the prefetch cache.
+    prefetched,
+    /// Prefetched pages evicted without being used.
+    prefetch_wasted,
+    /// Store writes that failed (page kept resident).
+    write_errors,
+    /// Evictions refused because the store had no free slot.
+    store_full,
+    /// Store reads that failed (fatal for the page).
+    store_read_errors,
+    /// Checksum mismatches on swap-in (fatal for the page).
+    integrity_errors,
+    /// Pages discarded through `discard` (balloon).
+    discarded_pages,
+    /// UFFD_EVENT_REMOVE events received.
+    remove_events,
+    /// Pages found unmapped behind the swapper's back.
+    external_zaps,
+    /// Pages zero-mapped into the pool ahead of use.
+    pool_refills,
+    /// Pool pages found written by a scan.
+    pool_promotions,
+    /// Unwritten pool pages reclaimed.
+    pool_reclaims,
+    /// PAGEMAP_SCAN passes.
+    scans,
+    /// Evictions done by a fault handler itself (no free budget).
+    direct_reclaims,
+    /// Operations retried after EAGAIN (a non-cooperative event pending).
+    eagain_retries,
+    /// Page-table operations that found the page already populated.
+    eexist,
+    /// Victims skipped because the page was busy or could not be moved.
+    busy_victims,
+}
+
+/// Counts of pages by state, at snapshot time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PageCounts {
+    /// Never touched / zeroed.
+    pub absent: u64,
+    /// Zero-map pool.
+    pub zero_mapped: u64,
+    /// Resident and mapped.
+    pub resident: u64,
+    /// In staging (clock inactive or prefetched).
+    pub staged: u64,
+    /// Only in the store.
+    pub evicted: u64,
+    /// Discarded.
+    pub ballooned: u64,
+    /// Lost (fatal error).
+    pub poisoned: u64,
+}
+
+/// Everything the VMM reports about the swapper (JSON via serde).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SwapperStatus {
+    /// Store kind (`file`, `memory`, `lz4`).
+    pub store: String,
+    /// Policy name.
+    pub policy: String,
+    /// Pages managed.
+    pub region_pages: u64,
+    /// Resident limit, pages.
+    pub limit_pages: u64,
+    /// Allowed slack above the limit (zero-map pool), pages.
+    pub slack_pages: u64,
+    /// Free room kept by the evictor, pages.
+    pub headroom_pages: u64,
+    /// Committed pages now (upper bound on resident memory).
+    pub committed_pages: u64,
+    /// Pages known resident now (resident + staged).
+    pub resident_pages: u64,
+    /// Highest committed value: resident memory never exceeded this.
+    pub peak_resident_pages: u64,
+    /// Highest known-resident value.
+    pub peak_known_resident_pages: u64,
+    /// Times a reservation had to exceed `limit + slack`.
+    pub limit_overshoots: u64,
+    /// Bytes used in the backing store.
+    pub store_bytes: u64,
+    /// Store slots in use.
+    pub store_slots: u64,
+    /// Staging slots in use.
+    pub staging_pages: u64,
+    /// Trace records dropped because the ring was full.
+    pub trace_dropped: u64,
+    /// Number of fatal errors (see `Swapper::fatal_errors`).
+    pub fatal_errors: u64,
+    /// Pages by state.
+    pub pages: PageCounts,
+    /// Event counters.
+    pub counters: CounterSnapshot,
+}
+
+impl SwapperStatus {
+    /// Swap-ins of every kind that brought data back (store + minor +
+    /// prefetch hits).
+    pub fn swap_ins(&self) -> u64 {
+        self.counters.swapin_store + self.counters.swapin_minor + self.counters.prefetch_hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reads_counters_and_serializes() {
+        let c = Counters::default();
+        c.evictions.fetch_add(3, Ordering::Relaxed);
+        c.swapin_store.fetch_add(2, Ordering::Relaxed);
+        c.prefetch_hits.fetch_add(1, Ordering::Relaxed);
+        let s = SwapperStatus {
+            counters: c.snapshot(),
+            ..Default::default()
+        };
+        assert_eq!(s.swap_ins(), 3);
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["counters"]["evictions"], 3);
+        assert_eq!(j["peak_resident_pages"], 0);
+    }
+}

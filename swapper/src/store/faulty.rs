@@ -1,0 +1,250 @@
+//! Fault injection: a store wrapper that fails on demand.
+//!
+//! A [`FaultInjector`] is a shared handle (the test keeps one clone, the
+//! swapper's store the other). Each knob is a countdown of operations to
+//! sabotage (`u64::MAX` = until cleared):
+//! - write errors with a chosen errno (`ENOSPC`, `EIO`, …): nothing written;
+//! - short writes: half a page is written over the slot, then a
+//!   [`StoreError::Short`] is returned (a torn slot the swapper must never
+//!   trust);
+//! - read errors with a chosen errno;
+//! - corrupt reads: the real data with one bit flipped (checksums catch it).
+
+use super::{Store, StoreError};
+use crate::slots::Slot;
+use crate::PAGE_SIZE;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Shared fault-injection controls.
+#[derive(Debug, Default)]
+pub struct FaultInjector {
+    write_errors: AtomicU64,
+    write_errno: AtomicI32,
+    short_writes: AtomicU64,
+    read_errors: AtomicU64,
+    read_errno: AtomicI32,
+    corrupt_reads: AtomicU64,
+    injected: AtomicU64,
+}
+
+/// Takes one unit from a countdown; `u64::MAX` never runs out.
+fn take(counter: &AtomicU64) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match n {
+            0 => None,
+            u64::MAX => Some(u64::MAX),
+            n => Some(n - 1),
+        })
+        .is_ok()
+}
+
+impl FaultInjector {
+    /// A new injector with nothing armed.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The next `n` writes fail with `errno` (`u64::MAX`: all writes).
+    pub fn fail_writes(&self, n: u64, errno: i32) {
+        self.write_errno.store(errno, Ordering::Release);
+        self.write_errors.store(n, Ordering::Release);
+    }
+
+    /// The next `n` writes are torn (half written) and reported short.
+    pub fn short_writes(&self, n: u64) {
+        self.short_writes.store(n, Ordering::Release);
+    }
+
+    /// The next `n` reads fail with `errno`.
+    pub fn fail_reads(&self, n: u64, errno: i32) {
+        self.read_errno.store(errno, Ordering::Release);
+        self.read_errors.store(n, Ordering::Release);
+    }
+
+    /// The next `n` reads return data with one flipped bit.
+    pub fn corrupt_reads(&self, n: u64) {
+        self.corrupt_reads.store(n, Ordering::Release);
+    }
+
+    /// Disarms everything.
+    pub fn clear(&self) {
+        for c in [
+            &self.write_errors,
+            &self.short_writes,
+            &self.read_errors,
+            &self.corrupt_reads,
+        ] {
+            c.store(0, Ordering::Release);
+        }
+    }
+
+    /// Number of operations sabotaged so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    fn hit(&self) {
+        self.injected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A store that consults a [`FaultInjector`] before each operation.
+pub struct FaultyStore {
+    inner: Box<dyn Store>,
+    inj: Arc<FaultInjector>,
+}
+
+impl FaultyStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn Store>, inj: Arc<FaultInjector>) -> Self {
+        Self { inner, inj }
+    }
+}
+
+impl Store for FaultyStore {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn capacity(&self) -> u32 {
+        self.inner.capacity()
+    }
+
+    fn write(&self, slot: Slot, page: &[u8]) -> Result<(), StoreError> {
+        if take(&self.inj.write_errors) {
+            self.inj.hit();
+            return Err(StoreError::Io {
+                op: "write",
+                slot: slot.0,
+                source: std::io::Error::from_raw_os_error(
+                    self.inj.write_errno.load(Ordering::Acquire),
+                ),
+            });
+        }
+        if take(&self.inj.short_writes) {
+            self.inj.hit();
+            let mut torn = page.to_vec();
+            torn[PAGE_SIZE / 2..].fill(0xA5);
+            self.inner.write(slot, &torn)?;
+            return Err(StoreError::Short {
+                op: "write",
+                slot: slot.0,
+                done: PAGE_SIZE / 2,
+            });
+        }
+        self.inner.write(slot, page)
+    }
+
+    fn read(&self, slot: Slot, buf: &mut [u8]) -> Result<(), StoreError> {
+        if take(&self.inj.read_errors) {
+            self.inj.hit();
+            return Err(StoreError::Io {
+                op: "read",
+                slot: slot.0,
+                source: std::io::Error::from_raw_os_error(
+                    self.inj.read_errno.load(Ordering::Acquire),
+                ),
+            });
+        }
+        self.inner.read(slot, buf)?;
+        if take(&self.inj.corrupt_reads) {
+            self.inj.hit();
+            buf[PAGE_SIZE / 3] ^= 0x10;
+        }
+        Ok(())
+    }
+
+    fn discard(&self, slot: Slot) {
+        self.inner.discard(slot)
+    }
+
+    fn bytes_used(&self) -> u64 {
+        self.inner.bytes_used()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::memory::MemoryStore;
+    use super::super::testutil::page;
+    use super::*;
+
+    fn faulty() -> (FaultyStore, Arc<FaultInjector>) {
+        let inj = FaultInjector::new();
+        (
+            FaultyStore::new(Box::new(MemoryStore::new(8)), inj.clone()),
+            inj,
+        )
+    }
+
+    #[test]
+    fn passes_through_when_disarmed() {
+        let (s, inj) = faulty();
+        super::super::testutil::exercise(&s);
+        assert_eq!(inj.injected(), 0);
+    }
+
+    #[test]
+    fn write_errors_count_down_and_keep_errno() {
+        let (s, inj) = faulty();
+        inj.fail_writes(2, libc::ENOSPC);
+        for _ in 0..2 {
+            match s.write(Slot(0), &page(1)) {
+                Err(StoreError::Io { source, .. }) => {
+                    assert_eq!(source.raw_os_error(), Some(libc::ENOSPC))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        s.write(Slot(0), &page(1)).unwrap();
+        assert_eq!(inj.injected(), 2);
+    }
+
+    #[test]
+    fn forever_until_cleared() {
+        let (s, inj) = faulty();
+        inj.fail_writes(u64::MAX, libc::EIO);
+        for _ in 0..100 {
+            assert!(s.write(Slot(1), &page(1)).is_err());
+        }
+        inj.clear();
+        s.write(Slot(1), &page(1)).unwrap();
+    }
+
+    #[test]
+    fn short_write_leaves_torn_slot() {
+        let (s, inj) = faulty();
+        inj.short_writes(1);
+        assert!(matches!(
+            s.write(Slot(2), &page(3)),
+            Err(StoreError::Short { done, .. }) if done == PAGE_SIZE / 2
+        ));
+        let mut buf = vec![0; PAGE_SIZE];
+        s.read(Slot(2), &mut buf).unwrap();
+        assert_eq!(buf[..PAGE_SIZE / 2], page(3)[..PAGE_SIZE / 2]);
+        assert_ne!(buf, page(3));
+    }
+
+    #[test]
+    fn read_errors_and_corruption() {
+        let (s, inj) = faulty();
+        s.write(Slot(0), &page(4)).unwrap();
+        inj.fail_reads(1, libc::EIO);
+        let mut buf = vec![0; PAGE_SIZE];
+        assert!(matches!(
+            s.read(Slot(0), &mut buf),
+            Err(StoreError::Io { .. })
+        ));
+        inj.corrupt_reads(1);
+        s.read(Slot(0), &mut buf).unwrap();
+        let diff: u32 = buf
+            .iter()
+            .zip(page(4))
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum();
+        assert_eq!(diff, 1);
+        s.read(Slot(0), &mut buf).unwrap();
+        assert_eq!(buf, page(4));
+    }
+}

@@ -1,0 +1,400 @@
+//! The public handle: start, observe, discard, shut down.
+
+use crate::budget::{Budget, Limits};
+use crate::config::{ConfigError, FatalAction, SwapperConfig};
+use crate::core::Shared;
+use crate::discard::DiscardStats;
+use crate::fatal::{FatalError, FatalSink};
+use crate::page_state::{PageEntry, PageState};
+use crate::pagemap::{Pagemap, PagemapError};
+use crate::policy::{new_policy, PolicyParams};
+use crate::ratelimit::RateLimiter;
+use crate::region::{GuestRegion, RegionError, Regions};
+use crate::registry::ThreadRegistry;
+use crate::slots::SlotAllocator;
+use crate::staging::{Staging, StagingError};
+use crate::status::{Counters, SwapperStatus};
+use crate::store::faulty::FaultyStore;
+use crate::store::{AlignedPage, StoreError};
+use crate::trace::{
+    FaultPath, FaultRecord, LatencySummary, PathHistograms, SharedHistograms, TraceRing,
+};
+use crate::uffd::{self, Uffd, UffdError};
+use crate::PAGE_SIZE;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Errors of the swapper API.
+#[derive(Debug, Error)]
+pub enum SwapperError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Bad regions.
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    /// userfaultfd failure.
+    #[error(transparent)]
+    Uffd(#[from] UffdError),
+    /// Staging area failure.
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    /// Store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// PAGEMAP_SCAN failure.
+    #[error(transparent)]
+    Pagemap(#[from] PagemapError),
+    /// The guest mapping cannot be managed (not private anonymous
+    /// read-write memory).
+    #[error("region at {addr:#x} cannot be managed: {reason}")]
+    Unsupported {
+        /// Region address.
+        addr: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running host swapper over one or more guest regions.
+pub struct Swapper {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<OwnedFd>,
+    registered: bool,
+}
+
+impl Swapper {
+    /// Takes over `regions`: registers them with userfaultfd (missing and,
+    /// with dirty tracking, write-protect faults), imports the pages already
+    /// populated, fills the zero-map pool and starts the evictor and the
+    /// fault-handler threads.
+    ///
+    /// # Safety
+    ///
+    /// Each region must be private anonymous read-write memory owned by the
+    /// caller that stays mapped until the swapper is shut down or dropped,
+    /// and that no Rust reference covers: the swapper moves pages in and out
+    /// of it behind the compiler's back (their content, as seen by any
+    /// access, is preserved).
+    pub unsafe fn start(cfg: SwapperConfig, regions: &[GuestRegion]) -> Result<Self, SwapperError> {
+        cfg.validate()?;
+        let regions = Regions::new(regions)?;
+        let pages = regions.pages();
+        let limits = Limits::new(cfg.limit_pages(), cfg.slack_pages());
+        let uffd = create_uffd()?;
+        for (r, _) in regions.iter() {
+            for advice in [libc::MADV_NOHUGEPAGE, libc::MADV_DONTFORK] {
+                // SAFETY: advice on the caller's region (see the contract);
+                // it does not change contents.
+                unsafe { libc::madvise(r.addr as *mut libc::c_void, r.len, advice) };
+            }
+            uffd.register(r.addr, r.len, cfg.dirty_tracking)?;
+        }
+        let capacity = cfg.store_pages.unwrap_or(pages);
+        let mut store = crate::store::open(&cfg.store, capacity)?;
+        if let Some(inj) = &cfg.fault_injector {
+            store = Box::new(FaultyStore::new(store, inj.clone()));
+        }
+        let staging_pages = (limits.limit + 4 * cfg.prefetch as u64 + 256).min(u32::MAX as u64);
+        let staging = Staging::new(staging_pages as u32)?;
+        let policy = new_policy(
+            cfg.policy,
+            PolicyParams {
+                num_pages: pages as usize,
+                inactive_target: (limits.limit / cfg.inactive_divisor) as usize,
+                seed: cfg.seed,
+            },
+        );
+        let on_fatal = cfg.on_fatal.clone();
+        let trace_capacity = cfg.trace_capacity;
+        let shared = Arc::new(Shared {
+            limits,
+            uffd,
+            pagemap: Pagemap::open()?,
+            table: (0..pages)
+                .map(|_| Mutex::new(PageEntry::default()))
+                .collect(),
+            state_counts: Shared::init_counts(pages),
+            budget: Budget::new(limits),
+            policy: Mutex::new(policy),
+            store,
+            slots: Mutex::new(SlotAllocator::new(capacity)),
+            staging,
+            counters: Counters::default(),
+            trace: TraceRing::new(trace_capacity),
+            hists: SharedHistograms::default(),
+            registry: ThreadRegistry::new(),
+            fatal: FatalSink::new(on_fatal),
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+            wake: Mutex::default(),
+            wake_cv: Condvar::new(),
+            seq: AtomicU64::new(0),
+            last_fault: AtomicU32::new(u32::MAX - 1),
+            refill_cursor: AtomicU32::new(0),
+            shrink_cursor: AtomicU32::new(0),
+            log: RateLimiter::new(Duration::from_secs(1), 10),
+            zero_page: AlignedPage::boxed(),
+            regions,
+            cfg,
+        });
+        let stop = Arc::new(
+            crate::handler::stop_fd().map_err(|source| SwapperError::Os {
+                what: "eventfd",
+                source,
+            })?,
+        );
+        let mut sw = Self {
+            shared: shared.clone(),
+            threads: Vec::new(),
+            stop: stop.clone(),
+            registered: true,
+        };
+        sw.check_move()?;
+        shared.import_existing()?;
+        shared.refill_pool();
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|source| SwapperError::Os {
+                    what: "spawning swapper thread",
+                    source,
+                })
+        };
+        let s = shared.clone();
+        sw.threads.push(spawn(
+            "swapper-evict".into(),
+            Box::new(move || crate::evictor::run(s)),
+        )?);
+        for i in 0..shared.cfg.handler_threads {
+            let (s, st) = (shared.clone(), stop.clone());
+            sw.threads.push(spawn(
+                format!("swapper-fault-{i}"),
+                Box::new(move || crate::handler::run(s, st)),
+            )?);
+        }
+        Ok(sw)
+    }
+
+    /// Checks that pages can be moved between the regions and staging
+    /// (private anonymous read-write memory), before anything depends on it.
+    fn check_move(&self) -> Result<(), SwapperError> {
+        let sh = &self.shared;
+        for (r, _) in sh.regions.iter() {
+            let s = sh.staging.alloc().expect("fresh staging has room");
+            // SAFETY: first page of a region the caller handed over; no
+            // thread runs yet.
+            let moved = unsafe { sh.staging.move_in(s, r.addr) };
+            let back = match moved {
+                // SAFETY: puts the page just moved back where it was.
+                Ok(true) => unsafe {
+                    sh.uffd
+                        .move_pages(r.addr, sh.staging.addr(s), PAGE_SIZE, true, false)
+                }
+                .map(|_| ()),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            sh.staging.forget(s);
+            if let Err(e) = back {
+                return Err(SwapperError::Unsupported {
+                    addr: r.addr,
+                    reason: format!(
+                        "UFFDIO_MOVE refused ({e}); private anonymous RW memory required"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The thread registry (fill it with vCPU and device thread TIDs).
+    pub fn registry(&self) -> ThreadRegistry {
+        self.shared.registry.clone()
+    }
+
+    /// Counters and gauges.
+    pub fn status(&self) -> SwapperStatus {
+        self.shared.status()
+    }
+
+    /// Per-path latency summaries (paths with at least one fault).
+    pub fn latency(&self) -> Vec<(FaultPath, LatencySummary)> {
+        self.shared.hists.snapshot().summaries()
+    }
+
+    /// A copy of the per-path histograms.
+    pub fn histograms(&self) -> PathHistograms {
+        self.shared.hists.snapshot()
+    }
+
+    /// Takes the trace records collected so far (oldest first).
+    pub fn drain_trace(&self) -> Vec<FaultRecord> {
+        self.shared.trace.drain()
+    }
+
+    /// Fatal errors so far (pages that could not be served).
+    pub fn fatal_errors(&self) -> Vec<FatalError> {
+        self.shared.fatal.all()
+    }
+
+    /// Whether any fatal error happened.
+    pub fn has_fatal(&self) -> bool {
+        self.shared.fatal.any()
+    }
+
+    /// Gives the whole pages of `[addr, addr + len)` back to the host
+    /// (balloon inflate, free page reporting): store copies and staged pages
+    /// are dropped, the budget released, the range `MADV_DONTNEED`ed. A later
+    /// access reads zeros.
+    pub fn discard(&self, addr: usize, len: usize) -> Result<DiscardStats, SwapperError> {
+        self.shared
+            .discard(addr, len)
+            .map_err(|source| SwapperError::Os {
+                what: "madvise(MADV_DONTNEED)",
+                source,
+            })
+    }
+
+    /// Pages of the regions and staging holding real memory right now, as
+    /// the kernel's page tables say (`PAGEMAP_SCAN`), independent of the
+    /// swapper's own accounting.
+    pub fn scanned_resident_pages(&self) -> Result<u64, SwapperError> {
+        let sh = &self.shared;
+        let mut n = 0;
+        for (r, _) in sh.regions.iter() {
+            n += sh.pagemap.count_real(r.addr, r.addr + r.len)?;
+        }
+        let s0 = sh.staging.addr(0);
+        n += sh
+            .pagemap
+            .count_real(s0, s0 + sh.staging.capacity() as usize * PAGE_SIZE)?;
+        Ok(n)
+    }
+
+    /// The staging area (swapper-owned memory holding moved-aside pages),
+    /// for measuring resident memory from outside.
+    pub fn staging_region(&self) -> GuestRegion {
+        GuestRegion {
+            addr: self.shared.staging.addr(0),
+            len: self.shared.staging.capacity() as usize * PAGE_SIZE,
+        }
+    }
+
+    /// Managed regions.
+    pub fn regions(&self) -> Vec<GuestRegion> {
+        self.shared.regions.iter().map(|(r, _)| r).collect()
+    }
+
+    /// Brings every evicted and staged page back into the mapping (ignoring
+    /// the limit) so the regions hold their full content; the evictor keeps
+    /// running afterwards unless the swapper is shut down.
+    pub fn restore_all(&self) -> Result<u64, SwapperError> {
+        let sh = &self.shared;
+        let mut buf = AlignedPage::boxed();
+        let mut n = 0;
+        for idx in 0..sh.regions.pages() {
+            let mut g = sh.lock(idx);
+            let before = *g;
+            let addr = sh.addr(idx);
+            match g.state {
+                PageState::Evicted => {
+                    let slot = g.slot.expect("evicted page has a slot");
+                    sh.store.read(slot, &mut buf.0)?;
+                    if sh.cfg.checksums {
+                        crate::integrity::verify(g.crc, &buf.0).map_err(|m| {
+                            SwapperError::Unsupported {
+                                addr,
+                                reason: m.to_string(),
+                            }
+                        })?;
+                    }
+                    // SAFETY: registered guest page whose lock we hold.
+                    unsafe { sh.uffd.copy(addr, buf.0.as_ptr(), PAGE_SIZE, false, true) }?;
+                }
+                PageState::Staged { index, .. } => {
+                    // SAFETY: moves our staged page back to its guest page.
+                    unsafe {
+                        sh.uffd
+                            .move_pages(addr, sh.staging.addr(index), PAGE_SIZE, true, false)
+                    }?;
+                    sh.staging.forget(index);
+                }
+                _ => continue,
+            }
+            sh.budget.force_reserve(!before.committed() as u64);
+            g.installed(true)
+                .expect("evicted/staged page can be installed");
+            sh.settle(idx, &before, &g, !before.committed());
+            sh.policy().mapped(idx);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn stop_threads(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        crate::handler::signal(&self.stop);
+        self.shared.nudge(false);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn unregister(&mut self) {
+        if !std::mem::take(&mut self.registered) {
+            return;
+        }
+        for (r, _) in self.shared.regions.iter() {
+            if let Err(e) = self.shared.uffd.unregister(r.addr, r.len) {
+                tracing::warn!("swapper: {e}");
+            }
+        }
+    }
+
+    /// Stops the threads, unregisters the regions and frees the store (the
+    /// swap file is deleted). Pages still evicted are lost (the regions read
+    /// zeros there afterwards); call [`Swapper::restore_all`] first to keep
+    /// them. Returns the final status.
+    pub fn shutdown(mut self) -> SwapperStatus {
+        self.stop_threads();
+        self.unregister();
+        self.shared.status()
+    }
+
+    /// The fatal action in effect.
+    pub fn fatal_action(&self) -> FatalAction {
+        self.shared.cfg.fatal_action
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        self.stop_threads();
+        self.unregister();
+    }
+}
+
+fn create_uffd() -> Result<Uffd, UffdError> {
+    Uffd::create(
+        uffd::FEATURE_PAGEFAULT_FLAG_WP
+            | uffd::FEATURE_EVENT_REMOVE
+            | uffd::FEATURE_THREAD_ID
+            | uffd::FEATURE_MOVE
+            | uffd::FEATURE_POISON,
+    )
+}

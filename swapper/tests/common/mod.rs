@@ -1,0 +1,266 @@
+//! Helpers for the privileged swapper tests: mappings, page content,
+//! toucher threads, resident-memory sampling.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use swapper::{GuestRegion, Swapper, PAGE_SIZE};
+
+/// Whether this host can run userfaultfd tests; prints why not.
+pub fn uffd_available() -> bool {
+    let ok = std::path::Path::new("/dev/userfaultfd").exists() || unsafe_free_euid_is_root();
+    if !ok {
+        eprintln!("SKIPPED: no /dev/userfaultfd and not root");
+    }
+    ok
+}
+
+fn unsafe_free_euid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// An anonymous private mapping, unmapped on drop.
+pub struct Mapping {
+    pub addr: usize,
+    pub pages: usize,
+}
+
+impl Mapping {
+    pub fn new(pages: usize) -> Self {
+        // SAFETY: fresh anonymous private mapping.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Self {
+            addr: p as usize,
+            pages,
+        }
+    }
+
+    pub fn region(&self) -> GuestRegion {
+        GuestRegion {
+            addr: self.addr,
+            len: self.pages * PAGE_SIZE,
+        }
+    }
+
+    pub fn page(&self, i: usize) -> usize {
+        assert!(i < self.pages);
+        self.addr + i * PAGE_SIZE
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping created in `new`; the swapper using it
+        // has been shut down by then (tests drop it first).
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.pages * PAGE_SIZE) };
+    }
+}
+
+/// xorshift64*.
+pub fn mix(mut x: u64) -> u64 {
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// The 512 words of page `page` for `seed` (random content).
+fn word(seed: u64, page: usize, i: usize) -> u64 {
+    mix(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((page as u64) << 20) ^ i as u64 ^ 0x5151)
+}
+
+/// Writes the content for (`seed`, `page`) at `addr`.
+pub fn fill(addr: usize, page: usize, seed: u64) {
+    let p = addr as *mut u64;
+    for i in 0..PAGE_SIZE / 8 {
+        // SAFETY: `addr` is a page of a test mapping managed by the swapper;
+        // accesses may fault and be served by it.
+        unsafe { p.wrapping_add(i).write_volatile(word(seed, page, i)) };
+    }
+}
+
+/// Checks the content for (`seed`, `page`) at `addr`; returns mismatching words.
+pub fn check(addr: usize, page: usize, seed: u64) -> usize {
+    let p = addr as *const u64;
+    (0..PAGE_SIZE / 8)
+        // SAFETY: as in `fill`.
+        .filter(|&i| unsafe { p.wrapping_add(i).read_volatile() } != word(seed, page, i))
+        .count()
+}
+
+/// Reads one word of the page (a read access).
+pub fn touch_read(addr: usize) -> u64 {
+    // SAFETY: as in `fill`.
+    unsafe { (addr as *const u64).read_volatile() }
+}
+
+/// Writes one word of the page.
+pub fn touch_write(addr: usize, v: u64) {
+    // SAFETY: as in `fill`.
+    unsafe { (addr as *mut u64).write_volatile(v) }
+}
+
+/// A random permutation of 0..n.
+pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut x = seed | 1;
+    for i in (1..n).rev() {
+        x = mix(x);
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// Resident pages of the VMAs covering `ranges`, from /proc/self/smaps
+/// (independent of the swapper's own accounting).
+pub fn smaps_rss_pages(ranges: &[GuestRegion]) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+    let mut total_kb = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                inside = ranges.iter().any(|r| a < r.addr + r.len && r.addr < b);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(rest) = line.strip_prefix("Rss:") {
+                total_kb += rest
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+    }
+    total_kb / 4
+}
+
+/// Resident memory sampled in the background, from the kernel's page
+/// tables (never from the swapper's own accounting).
+///
+/// Neither source stops the swapper while it reads: a smaps read walks the
+/// page tables, a `PAGEMAP_SCAN` of staging + regions takes two ioctls, and
+/// on a 2-core host the sampling thread is often preempted in between. A
+/// page evicted from an already-read range while another is installed in a
+/// not-yet-read one is then counted twice. So only samples that completed
+/// quickly are kept (≤ 250 µs for scans, ≤ 3 ms for smaps), and they are
+/// compared with [`SAMPLING_TOLERANCE`]. The exact bound is the swapper's
+/// own `peak_resident_pages`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RssMax {
+    /// Highest smaps RSS of the guest regions alone.
+    pub smaps_region: u64,
+    /// Highest PAGEMAP_SCAN count of real pages in staging + regions.
+    pub scanned: u64,
+    /// Samples kept (scan, smaps).
+    pub samples: (u64, u64),
+}
+
+/// Tolerance for [`RssMax`] samples (pages moved during one read).
+pub const SAMPLING_TOLERANCE: u64 = 32;
+
+/// Samples resident memory of the swapper's regions and staging.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<RssMax>>,
+}
+
+impl RssSampler {
+    pub fn start(sw: &Swapper) -> Self {
+        let regions = sw.regions();
+        let staging = sw.staging_region();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let pm = swapper::pagemap::Pagemap::open().unwrap();
+            let mut m = RssMax::default();
+            let mut round = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                let mut n = pm
+                    .count_real(staging.addr, staging.addr + staging.len)
+                    .unwrap();
+                for r in &regions {
+                    n += pm.count_real(r.addr, r.addr + r.len).unwrap();
+                }
+                if t.elapsed() <= std::time::Duration::from_micros(250) {
+                    m.scanned = m.scanned.max(n);
+                    m.samples.0 += 1;
+                }
+                round += 1;
+                if round % 16 == 0 {
+                    let t = std::time::Instant::now();
+                    let r = smaps_rss_pages(&regions);
+                    if t.elapsed() <= std::time::Duration::from_millis(3) {
+                        m.smaps_region = m.smaps_region.max(r);
+                        m.samples.1 += 1;
+                    }
+                }
+            }
+            m
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling.
+    pub fn finish(mut self) -> RssMax {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+
+    /// Asserts every kept sample stayed within `bound` (+ tolerance).
+    pub fn assert_within(self, bound: u64) -> RssMax {
+        let m = self.finish();
+        assert!(m.samples.0 > 0, "no usable sample: {m:?}");
+        assert!(
+            m.smaps_region <= bound + SAMPLING_TOLERANCE,
+            "{m:?} > {bound}"
+        );
+        assert!(m.scanned <= bound + SAMPLING_TOLERANCE, "{m:?} > {bound}");
+        m
+    }
+}
+
+/// Runs `f(thread_index)` on `n` threads registered as vCPUs; joins them.
+pub fn vcpus<F>(sw: &Swapper, n: usize, f: F)
+where
+    F: Fn(usize) + Send + Sync + 'static,
+{
+    let f = Arc::new(f);
+    let reg = sw.registry();
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (f, reg) = (f.clone(), reg.clone());
+            std::thread::spawn(move || {
+                reg.register_current(swapper::ThreadKind::Vcpu(i as u32));
+                f(i);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("toucher panicked");
+    }
+}
