@@ -179,6 +179,48 @@ impl Drop for Staging {
     }
 }
 
+/// Mark `file` as just used (its mtime drives [`prune`]); errors are ignored.
+pub fn touch(file: &Path) {
+    if let Ok(f) = std::fs::OpenOptions::new().append(true).open(file) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Keep the `keep` most recently used subdirectories of `parent` (by the mtime
+/// of their `marker` file), never removing `protect`; delete the rest.
+/// Hidden entries (locks, staging) are left alone. Returns what was removed.
+pub fn prune(
+    parent: &Path,
+    marker: &str,
+    keep: usize,
+    protect: &Path,
+) -> Result<Vec<PathBuf>, CacheError> {
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(parent)
+        .map_err(CacheError::io("listing", parent))?
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .map(|p| {
+            let t = std::fs::metadata(p.join(marker))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (t, p)
+        })
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut removed = Vec::new();
+    for (_, p) in dirs
+        .into_iter()
+        .filter(|(_, p)| p != protect)
+        .skip(keep.saturating_sub(1))
+    {
+        std::fs::remove_dir_all(&p).map_err(CacheError::io("removing old", &p))?;
+        removed.push(p);
+    }
+    Ok(removed)
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -328,6 +370,34 @@ mod tests {
             path_component("1:1.35.0-4+deb12u1~b1/x"),
             "1_1.35.0-4+deb12u1_b1_x"
         );
+    }
+
+    #[test]
+    fn prune_keeps_the_most_recent_and_the_protected() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::time::SystemTime::now() - std::time::Duration::from_secs(1000);
+        for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            let f = std::fs::File::create(d.join("m")).unwrap();
+            f.set_modified(base + std::time::Duration::from_secs(i as u64 * 10))
+                .unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".tmp-x")).unwrap();
+        // Keep 2: the protected "a" (oldest) plus the newest other, "d".
+        let removed = prune(dir.path(), "m", 2, &dir.path().join("a")).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".tmp-x", "a", "d"]);
+        assert_eq!(removed.len(), 2);
+        // Touching makes an entry the most recent.
+        touch(&dir.path().join("a").join("m"));
+        prune(dir.path(), "m", 1, &dir.path().join("zzz")).unwrap();
+        assert!(dir.path().join("a").exists() && !dir.path().join("d").exists());
     }
 
     #[test]

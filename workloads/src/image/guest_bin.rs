@@ -79,6 +79,16 @@ pub fn workspace_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Where [`build`] puts program `name` for `workspace`.
+pub fn built_path(workspace: &Path, name: &str) -> PathBuf {
+    workspace
+        .join("target")
+        .join("guest")
+        .join(TARGET)
+        .join("release")
+        .join(name)
+}
+
 /// Check that `path` is a static ELF executable and hash it.
 pub fn check_static(name: &str, path: &Path) -> Result<GuestProgram, GuestBinError> {
     let data = match std::fs::read(path) {
@@ -151,10 +161,9 @@ pub fn build(workspace: &Path) -> Result<Vec<GuestProgram>, GuestBinError> {
             command: rendered,
         });
     }
-    let out = target_dir.join(TARGET).join("release");
     PROGRAMS
         .iter()
-        .map(|p| check_static(p, &out.join(p)))
+        .map(|p| check_static(p, &built_path(workspace, p)))
         .collect()
 }
 

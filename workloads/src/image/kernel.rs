@@ -208,6 +208,73 @@ fn apt_show(package: &str) -> Result<String, KernelError> {
     Ok(out)
 }
 
+/// Where apt keeps its package lists.
+const APT_LISTS: &str = "/var/lib/apt/lists";
+
+/// A fingerprint of apt's package lists (names, sizes, mtimes): when it is
+/// unchanged, so is what apt resolves a package to.
+fn apt_lists_stamp() -> Option<String> {
+    let mut entries: Vec<String> = std::fs::read_dir(APT_LISTS)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            let mtime = m
+                .modified()
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?;
+            Some(format!(
+                "{} {} {}",
+                e.file_name().to_string_lossy(),
+                m.len(),
+                mtime.as_nanos()
+            ))
+        })
+        .collect();
+    entries.sort();
+    Some(cache::sha256_hex(entries.join("\n").as_bytes()))
+}
+
+/// A remembered resolution (`kernels/resolved-<metapackage>.json`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Resolution {
+    apt_lists: String,
+    package: DebianPackage,
+}
+
+/// [`resolve_package`], remembered in `cache` while apt's lists are unchanged
+/// (each `apt-cache` call costs about half a second).
+pub fn resolve_package_cached(
+    cache: &Path,
+    metapackage: &str,
+) -> Result<DebianPackage, KernelError> {
+    let stamp = apt_lists_stamp();
+    let file = cache.join("kernels").join(format!(
+        "resolved-{}.json",
+        cache::path_component(metapackage)
+    ));
+    if let (Some(stamp), Ok(text)) = (&stamp, std::fs::read_to_string(&file)) {
+        if let Ok(r) = serde_json::from_str::<Resolution>(&text) {
+            if &r.apt_lists == stamp {
+                return Ok(r.package);
+            }
+        }
+    }
+    let package = resolve_package(metapackage)?;
+    if let Some(apt_lists) = stamp {
+        let r = Resolution {
+            apt_lists,
+            package: package.clone(),
+        };
+        if let (Ok(json), Some(dir)) = (serde_json::to_vec(&r), file.parent()) {
+            // Only an optimization: failing to remember is not an error.
+            let _ = std::fs::create_dir_all(dir).map(|_| cache::write_atomic(&file, &json));
+        }
+    }
+    Ok(package)
+}
+
 /// Resolve a metapackage (`linux-image-amd64`) to the real kernel package that
 /// its candidate version depends on, with that package's candidate version.
 pub fn resolve_package(metapackage: &str) -> Result<DebianPackage, KernelError> {
@@ -339,7 +406,7 @@ pub fn ensure_kernel_with(
     metapackage: &str,
     progress: Option<fn(&str)>,
 ) -> Result<KernelFiles, KernelError> {
-    let pkg = match resolve_package(metapackage) {
+    let pkg = match resolve_package_cached(cache, metapackage) {
         Ok(p) => p,
         Err(e) => {
             if let Some(k) = cached_kernels(cache, metapackage).into_iter().next() {

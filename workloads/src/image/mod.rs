@@ -56,6 +56,8 @@ pub const DEFAULT_MODULES: &[&str] = &[
 pub const SCHEMA: u32 = 1;
 /// Environment variable naming a busybox binary to use instead of [`busybox::DEFAULT_PATH`].
 pub const ENV_BUSYBOX: &str = "SWAPLAB_BUSYBOX";
+/// How many images the cache keeps (least recently used ones are removed).
+pub const KEEP_IMAGES: usize = 8;
 /// Name of the manifest file in an image directory.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -300,10 +302,13 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     let bb = busybox::find(opts.busybox.as_deref().or(env_busybox.as_deref()))?;
-    if opts.guest_bin.is_none() && std::env::var_os(guest_bin::ENV_GUEST_BIN).is_none() {
+    let building = opts.guest_bin.is_none() && std::env::var_os(guest_bin::ENV_GUEST_BIN).is_none();
+    let first =
+        !guest_bin::built_path(&guest_bin::workspace_dir(), guest_bin::PROGRAMS[0]).is_file();
+    if building && first {
         say(
             opts,
-            "checking the static guest programs (cargo; the first build takes a minute or two)",
+            "building the static guest programs (cargo; the first build takes a minute or two)",
         );
     }
     let programs = guest_bin::ensure(opts.guest_bin.as_deref())?;
@@ -331,6 +336,7 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
     let dir = images.join(&key);
     if !opts.force {
         if let Ok(img) = GuestImage::load(&dir) {
+            cache::touch(&dir.join(MANIFEST));
             return Ok(img);
         }
     }
@@ -411,6 +417,9 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
     })?;
     write(MANIFEST, &json)?;
     staging.publish(&dir)?;
+    for old in cache::prune(&images, MANIFEST, KEEP_IMAGES, &dir)? {
+        tracing::info!("removed old guest image {}", old.display());
+    }
     let mut img = GuestImage::load(&dir)?;
     img.built = true;
     Ok(img)
