@@ -83,6 +83,10 @@ pub(crate) struct Shared {
     pub shrink_cursor: AtomicU32,
     pub log: RateLimiter,
     pub zero_page: Box<AlignedPage>,
+    /// Store writes are not attempted before this time (ns since start).
+    pub write_backoff_until: AtomicU64,
+    /// Current backoff after consecutive write failures (ns).
+    pub write_backoff: AtomicU64,
 }
 
 impl Shared {
@@ -199,6 +203,34 @@ impl Shared {
                 tracing::warn!("swapper: {msg}");
             }
         }
+    }
+
+    /// Logs an error unless rate-limited.
+    pub fn error(&self, msg: std::fmt::Arguments<'_>) {
+        if let Some(suppressed) = self.log.allow() {
+            tracing::error!("swapper: {msg} ({suppressed} messages suppressed before)");
+        }
+    }
+
+    /// Whether store writes are backing off after failures.
+    pub fn writes_backing_off(&self) -> bool {
+        self.now_ns() < self.write_backoff_until.load(Ordering::Relaxed)
+    }
+
+    /// Books the result of a store write: failures back off exponentially
+    /// (1 ms doubling to 1 s) so a failing store is not hammered; a success
+    /// resets the backoff.
+    pub fn write_result(&self, ok: bool) {
+        if ok {
+            if self.write_backoff.load(Ordering::Relaxed) != 0 {
+                self.write_backoff.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let b = (self.write_backoff.load(Ordering::Relaxed) * 2).clamp(1_000_000, 1_000_000_000);
+        self.write_backoff.store(b, Ordering::Relaxed);
+        self.write_backoff_until
+            .store(self.now_ns() + b, Ordering::Relaxed);
     }
 
     /// Snapshot of everything countable.

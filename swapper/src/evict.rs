@@ -12,7 +12,10 @@
 //! If the store write fails (ENOSPC, EIO, short write) the page is *not*
 //! lost: it stays in staging — still resident, still counted — as an
 //! inactive page that a fault moves back, and the error is counted. The next
-//! attempt reuses the same slot.
+//! attempt reuses the same slot. After a failure, eviction pauses (1 ms,
+//! doubling up to 1 s while failures continue): faults that need room then
+//! go over the limit (counted as `limit_overshoots`) instead of hammering a
+//! failing store.
 
 use crate::core::{bump, Shared};
 use crate::integrity::{is_zero, page_crc};
@@ -180,7 +183,9 @@ impl Shared {
         } else {
             0
         };
-        match self.store.write(slot, data) {
+        let written = self.store.write(slot, data);
+        self.write_result(written.is_ok());
+        match written {
             Ok(()) => {
                 self.staging.release(s);
                 g.evicted(slot, crc)
@@ -259,13 +264,16 @@ impl Shared {
         Outcome::Kept
     }
 
-    /// Evicts until known-resident pages are at or below `target`, or until
-    /// no progress is possible. Returns pages freed.
-    pub(crate) fn reclaim_to(&self, target: u64) -> u64 {
+    /// Evicts until known-resident pages are at or below `target`, `max`
+    /// pages were freed, or no progress is possible. Returns pages freed.
+    pub(crate) fn reclaim_to(&self, target: u64, max: u64) -> u64 {
         let mut freed = 0;
+        if self.writes_backing_off() {
+            return 0;
+        }
         let mut idle = 0u32;
         let mut budget_steps = 4 * self.policy().len() as u64 + 64;
-        while self.budget.resident() > target && budget_steps > 0 && idle < 64 {
+        while self.budget.resident() > target && freed < max && budget_steps > 0 && idle < 64 {
             if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
             }
@@ -292,6 +300,9 @@ impl Shared {
     /// unit if it can (evicting, or shrinking the zero-map pool). Never
     /// blocks on a page lock. Returns whether something was freed.
     pub(crate) fn reclaim_one(&self) -> bool {
+        if self.writes_backing_off() {
+            return self.shrink_pool(1, false) > 0;
+        }
         for _ in 0..8 {
             let v = self.policy().select(true);
             match v {

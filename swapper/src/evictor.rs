@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MIN_SCAN: Duration = Duration::from_millis(1);
+/// Most pages freed per round, so scans and pool work are not starved.
+const ROUND: u64 = 256;
 
 /// Body of the evictor thread.
 pub(crate) fn run(shared: Arc<Shared>) {
@@ -38,7 +40,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
         if shared.stop.load(Ordering::Acquire) {
             break;
         }
-        if scan_now || last_scan.elapsed() >= interval {
+        // Under pressure, pool pages written behind our back must become
+        // eviction candidates quickly: scan at the minimum interval.
+        let pressure = shared.budget.committed() > shared.limits.soft_cap()
+            && shared.budget.pool() > 0
+            && last_scan.elapsed() >= MIN_SCAN;
+        if scan_now || pressure || last_scan.elapsed() >= interval {
             let promoted = shared.promote_scan();
             last_scan = Instant::now();
             interval = if promoted > 0 {
@@ -47,7 +54,10 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 (interval * 2).min(max_scan)
             };
         }
-        shared.reclaim_to(shared.limits.resident_target());
+        if shared.reclaim_to(shared.limits.resident_target(), ROUND) == ROUND {
+            // More to do: come back without sleeping (after the checks above).
+            shared.nudge(false);
+        }
         let committed = shared.budget.committed();
         let soft = shared.limits.soft_cap();
         if committed > soft {

@@ -439,9 +439,11 @@ impl Shared {
             _ => bump!(self, store_read_errors),
         };
         let addr = self.addr(idx);
+        // Poison without waking: the error is recorded and the hook has run
+        // (so the VMM can stop its vCPUs) before the faulting thread resumes.
         let poisoned = self.cfg.fatal_action == FatalAction::Poison
             // SAFETY: registered guest page whose lock we hold.
-            && unsafe { self.uffd.poison(addr, PAGE_SIZE, true) }.is_ok();
+            && unsafe { self.uffd.poison(addr, PAGE_SIZE, false) }.is_ok();
         let before = **g;
         let freed = g.poisoned();
         self.free_slot(freed);
@@ -455,8 +457,11 @@ impl Shared {
             kind,
             poisoned,
         };
-        tracing::error!("swapper: fatal: {e}");
+        self.error(format_args!("fatal: {e}"));
         self.fatal.report(e);
+        if poisoned {
+            let _ = self.uffd.wake(addr, PAGE_SIZE);
+        }
     }
 
     /// After a first-touch zero fault: zero-map the page's aligned cluster.
@@ -509,7 +514,11 @@ impl Shared {
             if g.state != PageState::Evicted {
                 continue;
             }
-            if !self.budget.try_reserve(1, self.limits.soft_cap()) {
+            // Read-ahead needs room like any swap-in: make it by evicting
+            // (the faulting thread is already running again).
+            if !self.budget.try_reserve_cap(1)
+                && !(self.reclaim_one() && self.budget.try_reserve_cap(1))
+            {
                 break;
             }
             let Some(s) = self.staging.alloc() else {

@@ -148,6 +148,8 @@ impl Swapper {
             shrink_cursor: AtomicU32::new(0),
             log: RateLimiter::new(Duration::from_secs(1), 10),
             zero_page: AlignedPage::boxed(),
+            write_backoff_until: AtomicU64::new(0),
+            write_backoff: AtomicU64::new(0),
             regions,
             cfg,
         });

@@ -163,7 +163,7 @@ pub fn smaps_rss_pages(ranges: &[GuestRegion]) -> u64 {
 /// on a 2-core host the sampling thread is often preempted in between. A
 /// page evicted from an already-read range while another is installed in a
 /// not-yet-read one is then counted twice. So only samples that completed
-/// quickly are kept (≤ 250 µs for scans, ≤ 3 ms for smaps), and they are
+/// quickly are kept (≤ 250 µs for scans, ≤ 1 ms for smaps), and they are
 /// compared with [`SAMPLING_TOLERANCE`]. The exact bound is the swapper's
 /// own `peak_resident_pages`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -211,7 +211,7 @@ impl RssSampler {
                 if round % 16 == 0 {
                     let t = std::time::Instant::now();
                     let r = smaps_rss_pages(&regions);
-                    if t.elapsed() <= std::time::Duration::from_millis(3) {
+                    if t.elapsed() <= std::time::Duration::from_millis(1) {
                         m.smaps_region = m.smaps_region.max(r);
                         m.samples.1 += 1;
                     }
@@ -262,5 +262,23 @@ where
         .collect();
     for h in handles {
         h.join().expect("toucher panicked");
+    }
+}
+
+/// Waits (up to 20 s) until the evictor has nothing left to do: no pool
+/// page left and known-resident pages at the target. For tests that compare
+/// two status snapshots.
+pub fn quiesce(sw: &Swapper) {
+    let t = std::time::Instant::now();
+    loop {
+        let st = sw.status();
+        if st.pages.zero_mapped == 0 && st.resident_pages <= st.limit_pages - st.headroom_pages {
+            return;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "never idle: {st:?}"
+        );
+        std::thread::yield_now();
     }
 }

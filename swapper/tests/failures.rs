@@ -1,0 +1,244 @@
+//! Store failures: write errors lose no page; read errors and corruption are
+//! fatal and never serve data.
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use swapper::*;
+
+const PAGES: usize = 2048;
+
+fn start(map: &Mapping, inj: &Arc<FaultInjector>, store: StoreKind) -> Swapper {
+    let cfg = SwapperConfig {
+        limit_bytes: 512 * PAGE_SIZE as u64,
+        slack_bytes: Some(0),
+        store,
+        checksums: true,
+        fault_injector: Some(inj.clone()),
+        ..Default::default()
+    };
+    // SAFETY: the mapping outlives the swapper.
+    unsafe { Swapper::start(cfg, &[map.region()]) }.unwrap()
+}
+
+fn fill_all(sw: &Swapper, base: usize, seed: u64) {
+    vcpus(sw, 1, move |_| {
+        for p in shuffled(PAGES, seed) {
+            fill(base + p * PAGE_SIZE, p, seed);
+        }
+    });
+}
+
+fn check_all(sw: &Swapper, base: usize, seed: u64) {
+    vcpus(sw, 1, move |_| {
+        for p in shuffled(PAGES, seed ^ 0xff) {
+            assert_eq!(check(base + p * PAGE_SIZE, p, seed), 0, "page {p} lost");
+        }
+    });
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    cond()
+}
+
+fn write_failures_keep_pages(store: StoreKind, arm: impl Fn(&FaultInjector)) {
+    let map = Mapping::new(PAGES);
+    let inj = FaultInjector::new();
+    let sw = start(&map, &inj, store);
+    fill_all(&sw, map.addr, 1);
+    let before = sw.status();
+    assert!(before.counters.evictions > 1000);
+    // From now on every store write fails: dirtied pages cannot be evicted.
+    arm(&inj);
+    fill_all(&sw, map.addr, 2);
+    check_all(&sw, map.addr, 2);
+    let st = sw.status();
+    assert!(st.counters.write_errors > 0, "{st:?}");
+    assert!(inj.injected() > 0);
+    assert_eq!(st.fatal_errors, 0);
+    // The pages that could not be written stayed resident (over the limit,
+    // reported as overshoots).
+    assert!(st.limit_overshoots > 0, "{st:?}");
+    // Disarm: the evictor brings residency back under the limit and the
+    // content survives another trip through the store.
+    inj.clear();
+    let target = st.limit_pages;
+    assert!(
+        eventually(Duration::from_secs(20), || sw.status().resident_pages
+            <= target),
+        "{:?}",
+        sw.status()
+    );
+    check_all(&sw, map.addr, 2);
+    let end = sw.shutdown();
+    assert_eq!(end.counters.integrity_errors, 0);
+    eprintln!(
+        "write errors {} overshoots {} peak {}",
+        end.counters.write_errors, end.limit_overshoots, end.peak_resident_pages
+    );
+}
+
+#[test]
+fn enospc_on_write_loses_no_page() {
+    if !uffd_available() {
+        return;
+    }
+    write_failures_keep_pages(StoreKind::Memory, |inj| {
+        inj.fail_writes(u64::MAX, libc::ENOSPC)
+    });
+}
+
+#[test]
+fn eio_on_write_loses_no_page() {
+    if !uffd_available() {
+        return;
+    }
+    write_failures_keep_pages(StoreKind::Lz4, |inj| inj.fail_writes(u64::MAX, libc::EIO));
+}
+
+#[test]
+fn short_writes_lose_no_page() {
+    if !uffd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    write_failures_keep_pages(
+        StoreKind::File {
+            dir: dir.path().to_path_buf(),
+            direct: false,
+        },
+        |inj| inj.short_writes(u64::MAX),
+    );
+}
+
+/// Reads 8 bytes of `addr` through the kernel (like a VMM device thread
+/// doing I/O on guest memory): `Err(errno)` if the kernel refuses.
+fn kernel_read(addr: usize) -> Result<u64, i32> {
+    let mut v = 0u64;
+    let local = libc::iovec {
+        iov_base: (&mut v as *mut u64).cast(),
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: valid iovecs; the remote range is in this process.
+    let r = unsafe { libc::process_vm_readv(std::process::id() as i32, &local, 1, &remote, 1, 0) };
+    if r == 8 {
+        Ok(v)
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+fn fatal_read(arm: impl Fn(&FaultInjector), expect_corruption: bool) {
+    let map = Mapping::new(PAGES);
+    let inj = FaultInjector::new();
+    let hooked: Arc<Mutex<Vec<FatalError>>> = Arc::default();
+    let h = hooked.clone();
+    let cfg = SwapperConfig {
+        limit_bytes: 512 * PAGE_SIZE as u64,
+        slack_bytes: Some(0),
+        checksums: true,
+        fault_injector: Some(inj.clone()),
+        on_fatal: Some(Arc::new(move |e: &FatalError| {
+            h.lock().unwrap().push(e.clone())
+        })),
+        ..Default::default()
+    };
+    // SAFETY: the mapping outlives the swapper.
+    let sw = unsafe { Swapper::start(cfg, &[map.region()]) }.unwrap();
+    // Sequential fill with fifo: page 0 is among the first evicted.
+    let base = map.addr;
+    vcpus(&sw, 1, move |_| {
+        for p in 0..PAGES {
+            fill(base + p * PAGE_SIZE, p, 5);
+        }
+    });
+    assert!(eventually(Duration::from_secs(10), || sw
+        .status()
+        .pages
+        .evicted
+        > 1000));
+    arm(&inj);
+    // A device thread reads page 0 through the kernel.
+    let reg = sw.registry();
+    let got = std::thread::spawn(move || {
+        reg.register_current(ThreadKind::Device(7));
+        kernel_read(base)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got, Err(libc::EFAULT), "wrong data must never be served");
+    // The page stays unreadable.
+    assert_eq!(kernel_read(base), Err(libc::EFAULT));
+    let fatal = sw.fatal_errors();
+    assert_eq!(
+        fatal.len(),
+        1,
+        "{fatal:?} {:?} injected {}",
+        sw.status(),
+        inj.injected()
+    );
+    let e = &fatal[0];
+    assert_eq!(e.page, 0);
+    assert_eq!(e.thread, ThreadKind::Device(7));
+    assert!(e.poisoned);
+    match &e.kind {
+        FatalKind::Corruption(m) => {
+            assert!(expect_corruption);
+            assert_ne!(m.expected, m.actual);
+        }
+        FatalKind::StoreRead { error } => {
+            assert!(!expect_corruption);
+            assert!(error.contains("Input/output error"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(hooked.lock().unwrap().as_slice(), fatal.as_slice());
+    let st = sw.status();
+    if expect_corruption {
+        assert_eq!(st.counters.integrity_errors, 1);
+    } else {
+        assert_eq!(st.counters.store_read_errors, 1);
+    }
+    assert_eq!(st.pages.poisoned, 1);
+    // Every other page is intact.
+    vcpus(&sw, 1, move |_| {
+        for p in 1..PAGES {
+            assert_eq!(check(base + p * PAGE_SIZE, p, 5), 0, "page {p}");
+        }
+    });
+    let trace = sw.drain_trace();
+    assert!(trace
+        .iter()
+        .any(|r| r.path == FaultPath::Fatal && r.thread == ThreadKind::Device(7)));
+    drop(sw);
+}
+
+#[test]
+fn store_read_failure_is_fatal_and_serves_nothing() {
+    if !uffd_available() {
+        return;
+    }
+    fatal_read(|inj| inj.fail_reads(1, libc::EIO), false);
+}
+
+#[test]
+fn corruption_is_detected_and_serves_nothing() {
+    if !uffd_available() {
+        return;
+    }
+    fatal_read(|inj| inj.corrupt_reads(1), true);
+}

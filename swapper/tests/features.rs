@@ -1,0 +1,410 @@
+//! Discard, zero pages, silent-write avoidance, first touch, slack,
+//! prefetch, policies under a skewed pattern, external MADV_DONTNEED.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use swapper::*;
+
+fn start(map: &Mapping, cfg: SwapperConfig) -> Swapper {
+    // SAFETY: every test keeps its mapping alive until the swapper is gone.
+    unsafe { Swapper::start(cfg, &[map.region()]) }.unwrap()
+}
+
+fn pages_cfg(limit_pages: u64) -> SwapperConfig {
+    SwapperConfig {
+        limit_bytes: limit_pages * PAGE_SIZE as u64,
+        checksums: true,
+        ..Default::default()
+    }
+}
+
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    cond()
+}
+
+#[test]
+fn discard_returns_memory_and_frees_slots() {
+    if !uffd_available() {
+        return;
+    }
+    let n = 1024;
+    let map = Mapping::new(n);
+    let sw = start(
+        &map,
+        SwapperConfig {
+            policy: PolicyKind::Clock,
+            ..pages_cfg(256)
+        },
+    );
+    let base = map.addr;
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| fill(base + p * PAGE_SIZE, p, 3))
+    });
+    quiesce(&sw);
+    let before = sw.status();
+    assert!(before.store_slots > 500);
+    // Balloon inflate: pages 100..600.
+    let d = sw.discard(map.page(100), 500 * PAGE_SIZE).unwrap();
+    assert_eq!(d.pages, 500);
+    let st = sw.status();
+    assert_eq!(st.pages.ballooned, 500);
+    assert_eq!(st.store_slots, before.store_slots - d.slots_freed);
+    assert!(d.slots_freed > 0);
+    assert_eq!(
+        st.committed_pages,
+        before.committed_pages - d.committed_released
+    );
+    // Memory is really gone from the discarded range.
+    let pm = swapper::pagemap::Pagemap::open().unwrap();
+    assert_eq!(pm.count_real(map.page(100), map.page(600)).unwrap(), 0);
+    // The REMOVE event our madvise raised was seen.
+    assert!(eventually(Duration::from_secs(5), || sw
+        .status()
+        .counters
+        .remove_events
+        > 0));
+    // Discarded pages read zeros; the rest kept their content.
+    vcpus(&sw, 1, move |_| {
+        for p in 0..n {
+            if (100..600).contains(&p) {
+                assert_eq!(touch_read(base + p * PAGE_SIZE), 0, "page {p}");
+            } else {
+                assert_eq!(check(base + p * PAGE_SIZE, p, 3), 0, "page {p}");
+            }
+        }
+    });
+    assert!(sw.status().pages.ballooned < 500);
+    sw.shutdown();
+}
+
+#[test]
+fn external_madvise_is_seen_as_remove() {
+    if !uffd_available() {
+        return;
+    }
+    let n = 512;
+    let map = Mapping::new(n);
+    let sw = start(&map, pages_cfg(128));
+    let base = map.addr;
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| fill(base + p * PAGE_SIZE, p, 4))
+    });
+    let slots = sw.status().store_slots;
+    // Someone else (not the swapper) drops the whole range.
+    // SAFETY: the test's own mapping; content is discarded on purpose.
+    let r = unsafe {
+        libc::madvise(
+            base as *mut libc::c_void,
+            n * PAGE_SIZE,
+            libc::MADV_DONTNEED,
+        )
+    };
+    assert_eq!(r, 0);
+    // madvise returns once a handler has read the event; processing follows.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let st = sw.status();
+            st.counters.remove_events >= 1 && st.store_slots == 0
+        }),
+        "stale store copies not freed (had {slots}): {:?}",
+        sw.status()
+    );
+    vcpus(&sw, 1, move |_| {
+        for p in 0..n {
+            assert_eq!(touch_read(base + p * PAGE_SIZE), 0, "page {p}");
+        }
+    });
+    assert!(sw.fatal_errors().is_empty());
+    sw.shutdown();
+}
+
+#[test]
+fn zero_pages_are_not_stored() {
+    if !uffd_available() {
+        return;
+    }
+    let n = 1024;
+    let map = Mapping::new(n);
+    let sw = start(&map, pages_cfg(128));
+    let base = map.addr;
+    // Written, but with zeros: real pages whose content is zero.
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| touch_write(base + p * PAGE_SIZE, 0))
+    });
+    assert!(eventually(Duration::from_secs(10), || sw
+        .status()
+        .counters
+        .zero_pages
+        > 700));
+    let st = sw.status();
+    assert_eq!(st.store_slots, 0, "{st:?}");
+    assert_eq!(st.store_bytes, 0);
+    assert_eq!(st.counters.evictions, 0);
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| assert_eq!(touch_read(base + p * PAGE_SIZE), 0))
+    });
+    sw.shutdown();
+}
+
+#[test]
+fn rereading_clean_pages_writes_nothing() {
+    if !uffd_available() {
+        return;
+    }
+    let n = 2048;
+    let map = Mapping::new(n);
+    let sw = start(
+        &map,
+        SwapperConfig {
+            slack_bytes: Some(0),
+            ..pages_cfg(256)
+        },
+    );
+    let base = map.addr;
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| fill(base + p * PAGE_SIZE, p, 6))
+    });
+    let a = sw.status();
+    // Two read-only passes: every page comes back clean (write-protected)
+    // and is dropped again without a store write.
+    for _ in 0..2 {
+        vcpus(&sw, 1, move |_| {
+            for p in 0..n {
+                assert_eq!(check(base + p * PAGE_SIZE, p, 6), 0);
+            }
+        });
+    }
+    let b = sw.status();
+    let written = b.counters.evictions - a.counters.evictions;
+    let silent = b.counters.silent_writes_avoided - a.counters.silent_writes_avoided;
+    eprintln!("read passes: {written} store writes, {silent} silent writes avoided");
+    // Only the pages that were resident and dirty after the fill get written.
+    assert!(written <= b.limit_pages, "{written}");
+    assert!(
+        silent >= 2 * n as u64 - 2 * b.limit_pages - written,
+        "{silent}"
+    );
+    assert_eq!(
+        b.counters.wp_faults, a.counters.wp_faults,
+        "no writes, no WP faults"
+    );
+    sw.shutdown();
+}
+
+#[test]
+fn first_touch_takes_no_fault_when_memory_fits() {
+    if !uffd_available() {
+        return;
+    }
+    let n = 8192;
+    let map = Mapping::new(n);
+    let sw = start(&map, pages_cfg(16384));
+    let base = map.addr;
+    vcpus(&sw, 2, move |t| {
+        for p in (0..n).filter(|p| p % 2 == t) {
+            touch_write(base + p * PAGE_SIZE, p as u64);
+            assert_eq!(touch_read(base + p * PAGE_SIZE), p as u64);
+        }
+    });
+    let st = sw.status();
+    assert_eq!(st.counters.faults, 0, "{st:?}");
+    assert!(eventually(Duration::from_secs(5), || sw
+        .status()
+        .resident_pages
+        == n as u64));
+    sw.shutdown();
+}
+
+/// First-touch writes over 4x the limit, as fast as one thread can go:
+/// resident memory must stay within limit + slack. Prints the measured
+/// overshoot above the limit.
+#[test]
+fn slack_bounds_residency_under_first_touch_storm() {
+    if !uffd_available() {
+        return;
+    }
+    let n = 16384;
+    let map = Mapping::new(n);
+    let sw = start(
+        &map,
+        SwapperConfig {
+            checksums: false,
+            ..pages_cfg(4096)
+        },
+    );
+    let sampler = RssSampler::start(&sw);
+    let base = map.addr;
+    let t = Instant::now();
+    vcpus(&sw, 2, move |i| {
+        for p in (0..n).filter(|p| p % 2 == i) {
+            touch_write(base + p * PAGE_SIZE, 1 + p as u64);
+        }
+    });
+    let elapsed = t.elapsed();
+    let st = sw.status();
+    let bound = st.limit_pages + st.slack_pages;
+    let rss = sampler.assert_within(bound);
+    eprintln!(
+        "first-touch storm: {n} pages in {elapsed:?}; zero faults {} (pool hits {}); \
+         limit {} slack {}; peak committed {} (+{} over limit); sampled max {:?}",
+        st.counters.swapin_zero,
+        n as u64 - st.counters.swapin_zero,
+        st.limit_pages,
+        st.slack_pages,
+        st.peak_resident_pages,
+        st.peak_resident_pages.saturating_sub(st.limit_pages),
+        rss,
+    );
+    assert!(st.peak_resident_pages <= bound);
+    assert_eq!(st.limit_overshoots, 0);
+    vcpus(&sw, 1, move |_| {
+        for p in 0..n {
+            assert_eq!(touch_read(base + p * PAGE_SIZE), 1 + p as u64);
+        }
+    });
+    sw.shutdown();
+}
+
+#[test]
+fn strict_limit_with_zero_slack() {
+    if !uffd_available() {
+        return;
+    }
+    let n = 4096;
+    let map = Mapping::new(n);
+    let sw = start(
+        &map,
+        SwapperConfig {
+            slack_bytes: Some(0),
+            policy: PolicyKind::Random,
+            ..pages_cfg(512)
+        },
+    );
+    let sampler = RssSampler::start(&sw);
+    let base = map.addr;
+    vcpus(&sw, 2, move |i| {
+        for p in shuffled(n, 8 + i as u64).into_iter().filter(|p| p % 2 == i) {
+            fill(base + p * PAGE_SIZE, p, 8);
+        }
+    });
+    let st = sw.status();
+    sampler.assert_within(512);
+    assert!(st.peak_resident_pages <= 512, "{st:?}");
+    sw.shutdown();
+}
+
+fn sequential_reread(prefetch: u32) -> SwapperStatus {
+    let n = 4096;
+    let map = Mapping::new(n);
+    let sw = start(
+        &map,
+        SwapperConfig {
+            prefetch,
+            ..pages_cfg(512)
+        },
+    );
+    let base = map.addr;
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| fill(base + p * PAGE_SIZE, p, 9))
+    });
+    let a = sw.status();
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| assert_eq!(check(base + p * PAGE_SIZE, p, 9), 0))
+    });
+    let b = sw.status();
+    let trace = sw.drain_trace();
+    sw.shutdown();
+    if prefetch > 0 {
+        assert!(trace.iter().any(|r| r.prefetched > 0));
+        assert!(trace.iter().any(|r| r.path == FaultPath::PrefetchHit));
+    }
+    let mut d = b.clone();
+    d.counters.swapin_store -= a.counters.swapin_store;
+    d.counters.prefetch_hits -= a.counters.prefetch_hits;
+    d
+}
+
+#[test]
+fn prefetch_serves_sequential_faults() {
+    if !uffd_available() {
+        return;
+    }
+    let off = sequential_reread(0);
+    let on = sequential_reread(16);
+    eprintln!(
+        "sequential re-read: no prefetch: {} store faults; prefetch 16: {} store faults, {} prefetch hits, {} wasted",
+        off.counters.swapin_store,
+        on.counters.swapin_store,
+        on.counters.prefetch_hits,
+        on.counters.prefetch_wasted
+    );
+    assert_eq!(off.counters.prefetch_hits, 0);
+    assert!(on.counters.prefetch_hits > 2000, "{on:?}");
+    assert!(on.counters.swapin_store * 4 < off.counters.swapin_store);
+    assert_eq!(on.counters.integrity_errors, 0);
+}
+
+/// 90% of reads go to 10% of the pages, memory is 4x the limit: the
+/// access-aware clock must take fewer faults than fifo.
+fn skewed(policy: PolicyKind) -> (u64, u64) {
+    let n = 8192;
+    let map = Mapping::new(n);
+    let sw = start(
+        &map,
+        SwapperConfig {
+            policy,
+            checksums: false,
+            ..pages_cfg(2048)
+        },
+    );
+    let base = map.addr;
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| touch_write(base + p * PAGE_SIZE, p as u64))
+    });
+    let a = sw.status();
+    vcpus(&sw, 1, move |_| {
+        let mut x = 77u64;
+        let hot = n / 10;
+        for _ in 0..300_000 {
+            x = mix(x);
+            let p = if x % 10 < 9 {
+                (x >> 8) as usize % hot
+            } else {
+                hot + (x >> 8) as usize % (n - hot)
+            };
+            assert_eq!(touch_read(base + p * PAGE_SIZE), p as u64);
+        }
+    });
+    let b = sw.status();
+    sw.shutdown();
+    (
+        b.counters.swapin_store - a.counters.swapin_store,
+        b.counters.swapin_minor - a.counters.swapin_minor,
+    )
+}
+
+#[test]
+fn clock_takes_fewer_faults_than_fifo_on_skewed_access() {
+    if !uffd_available() {
+        return;
+    }
+    let (fifo_major, fifo_minor) = skewed(PolicyKind::Fifo);
+    let (clock_major, clock_minor) = skewed(PolicyKind::Clock);
+    let (random_major, _) = skewed(PolicyKind::Random);
+    let ratio = (clock_major + clock_minor) as f64 / (fifo_major + fifo_minor) as f64;
+    eprintln!(
+        "90/10: fifo {fifo_major} faults, random {random_major}, clock {} ({clock_major} major + \
+         {clock_minor} minor): clock/fifo = {ratio:.2}",
+        clock_major + clock_minor
+    );
+    assert!(clock_major + clock_minor < fifo_major, "ratio {ratio}");
+}
