@@ -516,9 +516,9 @@ impl Shared {
             }
             // Read-ahead needs room like any swap-in: make it by evicting
             // (the faulting thread is already running again).
-            if !self.budget.try_reserve_cap(1)
-                && !(self.reclaim_one() && self.budget.try_reserve_cap(1))
-            {
+            let room = self.budget.try_reserve_cap(1)
+                || (self.reclaim_one() && self.budget.try_reserve_cap(1));
+            if !room {
                 break;
             }
             let Some(s) = self.staging.alloc() else {
