@@ -17,16 +17,34 @@ fn debian_kernel_is_unpacked_with_pvh_vmlinux_and_module_index() {
     let elf = Elf::parse(&vmlinux).expect("vmlinux is ELF");
     assert_eq!(elf.machine, workloads::image::elf::EM_X86_64);
     assert_eq!(elf.pvh_entry().unwrap(), Some(k.pvh_entry));
-    assert!(k.pvh_entry > 0x10_0000 && k.pvh_entry < 0x1_0000_0000, "{:#x}", k.pvh_entry);
+    assert!(
+        k.pvh_entry > 0x10_0000 && k.pvh_entry < 0x1_0000_0000,
+        "{:#x}",
+        k.pvh_entry
+    );
 
     let bz = std::fs::read(&k.bzimage).unwrap();
     let hdr = workloads::image::bzimage::SetupHeader::parse(&bz).unwrap();
     assert!(hdr.kernel_version.unwrap().starts_with(&k.version));
 
     // The guest's modules, in load order.
-    let m = modules::closure(&k.modules_dir, &["virtio_mmio", "virtio_blk", "virtio_balloon", "virtio_console"]).unwrap();
+    let m = modules::closure(
+        &k.modules_dir,
+        &[
+            "virtio_mmio",
+            "virtio_blk",
+            "virtio_balloon",
+            "virtio_console",
+        ],
+    )
+    .unwrap();
     let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
-    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} missing from {names:?}"));
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("{n} missing from {names:?}"))
+    };
     assert!(pos("virtio_ring") < pos("virtio"));
     assert!(pos("virtio") < pos("virtio_blk") && pos("virtio") < pos("virtio_mmio"));
     assert!(m.iter().all(|m| m.path.is_file()));
