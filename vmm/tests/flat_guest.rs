@@ -235,12 +235,19 @@ fn stop_kicks_a_spinning_vcpu() {
         ring(a, 1)?;
         let mut l = a.create_label();
         a.set_label(&mut l)?;
-        a.inc(rcx)?;
+        a.inc(qword_ptr(rdi))?; // RDI = DATA: a counter the host can watch
         a.jmp(l)
     });
+    let mem = g.vm.memory().clone();
     let running = g.vm.start().unwrap();
     let handle = running.handle();
     assert_eq!(rx.recv().unwrap(), 1, "guest is running");
+    // Wait until the guest is back in its loop, so the stop must interrupt guest code.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while mem.read_obj::<u64>(GuestAddress(DATA)).unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "guest never looped");
+        std::hint::spin_loop();
+    }
     assert!(!handle.is_stopping());
     handle.stop();
     let report = running.wait().unwrap();
