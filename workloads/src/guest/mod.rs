@@ -31,20 +31,19 @@ pub enum GuestError {
     #[error("{0}")]
     Usage(String),
     /// Reading a /proc file or writing output failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Io {
         /// What failed.
         what: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (part of the message: the guest prints one line, not a chain).
+        error: std::io::Error,
     },
 }
 
 impl GuestError {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GuestError {
         let what = what.into();
-        move |source| GuestError::Io { what, source }
+        move |error| GuestError::Io { what, error }
     }
 }
 

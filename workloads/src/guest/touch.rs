@@ -164,7 +164,7 @@ pub fn run(args: &TouchArgs, out: &mut dyn Write) -> Result<(), GuestError> {
     if bad != 0 {
         return Err(GuestError::Io {
             what: format!("{bad} pages lost their contents"),
-            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+            error: std::io::Error::from(std::io::ErrorKind::InvalidData),
         });
     }
     Ok(())

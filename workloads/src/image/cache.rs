@@ -27,7 +27,7 @@ pub enum CacheError {
     #[error("cannot find a cache directory: set SWAPLAB_CACHE (or XDG_CACHE_HOME or HOME)")]
     NoCacheDir,
     /// A filesystem operation failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         /// What we were doing.
         what: &'static str,
@@ -38,7 +38,7 @@ pub enum CacheError {
         source: std::io::Error,
     },
     /// Taking the lock failed.
-    #[error("locking {path}: {source}")]
+    #[error("locking {path}")]
     Lock {
         /// The lock file.
         path: PathBuf,
@@ -107,7 +107,7 @@ pub fn lock(dir: &Path) -> Result<CacheLock, CacheError> {
 }
 
 /// Remove leftover `.tmp-*` directories in `dir` (from interrupted builds).
-/// Call only while holding `dir`'s lock.
+/// Call only while holding `dir`'s lock. Failures are logged, not returned.
 pub fn clean_stale(dir: &Path) -> Result<(), CacheError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
@@ -120,7 +120,11 @@ pub fn clean_stale(dir: &Path) -> Result<(), CacheError> {
             } else {
                 std::fs::remove_file(&path)
             };
-            result.map_err(CacheError::io("removing stale", &path))?;
+            // A killed builder's orphaned helper (dpkg-deb, xz) may still be
+            // writing there; builders use fresh names, so this is only litter.
+            if let Err(e) = result {
+                tracing::warn!("cannot remove stale {}: {e}", path.display());
+            }
         }
     }
     Ok(())
@@ -209,12 +213,10 @@ pub fn prune(
         })
         .collect();
     dirs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let protected = dirs.iter().any(|(_, p)| p == protect);
+    let others = keep.saturating_sub(usize::from(protected));
     let mut removed = Vec::new();
-    for (_, p) in dirs
-        .into_iter()
-        .filter(|(_, p)| p != protect)
-        .skip(keep.saturating_sub(1))
-    {
+    for (_, p) in dirs.into_iter().filter(|(_, p)| p != protect).skip(others) {
         std::fs::remove_dir_all(&p).map_err(CacheError::io("removing old", &p))?;
         removed.push(p);
     }

@@ -49,7 +49,7 @@ pub enum CpioError {
         len: u64,
     },
     /// Writing the archive failed.
-    #[error("writing cpio archive: {0}")]
+    #[error("writing cpio archive")]
     Io(#[from] std::io::Error),
     /// A malformed archive (reader).
     #[error("corrupt cpio archive at byte {offset}: {what}")]

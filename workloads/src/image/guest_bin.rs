@@ -38,7 +38,7 @@ pub enum GuestBinError {
         command: String,
     },
     /// Running cargo failed.
-    #[error("running cargo: {0}")]
+    #[error("running cargo")]
     Spawn(#[source] std::io::Error),
     /// The program is missing.
     #[error("guest program {0} does not exist")]

@@ -27,7 +27,7 @@ pub enum InitramfsError {
     #[error("initramfs path {0:?} added twice")]
     Duplicate(String),
     /// Reading a source file failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// The file.
         path: std::path::PathBuf,

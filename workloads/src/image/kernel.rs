@@ -87,7 +87,7 @@ pub enum KernelError {
     #[error("indexing kernel modules")]
     Modules(#[from] ModulesError),
     /// A cached `kernel.json` cannot be read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Record {
         /// The file.
         path: PathBuf,

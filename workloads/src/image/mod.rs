@@ -86,7 +86,7 @@ pub enum ImageError {
     #[error("initramfs")]
     Initramfs(#[from] initramfs::InitramfsError),
     /// A manifest could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Manifest {
         /// The manifest file.
         path: PathBuf,

@@ -25,7 +25,7 @@ use crate::image::tools::ToolError;
 #[derive(Debug, thiserror::Error)]
 pub enum ModulesError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -90,7 +90,7 @@ pub enum ToolError {
         stderr: String,
     },
     /// Spawning or talking to the program failed.
-    #[error("running `{command}`: {source}")]
+    #[error("running `{command}`")]
     Io {
         /// The command line, for the message.
         command: String,
