@@ -60,3 +60,14 @@ fn debian_kernel_is_unpacked_with_pvh_vmlinux_and_module_index() {
     let again = kernel::ensure_debian_kernel(&cache).unwrap();
     assert_eq!(again, k);
 }
+
+#[test]
+fn unknown_metapackage_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = kernel::ensure_kernel(dir.path(), "linux-image-swaplab-nonexistent").unwrap_err();
+    assert!(
+        matches!(err, kernel::KernelError::NoCandidate(ref p) if p == "linux-image-swaplab-nonexistent"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("apt-get update"));
+}

@@ -200,8 +200,14 @@ pub fn image_dependency(depends: &str) -> Option<String> {
 }
 
 fn apt_show(package: &str) -> Result<String, KernelError> {
-    let out = tools::run_text(tools::APT_CACHE, &["show", "--no-all-versions", package])
-        .map_err(tool_err(format!("asking apt about {package}")))?;
+    let out = match tools::run_text(tools::APT_CACHE, &["show", "--no-all-versions", package]) {
+        Ok(out) => out,
+        // apt-cache's answer when its lists do not know the package.
+        Err(ToolError::Failed { stderr, .. }) if stderr.contains("No packages found") => {
+            return Err(KernelError::NoCandidate(package.to_string()));
+        }
+        Err(e) => return Err(tool_err(format!("asking apt about {package}"))(e)),
+    };
     if out.is_empty() {
         return Err(KernelError::NoCandidate(package.to_string()));
     }
