@@ -9,4 +9,5 @@ pub mod host;
 pub mod image_cmd;
 pub mod probe_cmd;
 pub mod probe_run;
+pub mod sandbox;
 pub mod size;

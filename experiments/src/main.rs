@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use experiments::{doctor, image_cmd, probe_cmd};
+use experiments::{doctor, image_cmd, probe_cmd, sandbox};
 
 /// swaplab: a memory-overcommit and swapping testbed.
 #[derive(Parser, Debug)]
@@ -22,6 +22,8 @@ enum Command {
     Image(image_cmd::ImageArgs),
     /// Run a no-OS probe guest that touches guest memory in a pattern.
     Probe(probe_cmd::ProbeArgs),
+    /// Run a command in the nested sandbox (an L1 Linux VM under QEMU TCG with kvm_amd).
+    Sandbox(sandbox::SandboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Doctor(a) => doctor::run(&a),
         Command::Image(a) => image_cmd::run(&a),
         Command::Probe(a) => probe_cmd::run(&a),
+        Command::Sandbox(a) => return sandbox::main(&a),
     };
     experiments::cli::finish(result)
 }

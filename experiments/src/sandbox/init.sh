@@ -1,0 +1,87 @@
+#!/bin/busybox sh
+# /init of the swaplab nested sandbox (L1). Built into the L1 initramfs by
+# experiments::sandbox::initramfs; the protocol is described in sandbox/protocol.rs.
+#
+# Loads the modules listed in /etc/swaplab-modules, finds the virtio-serial ports
+# the host named swaplab.status / swaplab.stdout / swaplab.stderr, reads the job
+# (a shell script) from fw_cfg, mounts the host's root over 9p on /newroot, runs
+# the job chrooted there with stdout/stderr on the ports, reports its status and
+# powers off. Any failure is reported and also powers off: the host never waits
+# on a stuck L1.
+export PATH=/bin
+stage=boot
+prefix="swaplab-init: "
+
+say() {
+    echo "$prefix$*" >&3
+}
+off() {
+    sync
+    poweroff -f
+    reboot -f
+    exit 1
+}
+fail() {
+    say "fail $stage: $*"
+    echo "swaplab-init: fail $stage: $*" >/dev/ttyS0
+    off
+}
+stage() {
+    stage=$1
+    say "stage $1"
+}
+
+mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+# Until the status port exists, protocol lines go to the kernel console.
+exec 3>/dev/ttyS0
+
+stage modules
+while read -r m; do
+    insmod "/lib/modules/$m.ko" || fail "insmod $m"
+done </etc/swaplab-modules
+
+# virtio_console adds named ports from a workqueue after the host announces
+# them, so they may appear a moment after insmod returns. The modules loaded
+# after virtio_console usually cover that; otherwise poll briefly (bounded).
+stage ports
+tries=0
+while :; do
+    st= out= err=
+    for p in /sys/class/virtio-ports/*; do
+        [ -r "$p/name" ] || continue
+        case "$(cat "$p/name")" in
+        swaplab.status) st=/dev/${p##*/} ;;
+        swaplab.stdout) out=/dev/${p##*/} ;;
+        swaplab.stderr) err=/dev/${p##*/} ;;
+        esac
+    done
+    [ -c "$st" ] && [ -c "$out" ] && [ -c "$err" ] && break
+    tries=$((tries + 1))
+    [ "$tries" -le 500 ] || fail "virtio-serial ports swaplab.{status,stdout,stderr} did not appear"
+    sleep 0.01
+done
+exec 3>"$st" || fail "cannot open $st"
+prefix=
+say "stage ports"
+
+stage job
+job=$(cat /sys/firmware/qemu_fw_cfg/by_name/opt/swaplab/job/raw) || fail "no job in fw_cfg (opt/swaplab/job)"
+
+stage mount
+mount -t 9p -o trans=virtio,version=9p2000.L,access=any,msize=512000,cache=loose hostroot /newroot ||
+    fail "cannot mount the host's root (9p tag hostroot)"
+mount -t proc proc /newroot/proc || fail "mount proc"
+mount -t sysfs sysfs /newroot/sys || fail "mount sysfs"
+mount -t devtmpfs devtmpfs /newroot/dev || fail "mount devtmpfs"
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts || fail "mount devpts"
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm || fail "mount /dev/shm"
+mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
+
+stage run
+env -i chroot /newroot /bin/sh -c "$job" </dev/null >"$out" 2>"$err"
+rc=$?
+say "exit $rc"
+off

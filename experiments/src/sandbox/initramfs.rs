@@ -1,0 +1,242 @@
+//! The L1 image: Debian's kernel (from the guest image builder's cache) and the
+//! sandbox's own small initramfs (static busybox, the modules below, and
+//! `init.sh`), cached in `<cache>/sandbox/l1-<key>.cpio` where `<key>` hashes
+//! every input.
+
+use std::path::{Path, PathBuf};
+
+use workloads::image::busybox::{self, BusyboxError};
+use workloads::image::cache::{self, CacheError};
+use workloads::image::initramfs::{InitramfsBuilder, InitramfsError};
+use workloads::image::kernel::{self, KernelError, KernelFiles};
+use workloads::image::modules::{self, ModulePath, ModulesError};
+
+/// The L1 `/init`.
+pub const INIT_SCRIPT: &str = include_str!("init.sh");
+
+/// Modules L1 loads, in this order (each with its dependencies first).
+/// virtio_console comes early: its named ports appear asynchronously, and the
+/// modules loaded after it give them time to.
+pub const L1_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_console",
+    "qemu_fw_cfg",
+    "9pnet_virtio",
+    "9p",
+    "kvm_amd",
+];
+
+/// busybox applets `init.sh` uses.
+pub const APPLETS: &[&str] = &[
+    "sh", "mount", "mkdir", "insmod", "cat", "echo", "sleep", "env", "chroot", "sync", "poweroff",
+    "reboot",
+];
+
+/// Bump when the layout of the initramfs changes in a way the inputs do not show.
+const FORMAT: u32 = 1;
+
+/// Errors preparing the L1 image.
+#[derive(Debug, thiserror::Error)]
+pub enum L1ImageError {
+    /// Cache directory trouble.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The kernel could not be fetched.
+    #[error("L1 kernel")]
+    Kernel(#[from] KernelError),
+    /// A module is missing from the kernel package.
+    #[error("L1 kernel modules")]
+    Modules(#[from] ModulesError),
+    /// busybox is missing or unsuitable.
+    #[error("busybox for the L1 initramfs")]
+    Busybox(#[from] BusyboxError),
+    /// busybox lacks applets init.sh needs.
+    #[error("{path} lacks the applet(s) {missing:?} the sandbox init needs")]
+    Applets {
+        /// busybox.
+        path: PathBuf,
+        /// What is missing.
+        missing: Vec<String>,
+    },
+    /// Writing the archive failed.
+    #[error("building the L1 initramfs")]
+    Initramfs(#[from] InitramfsError),
+}
+
+/// A kernel and initramfs ready for QEMU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L1Image {
+    /// Uncompressed ELF vmlinux (booted through its PVH entry).
+    pub vmlinux: PathBuf,
+    /// The initramfs (uncompressed cpio: unpacking is the fastest thing under TCG).
+    pub initramfs: PathBuf,
+    /// Kernel release.
+    pub kernel_version: String,
+    /// True when this call built the initramfs.
+    pub built: bool,
+}
+
+/// A cached kernel if there is one (no apt query: that takes seconds), else fetch it.
+fn kernel(cache_dir: &Path) -> Result<KernelFiles, KernelError> {
+    match kernel::cached_kernels(cache_dir, kernel::DEFAULT_METAPACKAGE)
+        .into_iter()
+        .next()
+    {
+        Some(k) => Ok(k),
+        None => kernel::ensure_debian_kernel(cache_dir),
+    }
+}
+
+/// The modules to load, dependencies first, each once.
+pub fn module_list(modules_dir: &Path) -> Result<Vec<ModulePath>, ModulesError> {
+    let mut list: Vec<ModulePath> = Vec::new();
+    for name in L1_MODULES {
+        for m in modules::closure(modules_dir, &[name])? {
+            if !list.iter().any(|x| x.name == m.name) {
+                list.push(m);
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// The cache key of an initramfs built from these inputs.
+pub fn key(kernel: &KernelFiles, busybox_sha256: &str, mods: &[ModulePath]) -> String {
+    let mut text = format!(
+        "format={FORMAT}\nkernel={} {} {}\nbusybox={busybox_sha256}\n",
+        kernel.record.package.name, kernel.record.package.version, kernel.version
+    );
+    for m in mods {
+        text.push_str(&format!("module={}\n", m.rel));
+    }
+    text.push_str(INIT_SCRIPT);
+    cache::sha256_hex(text.as_bytes())[..16].to_string()
+}
+
+/// Make sure the L1 kernel and initramfs exist in `cache_dir` and return them.
+pub fn ensure_l1_image(cache_dir: &Path) -> Result<L1Image, L1ImageError> {
+    let k = kernel(cache_dir)?;
+    let bb = busybox::find(
+        std::env::var_os("SWAPLAB_BUSYBOX")
+            .as_deref()
+            .map(Path::new),
+    )?;
+    let names: Vec<&str> = bb
+        .applets
+        .iter()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .collect();
+    let missing: Vec<String> = APPLETS
+        .iter()
+        .filter(|a| !names.contains(a))
+        .map(|a| a.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(L1ImageError::Applets {
+            path: bb.path,
+            missing,
+        });
+    }
+    let mods = module_list(&k.modules_dir)?;
+    let dir = cache_dir.join("sandbox");
+    let path = dir.join(format!("l1-{}.cpio", key(&k, &bb.sha256, &mods)));
+    let image = |built| L1Image {
+        vmlinux: k.vmlinux.clone(),
+        initramfs: path.clone(),
+        kernel_version: k.version.clone(),
+        built,
+    };
+    if path.is_file() {
+        return Ok(image(false));
+    }
+    let _lock = cache::lock(&dir)?;
+    if path.is_file() {
+        return Ok(image(false)); // built by someone else while we waited
+    }
+    let mut b = InitramfsBuilder::new();
+    b.add_base_layout()?;
+    b.add_dir("newroot", 0o755)?;
+    b.add_file(
+        "bin/busybox",
+        0o755,
+        &std::fs::read(&bb.path).map_err(CacheError::io("reading", &bb.path))?,
+    )?;
+    for applet in APPLETS {
+        b.add_symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    let mut order = String::new();
+    for m in &mods {
+        b.add_file(&format!("lib/modules/{}.ko", m.name), 0o644, &m.read()?)?;
+        order.push_str(&m.name);
+        order.push('\n');
+    }
+    b.add_file("etc/swaplab-modules", 0o644, order.as_bytes())?;
+    b.add_file("init", 0o755, INIT_SCRIPT.as_bytes())?;
+    cache::write_atomic(&path, &b.finish()?)?;
+    prune(&dir, KEEP);
+    Ok(image(true))
+}
+
+/// How many L1 initramfs files the cache keeps (the newest).
+const KEEP: usize = 3;
+
+/// Remove all but the `keep` newest `l1-*.cpio` files (best effort; call with the lock held).
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("l1-") && n.ends_with(".cpio")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, path) in files.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_script_is_valid_sh() {
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", INIT_SCRIPT])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn init_script_uses_only_installed_applets() {
+        for line in INIT_SCRIPT.lines().map(str::trim) {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let first = line.split_whitespace().next().unwrap_or("");
+            let looks_like_command = first.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && ![
+                    "export", "say", "fail", "stage", "off", "exit", "while", "do", "done", "for",
+                    "case", "esac", "tries", "rc", "job", "prefix", "if", "then", "fi", "break",
+                    "continue", "st", "read", "exec",
+                ]
+                .contains(&first);
+            if looks_like_command && !first.is_empty() {
+                assert!(
+                    APPLETS.contains(&first),
+                    "init.sh runs {first:?}, not in APPLETS"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! Running L1 under QEMU's software emulation and supervising it.
+//!
+//! QEMU gets five pipes and nothing else from the host: the kernel console
+//! (serial), the status port and the command's stdout and stderr ports
+//! (virtio-serial), and its own stderr. The job travels in fw_cfg. So no
+//! temporary file exists on the host, and a killed swaplab leaves nothing
+//! behind; QEMU itself dies with its parent (`PR_SET_PDEATHSIG`).
+//!
+//! The supervisor waits in `poll(2)` on those pipes with the nearest deadline
+//! as timeout. QEMU's exit closes every pipe, which ends the loop.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::job::qemu_opt_escape;
+use super::protocol::{self, Event, LineSplitter};
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-x86_64";
+/// Machine: microvm (no PCI, no firmware to run; virtio-mmio devices described
+/// in ACPI, which Debian's kernel needs) with the PIT kept for the kernel's timers.
+const MACHINE: &str = "microvm,acpi=on";
+/// The 9p mount tag of the host's root.
+pub const ROOT_TAG: &str = "hostroot";
+/// Kernel console bytes kept for error messages.
+const CONSOLE_TAIL: usize = 64 * 1024;
+/// QEMU stderr bytes kept for error messages.
+const QEMU_STDERR_MAX: usize = 16 * 1024;
+/// How long to wait for QEMU's pipes to close after killing it.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// Errors running QEMU (not errors of L1: those are in the [`Report`]).
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// QEMU is not installed.
+    #[error("{0} not found: install the Debian package qemu-system-x86 (apt-get install qemu-system-x86)")]
+    NotInstalled(String),
+    /// Starting QEMU failed.
+    #[error("starting {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call of the supervisor failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> QemuError {
+    move |source| QemuError::Sys { what, source }
+}
+
+/// What to boot and run.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// QEMU binary (name or path).
+    pub qemu: OsString,
+    /// Uncompressed ELF vmlinux.
+    pub vmlinux: PathBuf,
+    /// initramfs.
+    pub initramfs: PathBuf,
+    /// L1 memory in MiB.
+    pub mem_mib: u64,
+    /// L1 vCPUs.
+    pub cpus: u32,
+    /// The job script.
+    pub job: Vec<u8>,
+    /// Host TSC frequency, handed to L1 so it does not calibrate (which fails
+    /// under TCG on a busy host and can hang the boot).
+    pub tsc_khz: Option<u64>,
+    /// Extra kernel command-line words.
+    pub extra_cmdline: Vec<String>,
+}
+
+/// Where output goes.
+pub struct Sinks<'a> {
+    /// The command's stdout.
+    pub stdout: &'a mut dyn Write,
+    /// The command's stderr.
+    pub stderr: &'a mut dyn Write,
+    /// A copy of the whole kernel console, if wanted.
+    pub console: Option<&'a mut dyn Write>,
+}
+
+/// Time limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// From QEMU's start to the end of the command.
+    pub total: Duration,
+    /// From QEMU's start to the command starting (`stage run`).
+    pub boot: Duration,
+}
+
+/// Which limit was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// The boot limit.
+    Boot,
+    /// The total limit.
+    Total,
+}
+
+/// What happened in one L1 run.
+#[derive(Debug)]
+pub struct Report {
+    /// Protocol events, with the time since QEMU started.
+    pub events: Vec<(Duration, Event)>,
+    /// QEMU's exit status.
+    pub qemu_status: ExitStatus,
+    /// The last part of the kernel console.
+    pub console_tail: String,
+    /// The last part of QEMU's own stderr.
+    pub qemu_stderr: String,
+    /// Set when QEMU was killed for exceeding a limit.
+    pub expired: Option<Expired>,
+    /// Wall time from QEMU's start to its exit.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// When `stage run` was reported (L1 booted; the command is starting).
+    pub fn boot_time(&self) -> Option<Duration> {
+        self.events
+            .iter()
+            .find(|(_, e)| *e == Event::Stage("run".into()))
+            .map(|(t, _)| *t)
+    }
+
+    /// The last stage L1 reported.
+    pub fn last_stage(&self) -> Option<&str> {
+        self.events.iter().rev().find_map(|(_, e)| match e {
+            Event::Stage(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// The kernel command line.
+pub fn cmdline(launch: &Launch) -> String {
+    let mut words = vec![
+        "console=ttyS0".to_string(),
+        "quiet".into(),
+        "panic=-1".into(),
+        "pci=off".into(),
+        "tsc=reliable".into(),
+        "swaplab.sandbox=1".into(),
+    ];
+    if let Some(khz) = launch.tsc_khz {
+        words.push(format!("tsc_early_khz={khz}"));
+    }
+    words.extend(launch.extra_cmdline.iter().cloned());
+    words.join(" ")
+}
+
+/// File descriptors (in QEMU) of the pipes' write ends.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildFds {
+    /// Kernel console.
+    pub console: RawFd,
+    /// Status port.
+    pub status: RawFd,
+    /// Command stdout.
+    pub stdout: RawFd,
+    /// Command stderr.
+    pub stderr: RawFd,
+}
+
+/// QEMU's arguments.
+pub fn qemu_args(launch: &Launch, fds: ChildFds, root_security_model: &str) -> Vec<OsString> {
+    let fd = |n: RawFd| format!("/proc/self/fd/{n}");
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&["-M", MACHINE, "-accel", "tcg", "-cpu", "max"]);
+    push(&["-m", &format!("{}M", launch.mem_mib)]);
+    push(&["-smp", &launch.cpus.to_string()]);
+    push(&["-chardev", &format!("file,id=con,path={}", fd(fds.console))]);
+    push(&["-serial", "chardev:con"]);
+    push(&[
+        "-fsdev",
+        &format!("local,id={ROOT_TAG},path=/,security_model={root_security_model},multidevs=remap"),
+    ]);
+    push(&[
+        "-device",
+        &format!("virtio-9p-device,fsdev={ROOT_TAG},mount_tag={ROOT_TAG}"),
+    ]);
+    push(&["-device", "virtio-serial-device"]);
+    for (id, n) in [
+        ("status", fds.status),
+        ("stdout", fds.stdout),
+        ("stderr", fds.stderr),
+    ] {
+        push(&["-chardev", &format!("file,id={id},path={}", fd(n))]);
+        push(&[
+            "-device",
+            &format!("virtserialport,chardev={id},name=swaplab.{id}"),
+        ]);
+    }
+    push(&["-append", &cmdline(launch)]);
+    a.push("-kernel".into());
+    a.push(launch.vmlinux.clone().into_os_string());
+    a.push("-initrd".into());
+    a.push(launch.initramfs.clone().into_os_string());
+    a.push("-fw_cfg".into());
+    let mut fw = OsString::from("name=opt/swaplab/job,string=");
+    fw.push(qemu_opt_escape(&launch.job));
+    a.push(fw);
+    a
+}
+
+/// A pipe, both ends close-on-exec: `(read, write)`.
+fn pipe() -> Result<(File, OwnedFd), QemuError> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc != 0 {
+        return Err(sys("creating a pipe")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    let read = unsafe { File::from_raw_fd(fds[0]) };
+    // SAFETY: as above, for the write end.
+    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((read, write))
+}
+
+/// Runs in the child between fork and exec: die with the parent, and let the
+/// pipes' write ends survive exec. Only async-signal-safe calls, no allocation.
+fn child_setup(parent: libc::pid_t, keep: &[RawFd]) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } != parent {
+        // The parent died before PR_SET_PDEATHSIG took effect.
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    for &fd in keep {
+        // SAFETY: `fd` is open in this process (inherited over fork); F_SETFD
+        // with 0 only clears close-on-exec.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn spawn(launch: &Launch, args: Vec<OsString>, keep: Vec<RawFd>) -> Result<Child, QemuError> {
+    let mut cmd = Command::new(&launch.qemu);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: `child_setup` only makes async-signal-safe calls (prctl, getppid,
+    // fcntl) and does not allocate, as required between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || child_setup(parent, &keep));
+    }
+    cmd.spawn().map_err(|source| {
+        let program = launch.qemu.to_string_lossy().into_owned();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            QemuError::NotInstalled(program)
+        } else {
+            QemuError::Spawn { program, source }
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Console,
+    Status,
+    Stdout,
+    Stderr,
+    QemuStderr,
+}
+
+/// Keep the last `max` bytes of a stream.
+fn keep_tail(buf: &mut Vec<u8>, data: &[u8], max: usize) {
+    buf.extend_from_slice(data);
+    if buf.len() > max {
+        let cut = buf.len() - max;
+        buf.drain(..cut);
+    }
+}
+
+/// Boot L1, run the job, stream its output to `sinks`, and report what happened.
+pub fn run(
+    launch: &Launch,
+    root_security_model: &str,
+    limits: Limits,
+    sinks: Sinks<'_>,
+) -> Result<Report, QemuError> {
+    let (con_r, con_w) = pipe()?;
+    let (st_r, st_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let fds = ChildFds {
+        console: con_w.as_raw_fd(),
+        status: st_w.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+    };
+    let args = qemu_args(launch, fds, root_security_model);
+    let keep = vec![fds.console, fds.status, fds.stdout, fds.stderr];
+    let start = Instant::now();
+    let mut child = spawn(launch, args, keep)?;
+    // Only QEMU may hold the write ends, so that its exit means EOF everywhere.
+    drop((con_w, st_w, out_w, err_w));
+    let qemu_err: File = match child.stderr.take() {
+        Some(e) => OwnedFd::from(e).into(),
+        None => return Err(sys("QEMU stderr")(std::io::ErrorKind::Other.into())),
+    };
+    let mut streams: Vec<(Kind, Option<File>)> = vec![
+        (Kind::Console, Some(con_r)),
+        (Kind::Status, Some(st_r)),
+        (Kind::Stdout, Some(out_r)),
+        (Kind::Stderr, Some(err_r)),
+        (Kind::QemuStderr, Some(qemu_err)),
+    ];
+    let mut sup = Supervisor {
+        start,
+        sinks,
+        events: Vec::new(),
+        status_lines: LineSplitter::default(),
+        console_lines: LineSplitter::default(),
+        console_tail: Vec::new(),
+        qemu_stderr: Vec::new(),
+        out_broken: false,
+        err_broken: false,
+    };
+    let result = sup.pump(&mut streams, &mut child, limits);
+    // Whatever happened, QEMU must not outlive this call.
+    let _ = child.kill();
+    let status = child.wait().map_err(sys("waiting for QEMU"))?;
+    let expired = result?;
+    sup.finish();
+    Ok(Report {
+        events: sup.events,
+        qemu_status: status,
+        console_tail: String::from_utf8_lossy(&sup.console_tail).into_owned(),
+        qemu_stderr: String::from_utf8_lossy(&sup.qemu_stderr).into_owned(),
+        expired,
+        elapsed: start.elapsed(),
+    })
+}
+
+struct Supervisor<'a> {
+    start: Instant,
+    sinks: Sinks<'a>,
+    events: Vec<(Duration, Event)>,
+    status_lines: LineSplitter,
+    console_lines: LineSplitter,
+    console_tail: Vec<u8>,
+    qemu_stderr: Vec<u8>,
+    out_broken: bool,
+    err_broken: bool,
+}
+
+impl Supervisor<'_> {
+    fn booted(&self) -> bool {
+        self.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Stage(s) if s == "run"))
+    }
+
+    /// Read until every pipe is closed; kill QEMU when a limit passes.
+    fn pump(
+        &mut self,
+        streams: &mut [(Kind, Option<File>)],
+        child: &mut Child,
+        limits: Limits,
+    ) -> Result<Option<Expired>, QemuError> {
+        let mut expired = None;
+        let mut killed_at: Option<Instant> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let open: Vec<usize> = (0..streams.len())
+                .filter(|&i| streams[i].1.is_some())
+                .collect();
+            if open.is_empty() {
+                return Ok(expired);
+            }
+            let now = Instant::now();
+            let deadline = match killed_at {
+                Some(t) => t + KILL_GRACE,
+                None if self.booted() => self.start + limits.total,
+                None => self.start + limits.total.min(limits.boot),
+            };
+            if now >= deadline {
+                if killed_at.is_some() {
+                    return Ok(expired); // QEMU is dead; something else holds a pipe
+                }
+                expired = Some(if self.booted() || limits.total <= limits.boot {
+                    Expired::Total
+                } else {
+                    Expired::Boot
+                });
+                let _ = child.kill();
+                killed_at = Some(now);
+                continue;
+            }
+            let timeout_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut pfds: Vec<libc::pollfd> = open
+                .iter()
+                .map(|&i| libc::pollfd {
+                    fd: streams[i].1.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
+            let n =
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(sys("poll")(e));
+            }
+            for (p, &i) in pfds.iter().zip(&open) {
+                if p.revents == 0 {
+                    continue;
+                }
+                let kind = streams[i].0;
+                let Some(file) = streams[i].1.as_mut() else {
+                    continue;
+                };
+                match file.read(&mut buf) {
+                    Ok(0) => streams[i].1 = None,
+                    Ok(k) => self.dispatch(kind, &buf[..k]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(sys("reading from QEMU")(e)),
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, kind: Kind, data: &[u8]) {
+        let t = self.start.elapsed();
+        match kind {
+            Kind::Stdout => {
+                if !self.out_broken {
+                    let w = &mut self.sinks.stdout;
+                    self.out_broken = w.write_all(data).and_then(|()| w.flush()).is_err();
+                }
+            }
+            Kind::Stderr => {
+                if !self.err_broken {
+                    let w = &mut self.sinks.stderr;
+                    self.err_broken = w.write_all(data).and_then(|()| w.flush()).is_err();
+                }
+            }
+            Kind::Status => {
+                for line in self.status_lines.feed(data) {
+                    if let Ok(Some(e)) = protocol::parse_line(&line) {
+                        self.events.push((t, e));
+                    }
+                }
+            }
+            Kind::Console => {
+                if let Some(c) = self.sinks.console.as_mut() {
+                    let _ = c.write_all(data);
+                }
+                keep_tail(&mut self.console_tail, data, CONSOLE_TAIL);
+                for line in self.console_lines.feed(data) {
+                    if let Some(e) = protocol::parse_console_line(&line) {
+                        self.events.push((t, e));
+                    }
+                }
+            }
+            Kind::QemuStderr => keep_tail(&mut self.qemu_stderr, data, QEMU_STDERR_MAX),
+        }
+    }
+
+    fn finish(&mut self) {
+        let t = self.start.elapsed();
+        if let Some(line) = self.status_lines.finish() {
+            if let Ok(Some(e)) = protocol::parse_line(&line) {
+                self.events.push((t, e));
+            }
+        }
+        if let Some(c) = self.sinks.console.as_mut() {
+            let _ = c.flush();
+        }
+    }
+}
+
+/// This host's TSC frequency in kHz, measured against the monotonic clock
+/// over ~20 ms. Under TCG, L1's TSC is the host's, so L1 can skip its own
+/// calibration. `None` where there is no TSC to read.
+pub fn host_tsc_khz() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        fn rdtsc() -> u64 {
+            // SAFETY: RDTSC has no preconditions on x86_64 (CR4.TSD is not set for Linux user space).
+            unsafe { core::arch::x86_64::_rdtsc() }
+        }
+        // A (time, tsc) pair read within a few microseconds of each other.
+        let sample = || {
+            for _ in 0..10 {
+                let a = Instant::now();
+                let c = rdtsc();
+                let b = Instant::now();
+                if b - a < Duration::from_micros(5) {
+                    return Some((a + (b - a) / 2, c));
+                }
+            }
+            None
+        };
+        let (t0, c0) = sample()?;
+        while t0.elapsed() < Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let (t1, c1) = sample()?;
+        let ns = (t1 - t0).as_nanos();
+        let khz = u128::from(c1.checked_sub(c0)?) * 1_000_000 / ns.max(1);
+        u64::try_from(khz).ok().filter(|&k| k > 0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// Whether QEMU can be found (a path, or a name on `PATH`).
+pub fn qemu_available(qemu: &std::ffi::OsStr) -> bool {
+    let p = Path::new(qemu);
+    if p.components().count() > 1 {
+        return p.is_file();
+    }
+    crate::host::which(&qemu.to_string_lossy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch() -> Launch {
+        Launch {
+            qemu: QEMU.into(),
+            vmlinux: "/k/vmlinux".into(),
+            initramfs: "/k/l1.cpio".into(),
+            mem_mib: 3072,
+            cpus: 2,
+            job: b"echo a,b\n".to_vec(),
+            tsc_khz: Some(2_596_000),
+            extra_cmdline: vec![],
+        }
+    }
+
+    #[test]
+    fn args_wire_pipes_job_and_kernel() {
+        let fds = ChildFds {
+            console: 10,
+            status: 11,
+            stdout: 12,
+            stderr: 13,
+        };
+        let a: Vec<String> = qemu_args(&launch(), fds, "passthrough")
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let after = |flag: &str| -> Vec<&str> {
+            a.windows(2)
+                .filter(|w| w[0] == flag)
+                .map(|w| w[1].as_str())
+                .collect()
+        };
+        assert_eq!(after("-kernel"), ["/k/vmlinux"]);
+        assert_eq!(after("-m"), ["3072M"]);
+        assert!(after("-chardev").contains(&"file,id=stdout,path=/proc/self/fd/12"));
+        assert!(after("-device").contains(&"virtserialport,chardev=status,name=swaplab.status"));
+        assert_eq!(
+            after("-fw_cfg"),
+            ["name=opt/swaplab/job,string=echo a,,b\n"]
+        );
+        let cmdline = after("-append")[0];
+        assert!(cmdline.contains("tsc_early_khz=2596000"), "{cmdline}");
+        assert!(cmdline.contains("swaplab.sandbox=1"), "{cmdline}");
+    }
+
+    #[test]
+    fn tail_keeps_the_end() {
+        let mut b = Vec::new();
+        keep_tail(&mut b, b"hello", 3);
+        keep_tail(&mut b, b"!", 3);
+        assert_eq!(b, b"lo!");
+    }
+
+    #[test]
+    fn tsc_frequency_is_plausible() {
+        if let Some(khz) = host_tsc_khz() {
+            assert!((100_000..20_000_000).contains(&khz), "{khz} kHz");
+        }
+    }
+}
