@@ -37,10 +37,18 @@ mount -t sysfs sysfs /sys
 # Until the status port exists, protocol lines go to the kernel console.
 exec 3>/dev/ttyS0
 
+load() {
+    while read -r m; do
+        insmod "/lib/modules/$m.ko" || fail "insmod $m"
+    done <"$1"
+}
+
 stage modules
-while read -r m; do
-    insmod "/lib/modules/$m.ko" || fail "insmod $m"
-done </etc/swaplab-modules
+# Two independent chains (virtio/9p, and kvm) load at once on L1's two vCPUs.
+load /etc/swaplab-modules-parallel &
+parallel=$!
+load /etc/swaplab-modules
+wait $parallel || fail "loading the modules in /etc/swaplab-modules-parallel"
 
 # virtio_console adds named ports from a workqueue after the host announces
 # them, so they may appear a moment after insmod returns. The modules loaded

@@ -23,8 +23,11 @@ pub const L1_MODULES: &[&str] = &[
     "qemu_fw_cfg",
     "9pnet_virtio",
     "9p",
-    "kvm_amd",
 ];
+
+/// Modules loaded at the same time as [`L1_MODULES`] (L1 has two vCPUs, and
+/// module loading is slow under TCG), unless they share a dependency with them.
+pub const L1_PARALLEL_MODULES: &[&str] = &["kvm_amd"];
 
 /// busybox applets `init.sh` uses.
 pub const APPLETS: &[&str] = &[
@@ -87,12 +90,25 @@ fn kernel(cache_dir: &Path) -> Result<KernelFiles, KernelError> {
     }
 }
 
-/// The modules to load, dependencies first, each once.
-pub fn module_list(modules_dir: &Path) -> Result<Vec<ModulePath>, ModulesError> {
+/// The modules L1 loads, dependencies first, each once: a list loaded in
+/// order, and a list loaded in order alongside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLists {
+    /// Loaded one after another.
+    pub main: Vec<ModulePath>,
+    /// Loaded one after another, at the same time as `main`.
+    pub parallel: Vec<ModulePath>,
+}
+
+fn closure_of(
+    modules_dir: &Path,
+    names: &[&str],
+    skip: &[ModulePath],
+) -> Result<Vec<ModulePath>, ModulesError> {
     let mut list: Vec<ModulePath> = Vec::new();
-    for name in L1_MODULES {
+    for name in names {
         for m in modules::closure(modules_dir, &[name])? {
-            if !list.iter().any(|x| x.name == m.name) {
+            if !list.iter().chain(skip).any(|x| x.name == m.name) {
                 list.push(m);
             }
         }
@@ -100,14 +116,33 @@ pub fn module_list(modules_dir: &Path) -> Result<Vec<ModulePath>, ModulesError> 
     Ok(list)
 }
 
+/// Resolve [`L1_MODULES`] and [`L1_PARALLEL_MODULES`] in `modules_dir`.
+pub fn module_lists(modules_dir: &Path) -> Result<ModuleLists, ModulesError> {
+    let mut main = closure_of(modules_dir, L1_MODULES, &[])?;
+    let all_parallel = closure_of(modules_dir, L1_PARALLEL_MODULES, &[])?;
+    let parallel = closure_of(modules_dir, L1_PARALLEL_MODULES, &main)?;
+    if parallel.len() == all_parallel.len() {
+        return Ok(ModuleLists { main, parallel });
+    }
+    // A shared dependency: load everything in one sequence.
+    main.extend(parallel);
+    Ok(ModuleLists {
+        main,
+        parallel: Vec::new(),
+    })
+}
+
 /// The cache key of an initramfs built from these inputs.
-pub fn key(kernel: &KernelFiles, busybox_sha256: &str, mods: &[ModulePath]) -> String {
+pub fn key(kernel: &KernelFiles, busybox_sha256: &str, mods: &ModuleLists) -> String {
     let mut text = format!(
         "format={FORMAT}\nkernel={} {} {}\nbusybox={busybox_sha256}\n",
         kernel.record.package.name, kernel.record.package.version, kernel.version
     );
-    for m in mods {
+    for m in &mods.main {
         text.push_str(&format!("module={}\n", m.rel));
+    }
+    for m in &mods.parallel {
+        text.push_str(&format!("parallel-module={}\n", m.rel));
     }
     text.push_str(INIT_SCRIPT);
     cache::sha256_hex(text.as_bytes())[..16].to_string()
@@ -137,7 +172,7 @@ pub fn ensure_l1_image(cache_dir: &Path) -> Result<L1Image, L1ImageError> {
             missing,
         });
     }
-    let mods = module_list(&k.modules_dir)?;
+    let mods = module_lists(&k.modules_dir)?;
     let dir = cache_dir.join("sandbox");
     let path = dir.join(format!("l1-{}.cpio", key(&k, &bb.sha256, &mods)));
     let image = |built| L1Image {
@@ -164,17 +199,51 @@ pub fn ensure_l1_image(cache_dir: &Path) -> Result<L1Image, L1ImageError> {
     for applet in APPLETS {
         b.add_symlink(&format!("bin/{applet}"), "busybox")?;
     }
-    let mut order = String::new();
-    for m in &mods {
-        b.add_file(&format!("lib/modules/{}.ko", m.name), 0o644, &m.read()?)?;
-        order.push_str(&m.name);
-        order.push('\n');
+    for (list, file) in [
+        (&mods.main, "etc/swaplab-modules"),
+        (&mods.parallel, "etc/swaplab-modules-parallel"),
+    ] {
+        let mut order = String::new();
+        for m in list {
+            let data = m.read()?;
+            b.add_file(
+                &format!("lib/modules/{}.ko", m.name),
+                0o644,
+                strip_signature(&data),
+            )?;
+            order.push_str(&m.name);
+            order.push('\n');
+        }
+        b.add_file(file, 0o644, order.as_bytes())?;
     }
-    b.add_file("etc/swaplab-modules", 0o644, order.as_bytes())?;
     b.add_file("init", 0o755, INIT_SCRIPT.as_bytes())?;
     cache::write_atomic(&path, &b.finish()?)?;
     prune(&dir, KEEP);
     Ok(image(true))
+}
+
+/// The marker that ends a signed module.
+const SIG_MARKER: &[u8] = b"~Module signature appended~\n";
+/// `struct module_signature`: 12 bytes, its last 4 the signature length (big-endian).
+const SIG_INFO_LEN: usize = 12;
+
+/// A module without its appended signature. The kernel checks signatures it
+/// finds (hashing the whole module, slow under TCG) but Debian's does not
+/// require them, so L1 loads unsigned modules faster (and taints itself, which
+/// is harmless here). Unsigned or malformed input is returned unchanged.
+pub fn strip_signature(ko: &[u8]) -> &[u8] {
+    let Some(body) = ko.strip_suffix(SIG_MARKER) else {
+        return ko;
+    };
+    let Some(info_start) = body.len().checked_sub(SIG_INFO_LEN) else {
+        return ko;
+    };
+    let info = &body[info_start..];
+    let sig_len = u32::from_be_bytes([info[8], info[9], info[10], info[11]]) as usize;
+    match info_start.checked_sub(sig_len) {
+        Some(end) => &ko[..end],
+        None => ko,
+    }
 }
 
 /// How many L1 initramfs files the cache keeps (the newest).
@@ -205,6 +274,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn signatures_are_stripped() {
+        let mut ko = b"\x7fELF-module-body".to_vec();
+        let body_len = ko.len();
+        ko.extend_from_slice(b"SIGNATURE");
+        ko.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]);
+        ko.extend_from_slice(SIG_MARKER);
+        assert_eq!(strip_signature(&ko), &ko[..body_len]);
+        assert_eq!(strip_signature(b"unsigned"), b"unsigned");
+        let mut bad = vec![0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0];
+        bad.extend_from_slice(SIG_MARKER);
+        assert_eq!(strip_signature(&bad), &bad[..]);
+    }
+
+    #[test]
     fn init_script_is_valid_sh() {
         let out = std::process::Command::new("sh")
             .args(["-n", "-c", INIT_SCRIPT])
@@ -228,7 +311,7 @@ mod tests {
                 && ![
                     "export", "say", "fail", "stage", "off", "exit", "while", "do", "done", "for",
                     "case", "esac", "tries", "rc", "job", "prefix", "if", "then", "fi", "break",
-                    "continue", "st", "read", "exec",
+                    "continue", "st", "read", "exec", "load", "wait",
                 ]
                 .contains(&first);
             if looks_like_command && !first.is_empty() {

@@ -157,6 +157,7 @@ pub fn cmdline(launch: &Launch) -> String {
         "quiet".into(),
         "panic=-1".into(),
         "pci=off".into(),
+        "cryptomgr.notests".into(),
         "tsc=reliable".into(),
         "swaplab.sandbox=1".into(),
     ];
