@@ -72,7 +72,6 @@ while :; do
 done
 exec 3>"$st" || fail "cannot open $st"
 prefix=
-say "stage ports"
 
 stage job
 job=$(cat /sys/firmware/qemu_fw_cfg/by_name/opt/swaplab/job/raw) || fail "no job in fw_cfg (opt/swaplab/job)"
