@@ -182,6 +182,7 @@ impl SandboxError {
         match self {
             SandboxError::CannotStart { code, .. } => *code,
             SandboxError::Interrupted(_) => 130,
+            SandboxError::Config(_) => 2,
             _ => 1,
         }
     }
@@ -465,6 +466,10 @@ pub fn maybe_reexec_with(
 
 /// `swaplab sandbox`.
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+The command runs as root in L1, chrooted into this host's / (9p, read-write), in the \
+current directory, with stdin from /dev/null. Its stdout and stderr stream back \
+live; swaplab exits with its status (126/127 if it cannot start, 1 if L1 fails).")]
 pub struct SandboxArgs {
     /// L1 memory.
     #[arg(long, default_value = "3G")]
