@@ -452,16 +452,23 @@ pub fn maybe_reexec_with(
     if !needs_sandbox_here(mode) {
         return Ok(None);
     }
+    let run = reexec_in_sandbox(cfg)?;
+    Ok(Some(ExitCode::from(run.exit_code)))
+}
+
+/// Re-run this swaplab command in the sandbox unconditionally: print [`NOTE`]
+/// on stderr, run `/proc/self/exe` with this process's arguments and
+/// `--sandbox=never` in L1 configured by `cfg`, streaming its output here.
+pub fn reexec_in_sandbox(cfg: &SandboxConfig) -> Result<SandboxRun, SandboxError> {
     let mut argv = vec![reexec::current_exe()?];
     argv.extend(reexec::reexec_args(std::env::args_os().skip(1)));
     eprintln!("swaplab: {NOTE}");
-    let run = run_in_sandbox(
+    run_in_sandbox(
         cfg,
         argv,
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
-    )?;
-    Ok(Some(ExitCode::from(run.exit_code)))
+    )
 }
 
 /// `swaplab sandbox`.
