@@ -90,5 +90,7 @@ mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
 stage run
 env -i chroot /newroot /bin/sh -c "$job" </dev/null >"$out" 2>"$err"
 rc=$?
+# Flush what the command wrote through 9p's cache before saying it is done.
+sync
 say "exit $rc"
 off

@@ -34,6 +34,8 @@ const CONSOLE_TAIL: usize = 64 * 1024;
 const QEMU_STDERR_MAX: usize = 16 * 1024;
 /// How long to wait for QEMU's pipes to close after killing it.
 const KILL_GRACE: Duration = Duration::from_secs(10);
+/// How long L1 may take to power off after reporting the end of the command.
+const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 
 /// Errors running QEMU (not errors of L1: those are in the [`Report`]).
 #[derive(Debug, thiserror::Error)]
@@ -383,6 +385,15 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
+    /// When L1 reported an outcome (exit, cannot-start, failure): from then on
+    /// it only has to power off.
+    fn finished_at(&self) -> Option<Instant> {
+        self.events
+            .iter()
+            .find(|(_, e)| !matches!(e, Event::Stage(_)))
+            .map(|(t, _)| self.start + *t)
+    }
+
     fn booted(&self) -> bool {
         self.events
             .iter()
@@ -407,20 +418,23 @@ impl Supervisor<'_> {
                 return Ok(expired);
             }
             let now = Instant::now();
-            let deadline = match killed_at {
-                Some(t) => t + KILL_GRACE,
-                None if self.booted() => self.start + limits.total,
-                None => self.start + limits.total.min(limits.boot),
+            let finished = self.finished_at();
+            let deadline = match (killed_at, finished) {
+                (Some(t), _) => t + KILL_GRACE,
+                (None, Some(t)) => (t + POWEROFF_GRACE).min(self.start + limits.total),
+                (None, None) if self.booted() => self.start + limits.total,
+                (None, None) => self.start + limits.total.min(limits.boot),
             };
             if now >= deadline {
                 if killed_at.is_some() {
                     return Ok(expired); // QEMU is dead; something else holds a pipe
                 }
-                expired = Some(if self.booted() || limits.total <= limits.boot {
-                    Expired::Total
-                } else {
-                    Expired::Boot
-                });
+                // After an outcome, a stuck power-off is not the command's failure.
+                expired = match finished {
+                    Some(_) => None,
+                    None if self.booted() || limits.total <= limits.boot => Some(Expired::Total),
+                    None => Some(Expired::Boot),
+                };
                 let _ = child.kill();
                 killed_at = Some(now);
                 continue;
