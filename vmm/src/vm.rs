@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use serde::Serialize;
 use vm_memory::GuestMemoryMmap;
@@ -98,6 +98,16 @@ impl std::fmt::Debug for VmConfig {
             .field("on_vcpu_start", &self.on_vcpu_start.is_some())
             .finish()
     }
+}
+
+/// KVM's in-kernel interrupt controllers (`KVM_CREATE_IRQCHIP`: PIC, IOAPIC and a
+/// local APIC per vCPU) and, optionally, its PIT, created before the vCPUs. With them
+/// `HLT` and interrupt delivery stay in the kernel, and devices raise interrupts through
+/// irqfds on GSIs (see [`Vm::fd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IrqChip {
+    /// Also create the in-kernel i8254 PIT (`KVM_CREATE_PIT2`).
+    pub pit: bool,
 }
 
 /// State shared by the VM's threads and handles.
@@ -227,6 +237,24 @@ impl Vm {
     /// Create a VM over `memory` (each region becomes a memslot, in order) with
     /// `config.vcpus` vCPUs, each given the host's supported CPUID.
     pub fn new(memory: GuestMemoryMmap, config: VmConfig) -> Result<Self, VmError> {
+        Self::create(memory, config, None)
+    }
+
+    /// Like [`Vm::new`], with KVM's in-kernel interrupt controllers (and PIT, if asked)
+    /// created before the vCPUs, as a guest operating system needs.
+    pub fn with_irqchip(
+        memory: GuestMemoryMmap,
+        config: VmConfig,
+        chip: IrqChip,
+    ) -> Result<Self, VmError> {
+        Self::create(memory, config, Some(chip))
+    }
+
+    fn create(
+        memory: GuestMemoryMmap,
+        config: VmConfig,
+        chip: Option<IrqChip>,
+    ) -> Result<Self, VmError> {
         if config.vcpus == 0 {
             return Err(VmError::NoVcpus);
         }
@@ -249,6 +277,18 @@ impl Vm {
             // keeps (a clone) for as long as the memslot exists (the VM fd's lifetime).
             unsafe { fd.set_user_memory_region(region) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        }
+        if let Some(chip) = chip {
+            // Must precede KVM_CREATE_VCPU, so each vCPU gets an in-kernel local APIC.
+            fd.create_irq_chip()
+                .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+            if chip.pit {
+                let pit = kvm_pit_config {
+                    flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+                    ..Default::default()
+                };
+                fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+            }
         }
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
