@@ -8,13 +8,19 @@
 //! - [`bus`]: the port-I/O and MMIO buses and the [`BusDevice`] trait.
 //! - [`exits`]: userspace exit accounting by reason; [`stats`]: KVM's binary stats fd.
 //! - [`flat`]: a no-OS 64-bit guest at CPL 3 on identity-mapped page tables.
+//! - [`linux`]: booting a stock Linux kernel (PVH vmlinux or bzImage) with ACPI tables
+//!   ([`acpi`]), platform devices ([`devices`]) and virtio-mmio devices ([`virtio`]).
 
+pub mod acpi;
 pub mod bus;
+pub mod devices;
 pub mod exits;
 pub mod flat;
+pub mod linux;
 pub mod memory;
 pub mod stats;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;
 
 /// vm-memory, re-exported so users of guest memory need not depend on it directly.
@@ -26,4 +32,4 @@ pub use flat::{FlatError, FlatGuest};
 pub use memory::{create_guest_memory, GuestMemoryExt, HostRegion, MemoryError, RegionSpec};
 pub use stats::{KvmStats, StatsError, StatsSnapshot};
 pub use vcpu::{kick_signal, VcpuEnd, VcpuError, VcpuReport};
-pub use vm::{RunningVm, VcpuStartHook, Vm, VmConfig, VmError, VmHandle, VmReport};
+pub use vm::{IrqChip, RunningVm, VcpuStartHook, Vm, VmConfig, VmError, VmHandle, VmReport};
