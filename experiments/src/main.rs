@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use experiments::{doctor, image_cmd, probe_cmd, sandbox};
+use experiments::{boot, doctor, image_cmd, probe_cmd, sandbox};
 
 /// swaplab: a memory-overcommit and swapping testbed.
 #[derive(Parser, Debug)]
@@ -24,6 +24,10 @@ enum Command {
     Probe(probe_cmd::ProbeArgs),
     /// Run a command in the nested sandbox (an L1 Linux VM under QEMU TCG with kvm_amd).
     Sandbox(sandbox::SandboxArgs),
+    /// Boot a Linux guest (the guest image by default); with --run, run a command in it.
+    Boot(boot::cmd::BootArgs),
+    /// Benchmarks: `bench boot` compares boot times with QEMU microvm.
+    Bench(boot::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         Command::Image(a) => image_cmd::run(&a),
         Command::Probe(a) => probe_cmd::run(&a),
         Command::Sandbox(a) => return sandbox::main(&a),
+        Command::Boot(a) => return boot::cmd::main(&a),
+        Command::Bench(a) => return boot::bench::main(&a),
     };
     experiments::cli::finish(result)
 }

@@ -1,0 +1,306 @@
+//! Booting the guest image (or any kernel) with the swaplab VMM: `swaplab boot` and
+//! `swaplab bench boot`, and the library they share.
+//!
+//! - [`BootFiles::resolve`]: kernel, initramfs and base command line (the cached guest
+//!   image's by default, its PVH vmlinux).
+//! - [`run_guest`]: boot once ([`vmm::linux`]), watch the console ([`console`]), and
+//!   return the report, the `/init` markers and times.
+//! - [`verdict`]: turn a run into the command's exit status or a clear error.
+
+pub mod bench;
+pub mod cmd;
+pub mod console;
+pub mod qemu;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmm::linux::{GuestOutcome, LinuxConfig, LinuxReport, LinuxVm};
+use vmm::virtio::null::NullDevice;
+use workloads::image::init::{self, GuestEnd};
+use workloads::image::{ensure_image, GuestImage, ImageOptions};
+
+use console::{GuestConsole, Marks, Show};
+
+/// Environment variable naming an image directory to use as is (set for the re-run
+/// inside the sandbox, so L1 does not rebuild or re-hash the image).
+pub const ENV_IMAGE_DIR: &str = "SWAPLAB_BOOT_IMAGE";
+
+/// Errors of a guest boot that are not the guest's doing.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The guest image could not be built or loaded.
+    #[error("guest image")]
+    Image(#[from] workloads::image::ImageError),
+    /// The command line could not be built.
+    #[error("guest command")]
+    Command(#[from] init::InitError),
+    /// The VM failed.
+    #[error(transparent)]
+    Vm(#[from] vmm::linux::LinuxError),
+    /// The console log file could not be created.
+    #[error("cannot create console log {path}")]
+    ConsoleLog {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    /// Kernel (PVH vmlinux or bzImage).
+    pub kernel: PathBuf,
+    /// initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Base command line (before `swaplab.run=`).
+    pub cmdline: String,
+    /// The image directory these came from, if any.
+    pub image_dir: Option<PathBuf>,
+}
+
+impl BootFiles {
+    /// Use `kernel`/`initrd`/`cmdline` where given, the guest image's otherwise (its
+    /// bzImage instead of its vmlinux if `bzimage`). The image is found through
+    /// [`ENV_IMAGE_DIR`] or built/found in the cache (printing progress to stderr).
+    pub fn resolve(
+        kernel: Option<&Path>,
+        initrd: Option<&Path>,
+        cmdline: Option<&str>,
+        bzimage: bool,
+    ) -> Result<Self, BootError> {
+        let image = if kernel.is_some() && initrd.is_some() && cmdline.is_some() {
+            None
+        } else {
+            Some(load_image()?)
+        };
+        let img = image.as_ref();
+        Ok(Self {
+            kernel: kernel
+                .map(Path::to_path_buf)
+                .or_else(|| {
+                    img.map(|i| {
+                        if bzimage {
+                            i.bzimage.clone()
+                        } else {
+                            i.vmlinux.clone()
+                        }
+                    })
+                })
+                .unwrap_or_default(),
+            initrd: initrd
+                .map(Path::to_path_buf)
+                .or_else(|| img.map(|i| i.initramfs.clone())),
+            cmdline: cmdline
+                .map(str::to_string)
+                .or_else(|| img.map(|i| i.manifest.cmdline.clone()))
+                .unwrap_or_else(|| init::DEFAULT_CMDLINE.to_string()),
+            image_dir: image.map(|i| i.dir),
+        })
+    }
+}
+
+fn load_image() -> Result<GuestImage, BootError> {
+    if let Some(dir) = std::env::var_os(ENV_IMAGE_DIR).filter(|d| !d.is_empty()) {
+        return Ok(GuestImage::load(Path::new(&dir))?);
+    }
+    let opts = ImageOptions {
+        progress: Some(|msg| eprintln!("swaplab: {msg}")),
+        ..ImageOptions::default()
+    };
+    Ok(ensure_image(&opts)?)
+}
+
+/// One guest boot.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    /// Files and base command line.
+    pub files: BootFiles,
+    /// The command for `/init` (`swaplab.run`), if any.
+    pub run: Option<String>,
+    /// Guest RAM.
+    pub mem: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Time limit from the vCPUs starting.
+    pub timeout: Duration,
+    /// Do-nothing virtio devices to attach, by device type (discovery tests).
+    pub null_devices: Vec<u32>,
+}
+
+impl GuestSpec {
+    /// The full kernel command line.
+    pub fn cmdline(&self) -> Result<String, BootError> {
+        Ok(init::cmdline_with_run(
+            &self.files.cmdline,
+            self.run.as_deref(),
+        )?)
+    }
+}
+
+/// A finished boot.
+#[derive(Debug, Clone)]
+pub struct GuestRun {
+    /// The VM's report.
+    pub report: LinuxReport,
+    /// What the console showed.
+    pub marks: Marks,
+    /// When building the VM started.
+    pub started: Instant,
+    /// When the VM ended.
+    pub ended: Instant,
+}
+
+impl GuestRun {
+    /// From building the VM to `/init` announcing itself.
+    pub fn to_init(&self) -> Option<Duration> {
+        self.marks.init_at.map(|t| t - self.started)
+    }
+
+    /// From building the VM to its end.
+    pub fn total(&self) -> Duration {
+        self.ended - self.started
+    }
+}
+
+/// Boot `spec` once, showing the console as `show` says on `out`, logging it to
+/// `console_log`.
+pub fn run_guest(
+    spec: &GuestSpec,
+    show: Show,
+    out: Box<dyn Write + Send>,
+    console_log: Option<&Path>,
+) -> Result<GuestRun, BootError> {
+    let cmdline = spec.cmdline()?;
+    let log = match console_log {
+        Some(p) => Some(
+            std::fs::File::create(p).map_err(|source| BootError::ConsoleLog {
+                path: p.to_path_buf(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let (sink, marks) = GuestConsole::new(show, out, log);
+    let started = Instant::now();
+    let mut config = LinuxConfig::new(&spec.files.kernel, spec.mem, spec.cpus);
+    config.initrd = spec.files.initrd.clone();
+    config.cmdline = cmdline;
+    config.console = Some(Box::new(sink));
+    let mut vm = LinuxVm::new(config)?;
+    for (i, &ty) in spec.null_devices.iter().enumerate() {
+        vm.add_virtio(&format!("null{i}"), Box::new(NullDevice::new(ty)))?;
+    }
+    let report = vm.start()?.wait(Some(spec.timeout))?;
+    let ended = Instant::now();
+    let marks = marks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(GuestRun {
+        report,
+        marks,
+        started,
+        ended,
+    })
+}
+
+/// Exit status for a guest that did not end within its time limit (as `timeout(1)`).
+pub const TIMEOUT_STATUS: u8 = 124;
+
+/// Why a run is not a success, in words, with the status to exit with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct GuestFailure {
+    /// What happened, with the last console lines.
+    pub message: String,
+    /// Exit status.
+    pub status: u8,
+}
+
+fn with_tail(msg: String, run: &GuestRun) -> String {
+    let lines: Vec<&String> = run
+        .report
+        .console_tail
+        .iter()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if lines.is_empty() {
+        return format!("{msg} (the guest printed nothing)");
+    }
+    let body: Vec<String> = lines.iter().map(|l| format!("  | {l}")).collect();
+    format!("{msg}\nlast guest console lines:\n{}", body.join("\n"))
+}
+
+/// The command's exit status if the guest ran it and powered off, else why not.
+/// Without a command (`expect_command` false) powering off is success (0).
+pub fn verdict(run: &GuestRun, expect_command: bool) -> Result<u8, GuestFailure> {
+    let fail = |message: String, status: u8| GuestFailure {
+        message: with_tail(message, run),
+        status,
+    };
+    match (&run.report.outcome, &run.marks.end) {
+        (GuestOutcome::PoweredOff, Some(GuestEnd::Exited(code))) => {
+            Ok(u8::try_from(*code).unwrap_or(1))
+        }
+        (GuestOutcome::PoweredOff, Some(GuestEnd::Failed(why))) => Err(fail(
+            format!("the guest's /init could not run the command: {why}"),
+            1,
+        )),
+        (GuestOutcome::PoweredOff, None) if !expect_command => Ok(0),
+        (GuestOutcome::PoweredOff, None) => Err(fail(
+            "the guest powered off without reporting the command's exit status".into(),
+            1,
+        )),
+        (
+            GuestOutcome::Panicked {
+                message,
+                hints,
+                then,
+            },
+            _,
+        ) => {
+            let then = match then.as_ref() {
+                GuestOutcome::Rebooted { .. } => "; it then rebooted".to_string(),
+                GuestOutcome::TimedOut { after_ms } => {
+                    format!("; it was stopped at the {} s time limit", after_ms / 1000)
+                }
+                _ => "; it was stopped".to_string(),
+            };
+            let hints = if hints.is_empty() {
+                String::new()
+            } else {
+                format!(" (earlier: {})", hints.join("; "))
+            };
+            Err(fail(
+                format!("the guest kernel panicked: {message}{hints}{then}"),
+                1,
+            ))
+        }
+        (GuestOutcome::Rebooted { how }, _) => Err(fail(
+            format!(
+                "the guest rebooted ({}) instead of powering off",
+                how.replace('_', " ")
+            ),
+            1,
+        )),
+        (GuestOutcome::TimedOut { after_ms }, _) => Err(fail(
+            format!(
+                "the guest did not power off within {} s and was stopped{}",
+                after_ms / 1000,
+                if run.marks.init_at.is_none() {
+                    " (it never reached /init)"
+                } else {
+                    ""
+                }
+            ),
+            TIMEOUT_STATUS,
+        )),
+        (GuestOutcome::Stopped, _) => Err(fail("the guest was stopped".into(), 1)),
+    }
+}
