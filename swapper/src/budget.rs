@@ -152,6 +152,14 @@ impl Budget {
         }
     }
 
+    /// Reserves `n` pages unconditionally without counting an overshoot
+    /// (pages the swapper is told about rather than brings in: pages
+    /// already populated at start, an explicit restore).
+    pub fn admit(&self, n: u64) {
+        let now = self.committed.fetch_add(n, Ordering::AcqRel) + n;
+        self.peak_committed.fetch_max(now, Ordering::Relaxed);
+    }
+
     /// Gives back `n` committed pages.
     pub fn release(&self, n: u64) {
         let prev = self.committed.fetch_sub(n, Ordering::AcqRel);

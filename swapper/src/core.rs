@@ -75,6 +75,7 @@ pub(crate) struct Shared {
     pub fatal: FatalSink,
     pub epoch: Instant,
     pub stop: AtomicBool,
+    pub evictor_stop: AtomicBool,
     pub wake: Mutex<Wake>,
     pub wake_cv: Condvar,
     pub seq: AtomicU64,

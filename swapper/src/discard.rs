@@ -1,17 +1,25 @@
 //! Giving memory back: [`crate::Swapper::discard`] (the balloon's path) and
 //! `UFFD_EVENT_REMOVE` (someone else `madvise`d the guest range).
 //!
-//! `discard` marks every page of the range `Ballooned` (store slot freed,
-//! staged copy dropped, budget released) and then `MADV_DONTNEED`s the range,
-//! holding no page lock (the madvise waits until a handler thread has read the
-//! REMOVE event it raises). A later access reads zeros.
+//! `discard` makes every page of the range `Ballooned`: mapped pages are
+//! moved out with `UFFDIO_MOVE` and dropped (no `MADV_DONTNEED` on the guest
+//! range, so no REMOVE event: the balloon never makes vCPU faults wait for an
+//! event reader), store slots and staged copies are freed, the budget is
+//! released. Only pages that cannot be moved (poison markers, pinned pages)
+//! are `MADV_DONTNEED`ed, with no page lock held. A later access reads zeros.
 //!
-//! A REMOVE event arrives *before* the kernel zaps the range, so a page may
-//! be faulted back in between; processing is therefore conservative: pages
-//! that were mapped stay committed (as zero-map pool pages) until an
-//! eviction or pool reclaim finds out they are empty, and pages that were not
-//! mapped (evicted, staged, poisoned) lose their content and become
-//! `Ballooned`.
+//! Note: while any REMOVE event is pending, every page-table ioctl answers
+//! `EAGAIN`. A thread calling `madvise(MADV_DONTNEED)` on the guest range in
+//! a tight loop therefore starves fault handling; the swapper retries, but
+//! cannot make progress until such madvise calls pause.
+//!
+//! A REMOVE event arrives *before* the kernel zaps the range. Processing
+//! unmaps every mapped page of the range itself (`UFFDIO_MOVE` aside, then
+//! dropped), so no scan or eviction in between can save the old content and
+//! serve it later; store copies and staged pages are dropped; every page
+//! becomes `Ballooned` (reads zeros). A page faulted back in before the zap
+//! is simply zapped again by the kernel and found unmapped later (the
+//! "external zap" path of [`crate::fault`]).
 
 use crate::core::{bump, Shared};
 use crate::page_state::{PageIdx, PageState};
@@ -53,30 +61,52 @@ impl Shared {
     /// Discards `[addr, addr + len)` (whole pages only).
     pub(crate) fn discard(&self, addr: usize, len: usize) -> std::io::Result<DiscardStats> {
         let mut st = DiscardStats::default();
-        let runs = self.runs_in(addr, addr.saturating_add(len));
-        for &(first, _, n) in &runs {
+        let mut zap = Vec::new();
+        for (first, _, n) in self.runs_in(addr, addr.saturating_add(len)) {
             for idx in first..first + n as PageIdx {
-                let mut g = self.lock(idx);
-                let before = *g;
-                if let PageState::Staged { index, .. } = g.state {
-                    self.staging.release(index);
+                loop {
+                    let mut g = self.lock(idx);
+                    let before = *g;
+                    match g.state {
+                        PageState::Resident | PageState::ZeroMapped => match self.try_unmap(idx) {
+                            Unmap::Done => {}
+                            Unmap::Again => {
+                                // An unread event blocks page-table changes:
+                                // let go of the page so a handler can run.
+                                drop(g);
+                                bump!(self, eagain_retries);
+                                std::thread::yield_now();
+                                continue;
+                            }
+                            Unmap::Pinned => zap.push(idx),
+                        },
+                        PageState::Staged { index, .. } => self.staging.release(index),
+                        // Poison markers cannot be moved: zap them below.
+                        PageState::Poisoned => zap.push(idx),
+                        _ => {}
+                    }
+                    let freed = g.ballooned();
+                    st.pages += 1;
+                    st.committed_released += before.committed() as u64;
+                    st.slots_freed += freed.is_some() as u64;
+                    self.free_slot(freed);
+                    self.settle(idx, &before, &g, false);
+                    break;
                 }
-                let freed = g.ballooned();
-                st.pages += 1;
-                st.committed_released += before.committed() as u64;
-                st.slots_freed += freed.is_some() as u64;
-                self.free_slot(freed);
-                self.settle(idx, &before, &g, false);
             }
         }
         bump!(self, discarded_pages, st.pages);
-        for &(_, a, n) in &runs {
-            // SAFETY: the range lies inside the registered guest regions
-            // (raw memory the caller gave us) and its content is being
-            // discarded on purpose; no page lock is held, so the handler
-            // threads can read the REMOVE event this raises.
+        for idx in zap {
+            // SAFETY: a page of the registered guest regions (raw memory the
+            // caller gave us) whose content is being discarded on purpose;
+            // no page lock is held, so the handler threads can read the
+            // REMOVE event this raises.
             let r = unsafe {
-                libc::madvise(a as *mut libc::c_void, n * PAGE_SIZE, libc::MADV_DONTNEED)
+                libc::madvise(
+                    self.addr(idx) as *mut libc::c_void,
+                    PAGE_SIZE,
+                    libc::MADV_DONTNEED,
+                )
             };
             if r != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -85,16 +115,24 @@ impl Shared {
         Ok(st)
     }
 
-    /// Processes `UFFD_EVENT_REMOVE` for `[start, end)`.
-    pub(crate) fn handle_remove(&self, start: usize, end: usize) {
+    /// Processes `UFFD_EVENT_REMOVE` for `[start, end)`. Returns the mapped
+    /// pages that could not be unmapped yet (another non-cooperative event is
+    /// pending): the caller retries them with [`Shared::retry_remove`] after
+    /// reading more events.
+    pub(crate) fn handle_remove(&self, start: usize, end: usize) -> Vec<PageIdx> {
         bump!(self, remove_events);
+        let mut mapped = Vec::new();
         for (first, _, n) in self.runs_in(start, end) {
             for idx in first..first + n as PageIdx {
                 let mut g = self.lock(idx);
                 let before = *g;
                 let freed = match g.state {
-                    PageState::Absent | PageState::Ballooned | PageState::ZeroMapped => None,
-                    PageState::Resident => g.zero_mapped().expect("resident can be zero-mapped"),
+                    PageState::Absent | PageState::Ballooned => None,
+                    PageState::Resident | PageState::ZeroMapped => {
+                        g.discarding = true;
+                        mapped.push(idx);
+                        continue;
+                    }
                     PageState::Staged { index, .. } => {
                         self.staging.release(index);
                         g.ballooned()
@@ -105,5 +143,86 @@ impl Shared {
                 self.settle(idx, &before, &g, false);
             }
         }
+        self.retry_remove(mapped)
     }
+
+    /// Unmaps the pages a REMOVE event discards (so that no scan or
+    /// eviction before the kernel's own zap can save the old content and
+    /// serve it later). Returns the pages still pending.
+    pub(crate) fn retry_remove(&self, pages: Vec<PageIdx>) -> Vec<PageIdx> {
+        let mut pending = Vec::new();
+        for idx in pages {
+            let mut g = self.lock(idx);
+            if !g.discarding {
+                continue; // re-populated by a fault after the zap: keep it
+            }
+            let before = *g;
+            match self.unmap_for_remove(idx) {
+                Unmap::Done => {
+                    let freed = g.ballooned();
+                    self.free_slot(freed);
+                    self.settle(idx, &before, &g, false);
+                }
+                Unmap::Again => pending.push(idx),
+                Unmap::Pinned => {
+                    // Cannot be moved: leave it to the kernel's zap and keep
+                    // it counted until an eviction finds out what it holds.
+                    let freed = g.zero_mapped().expect("mapped page can be zero-mapped");
+                    self.free_slot(freed);
+                    self.settle(idx, &before, &g, false);
+                }
+            }
+        }
+        pending
+    }
+
+    fn unmap_for_remove(&self, idx: PageIdx) -> Unmap {
+        // A few quick retries: the madvise that raised the event clears the
+        // kernel's "mmap changing" state as soon as it runs again. Bounded,
+        // because this holds a page lock.
+        for _ in 0..4 {
+            match self.try_unmap(idx) {
+                Unmap::Again => {
+                    bump!(self, eagain_retries);
+                    std::thread::yield_now();
+                }
+                done => return done,
+            }
+        }
+        Unmap::Again
+    }
+
+    /// One attempt at unmapping page `idx` (lock held by the caller) and
+    /// dropping its content, without raising a userfaultfd event.
+    fn try_unmap(&self, idx: PageIdx) -> Unmap {
+        let Some(s) = self.staging.alloc() else {
+            return Unmap::Pinned;
+        };
+        // SAFETY: guest page whose lock the caller holds; its content is
+        // being discarded.
+        match unsafe { self.staging.move_in(s, self.addr(idx)) } {
+            Ok(moved) => {
+                if moved {
+                    self.staging.release(s);
+                } else {
+                    self.staging.forget(s);
+                }
+                Unmap::Done
+            }
+            Err(e) => {
+                self.staging.forget(s);
+                if e.errno() == Some(nix::errno::Errno::EAGAIN) {
+                    Unmap::Again
+                } else {
+                    Unmap::Pinned
+                }
+            }
+        }
+    }
+}
+
+enum Unmap {
+    Done,
+    Again,
+    Pinned,
 }

@@ -62,6 +62,10 @@ impl Shared {
             self.policy().mapped(idx);
             return Outcome::Busy;
         };
+        if g.discarding {
+            // Being discarded by a REMOVE event: never save its content.
+            return Outcome::Busy;
+        }
         match (v, g.state) {
             (Victim::Evict(_), PageState::Resident) => self.evict_mapped(idx, &mut g),
             (Victim::Evict(_), PageState::Staged { index, kind }) => {

@@ -15,6 +15,10 @@ const MIN_SCAN: Duration = Duration::from_millis(1);
 /// Most pages freed per round, so scans and pool work are not starved.
 const ROUND: u64 = 256;
 
+fn stopping(shared: &Shared) -> bool {
+    shared.stop.load(Ordering::Acquire) || shared.evictor_stop.load(Ordering::Acquire)
+}
+
 /// Body of the evictor thread.
 pub(crate) fn run(shared: Arc<Shared>) {
     let max_scan = shared.cfg.max_scan_interval.max(MIN_SCAN);
@@ -23,7 +27,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
     loop {
         let scan_now = {
             let mut w = shared.wake.lock().unwrap_or_else(|e| e.into_inner());
-            while !w.pending && !shared.stop.load(Ordering::Acquire) {
+            while !w.pending && !stopping(&shared) {
                 let left = interval.saturating_sub(last_scan.elapsed());
                 if left.is_zero() {
                     break;
@@ -37,7 +41,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
             w.pending = false;
             std::mem::take(&mut w.scan)
         };
-        if shared.stop.load(Ordering::Acquire) {
+        if stopping(&shared) {
             break;
         }
         // Under pressure, pool pages written behind our back must become

@@ -56,6 +56,7 @@ pub(crate) fn run(shared: Arc<Shared>, stop: Arc<OwnedFd>) {
     let mut evbuf = userfaultfd::EventBuffer::new(64);
     let mut events = Vec::with_capacity(64);
     let mut retry: VecDeque<(Fault, Instant)> = VecDeque::new();
+    let mut removing: Vec<crate::page_state::PageIdx> = Vec::new();
     let uffd = shared.uffd.as_raw_fd();
     loop {
         poll(
@@ -90,11 +91,16 @@ pub(crate) fn run(shared: Arc<Shared>, stop: Arc<OwnedFd>) {
                         retry.push_back((f, t0));
                     }
                 }
-                UffdEvent::Remove { start, end } => shared.handle_remove(start, end),
+                UffdEvent::Remove { start, end } => {
+                    removing.extend(shared.handle_remove(start, end));
+                }
                 UffdEvent::Unexpected => {
                     shared.warn(format_args!("unexpected userfaultfd event"));
                 }
             }
+        }
+        if !removing.is_empty() {
+            removing = shared.retry_remove(std::mem::take(&mut removing));
         }
         for _ in 0..retry.len() {
             let (f, t) = retry.pop_front().expect("length checked");
@@ -102,7 +108,7 @@ pub(crate) fn run(shared: Arc<Shared>, stop: Arc<OwnedFd>) {
                 retry.push_back((f, t));
             }
         }
-        if !retry.is_empty() {
+        if !retry.is_empty() || !removing.is_empty() {
             std::thread::yield_now();
         }
     }

@@ -94,6 +94,10 @@ pub struct PageEntry {
     pub slot: Option<Slot>,
     /// crc32 of the store copy (checked on swap-in when integrity is on).
     pub crc: u32,
+    /// A `UFFD_EVENT_REMOVE` covers this mapped page and it has not been
+    /// unmapped yet: its content must not be saved (it is being discarded),
+    /// so scans and evictions leave it alone.
+    pub discarding: bool,
 }
 
 impl Default for PageEntry {
@@ -103,6 +107,7 @@ impl Default for PageEntry {
             dirty: false,
             slot: None,
             crc: 0,
+            discarding: false,
         }
     }
 }
@@ -143,6 +148,7 @@ impl PageEntry {
         self.state = to;
         self.dirty = false;
         self.crc = 0;
+        self.discarding = false;
         self.slot.take()
     }
 
@@ -247,6 +253,7 @@ mod tests {
             dirty,
             slot: slot.map(Slot),
             crc: 7,
+            discarding: false,
         }
     }
 

@@ -80,7 +80,7 @@ impl Shared {
 
     fn promote(&self, idx: PageIdx) -> bool {
         let mut g = self.lock(idx);
-        if g.state != PageState::ZeroMapped {
+        if g.state != PageState::ZeroMapped || g.discarding {
             return false;
         }
         let before = *g;
@@ -106,7 +106,7 @@ impl Shared {
                 self.try_lock(idx)
             };
             let Some(mut g) = g else { continue };
-            if g.state != PageState::ZeroMapped {
+            if g.state != PageState::ZeroMapped || g.discarding {
                 continue;
             }
             let before = *g;
@@ -238,13 +238,14 @@ impl Shared {
                     let idx = self.regions.page_of(a).expect("scan stays in region");
                     let mut g = self.lock(idx);
                     let before = *g;
+                    self.budget.admit(1);
                     if zero {
                         g.zero_mapped().expect("absent page can be zero-mapped");
                     } else {
                         g.installed(true).expect("absent page can be installed");
                         self.policy().mapped(idx);
                     }
-                    self.settle(idx, &before, &g, false);
+                    self.settle(idx, &before, &g, true);
                     a += PAGE_SIZE;
                 }
             }

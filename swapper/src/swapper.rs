@@ -71,6 +71,7 @@ pub enum SwapperError {
 /// A running host swapper over one or more guest regions.
 pub struct Swapper {
     shared: Arc<Shared>,
+    evictor: Option<JoinHandle<()>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<OwnedFd>,
     registered: bool,
@@ -140,6 +141,7 @@ impl Swapper {
             fatal: FatalSink::new(on_fatal),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
+            evictor_stop: AtomicBool::new(false),
             wake: Mutex::default(),
             wake_cv: Condvar::new(),
             seq: AtomicU64::new(0),
@@ -161,6 +163,7 @@ impl Swapper {
         );
         let mut sw = Self {
             shared: shared.clone(),
+            evictor: None,
             threads: Vec::new(),
             stop: stop.clone(),
             registered: true,
@@ -178,7 +181,7 @@ impl Swapper {
                 })
         };
         let s = shared.clone();
-        sw.threads.push(spawn(
+        sw.evictor = Some(spawn(
             "swapper-evict".into(),
             Box::new(move || crate::evictor::run(s)),
         )?);
@@ -303,8 +306,8 @@ impl Swapper {
     }
 
     /// Brings every evicted and staged page back into the mapping (ignoring
-    /// the limit) so the regions hold their full content; the evictor keeps
-    /// running afterwards unless the swapper is shut down.
+    /// the limit) so the regions hold their full content. The evictor keeps
+    /// running and may evict again: see [`Swapper::shutdown_restoring`].
     pub fn restore_all(&self) -> Result<u64, SwapperError> {
         let sh = &self.shared;
         let mut buf = AlignedPage::boxed();
@@ -338,7 +341,7 @@ impl Swapper {
                 }
                 _ => continue,
             }
-            sh.budget.force_reserve(!before.committed() as u64);
+            sh.budget.admit(!before.committed() as u64);
             g.installed(true)
                 .expect("evicted/staged page can be installed");
             sh.settle(idx, &before, &g, !before.committed());
@@ -348,10 +351,18 @@ impl Swapper {
         Ok(n)
     }
 
+    fn stop_evictor(&mut self) {
+        self.shared.evictor_stop.store(true, Ordering::Release);
+        self.shared.nudge(false);
+        if let Some(t) = self.evictor.take() {
+            let _ = t.join();
+        }
+    }
+
     fn stop_threads(&mut self) {
+        self.stop_evictor();
         self.shared.stop.store(true, Ordering::Release);
         crate::handler::signal(&self.stop);
-        self.shared.nudge(false);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -376,6 +387,18 @@ impl Swapper {
         self.stop_threads();
         self.unregister();
         self.shared.status()
+    }
+
+    /// Stops evicting, brings every page back into the regions
+    /// ([`Swapper::restore_all`]), then shuts down: the regions keep their
+    /// full content and are plain memory afterwards. On a store read error
+    /// the swapper is still shut down and the error returned.
+    pub fn shutdown_restoring(mut self) -> Result<SwapperStatus, SwapperError> {
+        self.stop_evictor();
+        let restored = self.restore_all();
+        self.stop_threads();
+        self.unregister();
+        restored.map(|_| self.shared.status())
     }
 
     /// The fatal action in effect.

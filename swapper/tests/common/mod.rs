@@ -265,14 +265,16 @@ where
     }
 }
 
-/// Waits (up to 20 s) until the evictor has nothing left to do: no pool
-/// page left and known-resident pages at the target. For tests that compare
-/// two status snapshots.
+/// Waits (up to 20 s) until the evictor has nothing left to do: known
+/// resident pages at the target and no pool page written behind the
+/// swapper's back. For tests that compare two status snapshots.
 pub fn quiesce(sw: &Swapper) {
     let t = std::time::Instant::now();
     loop {
         let st = sw.status();
-        if st.pages.zero_mapped == 0 && st.resident_pages <= st.limit_pages - st.headroom_pages {
+        if st.resident_pages <= st.limit_pages - st.headroom_pages
+            && sw.scanned_resident_pages().unwrap() == st.resident_pages
+        {
             return;
         }
         assert!(
@@ -281,4 +283,25 @@ pub fn quiesce(sw: &Swapper) {
         );
         std::thread::yield_now();
     }
+}
+
+/// The swapper's budget counters agree with its per-state page counts.
+pub fn assert_consistent(st: &swapper::SwapperStatus) {
+    let p = &st.pages;
+    assert_eq!(
+        st.committed_pages,
+        p.zero_mapped + p.resident + p.staged,
+        "{st:?}"
+    );
+    assert_eq!(st.resident_pages, p.resident + p.staged, "{st:?}");
+    assert_eq!(
+        st.region_pages,
+        p.absent + p.zero_mapped + p.resident + p.staged + p.evicted + p.ballooned + p.poisoned
+    );
+    // Evicted pages have a slot; resident ones may keep one (clean copy).
+    assert!(st.store_slots >= p.evicted, "{st:?}");
+    assert!(
+        st.store_slots <= p.evicted + p.resident + p.staged,
+        "{st:?}"
+    );
 }
