@@ -37,7 +37,9 @@ impl FromStr for ByteSize {
         if num.is_empty() {
             return Err(SizeError::Malformed(s.to_string()));
         }
-        let n: u64 = num.parse().map_err(|_| SizeError::Overflow(s.to_string()))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| SizeError::Overflow(s.to_string()))?;
         let u = unit.trim().to_ascii_uppercase();
         let shift = match u.trim_end_matches('B').trim_end_matches('I') {
             "" => 0,
@@ -94,8 +96,14 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert!(matches!("".parse::<ByteSize>(), Err(SizeError::Empty)));
-        assert!(matches!("-1".parse::<ByteSize>(), Err(SizeError::Malformed(_))));
-        assert!(matches!("12X".parse::<ByteSize>(), Err(SizeError::Unit { .. })));
+        assert!(matches!(
+            "-1".parse::<ByteSize>(),
+            Err(SizeError::Malformed(_))
+        ));
+        assert!(matches!(
+            "12X".parse::<ByteSize>(),
+            Err(SizeError::Unit { .. })
+        ));
         assert!(matches!(
             "99999999999T".parse::<ByteSize>(),
             Err(SizeError::Overflow(_))
