@@ -304,3 +304,81 @@ pub fn verdict(run: &GuestRun, expect_command: bool) -> Result<u8, GuestFailure>
         (GuestOutcome::Stopped, _) => Err(fail("the guest was stopped".into(), 1)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(outcome: GuestOutcome, end: Option<GuestEnd>, tail: &[&str]) -> GuestRun {
+        let now = Instant::now();
+        GuestRun {
+            report: LinuxReport {
+                outcome,
+                setup_ns: 0,
+                run_ns: 0,
+                console_tail: tail.iter().map(|s| s.to_string()).collect(),
+                console_bytes: 0,
+                vm: None,
+                virtio: Vec::new(),
+            },
+            marks: Marks {
+                end,
+                ..Marks::default()
+            },
+            started: now,
+            ended: now,
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_statuses_and_messages() {
+        let ok = run(GuestOutcome::PoweredOff, Some(GuestEnd::Exited(3)), &[]);
+        assert_eq!(verdict(&ok, true), Ok(3));
+        let big = run(GuestOutcome::PoweredOff, Some(GuestEnd::Exited(300)), &[]);
+        assert_eq!(verdict(&big, true), Ok(1));
+        let plain = run(GuestOutcome::PoweredOff, None, &["x"]);
+        assert_eq!(verdict(&plain, false), Ok(0));
+        let e = verdict(&plain, true).unwrap_err();
+        assert_eq!(e.status, 1);
+        assert!(e.message.contains("without reporting") && e.message.contains("  | x"));
+        let failed = run(
+            GuestOutcome::PoweredOff,
+            Some(GuestEnd::Failed("insmod a.ko".into())),
+            &[],
+        );
+        let e = verdict(&failed, true).unwrap_err();
+        assert!(e.message.contains("could not run the command: insmod a.ko"));
+        assert!(e.message.contains("printed nothing"));
+        let timeout = run(GuestOutcome::TimedOut { after_ms: 10_000 }, None, &["boot"]);
+        let e = verdict(&timeout, true).unwrap_err();
+        assert_eq!(e.status, TIMEOUT_STATUS);
+        assert!(e.message.contains("within 10 s") && e.message.contains("never reached /init"));
+        let panic = run(
+            GuestOutcome::Panicked {
+                message: "Kernel panic - not syncing: x".into(),
+                hints: vec!["Initramfs unpacking failed: y".into()],
+                then: Box::new(GuestOutcome::Rebooted {
+                    how: "acpi_reset".into(),
+                }),
+            },
+            None,
+            &[],
+        );
+        let e = verdict(&panic, true).unwrap_err();
+        assert_eq!(e.status, 1);
+        assert!(e.message.starts_with(
+            "the guest kernel panicked: Kernel panic - not syncing: x (earlier: Initramfs unpacking failed: y); it then rebooted"
+        ), "{}", e.message);
+        let reboot = run(
+            GuestOutcome::Rebooted {
+                how: "triple_fault".into(),
+            },
+            None,
+            &[],
+        );
+        assert!(verdict(&reboot, false)
+            .unwrap_err()
+            .message
+            .contains("rebooted (triple fault)"));
+    }
+}
