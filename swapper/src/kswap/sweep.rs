@@ -1,0 +1,119 @@
+//! Removing what a crashed run left behind.
+
+use super::cgroup::{evacuate_and_remove, hierarchy};
+use super::swapdev::{active_swaps, read_label, release_zram, swapoff, SWAPFILE_PREFIX};
+use super::{pid_alive, pid_in_name, KswapError, PREFIX};
+use crate::store::file::FILE_PREFIX;
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// What [`sweep_leftovers`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Swap devices and files disabled.
+    pub swaps_disabled: Vec<PathBuf>,
+    /// zram devices reset (and removed unless zram0).
+    pub zram_released: Vec<u32>,
+    /// Cgroups removed.
+    pub cgroups_removed: Vec<PathBuf>,
+    /// Cgroups of dead owners left alone because processes still run in
+    /// them.
+    pub cgroups_busy: Vec<PathBuf>,
+    /// Files deleted (swap files, swapper store files).
+    pub files_removed: Vec<PathBuf>,
+}
+
+fn dead_owner(name: &str, prefix: &str) -> bool {
+    pid_in_name(name, prefix).is_some_and(|pid| !pid_alive(pid))
+}
+
+fn zram_id(p: &Path) -> Option<u32> {
+    p.file_name()?.to_str()?.strip_prefix("zram")?.parse().ok()
+}
+
+/// Removes swaplab swap devices, swap files, store files (in `dirs`) and
+/// memory cgroups whose creating process no longer exists. Resources of
+/// live processes are never touched, nor cgroups that still hold processes.
+pub fn sweep_leftovers(dirs: &[&Path]) -> Result<SweepReport, KswapError> {
+    let mut report = SweepReport::default();
+    // 1. Active swaps: zram devices carry our label, files our name.
+    for (path, _, _) in active_swaps() {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let ours = if let Some(id) = zram_id(&path) {
+            let stale = read_label(&path).is_some_and(|l| dead_owner(&l, PREFIX));
+            if stale && swapoff(&path).is_ok() {
+                release_zram(id, true);
+                report.zram_released.push(id);
+            }
+            stale
+        } else if dead_owner(name, SWAPFILE_PREFIX) && swapoff(&path).is_ok() {
+            if fs::remove_file(&path).is_ok() {
+                report.files_removed.push(path.clone());
+            }
+            true
+        } else {
+            false
+        };
+        if ours {
+            report.swaps_disabled.push(path);
+        }
+    }
+    // 2. Configured but not enabled zram devices (crash before swapon).
+    let active: Vec<PathBuf> = active_swaps().into_iter().map(|(p, _, _)| p).collect();
+    if let Ok(entries) = fs::read_dir("/sys/block") {
+        for e in entries.flatten() {
+            let dev = PathBuf::from("/dev").join(e.file_name());
+            let Some(id) = zram_id(&dev) else { continue };
+            if active.contains(&dev) || report.zram_released.contains(&id) {
+                continue;
+            }
+            if read_label(&dev).is_some_and(|l| dead_owner(&l, PREFIX)) {
+                release_zram(id, true);
+                report.zram_released.push(id);
+            }
+        }
+    }
+    // 3. Cgroups named swaplab-<dead pid>-<n> anywhere in the memory
+    //    hierarchy (it is small: walk four levels).
+    if let Ok((mount, _)) = hierarchy() {
+        let mut stack = vec![(mount, 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if !p.is_dir() {
+                    continue;
+                }
+                let name = e.file_name().to_string_lossy().into_owned();
+                if dead_owner(&name, PREFIX) {
+                    let procs = fs::read_to_string(p.join("cgroup.procs")).unwrap_or_default();
+                    if procs.trim().is_empty() {
+                        evacuate_and_remove(&p, &HashMap::new(), &dir)?;
+                        report.cgroups_removed.push(p);
+                    } else {
+                        report.cgroups_busy.push(p);
+                    }
+                } else if depth < 4 {
+                    stack.push((p, depth + 1));
+                }
+            }
+        }
+    }
+    // 4. Files in the given directories.
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = dead_owner(&name, SWAPFILE_PREFIX) || dead_owner(&name, FILE_PREFIX);
+            if stale && !active.contains(&e.path()) && fs::remove_file(e.path()).is_ok() {
+                report.files_removed.push(e.path());
+            }
+        }
+    }
+    Ok(report)
+}
