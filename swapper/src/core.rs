@@ -74,6 +74,9 @@ pub(crate) struct Shared {
     pub registry: ThreadRegistry,
     pub fatal: FatalSink,
     pub epoch: Instant,
+    /// Passive mode: the regions fit within the limit, so they are not
+    /// registered with userfaultfd at all (see [`crate::residency`]).
+    pub passive: bool,
     pub stop: AtomicBool,
     pub evictor_stop: AtomicBool,
     pub wake: Mutex<Wake>,
@@ -239,6 +242,7 @@ impl Shared {
         let c = |s| self.count_of(s);
         let slots_used = self.slots.lock().unwrap_or_else(|e| e.into_inner()).used();
         SwapperStatus {
+            passive: self.passive,
             store: self.store.kind().to_string(),
             policy: self.policy().kind().name().to_string(),
             region_pages: self.regions.pages() as u64,

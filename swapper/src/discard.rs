@@ -60,6 +60,9 @@ impl Shared {
 
     /// Discards `[addr, addr + len)` (whole pages only).
     pub(crate) fn discard(&self, addr: usize, len: usize) -> std::io::Result<DiscardStats> {
+        if self.passive {
+            return self.discard_passive(addr, len);
+        }
         let mut st = DiscardStats::default();
         let mut zap = Vec::new();
         for (first, _, n) in self.runs_in(addr, addr.saturating_add(len)) {
@@ -112,6 +115,35 @@ impl Shared {
                 return Err(std::io::Error::last_os_error());
             }
         }
+        Ok(st)
+    }
+
+    /// Passive mode (regions not registered): the pages are dropped with
+    /// `MADV_DONTNEED` (no event: nothing is registered) and stay counted as
+    /// pool pages, since a later touch re-populates them without us.
+    fn discard_passive(&self, addr: usize, len: usize) -> std::io::Result<DiscardStats> {
+        let mut st = DiscardStats::default();
+        let runs = self.runs_in(addr, addr.saturating_add(len));
+        for &(first, a, n) in &runs {
+            for idx in first..first + n as PageIdx {
+                let mut g = self.lock(idx);
+                let before = *g;
+                let freed = g.zero_mapped().expect("passive pages are mapped or pool");
+                st.slots_freed += freed.is_some() as u64;
+                self.free_slot(freed);
+                self.settle(idx, &before, &g, false);
+            }
+            // SAFETY: a range of the caller's guest regions whose content is
+            // discarded on purpose; not registered, so no event is raised.
+            let r = unsafe {
+                libc::madvise(a as *mut libc::c_void, n * PAGE_SIZE, libc::MADV_DONTNEED)
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            st.pages += n as u64;
+        }
+        bump!(self, discarded_pages, st.pages);
         Ok(st)
     }
 

@@ -272,7 +272,7 @@ impl Shared {
     /// pages were freed, or no progress is possible. Returns pages freed.
     pub(crate) fn reclaim_to(&self, target: u64, max: u64) -> u64 {
         let mut freed = 0;
-        if self.writes_backing_off() {
+        if self.passive || self.writes_backing_off() {
             return 0;
         }
         let mut idle = 0u32;
@@ -304,6 +304,9 @@ impl Shared {
     /// unit if it can (evicting, or shrinking the zero-map pool). Never
     /// blocks on a page lock. Returns whether something was freed.
     pub(crate) fn reclaim_one(&self) -> bool {
+        if self.passive {
+            return false;
+        }
         if self.writes_backing_off() {
             return self.shrink_pool(1, false) > 0;
         }

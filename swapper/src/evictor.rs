@@ -46,13 +46,22 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         // Under pressure, pool pages written behind our back must become
         // eviction candidates quickly: scan at the minimum interval.
-        let pressure = shared.budget.committed() > shared.limits.soft_cap()
+        let pressure = !shared.passive
+            && shared.budget.committed() > shared.limits.soft_cap()
             && shared.budget.pool() > 0
             && last_scan.elapsed() >= MIN_SCAN;
         if scan_now || pressure || last_scan.elapsed() >= interval {
             let promoted = shared.promote_scan();
             last_scan = Instant::now();
-            interval = if promoted > 0 {
+            // Passive mode scans only to keep the status current: slowly.
+            // Written pool pages only need to become eviction candidates
+            // when resident memory heads for the target: far from it, scan
+            // slowly and leave the CPU to the guest.
+            let near_cap = shared.budget.resident() + promoted + shared.limits.headroom
+                >= shared.limits.resident_target();
+            interval = if shared.passive {
+                max_scan
+            } else if promoted > 0 && near_cap {
                 (interval / 2).max(MIN_SCAN)
             } else {
                 (interval * 2).min(max_scan)

@@ -28,6 +28,14 @@
 //! reservation when nothing can be evicted (every store write failing and
 //! no clean or zero victim), counted in `limit_overshoots`.
 //!
+//! **Passive mode.** When all regions together fit within `limit + slack`,
+//! the limit can never be exceeded, so nothing ever needs evicting: the
+//! swapper then does not register the regions with userfaultfd at all (not
+//! even the zero page is mapped; first touches are plain anonymous faults,
+//! the same cost as without a swapper), counts every page as committed, and
+//! only scans to keep its resident count current. `discard` still works
+//! (plain `MADV_DONTNEED`).
+//!
 //! **When first touch does fault.** If the guest first-touches pages faster
 //! than the evictor refills the pool, the untouched page is not mapped and
 //! the access takes one zero fault; that fault also zero-maps up to
@@ -94,6 +102,9 @@ impl Shared {
     /// become inactive resident pages). `blocking` waits for page locks.
     /// Returns committed units freed.
     pub(crate) fn shrink_pool(&self, n: u64, blocking: bool) -> u64 {
+        if self.passive {
+            return 0;
+        }
         let pages = self.regions.pages();
         let mut freed = 0;
         let mut visited = 0;
@@ -247,6 +258,18 @@ impl Shared {
                     }
                     self.settle(idx, &before, &g, true);
                     a += PAGE_SIZE;
+                }
+            }
+        }
+        if self.passive {
+            // Every untouched page may become resident behind our back.
+            for idx in 0..self.regions.pages() {
+                let mut g = self.lock(idx);
+                if g.state == PageState::Absent {
+                    let before = *g;
+                    self.budget.admit(1);
+                    g.zero_mapped().expect("absent page can join the pool");
+                    self.settle(idx, &before, &g, true);
                 }
             }
         }

@@ -108,6 +108,9 @@ pub struct PageCounts {
 /// Everything the VMM reports about the swapper (JSON via serde).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SwapperStatus {
+    /// Passive mode: the regions fit within limit + slack, so the swapper
+    /// never evicts and the regions are not registered with userfaultfd.
+    pub passive: bool,
     /// Store kind (`file`, `memory`, `lz4`).
     pub store: String,
     /// Policy name.

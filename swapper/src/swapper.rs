@@ -95,8 +95,9 @@ impl Swapper {
         let regions = Regions::new(regions)?;
         let pages = regions.pages();
         let limits = Limits::new(cfg.limit_pages(), cfg.slack_pages());
+        let passive = pages as u64 <= limits.cap();
         let uffd = create_uffd()?;
-        for (r, _) in regions.iter() {
+        for (r, _) in regions.iter().filter(|_| !passive) {
             for advice in [libc::MADV_NOHUGEPAGE, libc::MADV_DONTFORK] {
                 // SAFETY: advice on the caller's region (see the contract);
                 // it does not change contents.
@@ -140,6 +141,7 @@ impl Swapper {
             registry: ThreadRegistry::new(),
             fatal: FatalSink::new(on_fatal),
             epoch: Instant::now(),
+            passive,
             stop: AtomicBool::new(false),
             evictor_stop: AtomicBool::new(false),
             wake: Mutex::default(),
@@ -166,9 +168,11 @@ impl Swapper {
             evictor: None,
             threads: Vec::new(),
             stop: stop.clone(),
-            registered: true,
+            registered: !passive,
         };
-        sw.check_move()?;
+        if !passive {
+            sw.check_move()?;
+        }
         shared.import_existing()?;
         shared.refill_pool();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {

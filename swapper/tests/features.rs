@@ -212,11 +212,24 @@ fn first_touch_takes_no_fault_when_memory_fits() {
         }
     });
     let st = sw.status();
+    assert!(st.passive, "fits within the limit: nothing registered");
     assert_eq!(st.counters.faults, 0, "{st:?}");
     assert!(eventually(Duration::from_secs(5), || sw
         .status()
         .resident_pages
         == n as u64));
+    assert_eq!(sw.status().committed_pages, n as u64);
+    // Discard still returns memory.
+    let d = sw.discard(base, n / 2 * PAGE_SIZE).unwrap();
+    assert_eq!(d.pages, n as u64 / 2);
+    assert_eq!(sw.scanned_resident_pages().unwrap(), n as u64 / 2);
+    assert_eq!(touch_read(base), 0);
+    let st = sw.shutdown();
+    assert_eq!(st.counters.evictions, 0);
+    // One page more than limit + slack: active (registered, zero-map pool).
+    let map = Mapping::new(16384 + 1024 + 1);
+    let sw = start(&map, pages_cfg(16384));
+    assert!(!sw.status().passive);
     sw.shutdown();
 }
 
