@@ -222,11 +222,12 @@ fn stores(dir: &std::path::Path) -> Vec<(&'static str, StoreKind)> {
     ]
 }
 
-fn swapin(name: &str, store: StoreKind, accesses: usize) {
+fn swapin(name: &str, store: StoreKind, spin_us: u32, accesses: usize) {
     let base = map(REGION_PAGES);
     let cfg = SwapperConfig {
         limit_bytes: LIMIT,
         store,
+        handler_spin_us: spin_us,
         trace_capacity: 1 << 20,
         ..Default::default()
     };
@@ -392,8 +393,9 @@ fn main() {
         "\nrandom reads of evicted pages, 128 MiB region, 32 MiB limit (latency seen by the faulting thread):"
     );
     for (name, store) in stores(&dir) {
-        swapin(name, store, accesses);
+        swapin(name, store, 0, accesses);
     }
+    swapin("memory, spin", StoreKind::Memory, 200, accesses);
     println!("\nsequential re-read of 128 MiB (memory store, 32 MiB limit):");
     for p in [0, 16] {
         sequential(p);

@@ -85,6 +85,10 @@ pub struct SwapperConfig {
     pub zero_cluster: u32,
     /// Number of fault-handler threads (at least 1).
     pub handler_threads: usize,
+    /// Handler threads busy-poll this long (µs) for the next event before
+    /// sleeping in `poll(2)`: lower fault latency, one CPU burnt while
+    /// faults keep coming (0 = off).
+    pub handler_spin_us: u32,
     /// Record a crc32 per stored page and verify it on every swap-in.
     pub checksums: bool,
     /// Install pages read back for read faults write-protected, so a clean
@@ -117,6 +121,7 @@ impl Default for SwapperConfig {
             prefetch: 0,
             zero_cluster: 32,
             handler_threads: 1,
+            handler_spin_us: 0,
             checksums: false,
             dirty_tracking: true,
             trace_capacity: 1 << 16,
