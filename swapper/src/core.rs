@@ -259,6 +259,12 @@ impl Shared {
             staging_pages: self.staging.used() as u64,
             trace_dropped: self.trace.dropped(),
             fatal_errors: self.fatal.all().len() as u64,
+            latency: self
+                .hists
+                .summaries()
+                .into_iter()
+                .map(|(p, l)| (p.name().to_string(), l))
+                .collect(),
             pages: PageCounts {
                 absent: c(PageState::Absent),
                 zero_mapped: c(PageState::ZeroMapped),

@@ -26,6 +26,29 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # API for the VMM
+//!
+//! - [`Swapper::start`]`(config, &[GuestRegion])` — take over guest RAM
+//!   (one or more private anonymous regions) with a [`SwapperConfig`]
+//!   (limit, slack, [`StoreKind`], [`PolicyKind`], prefetch cluster, handler
+//!   threads, checksums, [`FatalAction`], `on_fatal` hook).
+//! - [`Swapper::registry`] → [`ThreadRegistry::register`]`(tid,
+//!   `[`ThreadKind::Vcpu`]`(i) / `[`ThreadKind::Device`]`(d))` — name the
+//!   threads whose faults the trace attributes.
+//! - [`Swapper::status`] → [`SwapperStatus`] (serde: counters, peak
+//!   resident, store bytes, per-path latency percentiles);
+//!   [`Swapper::latency`], [`Swapper::histograms`] (hdrhistogram per
+//!   [`FaultPath`]); [`Swapper::drain_trace`] → [`FaultRecord`]s.
+//! - [`Swapper::discard`]`(addr, len)` — the balloon's release path.
+//! - Fatal errors: the `on_fatal` hook (called before the faulting thread
+//!   can continue; stop the vCPUs there) and [`Swapper::fatal_errors`].
+//! - [`Swapper::shutdown`] / [`Swapper::shutdown_restoring`] (or drop):
+//!   threads joined, regions unregistered, store freed (swap file deleted).
+//!
+//! If all regions fit within `limit + slack` the swapper is *passive*: it
+//! registers nothing (first touches cost exactly what plain memory costs)
+//! and never evicts; see [`residency`].
+//!
 //! # Architecture
 //!
 //! - Pure modules, unit-tested without userfaultfd: [`page_state`] (the

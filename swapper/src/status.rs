@@ -145,6 +145,10 @@ pub struct SwapperStatus {
     pub fatal_errors: u64,
     /// Pages by state.
     pub pages: PageCounts,
+    /// Fault latency (read → faulting thread woken) per path, by path name
+    /// (`zero`, `store`, `minor`, `prefetch_hit`, `write_protect`, `stale`,
+    /// `fatal`); paths without faults are absent.
+    pub latency: std::collections::BTreeMap<String, crate::trace::LatencySummary>,
     /// Event counters.
     pub counters: CounterSnapshot,
 }

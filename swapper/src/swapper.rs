@@ -81,7 +81,10 @@ impl Swapper {
     /// Takes over `regions`: registers them with userfaultfd (missing and,
     /// with dirty tracking, write-protect faults), imports the pages already
     /// populated, fills the zero-map pool and starts the evictor and the
-    /// fault-handler threads.
+    /// fault-handler threads. If the regions fit within `limit + slack`
+    /// nothing is registered (passive mode: no eviction can be needed).
+    /// Transparent huge pages are disabled on registered regions (eviction
+    /// works on 4 KiB pages) and they are excluded from `fork` children.
     ///
     /// # Safety
     ///
@@ -243,7 +246,7 @@ impl Swapper {
 
     /// Per-path latency summaries (paths with at least one fault).
     pub fn latency(&self) -> Vec<(FaultPath, LatencySummary)> {
-        self.shared.hists.snapshot().summaries()
+        self.shared.hists.summaries()
     }
 
     /// A copy of the per-path histograms.

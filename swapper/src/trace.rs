@@ -88,7 +88,9 @@ pub struct FaultRecord {
     pub t_read_ns: u64,
     /// Time spent reading the store (0 if not read).
     pub store_read_ns: u32,
-    /// Time spent in the installing ioctl(s) (COPY / ZEROPAGE / MOVE / WP).
+    /// Time spent in the installing ioctl(s) (COPY / ZEROPAGE / MOVE / WP),
+    /// including the kernel waking the faulting thread (on a 2-CPU host
+    /// most of it: the copy itself is ~2 µs).
     pub install_ns: u32,
     /// From reading the event to waking the faulting thread.
     pub total_ns: u32,
@@ -247,6 +249,11 @@ impl SharedHistograms {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(path, ns);
+    }
+
+    /// Summaries of every path that saw a fault.
+    pub fn summaries(&self) -> Vec<(FaultPath, LatencySummary)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).summaries()
     }
 
     /// A copy of the histograms.

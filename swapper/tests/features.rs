@@ -508,3 +508,55 @@ fn concurrent_discards_madvise_and_faults() {
     );
     sw.shutdown();
 }
+
+/// Guest RAM split in two regions (below and above a hole), one swapper,
+/// one limit for both.
+#[test]
+fn two_regions_share_one_limit() {
+    if !uffd_available() {
+        return;
+    }
+    let (lo, hi) = (Mapping::new(1536), Mapping::new(2560));
+    // SAFETY: both mappings outlive the swapper.
+    let sw = unsafe {
+        Swapper::start(
+            SwapperConfig {
+                slack_bytes: Some(0),
+                ..pages_cfg(512)
+            },
+            &[hi.region(), lo.region()],
+        )
+    }
+    .unwrap();
+    let (a, b) = (lo.addr, hi.addr);
+    vcpus(&sw, 2, move |t| {
+        let (base, n) = if t == 0 { (a, 1536) } else { (b, 2560) };
+        for seed in [1u64, 2] {
+            for p in shuffled(n, seed + t as u64) {
+                fill(base + p * PAGE_SIZE, p, seed + 10 * t as u64);
+            }
+        }
+        for p in 0..n {
+            assert_eq!(check(base + p * PAGE_SIZE, p, 2 + 10 * t as u64), 0);
+        }
+    });
+    let st = sw.status();
+    assert_eq!(st.region_pages, 4096);
+    assert!(st.peak_resident_pages <= 512, "{st:?}");
+    assert!(st.counters.evictions > 3000);
+    // Page indices run through the regions in address order.
+    let regions = sw.regions();
+    assert!(regions[0].addr < regions[1].addr);
+    let first = regions[0].len / PAGE_SIZE;
+    let trace = sw.drain_trace();
+    for r in &trace {
+        let want = match r.page as usize {
+            p if p < first => regions[0].addr + p * PAGE_SIZE,
+            p => regions[1].addr + (p - first) * PAGE_SIZE,
+        };
+        assert_eq!(r.addr as usize, want, "{r:?}");
+    }
+    assert!(trace.iter().any(|r| (r.page as usize) < first));
+    assert!(trace.iter().any(|r| (r.page as usize) >= first));
+    sw.shutdown();
+}

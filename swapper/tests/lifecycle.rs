@@ -207,6 +207,7 @@ fn trace_and_histograms() {
     assert!(store.p50_ns > 0 && store.p50_ns <= store.p99_ns && store.p99_ns <= store.max_ns);
     let json = serde_json::to_value(&st).unwrap();
     assert!(json["counters"]["swapin_store"].as_u64().unwrap() > 0);
+    assert!(json["latency"]["store"]["p99_ns"].as_u64().unwrap() > 0);
     sw.shutdown();
 }
 
