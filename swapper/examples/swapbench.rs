@@ -13,7 +13,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use swapper::kswap::{KernelSwap, SwapKind};
 use swapper::*;
 
@@ -281,11 +281,12 @@ fn swapin(name: &str, store: StoreKind, spin_us: u32, accesses: usize) {
     unmap(base, REGION_PAGES);
 }
 
-fn sequential(prefetch: u32) {
+fn sequential(prefetch: u32, mode: PrefetchMode) {
     let base = map(REGION_PAGES);
     let cfg = SwapperConfig {
         limit_bytes: LIMIT,
         prefetch,
+        prefetch_mode: mode,
         ..Default::default()
     };
     // SAFETY: the mapping outlives the swapper.
@@ -310,9 +311,10 @@ fn sequential(prefetch: u32) {
     let secs = t.elapsed().as_secs_f64();
     let st = sw.status();
     println!(
-        "  prefetch {prefetch:>2}: {:>7.0} pages/s ({:.0} MiB/s), {} store faults, {} prefetch hits",
+        "  prefetch {prefetch:>2} ({mode:?}): {:>7.0} pages/s ({:.0} MiB/s), {} faults, {} store faults, {} prefetch hits",
         REGION_PAGES as f64 / secs,
         REGION_PAGES as f64 * 4096.0 / secs / (1 << 20) as f64,
+        st.counters.faults - before.counters.faults,
         st.counters.swapin_store - before.counters.swapin_store,
         st.counters.prefetch_hits - before.counters.prefetch_hits,
     );
@@ -375,7 +377,10 @@ fn kernel_baseline(name: &str, kind: SwapKind, accesses: usize) {
             println!("  {name:<14} sequential re-read {r}");
         }
     }
-    let _ = child.wait();
+    match child.wait() {
+        Ok(s) if s.success() => {}
+        other => println!("  {name:<14} child failed: {other:?}"),
+    }
     drop(k);
 }
 
@@ -388,18 +393,29 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let accesses = if quick { 20_000 } else { 200_000 };
     let dir = PathBuf::from(std::env::var("SWAPBENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()));
+    let only_kernel = args.iter().any(|a| a == "--kernel-only");
+    if !only_kernel {
+        uffd_parts(&dir, accesses);
+    }
+    kernel_parts(&dir, accesses);
+}
+
+fn uffd_parts(dir: &std::path::Path, accesses: usize) {
     first_touch();
     println!(
         "\nrandom reads of evicted pages, 128 MiB region, 32 MiB limit (latency seen by the faulting thread):"
     );
-    for (name, store) in stores(&dir) {
+    for (name, store) in stores(dir) {
         swapin(name, store, 0, accesses);
     }
     swapin("memory, spin", StoreKind::Memory, 200, accesses);
     println!("\nsequential re-read of 128 MiB (memory store, 32 MiB limit):");
-    for p in [0, 16] {
-        sequential(p);
-    }
+    sequential(0, PrefetchMode::Map);
+    sequential(16, PrefetchMode::Cache);
+    sequential(16, PrefetchMode::Map);
+}
+
+fn kernel_parts(dir: &std::path::Path, accesses: usize) {
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             s.lines()
@@ -409,7 +425,12 @@ fn main() {
     if root {
         println!("\nkernel swap, same pattern, process in a 32 MiB memory cgroup:");
         kernel_baseline("zram (lz4)", SwapKind::Zram, accesses);
-        kernel_baseline("swap file", SwapKind::File { dir: dir.clone() }, accesses);
+        kernel_baseline(
+            "swap file",
+            SwapKind::File {
+                dir: dir.to_path_buf(),
+            },
+            accesses,
+        );
     }
-    let _ = Duration::ZERO;
 }

@@ -24,6 +24,18 @@ pub enum FatalAction {
     Block,
 }
 
+/// Where read-ahead pages go (see `Shared::prefetch` in `fault.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefetchMode {
+    /// Installed in the guest mapping: one fault per cluster on a
+    /// sequential scan; their use is not observable.
+    Map,
+    /// Kept in staging (like the kernel's swap cache): each use is a cheap
+    /// `prefetch_hit` fault without I/O; hits and waste are counted.
+    Cache,
+}
+
 /// Errors of this module.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -78,8 +90,10 @@ pub struct SwapperConfig {
     /// Clock: the inactive list holds `limit / inactive_divisor` pages.
     pub inactive_divisor: u64,
     /// Prefetch cluster: on a sequential fault, read up to this many
-    /// following evicted pages into the prefetch cache (0 = off).
+    /// following evicted pages (0 = off).
     pub prefetch: u32,
+    /// Where prefetched pages go.
+    pub prefetch_mode: PrefetchMode,
     /// First-touch zero cluster: a zero fault also zero-maps up to this many
     /// aligned neighbours when there is room (1 = just the page).
     pub zero_cluster: u32,
@@ -119,6 +133,7 @@ impl Default for SwapperConfig {
             policy: PolicyKind::Fifo,
             inactive_divisor: 8,
             prefetch: 0,
+            prefetch_mode: PrefetchMode::Map,
             zero_cluster: 32,
             handler_threads: 1,
             handler_spin_us: 0,

@@ -3,7 +3,7 @@
 //! | state | missing fault | path |
 //! |---|---|---|
 //! | Absent / Ballooned | `UFFDIO_ZEROPAGE` (read) or `UFFDIO_COPY` of zeros (write), plus a zero cluster | zero |
-//! | Evicted | store read, crc check, `UFFDIO_COPY` (write-protected for reads), then prefetch | store |
+//! | Evicted | store read, crc check, `UFFDIO_COPY` (write-protected for reads), then prefetch (into the mapping, or the staging cache) | store |
 //! | Staged (inactive) | `UFFDIO_MOVE` back (+ re-protect if clean) | minor |
 //! | Staged (prefetched) | `UFFDIO_MOVE` back, then prefetch further | prefetch_hit |
 //! | ZeroMapped / Resident | `UFFDIO_ZEROPAGE`: `EEXIST` means already resolved, success means the page was zapped behind our back | stale / zero |
@@ -13,7 +13,7 @@
 //! protection. Any ioctl answering `EAGAIN` (an unread non-cooperative
 //! event) abandons the fault; the handler retries it after reading events.
 
-use crate::config::FatalAction;
+use crate::config::{FatalAction, PrefetchMode};
 use crate::core::{bump, Shared};
 use crate::fatal::{FatalError, FatalKind};
 use crate::integrity::verify;
@@ -495,12 +495,19 @@ impl Shared {
         }
     }
 
-    /// Reads ahead the evicted pages following `idx` into the prefetch cache
-    /// when the fault continues a sequential run. Returns pages read.
+    /// Reads ahead the evicted pages following `idx` when the fault
+    /// continues a sequential run (the previous store fault or prefetch
+    /// window ended just before it). Returns pages read.
+    ///
+    /// [`PrefetchMode::Map`] installs them in the guest mapping (clean,
+    /// write-protected): the guest walks through them without faulting, so
+    /// a sequential scan takes one fault per cluster; their use is not
+    /// observable. [`PrefetchMode::Cache`] keeps them in staging, like the
+    /// kernel's swap cache: each use is a (cheap, no I/O) `prefetch_hit`
+    /// fault, so hits and waste are counted exactly.
     fn prefetch(&self, idx: PageIdx, buf: &mut AlignedPage) -> u16 {
-        let last = self
-            .last_fault
-            .swap(idx, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_fault.swap(idx, Relaxed);
         let n = self.cfg.prefetch;
         if n == 0 || last.wrapping_add(1) != idx {
             return 0;
@@ -521,26 +528,54 @@ impl Shared {
             if !room {
                 break;
             }
-            let Some(s) = self.staging.alloc() else {
-                self.budget.release(1);
-                break;
-            };
             let slot = g.slot.expect("evicted page has a slot");
             let ok = self.store.read(slot, &mut buf.0).is_ok()
-                && (!self.cfg.checksums || verify(g.crc, &buf.0).is_ok())
-                && self.staging.copy_in(s, &buf.0).is_ok();
-            if !ok {
-                // Leave it evicted: a real fault will report the problem.
-                self.staging.forget(s);
+                && (!self.cfg.checksums || verify(g.crc, &buf.0).is_ok());
+            let before = *g;
+            let placed = ok
+                && match self.cfg.prefetch_mode {
+                    PrefetchMode::Map => {
+                        let clean = self.cfg.dirty_tracking;
+                        // SAFETY: registered guest page whose lock we hold; `buf`
+                        // is a page.
+                        let r = unsafe {
+                            self.uffd
+                                .copy(self.addr(p), buf.0.as_ptr(), PAGE_SIZE, clean, true)
+                        };
+                        r.is_ok() && {
+                            g.installed(!clean).expect("evicted page can be installed");
+                            true
+                        }
+                    }
+                    PrefetchMode::Cache => match self.staging.alloc() {
+                        Some(s) if self.staging.copy_in(s, &buf.0).is_ok() => {
+                            g.staged(s, StageKind::Prefetched)
+                                .expect("evicted page can be prefetched");
+                            true
+                        }
+                        Some(s) => {
+                            self.staging.forget(s);
+                            false
+                        }
+                        None => false,
+                    },
+                };
+            if !placed {
+                // Leave it evicted: a real fault will report any problem.
                 self.budget.release(1);
                 continue;
             }
-            let before = *g;
-            g.staged(s, StageKind::Prefetched)
-                .expect("evicted page can be prefetched");
             self.settle(p, &before, &g, true);
-            self.policy().staged(p);
+            match self.cfg.prefetch_mode {
+                PrefetchMode::Map => self.policy().mapped(p),
+                PrefetchMode::Cache => self.policy().staged(p),
+            }
             got += 1;
+        }
+        if self.cfg.prefetch_mode == PrefetchMode::Map {
+            // The guest walks through the window without faulting: the next
+            // sequential fault is just past it.
+            self.last_fault.store(end - 1, Relaxed);
         }
         bump!(self, prefetched, got);
         got

@@ -106,7 +106,7 @@ mod swapper;
 pub mod trace;
 pub mod uffd;
 
-pub use config::{parse_size, FatalAction, SwapperConfig};
+pub use config::{parse_size, FatalAction, PrefetchMode, SwapperConfig};
 pub use discard::DiscardStats;
 pub use fatal::{FatalError, FatalHook, FatalKind};
 pub use policy::PolicyKind;

@@ -311,13 +311,14 @@ fn strict_limit_with_zero_slack() {
     sw.shutdown();
 }
 
-fn sequential_reread(prefetch: u32) -> SwapperStatus {
+fn sequential_reread(prefetch: u32, mode: PrefetchMode) -> SwapperStatus {
     let n = 4096;
     let map = Mapping::new(n);
     let sw = start(
         &map,
         SwapperConfig {
             prefetch,
+            prefetch_mode: mode,
             ..pages_cfg(512)
         },
     );
@@ -334,11 +335,16 @@ fn sequential_reread(prefetch: u32) -> SwapperStatus {
     sw.shutdown();
     if prefetch > 0 {
         assert!(trace.iter().any(|r| r.prefetched > 0));
-        assert!(trace.iter().any(|r| r.path == FaultPath::PrefetchHit));
+        assert_eq!(
+            trace.iter().any(|r| r.path == FaultPath::PrefetchHit),
+            mode == PrefetchMode::Cache
+        );
     }
     let mut d = b.clone();
+    d.counters.faults -= a.counters.faults;
     d.counters.swapin_store -= a.counters.swapin_store;
     d.counters.prefetch_hits -= a.counters.prefetch_hits;
+    d.counters.prefetched -= a.counters.prefetched;
     d
 }
 
@@ -347,19 +353,33 @@ fn prefetch_serves_sequential_faults() {
     if !uffd_available() {
         return;
     }
-    let off = sequential_reread(0);
-    let on = sequential_reread(16);
+    let off = sequential_reread(0, PrefetchMode::Map);
+    let cache = sequential_reread(16, PrefetchMode::Cache);
+    let map = sequential_reread(16, PrefetchMode::Map);
     eprintln!(
-        "sequential re-read: no prefetch: {} store faults; prefetch 16: {} store faults, {} prefetch hits, {} wasted",
+        "sequential re-read of 4096 evicted pages: no prefetch: {} faults ({} store); \
+         prefetch 16 cache: {} faults ({} store, {} prefetch hits, {} wasted); \
+         prefetch 16 map: {} faults ({} store, {} pages prefetched)",
+        off.counters.faults,
         off.counters.swapin_store,
-        on.counters.swapin_store,
-        on.counters.prefetch_hits,
-        on.counters.prefetch_wasted
+        cache.counters.faults,
+        cache.counters.swapin_store,
+        cache.counters.prefetch_hits,
+        cache.counters.prefetch_wasted,
+        map.counters.faults,
+        map.counters.swapin_store,
+        map.counters.prefetched,
     );
     assert_eq!(off.counters.prefetch_hits, 0);
-    assert!(on.counters.prefetch_hits > 2000, "{on:?}");
-    assert!(on.counters.swapin_store * 4 < off.counters.swapin_store);
-    assert_eq!(on.counters.integrity_errors, 0);
+    // Cache: every page still faults, but nearly all without store I/O.
+    assert!(cache.counters.prefetch_hits > 3000, "{cache:?}");
+    assert!(cache.counters.swapin_store * 4 < off.counters.swapin_store);
+    // Map: about one fault per cluster.
+    assert!(map.counters.faults * 8 < off.counters.faults, "{map:?}");
+    assert!(map.counters.prefetched > 3000);
+    for s in [&off, &cache, &map] {
+        assert_eq!(s.counters.integrity_errors, 0);
+    }
 }
 
 /// 90% of reads go to 10% of the pages, memory is 4x the limit: the
