@@ -157,15 +157,22 @@ fn run_cases(tier: &Tier, dir: &Path, cases: &[(&str, Vec<String>)]) -> BTreeMap
             .output()
             .unwrap(),
     };
-    assert!(
-        out.status.success(),
-        "the case script failed: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
     let read = |name: &str, ext: &str| {
         std::fs::read_to_string(dir.join(format!("{name}.{ext}"))).unwrap_or_default()
     };
+    if !out.status.success() {
+        let done: Vec<String> = cases
+            .iter()
+            .map(|(name, _)| format!("{name}: rc {:?}", read(name, "rc").trim()))
+            .collect();
+        panic!(
+            "the case script failed ({}); cases: {}\n{}{}",
+            out.status,
+            done.join(", "),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
     cases
         .iter()
         .map(|(name, _)| {
@@ -248,14 +255,17 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
                 "4",
                 "--null-device",
                 "18",
+                "--null-device",
+                "3",
+                "-v",
                 "--run",
-                "cat /sys/bus/virtio/devices/*/device; nproc; printf no-newline; exit 7",
+                "cat /sys/bus/virtio/devices/*/device; ls /dev/hvc0; nproc; printf no-newline; exit 7",
             ]),
         ),
         ("bzimage", args(&["--bzimage", "--run", "echo bz-ok"])),
         (
             "panic",
-            args(&["--run", "echo c > /proc/sysrq-trigger", "--timeout", "60"]),
+            args(&["--run", "echo c > /proc/sysrq-trigger"]),
         ),
         (
             "truncated",
@@ -267,10 +277,20 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
         ),
         (
             "timeout",
-            args(&["--run", "echo started; sleep 600", "--timeout", "10"]),
+            args(&["--run", "echo started; sleep 600", "--timeout", "30"]),
         ),
         ("badelf", args(&["--kernel", bad_elf.to_str().unwrap()])),
     ];
+    // Generous limits: a loaded host slows the sandbox down a lot.
+    let cases: Vec<(&str, Vec<String>)> = cases
+        .into_iter()
+        .map(|(name, mut a)| {
+            if !a.iter().any(|x| x == "--timeout") {
+                a.extend(args(&["--timeout", "120"]));
+            }
+            (name, a)
+        })
+        .collect();
     let r = run_cases(&tier, dir.path(), &cases);
     let show = |name: &str| format!("{name}: {:?}", r[name]);
 
@@ -304,7 +324,7 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
         show("meminfo")
     );
     if matches!(tier, Tier::Sandbox) {
-        assert!(m.secs < 30.0, "{}", show("meminfo"));
+        assert!(m.secs < 60.0, "{}", show("meminfo"));
     }
 
     // virtio-mmio devices described in the DSDT are found; the status and the output
@@ -314,9 +334,28 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
     let lines: Vec<&str> = v.out.lines().collect();
     assert_eq!(
         lines,
-        ["0x0004", "0x0012", "3", "no-newline"],
+        ["0x0004", "0x0012", "0x0003", "/dev/hvc0", "3", "no-newline"],
         "{}",
         show("virtio")
+    );
+    // The one the guest has a driver for (console) is activated through the transport,
+    // with its queue notifications on ioeventfds; the others are only enumerated.
+    let device = |ty: &str| {
+        v.err
+            .lines()
+            .find(|l| l.contains(ty))
+            .unwrap_or_else(|| panic!("no {ty} in {}", show("virtio")))
+    };
+    let console = device("(type 3, 0xd0002000, GSI 7)");
+    assert!(
+        console.contains("activations: 1, failed_activations: 0")
+            && console.contains("invalid: 0,"),
+        "{console}"
+    );
+    let rng = device("(type 4, 0xd0000000, GSI 5)");
+    assert!(
+        rng.contains("activations: 0,") && rng.contains("invalid: 0,"),
+        "{rng}"
     );
 
     let b = &r["bzimage"];
@@ -335,7 +374,7 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
         show("panic")
     );
     assert!(
-        p.secs < 40.0,
+        p.secs < 100.0,
         "a panic must not wait for the timeout: {}",
         show("panic")
     );
@@ -361,11 +400,11 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
     assert_eq!(t.rc, 124, "{}", show("timeout"));
     assert_eq!(t.out, "started\n", "{}", show("timeout"));
     assert!(
-        t.err.contains("did not power off within 10 s"),
+        t.err.contains("did not power off within 30 s"),
         "{}",
         show("timeout")
     );
-    assert!(t.secs >= 10.0 && t.secs < 40.0, "{}", show("timeout"));
+    assert!(t.secs >= 30.0 && t.secs < 90.0, "{}", show("timeout"));
 
     let e = &r["badelf"];
     assert_eq!(e.rc, 1, "{}", show("badelf"));

@@ -1,7 +1,8 @@
-//! A virtio device that does nothing: it offers only `VIRTIO_F_VERSION_1`, one queue it
+//! A virtio device that does nothing: it offers only `VIRTIO_F_VERSION_1`, two queues it
 //! never serves, and no config space. The guest still enumerates it (it shows up in
 //! `/sys/bus/virtio/devices` with its device ID), which makes it a cheap probe that
-//! the guest found the virtio-mmio devices the ACPI tables describe.
+//! the guest found the virtio-mmio devices the ACPI tables describe; as type 3 (console,
+//! whose driver needs just two queues and no features) a driver binds and activates it.
 
 use super::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1};
 
@@ -36,7 +37,7 @@ impl VirtioDevice for NullDevice {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[16]
+        &[16, 16]
     }
 
     fn features(&self) -> u64 {
