@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module and exposes `XxxArgs` (clap) and
 //! `run(&XxxArgs) -> anyhow::Result<()>`.
 
+pub mod bench;
 pub mod boot;
 pub mod cli;
 pub mod doctor;

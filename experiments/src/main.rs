@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use experiments::{boot, doctor, image_cmd, probe_cmd, sandbox};
+use experiments::{bench, boot, doctor, image_cmd, probe_cmd, sandbox};
 
 /// swaplab: a memory-overcommit and swapping testbed.
 #[derive(Parser, Debug)]
@@ -26,8 +26,9 @@ enum Command {
     Sandbox(sandbox::SandboxArgs),
     /// Boot a Linux guest (the guest image by default); with --run, run a command in it.
     Boot(boot::cmd::BootArgs),
-    /// Benchmarks: `bench boot` compares boot times with QEMU microvm.
-    Bench(boot::bench::BenchArgs),
+    /// Benchmarks: `bench boot` compares boot times with QEMU microvm, `bench host-swap`
+    /// the userfaultfd swapper with kernel swap.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => probe_cmd::run(&a),
         Command::Sandbox(a) => return sandbox::main(&a),
         Command::Boot(a) => return boot::cmd::main(&a),
-        Command::Bench(a) => return boot::bench::main(&a),
+        Command::Bench(a) => return bench::main(&a),
     };
     experiments::cli::finish(result)
 }

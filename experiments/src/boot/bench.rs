@@ -21,21 +21,6 @@ use crate::cli::usage;
 use crate::sandbox::{needs_sandbox_here, SandboxFlag};
 use crate::size::ByteSize;
 
-/// `swaplab bench`.
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    /// What to measure.
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
-
-/// Benchmarks.
-#[derive(clap::Subcommand, Debug)]
-pub enum BenchWhat {
-    /// Boot time: swaplab against QEMU microvm, same kernel and initramfs.
-    Boot(BenchBootArgs),
-}
-
 /// `swaplab bench boot`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchBootArgs {
@@ -265,13 +250,11 @@ fn run(args: &BenchBootArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Run `swaplab bench`.
-pub fn main(args: &BenchArgs) -> ExitCode {
-    match &args.what {
-        BenchWhat::Boot(a) => match run(a) {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => crate::cli::finish(Err(e)),
-        },
+/// Run `swaplab bench boot` (the `swaplab bench` subcommands are in [`crate::bench`]).
+pub fn main(a: &BenchBootArgs) -> ExitCode {
+    match run(a) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => crate::cli::finish(Err(e)),
     }
 }
 

@@ -46,6 +46,10 @@ pub enum DoorbellError {
 /// Latencies and counts of one pass.
 pub(crate) struct PassAccum {
     pub hist: Histogram<u64>,
+    /// Accesses of at least [`super::FAULT_THRESHOLD_NS`]: the ones that took a host
+    /// page fault (a resident access is well under a microsecond, the cheapest host
+    /// fault several).
+    pub faults: Histogram<u64>,
     pub distinct: u64,
     /// Pages touched for the first time in the run.
     pub new_pages: u64,
@@ -76,10 +80,19 @@ pub(crate) struct ProbeDevice {
     /// `pass + 1` of the last pass that touched each page.
     seen_in: Vec<u32>,
     pub pass_stats: Vec<PassAccum>,
+    /// Called with the 1-based pass number when a pass ends (on the vCPU thread, guest
+    /// stopped).
+    on_pass_end: Option<super::PassEndHook>,
 }
 
 impl ProbeDevice {
-    pub(crate) fn new(mem: GuestMemoryMmap, plan: AccessPlan, passes: u32, tsc_khz: u64) -> Self {
+    pub(crate) fn new(
+        mem: GuestMemoryMmap,
+        plan: AccessPlan,
+        passes: u32,
+        tsc_khz: u64,
+        on_pass_end: Option<super::PassEndHook>,
+    ) -> Self {
         let pages = plan.pages() as usize;
         Self {
             mem,
@@ -94,6 +107,7 @@ impl ProbeDevice {
             counts: vec![0; pages],
             seen_in: vec![0; pages],
             pass_stats: Vec::new(),
+            on_pass_end,
         }
     }
 
@@ -105,10 +119,8 @@ impl ProbeDevice {
     fn begin_pass(&mut self) {
         self.plan.start_pass(self.pass);
         self.pass_stats.push(PassAccum {
-            // Fixed bounds: an auto-resizing histogram would clamp `saturating_record`
-            // to its current (tiny) range instead of growing.
-            hist: Histogram::new_with_bounds(1, MAX_TRACKED_NS, SIGFIGS)
-                .expect("valid histogram bounds"),
+            hist: new_histogram(),
+            faults: new_histogram(),
             distinct: 0,
             new_pages: 0,
             started: Instant::now(),
@@ -141,6 +153,9 @@ impl ProbeDevice {
             }
             self.pass_stats.last_mut().expect("a pass is open").ended = Some(Instant::now());
             self.pass += 1;
+            if let Some(hook) = &self.on_pass_end {
+                hook(self.pass);
+            }
             if self.pass == self.passes {
                 return self.set_count(0);
             }
@@ -161,10 +176,14 @@ impl ProbeDevice {
         self.bytes.resize(8 * n, 0);
         self.mem
             .read_slice(&mut self.bytes, GuestAddress(abi::LATENCY_ADDR))?;
-        let hist = &mut self.pass_stats.last_mut().expect("a pass is open").hist;
+        let stats = self.pass_stats.last_mut().expect("a pass is open");
         for c in self.bytes.chunks_exact(8) {
             let cycles = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            hist.saturating_record(cycles_to_ns(cycles, self.tsc_khz));
+            let ns = cycles_to_ns(cycles, self.tsc_khz);
+            stats.hist.saturating_record(ns);
+            if ns >= super::FAULT_THRESHOLD_NS {
+                stats.faults.saturating_record(ns);
+            }
         }
         Ok(())
     }
@@ -211,6 +230,13 @@ impl ProbeDevice {
     }
 }
 
+/// An empty latency histogram (1 ns to 1 hour, 3 significant figures).
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    // Fixed bounds: an auto-resizing histogram would clamp `saturating_record` to its
+    // current (tiny) range instead of growing.
+    Histogram::new_with_bounds(1, MAX_TRACKED_NS, SIGFIGS).expect("valid histogram bounds")
+}
+
 /// Convert TSC cycles to nanoseconds at `tsc_khz`.
 pub(crate) fn cycles_to_ns(cycles: u64, tsc_khz: u64) -> u64 {
     let ns = u128::from(cycles) * 1_000_000 / u128::from(tsc_khz.max(1));
@@ -235,13 +261,22 @@ impl BusDevice for ProbeDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
     use vmm::{create_guest_memory, RegionSpec};
     use workloads::probe::Pattern;
 
-    fn device(pages: u64, passes: u32) -> ProbeDevice {
+    fn device_with(
+        pages: u64,
+        passes: u32,
+        on_pass_end: Option<crate::probe_run::PassEndHook>,
+    ) -> ProbeDevice {
         let mem = create_guest_memory(&[RegionSpec::new(0, abi::CONTROL_SIZE)]).unwrap();
         let plan = AccessPlan::new(Pattern::Random, pages, 1).unwrap();
-        ProbeDevice::new(mem, plan, passes, 2_000_000)
+        ProbeDevice::new(mem, plan, passes, 2_000_000, on_pass_end)
+    }
+
+    fn device(pages: u64, passes: u32) -> ProbeDevice {
+        device_with(pages, passes, None)
     }
 
     fn ring(d: &mut ProbeDevice, code: Doorbell) -> Result<BusAction, DeviceError> {
@@ -254,11 +289,17 @@ mod tests {
             .unwrap()
     }
 
-    /// Play the guest's part: for every chunk, "measure" 2000 cycles (1 µs at 2 GHz).
+    /// Play the guest's part: for every chunk, "measure" 2000 cycles (1 µs at 2 GHz),
+    /// except every fourth access, which "faults" (10000 cycles, 5 µs).
     #[test]
     fn serves_every_pass_in_chunks_and_records_latencies() {
         let pages = abi::CHUNK_CAPACITY as u64 + 10;
-        let mut d = device(pages, 2);
+        let ended = Arc::new(Mutex::new(Vec::new()));
+        let hook: crate::probe_run::PassEndHook = {
+            let ended = ended.clone();
+            Arc::new(move |pass| ended.lock().unwrap().push(pass))
+        };
+        let mut d = device_with(pages, 2, Some(hook));
         assert_eq!(ring(&mut d, Doorbell::Ready).unwrap(), BusAction::Continue);
         let mut chunks = vec![];
         loop {
@@ -267,7 +308,9 @@ mod tests {
                 break;
             }
             chunks.push(n);
-            let lat: Vec<u8> = (0..n).flat_map(|_| 2000u64.to_le_bytes()).collect();
+            let lat: Vec<u8> = (0..n)
+                .flat_map(|i| if i % 4 == 0 { 10_000u64 } else { 2000 }.to_le_bytes())
+                .collect();
             d.mem
                 .write_slice(&lat, GuestAddress(abi::LATENCY_ADDR))
                 .unwrap();
@@ -282,8 +325,14 @@ mod tests {
         assert_eq!(ring(&mut d, Doorbell::Finished).unwrap(), BusAction::Stop);
         assert!(d.finished());
         assert_eq!(d.pass_stats.len(), 2);
+        assert_eq!(*ended.lock().unwrap(), vec![1, 2]);
+        // Every fourth access of each chunk "faulted".
+        let slow = cap.div_ceil(4) + 10u64.div_ceil(4);
         for p in &d.pass_stats {
             assert_eq!(p.hist.len(), pages);
+            assert_eq!(p.faults.len(), slow);
+            assert!(p.faults.equivalent(p.faults.min(), 5000));
+            assert!(p.faults.equivalent(p.faults.max(), 5000));
             assert_eq!(p.distinct, pages);
             assert_eq!(p.hist.value_at_quantile(0.5), 1000);
             assert!(p.ended.is_some());

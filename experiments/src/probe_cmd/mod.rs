@@ -1,13 +1,30 @@
 //! `swaplab probe`: run a no-OS probe guest that touches test RAM in a pattern and times
 //! every access (see `workloads::probe` and [`crate::probe_run`]).
+//!
+//! With `--host-limit`, the host keeps at most that much of test RAM resident and swaps
+//! the rest: `--host-swap uffd` (the default) with swaplab's userfaultfd swapper
+//! ([`crate::probe_run::uffd`]), `--host-swap kernel` with the kernel's own swap
+//! ([`crate::probe_run::kernel`]). Both add the same top-level JSON fields
+//! ([`crate::probe_run::summary::SwapSummary`]).
+
+mod plan;
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
+use anyhow::Context as _;
+use swapper::PolicyKind;
 use workloads::probe::Pattern;
 
 use crate::cli::usage;
-use crate::probe_run::{run_probe, ProbeConfig, ProbeHooks, ProbeResult};
+use crate::probe_run::signals::SignalScope;
+use crate::probe_run::summary::HostSwapMode;
+use crate::probe_run::{ProbeConfig, ProbeResult};
 use crate::size::ByteSize;
+
+pub use plan::{
+    child_args, plan_from_args, run_plan, Injections, ProbeOutput, SwapPlan, DEFAULT_STORE_DIR,
+};
 
 /// Arguments.
 #[derive(clap::Args, Debug)]
@@ -35,6 +52,107 @@ pub struct ProbeArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub swap: SwapArgs,
+}
+
+/// Backing store (`--store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreArg {
+    /// A swap file (kernel: a swap file too).
+    File,
+    /// Plain copies in memory (kernel: zram).
+    Memory,
+    /// lz4-compressed copies in memory, like zram (kernel: zram).
+    Lz4,
+}
+
+/// Eviction policy (`--policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// First in, first out.
+    Fifo,
+    /// Uniform random victims.
+    Random,
+    /// Second-chance clock: pages are moved aside first, a re-touch is a minor fault.
+    Clock,
+}
+
+impl From<PolicyArg> for PolicyKind {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Fifo => PolicyKind::Fifo,
+            PolicyArg::Random => PolicyKind::Random,
+            PolicyArg::Clock => PolicyKind::Clock,
+        }
+    }
+}
+
+/// Host-swap arguments.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct SwapArgs {
+    /// Keep at most this much of test RAM resident on the host (e.g. 64M); swap the rest.
+    #[arg(long, value_name = "SIZE")]
+    pub host_limit: Option<ByteSize>,
+    /// Who swaps: uffd (swaplab's userfaultfd swapper, the default with --host-limit),
+    /// kernel (the VMM in a memory cgroup swapping to a swap device made for the run;
+    /// needs root), none.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub host_swap: Option<HostSwapMode>,
+    /// Backing store [default: memory]; with --host-swap kernel it picks the swap
+    /// device: zram for memory and lz4, a swap file for file.
+    #[arg(long, value_enum, value_name = "STORE")]
+    pub store: Option<StoreArg>,
+    /// Eviction policy (uffd) [default: clock].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub policy: Option<PolicyArg>,
+    /// Prefetch cluster on sequential faults, pages (uffd) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<u32>,
+    /// Fault-handler threads (uffd) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub handlers: Option<usize>,
+    /// Checksum every stored page and verify it on swap-in (uffd; the default).
+    #[arg(long, overrides_with = "no_checksums")]
+    pub checksums: bool,
+    /// Do not checksum stored pages.
+    #[arg(long, overrides_with = "checksums")]
+    pub no_checksums: bool,
+    /// Directory for the store file (--store file) or the kernel's swap file
+    /// [default: /var/tmp]; not tmpfs.
+    #[arg(long, value_name = "DIR")]
+    pub store_path: Option<PathBuf>,
+    /// Open the store file with O_DIRECT (bypass the host page cache).
+    #[arg(long)]
+    pub o_direct: bool,
+    /// Kernel swap: apply MADV_COLD to test RAM every MS milliseconds, standing in for
+    /// the page aging KVM guest memory lacks under PVM (without it the cgroup OOM-kills
+    /// the VMM there); 0 = off [default: 10 under PVM, else 0].
+    #[arg(long, value_name = "MS")]
+    pub kernel_cold_sweep: Option<u64>,
+    /// Testing: the first N store reads fail with EIO.
+    #[arg(long, value_name = "N", hide = true)]
+    pub inject_read_errors: Option<u64>,
+    /// Testing: the first N store reads return a flipped bit.
+    #[arg(long, value_name = "N", hide = true)]
+    pub inject_corrupt_reads: Option<u64>,
+    /// Testing: the first N store writes fail with ENOSPC.
+    #[arg(long, value_name = "N", hide = true)]
+    pub inject_write_errors: Option<u64>,
+    /// Internal: run as the kernel-swap child in this cgroup.
+    #[arg(long = "internal-kernel-child", value_name = "CGROUP", hide = true)]
+    pub internal_kernel_child: Option<PathBuf>,
+    /// Internal: the kernel-swap child's guest budget, bytes.
+    #[arg(long = "internal-guest-limit", value_name = "BYTES", hide = true)]
+    pub internal_guest_limit: Option<u64>,
+    /// Testing: an extra argument for the kernel-swap child (to make it fail).
+    #[arg(
+        long = "internal-child-arg",
+        value_name = "ARG",
+        hide = true,
+        allow_hyphen_values = true
+    )]
+    pub internal_child_arg: Vec<String>,
 }
 
 /// Most passes accepted (a typo guard, not a hard limit of the design).
@@ -78,19 +196,16 @@ pub fn config_from_args(args: &ProbeArgs, host_mem: Option<u64>) -> anyhow::Resu
 /// Run the subcommand.
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let config = config_from_args(args, crate::host::host_mem_total_bytes())?;
-    let result = run_probe(&config, ProbeHooks::default())?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+    let plan = plan_from_args(&args.swap, config.mem_bytes)?;
+    let scope = SignalScope::new().context("watching for Ctrl-C")?;
+    let out = run_plan(&config, &plan, &scope)?;
+    if args.json || matches!(plan, SwapPlan::KernelChild { .. }) {
+        println!("{}", serde_json::to_string_pretty(&out.json)?);
     } else {
-        print!("{}", render_text(&result));
+        print!("{}", out.text);
     }
-    if !result.integrity.ok {
-        anyhow::bail!(
-            "test RAM integrity check failed: {} bad tags, {} of {} pages mismatched",
-            result.integrity.bad_tags,
-            result.integrity.pages_mismatched,
-            result.integrity.pages_checked
-        );
+    if let Some(why) = out.integrity_failure {
+        anyhow::bail!(why);
     }
     Ok(())
 }
@@ -238,6 +353,7 @@ mod tests {
             seed: 1,
             no_verify: false,
             json: false,
+            swap: SwapArgs::default(),
         }
     }
 
