@@ -346,10 +346,7 @@ impl Shared {
         let t = Instant::now();
         // SAFETY: moves our staged page back to its registered guest page;
         // we hold the page lock, which owns the staging slot.
-        let r = unsafe {
-            self.uffd
-                .move_pages(addr, self.staging.addr(s), PAGE_SIZE, !protect, false)
-        };
+        let r = unsafe { self.staging.move_out(s, &self.uffd, addr, !protect) };
         match r {
             Ok(_) => {}
             Err(e) if is(&e, Errno::EAGAIN) => return Err(Again),

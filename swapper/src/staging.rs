@@ -148,9 +148,24 @@ impl Staging {
         self.forget(s);
     }
 
+    /// Whether slot `s` holds a page (`mincore(2)`).
+    pub fn is_populated(&self, s: u32) -> bool {
+        let mut v = 0u8;
+        // SAFETY: the slot address is page aligned and inside our mapping;
+        // `v` receives one byte for the one page queried.
+        let r = unsafe { libc::mincore(self.addr(s) as *mut libc::c_void, PAGE_SIZE, &mut v) };
+        r == 0 && v & 1 != 0
+    }
+
     /// Moves the page at guest address `src` into empty slot `s`. Returns
     /// `Ok(false)` if `src` had no page (nothing moved; the move is asked
     /// without `ALLOW_SRC_HOLES`, which would report holes as moved).
+    ///
+    /// `UFFDIO_MOVE` can report an error after it did move the page (seen
+    /// on 6.18 while the source range is being zapped concurrently: an
+    /// internal retry then finds the destination populated and answers
+    /// `EEXIST`). The slot belongs to the caller, so after any error its
+    /// occupancy says what really happened.
     ///
     /// # Safety
     ///
@@ -164,7 +179,38 @@ impl Staging {
                 .move_pages(self.addr(s), src, PAGE_SIZE, false, false)
         } {
             Ok(_) => Ok(true),
+            Err(_) if self.is_populated(s) => Ok(true),
             Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves the page in slot `s` back to guest address `dst` through the
+    /// guest's userfaultfd `guest` (the destination must be registered with
+    /// it), waking waiters on `dst` if `wake`. Like [`Staging::move_in`],
+    /// an error is checked against the slot: if the page left, it moved.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be an unpopulated page of raw guest memory registered with
+    /// `guest`, whose lock the caller holds; slot `s` must hold its page.
+    pub unsafe fn move_out(
+        &self,
+        s: u32,
+        guest: &Uffd,
+        dst: usize,
+        wake: bool,
+    ) -> Result<(), UffdError> {
+        // SAFETY: moves our staged page to the caller's registered guest
+        // page (contract above).
+        match unsafe { guest.move_pages(dst, self.addr(s), PAGE_SIZE, wake, false) } {
+            Ok(_) => Ok(()),
+            Err(_) if !self.is_populated(s) => {
+                if wake {
+                    let _ = guest.wake(dst, PAGE_SIZE);
+                }
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

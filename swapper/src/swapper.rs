@@ -213,11 +213,7 @@ impl Swapper {
             let moved = unsafe { sh.staging.move_in(s, r.addr) };
             let back = match moved {
                 // SAFETY: puts the page just moved back where it was.
-                Ok(true) => unsafe {
-                    sh.uffd
-                        .move_pages(r.addr, sh.staging.addr(s), PAGE_SIZE, true, false)
-                }
-                .map(|_| ()),
+                Ok(true) => unsafe { sh.staging.move_out(s, &sh.uffd, r.addr, true) },
                 Ok(false) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -340,10 +336,7 @@ impl Swapper {
                 }
                 PageState::Staged { index, .. } => {
                     // SAFETY: moves our staged page back to its guest page.
-                    unsafe {
-                        sh.uffd
-                            .move_pages(addr, sh.staging.addr(index), PAGE_SIZE, true, false)
-                    }?;
+                    unsafe { sh.staging.move_out(index, &sh.uffd, addr, true) }?;
                     sh.staging.forget(index);
                 }
                 _ => continue,

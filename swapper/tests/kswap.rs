@@ -12,6 +12,23 @@ use swapper::kswap::*;
 
 const ROLE: &str = "SWAPLAB_KSWAP_ROLE";
 
+/// Swap is host-global: with two devices of equal priority the kernel
+/// spreads pages over both, so the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn vm_swap_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSwap:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn is_root() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
@@ -156,6 +173,7 @@ fn zram_device_is_removed_on_drop() {
     if !is_root() {
         return;
     }
+    let _serial = serial();
     let dev = SwapDevice::create(SwapKind::Zram, 32 << 20).unwrap();
     let path = dev.path().to_path_buf();
     assert!(in_proc_swaps(&path), "{path:?} not enabled");
@@ -183,6 +201,7 @@ fn swap_file_is_removed_on_drop() {
     if !is_root() {
         return;
     }
+    let _serial = serial();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let dev = SwapDevice::create(
         SwapKind::File {
@@ -204,6 +223,7 @@ fn cgroup_moves_processes_back_and_disappears() {
     if !is_root() {
         return;
     }
+    let _serial = serial();
     let mut child = spawn_child("hog:1");
     let pid = child.id();
     let before = memory_cgroup_line(pid);
@@ -228,15 +248,20 @@ fn baseline_swaps(kind: SwapKind) {
     k.cgroup.add_process(child.id()).unwrap();
     child.send("go\n");
     child.read_line("@ready:");
+    // The child's own swap usage (other swap devices on the host may take
+    // part of it).
+    let swapped = vm_swap_kib(child.id()) << 10;
     let used = k.swap.used_bytes();
     let peak = k.cgroup.peak_bytes().unwrap();
     eprintln!(
-        "{}: 48 MiB in a 16 MiB cgroup: {} MiB swapped out, cgroup peak {} MiB",
+        "{}: 48 MiB in a 16 MiB cgroup: {} MiB swapped out ({} MiB on this device), cgroup peak {} MiB",
         swap.display(),
+        swapped >> 20,
         used >> 20,
         peak >> 20
     );
-    assert!(used >= 16 << 20, "only {used} bytes swapped");
+    assert!(swapped >= 16 << 20, "only {swapped} bytes swapped");
+    assert!(in_proc_swaps(&swap));
     assert!(peak <= 17 << 20, "limit not enforced: peak {peak}");
     // The child reads everything back (swap-ins) and checks it.
     assert!(child.finish(), "data corrupted by swap");
@@ -250,6 +275,7 @@ fn zram_baseline_swaps_and_cleans_up() {
     if !is_root() {
         return;
     }
+    let _serial = serial();
     baseline_swaps(SwapKind::Zram);
 }
 
@@ -258,6 +284,7 @@ fn swap_file_baseline_swaps_and_cleans_up() {
     if !is_root() {
         return;
     }
+    let _serial = serial();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     baseline_swaps(SwapKind::File {
         dir: dir.path().to_path_buf(),
@@ -270,6 +297,7 @@ fn guards_clean_up_when_unwinding() {
     if !is_root() {
         return;
     }
+    let _serial = serial();
     let mut seen = None;
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let k = KernelSwap::new(32 << 20, SwapKind::Zram, 32 << 20).unwrap();
@@ -287,6 +315,7 @@ fn sweep_removes_leftovers_of_a_crashed_run() {
     if !is_root() {
         return;
     }
+    let _serial = serial();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     // A swapper store file of a dead process too.
     let mut child = spawn_child(&format!("leftovers:{}", dir.path().display()));

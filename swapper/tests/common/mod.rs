@@ -277,10 +277,32 @@ pub fn quiesce(sw: &Swapper) {
         {
             return;
         }
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(20),
-            "never idle: {st:?}"
-        );
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            let pm = swapper::pagemap::Pagemap::open().unwrap();
+            let mut real = Vec::new();
+            for r in sw.regions() {
+                let mut v = Vec::new();
+                pm.scan(
+                    r.addr,
+                    r.addr + r.len,
+                    swapper::pagemap::Query::REAL,
+                    &mut v,
+                )
+                .unwrap();
+                real.extend(v.iter().map(|x| {
+                    (
+                        (x.start as usize - r.addr) / PAGE_SIZE,
+                        (x.end - x.start) / 4096,
+                    )
+                }));
+            }
+            let s = sw.staging_region();
+            panic!(
+                "never idle: scanned {} (region runs {real:?}, staging {}) {st:?}",
+                sw.scanned_resident_pages().unwrap(),
+                pm.count_real(s.addr, s.addr + s.len).unwrap()
+            );
+        }
         std::thread::yield_now();
     }
 }
