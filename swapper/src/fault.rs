@@ -99,7 +99,7 @@ impl Shared {
             }
         };
         let prefetched = match s.then {
-            Then::Prefetch => self.prefetch(idx, buf),
+            Then::Prefetch => self.prefetch(idx, buf, f.write),
             Then::ZeroCluster => {
                 self.zero_cluster(idx);
                 0
@@ -496,13 +496,15 @@ impl Shared {
     /// continues a sequential run (the previous store fault or prefetch
     /// window ended just before it). Returns pages read.
     ///
-    /// [`PrefetchMode::Map`] installs them in the guest mapping (clean,
-    /// write-protected): the guest walks through them without faulting, so
-    /// a sequential scan takes one fault per cluster; their use is not
-    /// observable. [`PrefetchMode::Cache`] keeps them in staging, like the
+    /// [`PrefetchMode::Map`] installs them in the guest mapping: the guest
+    /// walks through them without faulting, so a sequential scan takes one
+    /// fault per cluster; their use is not observable. After a read fault
+    /// they are installed clean (write-protected); after a write fault
+    /// (`write`) writable and dirty, since a write scan would otherwise take
+    /// a write-protect fault on every one of them. [`PrefetchMode::Cache`] keeps them in staging, like the
     /// kernel's swap cache: each use is a (cheap, no I/O) `prefetch_hit`
     /// fault, so hits and waste are counted exactly.
-    fn prefetch(&self, idx: PageIdx, buf: &mut AlignedPage) -> u16 {
+    fn prefetch(&self, idx: PageIdx, buf: &mut AlignedPage, write: bool) -> u16 {
         use std::sync::atomic::Ordering::Relaxed;
         let last = self.last_fault.swap(idx, Relaxed);
         let n = self.cfg.prefetch;
@@ -532,7 +534,7 @@ impl Shared {
             let placed = ok
                 && match self.cfg.prefetch_mode {
                     PrefetchMode::Map => {
-                        let clean = self.cfg.dirty_tracking;
+                        let clean = self.cfg.dirty_tracking && !write;
                         // SAFETY: registered guest page whose lock we hold; `buf`
                         // is a page.
                         let r = unsafe {
