@@ -112,6 +112,10 @@ pub struct SwapArgs {
     /// Fault-handler threads (uffd) [default: 1].
     #[arg(long, value_name = "N")]
     pub handlers: Option<usize>,
+    /// Handler threads busy-poll this long for the next fault before sleeping (uffd):
+    /// lower latency, a CPU burnt while faults keep coming [default: 0].
+    #[arg(long, value_name = "US")]
+    pub spin_us: Option<u32>,
     /// Checksum every stored page and verify it on swap-in (uffd; the default).
     #[arg(long, overrides_with = "no_checksums")]
     pub checksums: bool,
