@@ -56,9 +56,29 @@ pub struct HostSwapArgs {
     /// Directory for the store file and the swap file (not tmpfs).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STORE_DIR)]
     pub store_path: PathBuf,
+    /// Host CPU for every run (uffd and kernel alike), or `none` to let the
+    /// scheduler place threads [default: the CPU the bench starts on].
+    #[arg(long, value_name = "CPU|none")]
+    pub cpu: Option<String>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The CPU to pin to: `--cpu N`, none for `--cpu none`, else the current one.
+fn chosen_cpu(a: &HostSwapArgs) -> anyhow::Result<Option<usize>> {
+    match a.cpu.as_deref() {
+        Some("none") => Ok(None),
+        Some(n) => n
+            .parse()
+            .map(Some)
+            .map_err(|_| usage(format!("--cpu takes a CPU number or none, got {n}"))),
+        None => {
+            // SAFETY: sched_getcpu has no preconditions.
+            let c = unsafe { libc::sched_getcpu() };
+            Ok(usize::try_from(c).ok())
+        }
+    }
 }
 
 /// Most passes accepted.
@@ -134,6 +154,8 @@ pub struct HostSwapBench {
     pub handlers: usize,
     /// uffd handler busy-poll, µs.
     pub spin_us: u32,
+    /// Host CPU every run was pinned to (none: not pinned).
+    pub cpu: Option<usize>,
     /// The zipf exponent used (90% of accesses on 10% of pages).
     pub zipf_skew: f64,
     /// The kernel runs' cold sweep period (see `probe_run::kernel`), ms.
@@ -365,6 +387,10 @@ impl Bench<'_> {
 /// Runs the benchmark.
 pub fn bench(args: &HostSwapArgs, scope: &SignalScope) -> anyhow::Result<HostSwapBench> {
     validate(args)?;
+    let cpu = chosen_cpu(args)?;
+    if let Some(c) = cpu {
+        crate::probe_cmd::pin_to_cpu(c)?;
+    }
     let pages = args.mem.bytes() / 4096;
     let skew = super::zipf_skew::skew_for(pages, 0.1, 0.9);
     let kernel_skipped = (!is_root()).then(|| "not root".to_string());
@@ -470,6 +496,7 @@ pub fn bench(args: &HostSwapArgs, scope: &SignalScope) -> anyhow::Result<HostSwa
         prefetch: args.prefetch,
         handlers: args.handlers,
         spin_us: args.spin_us,
+        cpu,
         zipf_skew: skew,
         kernel_cold_sweep_ms: b.cold_sweep_ms,
         kernel_skipped,
@@ -511,6 +538,13 @@ pub fn render_text(b: &HostSwapBench) -> String {
         b.handlers,
         if b.handlers == 1 { "" } else { "s" },
         b.zipf_skew
+    );
+    let _ = writeln!(
+        s,
+        "every run on {}",
+        b.cpu
+            .map(|c| format!("host CPU {c} (vCPU, swapper threads and the kernel child together)"))
+            .unwrap_or_else(|| "any CPU (not pinned)".into())
     );
     match &b.kernel_skipped {
         Some(why) => {
@@ -625,6 +659,7 @@ pub fn render_text(b: &HostSwapBench) -> String {
 /// Run `swaplab bench host-swap`.
 pub fn run(args: &HostSwapArgs) -> anyhow::Result<()> {
     validate(args)?;
+    chosen_cpu(args)?;
     let scope = SignalScope::new().context("watching for Ctrl-C")?;
     let b = bench(args, &scope)?;
     if args.json {

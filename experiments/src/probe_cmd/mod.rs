@@ -52,8 +52,41 @@ pub struct ProbeArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run the whole VMM (vCPU, swapper threads, the kernel baseline's child) on this
+    /// host CPU. Co-located, the swapper's evictions never interrupt a running vCPU.
+    #[arg(long, value_name = "CPU")]
+    pub cpu: Option<usize>,
     #[command(flatten)]
     pub swap: SwapArgs,
+}
+
+/// Pins the calling thread (and the threads and processes it starts afterwards) to
+/// `cpu`; a CPU outside the allowed set is a usage error.
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid, empty set.
+    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: reads this thread's affinity into `allowed`, whose size is passed.
+    let r =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
+    }
+    // SAFETY: CPU_ISSET reads a bit of an initialised set (out-of-range is false).
+    if cpu >= libc::CPU_SETSIZE as usize || !unsafe { libc::CPU_ISSET(cpu, &allowed) } {
+        return Err(usage(format!(
+            "--cpu {cpu} is not a CPU this process may use"
+        )));
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid, empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sets one in-range bit of the local set.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: sets this thread's affinity from an initialised set of the given size.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
+    }
+    Ok(())
 }
 
 /// Backing store (`--store`).
@@ -201,6 +234,9 @@ pub fn config_from_args(args: &ProbeArgs, host_mem: Option<u64>) -> anyhow::Resu
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let config = config_from_args(args, crate::host::host_mem_total_bytes())?;
     let plan = plan_from_args(&args.swap, config.mem_bytes)?;
+    if let Some(cpu) = args.cpu {
+        pin_to_cpu(cpu)?;
+    }
     let scope = SignalScope::new().context("watching for Ctrl-C")?;
     let out = run_plan(&config, &plan, &scope)?;
     if args.json || matches!(plan, SwapPlan::KernelChild { .. }) {
@@ -357,6 +393,7 @@ mod tests {
             seed: 1,
             no_verify: false,
             json: false,
+            cpu: None,
             swap: SwapArgs::default(),
         }
     }
