@@ -7,35 +7,16 @@
 //! with a printed reason. Errors found before any guest runs (missing or corrupt
 //! files, bad flags) are tested everywhere.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use experiments::host::{kvm_flavour, KvmFlavour};
 
 const SWAPLAB: &str = env!("CARGO_BIN_EXE_swaplab");
-
-/// A directory removed at the end of the test.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("swaplab-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn swaplab(args: &[&str]) -> Output {
     Command::new(SWAPLAB).args(args).output().unwrap()
@@ -47,7 +28,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn errors_found_before_booting_are_quick_and_clear() {
-    let dir = TempDir::new("boot-early");
+    let dir = common::temp_dir("boot-early");
     let junk = dir.path().join("junk");
     std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
     let junk = junk.to_str().unwrap();
@@ -218,7 +199,7 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
             return;
         }
     };
-    let dir = TempDir::new("boot-guest");
+    let dir = common::temp_dir("boot-guest");
     // A truncated initramfs: a valid cpio start, without /init (the archive's end).
     let cpio = std::fs::read(Path::new(&image).join("initramfs.cpio")).unwrap();
     let trunc = dir.path().join("trunc.cpio");

@@ -2,41 +2,9 @@
 //!
 //! Runs that need KVM skip, with a printed reason, only when /dev/kvm is absent.
 
-use std::process::{Command, Output};
+mod common;
 
-use serde_json::Value;
-
-fn swaplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swaplab"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run swaplab")
-}
-
-fn have_kvm() -> bool {
-    if std::path::Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    eprintln!("SKIPPED: /dev/kvm is absent on this host");
-    false
-}
-
-fn probe_json(args: &[&str]) -> Value {
-    let mut all = vec!["probe", "--json"];
-    all.extend_from_slice(args);
-    let out = swaplab(&all);
-    assert!(
-        out.status.success(),
-        "swaplab {all:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("probe --json prints JSON")
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
-}
+use common::{assert_usage_error, have_kvm, probe_json, swaplab, u};
 
 /// The acceptance run: every page touched once per pass; first touch (pass 1) is much
 /// slower than touching resident pages (pass 2).
@@ -150,27 +118,6 @@ fn text_output_is_a_table() {
     assert_eq!(rows, 3, "{text}");
     assert!(text.contains("pages touched 2048 of 2048"), "{text}");
     assert!(text.contains("mmio_write"), "{text}");
-}
-
-/// Bad input: one line on stderr naming the problem, exit status 2, no panic.
-fn assert_usage_error(args: &[&str], needle: &str) {
-    let mut all = vec!["probe"];
-    all.extend_from_slice(args);
-    let out = swaplab(&all);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{all:?}: want one line, got {stderr:?}");
-    assert!(
-        lines[0].contains(needle),
-        "{all:?}: {:?} lacks {needle:?}",
-        lines[0]
-    );
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
-    assert!(out.stdout.is_empty(), "{all:?} printed to stdout");
 }
 
 #[test]

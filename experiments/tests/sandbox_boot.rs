@@ -3,7 +3,8 @@
 //! checks everything about a successful run, and one checks a failing boot.
 //! Skipped (with a printed reason) where QEMU is not installed.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Output};
 use std::time::Instant;
 
@@ -33,33 +34,12 @@ fn show(out: &Output) -> String {
     )
 }
 
-/// A directory under the host's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("swaplab-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn command_runs_in_l1_with_kvm_and_host_files() {
     if qemu_missing() {
         return;
     }
-    let tmp = TempDir::new("sandbox-test");
+    let tmp = common::temp_dir("sandbox-test");
     let file = tmp.path().join("written-in-l1");
     let script = format!(
         r#"

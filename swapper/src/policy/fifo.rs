@@ -47,14 +47,6 @@ impl Policy for Fifo {
         self.insert(page);
     }
 
-    fn staged(&mut self, page: PageIdx) {
-        self.insert(page);
-    }
-
-    fn reactivated(&mut self, page: PageIdx) {
-        self.insert(page);
-    }
-
     fn removed(&mut self, page: PageIdx) {
         if self.members.list(page) == IN {
             self.members.set(page, Members::NONE);

@@ -106,10 +106,16 @@ pub trait Policy: Send {
     /// `page` is resident and mapped (new, or back from staging without a
     /// reference: prefetch hit, failed eviction).
     fn mapped(&mut self, page: PageIdx);
-    /// `page` sits in staging (moved aside or prefetched).
-    fn staged(&mut self, page: PageIdx);
-    /// A fault hit `page` while it was moved aside: it was referenced.
-    fn reactivated(&mut self, page: PageIdx);
+    /// `page` sits in staging (moved aside or prefetched). Access-blind policies
+    /// treat it like any resident page.
+    fn staged(&mut self, page: PageIdx) {
+        self.mapped(page);
+    }
+    /// A fault hit `page` while it was moved aside: it was referenced. Access-blind
+    /// policies ignore the reference and treat it like a newly mapped page.
+    fn reactivated(&mut self, page: PageIdx) {
+        self.mapped(page);
+    }
     /// `page` left the resident set (evicted elsewhere, discarded, zeroed).
     fn removed(&mut self, page: PageIdx);
     /// The next page to act on; `urgent` asks for an eviction now (a fault is

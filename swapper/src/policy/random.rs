@@ -49,14 +49,6 @@ impl Policy for Random {
         self.insert(page);
     }
 
-    fn staged(&mut self, page: PageIdx) {
-        self.insert(page);
-    }
-
-    fn reactivated(&mut self, page: PageIdx) {
-        self.insert(page);
-    }
-
     fn removed(&mut self, page: PageIdx) {
         let i = self.pos[page as usize];
         if i != ABSENT {

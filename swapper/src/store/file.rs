@@ -73,58 +73,41 @@ impl FileStore {
     }
 
     fn write_raw(&self, slot: Slot, page: &[u8]) -> Result<(), StoreError> {
-        let mut done = 0;
-        while done < PAGE_SIZE {
-            match self
-                .file
-                .write_at(&page[done..], Self::offset(slot) + done as u64)
-            {
-                Ok(0) => {
-                    return Err(StoreError::Short {
-                        op: "write",
-                        slot: slot.0,
-                        done,
-                    })
-                }
-                // O_DIRECT cannot continue at an unaligned offset.
-                Ok(n) if self.direct && n < PAGE_SIZE - done => {
-                    return Err(StoreError::Short {
-                        op: "write",
-                        slot: slot.0,
-                        done: done + n,
-                    })
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        op: "write",
-                        slot: slot.0,
-                        source,
-                    })
-                }
-            }
-        }
-        Ok(())
+        let at = Self::offset(slot);
+        self.whole_page("write", slot, |done| {
+            self.file.write_at(&page[done..], at + done as u64)
+        })
     }
 
     fn read_raw(&self, slot: Slot, buf: &mut [u8]) -> Result<(), StoreError> {
+        let at = Self::offset(slot);
+        self.whole_page("read", slot, |done| {
+            self.file.read_at(&mut buf[done..], at + done as u64)
+        })
+    }
+
+    /// Repeat `io(done)` (a positional read or write of the rest of the page) until the
+    /// whole page is transferred; a zero-length or (under O_DIRECT, which cannot go on at
+    /// an unaligned offset) partial transfer is a short I/O error.
+    fn whole_page(
+        &self,
+        op: &'static str,
+        slot: Slot,
+        mut io: impl FnMut(usize) -> std::io::Result<usize>,
+    ) -> Result<(), StoreError> {
         let mut done = 0;
         while done < PAGE_SIZE {
-            match self
-                .file
-                .read_at(&mut buf[done..], Self::offset(slot) + done as u64)
-            {
+            match io(done) {
                 Ok(0) => {
                     return Err(StoreError::Short {
-                        op: "read",
+                        op,
                         slot: slot.0,
                         done,
                     })
                 }
                 Ok(n) if self.direct && n < PAGE_SIZE - done => {
                     return Err(StoreError::Short {
-                        op: "read",
+                        op,
                         slot: slot.0,
                         done: done + n,
                     })
@@ -133,7 +116,7 @@ impl FileStore {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(StoreError::Io {
-                        op: "read",
+                        op,
                         slot: slot.0,
                         source,
                     })

@@ -1,0 +1,73 @@
+//! Helpers shared by the CLI integration tests: run the built `swaplab`, parse its JSON,
+//! check usage errors. Each test binary uses a subset.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Run the built `swaplab` with these arguments.
+pub fn swaplab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_swaplab"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run swaplab")
+}
+
+/// Whether KVM tests can run; prints why not.
+pub fn have_kvm() -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    eprintln!("SKIPPED: /dev/kvm is absent on this host");
+    false
+}
+
+/// `swaplab probe --json ARGS`, which must succeed.
+pub fn probe_json(args: &[&str]) -> Value {
+    let mut all = vec!["probe", "--json"];
+    all.extend_from_slice(args);
+    let out = swaplab(&all);
+    assert!(
+        out.status.success(),
+        "swaplab {all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("probe --json prints JSON")
+}
+
+/// A JSON integer.
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+/// Bad input to `swaplab probe`: one line on stderr naming the problem, exit status 2,
+/// no panic, nothing on stdout.
+pub fn assert_usage_error(args: &[&str], needle: &str) {
+    let mut all = vec!["probe"];
+    all.extend_from_slice(args);
+    let out = swaplab(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{all:?}: want one line, got {stderr:?}");
+    assert!(
+        lines[0].contains(needle),
+        "{all:?}: {:?} lacks {needle:?}",
+        lines[0]
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{all:?} printed to stdout");
+}
+
+/// A directory under the host's temp dir, removed on drop.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("swaplab-{name}-"))
+        .tempdir()
+        .expect("create a temp dir")
+}
