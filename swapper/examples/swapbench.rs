@@ -36,6 +36,22 @@ fn map(pages: usize) -> usize {
     p as usize
 }
 
+/// Start a swapper over `pages` pages mapped at `base` (by [`map`]).
+fn start(cfg: SwapperConfig, base: usize, pages: usize) -> Swapper {
+    // SAFETY: every caller maps the region with `map` and unmaps it only after the
+    // swapper is shut down, so the mapping outlives the swapper.
+    unsafe {
+        Swapper::start(
+            cfg,
+            &[GuestRegion {
+                addr: base,
+                len: pages * PAGE_SIZE,
+            }],
+        )
+    }
+    .expect("swapper")
+}
+
 fn unmap(addr: usize, pages: usize) {
     // SAFETY: unmaps a mapping from `map` that nothing uses any more.
     unsafe { libc::munmap(addr as *mut libc::c_void, pages * PAGE_SIZE) };
@@ -109,17 +125,7 @@ fn first_touch() {
             limit_bytes: limit,
             ..Default::default()
         };
-        // SAFETY: the mapping outlives the swapper.
-        let sw = unsafe {
-            Swapper::start(
-                cfg,
-                &[GuestRegion {
-                    addr: base,
-                    len: pages * PAGE_SIZE,
-                }],
-            )
-        }
-        .expect("swapper");
+        let sw = start(cfg, base, pages);
         let t = Instant::now();
         for p in 0..pages {
             write_word(base + p * PAGE_SIZE, p as u64);
@@ -172,17 +178,7 @@ fn first_touch() {
             limit_bytes: 120 << 20,
             ..Default::default()
         };
-        // SAFETY: the mapping outlives the swapper.
-        let sw = unsafe {
-            Swapper::start(
-                cfg,
-                &[GuestRegion {
-                    addr: base,
-                    len: 32768 * PAGE_SIZE,
-                }],
-            )
-        }
-        .expect("swapper");
+        let sw = start(cfg, base, 32768);
         let t = Instant::now();
         for p in 0..n {
             write_word(base + p * PAGE_SIZE, p as u64);
@@ -231,17 +227,7 @@ fn swapin(name: &str, store: StoreKind, spin_us: u32, accesses: usize) {
         trace_capacity: 1 << 20,
         ..Default::default()
     };
-    // SAFETY: the mapping outlives the swapper.
-    let sw = unsafe {
-        Swapper::start(
-            cfg,
-            &[GuestRegion {
-                addr: base,
-                len: REGION_PAGES * PAGE_SIZE,
-            }],
-        )
-    }
-    .expect("swapper");
+    let sw = start(cfg, base, REGION_PAGES);
     for p in 0..REGION_PAGES {
         fill(base + p * PAGE_SIZE, p);
     }
@@ -289,17 +275,7 @@ fn sequential(prefetch: u32, mode: PrefetchMode) {
         prefetch_mode: mode,
         ..Default::default()
     };
-    // SAFETY: the mapping outlives the swapper.
-    let sw = unsafe {
-        Swapper::start(
-            cfg,
-            &[GuestRegion {
-                addr: base,
-                len: REGION_PAGES * PAGE_SIZE,
-            }],
-        )
-    }
-    .expect("swapper");
+    let sw = start(cfg, base, REGION_PAGES);
     for p in 0..REGION_PAGES {
         fill(base + p * PAGE_SIZE, p);
     }
