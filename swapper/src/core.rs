@@ -81,7 +81,6 @@ pub(crate) struct Shared {
     pub evictor_stop: AtomicBool,
     pub wake: Mutex<Wake>,
     pub wake_cv: Condvar,
-    pub seq: AtomicU64,
     pub last_fault: AtomicU32,
     pub refill_cursor: AtomicU32,
     pub shrink_cursor: AtomicU32,

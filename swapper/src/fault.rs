@@ -117,7 +117,7 @@ impl Shared {
         };
         self.hists.record(s.path, total_ns);
         self.trace.push(FaultRecord {
-            seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            seq: 0, // numbered by the ring
             page: idx,
             addr: self.addr(idx) as u64,
             tid: f.tid,

@@ -149,7 +149,6 @@ impl Swapper {
             evictor_stop: AtomicBool::new(false),
             wake: Mutex::default(),
             wake_cv: Condvar::new(),
-            seq: AtomicU64::new(0),
             last_fault: AtomicU32::new(u32::MAX - 1),
             refill_cursor: AtomicU32::new(0),
             shrink_cursor: AtomicU32::new(0),

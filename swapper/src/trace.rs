@@ -70,7 +70,8 @@ impl FaultPath {
 /// One fault, as seen by the handler that served it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FaultRecord {
-    /// Sequence number (per swapper, in the order handlers read events).
+    /// Sequence number, assigned by the ring when the record is pushed: per
+    /// swapper, gap-free, in push order (so drained records are sorted by it).
     pub seq: u64,
     /// Page index within the swapper's regions.
     pub page: u32,
@@ -104,7 +105,14 @@ pub struct FaultRecord {
 #[derive(Debug)]
 pub struct TraceRing {
     capacity: usize,
-    inner: Mutex<(VecDeque<FaultRecord>, u64)>,
+    inner: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    records: VecDeque<FaultRecord>,
+    dropped: u64,
+    next_seq: u64,
 }
 
 impl TraceRing {
@@ -112,38 +120,49 @@ impl TraceRing {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            inner: Mutex::new((VecDeque::with_capacity(capacity.min(1 << 16)), 0)),
+            inner: Mutex::new(Ring {
+                records: VecDeque::with_capacity(capacity.min(1 << 16)),
+                ..Ring::default()
+            }),
         }
     }
 
-    /// Appends a record, dropping the oldest when full.
-    pub fn push(&self, rec: FaultRecord) {
+    /// Appends a record, numbering it (its `seq` is overwritten) and dropping
+    /// the oldest when full. Numbering under the ring's lock keeps `seq` in
+    /// push order even when several handler threads push at once.
+    pub fn push(&self, mut rec: FaultRecord) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        rec.seq = g.next_seq;
+        g.next_seq += 1;
         if self.capacity == 0 {
-            g.1 += 1;
+            g.dropped += 1;
             return;
         }
-        if g.0.len() == self.capacity {
-            g.0.pop_front();
-            g.1 += 1;
+        if g.records.len() == self.capacity {
+            g.records.pop_front();
+            g.dropped += 1;
         }
-        g.0.push_back(rec);
+        g.records.push_back(rec);
     }
 
     /// Takes all records out.
     pub fn drain(&self) -> Vec<FaultRecord> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.drain(..).collect()
+        g.records.drain(..).collect()
     }
 
     /// Records dropped because the ring was full.
     pub fn dropped(&self) -> u64 {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).dropped
     }
 
     /// Records currently held.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .records
+            .len()
     }
 
     /// Whether the ring is empty.
@@ -287,8 +306,8 @@ mod tests {
     #[test]
     fn ring_is_bounded_and_counts_drops() {
         let r = TraceRing::new(3);
-        for i in 0..5 {
-            r.push(rec(i));
+        for _ in 0..5 {
+            r.push(rec(99));
         }
         assert_eq!(r.dropped(), 2);
         let got: Vec<u64> = r.drain().iter().map(|r| r.seq).collect();
