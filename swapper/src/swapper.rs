@@ -249,6 +249,13 @@ impl Swapper {
         self.shared.hists.snapshot()
     }
 
+    /// The instant trace times count from: a [`FaultRecord`]'s `t_read_ns` is
+    /// ns since this. Devices that trace their own work (blk requests) use the
+    /// same origin so their records can be joined with faults.
+    pub fn epoch(&self) -> Instant {
+        self.shared.epoch
+    }
+
     /// Takes the trace records collected so far (oldest first).
     pub fn drain_trace(&self) -> Vec<FaultRecord> {
         self.shared.trace.drain()
