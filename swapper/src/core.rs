@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub wake: Mutex<Wake>,
     pub wake_cv: Condvar,
     pub last_fault: AtomicU32,
+    /// The last store read, as `page << 32 | slot` (decayed-sequentiality count).
+    pub last_store_read: AtomicU64,
     pub refill_cursor: AtomicU32,
     pub shrink_cursor: AtomicU32,
     pub log: RateLimiter,

@@ -182,11 +182,16 @@ impl Shared {
                 return self.keep_staged(idx, g, before, s);
             }
         };
-        let crc = if self.cfg.checksums {
+        // Without dirty tracking every page is written; checksums tell which
+        // of those writes were silent (same content as the store copy).
+        let crc = if self.cfg.checksums || !self.cfg.dirty_tracking {
             page_crc(data)
         } else {
             0
         };
+        if !self.cfg.dirty_tracking && g.slot.is_some() && g.crc == crc {
+            bump!(self, silent_writes);
+        }
         let written = self.store.write(slot, data);
         self.write_result(written.is_ok());
         match written {

@@ -263,6 +263,7 @@ impl Shared {
     ) -> Result<Served, Again> {
         let reclaimed = self.reserve_for_fault();
         let slot = g.slot.expect("evicted page has a slot");
+        self.note_store_read(idx, slot.0);
         let t = Instant::now();
         let read = self.store.read(slot, &mut buf.0);
         let store_ns = ns(t);
@@ -330,6 +331,22 @@ impl Shared {
             reclaimed,
             then: Then::Prefetch,
         })
+    }
+
+    /// Counts sequential store reads and those whose slots are not
+    /// sequential too (decayed swap sequentiality).
+    fn note_store_read(&self, idx: PageIdx, slot: u32) {
+        let now = (u64::from(idx) << 32) | u64::from(slot);
+        let prev = self
+            .last_store_read
+            .swap(now, std::sync::atomic::Ordering::Relaxed);
+        let (prev_page, prev_slot) = ((prev >> 32) as u32, prev as u32);
+        if prev != u64::MAX && prev_page.wrapping_add(1) == idx {
+            bump!(self, sequential_store_reads);
+            if prev_slot.wrapping_add(1) != slot {
+                bump!(self, decayed_sequential_reads);
+            }
+        }
     }
 
     fn serve_staged(

@@ -48,6 +48,19 @@ counters! {
     deactivations,
     /// Clean pages dropped without a write (valid copy in the store).
     silent_writes_avoided,
+    /// Silent swap writes done: pages written to the store with the same
+    /// content as the copy already there (counted only without dirty
+    /// tracking, the unmitigated mode, by comparing checksums).
+    silent_writes,
+    /// Store reads for a fault on page `p` right after a store read for
+    /// `p - 1` (the guest reads sequentially).
+    sequential_store_reads,
+    /// Of those, reads whose slot did not follow the previous one's: decayed
+    /// swap sequentiality (the store layout no longer matches guest order).
+    decayed_sequential_reads,
+    /// Evicted pages installed with new content from a device instead of
+    /// being read from the store first (the false-read mitigation).
+    false_reads_avoided,
     /// Pages found all-zero at eviction: dropped, not stored.
     zero_pages,
     /// Pages read ahead into the prefetch cache.

@@ -5,6 +5,7 @@ use crate::config::{ConfigError, FatalAction, SwapperConfig};
 use crate::core::Shared;
 use crate::discard::DiscardStats;
 use crate::fatal::{FatalError, FatalSink};
+use crate::install::Installed;
 use crate::page_state::{PageEntry, PageState};
 use crate::pagemap::{Pagemap, PagemapError};
 use crate::policy::{new_policy, PolicyParams};
@@ -150,6 +151,7 @@ impl Swapper {
             wake: Mutex::default(),
             wake_cv: Condvar::new(),
             last_fault: AtomicU32::new(u32::MAX - 1),
+            last_store_read: AtomicU64::new(u64::MAX),
             refill_cursor: AtomicU32::new(0),
             shrink_cursor: AtomicU32::new(0),
             log: RateLimiter::new(Duration::from_secs(1), 10),
@@ -282,6 +284,14 @@ impl Swapper {
                 what: "madvise(MADV_DONTNEED)",
                 source,
             })
+    }
+
+    /// The false-read mitigation (see [`crate::install`]): if the page at
+    /// `addr` (page aligned) is evicted, installs `data` as its content
+    /// without reading the store and returns [`Installed::Yes`]; otherwise
+    /// does nothing and the caller writes the page itself.
+    pub fn install_page(&self, addr: usize, data: &[u8; PAGE_SIZE]) -> Installed {
+        self.shared.install_page(addr, data)
     }
 
     /// Pages of the regions and staging holding real memory right now, as
