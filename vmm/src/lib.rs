@@ -10,8 +10,10 @@
 //! - [`flat`]: a no-OS 64-bit guest at CPL 3 on identity-mapped page tables.
 //! - [`linux`]: booting a stock Linux kernel (PVH vmlinux or bzImage) with ACPI tables
 //!   ([`acpi`]), platform devices ([`devices`]) and virtio-mmio devices ([`virtio`]).
+//! - [`api`]: the control socket (one JSON request per line) and its [`api::ApiHandler`].
 
 pub mod acpi;
+pub mod api;
 pub mod bus;
 pub mod devices;
 pub mod exits;

@@ -1,0 +1,151 @@
+//! The control socket: one JSON request per line, one JSON reply per line, over a Unix
+//! stream socket.
+//!
+//! The server ([`ApiServer`]) knows the protocol, not what it controls: whoever runs a VM
+//! implements [`ApiHandler`] (the balloon, the swapper and the VM's statistics live
+//! elsewhere) and hands it to [`ApiServer::start`]. `swaplab ctl` is the client.
+//!
+//! # Protocol
+//!
+//! A client connects and writes requests, each a JSON object on one line (`\n`-terminated,
+//! at most 64 KiB; a trailing `\r` is allowed, blank lines are ignored). For each request
+//! the server writes exactly one reply line, in request order. Fields:
+//!
+//! | request | arguments | result |
+//! |---|---|---|
+//! | `{"cmd":"balloon.set","target":T}` | `target`: the balloon's size, i.e. memory the guest hands back to the host (virtio-balloon `num_pages` × 4 KiB, like Firecracker's `amount_mib`; not the guest's remaining memory as in QEMU's `balloon`): a string with binary units (`"256M"`, `"1G"`, `"4096"`) or an integer of bytes | handler-defined |
+//! | `{"cmd":"balloon.stats"}` | — | handler-defined |
+//! | `{"cmd":"swapper.status"}` | — | handler-defined |
+//! | `{"cmd":"vm.stats"}` | — | handler-defined |
+//! | `{"cmd":"help"}` | — | `{"protocol":…,"commands":[{"cmd","args","help"}…]}` (answered by the server) |
+//!
+//! Any request may carry an `"id"` (any JSON value), echoed in its reply. Replies are
+//! `{"ok":true,"id":ID,"result":VALUE}` or
+//! `{"ok":false,"id":ID,"error":{"kind":KIND,"message":TEXT}}` (`id` left out when the
+//! request had none), where `KIND` is one of
+//!
+//! - `parse`: not JSON (`line is not JSON: … at column N`), not an object, no string
+//!   `"cmd"`, or a line longer than 64 KiB (`line longer than 64 KiB`; the server then
+//!   closes the connection);
+//! - `unknown_command`: `unknown command "balloon.sett"; known: balloon.set, …`;
+//! - `bad_argument`: an unknown field (`unknown field "x" for balloon.set; it takes:
+//!   target, id`), a missing one, or a bad value (`bad size "25X": …`);
+//! - `unavailable`: the VM has no such thing (no balloon, no swapper), or the server has
+//!   too many clients;
+//! - `internal`: the handler failed.
+//!
+//! After any error except a too-long line the connection stays usable. A client may
+//! pipeline requests; the server stops reading from a client whose replies it has not
+//! read, without holding up other clients. Closing the write side after the last request
+//! is fine (a final line without `\n` is still answered).
+//!
+//! Example session (`socat - UNIX-CONNECT:vm.sock`; `>` is what the client sends):
+//!
+//! ```text
+//! > {"cmd":"balloon.set","target":"256M","id":1}
+//! {"ok":true,"id":1,"result":{"target_bytes":268435456}}
+//! > {"cmd":"balloon.sett"}
+//! {"ok":false,"error":{"kind":"unknown_command","message":"unknown command \"balloon.sett\"; known: balloon.set, balloon.stats, swapper.status, vm.stats, help"}}
+//! > {"cmd":"balloon.set","target":"25X"}
+//! {"ok":false,"error":{"kind":"bad_argument","message":"bad argument to balloon.set: bad size \"25X\": unknown unit \"X\" (use K, M, G or T)"}}
+//! > {"cmd": stats}
+//! {"ok":false,"error":{"kind":"parse","message":"line is not JSON: expected value at column 9"}}
+//! ```
+//!
+//! (The `balloon.set` result shown is whatever the handler returns.)
+
+mod protocol;
+mod server;
+
+pub use protocol::{
+    help_result, parse_request, parse_size, CommandSpec, ErrorBody, ErrorKind, ProtocolError,
+    Reply, Request, Size, COMMANDS, MAX_LINE,
+};
+pub use server::{ApiServer, ServerLimits};
+
+use std::path::PathBuf;
+
+/// What the control socket controls: answers one parsed request.
+///
+/// Called on the server's thread, one request at a time, so it should not block for
+/// long (return the latest known statistics rather than waiting for the guest). The
+/// server answers `help` itself; a panic becomes an `internal` error reply.
+pub trait ApiHandler: Send + Sync {
+    /// The reply's `result` for `req`, or why there is none.
+    fn handle(&self, req: &Request) -> Result<serde_json::Value, ApiError>;
+}
+
+impl<F> ApiHandler for F
+where
+    F: Fn(&Request) -> Result<serde_json::Value, ApiError> + Send + Sync,
+{
+    fn handle(&self, req: &Request) -> Result<serde_json::Value, ApiError> {
+        self(req)
+    }
+}
+
+/// Errors of the control socket: a handler's refusal, a malformed request, or a failure
+/// to set up the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request the handler cannot honour as given (e.g. a target above guest RAM).
+    #[error("{0}")]
+    BadArgument(String),
+    /// What the request is about does not exist here (e.g. no balloon device).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The handler failed.
+    #[error("{0}")]
+    Internal(String),
+    /// The request line was rejected.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The socket path exists and is not a socket: the server does not replace it.
+    #[error("refusing to replace {0}: it exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// Another server is listening on the socket path.
+    #[error("{0} is in use: another server is listening on it")]
+    InUse(PathBuf),
+    /// Setting up the socket failed.
+    #[error("cannot {op} control socket {path}")]
+    Socket {
+        /// What was being done (`bind`, `remove stale`, …).
+        op: &'static str,
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating the server's wake-up eventfd or thread failed.
+    #[error("cannot start the control-socket server")]
+    Start(#[source] std::io::Error),
+}
+
+impl ApiError {
+    /// The reply's `error.kind` for this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ApiError::BadArgument(_) => ErrorKind::BadArgument,
+            ApiError::Unavailable(_) => ErrorKind::Unavailable,
+            ApiError::Protocol(e) => e.kind(),
+            ApiError::Internal(_)
+            | ApiError::NotASocket(_)
+            | ApiError::InUse(_)
+            | ApiError::Socket { .. }
+            | ApiError::Start(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The error as a failed reply to the request with this id.
+    pub fn to_reply(&self, id: Option<serde_json::Value>) -> Reply {
+        let mut message = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        Reply::error(id, self.kind(), message)
+    }
+}
