@@ -12,4 +12,5 @@ pub mod image_cmd;
 pub mod probe_cmd;
 pub mod probe_run;
 pub mod sandbox;
+pub mod scenario;
 pub mod size;

@@ -1,0 +1,91 @@
+//! The built-in scenario files (`scenarios/` at the repository root), compiled
+//! into the binary, and [`load`], which finds a scenario by path or built-in name.
+
+use std::path::Path;
+
+use super::{parse, Matrix, ScenarioError, Source};
+
+/// Built-in files: (name, contents). `default` is the standard matrix.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("default", include_str!("../../../scenarios/default.toml")),
+    ("baseline", include_str!("../../../scenarios/baseline.toml")),
+    (
+        "guest-swap",
+        include_str!("../../../scenarios/guest-swap.toml"),
+    ),
+    (
+        "host-swap",
+        include_str!("../../../scenarios/host-swap.toml"),
+    ),
+    (
+        "host-swap-mitigated",
+        include_str!("../../../scenarios/host-swap-mitigated.toml"),
+    ),
+    (
+        "double-paging",
+        include_str!("../../../scenarios/double-paging.toml"),
+    ),
+    ("balloon", include_str!("../../../scenarios/balloon.toml")),
+];
+
+/// The names of the built-in files.
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+/// A built-in file by name (`guest-swap`, `guest-swap.toml` or
+/// `scenarios/guest-swap.toml`), reported as `scenarios/NAME.toml`.
+pub fn builtin(name: &str) -> Option<Source> {
+    let name = name.strip_prefix("scenarios/").unwrap_or(name);
+    let name = name.strip_suffix(".toml").unwrap_or(name);
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, text)| Source::new(format!("scenarios/{n}.toml"), *text))
+}
+
+fn read(path: &Path) -> Result<Source, std::io::Error> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(Source::new(path.display().to_string(), text))
+}
+
+/// Loads what `swaplab run ARG` names: an existing file (a scenario or a
+/// matrix, whose `file = "..."` references are read relative to it), else a
+/// built-in scenario or matrix (no argument: use `"default"`).
+pub fn load(arg: &str) -> Result<Matrix, ScenarioError> {
+    let path = Path::new(arg);
+    if path.is_file() {
+        let src = read(path).map_err(|source| ScenarioError::Io {
+            path: arg.to_string(),
+            source,
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let resolve = move |name: &str| read(&dir.join(name)).map_err(|e| e.to_string());
+        return parse(&src, &resolve);
+    }
+    if let Some(src) = builtin(arg) {
+        let resolve = |name: &str| {
+            builtin(name).ok_or_else(|| {
+                format!(
+                    "no built-in scenario file of that name (built-in: {})",
+                    builtin_names().join(", ")
+                )
+            })
+        };
+        return parse(&src, &resolve);
+    }
+    if arg.contains('/') || arg.ends_with(".toml") {
+        // Looks like a path: say why it could not be read.
+        let source = std::fs::metadata(path).err().unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")
+        });
+        return Err(ScenarioError::Io {
+            path: arg.to_string(),
+            source,
+        });
+    }
+    Err(ScenarioError::NotFound {
+        name: arg.to_string(),
+        known: builtin_names().join(", "),
+    })
+}

@@ -1,0 +1,190 @@
+//! Cross-field checks: reject scenarios whose runs would measure nothing.
+
+use super::{BalloonPolicy, Diagnostic, Scenario, ScenarioError};
+use crate::size::ByteSize;
+
+const MIB: u64 = 1 << 20;
+
+/// Guest RAM the guest OS (kernel, initramfs in RAM, page tables, the guest
+/// program) needs besides the working set. Working sets, balloons and host
+/// limits are checked against guest RAM minus this.
+pub const GUEST_OS_RESERVE: u64 = 64 * MIB;
+
+/// Smallest host limit: below it the guest kernel's own pages thrash and the
+/// run measures nothing else.
+pub const MIN_HOST_LIMIT: u64 = 32 * MIB;
+
+/// Smallest guest RAM.
+pub const MIN_GUEST_MEM: u64 = 128 * MIB;
+
+impl Scenario {
+    /// An [`ScenarioError::Invalid`] about `key`, located where the key was set
+    /// (or where the scenario starts).
+    fn invalid(&self, key: &str, message: String) -> ScenarioError {
+        let pos = self
+            .origin
+            .get(key)
+            .or_else(|| self.origin.get(""))
+            .cloned();
+        let message = if pos.is_some() {
+            format!("{key}: {message}")
+        } else {
+            format!("scenario {:?}: {key}: {message}", self.name)
+        };
+        ScenarioError::Invalid(Diagnostic {
+            pos,
+            key: Some(key.to_string()),
+            message,
+        })
+    }
+
+    /// Checks that the values make a meaningful run together (see the module
+    /// doc). Parsing calls this; call it again for scenarios built in code.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let mem = self.guest.mem.0;
+        if mem < MIN_GUEST_MEM {
+            return Err(self.invalid(
+                "guest.mem",
+                format!(
+                    "{} is too small (at least {})",
+                    self.guest.mem,
+                    ByteSize(MIN_GUEST_MEM)
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("repetitions", u64::from(self.repetitions)),
+            ("timeout_s", self.timeout_s),
+            ("guest.cpus", u64::from(self.guest.cpus)),
+            ("workload.mb", self.workload.mb),
+            ("workload.passes", u64::from(self.workload.passes)),
+        ] {
+            if v == 0 {
+                return Err(self.invalid(key, "must be at least 1".to_string()));
+            }
+        }
+
+        let balloon = match self.balloon.policy {
+            BalloonPolicy::Manual { target } => target.0,
+            BalloonPolicy::None | BalloonPolicy::Auto => 0,
+        };
+        if balloon > 0 && balloon + GUEST_OS_RESERVE > mem {
+            return Err(self.invalid(
+                "balloon.target",
+                format!(
+                    "a {} balloon leaves the guest {} of its {}, less than the {} the guest OS \
+                     needs",
+                    ByteSize(balloon),
+                    size(mem.saturating_sub(balloon)),
+                    self.guest.mem,
+                    ByteSize(GUEST_OS_RESERVE)
+                ),
+            ));
+        }
+
+        let swap = self.guest.swap.map_or(0, |s| s.0);
+        let ws = self.workload.bytes();
+        let room = mem - GUEST_OS_RESERVE - balloon + swap;
+        if ws > room {
+            let mut sum = format!(
+                "{} of guest RAM − {} for the guest OS",
+                self.guest.mem,
+                ByteSize(GUEST_OS_RESERVE)
+            );
+            if balloon > 0 {
+                sum += &format!(" − {} balloon", ByteSize(balloon));
+            }
+            if swap > 0 {
+                sum += &format!(" + {} of guest swap", ByteSize(swap));
+            }
+            let swap_note = if swap == 0 {
+                ", and the guest has no swap"
+            } else {
+                ""
+            };
+            return Err(self.invalid(
+                "workload.mb",
+                format!(
+                    "a {} working set does not fit in the guest: {sum} = {}{swap_note}; the \
+                     workload would only be OOM-killed (host swapping cannot help: it gives the \
+                     guest no more RAM). Add or grow guest.swap, raise guest.mem or lower \
+                     workload.mb",
+                    size(ws),
+                    size(room)
+                ),
+            ));
+        }
+
+        match &self.host {
+            Some(h) => {
+                let limit = h.limit.0;
+                if limit >= mem {
+                    return Err(self.invalid(
+                        "host.limit",
+                        format!(
+                            "{} is not below guest.mem {}: the host would never swap (remove \
+                             [host] for a run without host swapping)",
+                            h.limit, self.guest.mem
+                        ),
+                    ));
+                }
+                if limit < MIN_HOST_LIMIT {
+                    return Err(self.invalid(
+                        "host.limit",
+                        format!(
+                            "{} is below {}: the guest kernel's own pages would thrash and the \
+                             run would measure nothing else",
+                            h.limit,
+                            ByteSize(MIN_HOST_LIMIT)
+                        ),
+                    ));
+                }
+                // Without guest swap, the guest touches about its OS and the
+                // working set; if that fits, the host has nothing to evict.
+                if swap == 0 && ws + GUEST_OS_RESERVE <= limit {
+                    return Err(self.invalid(
+                        "host.limit",
+                        format!(
+                            "{} holds the whole {} working set plus {} for the guest OS: the \
+                             host would have nothing to swap (lower host.limit or raise \
+                             workload.mb)",
+                            h.limit,
+                            size(ws),
+                            ByteSize(GUEST_OS_RESERVE)
+                        ),
+                    ));
+                }
+                let mut seen = Vec::new();
+                for m in &h.mitigations {
+                    if seen.contains(m) {
+                        return Err(self.invalid(
+                            "host.mitigations",
+                            format!("{:?} is listed twice", m.name()),
+                        ));
+                    }
+                    seen.push(*m);
+                }
+            }
+            None => {
+                if self.balloon.policy == BalloonPolicy::Auto {
+                    return Err(self.invalid(
+                        "balloon.policy",
+                        "\"auto\" inflates the balloon under host memory pressure, but without \
+                         host.limit there is none (set host.limit, or use policy = \"manual\")"
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A size for messages: exact when whole, else in MiB with one decimal.
+fn size(bytes: u64) -> String {
+    if bytes % MIB == 0 || bytes < MIB {
+        ByteSize(bytes).to_string()
+    } else {
+        format!("{:.1}M", bytes as f64 / MIB as f64)
+    }
+}
