@@ -226,4 +226,8 @@ fn auto_settles_without_oscillating_in_a_closed_loop() {
         "resident {resident}"
     );
     assert_eq!(swapped, 0);
+    assert!(
+        target >= 340 * MIB && target <= 404 * MIB,
+        "target {target}"
+    );
 }
