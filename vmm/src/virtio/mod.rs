@@ -7,8 +7,10 @@
 //!   queues when the driver sets `DRIVER_OK`.
 //! - [`mmio::attach`]: puts a device on a VM's MMIO bus with an irqfd for its interrupt
 //!   and one ioeventfd per queue, so queue notifications never leave the kernel.
+//! - [`blk::Blk`]: virtio-blk on a disk image, every request traced.
 //! - [`null::NullDevice`]: a device of any type that does nothing (discovery tests).
 
+pub mod blk;
 pub mod mmio;
 pub mod null;
 
