@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod boot;
 pub mod cli;
+pub mod ctl;
 pub mod doctor;
 pub mod host;
 pub mod image_cmd;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use experiments::{bench, boot, doctor, image_cmd, probe_cmd, sandbox};
+use experiments::{bench, boot, ctl, doctor, image_cmd, probe_cmd, sandbox};
 
 /// swaplab: a memory-overcommit and swapping testbed.
 #[derive(Parser, Debug)]
@@ -29,6 +29,9 @@ enum Command {
     /// Benchmarks: `bench boot` compares boot times with QEMU microvm, `bench host-swap`
     /// the userfaultfd swapper with kernel swap.
     Bench(bench::BenchArgs),
+    /// Talk to a running VM's control socket: `ctl --sock PATH balloon set 256M`,
+    /// `balloon stats`, `swapper status`, `vm stats`, `help`, or `--raw JSON`.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Sandbox(a) => return sandbox::main(&a),
         Command::Boot(a) => return boot::cmd::main(&a),
         Command::Bench(a) => return bench::main(&a),
+        Command::Ctl(a) => return ctl::main(&a),
     };
     experiments::cli::finish(result)
 }

@@ -609,6 +609,18 @@ mod tests {
     }
 
     #[test]
+    fn the_module_doc_example_is_accurate() {
+        assert_eq!(
+            err(r#"{"cmd": stats}"#).to_string(),
+            "line is not JSON: expected value at column 9"
+        );
+        assert_eq!(
+            err(r#"{"cmd":"balloon.set","target":"25X"}"#).to_string(),
+            "bad argument to balloon.set: bad size \"25X\": unknown unit \"X\" (use K, M, G or T)"
+        );
+    }
+
+    #[test]
     fn structure_errors_are_parse_errors() {
         assert_eq!(
             err("[1,2]").to_string(),
