@@ -163,9 +163,29 @@ pub fn request<'a>(
     stream
         .set_write_timeout(Some(remaining()?))
         .map_err(io_err("sending the request"))?;
-    stream
-        .write_all(line.as_bytes())
-        .map_err(io_err("sending the request"))?;
+    // A server that rejects a request before reading all of it (a line over its limit)
+    // replies and closes: read that reply rather than report the broken pipe.
+    let send_failed = match stream.write_all(line.as_bytes()) {
+        Ok(()) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Some(e)
+        }
+        Err(e) => return Err(io_err("sending the request")(e)),
+    };
+    let no_reply = |e: Option<io::Error>| match send_failed {
+        Some(s) => io_err("sending the request")(s),
+        None => match e {
+            Some(e) => io_err("reading the reply")(e),
+            None => CtlError::Closed {
+                path: path.to_owned(),
+            },
+        },
+    };
 
     let mut reply = Vec::new();
     let mut buf = [0u8; 8192];
@@ -174,14 +194,10 @@ pub fn request<'a>(
             .set_read_timeout(Some(remaining()?))
             .map_err(io_err("reading the reply"))?;
         let n = match stream.read(&mut buf) {
-            Ok(0) => {
-                return Err(CtlError::Closed {
-                    path: path.to_owned(),
-                })
-            }
+            Ok(0) => return Err(no_reply(None)),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err("reading the reply")(e)),
+            Err(e) => return Err(no_reply(Some(e))),
         };
         let old = reply.len();
         reply.extend_from_slice(&buf[..n]);

@@ -167,6 +167,20 @@ fn raw_lines_are_sent_as_they_are() {
 }
 
 #[test]
+fn a_raw_line_over_the_limit_gets_the_servers_reply() {
+    let f = fixture();
+    let long = format!(r#"{{"cmd":"help","pad":"{}"}}"#, "x".repeat(100_000));
+    let out = ctl(&f.path, &["--raw", &long]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = stdout_json(&out);
+    assert_eq!(v["error"]["message"], "line longer than 64 KiB");
+    assert_eq!(
+        assert_clean_stderr(&out),
+        "swaplab: parse: line longer than 64 KiB\n"
+    );
+}
+
+#[test]
 fn an_error_reply_exits_1_with_the_message_on_stderr() {
     let f = fixture();
     let out = ctl(&f.path, &["swapper", "status"]);
@@ -276,4 +290,9 @@ fn the_library_call_is_reusable() {
     let e = r.outcome.unwrap_err();
     assert_eq!(e.kind, vmm::api::ErrorKind::Internal);
     assert_eq!(e.message, "stats fd closed");
+    // More than the socket buffers hold: the server replies and closes while the client
+    // is still writing, and the client still gets the reply.
+    let huge = format!(r#"{{"cmd":"help","pad":"{}"}}"#, "x".repeat(8 << 20));
+    let r = ctl::request(&f.path, huge.as_str(), t).unwrap();
+    assert_eq!(r.outcome.unwrap_err().message, "line longer than 64 KiB");
 }
