@@ -7,12 +7,12 @@
 //! discards, by the data; the device-writable part is, for reads and GET_ID, the data
 //! followed by the status byte, which is always the last device-writable byte.
 //!
-//! [`parse`] walks the chain once, checks every descriptor against guest RAM and the
+//! `parse` walks the chain once, checks every descriptor against guest RAM and the
 //! readable-then-writable order, reads the header, and checks the request against
 //! the disk: data lengths in whole sectors, the sector range inside the capacity
 //! (without overflow), the data in the right direction and nothing extra, writes
 //! refused on a read-only disk, discard segments well-formed. A refused request
-//! comes back as [`Rejected`] with the [`InvalidReason`] and where its status byte
+//! comes back as `Rejected` with the [`InvalidReason`] and where its status byte
 //! can be written, if anywhere.
 
 use virtio_bindings::bindings::virtio_blk::{

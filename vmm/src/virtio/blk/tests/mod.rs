@@ -74,6 +74,7 @@ pub(super) const INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 pub(super) struct Opts {
     pub disk: usize,
     pub read_only: bool,
+    pub direct: bool,
     pub event_idx: bool,
     /// Driver features (default: everything offered).
     pub features: Option<u64>,
@@ -86,6 +87,7 @@ impl Default for Opts {
         Self {
             disk: DISK,
             read_only: false,
+            direct: false,
             event_idx: false,
             features: None,
             injector: None,
@@ -126,6 +128,7 @@ impl Rig {
         std::fs::write(file.path(), &image).unwrap();
         let mut cfg = BlkConfig::new(file.path());
         cfg.read_only = opts.read_only;
+        cfg.direct = opts.direct;
         cfg.id = "test-disk-0".into();
         cfg.on_thread_start = opts.on_start;
         let blk = match opts.injector {

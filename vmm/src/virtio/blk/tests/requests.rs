@@ -151,6 +151,34 @@ fn config_space_features_flush_and_get_id() {
 }
 
 #[test]
+fn direct_disks_advertise_4k_blocks_and_still_take_512_byte_requests() {
+    let file = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+    std::fs::write(file.path(), [0u8; 8192]).unwrap();
+    let mut probe = BlkConfig::new(file.path());
+    probe.direct = true;
+    if let Err(BlkError::Open { source, .. }) = Blk::new(probe) {
+        if source.raw_os_error() == Some(libc::EINVAL) {
+            eprintln!("skipped: the temp file system refuses O_DIRECT");
+            return;
+        }
+        panic!("{source}");
+    }
+    let mut rig = Rig::with(Opts {
+        direct: true,
+        ..Opts::default()
+    });
+    let mut bs = [0u8; 4];
+    rig.blk.read_config(20, &mut bs);
+    assert_eq!(u32::from_le_bytes(bs), DIRECT_ALIGN as u32);
+    // A guest that ignores blk_size still gets correct data (read-modify-write).
+    assert_eq!(rig.write(3, &[0x99; 512]), S_OK);
+    let mut want = rig.image.clone();
+    want[3 * 512..4 * 512].fill(0x99);
+    assert_eq!(rig.disk(), want);
+    rig.assert_alive();
+}
+
+#[test]
 fn read_only_disk_refuses_writes_and_still_reads() {
     let mut rig = Rig::with(Opts {
         read_only: true,
