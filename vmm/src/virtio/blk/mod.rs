@@ -116,7 +116,15 @@ pub struct BlkConfig {
     pub on_thread_start: Option<Box<dyn FnOnce(i32) + Send>>,
     /// Records the trace ring holds ([`DEFAULT_TRACE_CAPACITY`] by default).
     pub trace_capacity: usize,
+    /// The false-read mitigation: offered every whole, page-aligned guest page
+    /// a read request fills, before the device writes it. If it returns `true`
+    /// the page now holds the data (the host swapper installed it into an
+    /// evicted page without reading the stale copy) and the device skips it.
+    pub install_page: Option<PageInstaller>,
 }
+
+/// See [`BlkConfig::install_page`]: the guest page's address and its new content.
+pub type PageInstaller = Arc<dyn Fn(vm_memory::GuestAddress, &[u8; 4096]) -> bool + Send + Sync>;
 
 impl BlkConfig {
     /// A read-write, buffered disk on `path` with id `swaplab-blk`, epoch now, the
@@ -130,6 +138,7 @@ impl BlkConfig {
             epoch: Instant::now(),
             on_thread_start: None,
             trace_capacity: DEFAULT_TRACE_CAPACITY,
+            install_page: None,
         }
     }
 }
@@ -285,7 +294,11 @@ impl Blk {
             on_thread_start: cfg.on_thread_start,
             backend: Arc::new(Mutex::new(Some(backend))),
             worker: None,
-            shared: Arc::new(Shared::new(name, trace)),
+            shared: Arc::new(Shared::new(
+                name,
+                trace,
+                worker::InstallHook(cfg.install_page.clone()),
+            )),
         })
     }
 

@@ -77,6 +77,18 @@ impl<'a> Cursor<'a> {
         buf: &mut [u8],
         to_guest: bool,
     ) -> Result<(), vm_memory::GuestMemoryError> {
+        self.copy_installing(mem, buf, to_guest, None)
+    }
+
+    /// [`Cursor::copy`]; towards the guest, whole aligned pages are first
+    /// offered to `install` and skipped if it took them.
+    fn copy_installing(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        buf: &mut [u8],
+        to_guest: bool,
+        install: Option<&super::PageInstaller>,
+    ) -> Result<(), vm_memory::GuestMemoryError> {
         let mut done = 0;
         while done < buf.len() {
             let Some(s) = self.segs.get(self.idx) else {
@@ -88,7 +100,7 @@ impl<'a> Cursor<'a> {
             let n = ((s.len - self.off) as usize).min(buf.len() - done);
             let addr = GuestAddress(s.addr.0 + u64::from(self.off));
             if to_guest {
-                mem.write_slice(&buf[done..done + n], addr)?;
+                write_installing(mem, &buf[done..done + n], addr, install)?;
             } else {
                 mem.read_slice(&mut buf[done..done + n], addr)?;
             }
@@ -101,6 +113,38 @@ impl<'a> Cursor<'a> {
         }
         Ok(())
     }
+}
+
+/// Writes `data` at `addr`, offering each whole aligned page to `install`
+/// first.
+fn write_installing(
+    mem: &GuestMemoryMmap,
+    data: &[u8],
+    addr: GuestAddress,
+    install: Option<&super::PageInstaller>,
+) -> Result<(), vm_memory::GuestMemoryError> {
+    const PAGE: u64 = 4096;
+    let Some(install) = install else {
+        return mem.write_slice(data, addr);
+    };
+    let mut off = 0usize;
+    while off < data.len() {
+        let a = addr.0 + off as u64;
+        let left = data.len() - off;
+        if a % PAGE == 0 && left >= PAGE as usize {
+            let page: &[u8; 4096] = data[off..off + 4096].try_into().expect("slice of one page");
+            if !install(GuestAddress(a), page) {
+                mem.write_slice(page, GuestAddress(a))?;
+            }
+            off += PAGE as usize;
+        } else {
+            // Up to the next page boundary (or the end).
+            let n = ((PAGE - a % PAGE) as usize).min(left);
+            mem.write_slice(&data[off..off + n], GuestAddress(a))?;
+            off += n;
+        }
+    }
+    Ok(())
 }
 
 fn mem_error(e: vm_memory::GuestMemoryError) -> std::io::Error {
@@ -445,7 +489,9 @@ impl Engine {
             let n = self.bounce(total - done);
             let buf = &mut self.bounce[..n];
             self.backend.read_at(buf, offset + done as u64)?;
-            cursor.copy(mem, buf, true).map_err(mem_error)?;
+            cursor
+                .copy_installing(mem, buf, true, self.shared.install.0.as_ref())
+                .map_err(mem_error)?;
             done += n;
             *written = done as u32;
         }

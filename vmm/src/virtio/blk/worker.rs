@@ -24,6 +24,20 @@ use super::serve::Engine;
 use super::trace::{bump, BlkTrace, Counters};
 use crate::virtio::VirtioInterrupt;
 
+/// The install hook, printable.
+#[derive(Clone, Default)]
+pub(crate) struct InstallHook(pub Option<super::PageInstaller>);
+
+impl std::fmt::Debug for InstallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "InstallHook({})",
+            if self.0.is_some() { "set" } else { "none" }
+        )
+    }
+}
+
 /// State shared by the device, its handles and the worker.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -38,10 +52,12 @@ pub(crate) struct Shared {
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
+    /// The false-read mitigation's hook (see [`super::PageInstaller`]).
+    pub(super) install: InstallHook,
 }
 
 impl Shared {
-    pub fn new(name: String, trace: Arc<BlkTrace>) -> Self {
+    pub fn new(name: String, trace: Arc<BlkTrace>, install: InstallHook) -> Self {
         Self {
             name,
             counters: Counters::default(),
@@ -52,6 +68,7 @@ impl Shared {
             waiters: AtomicUsize::new(0),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
+            install,
         }
     }
 

@@ -80,6 +80,7 @@ pub(super) struct Opts {
     pub features: Option<u64>,
     pub injector: Option<Arc<BlkFaultInjector>>,
     pub on_start: Option<Box<dyn FnOnce(i32) + Send>>,
+    pub install_page: Option<super::PageInstaller>,
 }
 
 impl Default for Opts {
@@ -92,6 +93,7 @@ impl Default for Opts {
             features: None,
             injector: None,
             on_start: None,
+            install_page: None,
         }
     }
 }
@@ -131,6 +133,7 @@ impl Rig {
         cfg.direct = opts.direct;
         cfg.id = "test-disk-0".into();
         cfg.on_thread_start = opts.on_start;
+        cfg.install_page = opts.install_page;
         let blk = match opts.injector {
             None => Blk::new(cfg).unwrap(),
             Some(inj) => {

@@ -588,3 +588,59 @@ fn interrupts_follow_event_idx() {
     rig.assert_alive();
     assert_eq!(rig.line.count(), 2);
 }
+
+/// The false-read mitigation: whole aligned pages of a read are offered to the
+/// install hook; the ones it takes are not written by the device, the others
+/// (and partial pages) are.
+#[test]
+fn whole_pages_of_reads_are_offered_to_the_install_hook() {
+    use std::sync::Mutex;
+    type Offers = Mutex<Vec<(u64, Vec<u8>)>>;
+    let offered: Arc<Offers> = Arc::default();
+    let seen = offered.clone();
+    let take = 0x41000u64; // the hook takes this page, declines the others
+    let mut rig = Rig::with(Opts {
+        install_page: Some(Arc::new(
+            move |gpa: vm_memory::GuestAddress, page: &[u8; 4096]| {
+                seen.lock().unwrap().push((gpa.0, page.to_vec()));
+                gpa.0 == take
+            },
+        )),
+        ..Opts::default()
+    });
+    let out = 0x40000u64;
+    // Mark the destination so skipped and written bytes can be told apart.
+    rig.fill(out, &vec![0xaa; 3 * 4096 + 512]);
+    // Sector 8 onwards (offset 4096), 3 pages + 512 bytes, the last buffer
+    // starting mid-page: pages at 0x40000 and 0x41000 are whole, then
+    // 0x42000..0x42800 in a buffer that starts at 0x42000 but is 2048 long.
+    rig.header(HDR, VIRTIO_BLK_T_IN, 8);
+    let (_, used) = rig.run(&[
+        (HDR, 16, R),
+        (out, 2 * 4096, W),
+        (out + 0x2000, 2048, W),
+        (out + 0x2800, 2560, W),
+        (STATUS, 1, W),
+    ]);
+    assert_eq!((rig.byte(STATUS), used), (S_OK, 3 * 4096 + 512 + 1));
+    let want = &rig.image[4096..4096 + 3 * 4096 + 512];
+    let offered = offered.lock().unwrap();
+    let gpas: Vec<u64> = offered.iter().map(|(g, _)| *g).collect();
+    assert_eq!(
+        gpas,
+        [0x40000, 0x41000],
+        "only whole aligned pages are offered"
+    );
+    assert_eq!(
+        offered[1].1,
+        &want[4096..8192],
+        "the hook sees the disk's data"
+    );
+    assert_eq!(rig.bytes(out, 4096), &want[..4096], "declined page written");
+    assert_eq!(
+        rig.bytes(take, 4096),
+        vec![0xaa; 4096],
+        "taken page left to the hook"
+    );
+    assert_eq!(rig.bytes(out + 0x2000, 4096 + 512), &want[8192..]);
+}
