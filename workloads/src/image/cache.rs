@@ -4,9 +4,11 @@
 //! Layout (under [`default_cache_dir`]):
 //!
 //! ```text
-//! downloads/<package>_<version>_amd64.deb     the Debian kernel package
-//! kernels/<package>_<version>/                 unpacked kernel (see image::kernel)
+//! downloads/<package>_<version>_amd64.deb     the Debian kernel packages
+//! kernels/<package>_<version>/                 unpacked kernels (see image::kernel)
+//! apt/<suite>/                                 private apt setup for a suite (see image::apt)
 //! images/<key>/                                one guest image per input hash (see image)
+//! sandbox/l1-<key>.cpio                        the nested sandbox's L1 initramfs
 //! ```
 //!
 //! Each of `kernels/` and `images/` has a `.lock` file; a builder holds the lock

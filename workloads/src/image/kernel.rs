@@ -3,6 +3,13 @@
 //! installed into the host's `/boot`), with the ELF vmlinux extracted from the
 //! bzImage and a `modules.dep` generated for its modules.
 //!
+//! A kernel comes from a [`KernelSource`]: the host's apt (the guest image:
+//! bookworm's 6.1), or one suite of Debian's archive through a private apt
+//! configuration under the cache (the nested sandbox's L1:
+//! [`BACKPORTS_SUITE`], see [`crate::image::apt`]). Kernels from both live side
+//! by side in `kernels/`; each record says where it came from, so asking for
+//! one source never returns a kernel of the other.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), workloads::image::kernel::KernelError> {
 //! let cache = workloads::image::cache::default_cache_dir()?;
@@ -19,6 +26,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::image::apt::{Apt, AptError, AptSuite};
 use crate::image::bzimage::{self, BzImageError, Codec};
 use crate::image::cache::{self, CacheError, Staging};
 use crate::image::modules::{self, ModulesError};
@@ -26,6 +34,50 @@ use crate::image::tools::{self, ToolError};
 
 /// Debian's kernel metapackage for amd64.
 pub const DEFAULT_METAPACKAGE: &str = "linux-image-amd64";
+/// The suite with a newer kernel for Debian 12 (6.12 at the time of writing).
+pub const BACKPORTS_SUITE: &str = "bookworm-backports";
+
+/// Where apt finds a kernel package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource {
+    /// The host's own apt configuration and lists (on Debian 12: bookworm's 6.1).
+    Host,
+    /// One suite of an archive, through a private apt configuration under the
+    /// cache (the host's apt configuration is neither used nor changed).
+    Suite(AptSuite),
+}
+
+impl KernelSource {
+    /// `suite` of Debian's main archive.
+    pub fn debian_suite(suite: &str) -> Self {
+        KernelSource::Suite(AptSuite::debian(suite))
+    }
+
+    /// What kernel records store as their source: empty for the host, else the suite.
+    pub fn id(&self) -> String {
+        match self {
+            KernelSource::Host => String::new(),
+            KernelSource::Suite(s) => s.suite.clone(),
+        }
+    }
+
+    /// How to run apt for this source.
+    pub fn apt(&self, cache: &Path) -> Apt {
+        match self {
+            KernelSource::Host => Apt::Host,
+            KernelSource::Suite(s) => Apt::private(cache, s.clone()),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KernelSource::Host => f.write_str("the host's apt sources"),
+            KernelSource::Suite(s) => f.write_str(&s.suite),
+        }
+    }
+}
 
 /// Errors from fetching and preparing the kernel.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +94,12 @@ pub enum KernelError {
         #[source]
         source: ToolError,
     },
-    /// apt knows no such package (lists not updated?).
+    /// The host's apt knows no such package (lists not updated?).
     #[error("apt has no candidate for {0} (run `apt-get update`?)")]
     NoCandidate(String),
+    /// apt failed, or a private suite has no such package.
+    #[error(transparent)]
+    Apt(AptError),
     /// The metapackage does not depend on a `linux-image-*` package.
     #[error("{meta} does not depend on a linux-image-* package (Depends: {depends:?})")]
     NoImageDependency {
@@ -97,6 +152,18 @@ pub enum KernelError {
     },
 }
 
+impl From<AptError> for KernelError {
+    fn from(e: AptError) -> Self {
+        match e {
+            AptError::NoCandidate {
+                package,
+                suite: None,
+            } => KernelError::NoCandidate(package),
+            e => KernelError::Apt(e),
+        }
+    }
+}
+
 fn tool_err(what: impl Into<String>) -> impl FnOnce(ToolError) -> KernelError {
     let what = what.into();
     move |source| KernelError::Tool { what, source }
@@ -118,6 +185,9 @@ pub struct DebianPackage {
 pub struct KernelRecord {
     /// The metapackage this was resolved from.
     pub metapackage: String,
+    /// Where apt found it ([`KernelSource::id`]: empty for the host's apt).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
     /// The real package.
     pub package: DebianPackage,
     /// Kernel release (`uname -r`, e.g. `6.1.0-56-amd64`).
@@ -199,49 +269,6 @@ pub fn image_dependency(depends: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn apt_show(package: &str) -> Result<String, KernelError> {
-    let out = match tools::run_text(tools::APT_CACHE, &["show", "--no-all-versions", package]) {
-        Ok(out) => out,
-        // apt-cache's answer when its lists do not know the package.
-        Err(ToolError::Failed { stderr, .. }) if stderr.contains("No packages found") => {
-            return Err(KernelError::NoCandidate(package.to_string()));
-        }
-        Err(e) => return Err(tool_err(format!("asking apt about {package}"))(e)),
-    };
-    if out.is_empty() {
-        return Err(KernelError::NoCandidate(package.to_string()));
-    }
-    Ok(out)
-}
-
-/// Where apt keeps its package lists.
-const APT_LISTS: &str = "/var/lib/apt/lists";
-
-/// A fingerprint of apt's package lists (names, sizes, mtimes): when it is
-/// unchanged, so is what apt resolves a package to.
-fn apt_lists_stamp() -> Option<String> {
-    let mut entries: Vec<String> = std::fs::read_dir(APT_LISTS)
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let m = e.metadata().ok()?;
-            let mtime = m
-                .modified()
-                .ok()?
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?;
-            Some(format!(
-                "{} {} {}",
-                e.file_name().to_string_lossy(),
-                m.len(),
-                mtime.as_nanos()
-            ))
-        })
-        .collect();
-    entries.sort();
-    Some(cache::sha256_hex(entries.join("\n").as_bytes()))
-}
-
 /// A remembered resolution (`kernels/resolved-<metapackage>.json`).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Resolution {
@@ -255,9 +282,23 @@ pub fn resolve_package_cached(
     cache: &Path,
     metapackage: &str,
 ) -> Result<DebianPackage, KernelError> {
-    let stamp = apt_lists_stamp();
+    resolve_cached_from(cache, &KernelSource::Host, metapackage)
+}
+
+/// [`resolve_package_from`] for `source`, remembered in `cache` while its lists are unchanged.
+pub fn resolve_cached_from(
+    cache: &Path,
+    source: &KernelSource,
+    metapackage: &str,
+) -> Result<DebianPackage, KernelError> {
+    let apt = source.apt(cache);
+    let stamp = apt.lists_stamp();
+    let suffix = match source {
+        KernelSource::Host => String::new(),
+        KernelSource::Suite(s) => format!("@{}", s.id()),
+    };
     let file = cache.join("kernels").join(format!(
-        "resolved-{}.json",
+        "resolved-{}{suffix}.json",
         cache::path_component(metapackage)
     ));
     if let (Some(stamp), Ok(text)) = (&stamp, std::fs::read_to_string(&file)) {
@@ -267,7 +308,7 @@ pub fn resolve_package_cached(
             }
         }
     }
-    let package = resolve_package(metapackage)?;
+    let package = resolve_package_from(&apt, metapackage)?;
     if let Some(apt_lists) = stamp {
         let r = Resolution {
             apt_lists,
@@ -284,13 +325,18 @@ pub fn resolve_package_cached(
 /// Resolve a metapackage (`linux-image-amd64`) to the real kernel package that
 /// its candidate version depends on, with that package's candidate version.
 pub fn resolve_package(metapackage: &str) -> Result<DebianPackage, KernelError> {
-    let meta = apt_show(metapackage)?;
+    resolve_package_from(&Apt::Host, metapackage)
+}
+
+/// [`resolve_package`] with `apt`.
+pub fn resolve_package_from(apt: &Apt, metapackage: &str) -> Result<DebianPackage, KernelError> {
+    let meta = apt.show(metapackage)?;
     let depends = control_field(&meta, "Depends").unwrap_or("");
     let name = image_dependency(depends).ok_or_else(|| KernelError::NoImageDependency {
         meta: metapackage.to_string(),
         depends: depends.to_string(),
     })?;
-    let real = apt_show(&name)?;
+    let real = apt.show(&name)?;
     let version = control_field(&real, "Version")
         .ok_or_else(|| KernelError::NoCandidate(name.clone()))?
         .to_string();
@@ -304,6 +350,15 @@ pub fn resolve_package(metapackage: &str) -> Result<DebianPackage, KernelError> 
 
 /// Ensure `downloads/<package>_<version>_amd64.deb` exists and matches apt's hash.
 pub fn download_deb(cache: &Path, pkg: &DebianPackage) -> Result<PathBuf, KernelError> {
+    download_deb_from(cache, &Apt::Host, pkg)
+}
+
+/// [`download_deb`] with `apt`.
+pub fn download_deb_from(
+    cache: &Path,
+    apt: &Apt,
+    pkg: &DebianPackage,
+) -> Result<PathBuf, KernelError> {
     let downloads = cache.join("downloads");
     std::fs::create_dir_all(&downloads).map_err(CacheError::io("creating", &downloads))?;
     let dest = downloads.join(format!(
@@ -316,13 +371,7 @@ pub fn download_deb(cache: &Path, pkg: &DebianPackage) -> Result<PathBuf, Kernel
     }
     let staging = Staging::new(&downloads, "download")?;
     let spec = format!("{}={}", pkg.name, pkg.version);
-    tools::run(
-        tools::APT_GET,
-        &["download", "-q", &spec],
-        None,
-        Some(staging.path()),
-    )
-    .map_err(tool_err(format!("downloading {spec}")))?;
+    apt.download(&spec, staging.path())?;
     let deb = std::fs::read_dir(staging.path())
         .map_err(CacheError::io("listing", staging.path()))?
         .flatten()
@@ -370,8 +419,18 @@ fn load_record(dir: &Path) -> Result<Option<KernelFiles>, KernelError> {
     Ok(complete.then_some(files))
 }
 
-/// Cached kernels resolved from `metapackage`, newest record first.
+/// Cached kernels resolved from `metapackage` with the host's apt, newest record first.
 pub fn cached_kernels(cache: &Path, metapackage: &str) -> Vec<KernelFiles> {
+    cached_kernels_from(cache, &KernelSource::Host, metapackage)
+}
+
+/// Cached kernels resolved from `metapackage` in `source`, newest record first.
+pub fn cached_kernels_from(
+    cache: &Path,
+    source: &KernelSource,
+    metapackage: &str,
+) -> Vec<KernelFiles> {
+    let id = source.id();
     let mut found = Vec::new();
     if let Ok(entries) = std::fs::read_dir(cache.join("kernels")) {
         for e in entries.flatten() {
@@ -379,7 +438,7 @@ pub fn cached_kernels(cache: &Path, metapackage: &str) -> Vec<KernelFiles> {
                 continue;
             }
             if let Ok(Some(k)) = load_record(&e.path()) {
-                if k.record.metapackage == metapackage {
+                if k.record.metapackage == metapackage && k.record.source == id {
                     let mtime = std::fs::metadata(e.path().join("kernel.json"))
                         .and_then(|m| m.modified())
                         .ok();
@@ -402,22 +461,56 @@ pub fn ensure_kernel(cache: &Path, metapackage: &str) -> Result<KernelFiles, Ker
     ensure_kernel_with(cache, metapackage, None)
 }
 
-/// Make sure the kernel that `metapackage` currently resolves to is unpacked
-/// in the cache, and return its files. Fast when it already is (one `apt-cache`
-/// query). When apt cannot resolve the package (no lists, offline) but a kernel
-/// from the same metapackage is cached, that one is used, with a warning.
-/// `progress` is called before the slow steps (download, unpack).
+/// [`ensure_kernel_from`] with the host's apt.
 pub fn ensure_kernel_with(
     cache: &Path,
     metapackage: &str,
     progress: Option<fn(&str)>,
 ) -> Result<KernelFiles, KernelError> {
-    let pkg = match resolve_package_cached(cache, metapackage) {
+    ensure_kernel_from(cache, &KernelSource::Host, metapackage, progress)
+}
+
+/// Make sure the kernel that `metapackage` currently resolves to in `source`
+/// is unpacked in the cache, and return its files. Fast when it already is
+/// (one `apt-cache` query, none while apt's lists are unchanged). When apt
+/// cannot resolve the package (no lists, offline) but a kernel from the same
+/// metapackage and source is cached, that one is used, with a warning.
+///
+/// A [`KernelSource::Suite`]'s private lists are fetched when missing (unless
+/// a kernel from it is cached: then nothing touches the network) and fetched
+/// again when the package they name can no longer be downloaded (an archive
+/// like backports keeps only its newest version).
+/// `progress` is called before the slow steps (lists, download, unpack).
+pub fn ensure_kernel_from(
+    cache: &Path,
+    source: &KernelSource,
+    metapackage: &str,
+    progress: Option<fn(&str)>,
+) -> Result<KernelFiles, KernelError> {
+    let say = |msg: String| {
+        if let Some(p) = progress {
+            p(&msg);
+        }
+    };
+    let apt = source.apt(cache);
+    let cached = || {
+        cached_kernels_from(cache, source, metapackage)
+            .into_iter()
+            .next()
+    };
+    if matches!(source, KernelSource::Suite(_)) && !apt.has_lists() {
+        if let Some(k) = cached() {
+            return Ok(k);
+        }
+        say(format!("fetching the package lists of {source}"));
+        apt.update()?;
+    }
+    let pkg = match resolve_cached_from(cache, source, metapackage) {
         Ok(p) => p,
         Err(e) => {
-            if let Some(k) = cached_kernels(cache, metapackage).into_iter().next() {
+            if let Some(k) = cached() {
                 tracing::warn!(
-                    "cannot resolve {metapackage} ({e}); using cached {}",
+                    "cannot resolve {metapackage} in {source} ({e}); using cached {}",
                     k.record.package.name
                 );
                 return Ok(k);
@@ -425,25 +518,43 @@ pub fn ensure_kernel_with(
             return Err(e);
         }
     };
-    let dir = kernel_dir(cache, &pkg);
-    if let Some(k) = load_record(&dir)? {
+    if let Some(k) = load_record(&kernel_dir(cache, &pkg))? {
         return Ok(k);
     }
     let kernels = cache.join("kernels");
     let _lock = cache::lock(&kernels)?;
-    if let Some(k) = load_record(&dir)? {
+    if let Some(k) = load_record(&kernel_dir(cache, &pkg))? {
         return Ok(k); // someone else built it while we waited
     }
     cache::clean_stale(&kernels)?;
-    if let Some(p) = progress {
-        p(&format!(
-            "fetching and unpacking {} {} (from {metapackage})",
-            pkg.name, pkg.version
-        ));
-    }
-    let deb = download_deb(cache, &pkg)?;
+    say(format!(
+        "fetching and unpacking {} {} (from {metapackage}, {source})",
+        pkg.name, pkg.version
+    ));
+    let (pkg, deb) = match download_deb_from(cache, &apt, &pkg) {
+        Ok(deb) => (pkg, deb),
+        Err(e) if matches!(source, KernelSource::Suite(_)) => {
+            // The lists may name a version the archive no longer has.
+            say(format!(
+                "refreshing the package lists of {source} ({} {} did not download)",
+                pkg.name, pkg.version
+            ));
+            apt.update()?;
+            let newer = resolve_cached_from(cache, source, metapackage)?;
+            if newer == pkg {
+                return Err(e);
+            }
+            if let Some(k) = load_record(&kernel_dir(cache, &newer))? {
+                return Ok(k);
+            }
+            let deb = download_deb_from(cache, &apt, &newer)?;
+            (newer, deb)
+        }
+        Err(e) => return Err(e),
+    };
+    let dir = kernel_dir(cache, &pkg);
     let staging = Staging::new(&kernels, "kernel")?;
-    let record = unpack_kernel(&deb, metapackage, &pkg, staging.path())?;
+    let record = unpack_kernel(&deb, metapackage, source, &pkg, staging.path())?;
     let json = serde_json::to_vec_pretty(&record).map_err(|source| KernelError::Record {
         path: dir.join("kernel.json"),
         source,
@@ -464,6 +575,7 @@ fn bad(pkg: &DebianPackage, what: impl Into<String>) -> KernelError {
 fn unpack_kernel(
     deb: &Path,
     metapackage: &str,
+    source: &KernelSource,
     pkg: &DebianPackage,
     dir: &Path,
 ) -> Result<KernelRecord, KernelError> {
@@ -505,6 +617,7 @@ fn unpack_kernel(
     let module_count = modules::generate_modules_dep(&dir.join(&modules_rel))?;
     Ok(KernelRecord {
         metapackage: metapackage.to_string(),
+        source: source.id(),
         package: pkg.clone(),
         version,
         version_string: x.header.kernel_version.clone(),
@@ -570,6 +683,7 @@ mod tests {
         assert!(load_record(dir.path()).unwrap().is_none());
         let record = KernelRecord {
             metapackage: "m".into(),
+            source: String::new(),
             package: DebianPackage {
                 name: "p".into(),
                 version: "1".into(),
@@ -600,5 +714,68 @@ mod tests {
         let k = load_record(dir.path()).unwrap().unwrap();
         assert_eq!(k.vmlinux, dir.path().join("vmlinux"));
         assert_eq!(k.version, "6.1.0-x");
+    }
+
+    /// A complete fake kernel directory `kernels/<name>` recorded as from `source`.
+    fn fake_kernel(cache: &Path, name: &str, source: &KernelSource) {
+        let dir = cache.join("kernels").join(name);
+        std::fs::create_dir_all(dir.join("mods")).unwrap();
+        for f in ["vmlinuz", "vmlinux", "mods/modules.dep"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let record = KernelRecord {
+            metapackage: DEFAULT_METAPACKAGE.into(),
+            source: source.id(),
+            package: DebianPackage {
+                name: name.into(),
+                version: "1".into(),
+                sha256: String::new(),
+            },
+            version: name.into(),
+            version_string: None,
+            codec: Codec::Xz,
+            pvh_entry: 1,
+            elf_entry: 2,
+            bzimage: "vmlinuz".into(),
+            vmlinux: "vmlinux".into(),
+            config: "config".into(),
+            modules_dir: "mods".into(),
+            module_count: 0,
+        };
+        std::fs::write(
+            dir.join("kernel.json"),
+            serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn sources_do_not_mix_and_a_cached_suite_kernel_needs_no_network() {
+        let cache = tempfile::tempdir().unwrap();
+        // Nothing listens on port 9 of the loopback: any apt call would fail.
+        let mut suite = AptSuite::debian("swaplab-test-suite");
+        suite.uri = "http://127.0.0.1:9/debian".into();
+        let source = KernelSource::Suite(suite);
+        fake_kernel(cache.path(), "host-kernel", &KernelSource::Host);
+        fake_kernel(cache.path(), "suite-kernel", &source);
+
+        let host = cached_kernels(cache.path(), DEFAULT_METAPACKAGE);
+        assert_eq!(host.len(), 1);
+        assert_eq!(host[0].version, "host-kernel");
+        let from_suite = cached_kernels_from(cache.path(), &source, DEFAULT_METAPACKAGE);
+        assert_eq!(from_suite.len(), 1);
+        assert_eq!(from_suite[0].version, "suite-kernel");
+        assert_eq!(from_suite[0].record.source, "swaplab-test-suite");
+
+        // No private lists yet, but a kernel from the suite is cached: it is used
+        // as is, without apt (which would fail here).
+        let k = ensure_kernel_from(cache.path(), &source, DEFAULT_METAPACKAGE, None).unwrap();
+        assert_eq!(k.version, "suite-kernel");
+        assert!(!cache.path().join("apt").exists(), "apt was set up");
+
+        // A host record written before sources existed has no `source` field.
+        let json =
+            std::fs::read_to_string(cache.path().join("kernels/host-kernel/kernel.json")).unwrap();
+        assert!(!json.contains("\"source\""), "{json}");
     }
 }

@@ -25,6 +25,7 @@
 //! - [`busybox::find`]: the host's static busybox, installable into an initramfs.
 //! - [`bzimage::extract_vmlinux`], [`elf::Elf`]: header parsing.
 
+pub mod apt;
 pub mod busybox;
 pub mod bzimage;
 pub mod cache;
