@@ -7,8 +7,9 @@
 //!   i8042, so the kernel probes none of them.
 //! - The MADT lists one enabled local APIC per vCPU (APIC ID = vCPU index), the IOAPIC
 //!   with GSI base 0, and LINT1 as NMI on every CPU.
-//! - The DSDT describes COM1 (`PNP0501`, I/O 0x3f8, IRQ 4), so the kernel's PNP
-//!   serial driver sets up its interrupt (with a hardware-reduced FADT there are no
+//! - The DSDT describes COM1 (`PNP0501`, I/O 0x3f8, IRQ 4), and COM2 (I/O 0x2f8,
+//!   IRQ 3) when the VM has one, so the kernel's PNP serial driver sets up their
+//!   interrupts (with a hardware-reduced FADT there are no
 //!   legacy ISA IRQ mappings otherwise), and one `LNRO0005` device per virtio-mmio slot with its register window
 //!   and edge-triggered GSI, which is how a kernel without `VIRTIO_MMIO_CMDLINE_DEVICES`
 //!   (Debian's) finds virtio-mmio devices.
@@ -70,6 +71,8 @@ pub struct Platform {
     pub reset_value: u8,
     /// A 16550 UART: base port and ISA IRQ.
     pub com1: Option<(u16, u8)>,
+    /// A second 16550 UART (the result channel): base port and ISA IRQ.
+    pub com2: Option<(u16, u8)>,
     /// virtio-mmio devices.
     pub virtio: Vec<VirtioSlot>,
 }
@@ -182,15 +185,16 @@ fn madt(p: &Platform) -> Result<Vec<u8>, AcpiError> {
 }
 
 fn dsdt(p: &Platform) -> Result<Vec<u8>, AcpiError> {
-    let mut devices = Vec::with_capacity(p.virtio.len() + 1);
-    if let Some((port, irq)) = p.com1 {
+    let mut devices = Vec::with_capacity(p.virtio.len() + 2);
+    for (uid, (name, com)) in [("COM1", p.com1), ("COM2", p.com2)].into_iter().enumerate() {
+        let Some((port, irq)) = com else { continue };
         let crs = aml::resource_template(&[aml::io(port, port, 1, 8), aml::irq_no_flags(irq)])?;
         let hid = aml::eisa_id("PNP0501").ok_or_else(|| AmlError::BadName("PNP0501".into()))?;
         devices.push(aml::device(
-            "COM1",
+            name,
             &[
                 aml::name("_HID", &hid)?,
-                aml::name("_UID", &aml::integer(1))?,
+                aml::name("_UID", &aml::integer(uid as u64 + 1))?,
                 aml::name("_CRS", &crs)?,
             ],
         )?);
@@ -288,6 +292,7 @@ mod tests {
             reset_port: 0x602,
             reset_value: 1,
             com1: Some((0x3f8, 4)),
+            com2: None,
             virtio: (0..devices)
                 .map(|i| VirtioSlot {
                     base: 0xd000_0000 + u64::from(i) * 0x1000,
@@ -393,6 +398,16 @@ mod tests {
         let mut irq6 = vec![0x89, 0x06, 0x00, 0x03, 0x01];
         irq6.extend_from_slice(&6u32.to_le_bytes());
         assert_eq!(count(&irq6), 1);
+        assert_eq!(count(b"COM2"), 0);
+        let mut two = platform(1, 0);
+        two.com2 = Some((0x2f8, 3));
+        let d = dsdt(&two).unwrap();
+        let count = |needle: &[u8]| d.windows(needle.len()).filter(|w| *w == needle).count();
+        assert_eq!(count(b"COM1"), 1);
+        assert_eq!(count(b"COM2"), 1);
+        assert_eq!(count(&[0x47, 0x01, 0xf8, 0x02, 0xf8, 0x02, 0x01, 0x08]), 1);
+        assert_eq!(count(&[0x22, 0x08, 0x00]), 1, "IRQ 3");
+        assert_eq!(count(&[0x22, 0x10, 0x00]), 1, "IRQ 4");
         let mut high = platform(1, 1);
         high.virtio[0].base = 1 << 32;
         assert!(matches!(dsdt(&high), Err(AcpiError::SlotTooHigh(_))));

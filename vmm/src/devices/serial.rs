@@ -1,11 +1,20 @@
-//! An 8250/16550A UART (vm-superio's model) as a port-I/O bus device.
+//! An 8250/16550A UART (vm-superio's model) as a port-I/O bus device, and the
+//! line-splitting sink of the result channel.
 //!
 //! Register accesses are one byte wide; anything else is counted and ignored. The
-//! UART's interrupt is an [`IrqLine`] (an irqfd on GSI 4 for COM1). Output goes to the
-//! writer given at creation, typically a [`super::console::ConsoleWriter`]. The guest
-//! has no input: the receive FIFO stays empty.
+//! UART's interrupt is an [`IrqLine`] (an irqfd on GSI 4 for COM1, GSI 3 for COM2).
+//! Output goes to the writer given at creation: a [`super::console::ConsoleWriter`]
+//! for the console on COM1, a [`ChannelWriter`] for the result channel on COM2. The
+//! guest has no input: the receive FIFO stays empty.
+//!
+//! The result channel keeps guest programs' results apart from the console (kernel
+//! messages, the shell's output): [`ChannelWriter`] hands each complete line the guest
+//! writes to a hook, with the line end (`\n`, and any `\r` before it) removed. A line
+//! longer than [`MAX_CHANNEL_LINE`] is cut to that length and counted, so a guest that
+//! never ends its line cannot make the VMM hold more than that.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use vm_superio::{Serial, Trigger};
@@ -18,8 +27,17 @@ use crate::bus::{BusAction, BusDevice, DeviceError};
 pub const COM1_PORT: u16 = 0x3f8;
 /// COM1's ISA IRQ (and GSI).
 pub const COM1_GSI: u32 = 4;
+/// COM2's base port (the result channel).
+pub const COM2_PORT: u16 = 0x2f8;
+/// COM2's ISA IRQ (and GSI).
+pub const COM2_GSI: u32 = 3;
 /// Ports a UART occupies.
 pub const UART_PORTS: u16 = 8;
+/// Longest result-channel line handed to the hook; longer ones are cut and counted.
+pub const MAX_CHANNEL_LINE: usize = 64 << 10;
+
+/// Called once per complete result-channel line (without its line end).
+pub type ChannelHook = Box<dyn FnMut(&str) + Send>;
 
 /// vm-superio's trigger, raising an [`IrqLine`].
 pub struct LineTrigger(Arc<dyn IrqLine>);
@@ -104,6 +122,113 @@ impl BusDevice for SerialDevice {
     }
 }
 
+/// Counters of a [`ChannelWriter`], readable while the guest runs.
+#[derive(Debug, Default)]
+pub struct ChannelCounters {
+    lines: AtomicU64,
+    bytes: AtomicU64,
+    cut_lines: AtomicU64,
+}
+
+impl ChannelCounters {
+    /// The counters now.
+    pub fn snapshot(&self) -> ChannelStats {
+        ChannelStats {
+            lines: self.lines.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            cut_lines: self.cut_lines.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What came through the result channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ChannelStats {
+    /// Complete lines handed to the hook.
+    pub lines: u64,
+    /// Bytes the guest wrote (line ends and cut bytes included).
+    pub bytes: u64,
+    /// Lines longer than [`MAX_CHANNEL_LINE`], handed over cut to that length.
+    pub cut_lines: u64,
+}
+
+/// The result channel's sink: splits the guest's bytes into lines for a hook.
+pub struct ChannelWriter {
+    hook: ChannelHook,
+    line: Vec<u8>,
+    cut: bool,
+    counters: Arc<ChannelCounters>,
+}
+
+impl std::fmt::Debug for ChannelWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelWriter")
+            .field("pending", &self.line.len())
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl ChannelWriter {
+    /// A writer calling `hook` per line, and its counters.
+    pub fn new(hook: ChannelHook) -> (Self, Arc<ChannelCounters>) {
+        let counters = Arc::new(ChannelCounters::default());
+        (
+            Self {
+                hook,
+                line: Vec::new(),
+                cut: false,
+                counters: counters.clone(),
+            },
+            counters,
+        )
+    }
+
+    fn end_line(&mut self) {
+        while self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        if self.cut {
+            self.counters.cut_lines.fetch_add(1, Ordering::Relaxed);
+            let n = self.counters.cut_lines.load(Ordering::Relaxed);
+            if should_log(n) {
+                tracing::warn!(
+                    count = n,
+                    max = MAX_CHANNEL_LINE,
+                    "result channel line too long: cut"
+                );
+            }
+        }
+        let text = String::from_utf8_lossy(&self.line);
+        (self.hook)(&text);
+        self.counters.lines.fetch_add(1, Ordering::Relaxed);
+        self.line.clear();
+        self.cut = false;
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.counters
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        for &b in buf {
+            if b == b'\n' {
+                self.end_line();
+            } else if self.line.len() < MAX_CHANNEL_LINE {
+                self.line.push(b);
+            } else {
+                self.cut = true;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +285,45 @@ mod tests {
         s.write(9, b"z").unwrap();
         assert_eq!(s.invalid_accesses(), 3);
         assert_eq!(&*out.0.lock().unwrap(), b"hi");
+    }
+
+    #[test]
+    fn channel_splits_lines_strips_line_ends_and_cuts_long_ones() {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let l2 = lines.clone();
+        let (mut w, counters) =
+            ChannelWriter::new(Box::new(move |l| l2.lock().unwrap().push(l.to_string())));
+        let first: &[u8] = b"{\"kind\":\"a\"}\r\nraw\n\r\n\n\xffok\r\r\npartial";
+        for b in first {
+            w.write_all(&[*b]).unwrap();
+        }
+        assert_eq!(
+            *lines.lock().unwrap(),
+            vec!["{\"kind\":\"a\"}", "raw", "", "", "\u{fffd}ok"]
+        );
+        let mut long = vec![b'x'; MAX_CHANNEL_LINE + 10];
+        long.push(b'\n');
+        w.write_all(b"\n").unwrap(); // ends "partial"
+        w.write_all(&long).unwrap();
+        w.write_all(b"short\n").unwrap();
+        let got = lines.lock().unwrap().clone();
+        assert_eq!(got[5], "partial");
+        assert_eq!(got[6].len(), MAX_CHANNEL_LINE);
+        assert_eq!(got[7], "short");
+        let s = counters.snapshot();
+        assert_eq!((s.lines, s.cut_lines), (8, 1));
+        assert_eq!(s.bytes, (first.len() + 1 + long.len() + 6) as u64);
+    }
+
+    #[test]
+    fn channel_through_the_uart() {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let l2 = lines.clone();
+        let (w, _) = ChannelWriter::new(Box::new(move |l| l2.lock().unwrap().push(l.to_string())));
+        let mut s = SerialDevice::new(Arc::new(Count::default()), Box::new(w));
+        for b in b"one\ntwo\n" {
+            s.write(0, &[*b]).unwrap();
+        }
+        assert_eq!(*lines.lock().unwrap(), vec!["one", "two"]);
     }
 }

@@ -4,9 +4,10 @@
 //! The machine: RAM per [`layout`] (vm-memory regions over the VMM's own anonymous
 //! mappings, split around the 32-bit MMIO hole), KVM's in-kernel irqchip and PIT,
 //! per-vCPU CPUID ([`cpuid`]), ACPI tables ([`crate::acpi`]: hardware-reduced FADT,
-//! MADT, DSDT with the virtio-mmio devices), an 8250 console on COM1, the ACPI power
-//! registers and the i8042 reset line ([`crate::devices`]), and any virtio-mmio
-//! devices added with [`LinuxVm::add_virtio`].
+//! MADT, DSDT with the virtio-mmio devices), an 8250 console on COM1, optionally a
+//! second 8250 on COM2 as the result channel ([`LinuxConfig::channel`]; the guest
+//! sees it as `/dev/ttyS1`), the ACPI power registers and the i8042 reset line
+//! ([`crate::devices`]), and any virtio-mmio devices added with [`LinuxVm::add_virtio`].
 //!
 //! ```no_run
 //! # fn main() -> Result<(), vmm::linux::LinuxError> {
@@ -45,7 +46,7 @@ use crate::bus::SharedDevice;
 use crate::devices::console::{ConsoleLog, ConsoleWriter};
 use crate::devices::irq::IrqFd;
 use crate::devices::power::{self, AcpiPm, I8042Reset, PowerState};
-use crate::devices::serial::{self, SerialDevice};
+use crate::devices::serial::{self, ChannelCounters, ChannelHook, ChannelWriter, SerialDevice};
 use crate::devices::Absent;
 use crate::memory::{create_guest_memory, MemoryError, PAGE_SIZE};
 use crate::virtio::mmio::{self, MmioError, MmioSlot, MmioTransport};
@@ -63,8 +64,9 @@ pub const MAX_VCPUS: u32 = 254;
 
 /// Legacy ports Linux probes on a PC where this machine has nothing: Super I/O
 /// configuration (0x2e, 0x4e), the CMOS RTC, the POST and DMA page registers, the
-/// other three COM ports and PCI configuration (even with `pci=off`). Claimed
-/// silently (reads return all-ones) so the probes are not reported as unclaimed.
+/// other three COM ports (COM2 unless the result channel is there) and PCI
+/// configuration (even with `pci=off`). Claimed silently (reads return all-ones) so
+/// the probes are not reported as unclaimed.
 const ABSENT_PORTS: &[(u16, u16)] = &[
     (0x2e, 2),
     (0x4e, 2),
@@ -139,6 +141,12 @@ pub struct LinuxConfig {
     pub console_tail: usize,
     /// Told each vCPU thread's TID as it starts.
     pub on_vcpu_start: Option<VcpuStartHook>,
+    /// The result channel: a second UART on COM2 (port 0x2f8, IRQ 3, `/dev/ttyS1` in
+    /// the guest, described in the DSDT only when set). Called on a vCPU thread once
+    /// per complete line the guest writes there, line end removed; lines longer than
+    /// [`serial::MAX_CHANNEL_LINE`] are cut and counted ([`LinuxVm::channel_counters`]).
+    /// Keep it quick: the writing vCPU waits for it.
+    pub channel: Option<ChannelHook>,
 }
 
 impl std::fmt::Debug for LinuxConfig {
@@ -149,6 +157,7 @@ impl std::fmt::Debug for LinuxConfig {
             .field("cmdline", &self.cmdline)
             .field("mem_bytes", &self.mem_bytes)
             .field("vcpus", &self.vcpus)
+            .field("channel", &self.channel.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +175,7 @@ impl LinuxConfig {
             console: None,
             console_tail: DEFAULT_CONSOLE_TAIL,
             on_vcpu_start: None,
+            channel: None,
         }
     }
 
@@ -199,6 +209,7 @@ pub struct LinuxVm {
     panic: Arc<Mutex<PanicWatch>>,
     events: (mpsc::Sender<WatchEvent>, mpsc::Receiver<WatchEvent>),
     virtio: Vec<(String, MmioSlot, Arc<Mutex<MmioTransport>>)>,
+    channel: Option<Arc<ChannelCounters>>,
     created: Instant,
 }
 
@@ -262,6 +273,20 @@ impl LinuxVm {
             Box::new(writer),
         )));
         vm.register_pio(serial::COM1_PORT, serial::UART_PORTS, "com1", uart)?;
+        let channel = match config.channel {
+            Some(hook) => {
+                let (writer, counters) = ChannelWriter::new(hook);
+                let irq =
+                    IrqFd::register(vm.fd(), serial::COM2_GSI).map_err(device_err("channel"))?;
+                let uart: SharedDevice = Arc::new(Mutex::new(SerialDevice::new(
+                    Arc::new(irq),
+                    Box::new(writer),
+                )));
+                vm.register_pio(serial::COM2_PORT, serial::UART_PORTS, "com2", uart)?;
+                Some(counters)
+            }
+            None => None,
+        };
         let power = PowerState::new();
         vm.register_pio(
             power::ACPI_PM_PORT,
@@ -276,6 +301,9 @@ impl LinuxVm {
             Arc::new(Mutex::new(I8042Reset::new(power.clone()))),
         )?;
         for &(port, len) in ABSENT_PORTS {
+            if port == serial::COM2_PORT && channel.is_some() {
+                continue;
+            }
             vm.register_pio(port, len, "absent", Arc::new(Mutex::new(Absent::default())))?;
         }
         Ok(Self {
@@ -289,6 +317,7 @@ impl LinuxVm {
             panic,
             events: (events_tx, events_rx),
             virtio: Vec::new(),
+            channel,
             created,
         })
     }
@@ -301,6 +330,12 @@ impl LinuxVm {
     /// The underlying VM (to add devices).
     pub fn vm_mut(&mut self) -> &mut Vm {
         &mut self.vm
+    }
+
+    /// The result channel's counters (lines, bytes, cut lines), if it is configured.
+    /// They stay readable after [`LinuxVm::start`] consumes the VM.
+    pub fn channel_counters(&self) -> Option<Arc<ChannelCounters>> {
+        self.channel.clone()
     }
 
     /// Where the initramfs was loaded (address, size).
@@ -348,6 +383,10 @@ impl LinuxVm {
             reset_port: power::RESET_PORT,
             reset_value: power::RESET_VALUE,
             com1: Some((serial::COM1_PORT, serial::COM1_GSI as u8)),
+            com2: self
+                .channel
+                .as_ref()
+                .map(|_| (serial::COM2_PORT, serial::COM2_GSI as u8)),
             virtio: self
                 .virtio
                 .iter()
