@@ -20,6 +20,17 @@ reboot() { log "reboot $*"; exit 0; }
 sh() { busybox sh "$@"; }
 base64() { busybox base64 "$@"; }
 cat() { busybox cat "$@"; }
+sleep() { :; }
+stty() { log "stty $*"; }
+# Device nodes: the ones named in $SWAPLAB_TEST_HAVE exist.
+test() {
+    case "$1" in
+        -b|-c) case " $SWAPLAB_TEST_HAVE " in *" $2 "*) return 0 ;; esac; return 1 ;;
+        *) [ "$@" ] ;;
+    esac
+}
+mkswap() { log "mkswap $*"; case "$1" in *bad*) echo "mkswap: $1: cannot open"; echo "second line"; return 1 ;; esac; echo "Setting up swapspace"; }
+swapon() { log "swapon $*"; }
 "#;
 
 struct Run {
@@ -28,6 +39,11 @@ struct Run {
 }
 
 fn run_init(modules: &[&str], cmdline: &str) -> Option<Run> {
+    run_init_env(modules, cmdline, &[])
+}
+
+/// [`run_init`] with extra environment variables (the stubs read `SWAPLAB_TEST_HAVE`).
+fn run_init_env(modules: &[&str], cmdline: &str, env: &[(&str, &str)]) -> Option<Run> {
     let bb = match busybox::find(None) {
         Ok(b) => b,
         Err(e) => {
@@ -41,6 +57,11 @@ fn run_init(modules: &[&str], cmdline: &str) -> Option<Run> {
     std::fs::write(d.join("init"), init::script(&modules).unwrap()).unwrap();
     std::fs::write(d.join("stubs"), STUBS).unwrap();
     std::fs::write(d.join("cmdline"), format!("{cmdline}\n")).unwrap();
+    std::fs::write(
+        d.join("swaps"),
+        "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/vda                                partition\t262140\t\t0\t\t-2\n",
+    )
+    .unwrap();
     // busybox must be callable as `busybox` from the stubs.
     let bin = d.join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -50,6 +71,11 @@ fn run_init(modules: &[&str], cmdline: &str) -> Option<Run> {
         .current_dir(d)
         .env("SWAPLAB_CMDLINE_FILE", d.join("cmdline"))
         .env("SWAPLAB_TEST_LOG", d.join("log"))
+        .env(
+            "SWAPLAB_SWAPS_FILE",
+            std::env::current_dir().unwrap().join(d.join("swaps")),
+        )
+        .envs(env.iter().copied())
         .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
         .output()
         .unwrap();
@@ -162,4 +188,159 @@ fn script_is_valid_busybox_sh_syntax() {
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+fn params(swap: Option<&str>, channel: bool, cmd: &str) -> String {
+    init::cmdline_with(
+        "console=ttyS0 quiet",
+        &init::InitParams {
+            run: Some(cmd.into()),
+            swap: swap.map(str::to_string),
+            channel,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn swap_is_made_and_switched_on_before_the_command() {
+    let cmd = r#"echo "command ran" >> "$SWAPLAB_TEST_LOG"; echo ran"#;
+    let Some(r) = run_init_env(
+        &["/lib/modules/v/virtio_blk.ko"],
+        &params(Some("/dev/vda"), false, cmd),
+        &[("SWAPLAB_TEST_HAVE", "/dev/vda")],
+    ) else {
+        return;
+    };
+    assert_eq!(
+        init::find_swap(&r.console),
+        Some(init::SwapSetup::On(262_140 * 1024)),
+        "{}",
+        r.console
+    );
+    assert!(
+        r.console.contains("SWAPLAB-SWAP ok 268431360\nran\n"),
+        "{}",
+        r.console
+    );
+    assert!(
+        !r.console.contains("Setting up"),
+        "mkswap's chatter stays off the console"
+    );
+    assert_eq!(init::find_end(&r.console), Some(init::GuestEnd::Exited(0)));
+    let order: Vec<&str> = r.log.lines().filter(|l| !l.starts_with("mount")).collect();
+    assert_eq!(
+        order,
+        [
+            "insmod /lib/modules/v/virtio_blk.ko",
+            "mkswap /dev/vda",
+            "swapon /dev/vda",
+            "command ran",
+            "poweroff -f"
+        ]
+    );
+}
+
+#[test]
+fn a_swap_failure_stops_the_run_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let two_areas = dir.path().join("swaps");
+    std::fs::write(
+        &two_areas,
+        "Filename Type Size Used Priority\n/dev/x partition 100 0 -2\n/dev/y partition 200 0 -3\n",
+    )
+    .unwrap();
+    let two_areas = two_areas.to_str().unwrap();
+    let cases = [
+        ("/dev/vdz", "/dev/vda", None, "no block device /dev/vdz"),
+        (
+            "/dev/bad0",
+            "/dev/bad0",
+            None,
+            "mkswap /dev/bad0: mkswap: /dev/bad0: cannot open second line",
+        ),
+        (
+            "/dev/vdb",
+            "/dev/vdb",
+            Some(two_areas),
+            "/dev/vdb is not in /proc/swaps after swapon",
+        ),
+    ];
+    for (dev, have, swaps, reason) in cases {
+        let mut env = vec![("SWAPLAB_TEST_HAVE", have)];
+        env.extend(swaps.map(|s| ("SWAPLAB_SWAPS_FILE", s)));
+        let Some(r) = run_init_env(
+            &[],
+            &params(
+                Some(dev),
+                false,
+                r#"echo "command ran" >> "$SWAPLAB_TEST_LOG""#,
+            ),
+            &env,
+        ) else {
+            return;
+        };
+        assert_eq!(
+            init::find_swap(&r.console),
+            Some(init::SwapSetup::Failed(reason.into())),
+            "{}",
+            r.console
+        );
+        assert_eq!(
+            init::find_end(&r.console),
+            Some(init::GuestEnd::Failed(format!("swap: {reason}")))
+        );
+        assert!(!r.log.contains("command ran"), "{}", r.log);
+        assert!(r.log.contains("poweroff -f"));
+    }
+    // A single area under another name (the device was a symlink) is the one.
+    let r = run_init_env(
+        &[],
+        &params(Some("/dev/disk/swap"), false, "true"),
+        &[("SWAPLAB_TEST_HAVE", "/dev/disk/swap")],
+    )
+    .unwrap();
+    assert_eq!(
+        init::find_swap(&r.console),
+        Some(init::SwapSetup::On(262_140 * 1024))
+    );
+}
+
+#[test]
+fn the_channel_is_exported_to_the_command_in_raw_mode() {
+    let cmd = r#"echo "chan=${SWAPLAB_CHANNEL-unset}""#;
+    let with = run_init_env(
+        &[],
+        &params(None, true, cmd),
+        &[("SWAPLAB_TEST_HAVE", "/dev/ttyS1")],
+    );
+    let Some(with) = with else { return };
+    assert!(
+        with.console.contains("chan=/dev/ttyS1\n"),
+        "{}",
+        with.console
+    );
+    assert!(
+        with.log.contains("stty -F /dev/ttyS1 raw -echo"),
+        "{}",
+        with.log
+    );
+    let without = run_init_env(
+        &[],
+        &params(None, false, cmd),
+        &[("SWAPLAB_TEST_HAVE", "/dev/ttyS1")],
+    )
+    .unwrap();
+    assert!(
+        without.console.contains("chan=unset\n"),
+        "{}",
+        without.console
+    );
+    let missing = run_init_env(&[], &params(None, true, cmd), &[]).unwrap();
+    assert_eq!(
+        init::find_end(&missing.console),
+        Some(init::GuestEnd::Failed(
+            "swaplab.channel=1 but /dev/ttyS1 does not exist".into()
+        ))
+    );
 }

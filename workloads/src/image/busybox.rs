@@ -15,7 +15,7 @@ pub const PACKAGE: &str = "busybox-static";
 /// Applets `/init` and the guest programs rely on.
 pub const REQUIRED_APPLETS: &[&str] = &[
     "sh", "mount", "mkdir", "insmod", "poweroff", "reboot", "sync", "base64", "cat", "echo",
-    "printf", "setsid", "cttyhack",
+    "printf", "setsid", "cttyhack", "test", "sleep", "stty", "mkswap", "swapon",
 ];
 
 /// Errors finding busybox.

@@ -1,20 +1,36 @@
 //! The guest's `/init` and its protocol with the host.
 //!
-//! The host names the guest command on the kernel command line as
-//! `swaplab.run=<base64 of the command>` (standard alphabet, padded), which
-//! survives spaces, quotes and semicolons; [`cmdline_with_run`] builds it and
-//! checks the kernel's 2047-byte limit. `/init` (a busybox `sh` script)
-//! mounts `/proc`, `/sys`, `/dev` (devtmpfs), `/tmp`, `/run`, loads the image's
-//! modules in order, decodes the command, runs it with `sh -c`, and powers off.
+//! The host talks to `/init` through kernel parameters, all built and checked
+//! against the kernel's 2047-byte limit by [`cmdline_with`] ([`cmdline_with_run`]
+//! for just a command):
 //!
-//! On the console it prints one marker line when it starts and one when it ends:
+//! | parameter | meaning |
+//! |---|---|
+//! | `swaplab.run=<base64>` | the command to run (standard alphabet, padded: survives spaces, quotes, semicolons) |
+//! | `swaplab.swap=<device>` | before the command: `mkswap` and `swapon` this block device (e.g. `/dev/vda`) |
+//! | `swaplab.channel=1` | the VM has the result channel (COM2): export `SWAPLAB_CHANNEL=/dev/ttyS1` to the command, after putting that tty in raw mode |
+//! | `swaplab.shell=1` | no command: an interactive shell on the console |
+//!
+//! `/init` (a busybox `sh` script) mounts `/proc`, `/sys`, `/dev` (devtmpfs),
+//! `/tmp`, `/run`, loads the image's modules in order, decodes the command, sets up
+//! the channel and swap if asked, runs the command with `sh -c`, and powers off.
+//!
+//! On the console it prints one marker line when it starts and one when it ends,
+//! and with `swaplab.swap` one about swap before the command runs:
 //!
 //! ```text
 //! SWAPLAB-INIT uptime=<seconds since boot>
+//! SWAPLAB-SWAP ok <bytes>          swap is on: <bytes> of swap space (from /proc/swaps)
+//! SWAPLAB-SWAP fail <reason>       it is not; followed by SWAPLAB-FAIL swap: <reason>
 //! ... the command's output ...
 //! SWAPLAB-EXIT <status>            the command ran; <status> is its exit status
-//! SWAPLAB-FAIL <reason>            /init could not run it (bad encoding, insmod failed)
+//! SWAPLAB-FAIL <reason>            /init could not run it (bad encoding, insmod failed,
+//!                                  no channel device, swap could not be set up)
 //! ```
+//!
+//! A swap failure ends the run (the command does not run without the swap it was
+//! meant to have); [`find_swap`] reads the swap line. `/init` waits up to 5 s for the
+//! swap device to appear.
 //!
 //! The end marker may follow output that did not end in a newline, so search
 //! for it anywhere in a line ([`find_end`]). Without `swaplab.run`, `/init` runs
@@ -27,6 +43,17 @@
 pub const RUN_PARAM: &str = "swaplab.run";
 /// Kernel parameter asking for an interactive shell (`swaplab.shell=1`).
 pub const SHELL_PARAM: &str = "swaplab.shell";
+/// Kernel parameter naming the block device to swap on (`swaplab.swap=/dev/vda`).
+pub const SWAP_PARAM: &str = "swaplab.swap";
+/// Kernel parameter announcing the result channel (`swaplab.channel=1`).
+pub const CHANNEL_PARAM: &str = "swaplab.channel";
+/// The result channel as the guest sees it (COM2).
+pub const CHANNEL_DEVICE: &str = "/dev/ttyS1";
+/// Environment variable `/init` sets to [`CHANNEL_DEVICE`] for the command; guest
+/// programs write their results to the path it names.
+pub const CHANNEL_ENV: &str = "SWAPLAB_CHANNEL";
+/// Printed by `/init` after setting up swap: `ok <bytes>` or `fail <reason>`.
+pub const SWAP_MARKER: &str = "SWAPLAB-SWAP";
 /// Printed by `/init` when it starts.
 pub const INIT_MARKER: &str = "SWAPLAB-INIT";
 /// Printed with the command's exit status.
@@ -66,6 +93,9 @@ pub enum InitError {
     /// Not valid base64 (decoding).
     #[error("not valid base64")]
     BadBase64,
+    /// A swap device the script cannot take.
+    #[error("swap device {0:?} must be a /dev path of letters, digits and / _ . - : only")]
+    BadSwapDevice(String),
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -130,17 +160,56 @@ pub fn run_param(command: &str) -> Result<String, InitError> {
     Ok(format!("{RUN_PARAM}={}", base64_encode(command.as_bytes())))
 }
 
-/// `base` plus, if given, the `swaplab.run` parameter for `command`, checked
-/// against the kernel's length limit.
-pub fn cmdline_with_run(base: &str, command: Option<&str>) -> Result<String, InitError> {
-    let base = base.trim();
-    let line = match command {
-        None => base.to_string(),
-        Some(c) if base.is_empty() => run_param(c)?,
-        Some(c) => format!("{base} {}", run_param(c)?),
+/// What to ask of `/init` on the kernel command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitParams {
+    /// The command (`swaplab.run`); none runs `swaplab-guest info`.
+    pub run: Option<String>,
+    /// A block device to swap on (`swaplab.swap`), e.g. `/dev/vda`.
+    pub swap: Option<String>,
+    /// The VM has the result channel (`swaplab.channel=1`).
+    pub channel: bool,
+}
+
+/// `swaplab.swap=<device>`, checked: a `/dev/` path the script can hold unquoted.
+pub fn swap_param(device: &str) -> Result<String, InitError> {
+    let ok = device.len() > "/dev/".len()
+        && device.starts_with("/dev/")
+        && device
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_.-:".contains(c));
+    if !ok {
+        return Err(InitError::BadSwapDevice(device.to_string()));
+    }
+    Ok(format!("{SWAP_PARAM}={device}"))
+}
+
+/// `base` plus the parameters for `params`, checked against the kernel's length
+/// limit (the error says how long the command may be).
+pub fn cmdline_with(base: &str, params: &InitParams) -> Result<String, InitError> {
+    let mut words: Vec<String> = Vec::new();
+    if !base.trim().is_empty() {
+        words.push(base.trim().to_string());
+    }
+    if let Some(dev) = &params.swap {
+        words.push(swap_param(dev)?);
+    }
+    if params.channel {
+        words.push(format!("{CHANNEL_PARAM}=1"));
+    }
+    let prefix = words.join(" ");
+    let line = match &params.run {
+        None => prefix.clone(),
+        Some(c) if prefix.is_empty() => run_param(c)?,
+        Some(c) => format!("{prefix} {}", run_param(c)?),
     };
     if line.len() > CMDLINE_MAX {
-        let overhead = if base.is_empty() { 0 } else { base.len() + 1 } + RUN_PARAM.len() + 1;
+        let overhead = if prefix.is_empty() {
+            0
+        } else {
+            prefix.len() + 1
+        } + RUN_PARAM.len()
+            + 1;
         let max_command = CMDLINE_MAX.saturating_sub(overhead) / 4 * 3;
         return Err(InitError::TooLong {
             len: line.len(),
@@ -149,6 +218,39 @@ pub fn cmdline_with_run(base: &str, command: Option<&str>) -> Result<String, Ini
         });
     }
     Ok(line)
+}
+
+/// `base` plus, if given, the `swaplab.run` parameter for `command`, checked
+/// against the kernel's length limit.
+pub fn cmdline_with_run(base: &str, command: Option<&str>) -> Result<String, InitError> {
+    cmdline_with(
+        base,
+        &InitParams {
+            run: command.map(str::to_string),
+            ..InitParams::default()
+        },
+    )
+}
+
+/// What `/init` reported about swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapSetup {
+    /// Swap is on, with this many bytes of swap space.
+    On(u64),
+    /// Swap could not be set up, for this reason.
+    Failed(String),
+}
+
+/// The swap line `/init` printed, if any.
+pub fn find_swap(console: &str) -> Option<SwapSetup> {
+    console.lines().find_map(|l| {
+        let rest = l[l.find(SWAP_MARKER)? + SWAP_MARKER.len()..].trim_end_matches('\r');
+        if let Some(v) = rest.strip_prefix(" ok ") {
+            return v.trim().parse().ok().map(SwapSetup::On);
+        }
+        rest.strip_prefix(" fail ")
+            .map(|why| SwapSetup::Failed(why.trim().to_string()))
+    })
 }
 
 /// How a guest run ended, as `/init` reported it on the console.
@@ -206,6 +308,7 @@ pub fn script(modules: &[String]) -> Result<String, InitError> {
 # swaplab guest /init (generated by workloads::image::init; see its docs for the protocol).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=linux
 : "${{SWAPLAB_CMDLINE_FILE:=/proc/cmdline}}"
+: "${{SWAPLAB_SWAPS_FILE:=/proc/swaps}}"
 
 off() {{
     sync
@@ -216,6 +319,10 @@ off() {{
 fail() {{
     echo "{FAIL_MARKER} $*"
     off
+}}
+swap_fail() {{
+    echo "{SWAP_MARKER} fail $*"
+    fail "swap: $*"
 }}
 
 mount -t proc proc /proc
@@ -235,11 +342,15 @@ done
 
 run=
 shell=
+swap=
+channel=
 set -f
 for arg in $(cat "$SWAPLAB_CMDLINE_FILE"); do
     case "$arg" in
         {RUN_PARAM}=*) run="${{arg#{RUN_PARAM}=}}" ;;
         {SHELL_PARAM}=1) shell=1 ;;
+        {SWAP_PARAM}=*) swap="${{arg#{SWAP_PARAM}=}}" ;;
+        {CHANNEL_PARAM}=1) channel=1 ;;
     esac
 done
 set +f
@@ -251,6 +362,42 @@ elif [ -n "$shell" ]; then
     cmd='setsid cttyhack sh -l'
 else
     cmd='{DEFAULT_COMMAND}'
+fi
+
+if [ -n "$channel" ]; then
+    test -c {CHANNEL_DEVICE} || fail "{CHANNEL_PARAM}=1 but {CHANNEL_DEVICE} does not exist"
+    # Raw: no newline translation for writers that do not set it up themselves.
+    stty -F {CHANNEL_DEVICE} raw -echo 2>/dev/null
+    export {CHANNEL_ENV}={CHANNEL_DEVICE}
+fi
+
+if [ -n "$swap" ]; then
+    set -f
+    case "$swap" in
+        /dev/?*) ;;
+        *) swap_fail "{SWAP_PARAM}=$swap is not a /dev path" ;;
+    esac
+    i=0
+    while ! test -b "$swap"; do
+        i=$((i + 1))
+        [ "$i" -le 50 ] || swap_fail "no block device $swap"
+        sleep 0.1
+    done
+    out=$(mkswap "$swap" 2>&1) || swap_fail "mkswap $swap:" $out
+    out=$(swapon "$swap" 2>&1) || swap_fail "swapon $swap:" $out
+    bytes=
+    areas=0
+    last=
+    while read -r name _ size _; do
+        case "$size" in ''|*[!0-9]*) continue ;; esac
+        areas=$((areas + 1))
+        last=$((size * 1024))
+        [ "$name" = "$swap" ] && bytes=$last
+    done < "$SWAPLAB_SWAPS_FILE"
+    [ -n "$bytes" ] || [ "$areas" != 1 ] || bytes=$last
+    [ -n "$bytes" ] || swap_fail "$swap is not in /proc/swaps after swapon"
+    echo "{SWAP_MARKER} ok $bytes"
+    set +f
 fi
 
 cd /root
@@ -335,6 +482,88 @@ mod tests {
     }
 
     #[test]
+    fn init_params_and_swap_devices() {
+        let p = InitParams {
+            run: Some("nproc".into()),
+            swap: Some("/dev/vda".into()),
+            channel: true,
+        };
+        assert_eq!(
+            cmdline_with("quiet", &p).unwrap(),
+            "quiet swaplab.swap=/dev/vda swaplab.channel=1 swaplab.run=bnByb2M="
+        );
+        assert_eq!(
+            cmdline_with(
+                "",
+                &InitParams {
+                    channel: true,
+                    ..InitParams::default()
+                }
+            )
+            .unwrap(),
+            "swaplab.channel=1"
+        );
+        assert_eq!(
+            cmdline_with("q", &InitParams::default()).unwrap(),
+            cmdline_with_run("q", None).unwrap()
+        );
+        for bad in [
+            "vda",
+            "/dev/",
+            "/dev/vd a",
+            "/dev/$(x)",
+            "/tmp/swap",
+            "/dev/a'b",
+        ] {
+            let p = InitParams {
+                swap: Some(bad.into()),
+                ..InitParams::default()
+            };
+            assert_eq!(
+                cmdline_with("q", &p),
+                Err(InitError::BadSwapDevice(bad.into())),
+                "{bad}"
+            );
+        }
+        assert!(swap_param("/dev/disk/by-id/virtio-swap_1.0").is_ok());
+        // The parameters count against the limit the error reports.
+        let err = cmdline_with(
+            DEFAULT_CMDLINE,
+            &InitParams {
+                run: Some("x".repeat(2000)),
+                ..p.clone()
+            },
+        )
+        .unwrap_err();
+        let InitError::TooLong { max_command, .. } = err else {
+            panic!("{err:?}")
+        };
+        let fits = InitParams {
+            run: Some("x".repeat(max_command)),
+            ..p.clone()
+        };
+        assert!(cmdline_with(DEFAULT_CMDLINE, &fits).unwrap().len() <= CMDLINE_MAX);
+        let over = InitParams {
+            run: Some("x".repeat(max_command + 1)),
+            ..p
+        };
+        assert!(cmdline_with(DEFAULT_CMDLINE, &over).is_err());
+    }
+
+    #[test]
+    fn swap_markers() {
+        assert_eq!(
+            find_swap("x\r\nSWAPLAB-SWAP ok 268431360\r\n"),
+            Some(SwapSetup::On(268_431_360))
+        );
+        assert_eq!(
+            find_swap("SWAPLAB-SWAP fail no block device /dev/vda\n"),
+            Some(SwapSetup::Failed("no block device /dev/vda".into()))
+        );
+        assert_eq!(find_swap("SWAPLAB-SWAP ok many\nnothing"), None);
+    }
+
+    #[test]
     fn end_markers() {
         assert_eq!(
             find_end("boot\r\nhi\r\nSWAPLAB-EXIT 0\r\n"),
@@ -367,6 +596,8 @@ mod tests {
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("for m in /lib/modules/v/a.ko /lib/modules/v/b.ko; do"));
         assert!(s.contains("SWAPLAB-EXIT $?"));
+        assert!(s.contains("swaplab.swap=*) swap="));
+        assert!(s.contains("export SWAPLAB_CHANNEL=/dev/ttyS1"));
         assert!(matches!(
             script(&["a b.ko".into()]),
             Err(InitError::BadModulePath(_))
