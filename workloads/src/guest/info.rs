@@ -18,6 +18,8 @@ pub struct MemInfo {
     pub swap_total_kib: u64,
     /// SwapFree.
     pub swap_free_kib: u64,
+    /// Cached (page cache).
+    pub cached_kib: u64,
 }
 
 /// Parse the text of `/proc/meminfo`. Missing fields stay 0.
@@ -36,6 +38,7 @@ pub fn parse_meminfo(text: &str) -> MemInfo {
             "MemAvailable" => m.available_kib = kib,
             "SwapTotal" => m.swap_total_kib = kib,
             "SwapFree" => m.swap_free_kib = kib,
+            "Cached" => m.cached_kib = kib,
             _ => {}
         }
     }
@@ -48,6 +51,7 @@ fn read(path: &str) -> Result<String, GuestError> {
 
 /// Print meminfo, cpus, kernel and uptime lines.
 pub fn run(out: &mut dyn Write) -> Result<(), GuestError> {
+    use super::json::emit;
     let m = parse_meminfo(&read("/proc/meminfo")?);
     let nproc = std::thread::available_parallelism()
         .map(|n| n.get() as u64)
@@ -67,6 +71,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), GuestError> {
                 ("mem_available_kib", Value::U(m.available_kib)),
                 ("swap_total_kib", Value::U(m.swap_total_kib)),
                 ("swap_free_kib", Value::U(m.swap_free_kib)),
+                ("cached_kib", Value::U(m.cached_kib)),
             ],
         ),
         line(
@@ -80,7 +85,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), GuestError> {
         line("uptime", &[("seconds", Value::F(uptime))]),
     ];
     for l in lines {
-        writeln!(out, "{l}").map_err(GuestError::io("writing"))?;
+        emit(out, &l)?;
     }
     Ok(())
 }
@@ -91,7 +96,7 @@ mod tests {
 
     #[test]
     fn meminfo_fields() {
-        let text = "MemTotal:         506112 kB\nMemFree:          480000 kB\nMemAvailable:     470000 kB\nBuffers: 1 kB\nSwapTotal:        0 kB\nSwapFree: 7 kB\nbogus line\n";
+        let text = "MemTotal:         506112 kB\nMemFree:          480000 kB\nMemAvailable:     470000 kB\nBuffers: 1 kB\nCached: 9 kB\nSwapCached: 5 kB\nSwapTotal:        0 kB\nSwapFree: 7 kB\nbogus line\n";
         let m = parse_meminfo(text);
         assert_eq!(
             m,
@@ -100,7 +105,8 @@ mod tests {
                 free_kib: 480000,
                 available_kib: 470000,
                 swap_total_kib: 0,
-                swap_free_kib: 7
+                swap_free_kib: 7,
+                cached_kib: 9,
             }
         );
     }

@@ -12,6 +12,12 @@ pub enum Value<'a> {
     F(f64),
     /// String.
     S(&'a str),
+    /// Boolean.
+    B(bool),
+    /// Array of unsigned integers.
+    A(&'a [u64]),
+    /// Unsigned integer, or null when absent.
+    O(Option<u64>),
 }
 
 /// Escape a string for JSON, with quotes.
@@ -47,12 +53,36 @@ pub fn line(kind: &str, fields: &[(&str, Value<'_>)]) -> String {
             Value::F(f) if f.is_finite() => {
                 let _ = write!(out, "{f:.3}");
             }
-            Value::F(_) => out.push_str("null"),
+            Value::F(_) | Value::O(None) => out.push_str("null"),
             Value::S(s) => out.push_str(&quote(s)),
+            Value::B(b) => {
+                let _ = write!(out, "{b}");
+            }
+            Value::A(items) => {
+                out.push('[');
+                for (i, n) in items.iter().enumerate() {
+                    let _ = write!(out, "{}{n}", if i == 0 { "" } else { "," });
+                }
+                out.push(']');
+            }
+            Value::O(Some(n)) => {
+                let _ = write!(out, "{n}");
+            }
         }
     }
     out.push('}');
     out
+}
+
+/// Write `line` and a newline to `out` in one `write` call where the writer allows
+/// (a file or a tty: concurrent writers' lines do not interleave).
+pub fn emit(out: &mut dyn std::io::Write, line: &str) -> Result<(), super::GuestError> {
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    out.write_all(buf.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(super::GuestError::io("writing a result line"))
 }
 
 #[cfg(test)]
@@ -68,6 +98,11 @@ mod tests {
                 ("f", Value::F(1.5)),
                 ("nan", Value::F(f64::NAN)),
                 ("s", Value::S("a\"b\\c\nd\u{1}é")),
+                ("b", Value::B(true)),
+                ("a", Value::A(&[1, 22, 333])),
+                ("e", Value::A(&[])),
+                ("o", Value::O(Some(7))),
+                ("none", Value::O(None)),
             ],
         );
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
@@ -76,5 +111,10 @@ mod tests {
         assert_eq!(v["f"], 1.5);
         assert!(v["nan"].is_null());
         assert_eq!(v["s"], "a\"b\\c\nd\u{1}é");
+        assert_eq!(v["b"], true);
+        assert_eq!(v["a"], serde_json::json!([1, 22, 333]));
+        assert_eq!(v["e"], serde_json::json!([]));
+        assert_eq!(v["o"], 7);
+        assert!(v["none"].is_null());
     }
 }

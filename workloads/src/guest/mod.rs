@@ -1,28 +1,53 @@
 //! `swaplab-guest`: the program that runs inside the guest image.
 //!
-//! Subcommands print JSON lines (one object per line, each with a `kind`) so the
-//! host can parse the console output:
+//! Subcommands print JSON lines (one object per line, each with a `kind`):
 //!
 //! - `info`: memory (`/proc/meminfo`), CPUs, kernel release, uptime.
-//! - `touch --mb N [--passes P] [--pattern seq|random]`: allocate N MiB and
-//!   write one byte per page, P times, timing each pass.
+//! - `touch --mb N [--passes P] [--pattern seq|random|zipf[:S]|phase[:K]] [--seed X]
+//!   [--write-ratio R]`: access N MiB in the probe guests' patterns, timing every
+//!   access and checking every page's tag ([`touch`]).
+//! - `integrity --mb N [--rounds R] [--interval-ms M] [--rewrite F] [--seed X]`:
+//!   fill N MiB with per-page patterns and verify every byte each round ([`integrity`]).
+//! - `report [--interval-ms M] [--count N]`: swap, fault and reclaim counters,
+//!   memory and timestamps, one line per sample ([`report`]).
 //!
-//! Only `std` is used here, so the static guest build stays small and fast.
-//! Exit status: 0 on success, 1 on a runtime error, 2 on a usage error.
+//! Results go to the result channel when `--out PATH` is given (anywhere on the
+//! command line) or `SWAPLAB_CHANNEL` names a path, else to stdout ([`output`]).
+//! `pages_verified` and `integrity_errors`, wherever they appear, are totals since the
+//! program started, so the last such line of a run (even a killed one) has its totals.
+//!
+//! Only `std` and `libc` are used here (plus the probe's pattern generator, itself
+//! std-only), so the static guest build stays small.
+//! Exit status: 0 on success, 1 on a runtime error or wrong memory contents, 2 on a
+//! usage error.
 
+pub mod args;
+pub mod clock;
+pub mod hist;
 pub mod info;
+pub mod integrity;
 pub mod json;
+pub mod output;
+pub mod report;
 pub mod touch;
 
 use std::io::Write;
 
 /// The usage text.
-pub const USAGE: &str = "usage: swaplab-guest <command>
+pub const USAGE: &str = "usage: swaplab-guest [--out PATH|-] <command> [flags]
 commands:
-  info                                   memory, CPUs, kernel, uptime as JSON lines
-  touch --mb N [--passes P] [--pattern seq|random]
-                                         allocate N MiB, write every page P times (default 2)
-  help                                   this text";
+  info                     memory, CPUs, kernel, uptime
+  touch --mb N [--passes P] [--pattern seq|random|zipf[:S]|phase[:K]] [--seed X] [--write-ratio R]
+                           access N MiB in a pattern P times (default 2, seq, seed 1, ratio 1),
+                           timing each access and checking each page's tag
+  integrity --mb N [--rounds R] [--interval-ms M] [--rewrite F] [--seed X]
+                           fill N MiB with per-page patterns, verify every byte each round
+                           (default 1 round; 0 = until killed), rewriting a fraction F (0.25)
+  report [--interval-ms M] [--count N]
+                           vmstat swap/fault counters, meminfo and timestamps per sample
+                           (default once; with --interval-ms alone until killed)
+  help                     this text
+results go to --out PATH, else to $SWAPLAB_CHANNEL if set, else to stdout (--out - for stdout)";
 
 /// Errors of the guest program.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +63,9 @@ pub enum GuestError {
         /// Why (part of the message: the guest prints one line, not a chain).
         error: std::io::Error,
     },
+    /// Memory did not hold what was written to it.
+    #[error("memory integrity: {0}")]
+    Integrity(String),
 }
 
 impl GuestError {
@@ -47,7 +75,8 @@ impl GuestError {
     }
 }
 
-/// Run the guest program on `args` (without the program name), writing to `out`.
+/// Run the guest program on `args` (without the program name and `--out`), writing
+/// its result lines to `out`.
 pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), GuestError> {
     let (cmd, rest) = match args.split_first() {
         Some((c, r)) => (c.as_str(), r),
@@ -63,6 +92,8 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), GuestError> {
             info::run(out)
         }
         "touch" => touch::run(&touch::TouchArgs::parse(rest)?, out),
+        "integrity" => integrity::run(&integrity::IntegrityArgs::parse(rest)?, out),
+        "report" => report::run(&report::ReportArgs::parse(rest)?, out),
         "help" | "--help" | "-h" => {
             writeln!(out, "{USAGE}").map_err(GuestError::io("writing"))?;
             Ok(())
@@ -71,14 +102,31 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), GuestError> {
     }
 }
 
-/// The program's `main`: runs [`run`] on the process arguments and returns the exit status.
+/// Run on `args` with results going where `--out` / `env_channel` say.
+pub fn run_routed(args: &[String], env_channel: Option<String>) -> Result<(), GuestError> {
+    let (out_flag, rest) = args::split_out(args)?;
+    let help = matches!(
+        rest.first().map(String::as_str),
+        Some("help" | "--help" | "-h")
+    );
+    match output::channel_path(out_flag, env_channel).filter(|_| !help) {
+        Some(path) => run(&rest, &mut output::open_channel(&path)?),
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let r = run(&rest, &mut out);
+            let _ = out.flush();
+            r
+        }
+    }
+}
+
+/// The program's `main`: runs [`run_routed`] on the process arguments and
+/// `$SWAPLAB_CHANNEL`, and returns the exit status.
 pub fn main() -> i32 {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let result = run(&args, &mut out);
-    let _ = out.flush();
-    match result {
+    output::install_stop_handler();
+    match run_routed(&args, std::env::var(output::CHANNEL_ENV).ok()) {
         Ok(()) => 0,
         Err(e @ GuestError::Usage(_)) => {
             eprintln!("swaplab-guest: {e}\n{USAGE}");
@@ -95,10 +143,13 @@ pub fn main() -> i32 {
 mod tests {
     use super::*;
 
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
     fn run_str(args: &[&str]) -> Result<String, GuestError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let mut out = Vec::new();
-        run(&args, &mut out)?;
+        run(&strings(args), &mut out)?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -107,7 +158,18 @@ mod tests {
         assert!(matches!(run_str(&[]), Err(GuestError::Usage(_))));
         assert!(matches!(run_str(&["bogus"]), Err(GuestError::Usage(m)) if m.contains("bogus")));
         assert!(matches!(run_str(&["info", "x"]), Err(GuestError::Usage(_))));
-        assert!(run_str(&["help"]).unwrap().contains("touch --mb"));
+        assert!(matches!(
+            run_str(&["integrity"]),
+            Err(GuestError::Usage(m)) if m.contains("--mb")
+        ));
+        assert!(matches!(
+            run_str(&["report", "--count"]),
+            Err(GuestError::Usage(_))
+        ));
+        let help = run_str(&["help"]).unwrap();
+        for c in ["touch --mb", "integrity --mb", "report [--interval-ms"] {
+            assert!(help.contains(c), "{c}");
+        }
     }
 
     #[test]
@@ -122,5 +184,46 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["meminfo", "cpus", "kernel", "uptime"]);
+    }
+
+    #[test]
+    fn results_follow_out_then_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let by_flag = dir.path().join("flag");
+        let by_env = dir.path().join("env");
+        let env = Some(by_env.display().to_string());
+        let flag = format!("--out={}", by_flag.display());
+        run_routed(&strings(&["report", &flag, "--count", "1"]), env.clone()).unwrap();
+        run_routed(&strings(&["integrity", "--mb", "1"]), env.clone()).unwrap();
+        run_routed(
+            &strings(&["report", "--count", "2", "--interval-ms", "0"]),
+            env,
+        )
+        .unwrap();
+        let kinds = |p: &std::path::Path| -> Vec<String> {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    v["kind"].as_str().unwrap().to_string()
+                })
+                .collect()
+        };
+        assert_eq!(kinds(&by_flag), ["report"]);
+        assert_eq!(
+            kinds(&by_env),
+            [
+                "integrity_start",
+                "integrity_round",
+                "integrity_done",
+                "report",
+                "report"
+            ]
+        );
+        assert!(matches!(
+            run_routed(&strings(&["info", "--out=/dev/swaplab-missing"]), None),
+            Err(GuestError::Io { .. })
+        ));
     }
 }
