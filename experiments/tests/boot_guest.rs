@@ -69,6 +69,9 @@ fn errors_found_before_booting_are_quick_and_clear() {
     }
 }
 
+/// Written by the guest to its result channel: quotes, a tab, JSON-looking text.
+const CHANNEL_LINE: &str = r#"exact line: {"a": 1}	'q' \ end"#;
+
 /// Where guest boots can run here.
 enum Tier {
     Native,
@@ -215,7 +218,31 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
     let bad_elf = dir.path().join("bad.elf");
     std::fs::write(&bad_elf, elf).unwrap();
 
+    let channel_file = dir.path().join("channel.lines");
     let cases = vec![
+        (
+            "channel",
+            args(&[
+                "--channel",
+                channel_file.to_str().unwrap(),
+                "--run",
+                &format!(
+                    "printf '%s\\n' '{}' > /dev/ttyS1; {}; {}; echo \"console: $SWAPLAB_CHANNEL\"",
+                    CHANNEL_LINE.replace('\'', r"'\''"),
+                    "swaplab-guest report --count 20 --interval-ms 0",
+                    "swaplab-guest touch --mb 8 --pattern random",
+                ),
+            ]),
+        ),
+        (
+            "swapfail",
+            args(&[
+                "--cmdline",
+                "console=ttyS0 quiet panic=-1 pci=off swaplab.swap=/dev/vda",
+                "--run",
+                "echo should-not-run",
+            ]),
+        ),
         (
             "meminfo",
             args(&[
@@ -274,6 +301,57 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
         .collect();
     let r = run_cases(&tier, dir.path(), &cases);
     let show = |name: &str| format!("{name}: {:?}", r[name]);
+
+    // The result channel: a line written to /dev/ttyS1 arrives exactly, guest
+    // programs write there (not to the console) when /init names it.
+    let c = &r["channel"];
+    assert_eq!(c.rc, 0, "{}", show("channel"));
+    assert_eq!(c.out, "console: /dev/ttyS1\n", "{}", show("channel"));
+    let chan = std::fs::read_to_string(&channel_file).unwrap();
+    let lines: Vec<&str> = chan.lines().collect();
+    assert_eq!(lines.first(), Some(&CHANNEL_LINE), "{chan}");
+    let json: Vec<serde_json::Value> = lines[1..]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = json.iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    let mut expect = vec!["report"; 20];
+    expect.extend(["touch", "touch", "touch_done"]);
+    assert_eq!(kinds, expect, "{chan}");
+    assert!(
+        json[0]["mem_total_kib"].as_u64().unwrap() > 400_000,
+        "{chan}"
+    );
+    let done = &json[22];
+    assert_eq!(done["pages_touched"], 2048, "{chan}");
+    assert_eq!(done["integrity_errors"], 0, "{chan}");
+    assert_eq!(done["pages_verified"], 3 * 2048, "{chan}");
+    // What a channel line costs: report lines back to back (each also reads two /proc
+    // files). Printed, not asserted: timing depends on the host.
+    let mut gaps: Vec<u64> = json[..20]
+        .windows(2)
+        .map(|w| w[1]["monotonic_ns"].as_u64().unwrap() - w[0]["monotonic_ns"].as_u64().unwrap())
+        .collect();
+    gaps.sort_unstable();
+    let bytes: usize = lines[1..21].iter().map(|l| l.len() + 1).sum::<usize>() / 20;
+    eprintln!(
+        "channel: median {} us between {bytes}-byte report lines ({:?} tier)",
+        gaps[gaps.len() / 2] / 1000,
+        matches!(tier, Tier::Sandbox)
+            .then_some("sandbox")
+            .unwrap_or("native")
+    );
+
+    // Swap that cannot be set up fails the run and says why; the command never runs.
+    let s = &r["swapfail"];
+    assert_eq!(s.rc, 1, "{}", show("swapfail"));
+    assert!(
+        s.err
+            .contains("could not run the command: swap: no block device /dev/vda"),
+        "{}",
+        show("swapfail")
+    );
+    assert!(!s.out.contains("should-not-run"), "{}", show("swapfail"));
 
     // 512 MiB, 2 vCPUs: the guest sees all the RAM given (the kernel's own count of
     // physical pages; only the BIOS hole below 1 MiB is missing) and both vCPUs.

@@ -138,6 +138,7 @@ fn validate(args: &BenchBootArgs) -> anyhow::Result<()> {
         run: None,
         timeout: args.timeout,
         console: None,
+        channel: None,
         boot_log: false,
         verbose: false,
         null_device: Vec::new(),
@@ -155,6 +156,7 @@ pub fn bench_boot(args: &BenchBootArgs, files: BootFiles) -> anyhow::Result<Boot
         cpus: args.cpus,
         timeout: Duration::from_secs(args.timeout),
         null_devices: Vec::new(),
+        channel: false,
     };
     let cmdline = spec.cmdline()?;
     let mut ours = Series::default();

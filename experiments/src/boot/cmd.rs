@@ -8,17 +8,19 @@
 //! where it is.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::console::Show;
-use super::{run_guest, verdict, BootFiles, GuestFailure, GuestRun, GuestSpec, ENV_IMAGE_DIR};
+use super::{run_guest_with, verdict, BootFiles, GuestFailure, GuestRun, GuestSpec, ENV_IMAGE_DIR};
 use crate::cli::{usage, UsageError};
 use crate::sandbox::{self, needs_sandbox_here, SandboxConfig, SandboxFlag};
 use crate::size::ByteSize;
+use vmm::devices::serial::ChannelHook;
 
 /// Arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -51,6 +53,11 @@ pub struct BootArgs {
     /// Write the whole guest console to this file.
     #[arg(long, value_name = "FILE")]
     pub console: Option<PathBuf>,
+    /// Give the guest a result channel (`/dev/ttyS1`; guest programs write their JSON
+    /// lines there, `SWAPLAB_CHANNEL` names it) and write every line it receives to
+    /// this file.
+    #[arg(long, value_name = "FILE")]
+    pub channel: Option<PathBuf>,
     /// With --run, show the whole console (kernel messages included), not only the
     /// command's output.
     #[arg(long)]
@@ -174,6 +181,11 @@ fn run(args: &BootArgs) -> anyhow::Result<u8> {
         args.cmdline.as_deref(),
         args.bzimage,
     )?;
+    if let Some(p) = &args.channel {
+        // Fail here, not after the sandbox has booted, on an unwritable path.
+        std::fs::File::create(p)
+            .with_context(|| format!("cannot create channel file {}", p.display()))?;
+    }
     let timeout = Duration::from_secs(args.timeout);
     if needs_sandbox_here(args.sandbox.sandbox) {
         return run_in_sandbox(&files, args.mem.bytes(), timeout);
@@ -188,23 +200,48 @@ fn run(args: &BootArgs) -> anyhow::Result<u8> {
         cpus: args.cpus,
         timeout,
         null_devices: args.null_device.clone(),
+        channel: args.channel.is_some(),
     };
     let show = if args.run.is_some() && !args.boot_log {
         Show::Command
     } else {
         Show::All
     };
-    let run = run_guest(
+    let hook = args.channel.as_deref().map(channel_file).transpose()?;
+    let run = run_guest_with(
         &spec,
         show,
         Box::new(std::io::stdout()),
         args.console.as_deref(),
+        hook,
     )
     .context("booting the guest")?;
     if args.verbose {
         eprint!("{}", summary(&spec, &run));
     }
     verdict(&run, args.run.is_some()).map_err(anyhow::Error::from)
+}
+
+/// A channel hook writing each line (and a newline) to a new file at `path`, one
+/// write per line, unbuffered, so the file is complete however the run ends. A failed
+/// write is reported once on stderr; later lines are dropped.
+pub fn channel_file(path: &Path) -> anyhow::Result<ChannelHook> {
+    let mut file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create channel file {}", path.display()))?;
+    let shown = path.display().to_string();
+    let mut failed = false;
+    Ok(Box::new(move |line: &str| {
+        if failed {
+            return;
+        }
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        if let Err(e) = file.write_all(&buf) {
+            failed = true;
+            eprintln!("swaplab: writing channel file {shown}: {e}; later lines are lost");
+        }
+    }))
 }
 
 /// Boot times, outcome and exits, for `--verbose`.
@@ -235,6 +272,12 @@ pub fn summary(spec: &GuestSpec, run: &GuestRun) -> String {
             "swaplab: userspace exits: {}; unclaimed accesses {unclaimed}; console {} bytes\n",
             exits.join(", "),
             run.report.console_bytes
+        ));
+    }
+    if let Some(c) = &run.channel {
+        s.push_str(&format!(
+            "swaplab: result channel: {} lines, {} bytes, {} cut\n",
+            c.lines, c.bytes, c.cut_lines
         ));
     }
     for v in &run.report.virtio {

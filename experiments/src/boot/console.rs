@@ -4,8 +4,9 @@
 //! optional log file, shows the console on the terminal as asked ([`Show`]), and
 //! watches for the guest image's `/init` markers: when `SWAPLAB-INIT` appears (the
 //! guest reached `/init`) and how the command ended (`SWAPLAB-EXIT <status>` or
-//! `SWAPLAB-FAIL <reason>`). With [`Show::Command`] only the command's output is shown:
-//! the lines between the two markers. (Kernel messages printed while the command runs
+//! `SWAPLAB-FAIL <reason>`), and whether swap came up (`SWAPLAB-SWAP`, not shown).
+//! With [`Show::Command`] only the command's output is shown: the lines between the
+//! two markers. (Kernel messages printed while the command runs
 //! are shown too: they cannot be told apart from the command's own output, e.g.
 //! `dmesg`'s; with `quiet` the kernel prints only warnings.)
 
@@ -14,7 +15,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use workloads::image::init::{self, GuestEnd};
+use workloads::image::init::{self, GuestEnd, SwapSetup};
 
 /// What to show on the terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct Marks {
     pub end: Option<GuestEnd>,
     /// When the end marker appeared.
     pub end_at: Option<Instant>,
+    /// What `/init` said about swap (`swaplab.swap`).
+    pub swap: Option<SwapSetup>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,10 @@ impl GuestConsole {
                 m.init_uptime = uptime;
                 drop(m);
                 self.phase = Phase::Command;
+            }
+            Phase::Command if text.starts_with(init::SWAP_MARKER) => {
+                let swap = init::find_swap(text);
+                self.marks().swap = swap;
             }
             Phase::Command => {
                 if let Some(end) = init::find_end(text) {
@@ -177,7 +184,7 @@ mod tests {
         }
     }
 
-    const CONSOLE: &str = "[    0.000000] Linux version 6.1\r\nboot noise\r\nSWAPLAB-INIT uptime=2.50\r\n[    2.600000] virtio_mmio: warning\r\nMemTotal: 500000 kB\r\n2\r\nno newline SWAPLAB-EXIT 3\r\n[    3.0] reboot: Power down\r\n";
+    const CONSOLE: &str = "[    0.000000] Linux version 6.1\r\nboot noise\r\nSWAPLAB-INIT uptime=2.50\r\nSWAPLAB-SWAP ok 1048576\r\n[    2.600000] virtio_mmio: warning\r\nMemTotal: 500000 kB\r\n2\r\nno newline SWAPLAB-EXIT 3\r\n[    3.0] reboot: Power down\r\n";
 
     fn feed(show: Show) -> (String, Marks) {
         let buf = Buf::default();
@@ -199,6 +206,7 @@ mod tests {
             "[    2.600000] virtio_mmio: warning\nMemTotal: 500000 kB\n2\nno newline "
         );
         assert_eq!(m.end, Some(GuestEnd::Exited(3)));
+        assert_eq!(m.swap, Some(SwapSetup::On(1 << 20)));
         assert_eq!(m.init_uptime, Some(2.5));
         assert!(m.init_at.unwrap() <= m.end_at.unwrap());
     }

@@ -4,7 +4,8 @@
 //! - [`BootFiles::resolve`]: kernel, initramfs and base command line (the cached guest
 //!   image's by default, its PVH vmlinux).
 //! - [`run_guest`]: boot once ([`vmm::linux`]), watch the console ([`console`]), and
-//!   return the report, the `/init` markers and times.
+//!   return the report, the `/init` markers and times; [`run_guest_with`] also hands
+//!   every line the guest writes to its result channel (`/dev/ttyS1`) to a hook.
 //! - [`verdict`]: turn a run into the command's exit status or a clear error.
 
 pub mod bench;
@@ -16,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use vmm::devices::serial::{ChannelHook, ChannelStats};
 use vmm::linux::{GuestOutcome, LinuxConfig, LinuxReport, LinuxVm};
 use vmm::virtio::null::NullDevice;
 use workloads::image::init::{self, GuestEnd};
@@ -130,14 +132,21 @@ pub struct GuestSpec {
     pub timeout: Duration,
     /// Do-nothing virtio devices to attach, by device type (discovery tests).
     pub null_devices: Vec<u32>,
+    /// Give the guest the result channel (COM2, `/dev/ttyS1`) and tell `/init` to
+    /// export `SWAPLAB_CHANNEL=/dev/ttyS1` to the command (`swaplab.channel=1`).
+    pub channel: bool,
 }
 
 impl GuestSpec {
     /// The full kernel command line.
     pub fn cmdline(&self) -> Result<String, BootError> {
-        Ok(init::cmdline_with_run(
+        Ok(init::cmdline_with(
             &self.files.cmdline,
-            self.run.as_deref(),
+            &init::InitParams {
+                run: self.run.clone(),
+                channel: self.channel,
+                ..init::InitParams::default()
+            },
         )?)
     }
 }
@@ -153,6 +162,8 @@ pub struct GuestRun {
     pub started: Instant,
     /// When the VM ended.
     pub ended: Instant,
+    /// What came through the result channel, if the guest had one.
+    pub channel: Option<ChannelStats>,
 }
 
 impl GuestRun {
@@ -168,12 +179,26 @@ impl GuestRun {
 }
 
 /// Boot `spec` once, showing the console as `show` says on `out`, logging it to
-/// `console_log`.
+/// `console_log`. With `spec.channel`, result-channel lines are counted and dropped.
 pub fn run_guest(
     spec: &GuestSpec,
     show: Show,
     out: Box<dyn Write + Send>,
     console_log: Option<&Path>,
+) -> Result<GuestRun, BootError> {
+    run_guest_with(spec, show, out, console_log, None)
+}
+
+/// [`run_guest`], calling `channel` (on a vCPU thread, so keep it quick) with every
+/// complete line the guest writes to its result channel. The channel device is
+/// attached when `spec.channel` is set or a hook is given; only `spec.channel` tells
+/// `/init` to point guest programs at it.
+pub fn run_guest_with(
+    spec: &GuestSpec,
+    show: Show,
+    out: Box<dyn Write + Send>,
+    console_log: Option<&Path>,
+    channel: Option<ChannelHook>,
 ) -> Result<GuestRun, BootError> {
     let cmdline = spec.cmdline()?;
     let log = match console_log {
@@ -191,7 +216,13 @@ pub fn run_guest(
     config.initrd = spec.files.initrd.clone();
     config.cmdline = cmdline;
     config.console = Some(Box::new(sink));
+    config.channel = match channel {
+        Some(hook) => Some(hook),
+        None if spec.channel => Some(Box::new(|_: &str| {})),
+        None => None,
+    };
     let mut vm = LinuxVm::new(config)?;
+    let channel = vm.channel_counters();
     for (i, &ty) in spec.null_devices.iter().enumerate() {
         vm.add_virtio(&format!("null{i}"), Box::new(NullDevice::new(ty)))?;
     }
@@ -203,6 +234,7 @@ pub fn run_guest(
         marks,
         started,
         ended,
+        channel: channel.map(|c| c.snapshot()),
     })
 }
 
@@ -327,6 +359,7 @@ mod tests {
             },
             started: now,
             ended: now,
+            channel: None,
         }
     }
 
