@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(libclang-dev clang busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod)
+PKGS=(libclang-dev clang busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -27,3 +27,7 @@ echo "setup: building swaplab (release)" >&2
 cargo build --release --quiet -p experiments --bin swaplab
 echo "setup: building the guest image (cached)" >&2
 ./target/release/swaplab image >&2
+# The nested sandbox's L1 kernel (bookworm-backports, through a private apt setup under
+# the cache; the host's apt sources are not changed) and initramfs. No network when cached.
+echo "setup: preparing the nested sandbox's L1 kernel (cached)" >&2
+./target/release/swaplab sandbox --prepare >&2

@@ -85,6 +85,8 @@ mount -t devtmpfs devtmpfs /newroot/dev || fail "mount devtmpfs"
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts || fail "mount devpts"
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm || fail "mount /dev/shm"
+# L1's own /run (the host's holds its daemons' sockets): inner ends of forwarded sockets live here.
+mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "mount /run"
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
 
 stage run

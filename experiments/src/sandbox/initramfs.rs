@@ -1,14 +1,15 @@
-//! The L1 image: Debian's kernel (from the guest image builder's cache) and the
-//! sandbox's own small initramfs (static busybox, the modules below, and
-//! `init.sh`), cached in `<cache>/sandbox/l1-<key>.cpio` where `<key>` hashes
-//! every input.
+//! The L1 image: a Debian kernel (by default bookworm-backports', see
+//! [`default_kernel_source`]; fetched and unpacked into the cache by the guest
+//! image's kernel code) and the sandbox's own small initramfs (static busybox,
+//! the modules below taken from that kernel's package, and `init.sh`), cached
+//! in `<cache>/sandbox/l1-<key>.cpio` where `<key>` hashes every input.
 
 use std::path::{Path, PathBuf};
 
 use workloads::image::busybox::{self, BusyboxError};
 use workloads::image::cache::{self, CacheError};
 use workloads::image::initramfs::{InitramfsBuilder, InitramfsError};
-use workloads::image::kernel::{self, KernelError, KernelFiles};
+use workloads::image::kernel::{self, KernelError, KernelFiles, KernelSource};
 use workloads::image::modules::{self, ModulePath, ModulesError};
 
 /// The L1 `/init`.
@@ -79,14 +80,46 @@ pub struct L1Image {
     pub built: bool,
 }
 
-/// A cached kernel if there is one (no apt query: that takes seconds), else fetch it.
-fn kernel(cache_dir: &Path) -> Result<KernelFiles, KernelError> {
-    match kernel::cached_kernels(cache_dir, kernel::DEFAULT_METAPACKAGE)
+/// Environment variable choosing L1's kernel: `host` (the host's apt sources:
+/// bookworm's 6.1, the guest image's kernel) or a suite of Debian's archive
+/// (default [`kernel::BACKPORTS_SUITE`]).
+pub const ENV_KERNEL: &str = "SWAPLAB_SANDBOX_KERNEL";
+
+/// L1's kernel by default: Debian's `linux-image-amd64` from bookworm-backports
+/// (6.12), because the host swapper needs userfaultfd features that 6.1 lacks
+/// (`UFFD_FEATURE_MOVE`, Linux 6.8; `POISON`, 6.6).
+pub fn default_kernel_source() -> KernelSource {
+    KernelSource::debian_suite(kernel::BACKPORTS_SUITE)
+}
+
+/// Parse a [`ENV_KERNEL`] value: `host`, or a suite name (`bookworm-backports`).
+pub fn parse_kernel_source(value: &str) -> Option<KernelSource> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    match value {
+        "host" => Some(KernelSource::Host),
+        _ if ok => Some(KernelSource::debian_suite(value)),
+        _ => None,
+    }
+}
+
+fn say(msg: &str) {
+    eprintln!("swaplab sandbox: {msg}");
+}
+
+/// A cached kernel from `source` if there is one (no apt query: that takes
+/// time, and for a suite it may need the network), else fetch it.
+pub fn kernel(cache_dir: &Path, source: &KernelSource) -> Result<KernelFiles, KernelError> {
+    match kernel::cached_kernels_from(cache_dir, source, kernel::DEFAULT_METAPACKAGE)
         .into_iter()
         .next()
     {
         Some(k) => Ok(k),
-        None => kernel::ensure_debian_kernel(cache_dir),
+        None => {
+            kernel::ensure_kernel_from(cache_dir, source, kernel::DEFAULT_METAPACKAGE, Some(say))
+        }
     }
 }
 
@@ -148,9 +181,9 @@ pub fn key(kernel: &KernelFiles, busybox_sha256: &str, mods: &ModuleLists) -> St
     cache::sha256_hex(text.as_bytes())[..16].to_string()
 }
 
-/// Make sure the L1 kernel and initramfs exist in `cache_dir` and return them.
-pub fn ensure_l1_image(cache_dir: &Path) -> Result<L1Image, L1ImageError> {
-    let k = kernel(cache_dir)?;
+/// Make sure the L1 kernel (from `source`) and initramfs exist in `cache_dir` and return them.
+pub fn ensure_l1_image(cache_dir: &Path, source: &KernelSource) -> Result<L1Image, L1ImageError> {
+    let k = kernel(cache_dir, source)?;
     let bb = busybox::find(
         std::env::var_os("SWAPLAB_BUSYBOX")
             .as_deref()

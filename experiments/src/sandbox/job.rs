@@ -6,7 +6,8 @@
 //! The script is run as `sh -c JOB` with an empty environment and the status
 //! port open on fd 3 (a virtio port can be opened only once); it exports the
 //! variables, changes directory, checks that the command can start (reporting
-//! `cannot-start CODE MESSAGE` on fd 3 if not), closes fd 3 and `exec`s it.
+//! `cannot-start CODE MESSAGE` on fd 3 if not), closes fd 3, starts the helpers
+//! in [`Job::background`] (the socket-forwarding bridges) and `exec`s the command.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -45,6 +46,10 @@ pub struct Job {
     pub cwd: PathBuf,
     /// The whole environment of the command (plus [`MARKER_ENV`], added by [`Job::script`]).
     pub env: Vec<(OsString, OsString)>,
+    /// Commands started in the background just before the command (same
+    /// directory and environment, stdin from `/dev/null`, output to the
+    /// command's stderr). They end when L1 powers off.
+    pub background: Vec<Vec<OsString>>,
 }
 
 /// Whether the host variable `name` is passed to L1 by default.
@@ -130,6 +135,7 @@ impl Job {
             argv,
             cwd: cwd.to_path_buf(),
             env,
+            background: Vec::new(),
         })
     }
 
@@ -173,6 +179,13 @@ impl Job {
             b"case $p in /*|*/*) [ -x \"$p\" ] && [ ! -d \"$p\" ] || cannot 126 \"not executable: $p\";; esac\n",
         );
         s.extend_from_slice(b"exec 3>&-\n");
+        for argv in self.background.iter().filter(|a| !a.is_empty()) {
+            for a in argv {
+                s.extend_from_slice(&shell_quote(a));
+                s.push(b' ');
+            }
+            s.extend_from_slice(b"</dev/null >&2 &\n");
+        }
         s.extend_from_slice(b"exec");
         for a in &self.argv {
             s.push(b' ');
@@ -296,11 +309,16 @@ mod tests {
             os("zero"),
             os("a b"),
         ];
-        let job = Job::new(argv, Path::new("/usr"), env).unwrap();
-        let (code, out, _err, st) = run_script(&job, "t1");
+        let mut job = Job::new(argv, Path::new("/usr"), env).unwrap();
+        job.background
+            .push(vec![os("sh"), os("-c"), os("echo \"bg $PWD $X\"")]);
+        let (code, out, err, st) = run_script(&job, "t1");
         assert_eq!(code, 3);
         assert_eq!(out, "it's|/usr|1|a b\n");
         assert_eq!(st, "");
+        // The background command runs in the same directory and environment, its
+        // output on stderr (`output()` reads until it, too, has closed stderr).
+        assert_eq!(err, "bg /usr it's\n");
     }
 
     #[test]

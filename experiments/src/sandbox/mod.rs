@@ -3,19 +3,40 @@
 //! paging), where `kvm_amd` loads and a stock L2 guest can boot on L1's
 //! `/dev/kvm`. For hosts whose KVM cannot boot a stock kernel (PVM, or none).
 //!
-//! L1 runs Debian's kernel (from the guest image builder's cache) with the
-//! sandbox's own initramfs ([`initramfs`]), mounts the host's `/` read-write
-//! over virtio-9p, chroots into it, and runs the command in the caller's
-//! directory with the caller's environment (filtered: see [`job`]) and stdin
-//! from `/dev/null`. Its stdout and stderr stream back live through
-//! virtio-serial ports; the kernel console stays out of them. The exit status
-//! comes back on a status port ([`protocol`]). L1 then powers off.
+//! L1 runs Debian's kernel from `bookworm-backports` (6.12 at the time of
+//! writing; [`initramfs::default_kernel_source`]), not bookworm's 6.1 that the
+//! L2 guest image boots: the host swapper runs in L1 and needs userfaultfd's
+//! `UFFD_FEATURE_MOVE` (Linux 6.8) and `POISON` (6.6), which 6.1 lacks. The
+//! package is fetched through a private apt setup under the cache (the host's
+//! apt sources stay as they are; see [`workloads::image::apt`]) and unpacked
+//! like the guest kernel. `SWAPLAB_SANDBOX_KERNEL=host` (or `--l1-kernel host`)
+//! boots the host's apt kernel (6.1) instead; any other value names a Debian
+//! suite.
 //!
-//! - CLI: `swaplab sandbox [--mem SIZE] [--cpus N] [--timeout S] -- CMD ARGS...`
-//!   exits with the command's status.
+//! L1 boots that kernel with the sandbox's own initramfs ([`initramfs`]: its
+//! modules come from the same kernel package), mounts the host's `/`
+//! read-write over virtio-9p, chroots into it (with a tmpfs of its own on
+//! `/run`), and runs the command in the caller's directory with the caller's
+//! environment (filtered: see [`job`]) and stdin from `/dev/null`. Its stdout
+//! and stderr stream back live through virtio-serial ports; the kernel console
+//! stays out of them. The exit status comes back on a status port
+//! ([`protocol`]). L1 then powers off.
+//!
+//! Unix sockets can be forwarded out of L1 ([`forward`]): a listening socket
+//! at a host path whose connections reach a socket the command listens on in
+//! L1, one connection at a time. A re-executed swaplab command with
+//! `--api-sock PATH` gets this transparently: PATH is forwarded and the
+//! command finds where to listen in L1 in [`ENV_API_SOCK_INNER`].
+//!
+//! - CLI: `swaplab sandbox [--mem SIZE] [--cpus N] [--timeout S]
+//!   [--forward-socket HOST[=INNER]] [--l1-kernel host|SUITE] -- CMD ARGS...`
+//!   exits with the command's status; `swaplab sandbox --prepare` only fetches
+//!   and builds L1's kernel and initramfs.
 //! - Library: [`run_in_sandbox`] runs a command; [`maybe_reexec`] re-runs the
 //!   current swaplab command in the sandbox when needed, and [`in_sandbox`] /
-//!   [`environment_note`] tell code (and reports) that it runs in L1.
+//!   [`environment_note`] tell code (and reports) that it runs in L1;
+//!   [`SandboxConfig::forward_socket`] / [`SandboxConfig::forward_api_sock`]
+//!   forward sockets.
 //!
 //! Results from the sandbox are functional, not timing-grade.
 //!
@@ -39,9 +60,15 @@
 //!   writes reach the host at the latest when it syncs before powering off.
 //!
 //! Measured here (2 cores, shared with other builds): QEMU start to the command
-//! starting ≈ 1.8–2.1 s on a quiet host, 4–7 s under load; `sandbox -- true`
-//! ≈ 2.3 s end to end on a quiet host.
+//! starting ≈ 1.8–2.1 s on a quiet host with 6.1, 4–7 s under load; `sandbox
+//! -- true` ≈ 2.3 s end to end on a quiet host. 6.12 boots as fast as 6.1:
+//! measured alternately on a loaded host (load 5–7), QEMU start to the command
+//! took 7.2–10.5 s (median 8.6) with 6.12 and 5.6–10.8 s (median 8.9) with
+//! 6.1; L1's own clock shows `/init` starting at 2.90 s vs 2.88 s and the
+//! modules loaded by 4.2 s vs 4.2–7.0 s.
 
+pub mod cli;
+pub mod forward;
 pub mod initramfs;
 pub mod job;
 pub mod protocol;
@@ -52,16 +79,21 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::size::ByteSize;
+use workloads::image::kernel::KernelSource;
 
+pub use cli::{main, SandboxArgs};
 pub use reexec::{
     environment_note, in_sandbox, needs_sandbox_here, SandboxFlag, SandboxMode, NOTE,
 };
 
+use forward::{ForwardSocket, HostForward};
 use protocol::Event;
-use qemu::{Expired, Limits, Report, Sinks};
+use qemu::{Expired, Limits, Report, Sinks, SocketPort};
 
 /// Default L1 memory: room for an L2 guest of a couple of GiB.
 pub const DEFAULT_MEM: u64 = 3 << 30;
@@ -71,6 +103,13 @@ pub const DEFAULT_CPUS: u32 = 2;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
 /// Limit from QEMU's start to the command starting.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Set in L1 for a re-executed swaplab command that had `--api-sock PATH`:
+/// the path in L1 to listen on instead of PATH (which is on the host; the
+/// sandbox forwards it there). See [`SandboxConfig::forward_api_sock`].
+pub const ENV_API_SOCK_INNER: &str = "SWAPLAB_API_SOCK_INNER";
+/// Prefix of the variables that tell a command run by `swaplab sandbox
+/// --forward-socket` where to listen: `SWAPLAB_FORWARD_SOCK_0`, `_1`, ...
+pub const ENV_FORWARD_SOCK_PREFIX: &str = "SWAPLAB_FORWARD_SOCK_";
 
 /// Errors of the sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +123,9 @@ pub enum SandboxError {
     /// The command or its environment cannot be passed.
     #[error("sandbox job")]
     Job(#[from] job::JobError),
+    /// A socket cannot be forwarded.
+    #[error("forwarding a socket out of the sandbox")]
+    Forward(#[from] forward::ForwardError),
     /// QEMU could not be run.
     #[error(transparent)]
     Qemu(#[from] qemu::QemuError),
@@ -209,6 +251,14 @@ pub struct SandboxConfig {
     pub qemu: OsString,
     /// Extra L1 kernel command-line words (for debugging).
     pub kernel_args: Vec<String>,
+    /// Where L1's kernel comes from (default [`initramfs::default_kernel_source`]).
+    pub kernel: KernelSource,
+    /// Unix sockets to forward out of L1 (see [`forward`] and [`SandboxConfig::forward_socket`]).
+    pub forwards: Vec<ForwardSocket>,
+    /// The swaplab binary that runs the L1 side of forwarded sockets
+    /// (`swaplab sandbox --l1-bridge`); default: this process's executable,
+    /// which then must be swaplab.
+    pub bridge_exe: Option<PathBuf>,
     /// Print boot and run times to stderr.
     pub verbose: bool,
 }
@@ -225,6 +275,9 @@ impl Default for SandboxConfig {
             cache_dir: None,
             qemu: qemu::QEMU.into(),
             kernel_args: Vec::new(),
+            kernel: initramfs::default_kernel_source(),
+            forwards: Vec::new(),
+            bridge_exe: None,
             verbose: false,
         }
     }
@@ -232,7 +285,8 @@ impl Default for SandboxConfig {
 
 impl SandboxConfig {
     /// Defaults, overridden by `SWAPLAB_SANDBOX_MEM` (a size), `SWAPLAB_SANDBOX_CPUS`,
-    /// `SWAPLAB_SANDBOX_TIMEOUT` (seconds) and `SWAPLAB_SANDBOX_CONSOLE` (a log file).
+    /// `SWAPLAB_SANDBOX_TIMEOUT` (seconds), `SWAPLAB_SANDBOX_CONSOLE` (a log file)
+    /// and `SWAPLAB_SANDBOX_KERNEL` (`host`, or a Debian suite: see [`initramfs::ENV_KERNEL`]).
     pub fn from_env() -> Result<Self, SandboxError> {
         let mut c = SandboxConfig::default();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -251,7 +305,53 @@ impl SandboxConfig {
                 Duration::from_secs(v.parse().map_err(|_| bad("SWAPLAB_SANDBOX_TIMEOUT", &v))?);
         }
         c.console_log = var("SWAPLAB_SANDBOX_CONSOLE").map(PathBuf::from);
+        if let Some(v) = var(initramfs::ENV_KERNEL) {
+            c.kernel =
+                initramfs::parse_kernel_source(&v).ok_or_else(|| bad(initramfs::ENV_KERNEL, &v))?;
+        }
         Ok(c)
+    }
+
+    /// Make `host` on the host a listening Unix socket whose connections
+    /// reach the returned path in L1, where the command must listen (a path on
+    /// L1's own tmpfs `/run`). Connections are served one at a time. The host
+    /// socket file exists while the sandbox runs and is removed when it ends.
+    pub fn forward_socket(&mut self, host: impl Into<PathBuf>) -> PathBuf {
+        let inner = forward::default_inner(self.forwards.len());
+        self.forwards.push(ForwardSocket {
+            host: host.into(),
+            inner: inner.clone(),
+        });
+        inner
+    }
+
+    /// For a swaplab command re-run in the sandbox: if `args` (its arguments,
+    /// without `argv[0]`) have `--api-sock PATH` before a bare `--`, forward
+    /// PATH (made absolute against `cwd`, default this process's directory)
+    /// and set [`ENV_API_SOCK_INNER`] in the command's environment to the
+    /// inner path, which the re-run command listens on instead of PATH.
+    /// Returns the inner path, or `None` when there is no `--api-sock`.
+    pub fn forward_api_sock(&mut self, args: &[OsString]) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(path) = reexec::api_sock_arg(args) else {
+            return Ok(None);
+        };
+        let host = if path.is_absolute() {
+            path
+        } else {
+            match &self.cwd {
+                Some(c) => c.join(path),
+                None => std::env::current_dir()
+                    .map_err(SandboxError::Cwd)?
+                    .join(path),
+            }
+        };
+        let inner = self.forward_socket(host);
+        let env = self
+            .env
+            .get_or_insert_with(|| job::default_env(std::env::vars_os()));
+        env.retain(|(k, _)| k != ENV_API_SOCK_INNER);
+        env.push((ENV_API_SOCK_INNER.into(), inner.clone().into_os_string()));
+        Ok(Some(inner))
     }
 
     fn validate(&self) -> Result<(), SandboxError> {
@@ -269,6 +369,16 @@ impl SandboxConfig {
         }
         if self.timeout.is_zero() {
             return Err(SandboxError::Config("the timeout must be positive".into()));
+        }
+        for (i, f) in self.forwards.iter().enumerate() {
+            forward::check_path(&f.host)?;
+            forward::check_path(&f.inner)?;
+            if self.forwards[..i].iter().any(|g| g.host == f.host) {
+                return Err(SandboxError::Config(format!(
+                    "{} is forwarded twice",
+                    f.host.display()
+                )));
+            }
         }
         Ok(())
     }
@@ -306,12 +416,24 @@ pub fn run_in_sandbox(
         Some(e) => e.clone(),
         None => job::default_env(std::env::vars_os()),
     };
-    let job = job::Job::new(argv, &cwd, env)?;
-    let cache_dir = match &cfg.cache_dir {
-        Some(d) => d.clone(),
-        None => workloads::image::cache::default_cache_dir()?,
-    };
-    let image = initramfs::ensure_l1_image(&cache_dir)?;
+    let mut job = job::Job::new(argv, &cwd, env)?;
+    if !cfg.forwards.is_empty() {
+        let exe = match &cfg.bridge_exe {
+            Some(e) => e.clone().into_os_string(),
+            None => reexec::current_exe()?,
+        };
+        for (i, f) in cfg.forwards.iter().enumerate() {
+            let mut spec = OsString::from(format!("{}=", forward::port_name(i)));
+            spec.push(&f.inner);
+            job.background.push(vec![
+                exe.clone(),
+                "sandbox".into(),
+                "--l1-bridge".into(),
+                spec,
+            ]);
+        }
+    }
+    let image = prepare(cfg)?;
     let launch = qemu::Launch {
         qemu: cfg.qemu.clone(),
         vmlinux: image.vmlinux.clone(),
@@ -342,7 +464,27 @@ pub fn run_in_sandbox(
         stderr,
         console: console_file.as_mut().map(|f| f as &mut dyn Write),
     };
-    let report = qemu::run(&launch, model, limits, sinks)?;
+    // While sockets are forwarded, Ctrl-C, SIGTERM and SIGHUP stop QEMU instead
+    // of this process, so the run unwinds and the host socket files go away.
+    let qemu_pid = Arc::new(AtomicI32::new(0));
+    let _signals = if cfg.forwards.is_empty() {
+        None
+    } else {
+        let scope = crate::probe_run::signals::SignalScope::new().map_err(|e| {
+            SandboxError::Config(format!("cannot catch signals while forwarding: {e}"))
+        })?;
+        let pid = qemu_pid.clone();
+        scope.set_action(Some(Box::new(move |_| {
+            let p = pid.load(Ordering::SeqCst);
+            if p > 0 {
+                // SAFETY: kill only sends a signal; `p` is QEMU, our unreaped child.
+                unsafe { libc::kill(p, libc::SIGTERM) };
+            }
+        })));
+        Some(scope)
+    };
+    let (_forwarders, ports) = start_forwards(&cfg.forwards, cfg.verbose)?;
+    let report = qemu::run(&launch, model, limits, sinks, ports, Some(&qemu_pid))?;
     let code = interpret(&report, cfg.timeout)?;
     let run = SandboxRun {
         exit_code: code,
@@ -366,6 +508,32 @@ pub fn run_in_sandbox(
         );
     }
     Ok(run)
+}
+
+/// Listen at every forwarded host path; the forwarders (which remove their
+/// socket files when dropped) and the ports QEMU gets.
+fn start_forwards(
+    forwards: &[ForwardSocket],
+    verbose: bool,
+) -> Result<(Vec<HostForward>, Vec<SocketPort>), SandboxError> {
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for (i, f) in forwards.iter().enumerate() {
+        let (h, fd) = HostForward::create(&f.host)?;
+        if verbose {
+            eprintln!(
+                "swaplab sandbox: forwarding {} to {} in L1",
+                f.host.display(),
+                f.inner.display()
+            );
+        }
+        hosts.push(h);
+        ports.push(SocketPort {
+            name: forward::port_name(i),
+            fd,
+        });
+    }
+    Ok((hosts, ports))
 }
 
 /// Turn a report into the command's status or an error naming what went wrong.
@@ -459,86 +627,77 @@ pub fn maybe_reexec_with(
 /// Re-run this swaplab command in the sandbox unconditionally: print [`NOTE`]
 /// on stderr, run `/proc/self/exe` with this process's arguments and
 /// `--sandbox=never` in L1 configured by `cfg`, streaming its output here.
+/// A `--api-sock PATH` among the arguments is forwarded transparently
+/// ([`SandboxConfig::forward_api_sock`]): PATH works on the host as it would
+/// without the sandbox.
 pub fn reexec_in_sandbox(cfg: &SandboxConfig) -> Result<SandboxRun, SandboxError> {
     let mut argv = vec![reexec::current_exe()?];
-    argv.extend(reexec::reexec_args(std::env::args_os().skip(1)));
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let mut cfg = cfg.clone();
+    cfg.forward_api_sock(&args)?;
+    argv.extend(reexec::reexec_args(args));
     eprintln!("swaplab: {NOTE}");
     run_in_sandbox(
-        cfg,
+        &cfg,
         argv,
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     )
 }
 
-/// `swaplab sandbox`.
-#[derive(clap::Args, Debug)]
-#[command(after_help = "\
-The command runs as root in L1, chrooted into this host's / (9p, read-write), in the \
-current directory, with stdin from /dev/null. Its stdout and stderr stream back \
-live; swaplab exits with its status (126/127 if it cannot start, 1 if L1 fails).")]
-pub struct SandboxArgs {
-    /// L1 memory.
-    #[arg(long, default_value = "3G")]
-    pub mem: ByteSize,
-    /// L1 vCPUs.
-    #[arg(long, default_value_t = DEFAULT_CPUS)]
-    pub cpus: u32,
-    /// Kill L1 after this many seconds.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT.as_secs())]
-    pub timeout: u64,
-    /// Pass an environment variable: NAME=VALUE, or NAME to copy this
-    /// process's value (PATH, HOME, SWAPLAB_*, RUST*, CARGO*, LC_* ... pass by default).
-    #[arg(long = "env", value_name = "NAME[=VALUE]")]
-    pub env: Vec<OsString>,
-    /// Write L1's kernel console to this file.
-    #[arg(long, value_name = "FILE")]
-    pub console_log: Option<PathBuf>,
-    /// Add a word to L1's kernel command line (for debugging).
-    #[arg(long, value_name = "WORD")]
-    pub kernel_arg: Vec<String>,
-    /// Print L1's stages with times, and how long it took to boot and to run the command.
-    #[arg(short, long)]
-    pub verbose: bool,
-    /// The command and its arguments (after `--`).
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<OsString>,
+/// Make sure L1's kernel and initramfs for `cfg` are in the cache (what
+/// `swaplab sandbox --prepare` and the setup script do), without booting.
+pub fn prepare(cfg: &SandboxConfig) -> Result<initramfs::L1Image, SandboxError> {
+    let cache_dir = match &cfg.cache_dir {
+        Some(d) => d.clone(),
+        None => workloads::image::cache::default_cache_dir()?,
+    };
+    Ok(initramfs::ensure_l1_image(&cache_dir, &cfg.kernel)?)
 }
 
-/// Run `swaplab sandbox`: the command's exit status, or an error message and
-/// 1 (126/127 when the command cannot start).
-pub fn main(args: &SandboxArgs) -> ExitCode {
-    let mut env = job::default_env(std::env::vars_os());
-    for e in &args.env {
-        job::apply_env_arg(&mut env, e, |k| std::env::var_os(k));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
     }
-    let cfg = SandboxConfig {
-        mem: args.mem.0,
-        cpus: args.cpus,
-        timeout: Duration::from_secs(args.timeout),
-        env: Some(env),
-        console_log: args.console_log.clone(),
-        kernel_args: args.kernel_arg.clone(),
-        verbose: args.verbose,
-        ..SandboxConfig::default()
-    };
-    let result = run_in_sandbox(
-        &cfg,
-        args.command.clone(),
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-    );
-    match result {
-        Ok(run) => ExitCode::from(run.exit_code),
-        Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("swaplab: sandbox: {msg}");
-            ExitCode::from(e.exit_code())
-        }
+
+    #[test]
+    fn api_sock_is_forwarded_and_named_in_the_environment() {
+        let mut cfg = SandboxConfig {
+            cwd: Some("/work".into()),
+            env: Some(vec![("PATH".into(), "/bin".into())]),
+            ..SandboxConfig::default()
+        };
+        assert_eq!(
+            cfg.forward_api_sock(&os(&["boot", "--mem", "1G"])).unwrap(),
+            None
+        );
+        assert!(cfg.forwards.is_empty());
+        let inner = cfg
+            .forward_api_sock(&os(&["boot", "--api-sock", "api.sock"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(inner, Path::new("/run/swaplab/forward-0.sock"));
+        assert_eq!(
+            cfg.forwards,
+            [ForwardSocket {
+                host: "/work/api.sock".into(),
+                inner: inner.clone()
+            }]
+        );
+        let env = cfg.env.as_ref().unwrap();
+        assert!(env.contains(&(ENV_API_SOCK_INNER.into(), inner.into_os_string())));
+        assert!(env.contains(&("PATH".into(), "/bin".into())));
+        // A second socket gets its own inner path.
+        assert_eq!(
+            cfg.forward_socket("/tmp/b.sock"),
+            Path::new("/run/swaplab/forward-1.sock")
+        );
+        cfg.validate().unwrap();
+        cfg.forward_socket("/work/api.sock");
+        assert!(cfg.validate().is_err(), "the same host path twice");
     }
 }

@@ -4,7 +4,8 @@
 //! (serial), the status port and the command's stdout and stderr ports
 //! (virtio-serial), and its own stderr. The job travels in fw_cfg. So no
 //! temporary file exists on the host, and a killed swaplab leaves nothing
-//! behind; QEMU itself dies with its parent (`PR_SET_PDEATHSIG`).
+//! behind; QEMU itself dies with its parent (`PR_SET_PDEATHSIG`). Forwarded
+//! sockets ([`super::forward`]) add one socketpair end per port.
 //!
 //! The supervisor waits in `poll(2)` on those pipes with the nearest deadline
 //! as timeout. QEMU's exit closes every pipe, which ends the loop.
@@ -16,6 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::job::qemu_opt_escape;
@@ -183,8 +185,22 @@ pub struct ChildFds {
     pub stderr: RawFd,
 }
 
-/// QEMU's arguments.
-pub fn qemu_args(launch: &Launch, fds: ChildFds, root_security_model: &str) -> Vec<OsString> {
+/// A virtio-serial port backed by a connected socket QEMU inherits.
+#[derive(Debug)]
+pub struct SocketPort {
+    /// The port's name in L1.
+    pub name: String,
+    /// QEMU's end.
+    pub fd: OwnedFd,
+}
+
+/// QEMU's arguments. `ports` are extra virtio-serial ports: (name, socket fd in QEMU).
+pub fn qemu_args(
+    launch: &Launch,
+    fds: ChildFds,
+    ports: &[(String, RawFd)],
+    root_security_model: &str,
+) -> Vec<OsString> {
     let fd = |n: RawFd| format!("/proc/self/fd/{n}");
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
@@ -218,6 +234,16 @@ pub fn qemu_args(launch: &Launch, fds: ChildFds, root_security_model: &str) -> V
         push(&[
             "-device",
             &format!("virtserialport,chardev={id},name=swaplab.{id}"),
+        ]);
+    }
+    for (i, (name, n)) in ports.iter().enumerate() {
+        push(&["-chardev", &format!("socket,id=port{i},fd={n}")]);
+        push(&[
+            "-device",
+            &format!(
+                "virtserialport,chardev=port{i},name={}",
+                qemu_opt_escape(name.as_bytes()).to_string_lossy()
+            ),
         ]);
     }
     push(&["-append", &cmdline(launch)]);
@@ -312,11 +338,14 @@ fn keep_tail(buf: &mut Vec<u8>, data: &[u8], max: usize) {
 }
 
 /// Boot L1, run the job, stream its output to `sinks`, and report what happened.
+/// QEMU gets the extra `ports`; its pid is stored in `pid` while it runs (0 after).
 pub fn run(
     launch: &Launch,
     root_security_model: &str,
     limits: Limits,
     sinks: Sinks<'_>,
+    ports: Vec<SocketPort>,
+    pid: Option<&AtomicI32>,
 ) -> Result<Report, QemuError> {
     let (con_r, con_w) = pipe()?;
     let (st_r, st_w) = pipe()?;
@@ -328,12 +357,20 @@ pub fn run(
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
     };
-    let args = qemu_args(launch, fds, root_security_model);
-    let keep = vec![fds.console, fds.status, fds.stdout, fds.stderr];
+    let port_fds: Vec<(String, RawFd)> = ports
+        .iter()
+        .map(|p| (p.name.clone(), p.fd.as_raw_fd()))
+        .collect();
+    let args = qemu_args(launch, fds, &port_fds, root_security_model);
+    let mut keep = vec![fds.console, fds.status, fds.stdout, fds.stderr];
+    keep.extend(port_fds.iter().map(|p| p.1));
     let start = Instant::now();
     let mut child = spawn(launch, args, keep)?;
+    if let Some(slot) = pid {
+        slot.store(child.id() as i32, Ordering::SeqCst);
+    }
     // Only QEMU may hold the write ends, so that its exit means EOF everywhere.
-    drop((con_w, st_w, out_w, err_w));
+    drop((con_w, st_w, out_w, err_w, ports));
     let qemu_err: File = match child.stderr.take() {
         Some(e) => OwnedFd::from(e).into(),
         None => return Err(sys("QEMU stderr")(std::io::ErrorKind::Other.into())),
@@ -359,7 +396,11 @@ pub fn run(
     let result = sup.pump(&mut streams, &mut child, limits);
     // Whatever happened, QEMU must not outlive this call.
     let _ = child.kill();
-    let status = child.wait().map_err(sys("waiting for QEMU"))?;
+    let status = child.wait();
+    if let Some(slot) = pid {
+        slot.store(0, Ordering::SeqCst);
+    }
+    let status = status.map_err(sys("waiting for QEMU"))?;
     let expired = result?;
     sup.finish();
     Ok(Report {
@@ -597,7 +638,8 @@ mod tests {
             stdout: 12,
             stderr: 13,
         };
-        let a: Vec<String> = qemu_args(&launch(), fds, "passthrough")
+        let ports = [("swaplab.fwd.0".to_string(), 14)];
+        let a: Vec<String> = qemu_args(&launch(), fds, &ports, "passthrough")
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();
@@ -611,6 +653,8 @@ mod tests {
         assert_eq!(after("-m"), ["3072M"]);
         assert!(after("-chardev").contains(&"file,id=stdout,path=/proc/self/fd/12"));
         assert!(after("-device").contains(&"virtserialport,chardev=status,name=swaplab.status"));
+        assert!(after("-chardev").contains(&"socket,id=port0,fd=14"));
+        assert!(after("-device").contains(&"virtserialport,chardev=port0,name=swaplab.fwd.0"));
         assert_eq!(
             after("-fw_cfg"),
             ["name=opt/swaplab/job,string=echo a,,b\n"]

@@ -111,6 +111,28 @@ pub fn reexec_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     out
 }
 
+/// The `--api-sock` flag of swaplab commands that serve a control socket.
+pub const API_SOCK_FLAG: &str = "--api-sock";
+
+/// The PATH of `--api-sock PATH` or `--api-sock=PATH` in `args` (before a
+/// bare `--`; the last one wins, as with clap).
+pub fn api_sock_arg(args: &[OsString]) -> Option<std::path::PathBuf> {
+    let eq = format!("{API_SOCK_FLAG}=");
+    let mut found = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == API_SOCK_FLAG {
+            found = it.next().map(std::path::PathBuf::from);
+        } else if let Some(p) = a.to_str().and_then(|s| s.strip_prefix(eq.as_str())) {
+            found = Some(p.into());
+        }
+    }
+    found
+}
+
 /// The running executable's path, as L1 sees it (L1's root is the host's).
 pub fn current_exe() -> Result<OsString, ReexecError> {
     let exe = std::env::current_exe().map_err(ReexecError::CurrentExe)?;
@@ -142,6 +164,23 @@ mod tests {
         assert_eq!(
             reexec_args(v(&["boot", "--sandbox=auto", "--", "x", "--sandbox", "y"])),
             v(&["boot", "--sandbox=never", "--", "x", "--sandbox", "y"])
+        );
+    }
+
+    #[test]
+    fn api_sock_is_found_before_the_command_separator() {
+        assert_eq!(api_sock_arg(&v(&["boot", "--mem", "1G"])), None);
+        assert_eq!(
+            api_sock_arg(&v(&["boot", "--api-sock", "/tmp/a.sock", "--run", "x"])),
+            Some("/tmp/a.sock".into())
+        );
+        assert_eq!(
+            api_sock_arg(&v(&["run", "--api-sock=rel.sock"])),
+            Some("rel.sock".into())
+        );
+        assert_eq!(
+            api_sock_arg(&v(&["sandbox", "--", "x", "--api-sock", "/no"])),
+            None
         );
     }
 

@@ -1,0 +1,154 @@
+//! `swaplab sandbox --forward-socket`: a Unix socket on the host whose
+//! connections reach a server listening in L1. The server is a few lines of
+//! Perl (perl-base is essential on Debian, and L1's root is the host's).
+//! Skipped (with a printed reason) where QEMU or Perl is missing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn missing(program: &str, package: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|d| d.join(program).is_file());
+    if !found {
+        eprintln!("skipped: {program} is not installed (apt-get install {package})");
+    }
+    !found
+}
+
+/// Serves two connections on $SWAPLAB_FORWARD_SOCK_0, answering each line
+/// with `echo N: LINE` (N counts connections), then exits.
+const SERVER: &str = r#"
+use IO::Socket::UNIX;
+my $path = $ENV{SWAPLAB_FORWARD_SOCK_0} or die "SWAPLAB_FORWARD_SOCK_0 is not set";
+my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $path, Listen => 5)
+    or die "listen $path: $!";
+for my $n (1..2) {
+    my $c = $s->accept or die "accept: $!";
+    while (my $line = <$c>) { print $c "echo $n: $line"; }
+    close $c;
+}
+print "served 2 connections on $path\n";
+"#;
+
+fn request(stream: &mut UnixStream, reader: &mut BufReader<UnixStream>, line: &str) -> String {
+    stream.write_all(line.as_bytes()).unwrap();
+    let mut reply = String::new();
+    reader.read_line(&mut reply).unwrap();
+    reply
+}
+
+#[test]
+fn host_socket_reaches_a_server_in_l1() {
+    if missing("qemu-system-x86_64", "qemu-system-x86") || missing("perl", "perl-base") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swaplab"))
+        .args(["sandbox", "--verbose", "--mem", "512M", "--timeout", "300"])
+        .arg("--forward-socket")
+        .arg(&sock)
+        .args(["--", "perl", "-e", SERVER])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The sandbox says when the host socket listens (before L1 boots).
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!("swaplab sandbox ended ({status}) before forwarding:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.starts_with("swaplab sandbox: forwarding ") {
+            assert!(
+                line.contains("/run/swaplab/forward-0.sock"),
+                "inner path: {line}"
+            );
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+
+    // Two connections, one after the other, two request lines each: every
+    // reply comes from the server in L1, on the right connection.
+    for n in 1..=2 {
+        let mut stream = UnixStream::connect(&sock).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        assert_eq!(
+            request(&mut stream, &mut reader, "{\"cmd\":\"status\"}\n"),
+            format!("echo {n}: {{\"cmd\":\"status\"}}\n")
+        );
+        assert_eq!(
+            request(&mut stream, &mut reader, "second\n"),
+            format!("echo {n}: second\n")
+        );
+    }
+
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let stderr = rest.join().unwrap();
+    assert!(status.success(), "{status}\n{seen}{stderr}");
+    assert!(
+        stdout.contains("served 2 connections on /run/swaplab/forward-0.sock"),
+        "{stdout}\n{seen}{stderr}"
+    );
+    assert!(!sock.exists(), "the host socket outlived the sandbox");
+}
+
+#[test]
+fn host_socket_is_removed_when_l1_fails() {
+    if missing("qemu-system-x86_64", "qemu-system-x86") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    // No init in the initramfs: L1's kernel panics.
+    let out = Command::new(env!("CARGO_BIN_EXE_swaplab"))
+        .args(["sandbox", "--mem", "512M", "--timeout", "300"])
+        .args(["--kernel-arg", "rdinit=/no-such-init"])
+        .arg("--forward-socket")
+        .arg(&sock)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the L1 kernel panicked"), "{err}");
+    assert!(!sock.exists(), "the host socket outlived a failed sandbox");
+}
+
+#[test]
+fn an_existing_file_is_not_replaced() {
+    if missing("qemu-system-x86_64", "qemu-system-x86") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"precious").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_swaplab"))
+        .args(["sandbox", "--forward-socket"])
+        .arg(&file)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a socket left over"), "{err}");
+    assert_eq!(std::fs::read(Path::new(&file)).unwrap(), b"precious");
+}
