@@ -470,6 +470,10 @@ mod tests {
         let mut i = inputs(&progs, &mods, Compression::None);
         i.kernel_package_version = "6.1.193-1";
         assert_ne!(base, image_key(&i));
+        // A new /init (e.g. another protocol parameter) is a new image.
+        let mut i = inputs(&progs, &mods, Compression::None);
+        i.init_sha256 = "init2";
+        assert_ne!(base, image_key(&i));
     }
 
     #[test]
