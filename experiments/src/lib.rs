@@ -13,6 +13,7 @@ pub mod image_cmd;
 pub mod probe_cmd;
 pub mod probe_run;
 pub mod report;
+pub mod run;
 pub mod sandbox;
 pub mod scenario;
 pub mod size;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use experiments::{bench, boot, ctl, doctor, image_cmd, probe_cmd, sandbox};
+use experiments::{bench, boot, ctl, doctor, image_cmd, probe_cmd, run, sandbox};
 
 /// swaplab: a memory-overcommit and swapping testbed.
 #[derive(Parser, Debug)]
@@ -32,6 +32,9 @@ enum Command {
     /// Talk to a running VM's control socket: `ctl --sock PATH balloon set 256M`,
     /// `balloon stats`, `swapper status`, `vm stats`, `help`, or `--raw JSON`.
     Ctl(ctl::CtlArgs),
+    /// Run scenarios (guest swap, host swap, double paging, balloon) with a Linux guest;
+    /// no arguments: the standard matrix. Writes results, a report and a trace.
+    Run(run::cmd::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Boot(a) => return boot::cmd::main(&a),
         Command::Bench(a) => return bench::main(&a),
         Command::Ctl(a) => return ctl::main(&a),
+        Command::Run(a) => return run::cmd::main(&a),
     };
     experiments::cli::finish(result)
 }

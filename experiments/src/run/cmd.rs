@@ -1,0 +1,272 @@
+//! `swaplab run [SCENARIO|FILE]...`: run scenarios (built-in names or TOML
+//! files; none: the standard matrix), print a summary per run and write the
+//! results.
+//!
+//! Output directory (`--out DIR`, default `results/<UTC timestamp>/`):
+//! `results.json` (every run), `<scenario>/<repetition>/result.json` and
+//! `console.log` per run, and `result.json` at the top when there was only
+//! one run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::machine::{run_machine, MachineOptions};
+use super::{analyze, result::RunResult};
+use crate::boot::console::Show;
+use crate::boot::BootFiles;
+use crate::cli::{usage, UsageError};
+use crate::sandbox::{needs_sandbox_here, SandboxFlag};
+use crate::scenario::{self, Matrix, Scenario};
+use crate::size::ByteSize;
+
+/// Arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Scenarios or matrices to run: built-in names (default, baseline, guest-swap,
+    /// host-swap, host-swap-mitigated, double-paging, balloon) or TOML files.
+    /// None: the standard matrix (`default`).
+    #[arg(value_name = "SCENARIO")]
+    pub scenarios: Vec<String>,
+    /// Where results go (default: results/<UTC timestamp>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print each run's result as one JSON line on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Override every scenario's repetitions.
+    #[arg(long, value_name = "N")]
+    pub repetitions: Option<u32>,
+    /// Override the guest's RAM.
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<ByteSize>,
+    /// Override the guest swap disk size.
+    #[arg(long, value_name = "SIZE")]
+    pub guest_swap: Option<ByteSize>,
+    /// Override the host limit (only for scenarios with host swapping).
+    #[arg(long, value_name = "SIZE")]
+    pub host_limit: Option<ByteSize>,
+    /// Override the workload's working set.
+    #[arg(long, value_name = "SIZE")]
+    pub working_set: Option<ByteSize>,
+    /// Override the workload's passes.
+    #[arg(long, value_name = "N")]
+    pub passes: Option<u32>,
+    /// Override the per-run time limit, seconds.
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<u64>,
+    /// Show the guest's console (kernel messages and the command's output) on stderr.
+    #[arg(long)]
+    pub console: bool,
+    /// Serve the control socket here while each guest runs (`swaplab ctl --sock PATH`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    #[command(flatten)]
+    pub sandbox: SandboxFlag,
+}
+
+/// Loads the scenarios and applies the command line's overrides; every error
+/// (a typo'd key, a bad value, a meaningless override) before anything runs.
+pub fn load(args: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
+    let names: Vec<String> = if args.scenarios.is_empty() {
+        vec!["default".into()]
+    } else {
+        args.scenarios.clone()
+    };
+    let mut out: Vec<Scenario> = Vec::new();
+    for name in &names {
+        let m: Matrix = scenario::load(name).map_err(|e| usage(e.to_string()))?;
+        for mut s in m.scenarios {
+            if out.iter().any(|o| o.name == s.name) {
+                return Err(usage(format!("scenario {:?} is named twice", s.name)));
+            }
+            overrides(args, &mut s);
+            s.validate()
+                .map_err(|e| usage(format!("with the command line's overrides: {e}")))?;
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+fn overrides(args: &RunArgs, s: &mut Scenario) {
+    if let Some(n) = args.repetitions {
+        s.repetitions = n;
+    }
+    if let Some(m) = args.mem {
+        s.guest.mem = m;
+    }
+    if let Some(g) = args.guest_swap {
+        if s.guest.swap.is_some() {
+            s.guest.swap = Some(g);
+        }
+    }
+    if let (Some(l), Some(h)) = (args.host_limit, s.host.as_mut()) {
+        h.limit = l;
+    }
+    if let Some(w) = args.working_set {
+        s.workload.mb = w.bytes().div_ceil(1 << 20);
+    }
+    if let Some(p) = args.passes {
+        s.workload.passes = p;
+    }
+    if let Some(t) = args.timeout {
+        s.timeout_s = t;
+    }
+}
+
+/// Where scratch files (the guest swap image, host store files) go: tmpfs in
+/// the sandbox (L1's root is the host's over 9p, slow for random I/O), else
+/// the system's temporary directory.
+fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
+    let base = if crate::sandbox::in_sandbox() && Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    tempfile::Builder::new()
+        .prefix("swaplab-run-")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a scratch directory in {}", base.display()))
+}
+
+/// Runs one repetition of `s`, writing `result.json` and `console.log` into `dir`.
+pub fn run_one(
+    s: &Scenario,
+    dir: &Path,
+    show: Show,
+    api_sock: Option<&Path>,
+) -> anyhow::Result<RunResult> {
+    let scratch = scratch_dir()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = dir.join("console.log");
+    let opts = MachineOptions {
+        scratch: scratch.path(),
+        show,
+        console_log: Some(&log),
+        api_sock: api_sock.map(Path::to_path_buf),
+        command: None,
+    };
+    let raw = run_machine(s, opts).with_context(|| format!("running scenario {}", s.name))?;
+    let result = analyze(s, &raw);
+    write_json(&dir.join("result.json"), &result)?;
+    Ok(result)
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> anyhow::Result<()> {
+    let body = serde_json::to_string_pretty(v)?;
+    std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `results/<UTC timestamp>`.
+fn default_out() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from("results").join(utc_stamp(secs))
+}
+
+/// `YYYYmmdd-HHMMSS` (UTC) for Unix time `secs`.
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let scenarios = load(args)?;
+    if needs_sandbox_here(args.sandbox.sandbox) {
+        let files = BootFiles::resolve(None, None, None, false)?;
+        let mem = scenarios
+            .iter()
+            .map(|s| s.guest.mem.bytes())
+            .max()
+            .unwrap_or(0);
+        let time = scenarios
+            .iter()
+            .map(|s| std::time::Duration::from_secs(s.timeout_s * u64::from(s.repetitions)))
+            .sum();
+        return crate::boot::cmd::run_in_sandbox(&files, 2 * mem, time);
+    }
+    let out = args.out.clone().unwrap_or_else(default_out);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let show = if args.console {
+        Show::All
+    } else {
+        Show::Nothing
+    };
+    let total: u32 = scenarios.iter().map(|s| s.repetitions).sum();
+    let mut results = Vec::new();
+    let mut failed = false;
+    for s in &scenarios {
+        for rep in 1..=s.repetitions {
+            eprintln!(
+                "swaplab: scenario {} repetition {rep}/{} ({}/{total})",
+                s.name,
+                s.repetitions,
+                results.len() + 1
+            );
+            let dir = out.join(&s.name).join(rep.to_string());
+            let r = run_one(s, &dir, show, args.api_sock.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", r.summary());
+            }
+            failed |= r.outcome != "ok" || r.integrity_errors > 0;
+            results.push(r);
+        }
+    }
+    write_json(&out.join("results.json"), &results)?;
+    if let [only] = results.as_slice() {
+        write_json(&out.join("result.json"), only)?;
+    }
+    eprintln!("swaplab: results in {}", out.display());
+    Ok(u8::from(failed))
+}
+
+/// Run `swaplab run`: 0 when every run finished and verified its pages, 1 when
+/// one failed, 2 on usage errors (bad scenario files included).
+pub fn main(args: &RunArgs) -> ExitCode {
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            };
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("swaplab: {}", chain.join(": "));
+            ExitCode::from(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400 + 3661), "20000229-010101");
+        assert_eq!(utc_stamp(1_795_305_600), "20261121-000000");
+    }
+}

@@ -1,0 +1,433 @@
+//! Assembling and running one scenario: the Linux guest ([`vmm::linux`]), its
+//! swap disk ([`vmm::virtio::blk`]), the host swapper over its RAM
+//! ([`swapper`]), the balloon ([`balloon`]) and the result channel (COM2);
+//! a sampler thread that records the host-side timeline and drains the trace
+//! rings while the guest runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use swapper::{FatalError, FaultRecord, GuestRegion, Swapper, ThreadKind};
+use vmm::api::ApiServer;
+use vmm::linux::{LinuxConfig, LinuxVm};
+use vmm::virtio::blk::{Blk, BlkConfig, BlkHandle, BlkRecord, PageInstaller};
+use vmm::{GuestMemoryExt, VmHandle};
+use workloads::image::init;
+
+use super::api::VmApi;
+use super::result::HostSample;
+use super::spec::{self, guest_command, SpecError};
+use crate::boot::console::{GuestConsole, Show};
+use crate::boot::{BootFiles, GuestRun};
+use crate::scenario::Scenario;
+
+/// Errors setting up or running a scenario (not the guest's own failures,
+/// which end up in the result's outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// The guest image.
+    #[error(transparent)]
+    Boot(#[from] crate::boot::BootError),
+    /// The VM.
+    #[error(transparent)]
+    Vm(#[from] vmm::linux::LinuxError),
+    /// The host swapper.
+    #[error("starting the host swapper")]
+    Swapper(#[from] swapper::SwapperError),
+    /// The swap disk.
+    #[error("guest swap disk {path}")]
+    SwapDisk {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blk device.
+    #[error("creating the swap disk device")]
+    Blk(#[from] vmm::virtio::blk::BlkError),
+    /// The guest command line.
+    #[error("guest command line")]
+    Cmdline(#[from] init::InitError),
+    /// The control socket could not be opened.
+    #[error("control socket: {0}")]
+    Api(String),
+    /// The balloon device.
+    #[error("balloon device")]
+    Balloon(#[from] balloon::BalloonError),
+    /// The scenario asks for something not implemented.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// What the sampler drains while the guest runs: fault and request records,
+/// timeline samples.
+type Collected = (Vec<FaultRecord>, Vec<BlkRecord>, Vec<HostSample>);
+
+/// Device numbers in the swapper's thread registry.
+pub const BLK_DEVICE: u32 = 0;
+/// The balloon's worker.
+pub const BALLOON_DEVICE: u32 = 1;
+
+/// Everything a run produced, raw.
+pub struct RawRun {
+    /// The guest's run as `swaplab boot` sees it (report, console marks).
+    pub guest: GuestRun,
+    /// Channel lines with their arrival time (s since start).
+    pub channel: Vec<(f64, String)>,
+    /// Host fault records (all of them, drained while running).
+    pub faults: Vec<FaultRecord>,
+    /// blk request records.
+    pub requests: Vec<BlkRecord>,
+    /// Records the rings dropped (0 unless the sampler fell behind).
+    pub dropped: u64,
+    /// Final swapper status.
+    pub swapper: Option<swapper::SwapperStatus>,
+    /// Swapper fatal errors.
+    pub fatal: Vec<FatalError>,
+    /// The blk counters at the end.
+    pub blk: Option<serde_json::Value>,
+    /// The balloon's metrics, last stats and policy decisions.
+    pub balloon: Option<serde_json::Value>,
+    /// Host timeline.
+    pub timeline: Vec<HostSample>,
+    /// Guest RAM bytes.
+    pub guest_mem: u64,
+    /// The origin of fault and blk record times (the swapper's epoch).
+    pub epoch: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A periodic sampler stopped through a condition variable (no sleeps).
+struct Stop {
+    flag: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    fn wait(&self, d: Duration) -> bool {
+        let g = lock(&self.flag);
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, d, |stopped| !*stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
+
+    fn stop(&self) {
+        *lock(&self.flag) = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Creates a sparse swap image of `bytes` in `dir`.
+fn swap_image(dir: &Path, bytes: u64) -> Result<PathBuf, MachineError> {
+    let path = dir.join("guest-swap.img");
+    let err = |source| MachineError::SwapDisk {
+        path: path.clone(),
+        source,
+    };
+    let f = std::fs::File::create(&path).map_err(err)?;
+    f.set_len(bytes).map_err(err)?;
+    Ok(path)
+}
+
+/// How to run a machine, besides its scenario.
+pub struct MachineOptions<'a> {
+    /// Scratch directory (swap image, host store files).
+    pub scratch: &'a Path,
+    /// What of the guest console to show on stderr.
+    pub show: Show,
+    /// Where to log the whole console.
+    pub console_log: Option<&'a Path>,
+    /// Serve the control socket here while the guest runs.
+    pub api_sock: Option<PathBuf>,
+    /// Run this guest command instead of the scenario's workload.
+    pub command: Option<String>,
+}
+
+/// Runs `spec` once.
+pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, MachineError> {
+    let (scratch, show, console_log) = (opts.scratch, opts.show, opts.console_log);
+    let files = BootFiles::resolve(None, None, None, false)?;
+    let mut base = files.cmdline.clone();
+    if spec.guest.swap.is_some() {
+        base.push_str(" swaplab.swap=/dev/vda");
+    }
+    base.push_str(" swaplab.channel=1");
+    let command = opts.command.clone().unwrap_or_else(|| guest_command(spec));
+    let cmdline = init::cmdline_with_run(&base, Some(&command))?;
+
+    let t0 = Arc::new(Mutex::new(None::<Instant>));
+    let channel: Arc<Mutex<Vec<(f64, String)>>> = Arc::default();
+    let registry: Arc<Mutex<Option<swapper::ThreadRegistry>>> = Arc::default();
+    let mut config = LinuxConfig::new(&files.kernel, spec.guest.mem.bytes(), spec.guest.cpus);
+    config.initrd = files.initrd.clone();
+    config.cmdline = cmdline;
+    let log =
+        match console_log {
+            Some(p) => Some(std::fs::File::create(p).map_err(|source| {
+                crate::boot::BootError::ConsoleLog {
+                    path: p.to_path_buf(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+    let (sink, marks) = GuestConsole::new(show, Box::new(std::io::stderr()), log);
+    config.console = Some(Box::new(sink));
+    config.channel = Some({
+        let (channel, t0) = (channel.clone(), t0.clone());
+        Box::new(move |line: &str| {
+            let t = lock(&t0).map_or(0.0, |t| t.elapsed().as_secs_f64());
+            lock(&channel).push((t, line.to_string()));
+        })
+    });
+    config.on_vcpu_start = Some({
+        let registry = registry.clone();
+        Arc::new(move |index, tid| {
+            if let Some(r) = lock(&registry).as_ref() {
+                r.register(tid, ThreadKind::Vcpu(index));
+            }
+        })
+    });
+    let mut vm = LinuxVm::new(config)?;
+    // Kept until the swapper is gone: the mapping must outlive it.
+    let memory = vm.memory().clone();
+
+    let vm_handle: Arc<Mutex<Option<VmHandle>>> = Arc::default();
+    let pending_abort: Arc<Mutex<Option<String>>> = Arc::default();
+    let swapper = match &spec.host {
+        Some(h) => {
+            let mut cfg = spec::swapper_config(&spec.name, h, scratch)?;
+            cfg.on_fatal = Some({
+                let (vm_handle, pending) = (vm_handle.clone(), pending_abort.clone());
+                Arc::new(move |e: &FatalError| {
+                    let reason = format!("host swapper: {e}");
+                    match lock(&vm_handle).as_ref() {
+                        Some(h) => h.abort(reason),
+                        None => {
+                            lock(&pending).get_or_insert(reason);
+                        }
+                    }
+                })
+            });
+            let regions: Vec<GuestRegion> = memory
+                .host_regions()
+                .iter()
+                .map(|r| GuestRegion {
+                    addr: r.host_addr,
+                    len: r.len,
+                })
+                .collect();
+            // SAFETY: the regions are guest RAM, private anonymous mappings the
+            // VMM created; `memory` keeps them mapped until after the swapper
+            // is shut down below, on every path. The VMM reaches guest RAM only
+            // through vm-memory's volatile accessors, never Rust references.
+            let sw = unsafe { Swapper::start(cfg, &regions) }?;
+            *lock(&registry) = Some(sw.registry());
+            Some(Arc::new(sw))
+        }
+        None => None,
+    };
+    let epoch = swapper.as_ref().map_or_else(Instant::now, |s| s.epoch());
+
+    let blk: Option<BlkHandle> = match spec.guest.swap {
+        Some(bytes) => {
+            let path = swap_image(scratch, bytes.bytes())?;
+            let registry = registry.clone();
+            let dev = Blk::new(BlkConfig {
+                id: "swaplab-swap".into(),
+                epoch,
+                on_thread_start: Some(Box::new(move |tid| {
+                    if let Some(r) = lock(&registry).as_ref() {
+                        r.register(tid, ThreadKind::Device(BLK_DEVICE));
+                    }
+                })),
+                trace_capacity: 1 << 20,
+                install_page: swapper
+                    .as_ref()
+                    .filter(|_| spec::false_reads_mitigated(spec.host.as_ref()))
+                    .map(|sw| install_hook(sw, &memory)),
+                ..BlkConfig::new(path)
+            })?;
+            let handle = dev.handle();
+            vm.add_virtio("swap", Box::new(dev))?;
+            Some(handle)
+        }
+        None => None,
+    };
+
+    let balloon =
+        super::balloon::attach(&mut vm, spec, swapper.as_ref(), &memory, &registry, epoch)?;
+
+    let running = vm.start()?;
+    let started = running.started();
+    let api = match &opts.api_sock {
+        Some(path) => Some(
+            ApiServer::start(
+                path,
+                Arc::new(VmApi {
+                    balloon: balloon.as_ref().map(|b| b.handle.clone()),
+                    swapper: swapper.clone(),
+                    blk: blk.clone(),
+                    regions: memory.host_regions(),
+                    guest_mem: spec.guest.mem.bytes(),
+                    started,
+                }),
+            )
+            .map_err(|e| MachineError::Api(e.to_string()))?,
+        ),
+        None => None,
+    };
+    *lock(&t0) = Some(started);
+    {
+        let h = running.handle();
+        if let Some(reason) = lock(&pending_abort).take() {
+            h.abort(reason);
+        }
+        *lock(&vm_handle) = Some(h);
+    }
+
+    let stop = Arc::new(Stop {
+        flag: Mutex::new(false),
+        cv: Condvar::new(),
+    });
+    let collected: Arc<Mutex<Collected>> = Arc::default();
+    let sampler = {
+        let (stop, collected) = (stop.clone(), collected.clone());
+        let (sw, blk) = (swapper.clone(), blk.clone());
+        let mut balloon = balloon;
+        let guest_mem = spec.guest.mem.bytes();
+        let regions = memory.host_regions();
+        std::thread::Builder::new()
+            .name("swaplab-sampler".into())
+            .spawn(move || loop {
+                let done = stop.wait(Duration::from_millis(250));
+                let mut c = lock(&collected);
+                let mut sample = HostSample {
+                    t_s: started.elapsed().as_secs_f64(),
+                    host_resident_bytes: guest_mem,
+                    ..HostSample::default()
+                };
+                if let Some(sw) = &sw {
+                    c.0.extend(sw.drain_trace());
+                    let st = sw.status();
+                    sample.host_swap_ins = st.counters.swapin_store;
+                    sample.host_evictions = st.counters.evictions;
+                }
+                sample.host_resident_bytes = resident_bytes(sw.as_deref(), &regions, guest_mem);
+                if let Some(b) = balloon.as_mut() {
+                    b.step(sample.host_resident_bytes, guest_mem);
+                    sample.balloon_bytes = b.handle.actual_bytes();
+                    sample.balloon_target_bytes = b.handle.target_bytes();
+                }
+                if let Some(b) = &blk {
+                    c.1.extend(b.drain_trace());
+                    let k = b.counters();
+                    sample.disk_reads = k.reads;
+                    sample.disk_writes = k.writes;
+                }
+                c.2.push(sample);
+                if done {
+                    return balloon.map(|b| b.finish());
+                }
+            })
+            .expect("spawning the sampler thread")
+    };
+    let report = running.wait(Some(Duration::from_secs(spec.timeout_s)));
+    let ended = Instant::now();
+    stop.stop();
+    let balloon = sampler.join().ok().flatten();
+    drop(api);
+    *lock(&vm_handle) = None;
+    let report = report?;
+
+    let (mut faults, mut requests, timeline) = std::mem::take(&mut *lock(&collected));
+    let mut dropped = 0;
+    // Devices first: their handles may hold the swapper (install hook, releaser).
+    let blk_counters = blk.map(|b| {
+        requests.extend(b.drain_trace());
+        dropped += b.trace().dropped();
+        serde_json::to_value(b.counters()).unwrap_or_default()
+    });
+    let (status, fatal) = match swapper {
+        Some(sw) => {
+            faults.extend(sw.drain_trace());
+            let fatal = sw.fatal_errors();
+            let st = match Arc::try_unwrap(sw) {
+                Ok(sw) => sw.shutdown(),
+                Err(sw) => {
+                    // Someone still holds the swapper: guest RAM must stay
+                    // mapped for as long as it lives, so it is leaked.
+                    tracing::warn!(
+                        "host swapper still referenced at the end of the run; guest RAM is leaked"
+                    );
+                    std::mem::forget(memory.clone());
+                    sw.status()
+                }
+            };
+            dropped += st.trace_dropped;
+            (Some(st), fatal)
+        }
+        None => (None, Vec::new()),
+    };
+    drop(memory);
+    let channel = std::mem::take(&mut *lock(&channel));
+    let marks = lock(&marks).clone();
+    Ok(RawRun {
+        guest: GuestRun {
+            report,
+            marks,
+            started,
+            ended,
+            channel: None,
+        },
+        channel,
+        faults,
+        requests,
+        dropped,
+        swapper: status,
+        fatal,
+        blk: blk_counters,
+        balloon,
+        timeline,
+        guest_mem: spec.guest.mem.bytes(),
+        epoch,
+    })
+}
+
+/// Host memory holding guest RAM: the swapper's count when it manages RAM,
+/// else what the page tables say.
+fn resident_bytes(sw: Option<&Swapper>, regions: &[vmm::HostRegion], guest_mem: u64) -> u64 {
+    if let Some(sw) = sw {
+        let st = sw.status();
+        if !st.passive {
+            return st.resident_pages * swapper::PAGE_SIZE as u64;
+        }
+    }
+    let scanned: Option<u64> = regions
+        .iter()
+        .map(|r| super::api::resident_pages(r.host_addr, r.len).ok())
+        .sum();
+    scanned.map_or(guest_mem, |p| p * 4096)
+}
+
+/// The false-read mitigation's hook for the blk device: a whole guest page a
+/// disk read fills goes to the swapper, which installs it if the page is
+/// evicted. Holds the swapper weakly (the device may outlive the run).
+fn install_hook(sw: &Arc<Swapper>, memory: &vm_memory::GuestMemoryMmap) -> PageInstaller {
+    let sw = Arc::downgrade(sw);
+    let memory = memory.clone();
+    Arc::new(move |gpa, page| {
+        let (Some(sw), Ok(r)) = (sw.upgrade(), memory.host_region_of(gpa.0)) else {
+            return false;
+        };
+        let host = r.host_addr + (gpa.0 - r.guest_addr) as usize;
+        sw.install_page(host, page) == swapper::Installed::Yes
+    })
+}

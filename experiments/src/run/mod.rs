@@ -1,0 +1,250 @@
+//! Scenario runs: `swaplab run <scenario>`.
+//!
+//! - [`spec`]: from a [`Scenario`] to the guest command and the swapper's
+//!   configuration (mitigations on or off).
+//! - [`machine`]: assembling the guest, swap disk, host swapper, balloon and
+//!   result channel, and running it once ([`machine::run_machine`]).
+//! - [`join`]: pairing blk requests with the host faults their device thread
+//!   raised (double paging, stale swap reads).
+//! - [`result`]: `result.json` and the summary table; [`analyze`] turns a raw
+//!   run into it.
+//! - [`cmd`]: the CLI.
+
+pub mod api;
+pub mod balloon;
+pub mod cmd;
+pub mod join;
+pub mod machine;
+pub mod result;
+pub mod spec;
+
+use std::collections::BTreeMap;
+
+use swapper::{FaultPath, FaultRecord, ThreadKind};
+use vmm::virtio::blk::{BlkKind, BlkRecord};
+
+use crate::scenario::Scenario;
+use join::{BlkSpan, HostFault, Joined};
+use machine::RawRun;
+use result::{GuestReport, PathLatency, RunResult};
+
+/// Whether a host fault brought data back from the store (a host swap-in).
+fn is_swap_in(r: &FaultRecord) -> bool {
+    matches!(r.path, FaultPath::Store | FaultPath::PrefetchHit)
+}
+
+/// The blk requests that move data, as join spans.
+fn spans(requests: &[BlkRecord]) -> Vec<BlkSpan> {
+    requests
+        .iter()
+        .filter_map(|r| {
+            let write = match r.kind {
+                BlkKind::Read => false,
+                BlkKind::Write => true,
+                _ => return None,
+            };
+            Some(BlkSpan {
+                seq: r.seq,
+                tid: r.tid,
+                write,
+                sector: r.sector,
+                bytes: r.bytes,
+                start_ns: r.start_ns,
+                end_ns: r.start_ns + r.service_ns,
+            })
+        })
+        .collect()
+}
+
+/// Device-thread faults that swapped data in.
+fn device_faults(faults: &[FaultRecord]) -> Vec<HostFault> {
+    faults
+        .iter()
+        .filter(|f| matches!(f.thread, ThreadKind::Device(_)) && is_swap_in(f))
+        .map(|f| HostFault {
+            seq: f.seq,
+            tid: f.tid,
+            t_ns: f.t_read_ns,
+            total_ns: f.total_ns as u64,
+            page: f.page,
+        })
+        .collect()
+}
+
+/// Finds `key` in a channel line, at the top level or one object deep.
+fn field(v: &serde_json::Value, key: &str) -> Option<u64> {
+    if let Some(x) = v.get(key).and_then(|x| x.as_u64()) {
+        return Some(x);
+    }
+    v.as_object()?
+        .values()
+        .find_map(|inner| inner.get(key).and_then(|x| x.as_u64()))
+}
+
+/// Sorts channel lines into workload results and vmstat samples.
+fn guest_report(channel: &[(f64, String)]) -> GuestReport {
+    let mut g = GuestReport::default();
+    for (t, line) in channel {
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(line) else {
+            g.bad_lines += 1;
+            continue;
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert("host_t_s".into(), (*t).into());
+        }
+        if field(&v, "pswpout").is_some() {
+            g.samples.push(v);
+        } else {
+            g.workload.push(v);
+        }
+    }
+    // The workload's summary carries the totals; per-pass lines do not.
+    if let Some(last) = g
+        .workload
+        .iter()
+        .rev()
+        .find(|v| v.get("pages_verified").is_some())
+    {
+        g.pages_verified = field(last, "pages_verified").unwrap_or(0);
+        g.integrity_errors = field(last, "integrity_errors").unwrap_or(0);
+    }
+    g
+}
+
+/// The sandbox/native environment block of a result.
+pub fn environment() -> serde_json::Value {
+    let (kvm, _) = crate::host::kvm_flavour();
+    let sandbox = crate::sandbox::in_sandbox();
+    serde_json::json!({
+        "kvm": format!("{kvm:?}").to_lowercase(),
+        "sandbox": sandbox,
+        "timing_grade": !sandbox,
+        "note": crate::sandbox::environment_note(),
+        "host_kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string()).unwrap_or_default(),
+    })
+}
+
+/// Turns a raw run into its result.
+pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
+    let outcome = match crate::boot::verdict(&raw.guest, true) {
+        Ok(0) if raw.fatal.is_empty() => "ok".to_string(),
+        Ok(code) if raw.fatal.is_empty() => format!("the guest workload exited with status {code}"),
+        Ok(_) => format!("host swapper: {}", raw.fatal[0]),
+        Err(e) => e.message.lines().next().unwrap_or_default().to_string(),
+    };
+    let guest = guest_report(&raw.channel);
+    let last = guest.samples.last();
+    let joined: Joined = join::join(&spans(&raw.requests), &device_faults(&raw.faults));
+    let reqs = |k: BlkKind| raw.requests.iter().filter(move |r| r.kind == k);
+    let host_by = |device: bool| {
+        raw.faults
+            .iter()
+            .filter(move |f| {
+                is_swap_in(f)
+                    && matches!(f.thread, ThreadKind::Device(_)) == device
+                    && !matches!(f.thread, ThreadKind::Unknown | ThreadKind::Vmm)
+            })
+            .map(|f| f.total_ns as u64)
+    };
+    let samples: [(&str, Vec<u64>); 5] = [
+        (
+            "guest_swap_in",
+            reqs(BlkKind::Read).map(|r| r.service_ns).collect(),
+        ),
+        (
+            "guest_swap_out",
+            reqs(BlkKind::Write).map(|r| r.service_ns).collect(),
+        ),
+        ("host_swap_in_vcpu", host_by(false).collect()),
+        ("host_swap_in_device", host_by(true).collect()),
+        (
+            "double_paging",
+            joined.double_paging.iter().map(|e| e.fault_ns).collect(),
+        ),
+    ];
+    let latency = samples
+        .iter()
+        .map(|(k, v)| (k.to_string(), PathLatency::of(v.iter().copied())))
+        .collect();
+    let latency_samples = samples
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_string(), result::thin(v)))
+        .collect();
+    let c = raw
+        .swapper
+        .as_ref()
+        .map(|s| s.counters.clone())
+        .unwrap_or_default();
+    let mut anomalies = BTreeMap::new();
+    anomalies.insert(
+        "stale_swap_reads".to_string(),
+        joined.stale_reads.len() as u64,
+    );
+    anomalies.insert("silent_writes_avoided".to_string(), c.silent_writes_avoided);
+    anomalies.insert("zero_pages_not_stored".to_string(), c.zero_pages);
+    anomalies.insert(
+        "device_faults_outside_requests".to_string(),
+        joined.unmatched,
+    );
+    anomalies.insert("trace_records_dropped".to_string(), raw.dropped);
+    RunResult {
+        scenario: spec.name.clone(),
+        outcome,
+        environment: environment(),
+        spec: spec.clone(),
+        runtime_s: (raw.guest.ended - raw.guest.started).as_secs_f64(),
+        guest_pswpin: last.and_then(|v| field(v, "pswpin")).unwrap_or(0),
+        guest_pswpout: last.and_then(|v| field(v, "pswpout")).unwrap_or(0),
+        swap_disk_reads: reqs(BlkKind::Read).count() as u64,
+        swap_disk_writes: reqs(BlkKind::Write).count() as u64,
+        host_evictions: c.evictions,
+        host_swap_ins: c.swapin_store + c.prefetch_hits,
+        double_paging_events: joined.double_paging.len() as u64,
+        stale_swap_reads: joined.stale_reads.len() as u64,
+        pages_verified: guest.pages_verified,
+        integrity_errors: guest.integrity_errors + c.integrity_errors,
+        latency,
+        latency_samples,
+        anomalies,
+        swapper: raw.swapper.clone(),
+        blk: raw.blk.clone(),
+        balloon: raw.balloon.clone(),
+        guest,
+        timeline: raw.timeline.clone(),
+        double_paging: joined.double_paging.into_iter().take(10_000).collect(),
+        vm: raw
+            .guest
+            .report
+            .vm
+            .as_ref()
+            .and_then(|v| serde_json::to_value(v).ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_lines_sort_into_samples_and_workload_totals() {
+        let ch: Vec<(f64, String)> = [
+            r#"{"kind":"vmstat","vmstat":{"pswpin":1,"pswpout":2}}"#,
+            r#"{"kind":"touch","pass":1}"#,
+            "garbage",
+            r#"{"kind":"touch_done","pages_verified":100,"integrity_errors":0}"#,
+            r#"{"kind":"vmstat","vmstat":{"pswpin":5,"pswpout":9}}"#,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as f64, s.to_string()))
+        .collect();
+        let g = guest_report(&ch);
+        assert_eq!(g.samples.len(), 2);
+        assert_eq!(g.workload.len(), 2);
+        assert_eq!(g.bad_lines, 1);
+        assert_eq!(g.pages_verified, 100);
+        assert_eq!(field(g.samples.last().unwrap(), "pswpout"), Some(9));
+    }
+}

@@ -1,0 +1,154 @@
+//! From a [`Scenario`] to what the machine needs: the guest command, the
+//! swapper configuration (with the mitigations switched on or off), the
+//! sampling interval.
+
+use std::path::Path;
+use std::time::Duration;
+
+use swapper::{StoreKind, SwapperConfig};
+
+use crate::scenario::{HostConfig, Mitigation, Scenario, StoreChoice, WorkloadKind};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// A mitigation the testbed does not implement.
+    #[error("scenario {scenario}: mitigation {name:?} is not implemented (implemented: silent-writes, stale-reads, false-reads, decayed-sequentiality)")]
+    NotImplemented {
+        /// The scenario.
+        scenario: String,
+        /// The mitigation.
+        name: &'static str,
+    },
+}
+
+/// The workload's guest command (results go to the channel).
+pub fn workload_command(s: &Scenario) -> String {
+    let w = &s.workload;
+    match w.kind {
+        WorkloadKind::Touch => format!(
+            "swaplab-guest touch --mb {} --passes {} --pattern {} --seed {}",
+            w.mb, w.passes, w.pattern, w.seed
+        ),
+        WorkloadKind::Integrity => format!(
+            "swaplab-guest integrity --mb {} --rounds {}",
+            w.mb, w.passes
+        ),
+    }
+}
+
+/// The whole guest command: a vmstat reporter in the background, the
+/// workload, a final sample; the workload's status is the command's.
+pub fn guest_command(s: &Scenario) -> String {
+    let ms = sample_interval(s).as_millis();
+    format!(
+        "swaplab-guest report --interval-ms {ms} & R=$!; {}; S=$?; kill $R; wait $R 2>/dev/null; swaplab-guest report --count 1; exit $S",
+        workload_command(s)
+    )
+}
+
+/// How often the guest reports vmstat and the host samples its timeline.
+pub fn sample_interval(s: &Scenario) -> Duration {
+    match s.balloon.stats_interval_ms {
+        0 => Duration::from_millis(500),
+        ms => Duration::from_millis(u64::from(ms).clamp(100, 2000)),
+    }
+}
+
+/// Whether `m` is on.
+pub fn has(h: &HostConfig, m: Mitigation) -> bool {
+    h.mitigations.contains(&m)
+}
+
+/// The host swapper's configuration for `h`, stores in `scratch`.
+///
+/// - `silent-writes` on: dirty tracking (write-protect), so a clean page with
+///   a valid store copy is dropped without a write. Off: every eviction
+///   writes, and the swapper counts the silent ones by checksum.
+/// - `decayed-sequentiality` on: read-ahead of 8 pages (unless the scenario
+///   sets its own), which turns a sequential guest scan into few store reads
+///   whatever the slots' order.
+/// - `stale-reads` / `false-reads`: the blk device side (see
+///   [`false_reads_mitigated`]).
+pub fn swapper_config(
+    scenario: &str,
+    h: &HostConfig,
+    scratch: &Path,
+) -> Result<SwapperConfig, SpecError> {
+    if has(h, Mitigation::FalseAnonymity) {
+        return Err(SpecError::NotImplemented {
+            scenario: scenario.to_string(),
+            name: Mitigation::FalseAnonymity.name(),
+        });
+    }
+    let prefetch = if has(h, Mitigation::DecayedSequentiality) && h.prefetch == 0 {
+        8
+    } else {
+        h.prefetch
+    };
+    Ok(SwapperConfig {
+        limit_bytes: h.limit.bytes(),
+        store: match h.store {
+            StoreChoice::File => StoreKind::File {
+                dir: scratch.to_path_buf(),
+                direct: false,
+            },
+            StoreChoice::Memory => StoreKind::Memory,
+            StoreChoice::Lz4 => StoreKind::Lz4,
+        },
+        policy: h.policy,
+        prefetch,
+        dirty_tracking: has(h, Mitigation::SilentWrites),
+        checksums: true,
+        trace_capacity: 1 << 20,
+        ..SwapperConfig::default()
+    })
+}
+
+/// Whether the blk device installs whole pages it reads from disk into
+/// host-evicted guest pages instead of letting the swapper read their stale
+/// copies first.
+pub fn false_reads_mitigated(h: Option<&HostConfig>) -> bool {
+    h.is_some_and(|h| has(h, Mitigation::StaleReads) || has(h, Mitigation::FalseReads))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::load;
+
+    fn builtin(name: &str) -> Scenario {
+        load(name).unwrap().scenarios.remove(0)
+    }
+
+    #[test]
+    fn commands_name_the_workload() {
+        let s = builtin("guest-swap");
+        let c = guest_command(&s);
+        assert!(
+            c.contains("swaplab-guest touch --mb 384 --passes 2 --pattern random"),
+            "{c}"
+        );
+        assert!(c.starts_with("swaplab-guest report --interval-ms"));
+    }
+
+    #[test]
+    fn mitigations_map_to_swapper_settings() {
+        let plain = builtin("host-swap");
+        let h = plain.host.as_ref().unwrap();
+        let c = swapper_config(&plain.name, h, Path::new("/tmp")).unwrap();
+        assert!(!c.dirty_tracking);
+        assert_eq!(c.prefetch, 0);
+        assert!(!false_reads_mitigated(Some(h)));
+        let mut m = builtin("host-swap-mitigated");
+        let h = m.host.as_mut().unwrap();
+        h.mitigations.retain(|x| *x != Mitigation::FalseAnonymity);
+        let c = swapper_config(&m.name, h, Path::new("/tmp")).unwrap();
+        assert!(c.dirty_tracking);
+        assert_eq!(c.prefetch, 8);
+        assert!(false_reads_mitigated(Some(h)));
+        h.mitigations.push(Mitigation::FalseAnonymity);
+        let e = swapper_config(&m.name, h, Path::new("/tmp")).unwrap_err();
+        assert!(e.to_string().contains("false-anonymity"));
+    }
+}
