@@ -13,10 +13,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::machine::{run_machine, MachineOptions};
+use super::report::{self, progress::LiveProgress};
+use super::trace::session::Tracing;
 use super::{analyze, result::RunResult};
 use crate::boot::console::Show;
 use crate::boot::BootFiles;
 use crate::cli::{usage, UsageError};
+use crate::report::data::Outcome;
 use crate::sandbox::{needs_sandbox_here, SandboxFlag};
 use crate::scenario::{self, Matrix, Scenario};
 use crate::size::ByteSize;
@@ -62,6 +65,12 @@ pub struct RunArgs {
     /// Serve the control socket here while each guest runs (`swaplab ctl --sock PATH`).
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+    // runreport: --ktrace
+    /// Record KVM's kernel trace events (kvm:kvm_exit, kvm:kvm_page_fault, kvmmmu:*, …)
+    /// during each run and merge them into trace.json (needs root and tracefs, which is
+    /// mounted for the run if it is not; without them the run goes on without).
+    #[arg(long)]
+    pub ktrace: bool,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
 }
@@ -137,6 +146,7 @@ pub fn run_one(
     dir: &Path,
     show: Show,
     api_sock: Option<&Path>,
+    mut tracing: Option<(&mut Tracing, &str)>,
 ) -> anyhow::Result<RunResult> {
     let scratch = scratch_dir()?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -148,7 +158,12 @@ pub fn run_one(
         api_sock: api_sock.map(Path::to_path_buf),
         command: None,
     };
+    // runreport: kernel tracing around the machine, the run's trace after it.
+    let ktrace = tracing.as_mut().and_then(|(t, _)| t.start_run());
     let raw = run_machine(s, opts).with_context(|| format!("running scenario {}", s.name))?;
+    if let Some((t, label)) = tracing {
+        t.end_run(label, &raw, ktrace);
+    }
     let result = analyze(s, &raw);
     write_json(&dir.join("result.json"), &result)?;
     Ok(result)
@@ -211,25 +226,44 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     } else {
         Show::Nothing
     };
+    // runreport: progress display, trace.json, failed runs kept, report.md.
     let total: u32 = scenarios.iter().map(|s| s.repetitions).sum();
+    let started = std::time::SystemTime::now();
+    let progress = LiveProgress::start(u64::from(total));
+    let mut tracing = Tracing::new(&out, args.ktrace, progress.notifier());
     let mut results = Vec::new();
     let mut failed = false;
     for s in &scenarios {
         for rep in 1..=s.repetitions {
-            eprintln!(
-                "swaplab: scenario {} repetition {rep}/{} ({}/{total})",
-                s.name,
-                s.repetitions,
-                results.len() + 1
-            );
+            progress.get().start_run(&s.name, rep, s.repetitions);
+            let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
             let dir = out.join(&s.name).join(rep.to_string());
-            let r = run_one(s, &dir, show, args.api_sock.as_deref())?;
+            let run = run_one(
+                s,
+                &dir,
+                show,
+                args.api_sock.as_deref(),
+                Some((&mut tracing, &label)),
+            );
+            let r = match run {
+                Ok(r) => r,
+                Err(e) => {
+                    let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                    let why = why.join(": ");
+                    tracing.failed_run(&label, &why);
+                    let r = report::failed_run(s, &why);
+                    let _ = write_json(&dir.join("result.json"), &r);
+                    r
+                }
+            };
+            let outcome = report::outcome(&r);
+            progress.get().end_run(report::run_end(&outcome));
             if args.json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 print!("{}", r.summary());
             }
-            failed |= r.outcome != "ok" || r.integrity_errors > 0;
+            failed |= outcome != Outcome::Ok;
             results.push(r);
         }
     }
@@ -237,6 +271,13 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     if let [only] = results.as_slice() {
         write_json(&out.join("result.json"), only)?;
     }
+    tracing.finish();
+    let env = report::matrix_environment(&results, started);
+    let info = report::matrix_info(&args.scenarios);
+    if let Err(e) = report::write_report(&out, &info, env, &results) {
+        progress.note(&format!("no report: {e}"));
+    }
+    progress.finish();
     eprintln!("swaplab: results in {}", out.display());
     Ok(u8::from(failed))
 }

@@ -14,9 +14,12 @@ pub mod api;
 pub mod balloon;
 pub mod cmd;
 pub mod join;
+pub mod ktrace;
 pub mod machine;
+pub mod report;
 pub mod result;
 pub mod spec;
+pub mod trace;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,111 @@
+//! Parsing the text trace format; the no-tracefs path. (Recording around a
+//! real KVM guest: `tests/ktrace_kvm.rs`.)
+
+use super::*;
+
+const EXIT: &str =
+    "           vcpu0-32674   [001] d..2. 13026.966791: kvm_exit: vcpu 0 reason EPT_VIOLATION rip 0xffff info 0 0";
+
+#[test]
+fn parses_event_lines() {
+    let Some(Line::Event(e)) = parse_line(EXIT) else {
+        panic!("not an event");
+    };
+    assert_eq!(
+        (e.comm, e.tid, e.cpu, e.ts_ns, e.event),
+        ("vcpu0", 32674, 1, 13_026_966_791_000, "kvm_exit")
+    );
+    assert_eq!(e.detail, "vcpu 0 reason EPT_VIOLATION rip 0xffff info 0 0");
+}
+
+#[test]
+fn parses_odd_comms_columns_and_precisions() {
+    // A comm with dashes, spaces and brackets; a tgid column; no flags; ns.
+    let l = "  my-worker [x] 2-77 (   70) [000] 5.000000001: kvmmmu_thing: a: b";
+    let Some(Line::Event(e)) = parse_line(l) else {
+        panic!("not an event: {l}");
+    };
+    assert_eq!(
+        (e.comm, e.tid, e.cpu, e.ts_ns),
+        ("my-worker [x] 2", 77, 0, 5_000_000_001)
+    );
+    assert_eq!((e.event, e.detail), ("kvmmmu_thing", "a: b"));
+    // No detail at all.
+    let Some(Line::Event(e)) = parse_line("x-1 [3] 1.5: ev:") else {
+        panic!("not an event");
+    };
+    assert_eq!(
+        (e.ts_ns, e.event, e.detail, e.cpu),
+        (1_500_000_000, "ev", "", 3)
+    );
+}
+
+#[test]
+fn lost_events_and_garbage() {
+    assert_eq!(parse_line("CPU:1 [LOST 123 EVENTS]"), Some(Line::Lost(123)));
+    for bad in [
+        "",
+        "# tracer: nop",
+        "no cpu column here",
+        "vcpu0-1 [001] d..2. notatime: kvm_exit: x",
+        "vcpu0-x [001] 1.0: kvm_exit: x",
+        "vcpu0-1 [001] 1.0: two words: x",
+        "vcpu0-1 [001] 1.0123456789: kvm_exit: x",
+    ] {
+        assert!(
+            !matches!(parse_line(bad), Some(Line::Event(_))),
+            "parsed {bad:?}"
+        );
+    }
+    let mut c = KtraceCapture::default();
+    for l in [
+        "# header",
+        "",
+        "garbage",
+        "CPU:0 [LOST 5 EVENTS]",
+        EXIT,
+        EXIT,
+    ] {
+        c.add_line(l, 1);
+    }
+    assert_eq!((c.unparsed, c.lost, c.dropped), (1, 5, 1));
+    assert_eq!(c.events.len(), 1);
+    assert_eq!(c.name(&c.events[0]), "kvm_exit");
+    assert_eq!(c.comms.get(&32674).map(String::as_str), Some("vcpu0"));
+}
+
+#[test]
+fn monotonic_conversion_matches_the_clock() {
+    let before = clock_monotonic_ns();
+    let t = Instant::now();
+    let after = clock_monotonic_ns();
+    let m = monotonic_ns(t);
+    // Instant is CLOCK_MONOTONIC: the conversion lands between the two
+    // readings, give or take its own reading's precision (another clock,
+    // BOOTTIME or REALTIME, would be off by seconds or years).
+    let slack = 1_000_000;
+    assert!(
+        before - slack <= m && m <= after + slack,
+        "{before} <= {m} <= {after}"
+    );
+    let later = t + Duration::from_secs(5);
+    assert!(monotonic_ns(later).abs_diff(m + 5_000_000_000) < slack);
+}
+
+#[test]
+fn without_tracefs_start_says_so_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = KtraceConfig {
+        tracefs: dir.path().join("tracing"),
+        mount: false,
+        ..KtraceConfig::default()
+    };
+    let e = Ktrace::start(&cfg).err().expect("no tracefs there");
+    assert!(matches!(e, KtraceError::Unavailable(_)), "{e}");
+    assert!(e.to_string().contains("unavailable"), "{e}");
+    // Allowed to mount, but the mount point does not exist.
+    let cfg = KtraceConfig { mount: true, ..cfg };
+    let e = Ktrace::start(&cfg).err().expect("no mount point");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
