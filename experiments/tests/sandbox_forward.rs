@@ -3,10 +3,11 @@
 //! Perl (perl-base is essential on Debian, and L1's root is the host's).
 //! Skipped (with a printed reason) where QEMU or Perl is missing.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 fn missing(program: &str, package: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -46,33 +47,22 @@ fn host_socket_reaches_a_server_in_l1() {
     }
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swaplab"))
-        .args(["sandbox", "--verbose", "--mem", "512M", "--timeout", "300"])
-        .arg("--forward-socket")
-        .arg(&sock)
-        .args(["--", "perl", "-e", SERVER])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = sandbox(&[
+        "--forward-socket".as_ref(),
+        sock.as_os_str(),
+        "--".as_ref(),
+        "perl".as_ref(),
+        "-e".as_ref(),
+        SERVER.as_ref(),
+    ])
+    .spawn()
+    .unwrap();
+    let (mut stderr, seen) = wait_for_forwarding(&mut child);
     // The sandbox says when the host socket listens (before L1 boots).
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait().unwrap();
-            panic!("swaplab sandbox ended ({status}) before forwarding:\n{seen}");
-        }
-        seen.push_str(&line);
-        if line.starts_with("swaplab sandbox: forwarding ") {
-            assert!(
-                line.contains("/run/swaplab/forward-0.sock"),
-                "inner path: {line}"
-            );
-            break;
-        }
-    }
+    assert!(
+        seen.contains("/run/swaplab/forward-0.sock in L1"),
+        "inner path: {seen}"
+    );
     let rest = std::thread::spawn(move || {
         let mut s = String::new();
         stderr.read_to_string(&mut s).unwrap();
@@ -109,6 +99,68 @@ fn host_socket_reaches_a_server_in_l1() {
         "{stdout}\n{seen}{stderr}"
     );
     assert!(!sock.exists(), "the host socket outlived the sandbox");
+}
+
+/// `swaplab sandbox --verbose ARGS`, with stdout and stderr piped.
+fn sandbox(args: &[&OsStr]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swaplab"));
+    cmd.args(["sandbox", "--verbose", "--mem", "512M", "--timeout", "300"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Read `child`'s stderr up to the line saying the host socket listens;
+/// returns the rest of stderr and what it said so far.
+fn wait_for_forwarding(child: &mut Child) -> (BufReader<ChildStderr>, String) {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait().unwrap();
+            panic!("swaplab sandbox ended ({status}) before forwarding:\n{seen}");
+        }
+        seen.push_str(&line);
+        if line.starts_with("swaplab sandbox: forwarding ") {
+            return (stderr, seen);
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_l1_and_removes_the_host_socket() {
+    if missing("qemu-system-x86_64", "qemu-system-x86") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let mut child = sandbox(&[
+        "--forward-socket".as_ref(),
+        sock.as_os_str(),
+        "--".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        "echo started; exec sleep 600".as_ref(),
+    ])
+    .spawn()
+    .unwrap();
+    let (mut stderr, mut seen) = wait_for_forwarding(&mut child);
+    assert!(sock.exists());
+    // Stop it while the command runs in L1.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n", "{seen}");
+    // SAFETY: kill only sends a signal, to our own child.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    stderr.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("stopped by a signal"), "{seen}");
+    assert!(!sock.exists(), "the host socket outlived a stopped sandbox");
 }
 
 #[test]

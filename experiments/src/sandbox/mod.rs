@@ -79,8 +79,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::size::ByteSize;
@@ -466,26 +464,38 @@ pub fn run_in_sandbox(
     };
     // While sockets are forwarded, Ctrl-C, SIGTERM and SIGHUP stop QEMU instead
     // of this process, so the run unwinds and the host socket files go away.
-    let qemu_pid = Arc::new(AtomicI32::new(0));
-    let _signals = if cfg.forwards.is_empty() {
+    // A signal caught before QEMU runs stops it as soon as it does.
+    let signals = if cfg.forwards.is_empty() {
         None
     } else {
-        let scope = crate::probe_run::signals::SignalScope::new().map_err(|e| {
+        Some(crate::probe_run::signals::SignalScope::new().map_err(|e| {
             SandboxError::Config(format!("cannot catch signals while forwarding: {e}"))
-        })?;
-        let pid = qemu_pid.clone();
-        scope.set_action(Some(Box::new(move |_| {
-            let p = pid.load(Ordering::SeqCst);
-            if p > 0 {
-                // SAFETY: kill only sends a signal; `p` is QEMU, our unreaped child.
-                unsafe { libc::kill(p, libc::SIGTERM) };
-            }
-        })));
-        Some(scope)
+        })?)
+    };
+    let handle = signals.as_ref().map(|s| s.handle());
+    let on_pid = |pid: Option<u32>| {
+        if let Some(h) = &handle {
+            h.set_action(pid.map(|p| -> crate::probe_run::signals::SignalAction {
+                Box::new(move |_| {
+                    // SAFETY: kill only sends a signal; `p` is QEMU, our child, not yet reaped.
+                    unsafe { libc::kill(p as libc::pid_t, libc::SIGTERM) };
+                })
+            }));
+        }
     };
     let (_forwarders, ports) = start_forwards(&cfg.forwards, cfg.verbose)?;
-    let report = qemu::run(&launch, model, limits, sinks, ports, Some(&qemu_pid))?;
-    let code = interpret(&report, cfg.timeout)?;
+    let report = qemu::run(&launch, model, limits, sinks, ports, Some(&on_pid))?;
+    let caught = signals.as_ref().and_then(|s| s.caught());
+    let code = match (interpret(&report, cfg.timeout), caught) {
+        // QEMU may have died of the signal before it could say so.
+        (Err(_), Some(sig)) => {
+            return Err(SandboxError::Interrupted(format!(
+                "swaplab got {}",
+                crate::probe_run::signals::signal_name(sig)
+            )))
+        }
+        (result, _) => result?,
+    };
     let run = SandboxRun {
         exit_code: code,
         boot_time: report.boot_time(),

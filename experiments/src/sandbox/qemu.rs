@@ -17,7 +17,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::job::qemu_opt_escape;
@@ -273,9 +272,19 @@ fn pipe() -> Result<(File, OwnedFd), QemuError> {
     Ok((read, write))
 }
 
-/// Runs in the child between fork and exec: die with the parent, and let the
-/// pipes' write ends survive exec. Only async-signal-safe calls, no allocation.
+/// Runs in the child between fork and exec: die with the parent, unblock every
+/// signal (the parent may block SIGINT/SIGTERM to catch them on a signalfd, and
+/// a blocked mask survives exec: QEMU would ignore them), and let the pipes'
+/// write ends survive exec. Only async-signal-safe calls, no allocation.
 fn child_setup(parent: libc::pid_t, keep: &[RawFd]) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigset_t is valid storage for sigemptyset, which fills it.
+    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `none` is a valid sigset_t owned by this frame.
+    unsafe { libc::sigemptyset(&mut none) };
+    // SAFETY: sets this (single-threaded, forked) process's mask from a valid set.
+    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
     let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
     if rc != 0 {
@@ -338,14 +347,15 @@ fn keep_tail(buf: &mut Vec<u8>, data: &[u8], max: usize) {
 }
 
 /// Boot L1, run the job, stream its output to `sinks`, and report what happened.
-/// QEMU gets the extra `ports`; its pid is stored in `pid` while it runs (0 after).
+/// QEMU gets the extra `ports`. `on_pid` is called with QEMU's pid once it
+/// runs and with `None` before it is reaped (so nobody signals a reused pid).
 pub fn run(
     launch: &Launch,
     root_security_model: &str,
     limits: Limits,
     sinks: Sinks<'_>,
     ports: Vec<SocketPort>,
-    pid: Option<&AtomicI32>,
+    on_pid: Option<&dyn Fn(Option<u32>)>,
 ) -> Result<Report, QemuError> {
     let (con_r, con_w) = pipe()?;
     let (st_r, st_w) = pipe()?;
@@ -366,8 +376,8 @@ pub fn run(
     keep.extend(port_fds.iter().map(|p| p.1));
     let start = Instant::now();
     let mut child = spawn(launch, args, keep)?;
-    if let Some(slot) = pid {
-        slot.store(child.id() as i32, Ordering::SeqCst);
+    if let Some(f) = on_pid {
+        f(Some(child.id()));
     }
     // Only QEMU may hold the write ends, so that its exit means EOF everywhere.
     drop((con_w, st_w, out_w, err_w, ports));
@@ -396,11 +406,10 @@ pub fn run(
     let result = sup.pump(&mut streams, &mut child, limits);
     // Whatever happened, QEMU must not outlive this call.
     let _ = child.kill();
-    let status = child.wait();
-    if let Some(slot) = pid {
-        slot.store(0, Ordering::SeqCst);
+    if let Some(f) = on_pid {
+        f(None);
     }
-    let status = status.map_err(sys("waiting for QEMU"))?;
+    let status = child.wait().map_err(sys("waiting for QEMU"))?;
     let expired = result?;
     sup.finish();
     Ok(Report {
