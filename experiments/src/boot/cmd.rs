@@ -150,8 +150,11 @@ pub fn run_in_sandbox(
         env.push((ENV_IMAGE_DIR.into(), dir.clone().into_os_string()));
     }
     cfg.env = Some(env);
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // `--api-sock PATH`: PATH is forwarded out of L1; the re-run listens on SWAPLAB_API_SOCK_INNER.
+    cfg.forward_api_sock(&args)?;
     let mut argv: Vec<OsString> = vec![sandbox::reexec::current_exe()?];
-    argv.extend(sandbox::reexec::reexec_args(std::env::args_os().skip(1)));
+    argv.extend(sandbox::reexec::reexec_args(args));
     eprintln!("swaplab: {}", sandbox::NOTE);
     let run = sandbox::run_in_sandbox(
         &cfg,
