@@ -62,10 +62,10 @@
 //! Measured here (2 cores, shared with other builds): QEMU start to the command
 //! starting ≈ 1.8–2.1 s on a quiet host with 6.1, 4–7 s under load; `sandbox
 //! -- true` ≈ 2.3 s end to end on a quiet host. 6.12 boots as fast as 6.1:
-//! measured alternately on a loaded host (load 5–7), QEMU start to the command
-//! took 7.2–10.5 s (median 8.6) with 6.12 and 5.6–10.8 s (median 8.9) with
-//! 6.1; L1's own clock shows `/init` starting at 2.90 s vs 2.88 s and the
-//! modules loaded by 4.2 s vs 4.2–7.0 s.
+//! 2.6 s to the command on a quiet moment; alternating the two on a loaded
+//! host, 5.4–6.0 s (median 5.7) for 6.12 vs 5.2–8.1 s (median 6.3) for 6.1 at
+//! load ≈ 4, 7.2–10.5 s (median 8.6) vs 5.6–10.8 s (median 8.9) at load 5–7;
+//! L1's own clock shows `/init` starting at 2.90 s vs 2.88 s.
 
 pub mod cli;
 pub mod forward;
@@ -105,6 +105,16 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// the path in L1 to listen on instead of PATH (which is on the host; the
 /// sandbox forwards it there). See [`SandboxConfig::forward_api_sock`].
 pub const ENV_API_SOCK_INNER: &str = "SWAPLAB_API_SOCK_INNER";
+/// Where a swaplab command given `--api-sock requested` must listen: in the
+/// sandbox, when the command was re-run there with that socket forwarded, the
+/// inner path from [`ENV_API_SOCK_INNER`]; otherwise `requested` itself.
+pub fn api_sock_listen_path(requested: &std::path::Path) -> PathBuf {
+    match std::env::var_os(ENV_API_SOCK_INNER).filter(|v| !v.is_empty()) {
+        Some(inner) if in_sandbox() => PathBuf::from(inner),
+        _ => requested.to_path_buf(),
+    }
+}
+
 /// Prefix of the variables that tell a command run by `swaplab sandbox
 /// --forward-socket` where to listen: `SWAPLAB_FORWARD_SOCK_0`, `_1`, ...
 pub const ENV_FORWARD_SOCK_PREFIX: &str = "SWAPLAB_FORWARD_SOCK_";
