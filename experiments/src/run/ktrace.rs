@@ -9,7 +9,8 @@
 //! limits it to this thread and the threads it creates from then on
 //! (`set_event_pid` with `event-fork`, so other VMs on the host stay out) and
 //! enables the events that exist. A reader thread drains `trace_pipe` while
-//! the run goes on, keeping at most [`KtraceConfig::max_events`] events.
+//! the run goes on, keeping at most [`KtraceConfig::max_events`] events
+//! (in whole time windows spread over the run when there are more).
 //! [`Ktrace::stop`] returns them; dropping a [`Ktrace`] (also while
 //! unwinding from a panic) removes the instance and unmounts tracefs if it
 //! mounted it, so the host is left as it was found.
@@ -30,6 +31,9 @@ use std::time::{Duration, Instant};
 pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// Where it shows through debugfs on older systems.
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// The time windows kept whole when there are too many events, ns.
+pub const WINDOW_NS: u64 = 10_000_000;
 
 /// The events `--ktrace` asks for (`system:event`, or `system:*`).
 pub const DEFAULT_EVENTS: &[&str] = &[
@@ -70,8 +74,10 @@ pub struct KtraceConfig {
     pub events: Vec<String>,
     /// Ring buffer per CPU, KiB (the reader drains it while the run goes on).
     pub buffer_kb: u32,
-    /// Events kept in memory; later ones are counted in
-    /// [`KtraceCapture::dropped`].
+    /// Events kept in memory. Beyond it, whole [`WINDOW_NS`] windows are
+    /// kept evenly spread over the run: every second window, then every
+    /// fourth, … (a window keeps its exit/entry pairs together); the rest
+    /// are counted in [`KtraceCapture::dropped`].
     pub max_events: usize,
     /// Where tracefs is (or is to be mounted).
     pub tracefs: PathBuf,
@@ -119,12 +125,17 @@ pub struct KtraceCapture {
     pub enabled: Vec<String>,
     /// Requested events this kernel does not have.
     pub missing: Vec<String>,
-    /// Events beyond [`KtraceConfig::max_events`], not kept.
+    /// Events not kept (see [`KtraceConfig::max_events`]).
     pub dropped: u64,
+    /// Events are kept from one of every this many [`WINDOW_NS`] windows
+    /// (1 until more than [`KtraceConfig::max_events`] arrived).
+    pub window_stride: u64,
     /// Events the kernel lost (ring buffer overruns, `[LOST n EVENTS]`).
     pub lost: u64,
     /// Lines that did not parse.
     pub unparsed: u64,
+    /// Doubling the stride no longer frees room.
+    saturated: bool,
 }
 
 impl KtraceCapture {
@@ -144,11 +155,29 @@ impl KtraceCapture {
             .map_or("?", String::as_str)
     }
 
+    /// Whether an event at `ts_ns` is kept: its window must be one of every
+    /// `window_stride`; when storage is full the stride doubles, also for
+    /// the events already kept (those removed count as dropped). Events
+    /// arrive in time order, so once doubling frees nothing (everything kept
+    /// is in one window) the rest are dropped.
+    fn make_room(&mut self, ts_ns: u64, max_events: usize) -> bool {
+        let kept = |stride: u64, ts: u64| (ts / WINDOW_NS) % stride == 0;
+        self.window_stride = self.window_stride.max(1);
+        if self.events.len() >= max_events && !self.saturated {
+            self.window_stride = self.window_stride.saturating_mul(2);
+            let (before, s) = (self.events.len(), self.window_stride);
+            self.events.retain(|e| kept(s, e.mono_ns));
+            self.dropped += (before - self.events.len()) as u64;
+            self.saturated = self.events.len() == before;
+        }
+        self.events.len() < max_events && kept(self.window_stride, ts_ns)
+    }
+
     /// Adds one line of `trace_pipe` text.
     pub fn add_line(&mut self, line: &str, max_events: usize) {
         match parse_line(line) {
             Some(Line::Event(p)) => {
-                if self.events.len() >= max_events {
+                if !self.make_room(p.ts_ns, max_events) {
                     self.dropped += 1;
                     return;
                 }

@@ -144,8 +144,27 @@ fn thread_label(kind: ThreadKind, tid: i32) -> (String, i64) {
         ThreadKind::Device(BALLOON_DEVICE) => ("balloon worker".into(), 10_001),
         ThreadKind::Device(d) => (format!("device {d} worker"), 10_002 + i64::from(d)),
         ThreadKind::Vmm => (format!("VMM thread {tid}"), 20_000),
-        ThreadKind::Unknown => (format!("unknown thread {tid}"), 30_000),
+        ThreadKind::Unknown => match kernel_thread(tid) {
+            // E.g. a kworker faulting a page in for a vCPU (KVM's async page faults).
+            Some(comm) => (format!("kernel thread {comm} ({tid})"), 29_000),
+            None => (format!("unknown thread {tid}"), 30_000),
+        },
     }
+}
+
+/// The name of kernel thread `tid` (a child of kthreadd, which lives as
+/// long as the kernel, so its id is not reused as a user thread's).
+fn kernel_thread(tid: i32) -> Option<String> {
+    if tid <= 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:"))?.trim();
+    if ppid != "2" && tid != 2 {
+        return None;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{tid}/comm")).ok()?;
+    Some(comm.trim().to_string())
 }
 
 /// `vcpuN` (the VMM's vCPU thread names) → N.

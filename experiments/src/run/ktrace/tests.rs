@@ -109,3 +109,31 @@ fn without_tracefs_start_says_so_and_touches_nothing() {
     assert!(e.to_string().contains("does not exist"), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_full_capture_keeps_whole_windows_spread_over_the_run() {
+    let mut c = KtraceCapture::default();
+    // Two events in each of 64 windows, 4 ms apart inside a window.
+    for w in 0..64u64 {
+        for k in 0..2u64 {
+            let ts = w * WINDOW_NS + k * 4_000_000;
+            let l = format!(
+                "vcpu0-7 [000] .... {}.{:09}: kvm_exit: reason X",
+                ts / 1_000_000_000,
+                ts % 1_000_000_000
+            );
+            c.add_line(&l, 20);
+        }
+    }
+    assert!(c.events.len() <= 20);
+    assert_eq!(c.events.len() as u64 + c.dropped, 128);
+    let windows: Vec<u64> = c.events.iter().map(|e| e.mono_ns / WINDOW_NS).collect();
+    // Every kept window is whole (both its events) and they reach the end.
+    assert!(
+        windows.chunks(2).all(|p| p.len() == 2 && p[0] == p[1]),
+        "{windows:?}"
+    );
+    assert_eq!(c.window_stride, 8);
+    assert_eq!(windows.first(), Some(&0));
+    assert_eq!(windows.last(), Some(&56));
+}

@@ -447,4 +447,9 @@ fn thinning_spreads_evenly() {
     assert_eq!(exit_reason("nothing"), "?");
     assert_eq!(vcpu_of_comm("vcpu12"), Some(12));
     assert_eq!(vcpu_of_comm("vcpux"), None);
+    // kthreadd's children are named; user threads are not looked up.
+    let me = std::process::id() as i32;
+    assert_eq!(kernel_thread(me), None);
+    assert_eq!(kernel_thread(0), None);
+    assert_eq!(kernel_thread(2).as_deref(), Some("kthreadd"));
 }
