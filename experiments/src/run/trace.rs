@@ -52,6 +52,9 @@ pub const MAX_EVENTS_PER_RUN: u64 = 200_000;
 
 /// Added to a vCPU's tid for its kernel-event track (tids stay below 2^22).
 const KVM_TRACK: u32 = 0x4000_0000;
+/// Plus the pid: the track of faults without a thread id (kept below 2^31,
+/// as viewers may read tids as signed 32-bit numbers).
+const NO_TID_TRACK: u32 = 0x2000_0000;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -256,7 +259,7 @@ impl<W: Write> MatrixTrace<W> {
                 tid as u32
             } else {
                 // No thread id recorded: a track of its own per run.
-                u32::MAX - pid
+                NO_TID_TRACK + pid
             }
         };
         self.write_meta(pid, label, run, &sel, dropped, &tid_of)?;

@@ -205,7 +205,7 @@ fn faults_and_requests_sit_on_named_per_thread_tracks() {
     let names = thread_names(&events, 1);
     assert_eq!(names[&(VCPU_TID as u64)], "vCPU 0");
     assert_eq!(names[&(BLK_TID as u64)], "blk worker (guest swap disk)");
-    let unknown = u64::from(u32::MAX - 1);
+    let unknown = u64::from(NO_TID_TRACK + 1);
     assert_eq!(names[&unknown], "unknown thread 0");
     let slices: Vec<&Value> = of(&events, "X").collect();
     assert_eq!(slices.len(), 23 + 3);
