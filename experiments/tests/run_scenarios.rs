@@ -27,10 +27,18 @@ fn a_typo_in_a_scenario_file_fails_before_anything_runs() {
     )
     .unwrap();
     let t = std::time::Instant::now();
-    let out = swaplab(&["run", file.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
+    let out = swaplab(&[
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("bad.toml:6:1") && err.contains("\"polcy\""), "{err}");
+    assert!(
+        err.contains("bad.toml:6:1") && err.contains("\"polcy\""),
+        "{err}"
+    );
     assert!(err.contains("did you mean \"policy\""), "{err}");
     assert!(!err.contains("sandbox"), "went to the sandbox: {err}");
     assert!(t.elapsed().as_secs() < 30);
@@ -161,18 +169,27 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
 
     let g = by_name(&all, "guest-swap");
     check_common(g, 96);
-    assert!(u(g, "guest_pswpout") > 0 && u(g, "swap_disk_writes") > 0, "{g}");
+    assert!(
+        u(g, "guest_pswpout") > 0 && u(g, "swap_disk_writes") > 0,
+        "{g}"
+    );
     assert_eq!(u(g, "host_evictions"), 0);
 
     let h = by_name(&all, "host-swap");
     check_common(h, 48);
-    assert!(u(h, "host_evictions") > 0 && u(h, "host_swap_ins") > 0, "{h}");
+    assert!(
+        u(h, "host_evictions") > 0 && u(h, "host_swap_ins") > 0,
+        "{h}"
+    );
     assert_eq!(u(h, "guest_pswpout"), 0, "the guest had no swap");
     assert!(h["latency"]["host_swap_in_vcpu"]["count"].as_u64().unwrap() > 0);
 
     let d = by_name(&all, "double-paging");
     check_common(d, 96);
-    assert!(u(d, "guest_pswpout") > 0 && u(d, "host_evictions") > 0, "{d}");
+    assert!(
+        u(d, "guest_pswpout") > 0 && u(d, "host_evictions") > 0,
+        "{d}"
+    );
     assert!(u(d, "double_paging_events") > 0, "no double paging: {d}");
     assert_eq!(
         d["latency"]["double_paging"]["count"].as_u64().unwrap(),

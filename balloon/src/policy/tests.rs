@@ -227,7 +227,7 @@ fn auto_settles_without_oscillating_in_a_closed_loop() {
     );
     assert_eq!(swapped, 0);
     assert!(
-        target >= 340 * MIB && target <= 404 * MIB,
+        (340 * MIB..=404 * MIB).contains(&target),
         "target {target}"
     );
 }
