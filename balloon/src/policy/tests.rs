@@ -226,8 +226,5 @@ fn auto_settles_without_oscillating_in_a_closed_loop() {
         "resident {resident}"
     );
     assert_eq!(swapped, 0);
-    assert!(
-        (340 * MIB..=404 * MIB).contains(&target),
-        "target {target}"
-    );
+    assert!((340 * MIB..=404 * MIB).contains(&target), "target {target}");
 }
