@@ -155,7 +155,8 @@ pub fn run_one(
         scratch: scratch.path(),
         show,
         console_log: Some(&log),
-        api_sock: api_sock.map(Path::to_path_buf),
+        // In the sandbox the requested path is forwarded out of L1; listen on the inner one.
+        api_sock: api_sock.map(crate::sandbox::api_sock_listen_path),
         command: None,
     };
     // runreport: kernel tracing around the machine, the run's trace after it.
