@@ -152,4 +152,25 @@ fn ktrace_records_a_probe_guest_and_leaves_the_host_as_found() {
         was_mounted,
         "tracefs mount state changed after a panic"
     );
+
+    // Phase 3: an instance left by a swaplab that was killed while recording
+    // (its pid: a child that has exited) goes when the next recording starts.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let k = Ktrace::start(&KtraceConfig::default()).expect("ktrace starts again");
+    let stale = k
+        .instance()
+        .parent()
+        .unwrap()
+        .join(format!("swaplab-{dead}"));
+    std::fs::create_dir(&stale).expect("a stale-looking instance");
+    drop(k);
+    // (Instances outlive an unmount: the next start mounts tracefs again.)
+    let k = Ktrace::start(&KtraceConfig::default()).expect("ktrace starts again");
+    let gone = !stale.exists();
+    drop(k);
+    assert!(gone, "stale instance {} left behind", stale.display());
+    no_instances_left();
+    assert_eq!(tracefs_mounted(), was_mounted);
 }

@@ -517,8 +517,37 @@ fn tracing_root(cfg: &KtraceConfig) -> Result<(PathBuf, Option<MountGuard>), Ktr
     Ok((cfg.tracefs.clone(), Some(guard)))
 }
 
+/// The pid in an instance name `swaplab-<pid>` or `swaplab-<pid>-<n>`.
+pub fn instance_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("swaplab-")?;
+    let pid = rest.split_once('-').map_or(rest, |(p, _)| p);
+    pid.parse().ok()
+}
+
+/// Removes instances left by swaplab processes that no longer exist (killed
+/// while recording, before their cleanup ran).
+pub fn remove_stale_instances(root: &Path) {
+    let Ok(dir) = std::fs::read_dir(root.join("instances")) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = instance_owner(&name.to_string_lossy()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = e.path();
+        let _ = std::fs::write(path.join("tracing_on"), "0");
+        let _ = std::fs::write(path.join("events/enable"), "0");
+        let _ = std::fs::remove_dir(&path);
+    }
+}
+
 /// Creates `instances/swaplab-<pid>` (or `-2`, `-3`, … if taken).
 fn make_instance(root: &Path) -> Result<PathBuf, KtraceError> {
+    remove_stale_instances(root);
     let base = format!("swaplab-{}", std::process::id());
     for n in 1..=64 {
         let name = if n == 1 {

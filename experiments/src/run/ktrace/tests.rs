@@ -75,6 +75,15 @@ fn lost_events_and_garbage() {
 }
 
 #[test]
+fn instance_names_name_their_process() {
+    assert_eq!(instance_owner("swaplab-123"), Some(123));
+    assert_eq!(instance_owner("swaplab-123-4"), Some(123));
+    for other in ["swaplab-", "swaplab-x", "mine-123", "swaplab"] {
+        assert_eq!(instance_owner(other), None, "{other}");
+    }
+}
+
+#[test]
 fn monotonic_conversion_matches_the_clock() {
     let before = clock_monotonic_ns();
     let t = Instant::now();
