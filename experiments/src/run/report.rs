@@ -149,7 +149,12 @@ pub fn run_counters(r: &RunResult) -> BTreeMap<String, u64> {
     // report name above.
     for (k, v) in &r.anomalies {
         let shown = matches!(k.as_str(), "stale_swap_reads" | "silent_writes_avoided");
-        if !shown {
+        // Host-swap anomalies mean nothing without host swapping.
+        let host_only = matches!(
+            k.as_str(),
+            "zero_pages_not_stored" | "device_faults_outside_requests"
+        );
+        if !shown && (host || !host_only) {
             c.entry(k.clone()).or_insert(*v);
         }
     }

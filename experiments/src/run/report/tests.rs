@@ -119,7 +119,15 @@ fn counters_take_the_report_names() {
 fn counters_a_scenario_cannot_produce_are_not_measured() {
     let mut r = failed_run(&builtin("guest-swap"), "ok");
     r.guest.samples = vec![guest_sample(0.1, 1, 1, 0, 0)];
+    r.anomalies = BTreeMap::from([
+        ("zero_pages_not_stored".to_string(), 0),
+        ("device_faults_outside_requests".to_string(), 0),
+        ("trace_records_dropped".to_string(), 0),
+    ]);
     let c = run_counters(&r);
+    assert!(!c.contains_key("zero_pages_not_stored"), "{c:?}");
+    assert!(!c.contains_key("device_faults_outside_requests"), "{c:?}");
+    assert_eq!(c.get("trace_records_dropped"), Some(&0));
     for k in [
         counters::HOST_SWAP_INS,
         counters::HOST_EVICTIONS,
