@@ -141,6 +141,9 @@ fn validate(args: &BenchBootArgs) -> anyhow::Result<()> {
         channel: None,
         boot_log: false,
         verbose: false,
+        api_sock: None,
+        balloon: false,
+        host_limit: None,
         null_device: Vec::new(),
         sandbox: args.sandbox,
     };

@@ -65,6 +65,18 @@ pub struct BootArgs {
     /// Print boot times and VM exits to stderr at the end.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Serve the control socket here while the guest runs (`swaplab ctl --sock PATH`:
+    /// `balloon set`, `balloon stats`, `swapper status`, `vm stats`). Works the same
+    /// when the guest runs in the nested sandbox (the socket is forwarded).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Give the guest a virtio-balloon (deflate-on-OOM, stats every second); its
+    /// target is set through the control socket.
+    #[arg(long)]
+    pub balloon: bool,
+    /// Host-swap guest RAM above this resident limit (the userfaultfd swapper).
+    #[arg(long, value_name = "SIZE")]
+    pub host_limit: Option<ByteSize>,
     /// Attach a do-nothing virtio device of this type (repeatable; for tests).
     #[arg(long, value_name = "TYPE", hide = true)]
     pub null_device: Vec<u32>,
@@ -195,6 +207,9 @@ fn run(args: &BootArgs) -> anyhow::Result<u8> {
     }
     if args.sandbox.sandbox == sandbox::SandboxMode::Never {
         warn_if_pvm();
+    }
+    if args.api_sock.is_some() || args.balloon || args.host_limit.is_some() {
+        return crate::run::boot::boot_with_devices(args);
     }
     let spec = GuestSpec {
         files,

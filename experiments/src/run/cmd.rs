@@ -158,6 +158,7 @@ pub fn run_one(
         // In the sandbox the requested path is forwarded out of L1; listen on the inner one.
         api_sock: api_sock.map(crate::sandbox::api_sock_listen_path),
         command: None,
+        console_to_stdout: false,
     };
     // runreport: kernel tracing around the machine, the run's trace after it.
     let ktrace = tracing.as_mut().and_then(|(t, _)| t.start_run());

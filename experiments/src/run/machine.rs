@@ -148,6 +148,8 @@ pub struct MachineOptions<'a> {
     pub api_sock: Option<PathBuf>,
     /// Run this guest command instead of the scenario's workload.
     pub command: Option<String>,
+    /// Show the console on stdout (`swaplab boot`) rather than stderr.
+    pub console_to_stdout: bool,
 }
 
 /// Runs `spec` once.
@@ -181,7 +183,12 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
             })?),
             None => None,
         };
-    let (sink, marks) = GuestConsole::new(show, Box::new(std::io::stderr()), log);
+    let out: Box<dyn std::io::Write + Send> = if opts.console_to_stdout {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(std::io::stderr())
+    };
+    let (sink, marks) = GuestConsole::new(show, out, log);
     config.console = Some(Box::new(sink));
     config.channel = Some({
         let (channel, t0) = (channel.clone(), t0.clone());

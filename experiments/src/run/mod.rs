@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod balloon;
+pub mod boot;
 pub mod cmd;
 pub mod join;
 pub mod ktrace;
