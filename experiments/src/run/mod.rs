@@ -119,13 +119,25 @@ fn guest_report(channel: &[(f64, String)]) -> GuestReport {
 pub fn environment() -> serde_json::Value {
     let (kvm, _) = crate::host::kvm_flavour();
     let sandbox = crate::sandbox::in_sandbox();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    // Inside the sandbox /dev/kvm is L1's kvm_amd (it looks like hardware KVM)
+    // and the kernel is L1's: say so rather than report them as the host's.
+    let (kvm, kernel_label) = if sandbox {
+        (
+            "nested: kvm_amd in the L1 sandbox VM under QEMU TCG".to_string(),
+            "L1 kernel",
+        )
+    } else {
+        (format!("{kvm:?}").to_lowercase(), "host kernel")
+    };
     serde_json::json!({
-        "kvm": format!("{kvm:?}").to_lowercase(),
+        "kvm": kvm,
         "sandbox": sandbox,
         "timing_grade": !sandbox,
         "note": crate::sandbox::environment_note(),
-        "host_kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string()).unwrap_or_default(),
+        "host_kernel": format!("{kernel} ({kernel_label})"),
     })
 }
 
