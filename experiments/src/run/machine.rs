@@ -160,9 +160,10 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     if spec.guest.swap.is_some() {
         base.push_str(" swaplab.swap=/dev/vda");
     }
-    // Without async page faults the vCPU thread itself takes every host fault
-    // on guest RAM (with them KVM hands faults to kworker threads, which the
-    // swapper cannot attribute to a vCPU).
+    // Fewer async page faults: the vCPU thread takes more of its host faults
+    // itself. KVM still hands some to kworkers (it halts a vCPU whose guest
+    // cannot take them), so the analysis counts unregistered threads with the
+    // vCPUs.
     base.push_str(" swaplab.channel=1 no-kvmapf");
     let command = opts.command.clone().unwrap_or_else(|| guest_command(spec));
     let cmdline = init::cmdline_with_run(&base, Some(&command))?;

@@ -157,9 +157,13 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         raw.faults
             .iter()
             .filter(move |f| {
+                // Unregistered threads are kernel threads: KVM's async page
+                // fault workers fault guest RAM in on a vCPU's behalf (even
+                // with the guest's `no-kvmapf`, KVM halts the vCPU and lets a
+                // kworker take the fault), so they count with the vCPUs.
                 is_swap_in(f)
                     && matches!(f.thread, ThreadKind::Device(_)) == device
-                    && !matches!(f.thread, ThreadKind::Unknown | ThreadKind::Vmm)
+                    && !matches!(f.thread, ThreadKind::Vmm)
             })
             .map(|f| f.total_ns as u64)
     };
