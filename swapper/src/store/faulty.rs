@@ -28,8 +28,9 @@ pub struct FaultInjector {
     injected: AtomicU64,
 }
 
-/// Takes one unit from a countdown; `u64::MAX` never runs out.
-fn take(counter: &AtomicU64) -> bool {
+/// Takes one unit from a fault-injection countdown (`n` more faults to
+/// inject); `u64::MAX` never runs out. Shared with the VMM's disk injector.
+pub fn take(counter: &AtomicU64) -> bool {
     counter
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match n {
             0 => None,

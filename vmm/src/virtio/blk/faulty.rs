@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use swapper::store::faulty::take;
+
 use super::backend::BlkBackend;
 
 /// Shared fault-injection controls.
@@ -36,17 +38,6 @@ pub struct BlkFaultInjector {
     slow_ops: AtomicU64,
     slow_ns: AtomicU64,
     injected: AtomicU64,
-}
-
-/// Takes one unit from a countdown; `u64::MAX` never runs out.
-fn take(counter: &AtomicU64) -> bool {
-    counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match n {
-            0 => None,
-            u64::MAX => Some(u64::MAX),
-            n => Some(n - 1),
-        })
-        .is_ok()
 }
 
 impl BlkFaultInjector {
