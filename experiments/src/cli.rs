@@ -55,8 +55,15 @@ pub fn init_tracing() {
 
 /// Turn a subcommand's result into an exit code, printing the whole cause chain.
 pub fn finish(result: anyhow::Result<()>) -> ExitCode {
+    finish_status(result.map(|()| 0))
+}
+
+/// [`finish`] for subcommands that choose their own exit status: `Ok(n)` exits
+/// with `n`; an error prints its cause chain and exits 2 for usage errors, 1
+/// otherwise.
+pub fn finish_status(result: anyhow::Result<u8>) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = if e.downcast_ref::<UsageError>().is_some() {
                 2

@@ -18,7 +18,7 @@ use super::trace::session::Tracing;
 use super::{analyze, result::RunResult};
 use crate::boot::console::Show;
 use crate::boot::BootFiles;
-use crate::cli::{usage, UsageError};
+use crate::cli::usage;
 use crate::report::data::Outcome;
 use crate::sandbox::{needs_sandbox_here, SandboxFlag};
 use crate::scenario::{self, Matrix, Scenario};
@@ -287,19 +287,7 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
 /// Run `swaplab run`: 0 when every run finished and verified its pages, 1 when
 /// one failed, 2 on usage errors (bad scenario files included).
 pub fn main(args: &RunArgs) -> ExitCode {
-    match run(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let code = if e.downcast_ref::<UsageError>().is_some() {
-                2
-            } else {
-                1
-            };
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("swaplab: {}", chain.join(": "));
-            ExitCode::from(code)
-        }
-    }
+    crate::cli::finish_status(run(args))
 }
 
 #[cfg(test)]
