@@ -44,20 +44,28 @@ pub fn resident_pages(addr: usize, len: usize) -> std::io::Result<u64> {
     Ok(vec.iter().filter(|b| **b & 1 != 0).count() as u64)
 }
 
+/// Host memory holding guest RAM: the swapper's count when it manages RAM
+/// (`status` not passive; pages it moved aside included), else the page
+/// tables' (`mincore` over `regions`); `None` if they cannot be read.
+pub fn host_resident_bytes(
+    status: Option<&swapper::SwapperStatus>,
+    regions: &[HostRegion],
+) -> Option<u64> {
+    if let Some(st) = status.filter(|st| !st.passive) {
+        return Some(st.resident_pages * swapper::PAGE_SIZE as u64);
+    }
+    let pages: Option<u64> = regions
+        .iter()
+        .map(|r| resident_pages(r.host_addr, r.len).ok())
+        .sum();
+    pages.map(|p| p * 4096)
+}
+
 impl VmApi {
-    /// Host memory holding guest RAM now: the swapper's count when it manages
-    /// RAM (pages it moved aside included), else the page tables' (`mincore`).
+    /// [`host_resident_bytes`] now.
     pub fn host_resident_bytes(&self) -> u64 {
-        if let Some(sw) = &self.swapper {
-            let st = sw.status();
-            if !st.passive {
-                return st.resident_pages * swapper::PAGE_SIZE as u64;
-            }
-        }
-        self.regions
-            .iter()
-            .map(|r| resident_pages(r.host_addr, r.len).unwrap_or(0) * 4096)
-            .sum()
+        let status = self.swapper.as_ref().map(|sw| sw.status());
+        host_resident_bytes(status.as_ref(), &self.regions).unwrap_or(0)
     }
 
     fn balloon(&self) -> Result<&BalloonHandle, ApiError> {

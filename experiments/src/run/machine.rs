@@ -322,16 +322,18 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
                 let mut c = lock(&collected);
                 let mut sample = HostSample {
                     t_s: started.elapsed().as_secs_f64(),
-                    host_resident_bytes: guest_mem,
                     ..HostSample::default()
                 };
-                if let Some(sw) = &sw {
+                let status = sw.as_ref().map(|sw| {
                     c.0.extend(sw.drain_trace());
-                    let st = sw.status();
+                    sw.status()
+                });
+                if let Some(st) = &status {
                     sample.host_swap_ins = st.counters.swapin_store;
                     sample.host_evictions = st.counters.evictions;
                 }
-                sample.host_resident_bytes = resident_bytes(sw.as_deref(), &regions, guest_mem);
+                sample.host_resident_bytes =
+                    super::api::host_resident_bytes(status.as_ref(), &regions).unwrap_or(guest_mem);
                 if let Some(b) = balloon.as_mut() {
                     b.step(sample.host_resident_bytes, guest_mem);
                     sample.balloon_bytes = b.handle.actual_bytes();
@@ -410,22 +412,6 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
         guest_mem: spec.guest.mem.bytes(),
         epoch,
     })
-}
-
-/// Host memory holding guest RAM: the swapper's count when it manages RAM,
-/// else what the page tables say.
-fn resident_bytes(sw: Option<&Swapper>, regions: &[vmm::HostRegion], guest_mem: u64) -> u64 {
-    if let Some(sw) = sw {
-        let st = sw.status();
-        if !st.passive {
-            return st.resident_pages * swapper::PAGE_SIZE as u64;
-        }
-    }
-    let scanned: Option<u64> = regions
-        .iter()
-        .map(|r| super::api::resident_pages(r.host_addr, r.len).ok())
-        .sum();
-    scanned.map_or(guest_mem, |p| p * 4096)
 }
 
 /// The false-read mitigation's hook for the blk device: a whole guest page a
