@@ -45,6 +45,8 @@
 //!   under OOM and reports it through `actual` (and the deflate queue).
 
 pub mod device;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod queues;

@@ -198,7 +198,7 @@ impl Worker {
     }
 
     /// Handles every available buffer of queue `qi`.
-    fn drain(&mut self, qi: usize) {
+    pub(crate) fn drain(&mut self, qi: usize) {
         let mem = self.mem.clone();
         let role = self.queues[qi].0;
         let mut used = false;

@@ -18,6 +18,8 @@ pub mod bus;
 pub mod devices;
 pub mod exits;
 pub mod flat;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod linux;
 pub mod memory;
 pub mod stats;

@@ -22,6 +22,8 @@
 
 pub mod backend;
 pub mod faulty;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod request;
 mod serve;
 pub mod trace;

@@ -1,0 +1,181 @@
+//! `api`: a byte stream sent to a real control-socket server ([`ApiServer`] on a
+//! Unix socket, with its poll loop, per-client buffers and line splitting), read
+//! back to the end and compared reply by reply with what [`parse_request`] and the
+//! handler give for each line the model splits off.
+//!
+//! Checks: every line gets exactly one reply, in order, equal to the model's
+//! (same id, same result or same error kind and message); a too-long line gets one
+//! `parse` error and ends the connection; a parsed request survives a round trip
+//! through [`Request::to_line`]; the server is still there afterwards.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::Encoder;
+use crate::api::{
+    help_result, parse_request, ApiError, ApiServer, ErrorKind, ProtocolError, Reply, Request,
+    MAX_LINE,
+};
+
+/// The handler behind the fuzzed server: deterministic, with each kind of answer.
+fn handle(req: &Request) -> Result<Value, ApiError> {
+    match req {
+        Request::BalloonSet { target } if target.bytes() > 1 << 40 => Err(ApiError::BadArgument(
+            format!("target {} is above guest RAM", target.bytes()),
+        )),
+        Request::BalloonSet { target } => Ok(json!({ "target_bytes": target.bytes() })),
+        Request::BalloonStats => Err(ApiError::Unavailable("no balloon".into())),
+        Request::SwapperStatus => Ok(json!({ "resident_pages": 7 })),
+        Request::VmStats => Ok(json!({ "exits": [] })),
+        Request::Help => Ok(help_result()),
+        // Commands added later: echo their name.
+        #[allow(unreachable_patterns)]
+        other => Ok(json!({ "cmd": other.name() })),
+    }
+}
+
+/// The reply the server must give to `line`.
+fn model_reply(line: &[u8]) -> Reply {
+    let (id, parsed) = parse_request(line);
+    match parsed {
+        Err(e) => Reply::error(id, e.kind(), e.to_string()),
+        Ok(Request::Help) => Reply::ok(id, help_result()),
+        Ok(req) => match handle(&req) {
+            Ok(v) => Reply::ok(id, v),
+            Err(e) => e.to_reply(id),
+        },
+    }
+}
+
+/// The replies the model expects for `data` sent then the write side closed, and
+/// whether the server must close the connection early (a too-long line).
+fn model(data: &[u8]) -> Vec<Reply> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(nl) => (&rest[..nl], &rest[nl + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > MAX_LINE {
+            out.push(ApiError::from(ProtocolError::LineTooLong).to_reply(None));
+            return out;
+        }
+        rest = next;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let (_, parsed) = parse_request(line);
+        match parsed {
+            Ok(req) => {
+                let (id2, again) = parse_request(req.to_line().as_bytes());
+                assert!(
+                    id2.is_none() && again.as_ref() == Ok(&req),
+                    "{req:?} round trip"
+                );
+            }
+            Err(e) => assert_ne!(e.kind(), ErrorKind::Internal),
+        }
+        out.push(model_reply(line));
+    }
+    out
+}
+
+static SOCKETS: AtomicU64 = AtomicU64::new(0);
+
+/// The `api` fuzz target.
+pub fn api(data: &[u8]) {
+    let expected = model(data);
+    let path = std::env::temp_dir().join(format!(
+        "swaplab-fuzz-api-{}-{}.sock",
+        std::process::id(),
+        SOCKETS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let server = ApiServer::start(&path, Arc::new(handle)).expect("control socket server");
+    let mut conn = UnixStream::connect(&path).expect("connect");
+    // A deadlock guard only: the server answers at once.
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut writer = conn.try_clone().expect("clone");
+    let input = data.to_vec();
+    let w = std::thread::spawn(move || {
+        // The server may close early (too-long line): then writing fails.
+        let _ = writer.write_all(&input);
+        let _ = writer.shutdown(std::net::Shutdown::Write);
+    });
+    let mut got = Vec::new();
+    let _ = conn.read_to_end(&mut got);
+    w.join().expect("writer thread");
+    let text = std::str::from_utf8(&got).expect("replies are UTF-8");
+    let replies: Vec<Reply> = text
+        .lines()
+        .map(|l| Reply::from_line(l).unwrap_or_else(|e| panic!("bad reply line {l:?}: {e}")))
+        .collect();
+    assert!(
+        got.is_empty() || got.ends_with(b"\n"),
+        "a partial reply line"
+    );
+    assert_eq!(replies.len(), expected.len(), "one reply per request line");
+    for (i, (g, w)) in replies.iter().zip(&expected).enumerate() {
+        assert_eq!(g, w, "reply {i}");
+    }
+    // The server still serves others.
+    let mut other = UnixStream::connect(&path).expect("connect again");
+    other
+        .write_all(b"{\"cmd\":\"vm.stats\",\"id\":1}\n")
+        .expect("write");
+    other.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut s = String::new();
+    other
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    other.read_to_string(&mut s).expect("read");
+    assert_eq!(
+        Reply::from_line(s.trim_end()).ok(),
+        Some(model_reply(b"{\"cmd\":\"vm.stats\",\"id\":1}"))
+    );
+    server.stop();
+}
+
+/// Seeds: every command with and without ids and arguments, pipelined, with CRLF,
+/// blank lines, a final line without newline, and the documented error cases.
+pub(super) fn seeds() -> Vec<Vec<u8>> {
+    let lines: &[&str] = &[
+        r#"{"cmd":"balloon.set","target":"256M","id":1}"#,
+        r#"{"cmd":"balloon.set","target":4096}"#,
+        r#"{"cmd":"balloon.set","target":"2T","id":"big"}"#,
+        r#"{"cmd":"balloon.stats","id":null}"#,
+        r#"{"cmd":"swapper.status","id":[1,{"a":2}]}"#,
+        r#"{"cmd":"vm.stats","id":-3.5}"#,
+        r#"{"cmd":"help"}"#,
+        r#"{"cmd":"balloon.sett"}"#,
+        r#"{"cmd":"balloon.set","target":"25X"}"#,
+        r#"{"cmd":"balloon.set","target":-1}"#,
+        r#"{"cmd":"balloon.set","target":1.5}"#,
+        r#"{"cmd":"balloon.set"}"#,
+        r#"{"cmd":"vm.stats","x":1}"#,
+        r#"{"cmd": stats}"#,
+        r#"{"cmd":7}"#,
+        r#"["cmd","help"]"#,
+        r#"{}"#,
+        r#"{"id":5}"#,
+    ];
+    let mut out: Vec<Vec<u8>> = lines
+        .iter()
+        .map(|l| format!("{l}\n").into_bytes())
+        .collect();
+    let mut all = Encoder::default();
+    for l in lines {
+        all.bytes(l.as_bytes()).bytes(b"\r\n\n   \n");
+    }
+    out.push(all.0);
+    out.push(br#"{"cmd":"help","id":0}"#.to_vec());
+    out.push(b"\xff\xfe{\n\t\n".to_vec());
+    out
+}
