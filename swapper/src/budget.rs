@@ -10,6 +10,10 @@
 //! - `resident`: pages known to hold real memory (resident + staged). The
 //!   evictor keeps this at or below `limit - headroom`.
 //!
+//! The limits can change while the swapper runs ([`Budget::set_limits`]):
+//! readers take a consistent snapshot ([`Budget::limits`]) and the evictor
+//! brings residency down to a lowered limit on its next round.
+//!
 //! Pure (atomics only), unit-tested without userfaultfd.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,10 +59,18 @@ impl Limits {
     }
 }
 
+fn pack(l: Limits) -> u64 {
+    let clamp = |v: u64| v.min(u64::from(u32::MAX));
+    clamp(l.limit) << 32 | clamp(l.slack)
+}
+
 /// The live counters.
 #[derive(Debug)]
 pub struct Budget {
-    limits: Limits,
+    /// `limit << 32 | slack` (pages, each clamped to `u32::MAX`), so a
+    /// reader always sees a limit and a slack that belong together; the
+    /// headroom is derived from them.
+    limits: AtomicU64,
     committed: AtomicU64,
     resident: AtomicU64,
     peak_committed: AtomicU64,
@@ -70,7 +82,7 @@ impl Budget {
     /// A budget with nothing committed.
     pub fn new(limits: Limits) -> Self {
         Self {
-            limits,
+            limits: AtomicU64::new(pack(limits)),
             committed: AtomicU64::new(0),
             resident: AtomicU64::new(0),
             peak_committed: AtomicU64::new(0),
@@ -79,9 +91,17 @@ impl Budget {
         }
     }
 
-    /// The configured limits.
+    /// The limits now.
     pub fn limits(&self) -> Limits {
-        self.limits
+        let v = self.limits.load(Ordering::Acquire);
+        Limits::new(v >> 32, v & u64::from(u32::MAX))
+    }
+
+    /// Replaces the limits (`limit` and `slack`; the headroom is derived).
+    /// Nothing is evicted here: committed pages above a lowered cap stay
+    /// until the evictor reclaims them (they are not counted as overshoots).
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.store(pack(limits), Ordering::Release);
     }
 
     /// Pages currently committed.
@@ -139,7 +159,7 @@ impl Budget {
 
     /// Reserves `n` pages within the hard cap.
     pub fn try_reserve_cap(&self, n: u64) -> bool {
-        self.try_reserve(n, self.limits.cap())
+        self.try_reserve(n, self.limits().cap())
     }
 
     /// Reserves `n` pages unconditionally (last resort); counts an overshoot
@@ -147,7 +167,7 @@ impl Budget {
     pub fn force_reserve(&self, n: u64) {
         let now = self.committed.fetch_add(n, Ordering::AcqRel) + n;
         self.peak_committed.fetch_max(now, Ordering::Relaxed);
-        if now > self.limits.cap() {
+        if now > self.limits().cap() {
             self.overshoots.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -210,6 +230,30 @@ mod tests {
         b.force_reserve(6);
         assert_eq!(b.overshoots(), 1);
         assert_eq!(b.peak_committed(), 11);
+    }
+
+    #[test]
+    fn limits_can_change_while_reserving() {
+        let b = Budget::new(Limits::new(100, 10));
+        assert!(b.try_reserve_cap(100));
+        assert_eq!(b.limits(), Limits::new(100, 10));
+        b.set_limits(Limits::new(40, 4));
+        assert_eq!(b.limits().limit, 40);
+        assert_eq!(b.limits().slack, 4);
+        assert_eq!(b.limits().headroom, Limits::new(40, 4).headroom);
+        // Above the lowered cap nothing more fits, and what is committed stays.
+        assert!(!b.try_reserve_cap(1));
+        assert_eq!(b.committed(), 100);
+        b.release(70);
+        assert!(b.try_reserve_cap(14));
+        assert!(!b.try_reserve_cap(1));
+        // Raised again: room comes back.
+        b.set_limits(Limits::new(200, 10));
+        assert!(b.try_reserve_cap(100));
+        // Huge values are clamped, not wrapped into the other half.
+        b.set_limits(Limits::new(u64::MAX, 3));
+        assert_eq!(b.limits().limit, u64::from(u32::MAX));
+        assert_eq!(b.limits().slack, 3);
     }
 
     #[test]

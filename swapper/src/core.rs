@@ -57,7 +57,6 @@ pub(crate) struct Wake {
 /// Everything the swapper threads share.
 pub(crate) struct Shared {
     pub cfg: SwapperConfig,
-    pub limits: Limits,
     pub regions: Regions,
     pub uffd: Uffd,
     pub pagemap: Pagemap,
@@ -193,10 +192,15 @@ impl Shared {
         self.wake_cv.notify_one();
     }
 
+    /// The resident limits now (they can change at run time).
+    pub fn limits(&self) -> Limits {
+        self.budget.limits()
+    }
+
     /// Whether the evictor has work beyond its targets.
     pub fn over_targets(&self) -> bool {
-        self.budget.resident() > self.limits.resident_target()
-            || self.budget.committed() > self.limits.soft_cap()
+        self.budget.resident() > self.limits().resident_target()
+            || self.budget.committed() > self.limits().soft_cap()
     }
 
     /// Logs a warning unless rate-limited.
@@ -242,14 +246,15 @@ impl Shared {
     pub fn status(&self) -> SwapperStatus {
         let c = |s| self.count_of(s);
         let slots_used = self.slots.lock().unwrap_or_else(|e| e.into_inner()).used();
+        let limits = self.limits();
         SwapperStatus {
             passive: self.passive,
             store: self.store.kind().to_string(),
             policy: self.policy().kind().name().to_string(),
             region_pages: self.regions.pages() as u64,
-            limit_pages: self.limits.limit,
-            slack_pages: self.limits.slack,
-            headroom_pages: self.limits.headroom,
+            limit_pages: limits.limit,
+            slack_pages: limits.slack,
+            headroom_pages: limits.headroom,
             committed_pages: self.budget.committed(),
             resident_pages: self.budget.resident(),
             peak_resident_pages: self.budget.peak_committed(),

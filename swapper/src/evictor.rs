@@ -47,7 +47,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
         // Under pressure, pool pages written behind our back must become
         // eviction candidates quickly: scan at the minimum interval.
         let pressure = !shared.passive
-            && shared.budget.committed() > shared.limits.soft_cap()
+            && shared.budget.committed() > shared.limits().soft_cap()
             && shared.budget.pool() > 0
             && last_scan.elapsed() >= MIN_SCAN;
         if scan_now || pressure || last_scan.elapsed() >= interval {
@@ -57,8 +57,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
             // Written pool pages only need to become eviction candidates
             // when resident memory heads for the target: far from it, scan
             // slowly and leave the CPU to the guest.
-            let near_cap = shared.budget.resident() + promoted + shared.limits.headroom
-                >= shared.limits.resident_target();
+            let near_cap = shared.budget.resident() + promoted + shared.limits().headroom
+                >= shared.limits().resident_target();
             interval = if shared.passive {
                 max_scan
             } else if promoted > 0 && near_cap {
@@ -67,12 +67,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 (interval * 2).min(max_scan)
             };
         }
-        if shared.reclaim_to(shared.limits.resident_target(), ROUND) == ROUND {
+        if shared.reclaim_to(shared.limits().resident_target(), ROUND) == ROUND {
             // More to do: come back without sleeping (after the checks above).
             shared.nudge(false);
         }
         let committed = shared.budget.committed();
-        let soft = shared.limits.soft_cap();
+        let soft = shared.limits().soft_cap();
         if committed > soft {
             shared.shrink_pool(committed - soft, true);
         }

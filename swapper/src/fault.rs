@@ -501,7 +501,7 @@ impl Shared {
             }
             p += 1;
             let mut n = guards.len() as u64;
-            while n > 0 && !self.budget.try_reserve(n, self.limits.soft_cap()) {
+            while n > 0 && !self.budget.try_reserve(n, self.limits().soft_cap()) {
                 n /= 2;
             }
             guards.truncate(n as usize);

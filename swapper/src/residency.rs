@@ -157,7 +157,7 @@ impl Shared {
     /// Zero-maps `Absent` pages (address order, from a cursor) while
     /// committed stays at or below the soft cap. Returns pages mapped.
     pub(crate) fn refill_pool(&self) -> u64 {
-        let soft = self.limits.soft_cap();
+        let soft = self.limits().soft_cap();
         let pages = self.regions.pages();
         let mut mapped = 0;
         let mut visited = 0u32;

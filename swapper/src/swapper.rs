@@ -50,6 +50,9 @@ pub enum SwapperError {
     /// PAGEMAP_SCAN failure.
     #[error(transparent)]
     Pagemap(#[from] PagemapError),
+    /// [`Swapper::set_limit`] refused the new limit.
+    #[error("cannot change the resident limit: {0}")]
+    SetLimit(String),
     /// The guest mapping cannot be managed (not private anonymous
     /// read-write memory).
     #[error("region at {addr:#x} cannot be managed: {reason}")]
@@ -127,7 +130,6 @@ impl Swapper {
         let on_fatal = cfg.on_fatal.clone();
         let trace_capacity = cfg.trace_capacity;
         let shared = Arc::new(Shared {
-            limits,
             uffd,
             pagemap: Pagemap::open()?,
             table: (0..pages)
@@ -234,6 +236,45 @@ impl Swapper {
     /// The thread registry (fill it with vCPU and device thread TIDs).
     pub fn registry(&self) -> ThreadRegistry {
         self.shared.registry.clone()
+    }
+
+    /// Changes the resident limit while the swapper runs; returns the new
+    /// limits. Lowering it wakes the evictor, which brings residency down
+    /// to the new limit in the background; raising it gives faults room at
+    /// once. The slack follows the configuration's rule for the new limit.
+    ///
+    /// The limit can move between 16 pages and the limit the swapper started
+    /// with (its staging area is sized for that one). A swapper that started
+    /// passive (everything fitted) has nothing registered and refuses.
+    pub fn set_limit(&self, limit_bytes: u64) -> Result<Limits, SwapperError> {
+        let sh = &self.shared;
+        if sh.passive {
+            return Err(SwapperError::SetLimit(
+                "the swapper started passive (all guest memory fit in its limit), so no page is managed; start it with a lower limit"
+                    .into(),
+            ));
+        }
+        let max = sh.cfg.limit_pages();
+        let pages = limit_bytes / PAGE_SIZE as u64;
+        if !(16..=max).contains(&pages) {
+            return Err(SwapperError::SetLimit(format!(
+                "{limit_bytes} bytes is outside 16 pages ({} bytes) to the starting limit ({} bytes)",
+                16 * PAGE_SIZE,
+                max * PAGE_SIZE as u64
+            )));
+        }
+        let cfg = SwapperConfig {
+            limit_bytes: pages * PAGE_SIZE as u64,
+            ..SwapperConfig::default()
+        };
+        let slack = match sh.cfg.slack_bytes {
+            Some(b) => b / PAGE_SIZE as u64,
+            None => cfg.slack_pages(),
+        };
+        let limits = Limits::new(pages, slack);
+        sh.budget.set_limits(limits);
+        sh.nudge(false);
+        Ok(limits)
     }
 
     /// Counters and gauges.

@@ -51,6 +51,8 @@ pub fn scenario(args: &BootArgs) -> Scenario {
             pattern: workloads::probe::Pattern::Seq,
             passes: 1,
             seed: 1,
+            write_ratio: 1.0,
+            disk_read_mb: 0,
         },
         origin: Default::default(),
     }
@@ -96,6 +98,7 @@ pub fn boot_with_devices(args: &BootArgs) -> anyhow::Result<u8> {
                 .map(crate::sandbox::api_sock_listen_path),
             command: Some(command),
             console_to_stdout: true,
+            interrupter: None,
         },
     )
     .context("booting the guest")?;

@@ -12,13 +12,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::machine::{run_machine, MachineOptions};
+use super::machine::{run_machine, Interrupter, MachineOptions};
 use super::report::{self, progress::LiveProgress};
 use super::trace::session::Tracing;
 use super::{analyze, result::RunResult};
 use crate::boot::console::Show;
 use crate::boot::BootFiles;
 use crate::cli::usage;
+use crate::probe_run::signals::{signal_name, SignalScope};
 use crate::report::data::Outcome;
 use crate::sandbox::{needs_sandbox_here, SandboxFlag};
 use crate::scenario::{self, Matrix, Scenario};
@@ -147,6 +148,7 @@ pub fn run_one(
     show: Show,
     api_sock: Option<&Path>,
     mut tracing: Option<(&mut Tracing, &str)>,
+    interrupter: Option<&Interrupter>,
 ) -> anyhow::Result<RunResult> {
     let scratch = scratch_dir()?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -159,6 +161,7 @@ pub fn run_one(
         api_sock: api_sock.map(crate::sandbox::api_sock_listen_path),
         command: None,
         console_to_stdout: false,
+        interrupter: interrupter.cloned(),
     };
     // runreport: kernel tracing around the machine, the run's trace after it.
     let ktrace = tracing.as_mut().and_then(|(t, _)| t.start_run());
@@ -235,8 +238,19 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mut tracing = Tracing::new(&out, args.ktrace, progress.notifier());
     let mut results = Vec::new();
     let mut failed = false;
-    for s in &scenarios {
+    // Ctrl-C (or SIGTERM, SIGHUP) stops the running guest and the matrix;
+    // what ran is still written, and kernel tracing is switched off.
+    let interrupter = Interrupter::default();
+    let signals = SignalScope::new().context("watching for Ctrl-C")?;
+    signals.set_action(Some({
+        let i = interrupter.clone();
+        Box::new(move |sig| i.interrupt(&format!("interrupted by {}", signal_name(sig))))
+    }));
+    'matrix: for s in &scenarios {
         for rep in 1..=s.repetitions {
+            if signals.caught().is_some() {
+                break 'matrix;
+            }
             progress.get().start_run(&s.name, rep, s.repetitions);
             let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
             let dir = out.join(&s.name).join(rep.to_string());
@@ -246,6 +260,7 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 show,
                 args.api_sock.as_deref(),
                 Some((&mut tracing, &label)),
+                Some(&interrupter),
             );
             let r = match run {
                 Ok(r) => r,
@@ -281,6 +296,14 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     }
     progress.finish();
     eprintln!("swaplab: results in {}", out.display());
+    if let Some(sig) = signals.caught() {
+        eprintln!(
+            "swaplab: {} after {} of {total} runs",
+            interrupter.reason().unwrap_or_else(|| signal_name(sig)),
+            results.len()
+        );
+        return Ok(128 + sig as u8);
+    }
     Ok(u8::from(failed))
 }
 

@@ -136,6 +136,46 @@ fn swap_image(dir: &Path, bytes: u64) -> Result<PathBuf, MachineError> {
     Ok(path)
 }
 
+/// Stops whichever machine is running from another thread (Ctrl-C): the
+/// machine attaches its VM while the guest runs. Once interrupted, it stays
+/// so: a machine attached later is stopped at once.
+#[derive(Clone, Default)]
+pub struct Interrupter(Arc<Mutex<InterruptState>>);
+
+#[derive(Default)]
+struct InterruptState {
+    vm: Option<VmHandle>,
+    reason: Option<String>,
+}
+
+impl Interrupter {
+    /// Stops the running machine, if any, and every later one.
+    pub fn interrupt(&self, reason: &str) {
+        let mut g = lock(&self.0);
+        if let Some(vm) = &g.vm {
+            vm.abort(reason.to_string());
+        }
+        g.reason.get_or_insert_with(|| reason.to_string());
+    }
+
+    /// Why it was interrupted, if it was.
+    pub fn reason(&self) -> Option<String> {
+        lock(&self.0).reason.clone()
+    }
+
+    fn attach(&self, vm: VmHandle) {
+        let mut g = lock(&self.0);
+        if let Some(r) = &g.reason {
+            vm.abort(r.clone());
+        }
+        g.vm = Some(vm);
+    }
+
+    fn detach(&self) {
+        lock(&self.0).vm = None;
+    }
+}
+
 /// How to run a machine, besides its scenario.
 pub struct MachineOptions<'a> {
     /// Scratch directory (swap image, host store files).
@@ -150,6 +190,8 @@ pub struct MachineOptions<'a> {
     pub command: Option<String>,
     /// Show the console on stdout (`swaplab boot`) rather than stderr.
     pub console_to_stdout: bool,
+    /// Lets the caller stop the run (the guest is aborted, the run fails).
+    pub interrupter: Option<Interrupter>,
 }
 
 /// Runs `spec` once.
@@ -158,13 +200,19 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     let files = BootFiles::resolve(None, None, None, false)?;
     let mut base = files.cmdline.clone();
     if spec.guest.swap.is_some() {
-        base.push_str(" swaplab.swap=/dev/vda");
+        base.push_str(&format!(" swaplab.swap={}", spec::GUEST_DISK));
     }
     // Fewer async page faults: the vCPU thread takes more of its host faults
     // itself. KVM still hands some to kworkers (it halts a vCPU whose guest
     // cannot take them), so the analysis counts unregistered threads with the
     // vCPUs.
     base.push_str(" swaplab.channel=1 no-kvmapf");
+    // Debian's kernel zeroes every page it allocates (init_on_alloc), so a
+    // page-cache page the disk is about to fill is first written by the vCPU:
+    // the host's false read would hide behind a zeroing fault, and the disk's
+    // data would never land in a host-evicted frame. Off, as on kernels of
+    // the VSwapper era, so the stale/false reads and their mitigation show.
+    base.push_str(" init_on_alloc=0");
     let command = opts.command.clone().unwrap_or_else(|| guest_command(spec));
     let cmdline = init::cmdline_with_run(&base, Some(&command))?;
 
@@ -301,6 +349,9 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
         if let Some(reason) = lock(&pending_abort).take() {
             h.abort(reason);
         }
+        if let Some(i) = &opts.interrupter {
+            i.attach(h.clone());
+        }
         *lock(&vm_handle) = Some(h);
     }
 
@@ -358,6 +409,9 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     let balloon = sampler.join().ok().flatten();
     drop(api);
     *lock(&vm_handle) = None;
+    if let Some(i) = &opts.interrupter {
+        i.detach();
+    }
     let report = report?;
 
     let (mut faults, mut requests, timeline) = std::mem::take(&mut *lock(&collected));

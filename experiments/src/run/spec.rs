@@ -22,20 +22,40 @@ pub enum SpecError {
     },
 }
 
-/// The workload's guest command (results go to the channel).
+/// The workload's guest command (results go to the channel), then the disk
+/// read if the scenario asks for one; the workload's status is the command's
+/// unless the read fails.
 pub fn workload_command(s: &Scenario) -> String {
     let w = &s.workload;
-    match w.kind {
-        WorkloadKind::Touch => format!(
-            "swaplab-guest touch --mb {} --passes {} --pattern {} --seed {}",
-            w.mb, w.passes, w.pattern, w.seed
-        ),
+    let mut cmd = match w.kind {
+        WorkloadKind::Touch => {
+            let mut c = format!(
+                "swaplab-guest touch --mb {} --passes {} --pattern {} --seed {}",
+                w.mb, w.passes, w.pattern, w.seed
+            );
+            if w.write_ratio < 1.0 {
+                c += &format!(" --write-ratio {}", w.write_ratio);
+            }
+            c
+        }
         WorkloadKind::Integrity => format!(
             "swaplab-guest integrity --mb {} --rounds {}",
             w.mb, w.passes
         ),
+    };
+    if w.disk_read_mb > 0 {
+        // Buffered: the guest's page cache takes frames the workload just
+        // freed, and the disk's data lands in them.
+        cmd = format!(
+            "{cmd} && dd if={GUEST_DISK} of=/dev/null bs=1M count={} 2>/dev/null",
+            w.disk_read_mb
+        );
     }
+    cmd
 }
+
+/// The guest's disk (the swap disk) as the guest names it.
+pub const GUEST_DISK: &str = "/dev/vda";
 
 /// The whole guest command: a vmstat reporter in the background, the
 /// workload, a final sample; the workload's status is the command's.

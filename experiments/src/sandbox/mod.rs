@@ -467,11 +467,6 @@ pub fn run_in_sandbox(
         total: cfg.timeout,
         boot: BOOT_TIMEOUT,
     };
-    let sinks = Sinks {
-        stdout,
-        stderr,
-        console: console_file.as_mut().map(|f| f as &mut dyn Write),
-    };
     // While sockets are forwarded, Ctrl-C, SIGTERM and SIGHUP stop QEMU instead
     // of this process, so the run unwinds and the host socket files go away.
     // A signal caught before QEMU runs stops it as soon as it does.
@@ -493,8 +488,32 @@ pub fn run_in_sandbox(
             }));
         }
     };
-    let (_forwarders, ports) = start_forwards(&cfg.forwards, cfg.verbose)?;
-    let report = qemu::run(&launch, model, limits, sinks, ports, Some(&on_pid))?;
+    let mut attempt = 1;
+    let (report, _forwarders) = loop {
+        let (forwarders, ports) = start_forwards(&cfg.forwards, cfg.verbose)?;
+        let sinks = Sinks {
+            stdout: &mut *stdout,
+            stderr: &mut *stderr,
+            console: console_file.as_mut().map(|f| f as &mut dyn Write),
+        };
+        let report = qemu::run(&launch, model, limits, sinks, ports, Some(&on_pid))?;
+        let caught = signals.as_ref().and_then(|s| s.caught());
+        // L1's kernel, emulated by TCG on a loaded host, has panicked in
+        // early boot now and then (an oops in interrupt context, before any
+        // of swaplab ran). Nothing of the command has run or been said yet,
+        // so one fresh start is safe and hides nothing of what is measured.
+        match boot_panic(&report) {
+            Some(line) if attempt < L1_BOOT_ATTEMPTS && caught.is_none() => {
+                eprintln!(
+                    "swaplab: the sandbox's L1 kernel panicked while booting, before the \
+                     command started ({line}); starting it again"
+                );
+                attempt += 1;
+                drop(forwarders);
+            }
+            _ => break (report, forwarders),
+        }
+    };
     let caught = signals.as_ref().and_then(|s| s.caught());
     let code = match (interpret(&report, cfg.timeout), caught) {
         // QEMU may have died of the signal before it could say so.
@@ -554,6 +573,21 @@ fn start_forwards(
         });
     }
     Ok((hosts, ports))
+}
+
+/// How many times L1 is started when its kernel panics before the command runs.
+pub const L1_BOOT_ATTEMPTS: u32 = 2;
+
+/// The panic line, if L1's kernel panicked before the command started.
+pub fn boot_panic(report: &Report) -> Option<&str> {
+    let started = report
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, protocol::Event::Stage(s) if s == "run"));
+    if started {
+        return None;
+    }
+    protocol::find_panic(&report.console_tail)
 }
 
 /// Turn a report into the command's status or an error naming what went wrong.
@@ -719,5 +753,26 @@ mod tests {
         cfg.validate().unwrap();
         cfg.forward_socket("/work/api.sock");
         assert!(cfg.validate().is_err(), "the same host path twice");
+    }
+
+    #[test]
+    fn only_a_panic_before_the_command_is_a_boot_panic() {
+        use std::os::unix::process::ExitStatusExt;
+        let panic = "[    1.05] Kernel panic - not syncing: Fatal exception in interrupt";
+        let mut r = qemu::Report {
+            events: vec![(Duration::from_secs(1), protocol::Event::Stage("modules".into()))],
+            qemu_status: std::process::ExitStatus::from_raw(0),
+            console_tail: format!("[    1.04] VFS: Disk quotas\n{panic}\n"),
+            qemu_stderr: String::new(),
+            expired: None,
+            elapsed: Duration::from_secs(2),
+        };
+        assert_eq!(boot_panic(&r), Some(panic));
+        r.events
+            .push((Duration::from_secs(2), protocol::Event::Stage("run".into())));
+        assert_eq!(boot_panic(&r), None, "the command had started");
+        r.events.truncate(1);
+        r.console_tail = "[    1.04] VFS: Disk quotas\n".into();
+        assert_eq!(boot_panic(&r), None, "no panic");
     }
 }

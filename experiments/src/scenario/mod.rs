@@ -57,6 +57,8 @@
 //! | `workload.pattern` | `seq`, `random`, `zipf[:S]`, `phase[:K]` | `seq` | access order (see [`workloads::probe::pattern`]) |
 //! | `workload.passes` | integer 1–1000 | 1 | passes over the working set |
 //! | `workload.seed` | integer | 1 | seed of the random patterns |
+//! | `workload.write_ratio` | number 0–1 | 1 | `touch` only: after a page's first touch, the probability that an access writes it rather than reads it; below 1 the host sees clean pages it already has a copy of (silent writes) |
+//! | `workload.disk_read_mb` | integer 0–65536 | 0 | after the workload, read this many MiB of the guest's disk through the guest's page cache (`dd`), so the guest fills frames it freed with disk data (stale/false reads when the host had evicted them); needs `guest.swap` at least this large |
 //!
 //! Runs that would be meaningless are rejected ([`Scenario::validate`]):
 //! a working set that cannot fit in the guest (guest RAM minus
@@ -322,6 +324,12 @@ pub struct WorkloadConfig {
     pub passes: u32,
     /// Seed of the random patterns.
     pub seed: u64,
+    /// Probability that an access after a page's first touch writes it
+    /// (1: every access writes; 0: read-only after the first pass).
+    pub write_ratio: f64,
+    /// MiB of the guest's disk read (buffered, into the guest's page cache)
+    /// after the workload; 0: none. Needs `guest.swap` at least as large.
+    pub disk_read_mb: u64,
 }
 
 impl WorkloadConfig {

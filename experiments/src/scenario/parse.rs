@@ -36,7 +36,15 @@ const DEFAULT_KEYS: &[&str] = &[
 const GUEST_KEYS: &[&str] = &["mem", "cpus", "swap"];
 const HOST_KEYS: &[&str] = &["limit", "store", "policy", "prefetch", "mitigations"];
 const BALLOON_KEYS: &[&str] = &["policy", "target", "stats_interval_ms"];
-const WORKLOAD_KEYS: &[&str] = &["kind", "mb", "pattern", "passes", "seed"];
+const WORKLOAD_KEYS: &[&str] = &[
+    "kind",
+    "mb",
+    "pattern",
+    "passes",
+    "seed",
+    "write_ratio",
+    "disk_read_mb",
+];
 const MATRIX_KEYS: &[&str] = &["description", "defaults", "scenario"];
 
 const MIB: u64 = 1 << 20;
@@ -124,6 +132,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
     let w = root.sub("workload")?;
     let passes = uint(&w, "passes", 1..=1000, 1)? as u32;
     let seed = uint(&w, "seed", 0..=u64::MAX, 1)?;
+    let disk_read_mb = uint(&w, "disk_read_mb", 0..=64 * 1024, 0)?;
     let b = root.sub("balloon")?;
     let stats_interval_ms = uint(
         &b,
@@ -133,6 +142,13 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
     )?;
     let h = root.sub("host")?;
     let prefetch = uint(&h, "prefetch", 0..=256, 0)? as u32;
+    let write_ratio = match w.fraction("write_ratio")? {
+        Some((v, item)) => {
+            note(&mut origin, &item);
+            v
+        }
+        None => 1.0,
+    };
     let mb = match w.uint("mb", 1..=64 * 1024)? {
         Some((v, item)) => {
             note(&mut origin, &item);
@@ -187,6 +203,8 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         },
         passes,
         seed,
+        write_ratio,
+        disk_read_mb,
     };
     let s = Scenario {
         name,

@@ -263,6 +263,29 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    /// A number between 0 and 1 (a TOML float or the integers 0 and 1).
+    pub fn fraction(&self, key: &str) -> Result<Option<(f64, Item<'a, 'i>)>, ScenarioError> {
+        let Some(item) = self.get(key) else {
+            return Ok(None);
+        };
+        let text = match item.value.get_ref() {
+            DeValue::Float(f) => f.as_str(),
+            DeValue::Integer(i) => i.as_str(),
+            other => {
+                return Err(item.error(format_args!(
+                    "expected a number from 0 to 1, found {}",
+                    other.type_str()
+                )))
+            }
+        };
+        match text.replace('_', "").parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(Some((v, item))),
+            _ => Err(item.error(format_args!(
+                "{text} is out of range (expected a number from 0 to 1)"
+            ))),
+        }
+    }
+
     /// One of `options` (by name).
     pub fn choice<T: Copy>(
         &self,

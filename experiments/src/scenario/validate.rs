@@ -1,6 +1,6 @@
 //! Cross-field checks: reject scenarios whose runs would measure nothing.
 
-use super::{BalloonPolicy, Diagnostic, Scenario, ScenarioError};
+use super::{BalloonPolicy, Diagnostic, Scenario, ScenarioError, WorkloadKind};
 use crate::size::ByteSize;
 
 const MIB: u64 = 1 << 20;
@@ -61,6 +61,36 @@ impl Scenario {
         ] {
             if v == 0 {
                 return Err(self.invalid(key, "must be at least 1".to_string()));
+            }
+        }
+
+        if self.workload.write_ratio < 1.0 && self.workload.kind != WorkloadKind::Touch {
+            return Err(self.invalid(
+                "workload.write_ratio",
+                "only the touch workload reads pages without writing them (remove it or use \
+                 kind = \"touch\")"
+                    .to_string(),
+            ));
+        }
+        let disk_read = self.workload.disk_read_mb.saturating_mul(MIB);
+        if disk_read > 0 {
+            match self.guest.swap {
+                None => {
+                    return Err(self.invalid(
+                        "workload.disk_read_mb",
+                        "the guest has no disk to read (set guest.swap)".to_string(),
+                    ))
+                }
+                Some(disk) if disk.0 < disk_read => {
+                    return Err(self.invalid(
+                        "workload.disk_read_mb",
+                        format!(
+                            "{} is more than the guest's {disk} disk (guest.swap)",
+                            size(disk_read)
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
         }
 
