@@ -1,5 +1,6 @@
-//! Store failures: write errors lose no page; read errors and corruption are
-//! fatal and never serve data.
+//! Store failures: write errors (ENOSPC, EIO, short) lose no page; read errors
+//! (EIO, short) and corruption are fatal, never serve data and name the cause; a
+//! slow store loses nothing and its time shows in the trace.
 
 mod common;
 
@@ -171,7 +172,11 @@ fn kernel_read(addr: usize) -> Result<u64, i32> {
     }
 }
 
-fn fatal_read(arm: impl Fn(&FaultInjector), expect_corruption: bool) {
+/// Arms `arm`, has a device thread read an evicted page and checks it is never
+/// served. `expect_error`: the store-read error's message contains this; `None`:
+/// the failure is a checksum mismatch.
+fn fatal_read(arm: impl Fn(&FaultInjector), expect_error: Option<&str>) {
+    let expect_corruption = expect_error.is_none();
     let map = Mapping::new(PAGES);
     let inj = FaultInjector::new();
     let hooked: Arc<Mutex<Vec<FatalError>>> = Arc::default();
@@ -230,8 +235,8 @@ fn fatal_read(arm: impl Fn(&FaultInjector), expect_corruption: bool) {
             assert_ne!(m.expected, m.actual);
         }
         FatalKind::StoreRead { error } => {
-            assert!(!expect_corruption);
-            assert!(error.contains("Input/output error"), "{error}");
+            let want = expect_error.expect("a store read error");
+            assert!(error.contains(want), "{error}");
         }
         other => panic!("{other:?}"),
     }
@@ -261,7 +266,10 @@ fn store_read_failure_is_fatal_and_serves_nothing() {
     if !uffd_available() {
         return;
     }
-    fatal_read(|inj| inj.fail_reads(1, libc::EIO), false);
+    fatal_read(
+        |inj| inj.fail_reads(1, libc::EIO),
+        Some("Input/output error"),
+    );
 }
 
 #[test]
@@ -269,5 +277,51 @@ fn corruption_is_detected_and_serves_nothing() {
     if !uffd_available() {
         return;
     }
-    fatal_read(|inj| inj.corrupt_reads(1), true);
+    fatal_read(|inj| inj.corrupt_reads(1), None);
+}
+
+#[test]
+fn short_store_read_is_fatal_and_serves_nothing() {
+    if !uffd_available() {
+        return;
+    }
+    // Half the page arrives: the swapper must neither install it nor retry into a
+    // page of mixed content.
+    fatal_read(|inj| inj.short_reads(1), Some("short store read of slot"));
+}
+
+#[test]
+fn slow_store_loses_no_page_and_shows_in_the_trace() {
+    if !uffd_available() {
+        return;
+    }
+    let delay = Duration::from_micros(200);
+    let map = Mapping::new(PAGES);
+    let inj = FaultInjector::new();
+    let sw = start(&map, &inj, StoreKind::Memory);
+    fill_all(&sw, map.addr, 1);
+    // Every store read and write from now on is slow.
+    inj.slow(u64::MAX, delay);
+    fill_all(&sw, map.addr, 2);
+    check_all(&sw, map.addr, 2);
+    let st = sw.status();
+    assert_eq!(st.fatal_errors, 0, "{st:?}");
+    assert_eq!(st.counters.write_errors, 0);
+    assert!(inj.injected() > 100, "injected {}", inj.injected());
+    let from_store: Vec<_> = sw
+        .drain_trace()
+        .into_iter()
+        .filter(|r| r.path == FaultPath::Store)
+        .collect();
+    assert!(!from_store.is_empty());
+    // Sleeping never returns early, so each swap-in read while the store was slow
+    // took at least the delay (records from before arming are faster).
+    let slow = from_store
+        .iter()
+        .filter(|r| u64::from(r.store_read_ns) >= delay.as_nanos() as u64)
+        .count();
+    assert!(slow > 100, "{slow} of {} swap-ins slow", from_store.len());
+    inj.clear();
+    let end = sw.shutdown();
+    assert_eq!(end.counters.integrity_errors, 0);
 }

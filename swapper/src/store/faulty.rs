@@ -8,7 +8,10 @@
 //!   [`StoreError::Short`] is returned (a torn slot the swapper must never
 //!   trust);
 //! - read errors with a chosen errno;
-//! - corrupt reads: the real data with one bit flipped (checksums catch it).
+//! - short reads: the first half of the page arrives, the rest is garbage, and a
+//!   [`StoreError::Short`] is returned (the swapper must never serve it);
+//! - corrupt reads: the real data with one bit flipped (checksums catch it);
+//! - slow operations: each read or write first sleeps for a set time.
 
 use super::{Store, StoreError};
 use crate::slots::Slot;
@@ -25,6 +28,9 @@ pub struct FaultInjector {
     read_errors: AtomicU64,
     read_errno: AtomicI32,
     corrupt_reads: AtomicU64,
+    short_reads: AtomicU64,
+    slow_ops: AtomicU64,
+    slow_ns: AtomicU64,
     injected: AtomicU64,
 }
 
@@ -68,6 +74,18 @@ impl FaultInjector {
         self.corrupt_reads.store(n, Ordering::Release);
     }
 
+    /// The next `n` reads deliver half a page and are reported short.
+    pub fn short_reads(&self, n: u64) {
+        self.short_reads.store(n, Ordering::Release);
+    }
+
+    /// The next `n` reads or writes first sleep for `delay` (a slow disk).
+    pub fn slow(&self, n: u64, delay: std::time::Duration) {
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.slow_ns.store(ns, Ordering::Release);
+        self.slow_ops.store(n, Ordering::Release);
+    }
+
     /// Disarms everything.
     pub fn clear(&self) {
         for c in [
@@ -75,6 +93,8 @@ impl FaultInjector {
             &self.short_writes,
             &self.read_errors,
             &self.corrupt_reads,
+            &self.short_reads,
+            &self.slow_ops,
         ] {
             c.store(0, Ordering::Release);
         }
@@ -87,6 +107,14 @@ impl FaultInjector {
 
     fn hit(&self) {
         self.injected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn maybe_slow(&self) {
+        if take(&self.slow_ops) {
+            self.hit();
+            let ns = self.slow_ns.load(Ordering::Acquire);
+            std::thread::sleep(std::time::Duration::from_nanos(ns));
+        }
     }
 }
 
@@ -113,6 +141,7 @@ impl Store for FaultyStore {
     }
 
     fn write(&self, slot: Slot, page: &[u8]) -> Result<(), StoreError> {
+        self.inj.maybe_slow();
         if take(&self.inj.write_errors) {
             self.inj.hit();
             return Err(StoreError::Io {
@@ -138,6 +167,7 @@ impl Store for FaultyStore {
     }
 
     fn read(&self, slot: Slot, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.inj.maybe_slow();
         if take(&self.inj.read_errors) {
             self.inj.hit();
             return Err(StoreError::Io {
@@ -149,6 +179,15 @@ impl Store for FaultyStore {
             });
         }
         self.inner.read(slot, buf)?;
+        if take(&self.inj.short_reads) {
+            self.inj.hit();
+            buf[PAGE_SIZE / 2..].fill(0x5A);
+            return Err(StoreError::Short {
+                op: "read",
+                slot: slot.0,
+                done: PAGE_SIZE / 2,
+            });
+        }
         if take(&self.inj.corrupt_reads) {
             self.inj.hit();
             buf[PAGE_SIZE / 3] ^= 0x10;
@@ -247,5 +286,39 @@ mod tests {
         assert_eq!(diff, 1);
         s.read(Slot(0), &mut buf).unwrap();
         assert_eq!(buf, page(4));
+    }
+
+    #[test]
+    fn short_reads_deliver_half_and_fail() {
+        let (s, inj) = faulty();
+        s.write(Slot(3), &page(5)).unwrap();
+        inj.short_reads(1);
+        let mut buf = vec![0; PAGE_SIZE];
+        assert!(matches!(
+            s.read(Slot(3), &mut buf),
+            Err(StoreError::Short { op: "read", done, .. }) if done == PAGE_SIZE / 2
+        ));
+        assert_eq!(buf[..PAGE_SIZE / 2], page(5)[..PAGE_SIZE / 2]);
+        assert_ne!(buf, page(5));
+        s.read(Slot(3), &mut buf).unwrap();
+        assert_eq!(buf, page(5));
+        assert_eq!(inj.injected(), 1);
+    }
+
+    #[test]
+    fn slow_operations_take_at_least_the_delay_and_succeed() {
+        let (s, inj) = faulty();
+        inj.slow(2, std::time::Duration::from_millis(5));
+        let t = std::time::Instant::now();
+        s.write(Slot(4), &page(6)).unwrap();
+        let mut buf = vec![0; PAGE_SIZE];
+        s.read(Slot(4), &mut buf).unwrap();
+        // Sleeping never returns early: a lower bound, not a timing assertion.
+        assert!(t.elapsed() >= std::time::Duration::from_millis(10));
+        assert_eq!(buf, page(6));
+        assert_eq!(inj.injected(), 2);
+        inj.slow(u64::MAX, std::time::Duration::from_secs(3600));
+        inj.clear();
+        s.read(Slot(4), &mut buf).unwrap();
     }
 }

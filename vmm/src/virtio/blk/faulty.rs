@@ -9,7 +9,9 @@
 //!   nothing transferred;
 //! - short reads and writes: the first half (whole sectors) is transferred, then the
 //!   operation reports a short transfer (`UnexpectedEof` / `WriteZero`);
-//! - slow operations: each sleeps for a set time before running (any kind).
+//! - slow operations: each sleeps for a set time before running (any kind);
+//! - a head start: the next few operations run untouched before anything armed
+//!   fires (to fail the second piece of a request the device splits).
 //!
 //! The device turns every failure into `VIRTIO_BLK_S_IOERR` for that request only.
 
@@ -37,6 +39,7 @@ pub struct BlkFaultInjector {
     short_writes: AtomicU64,
     slow_ops: AtomicU64,
     slow_ns: AtomicU64,
+    pass: AtomicU64,
     injected: AtomicU64,
 }
 
@@ -87,9 +90,16 @@ impl BlkFaultInjector {
         self.slow_ops.store(n, Ordering::Release);
     }
 
+    /// The next `n` operations of any kind run untouched; faults armed meanwhile
+    /// fire after them.
+    pub fn pass(&self, n: u64) {
+        self.pass.store(n, Ordering::Release);
+    }
+
     /// Disarms everything.
     pub fn clear(&self) {
         for c in [
+            &self.pass,
             &self.read_errors,
             &self.write_errors,
             &self.flush_errors,
@@ -157,6 +167,9 @@ impl FaultyBackend {
 
 impl BlkBackend for FaultyBackend {
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if take(&self.inj.pass) {
+            return self.inner.read_at(buf, offset);
+        }
         self.inj.maybe_slow();
         self.inj.fail(&self.inj.read_errors, &self.inj.read_errno)?;
         if take(&self.inj.short_reads) {
@@ -172,6 +185,9 @@ impl BlkBackend for FaultyBackend {
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if take(&self.inj.pass) {
+            return self.inner.write_at(buf, offset);
+        }
         self.inj.maybe_slow();
         self.inj
             .fail(&self.inj.write_errors, &self.inj.write_errno)?;
@@ -188,6 +204,9 @@ impl BlkBackend for FaultyBackend {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if take(&self.inj.pass) {
+            return self.inner.flush();
+        }
         self.inj.maybe_slow();
         self.inj
             .fail(&self.inj.flush_errors, &self.inj.flush_errno)?;
@@ -195,6 +214,9 @@ impl BlkBackend for FaultyBackend {
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        if take(&self.inj.pass) {
+            return self.inner.discard(offset, len);
+        }
         self.inj.maybe_slow();
         self.inj
             .fail(&self.inj.discard_errors, &self.inj.discard_errno)?;

@@ -111,3 +111,62 @@ fn failing_every_operation_still_answers_every_request() {
     inj.clear();
     rig.assert_alive();
 }
+
+/// Requests bigger than the device's bounce buffer go to the backend in pieces;
+/// these tests fail the second piece.
+const BIG: usize = 1 << 20;
+const PIECE: usize = 512 * 1024;
+
+#[test]
+fn a_read_failing_after_its_first_piece_never_reports_success() {
+    for arm in [
+        (|inj: &BlkFaultInjector| inj.fail_reads(1, libc::EIO)) as fn(&BlkFaultInjector),
+        |inj| inj.short_reads(1),
+    ] {
+        let (mut rig, inj) = faulty();
+        rig.fill(BUF, &vec![0x11; BIG]);
+        inj.pass(1);
+        arm(&inj);
+        let (st, data, used) = rig.read(0, BIG as u32);
+        assert_eq!(st, S_IOERR, "the guest gets the error");
+        // The used length promises only the bytes that reached guest RAM, never
+        // the whole buffer (BIG + 1 with the status byte).
+        assert_eq!(used as usize, PIECE);
+        let disk = rig.disk();
+        assert_eq!(data[..PIECE], disk[..PIECE]);
+        assert!(
+            data[PIECE..].iter().all(|&b| b == 0x11),
+            "nothing past the failure"
+        );
+        let c = rig.handle.counters();
+        assert_eq!((c.read_errors, c.reads, c.bytes_read), (1, 0, 0));
+        assert_eq!(inj.injected(), 1);
+        rig.assert_alive();
+    }
+}
+
+#[test]
+fn a_failed_write_is_an_error_to_the_guest_and_leaves_the_rest_of_the_image() {
+    let (mut rig, inj) = faulty();
+    // EIO on a single-piece write: nothing on the image changes.
+    inj.fail_writes(1, libc::EIO);
+    assert_eq!(rig.write(8, &[0x42; 4096]), S_IOERR);
+    assert_eq!(rig.disk(), rig.image);
+    // ENOSPC on the second piece of a big write: the guest gets the error. The
+    // first piece reached the image (as on a real disk, a failed write leaves its
+    // range undefined); nothing beyond the failure did.
+    inj.pass(1);
+    inj.fail_writes(1, libc::ENOSPC);
+    assert_eq!(rig.write(0, &vec![0x77; BIG]), S_IOERR);
+    let disk = rig.disk();
+    assert!(disk[..PIECE].iter().all(|&b| b == 0x77));
+    assert_eq!(disk[PIECE..], rig.image[PIECE..]);
+    let c = rig.handle.counters();
+    assert_eq!((c.write_errors, c.writes, c.bytes_written), (2, 0, 0));
+    assert_eq!((c.io_errors.eio, c.io_errors.enospc), (1, 1));
+    let recs = rig.handle.drain_trace();
+    assert!(recs
+        .iter()
+        .all(|r| r.kind == BlkKind::Write && r.status == S_IOERR));
+    rig.assert_alive();
+}
