@@ -34,6 +34,7 @@ impl ApiHandler for Recorder {
                 "no swapper: guest RAM is not managed".into(),
             )),
             Request::Help => Err(ApiError::Internal("help reached the handler".into())),
+            _ => Err(ApiError::Unavailable("not in this test".into())),
         }
     }
 }
@@ -197,7 +198,10 @@ fn help_is_answered_by_the_server() {
             "balloon.set",
             "balloon.stats",
             "swapper.status",
+            "swapper.set_limit",
             "vm.stats",
+            "vm.recent",
+            "guest.send",
             "help"
         ]
     );
@@ -241,7 +245,7 @@ fn unknown_commands_and_fields_are_named() {
         (
             "unknown_command",
             "unknown command \"balloon.sett\"; known: balloon.set, balloon.stats, \
-             swapper.status, vm.stats, help"
+             swapper.status, swapper.set_limit, vm.stats, vm.recent, guest.send, help"
         )
     );
     let v = c.call(r#"{"cmd":"balloon.set","target":"1M","size":1}"#);

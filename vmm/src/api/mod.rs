@@ -16,7 +16,10 @@
 //! | `{"cmd":"balloon.set","target":T}` | `target`: the balloon's size, i.e. memory the guest hands back to the host (virtio-balloon `num_pages` × 4 KiB, like Firecracker's `amount_mib`; not the guest's remaining memory as in QEMU's `balloon`): a string with binary units (`"256M"`, `"1G"`, `"4096"`) or an integer of bytes | handler-defined |
 //! | `{"cmd":"balloon.stats"}` | — | handler-defined |
 //! | `{"cmd":"swapper.status"}` | — | handler-defined |
+//! | `{"cmd":"swapper.set_limit","limit":L}` | `limit`: the host swapper's new resident limit, a size like `target` | handler-defined |
 //! | `{"cmd":"vm.stats"}` | — | handler-defined |
+//! | `{"cmd":"vm.recent"}` | — | handler-defined (bounded: recent fault latencies, events) |
+//! | `{"cmd":"guest.send","line":S}` | `line`: a string of at most 63 bytes without control bytes, sent with a `\n` to the guest on the result channel (`/dev/ttyS1`) | handler-defined |
 //! | `{"cmd":"help"}` | — | `{"protocol":…,"commands":[{"cmd","args","help"}…]}` (answered by the server) |
 //!
 //! Any request may carry an `"id"` (any JSON value), echoed in its reply. Replies are
@@ -45,7 +48,7 @@
 //! > {"cmd":"balloon.set","target":"256M","id":1}
 //! {"ok":true,"id":1,"result":{"target_bytes":268435456}}
 //! > {"cmd":"balloon.sett"}
-//! {"ok":false,"error":{"kind":"unknown_command","message":"unknown command \"balloon.sett\"; known: balloon.set, balloon.stats, swapper.status, vm.stats, help"}}
+//! {"ok":false,"error":{"kind":"unknown_command","message":"unknown command \"balloon.sett\"; known: balloon.set, balloon.stats, swapper.status, swapper.set_limit, vm.stats, vm.recent, guest.send, help"}}
 //! > {"cmd":"balloon.set","target":"25X"}
 //! {"ok":false,"error":{"kind":"bad_argument","message":"bad argument to balloon.set: bad size \"25X\": unknown unit \"X\" (use K, M, G or T)"}}
 //! > {"cmd": stats}

@@ -113,9 +113,24 @@ pub enum Request {
     /// The host swapper's status (residency, counters, per-path latency).
     #[serde(rename = "swapper.status")]
     SwapperStatus,
+    /// Change the host swapper's resident limit while the VM runs.
+    #[serde(rename = "swapper.set_limit")]
+    SwapperSetLimit {
+        /// The new limit in bytes.
+        limit: Size,
+    },
     /// VM statistics (exits by reason, KVM stats, uptime).
     #[serde(rename = "vm.stats")]
     VmStats,
+    /// Recent host fault latencies per path and recent events (bounded).
+    #[serde(rename = "vm.recent")]
+    VmRecent,
+    /// Send one line to the guest on the result channel (it reads `/dev/ttyS1`).
+    #[serde(rename = "guest.send")]
+    GuestSend {
+        /// The line, without its line end (at most 63 bytes, no control bytes).
+        line: String,
+    },
     /// The list of commands; the server answers it itself.
     #[serde(rename = "help")]
     Help,
@@ -128,7 +143,10 @@ impl Request {
             Request::BalloonSet { .. } => "balloon.set",
             Request::BalloonStats => "balloon.stats",
             Request::SwapperStatus => "swapper.status",
+            Request::SwapperSetLimit { .. } => "swapper.set_limit",
             Request::VmStats => "vm.stats",
+            Request::VmRecent => "vm.recent",
+            Request::GuestSend { .. } => "guest.send",
             Request::Help => "help",
         }
     }
@@ -172,9 +190,30 @@ pub const COMMANDS: &[CommandSpec] = &[
         help: "the host swapper's status: residency, counters, per-path fault latency",
     },
     CommandSpec {
+        cmd: "swapper.set_limit",
+        args: &[(
+            "limit",
+            "resident limit: \"128M\" or an integer of bytes, at most the starting one",
+        )],
+        help: "change the host swapper's resident limit while the VM runs",
+    },
+    CommandSpec {
         cmd: "vm.stats",
         args: &[],
         help: "VM statistics: exits by reason, KVM stats",
+    },
+    CommandSpec {
+        cmd: "vm.recent",
+        args: &[],
+        help: "recent host fault latencies per path and recent events (bounded)",
+    },
+    CommandSpec {
+        cmd: "guest.send",
+        args: &[(
+            "line",
+            "one line for the guest program reading /dev/ttyS1 (at most 63 bytes)",
+        )],
+        help: "send a line to the guest on the result channel (e.g. the swaplab-guest agent)",
     },
     CommandSpec {
         cmd: "help",
@@ -549,6 +588,23 @@ mod tests {
             Ok(Request::SwapperStatus)
         );
         assert_eq!(parse(r#"{"cmd":"vm.stats"}"#).1, Ok(Request::VmStats));
+        assert_eq!(parse(r#"{"cmd":"vm.recent"}"#).1, Ok(Request::VmRecent));
+        assert_eq!(
+            parse(r#"{"cmd":"swapper.set_limit","limit":"96M"}"#).1,
+            Ok(Request::SwapperSetLimit {
+                limit: Size(96 << 20)
+            })
+        );
+        assert_eq!(
+            parse(r#"{"cmd":"guest.send","line":"start 64"}"#).1,
+            Ok(Request::GuestSend {
+                line: "start 64".into()
+            })
+        );
+        assert_eq!(
+            err(r#"{"cmd":"guest.send","line":5}"#).kind(),
+            ErrorKind::BadArgument
+        );
         assert_eq!(parse(r#"{"cmd":"help"}"#).1, Ok(Request::Help));
     }
 
@@ -558,7 +614,10 @@ mod tests {
             Request::BalloonSet { target: Size(1) },
             Request::BalloonStats,
             Request::SwapperStatus,
+            Request::SwapperSetLimit { limit: Size(2) },
             Request::VmStats,
+            Request::VmRecent,
+            Request::GuestSend { line: "x".into() },
             Request::Help,
         ];
         assert_eq!(all.len(), COMMANDS.len());
@@ -643,7 +702,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "unknown command \"balloon.sett\"; known: balloon.set, balloon.stats, \
-             swapper.status, vm.stats, help"
+             swapper.status, swapper.set_limit, vm.stats, vm.recent, guest.send, help"
         );
     }
 

@@ -5,7 +5,9 @@
 //! UART's interrupt is an [`IrqLine`] (an irqfd on GSI 4 for COM1, GSI 3 for COM2).
 //! Output goes to the writer given at creation: a [`super::console::ConsoleWriter`]
 //! for the console on COM1, a [`ChannelWriter`] for the result channel on COM2. The
-//! guest has no input: the receive FIFO stays empty.
+//! console has no input; the result channel takes short host-to-guest lines through
+//! a [`ChannelInput`] (the UART's 64-byte receive FIFO, raising the receive
+//! interrupt), e.g. commands for a guest agent reading `/dev/ttyS1`.
 //!
 //! The result channel keeps guest programs' results apart from the console (kernel
 //! messages, the shell's output): [`ChannelWriter`] hands each complete line the guest
@@ -15,7 +17,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use vm_superio::{Serial, Trigger};
 
@@ -81,6 +83,26 @@ impl SerialDevice {
         self.invalid
     }
 
+    /// Queues `line` and a `\n` in the receive FIFO if all of it fits, and
+    /// raises the receive interrupt if the guest enabled it.
+    pub fn enqueue_line(&mut self, line: &[u8]) -> Result<(), InputError> {
+        let free = self.uart.fifo_capacity();
+        let needed = line.len() + 1;
+        if needed > free {
+            return Err(InputError::Full { free, needed });
+        }
+        let mut bytes = line.to_vec();
+        bytes.push(b'\n');
+        // The bytes fit (checked above); the only failure left is the irqfd.
+        if let Err(e) = self.uart.enqueue_raw_bytes(&bytes) {
+            self.errors += 1;
+            if should_log(self.errors) {
+                tracing::warn!(count = self.errors, "serial input: {e:?}");
+            }
+        }
+        Ok(())
+    }
+
     fn offset(&mut self, offset: u64, len: usize) -> Option<u8> {
         if len == 1 && offset < u64::from(UART_PORTS) {
             return Some(offset as u8);
@@ -119,6 +141,67 @@ impl BusDevice for SerialDevice {
             }
         }
         Ok(BusAction::Continue)
+    }
+}
+
+/// Longest line (without its `\n`) a [`ChannelInput`] sends: it must fit the
+/// UART's receive FIFO with its line end.
+pub const MAX_INPUT_LINE: usize = 63;
+
+/// Why host-to-guest input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The line is longer than [`MAX_INPUT_LINE`].
+    #[error("line of {0} bytes is longer than 63")]
+    TooLong(usize),
+    /// The line holds a line end or another control byte.
+    #[error("line holds control byte {0:#04x}; send one line without its line end")]
+    ControlByte(u8),
+    /// The guest has not read earlier input yet.
+    #[error(
+        "the guest has not read earlier input ({free} of 64 FIFO bytes free, {needed} needed)"
+    )]
+    Full {
+        /// Free bytes in the receive FIFO.
+        free: usize,
+        /// Bytes the line needs with its `\n`.
+        needed: usize,
+    },
+}
+
+/// The host's side of a UART's receive direction: sends whole lines to the
+/// guest (all of a line or nothing, so the guest never reads half of one).
+#[derive(Clone)]
+pub struct ChannelInput(Arc<Mutex<SerialDevice>>);
+
+impl std::fmt::Debug for ChannelInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelInput")
+    }
+}
+
+impl ChannelInput {
+    /// Input into `uart`.
+    pub fn new(uart: Arc<Mutex<SerialDevice>>) -> Self {
+        Self(uart)
+    }
+
+    /// Queues `line` and a `\n` for the guest to read.
+    pub fn send_line(&self, line: &str) -> Result<(), InputError> {
+        check_input_line(line)?;
+        let mut uart = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        uart.enqueue_line(line.as_bytes())
+    }
+}
+
+/// Whether `line` can be sent as one line of input.
+pub fn check_input_line(line: &str) -> Result<(), InputError> {
+    if line.len() > MAX_INPUT_LINE {
+        return Err(InputError::TooLong(line.len()));
+    }
+    match line.bytes().find(|b| b.is_ascii_control()) {
+        Some(b) => Err(InputError::ControlByte(b)),
+        None => Ok(()),
     }
 }
 
@@ -313,6 +396,49 @@ mod tests {
         let s = counters.snapshot();
         assert_eq!((s.lines, s.cut_lines), (8, 1));
         assert_eq!(s.bytes, (first.len() + 1 + long.len() + 6) as u64);
+    }
+
+    #[test]
+    fn input_lines_reach_the_receive_fifo_whole_or_not_at_all() {
+        let irq = Arc::new(Count::default());
+        let uart = Arc::new(Mutex::new(SerialDevice::new(
+            irq.clone(),
+            Box::new(Out::default()),
+        )));
+        let input = ChannelInput::new(uart.clone());
+        // Receive interrupt enabled, as the guest's driver does when the port opens.
+        uart.lock().unwrap().write(1, &[0x01]).unwrap();
+        let before = irq.0.load(Ordering::SeqCst);
+        input.send_line("start 64").unwrap();
+        assert!(irq.0.load(Ordering::SeqCst) > before, "receive interrupt");
+        let read_all = |uart: &Arc<Mutex<SerialDevice>>| {
+            let mut got = Vec::new();
+            let mut s = uart.lock().unwrap();
+            loop {
+                let mut lsr = [0u8];
+                s.read(5, &mut lsr).unwrap();
+                if lsr[0] & 0x01 == 0 {
+                    return got;
+                }
+                let mut b = [0u8];
+                s.read(0, &mut b).unwrap();
+                got.push(b[0]);
+            }
+        };
+        assert_eq!(read_all(&uart), b"start 64\n");
+        assert_eq!(
+            input.send_line(&"x".repeat(64)),
+            Err(InputError::TooLong(64))
+        );
+        assert_eq!(input.send_line("a\nb"), Err(InputError::ControlByte(b'\n')));
+        // 63 + 1 bytes fill the FIFO; nothing more fits until the guest reads.
+        input.send_line(&"y".repeat(63)).unwrap();
+        let e = input.send_line("z").unwrap_err();
+        assert_eq!(e, InputError::Full { free: 0, needed: 2 });
+        assert!(e.to_string().contains("has not read"), "{e}");
+        assert_eq!(read_all(&uart).len(), 64);
+        input.send_line("stop").unwrap();
+        assert_eq!(read_all(&uart), b"stop\n");
     }
 
     #[test]

@@ -46,7 +46,9 @@ use crate::bus::SharedDevice;
 use crate::devices::console::{ConsoleLog, ConsoleWriter};
 use crate::devices::irq::IrqFd;
 use crate::devices::power::{self, AcpiPm, I8042Reset, PowerState};
-use crate::devices::serial::{self, ChannelCounters, ChannelHook, ChannelWriter, SerialDevice};
+use crate::devices::serial::{
+    self, ChannelCounters, ChannelHook, ChannelInput, ChannelWriter, SerialDevice,
+};
 use crate::devices::Absent;
 use crate::memory::{create_guest_memory, MemoryError, PAGE_SIZE};
 use crate::virtio::mmio::{self, MmioError, MmioSlot, MmioTransport};
@@ -209,7 +211,7 @@ pub struct LinuxVm {
     panic: Arc<Mutex<PanicWatch>>,
     events: (mpsc::Sender<WatchEvent>, mpsc::Receiver<WatchEvent>),
     virtio: Vec<(String, MmioSlot, Arc<Mutex<MmioTransport>>)>,
-    channel: Option<Arc<ChannelCounters>>,
+    channel: Option<(Arc<ChannelCounters>, ChannelInput)>,
     created: Instant,
 }
 
@@ -278,12 +280,13 @@ impl LinuxVm {
                 let (writer, counters) = ChannelWriter::new(hook);
                 let irq =
                     IrqFd::register(vm.fd(), serial::COM2_GSI).map_err(device_err("channel"))?;
-                let uart: SharedDevice = Arc::new(Mutex::new(SerialDevice::new(
+                let uart = Arc::new(Mutex::new(SerialDevice::new(
                     Arc::new(irq),
                     Box::new(writer),
                 )));
+                let input = ChannelInput::new(uart.clone());
                 vm.register_pio(serial::COM2_PORT, serial::UART_PORTS, "com2", uart)?;
-                Some(counters)
+                Some((counters, input))
             }
             None => None,
         };
@@ -335,7 +338,13 @@ impl LinuxVm {
     /// The result channel's counters (lines, bytes, cut lines), if it is configured.
     /// They stay readable after [`LinuxVm::start`] consumes the VM.
     pub fn channel_counters(&self) -> Option<Arc<ChannelCounters>> {
-        self.channel.clone()
+        self.channel.as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// Host-to-guest lines on the result channel (the guest reads them from
+    /// `/dev/ttyS1`), if it is configured. Usable while the guest runs.
+    pub fn channel_input(&self) -> Option<ChannelInput> {
+        self.channel.as_ref().map(|(_, i)| i.clone())
     }
 
     /// Where the initramfs was loaded (address, size).
