@@ -1,5 +1,6 @@
 //! Booting the same kernel and initramfs under QEMU's microvm machine (with KVM), as the
-//! reference for `swaplab bench boot`.
+//! reference for `swaplab bench boot` (and, with a virtio-balloon, `swaplab bench
+//! balloon`, which starts QEMU with [`spawn`] and keeps it running).
 //!
 //! QEMU's serial console is its stdout; a reader thread feeds it to a
 //! [`GuestConsole`] that notes when `/init` starts, and ends when QEMU closes the
@@ -10,7 +11,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,25 @@ fn die_with_parent() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Start `qemu` (or another VMM) with `args`: stdin closed, stdout (the serial
+/// console) and stderr piped, killed when this process dies.
+pub fn spawn(qemu: &OsStr, args: &[OsString]) -> Result<Child, QemuRunError> {
+    let mut cmd = Command::new(qemu);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: `die_with_parent` only calls prctl, which is async-signal-safe and does
+    // not allocate, as required between fork and exec.
+    unsafe {
+        cmd.pre_exec(die_with_parent);
+    }
+    cmd.spawn().map_err(|source| QemuRunError::Spawn {
+        program: qemu.to_string_lossy().into_owned(),
+        source,
+    })
+}
+
 /// Boot under QEMU microvm, waiting at most `timeout` for it to exit.
 pub fn run_microvm(
     qemu: &OsStr,
@@ -118,21 +138,8 @@ pub fn run_microvm(
     cpus: u32,
     timeout: Duration,
 ) -> Result<QemuRun, QemuRunError> {
-    let mut cmd = Command::new(qemu);
-    cmd.args(args(files, cmdline, mem, cpus))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: `die_with_parent` only calls prctl, which is async-signal-safe and does
-    // not allocate, as required between fork and exec.
-    unsafe {
-        cmd.pre_exec(die_with_parent);
-    }
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| QemuRunError::Spawn {
-        program: qemu.to_string_lossy().into_owned(),
-        source,
-    })?;
+    let mut child = spawn(qemu, &args(files, cmdline, mem, cpus))?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let (sink, marks) = GuestConsole::new(Show::Nothing, Box::new(std::io::sink()), None);
