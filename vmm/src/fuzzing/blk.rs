@@ -596,7 +596,7 @@ pub fn blk_request(data: &[u8]) {
             "used length of {req:?} ({st})"
         );
         let got = gather(&mem, &pieces);
-        let start = (req.sector * SECTOR) as usize;
+        let start = req.sector.wrapping_mul(SECTOR) as usize;
         match (req.kind, st) {
             (Kind::In, S_OK) => {
                 assert!(

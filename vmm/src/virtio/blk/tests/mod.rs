@@ -3,6 +3,7 @@
 //! writes descriptors, publishes them in the available ring and kicks the ioeventfd,
 //! as the guest's driver would.
 
+mod bounds;
 mod faults;
 mod lifecycle;
 mod parse;
@@ -81,6 +82,8 @@ pub(super) struct Opts {
     pub injector: Option<Arc<BlkFaultInjector>>,
     pub on_start: Option<Box<dyn FnOnce(i32) + Send>>,
     pub install_page: Option<super::PageInstaller>,
+    /// Trace ring capacity (default: [`DEFAULT_TRACE_CAPACITY`]).
+    pub trace_capacity: usize,
 }
 
 impl Default for Opts {
@@ -94,6 +97,7 @@ impl Default for Opts {
             injector: None,
             on_start: None,
             install_page: None,
+            trace_capacity: DEFAULT_TRACE_CAPACITY,
         }
     }
 }
@@ -134,6 +138,7 @@ impl Rig {
         cfg.id = "test-disk-0".into();
         cfg.on_thread_start = opts.on_start;
         cfg.install_page = opts.install_page;
+        cfg.trace_capacity = opts.trace_capacity;
         let blk = match opts.injector {
             None => Blk::new(cfg).unwrap(),
             Some(inj) => {
