@@ -10,6 +10,8 @@
 //!   fill N MiB with per-page patterns and verify every byte each round ([`integrity`]).
 //! - `report [--interval-ms M] [--count N]`: swap, fault and reclaim counters,
 //!   memory and timestamps, one line per sample ([`report`]).
+//! - `agent [--input PATH]`: start and stop a `touch` workload when the host says
+//!   so on the result channel (`start MB [PATTERN]`, `stop`, `quit`; [`agent`]).
 //!
 //! Results go to the result channel when `--out PATH` is given (anywhere on the
 //! command line) or `SWAPLAB_CHANNEL` names a path, else to stdout ([`output`]).
@@ -21,6 +23,7 @@
 //! Exit status: 0 on success, 1 on a runtime error or wrong memory contents, 2 on a
 //! usage error.
 
+pub mod agent;
 pub mod args;
 pub mod clock;
 pub mod hist;
@@ -46,6 +49,8 @@ commands:
   report [--interval-ms M] [--count N]
                            vmstat swap/fault counters, meminfo and timestamps per sample
                            (default once; with --interval-ms alone until killed)
+  agent [--input PATH]     run commands from PATH (default $SWAPLAB_CHANNEL): start MB [PATTERN]
+                           starts touch until stop; stop; quit
   help                     this text
 results go to --out PATH, else to $SWAPLAB_CHANNEL if set, else to stdout (--out - for stdout)";
 
@@ -94,6 +99,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), GuestError> {
         "touch" => touch::run(&touch::TouchArgs::parse(rest)?, out),
         "integrity" => integrity::run(&integrity::IntegrityArgs::parse(rest)?, out),
         "report" => report::run(&report::ReportArgs::parse(rest)?, out),
+        "agent" => agent::run(rest, out),
         "help" | "--help" | "-h" => {
             writeln!(out, "{USAGE}").map_err(GuestError::io("writing"))?;
             Ok(())

@@ -73,7 +73,7 @@ pub fn sleep_until(deadline_ns: u64) -> bool {
 }
 
 /// Put the tty on `file` in raw mode.
-fn make_raw(file: &File) -> std::io::Result<()> {
+pub fn make_raw(file: &File) -> std::io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: a zeroed termios is a valid buffer for tcgetattr to fill.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
