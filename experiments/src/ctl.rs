@@ -219,7 +219,7 @@ pub fn request<'a>(
     })
 }
 
-const KNOWN: &str = "balloon set SIZE, balloon stats, swapper status, vm stats, help";
+const KNOWN: &str = "balloon set SIZE, balloon stats, swapper status, swapper limit SIZE, vm stats, vm recent, guest send LINE, help";
 
 /// Map command words (`balloon set 256M`) to a request; the error is a usage message.
 pub fn parse_command(words: &[String]) -> Result<Request, String> {
@@ -234,7 +234,17 @@ pub fn parse_command(words: &[String]) -> Result<Request, String> {
         ["balloon", "set"] => Err("balloon set needs a SIZE (e.g. 256M, 1G, 4096)".into()),
         ["balloon", "stats"] => Ok(Request::BalloonStats),
         ["swapper", "status"] => Ok(Request::SwapperStatus),
+        ["swapper", "limit", size] => size
+            .parse::<ByteSize>()
+            .map(|s| Request::SwapperSetLimit {
+                limit: Size(s.bytes()),
+            })
+            .map_err(|e| format!("bad limit: {e}")),
         ["vm", "stats"] => Ok(Request::VmStats),
+        ["vm", "recent"] => Ok(Request::VmRecent),
+        ["guest", "send", line @ ..] if !line.is_empty() => Ok(Request::GuestSend {
+            line: line.join(" "),
+        }),
         ["help"] => Ok(Request::Help),
         [] => Err(format!("ctl needs a command ({KNOWN}) or --raw JSON")),
         _ => Err(format!(
@@ -328,6 +338,20 @@ mod tests {
             Ok(Request::SwapperStatus)
         );
         assert_eq!(parse_command(&words("vm stats")), Ok(Request::VmStats));
+        assert_eq!(parse_command(&words("vm recent")), Ok(Request::VmRecent));
+        assert_eq!(
+            parse_command(&words("swapper limit 96M")),
+            Ok(Request::SwapperSetLimit {
+                limit: Size(96 << 20)
+            })
+        );
+        assert_eq!(
+            parse_command(&words("guest send start 64")),
+            Ok(Request::GuestSend {
+                line: "start 64".into()
+            })
+        );
+        assert!(parse_command(&words("guest send")).is_err());
         assert_eq!(parse_command(&words("help")), Ok(Request::Help));
     }
 

@@ -1,5 +1,6 @@
 //! What a running VM answers on its control socket ([`vmm::api`]):
-//! `balloon.set`, `balloon.stats`, `swapper.status`, `vm.stats`.
+//! `balloon.set`, `balloon.stats`, `swapper.status`, `swapper.set_limit`,
+//! `vm.stats`, `vm.recent`, `guest.send`.
 //!
 //! Every answer comes from state the devices and the swapper already keep
 //! (cheap, never waiting for the guest), so a guest that does not cooperate
@@ -12,8 +13,11 @@ use balloon::BalloonHandle;
 use serde_json::{json, Value};
 use swapper::Swapper;
 use vmm::api::{ApiError, ApiHandler, Request};
+use vmm::devices::serial::ChannelInput;
 use vmm::virtio::blk::BlkHandle;
 use vmm::HostRegion;
+
+use super::recent::Recent;
 
 /// The VM's parts the socket can see.
 pub struct VmApi {
@@ -29,6 +33,10 @@ pub struct VmApi {
     pub guest_mem: u64,
     /// When the vCPUs started.
     pub started: Instant,
+    /// Recent faults and events (`vm.recent`), if kept.
+    pub recent: Option<Arc<Recent>>,
+    /// Lines to the guest on the result channel (`guest.send`), if it has one.
+    pub channel_input: Option<ChannelInput>,
 }
 
 /// Pages of `[addr, addr + len)` resident in host memory (`mincore`).
@@ -68,6 +76,18 @@ impl VmApi {
         host_resident_bytes(status.as_ref(), &self.regions).unwrap_or(0)
     }
 
+    fn event(&self, text: &str) {
+        if let Some(r) = &self.recent {
+            r.push_event("host", text);
+        }
+    }
+
+    fn swapper(&self) -> Result<&Arc<Swapper>, ApiError> {
+        self.swapper.as_ref().ok_or_else(|| {
+            ApiError::Unavailable("no host swapper on this VM (no host limit)".into())
+        })
+    }
+
     fn balloon(&self) -> Result<&BalloonHandle, ApiError> {
         self.balloon.as_ref().ok_or_else(|| {
             ApiError::Unavailable("this VM has no balloon device (start it with one)".into())
@@ -103,14 +123,39 @@ impl ApiHandler for VmApi {
                     )));
                 }
                 b.set_target(target.0);
+                self.event(&format!("balloon target set to {} MiB", target.0 >> 20));
                 Ok(json!({ "target_bytes": b.target_bytes(), "actual_bytes": b.actual_bytes() }))
             }
             Request::BalloonStats => self.balloon_stats(),
-            Request::SwapperStatus => {
-                let sw = self.swapper.as_ref().ok_or_else(|| {
-                    ApiError::Unavailable("no host swapper on this VM (no host limit)".into())
+            Request::SwapperStatus => serde_json::to_value(self.swapper()?.status())
+                .map_err(|e| ApiError::Internal(e.to_string())),
+            Request::SwapperSetLimit { limit } => {
+                let l = self
+                    .swapper()?
+                    .set_limit(limit.0)
+                    .map_err(|e| ApiError::BadArgument(e.to_string()))?;
+                let bytes = l.limit * swapper::PAGE_SIZE as u64;
+                self.event(&format!("host limit set to {} MiB", bytes >> 20));
+                Ok(
+                    json!({ "limit_bytes": bytes, "slack_bytes": l.slack * swapper::PAGE_SIZE as u64 }),
+                )
+            }
+            Request::VmRecent => Ok(self
+                .recent
+                .as_ref()
+                .map_or_else(|| json!({ "faults": {}, "events": [] }), |r| r.snapshot())),
+            Request::GuestSend { line } => {
+                let input = self.channel_input.as_ref().ok_or_else(|| {
+                    ApiError::Unavailable("this VM has no result channel to send on".into())
                 })?;
-                serde_json::to_value(sw.status()).map_err(|e| ApiError::Internal(e.to_string()))
+                input.send_line(line).map_err(|e| match e {
+                    vmm::devices::serial::InputError::Full { .. } => {
+                        ApiError::Unavailable(e.to_string())
+                    }
+                    _ => ApiError::BadArgument(e.to_string()),
+                })?;
+                self.event(&format!("sent to guest: {line}"));
+                Ok(json!({ "sent_bytes": line.len() + 1 }))
             }
             Request::VmStats => Ok(json!({
                 "guest_mem_bytes": self.guest_mem,
@@ -163,10 +208,28 @@ mod tests {
             regions: Vec::new(),
             guest_mem: 1 << 30,
             started: Instant::now(),
+            recent: None,
+            channel_input: None,
         };
         let e = api.handle(&Request::BalloonStats).unwrap_err();
         assert!(e.to_string().contains("no balloon"), "{e}");
         assert!(api.handle(&Request::SwapperStatus).is_err());
+        let e = api
+            .handle(&Request::SwapperSetLimit {
+                limit: vmm::api::Size(64 << 20),
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("no host swapper"), "{e}");
+        let e = api
+            .handle(&Request::GuestSend {
+                line: "stop".into(),
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("no result channel"), "{e}");
+        assert_eq!(
+            api.handle(&Request::VmRecent).unwrap(),
+            json!({ "faults": {}, "events": [] })
+        );
         let v = api.handle(&Request::VmStats).unwrap();
         assert_eq!(v["guest_mem_bytes"], 1u64 << 30);
         assert_eq!(v["host_resident_bytes"], 0);

@@ -16,6 +16,7 @@ use vmm::{GuestMemoryExt, VmHandle};
 use workloads::image::init;
 
 use super::api::VmApi;
+use super::recent::Recent;
 use super::result::HostSample;
 use super::spec::{self, guest_command, SpecError};
 use crate::boot::console::{GuestConsole, Show};
@@ -239,10 +240,20 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     };
     let (sink, marks) = GuestConsole::new(show, out, log);
     config.console = Some(Box::new(sink));
+    // What `vm.recent` shows, when there is a control socket to ask.
+    let recent: Option<Arc<Recent>> = opts
+        .api_sock
+        .as_ref()
+        .map(|_| Arc::new(Recent::new(Instant::now())));
     config.channel = Some({
-        let (channel, t0) = (channel.clone(), t0.clone());
+        let (channel, t0, recent) = (channel.clone(), t0.clone(), recent.clone());
         Box::new(move |line: &str| {
             let t = lock(&t0).map_or(0.0, |t| t.elapsed().as_secs_f64());
+            if let Some(r) = &recent {
+                if let Some(text) = super::recent::agent_event(line) {
+                    r.push_event("guest", &text);
+                }
+            }
             lock(&channel).push((t, line.to_string()));
         })
     });
@@ -255,6 +266,7 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
         })
     });
     let mut vm = LinuxVm::new(config)?;
+    let channel_input = vm.channel_input();
     // Kept until the swapper is gone: the mapping must outlive it.
     let memory = vm.memory().clone();
 
@@ -337,6 +349,8 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
                     regions: memory.host_regions(),
                     guest_mem: spec.guest.mem.bytes(),
                     started,
+                    recent: recent.clone(),
+                    channel_input,
                 }),
             )
             .map_err(|e| MachineError::Api(e.to_string()))?,
@@ -362,7 +376,7 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     let collected: Arc<Mutex<Collected>> = Arc::default();
     let sampler = {
         let (stop, collected) = (stop.clone(), collected.clone());
-        let (sw, blk) = (swapper.clone(), blk.clone());
+        let (sw, blk, recent) = (swapper.clone(), blk.clone(), recent.clone());
         let mut balloon = balloon;
         let guest_mem = spec.guest.mem.bytes();
         let regions = memory.host_regions();
@@ -376,7 +390,11 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
                     ..HostSample::default()
                 };
                 let status = sw.as_ref().map(|sw| {
-                    c.0.extend(sw.drain_trace());
+                    let drained = sw.drain_trace();
+                    if let Some(r) = &recent {
+                        r.push_faults(&drained);
+                    }
+                    c.0.extend(drained);
                     sw.status()
                 });
                 if let Some(st) = &status {
@@ -386,6 +404,12 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
                 sample.host_resident_bytes =
                     super::api::host_resident_bytes(status.as_ref(), &regions).unwrap_or(guest_mem);
                 if let Some(b) = balloon.as_mut() {
+                    // The event ring is only drained for `vm.recent`.
+                    if let Some(r) = &recent {
+                        for text in super::recent::balloon_events(&b.handle.drain_events()) {
+                            r.push_event("balloon", &text);
+                        }
+                    }
                     b.step(sample.host_resident_bytes, guest_mem);
                     sample.balloon_bytes = b.handle.actual_bytes();
                     sample.balloon_target_bytes = b.handle.target_bytes();

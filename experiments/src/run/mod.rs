@@ -17,6 +17,7 @@ pub mod cmd;
 pub mod join;
 pub mod ktrace;
 pub mod machine;
+pub mod recent;
 pub mod report;
 pub mod result;
 pub mod spec;

@@ -150,6 +150,19 @@ mod tests {
             "{c}"
         );
         assert!(c.starts_with("swaplab-guest report --interval-ms"));
+        assert!(!c.contains("--write-ratio") && !c.contains("dd "), "{c}");
+        // The standard matrix reads after writing, then reads the disk.
+        let m = load("default").unwrap();
+        let hs = m.scenarios.iter().find(|s| s.name == "host-swap").unwrap();
+        let c = workload_command(hs);
+        assert!(
+            c.contains("--passes 2") && c.contains("--write-ratio 0"),
+            "{c}"
+        );
+        assert!(
+            c.ends_with("&& dd if=/dev/vda of=/dev/null bs=1M count=64 2>/dev/null"),
+            "{c}"
+        );
     }
 
     #[test]

@@ -105,10 +105,17 @@ fn default_matrix_is_the_standard_one() {
         ]
     );
     let by = |n: &str| m.scenarios.iter().find(|s| s.name == n).unwrap();
-    assert!(by("baseline").host.is_none() && by("baseline").guest.swap.is_none());
-    assert!(by("guest-swap").host.is_none() && by("guest-swap").guest.swap.is_some());
-    assert!(by("host-swap").host.is_some() && by("host-swap").guest.swap.is_none());
-    assert!(by("double-paging").host.is_some() && by("double-paging").guest.swap.is_some());
+    // Every guest has the disk the workload reads; only guest-swap and
+    // double-paging give it too little RAM for the working set.
+    let squeezed = |n: &str| {
+        let s = by(n);
+        assert!(s.guest.swap.is_some(), "{n}");
+        s.workload.bytes() + validate::GUEST_OS_RESERVE >= s.guest.mem.bytes()
+    };
+    assert!(by("baseline").host.is_none() && !squeezed("baseline"));
+    assert!(by("guest-swap").host.is_none() && squeezed("guest-swap"));
+    assert!(by("host-swap").host.is_some() && !squeezed("host-swap"));
+    assert!(by("double-paging").host.is_some() && squeezed("double-paging"));
     assert_eq!(by("balloon").balloon.policy, BalloonPolicy::Auto);
     let mitigated = by("host-swap-mitigated").host.as_ref().unwrap();
     assert!(!mitigated.mitigations.is_empty());
@@ -122,6 +129,7 @@ fn default_matrix_is_the_standard_one() {
     for s in &m.scenarios {
         assert_eq!(s.workload, by("baseline").workload, "{}", s.name);
         assert!(s.workload.mb <= 384 && s.workload.passes <= 2, "{}", s.name);
+        assert!(s.workload.write_ratio < 1.0 && s.workload.disk_read_mb > 0);
     }
 }
 
@@ -308,6 +316,24 @@ fn each_bad_value_names_its_key() {
             "unknown pattern",
         ),
         ("passes", "passes = 0", "workload.passes", "out of range"),
+        (
+            "passes",
+            "write_ratio = 1.5",
+            "workload.write_ratio",
+            "out of range",
+        ),
+        (
+            "passes",
+            "write_ratio = \"half\"",
+            "workload.write_ratio",
+            "expected a number from 0 to 1, found string",
+        ),
+        (
+            "passes",
+            "disk_read_mb = -1",
+            "workload.disk_read_mb",
+            "out of range",
+        ),
         ("name", "name = \"Bad Name\"", "name", "not a valid name"),
         ("name", "name = 7", "name", "expected a string"),
         (
@@ -414,6 +440,41 @@ fn workload_that_cannot_fit_in_the_guest_is_rejected() {
     let text = text.replace("swap = \"512M\"", "swap = \"256M\"");
     let (msg, _) = diag(scenario(&text));
     assert!(msg.contains("− 128M balloon"), "{msg}");
+}
+
+#[test]
+fn read_mostly_workloads_and_disk_reads() {
+    let text = format!("{BASE}write_ratio = 0.25\ndisk_read_mb = 64\n");
+    let s = scenario(&text).unwrap();
+    assert_eq!(
+        (s.workload.write_ratio, s.workload.disk_read_mb),
+        (0.25, 64)
+    );
+    // Integers 0 and 1 are fractions too; the default writes every access.
+    let s = scenario(&format!("{BASE}write_ratio = 0\n")).unwrap();
+    assert_eq!(s.workload.write_ratio, 0.0);
+    assert_eq!(scenario(BASE).unwrap().workload.write_ratio, 1.0);
+    // Only touch reads without writing.
+    let text =
+        format!("{BASE}write_ratio = 0.5\n").replace("kind = \"touch\"", "kind = \"integrity\"");
+    let (msg, d) = diag(scenario(&text));
+    assert_eq!(d.key.as_deref(), Some("workload.write_ratio"), "{msg}");
+    assert!(
+        msg.starts_with("t.toml:19:1: workload.write_ratio: only the touch"),
+        "{msg}"
+    );
+    // The disk read needs a disk at least that large.
+    let (msg, d) = diag(scenario(&format!("{BASE}disk_read_mb = 1024\n")));
+    assert_eq!(d.key.as_deref(), Some("workload.disk_read_mb"), "{msg}");
+    assert!(
+        msg.contains("1G is more than the guest's 512M disk"),
+        "{msg}"
+    );
+    let text = format!("{BASE}disk_read_mb = 8\n")
+        .replace("swap = \"512M\"\n", "")
+        .replace("mb = 384", "mb = 64");
+    let (msg, _) = diag(scenario(&text));
+    assert!(msg.contains("the guest has no disk to read"), "{msg}");
 }
 
 #[test]
