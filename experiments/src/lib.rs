@@ -7,6 +7,7 @@ pub mod bench;
 pub mod boot;
 pub mod cli;
 pub mod ctl;
+pub mod demo;
 pub mod doctor;
 pub mod host;
 pub mod image_cmd;

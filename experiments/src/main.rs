@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use experiments::{bench, boot, ctl, doctor, image_cmd, probe_cmd, run, sandbox};
+use experiments::{bench, boot, ctl, demo, doctor, image_cmd, probe_cmd, run, sandbox};
 
 /// swaplab: a memory-overcommit and swapping testbed.
 #[derive(Parser, Debug)]
@@ -35,6 +35,9 @@ enum Command {
     /// Run scenarios (guest swap, host swap, double paging, balloon) with a Linux guest;
     /// no arguments: the standard matrix. Writes results, a report and a trace.
     Run(run::cmd::RunArgs),
+    /// A live terminal view of ballooning and host swapping for lectures: keys +/- (balloon),
+    /// w (guest workload), l (host limit), q (quit); --script FILE plays them on a timer.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => return bench::main(&a),
         Command::Ctl(a) => return ctl::main(&a),
         Command::Run(a) => return run::cmd::main(&a),
+        Command::Demo(a) => return demo::main(&a),
     };
     experiments::cli::finish(result)
 }

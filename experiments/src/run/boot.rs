@@ -73,7 +73,12 @@ pub fn boot_with_devices(args: &BootArgs) -> anyhow::Result<u8> {
             )));
         }
     }
-    let spec = scenario(args);
+    boot_scenario(args, &scenario(args))
+}
+
+/// Boots `spec` (a [`scenario`] of `args`, possibly changed, e.g. given a guest
+/// swap disk) running `args`' command; its exit status.
+pub fn boot_scenario(args: &BootArgs, spec: &Scenario) -> anyhow::Result<u8> {
     let scratch = tempfile::Builder::new()
         .prefix("swaplab-boot-")
         .tempdir()
@@ -83,7 +88,7 @@ pub fn boot_with_devices(args: &BootArgs) -> anyhow::Result<u8> {
         .clone()
         .unwrap_or_else(|| workloads::image::init::DEFAULT_COMMAND.to_string());
     let raw = run_machine(
-        &spec,
+        spec,
         MachineOptions {
             scratch: scratch.path(),
             show: if args.run.is_some() && !args.boot_log {
