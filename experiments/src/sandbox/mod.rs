@@ -760,7 +760,10 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         let panic = "[    1.05] Kernel panic - not syncing: Fatal exception in interrupt";
         let mut r = qemu::Report {
-            events: vec![(Duration::from_secs(1), protocol::Event::Stage("modules".into()))],
+            events: vec![(
+                Duration::from_secs(1),
+                protocol::Event::Stage("modules".into()),
+            )],
             qemu_status: std::process::ExitStatus::from_raw(0),
             console_tail: format!("[    1.04] VFS: Disk quotas\n{panic}\n"),
             qemu_stderr: String::new(),
