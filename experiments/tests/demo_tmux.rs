@@ -55,12 +55,15 @@ fn unavailable() -> Option<String> {
 /// the demo stops its VM on it).
 struct Session {
     name: String,
+    /// The pane's shell, the leader of the demo's process group.
+    pane_pid: Option<String>,
 }
 
 impl Session {
     fn start(name: &str, command: &str) -> Session {
-        let s = Session {
+        let mut s = Session {
             name: name.to_string(),
+            pane_pid: None,
         };
         let ok = Command::new("tmux")
             .args(["new-session", "-d", "-x", "80", "-y", "24", "-s", name])
@@ -68,6 +71,12 @@ impl Session {
             .status()
             .expect("running tmux");
         assert!(ok.success(), "tmux new-session failed");
+        let pid = Command::new("tmux")
+            .args(["display-message", "-p", "-t", name, "#{pane_pid}"])
+            .output()
+            .expect("tmux display-message");
+        s.pane_pid =
+            Some(String::from_utf8_lossy(&pid.stdout).trim().to_string()).filter(|p| !p.is_empty());
         s
     }
 
@@ -116,13 +125,32 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // The hangup alone ends the demo, which stops its VM; SIGTERM to the
+        // pane's process group as well, in case the hangup is missed (the VM
+        // process follows its parent: it gets SIGTERM when the demo dies).
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.name])
             .status();
+        if let Some(pid) = &self.pane_pid {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 
-/// The number after `label` on the screen (e.g. `free    90 MiB` → 90).
+/// The number after `label` in the panels (the title line, whose status may
+/// repeat a label, is skipped), e.g. `free    90 MiB` → 90.
+fn panel_value(screen: &str, label: &str) -> Option<u64> {
+    let line = screen
+        .lines()
+        .filter(|l| l.starts_with('│'))
+        .find(|l| l.contains(label))?;
+    number_after(line, label)
+}
+
+/// The number after `label` in `text` (e.g. `free    90 MiB` → 90).
 fn number_after(screen: &str, label: &str) -> Option<u64> {
     let i = screen.find(label)? + label.len();
     let rest = screen[i..].trim_start();
@@ -138,6 +166,9 @@ fn number_after_reads_screen_values() {
     assert_eq!(number_after(s, "target "), Some(96));
     assert_eq!(number_after(s, "total "), Some(345));
     assert_eq!(number_after("free     — MiB", "free "), None);
+    let screen = " swaplab demo · balloon target 96 MiB\n│balloon 64 MiB  target 96 MiB│";
+    assert_eq!(panel_value(screen, "balloon "), Some(64));
+    assert_eq!(panel_value(screen, "free "), None);
 }
 
 #[test]
@@ -180,7 +211,7 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
     // balloon grew (the script starts when the agent is ready).
     let boot_limit = Duration::from_secs(600);
     let free_before = session.wait_for("guest memory statistics", boot_limit, |s| {
-        number_after(s, "free ").filter(|_| number_after(s, "balloon ").is_some())
+        panel_value(s, "free ").filter(|_| panel_value(s, "balloon ").is_some())
     });
     // Three 32 MiB inflations: the balloon reaches 96 MiB and the guest's
     // free memory falls by most of it.
@@ -188,8 +219,8 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
         "the balloon at 96 MiB and less free memory",
         Duration::from_secs(300),
         |s| {
-            let b = number_after(s, "balloon ")?;
-            let f = number_after(s, "free ")?;
+            let b = panel_value(s, "balloon ")?;
+            let f = panel_value(s, "free ")?;
             (b >= 96 && f + 64 <= free_before).then_some((b, f))
         },
     );
@@ -198,7 +229,7 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
     // climb on screen.
     let limit_screen =
         session.wait_for("the host limit at 64 MiB", Duration::from_secs(120), |s| {
-            (number_after(s, "limit ") == Some(64)).then(|| s.to_string())
+            (panel_value(s, "/ limit ") == Some(64)).then(|| s.to_string())
         });
     assert!(
         limit_screen.contains("host limit set to 64 MiB"),
@@ -206,7 +237,7 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
     );
     let swap_in_total = |s: &str| -> Option<u64> {
         let line = s.lines().find(|l| l.contains("swap-in"))?;
-        number_after(line, "total ")
+        number_after(&line[line.find("swap-in")?..], "total ")
     };
     let first_total = session.wait_for("host swap-ins", Duration::from_secs(300), |s| {
         swap_in_total(s).filter(|&n| n > 0 && s.contains("workload on"))

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::Terminal;
 use vmm::api::{Request, Size};
 
@@ -279,20 +278,17 @@ fn run_screen(
                 }
             }
             terminal.draw(|f| ui::draw(f, &demo.model, &demo.controls))?;
-            if event::poll(Duration::from_millis(100))? {
-                match event::read()? {
-                    Event::Key(k) if k.kind != KeyEventKind::Release => {
-                        let ctrl_c = k.modifiers.contains(KeyModifiers::CONTROL)
-                            && k.code == KeyCode::Char('c');
-                        if ctrl_c {
+            match super::term::read_keys(Duration::from_millis(100))? {
+                // The terminal is gone: quit (and stop the VM) at once.
+                None => break,
+                Some(keys) => {
+                    for k in keys {
+                        if k == super::term::CTRL_C {
                             due.push(Action::Quit);
-                        } else if let KeyCode::Char(c) = k.code {
-                            due.extend(Action::from_key(c));
-                        } else if k.code == KeyCode::Esc {
-                            due.push(Action::Quit);
+                        } else {
+                            due.extend(Action::from_key(char::from(k)));
                         }
                     }
-                    _ => {}
                 }
             }
             for a in due {
