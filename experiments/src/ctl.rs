@@ -37,7 +37,8 @@ pub struct CtlArgs {
         allow_negative_numbers = true
     )]
     pub timeout: f64,
-    /// `balloon set SIZE`, `balloon stats`, `swapper status`, `vm stats` or `help`.
+    /// `balloon set SIZE`, `balloon stats`, `swapper status`, `swapper limit SIZE`,
+    /// `vm stats`, `vm recent`, `guest send LINE` or `help`.
     #[arg(value_name = "COMMAND")]
     pub command: Vec<String>,
 }
