@@ -56,7 +56,9 @@ mod worker;
 
 pub use device::{Balloon, BalloonConfig, BalloonError, BalloonHandle, ThreadStartHook};
 pub use metrics::{BalloonEvent, BalloonEventKind, BalloonMetrics, BatchTimes};
-pub use policy::{AutoConfig, AutoPolicy, BalloonPolicy, Decision, ManualPolicy, Observation};
+pub use policy::{
+    AutoConfig, AutoPolicy, BalloonPolicy, ChurnPolicy, Decision, ManualPolicy, Observation,
+};
 pub use release::{MadviseReleaser, PageReleaser, ReleaseError, SwapperReleaser};
 pub use stats::{GuestStats, StatTag};
 

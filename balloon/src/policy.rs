@@ -77,6 +77,8 @@ pub enum Reason {
     HostPressure,
     /// The host has room to give memory back.
     HostRoom,
+    /// A churn policy's scheduled inflate or deflate.
+    Churn,
 }
 
 /// A policy's last decision.
@@ -135,6 +137,61 @@ impl BalloonPolicy for ManualPolicy {
             reason: Reason::Manual,
         });
         Some(t)
+    }
+
+    fn last_decision(&self) -> Option<Decision> {
+        self.last
+    }
+}
+
+/// Inflates to `high` and deflates to 0, turn about, every `period`: balloon
+/// churn for soak tests (the guest gives memory up and takes it back while
+/// its workload runs).
+#[derive(Debug, Clone)]
+pub struct ChurnPolicy {
+    high: u64,
+    period: std::time::Duration,
+    next: Option<std::time::Instant>,
+    inflated: bool,
+    last: Option<Decision>,
+}
+
+impl ChurnPolicy {
+    /// Alternates between `high` bytes (rounded down to 4 KiB) and 0, starting
+    /// with an inflate at the first step; `period` is at least 1 ms.
+    pub fn new(high: u64, period: std::time::Duration) -> Self {
+        Self {
+            high: pages_floor(high),
+            period: period.max(std::time::Duration::from_millis(1)),
+            next: None,
+            inflated: false,
+            last: None,
+        }
+    }
+
+    /// [`BalloonPolicy::step`] at time `now`.
+    pub fn step_at(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self.next.is_some_and(|due| now < due) {
+            return None;
+        }
+        self.next = Some(now + self.period);
+        self.inflated = !self.inflated;
+        let target = if self.inflated { self.high } else { 0 };
+        self.last = Some(Decision {
+            target,
+            reason: Reason::Churn,
+        });
+        Some(target)
+    }
+}
+
+impl BalloonPolicy for ChurnPolicy {
+    fn name(&self) -> &'static str {
+        "churn"
+    }
+
+    fn step(&mut self, _obs: &Observation) -> Option<u64> {
+        self.step_at(std::time::Instant::now())
     }
 
     fn last_decision(&self) -> Option<Decision> {

@@ -228,3 +228,24 @@ fn auto_settles_without_oscillating_in_a_closed_loop() {
     assert_eq!(swapped, 0);
     assert!((340 * MIB..=404 * MIB).contains(&target), "target {target}");
 }
+
+#[test]
+fn churn_alternates_on_its_period() {
+    use std::time::{Duration, Instant};
+    let mut p = ChurnPolicy::new(64 * 1024 * 1024 + 100, Duration::from_secs(10));
+    let t0 = Instant::now();
+    assert_eq!(
+        p.step_at(t0),
+        Some(64 * 1024 * 1024),
+        "inflates first, page-rounded"
+    );
+    assert_eq!(p.step_at(t0 + Duration::from_secs(9)), None);
+    assert_eq!(p.step_at(t0 + Duration::from_secs(10)), Some(0));
+    assert_eq!(p.last_decision().map(|d| d.reason), Some(Reason::Churn));
+    assert_eq!(p.step_at(t0 + Duration::from_secs(19)), None);
+    assert_eq!(
+        p.step_at(t0 + Duration::from_secs(21)),
+        Some(64 * 1024 * 1024)
+    );
+    assert_eq!(p.name(), "churn");
+}

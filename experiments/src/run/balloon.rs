@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use balloon::{
-    AutoConfig, AutoPolicy, Balloon, BalloonConfig, BalloonHandle, BalloonPolicy, Decision,
-    MadviseReleaser, ManualPolicy, Observation, PageReleaser, SwapperReleaser,
+    AutoConfig, AutoPolicy, Balloon, BalloonConfig, BalloonHandle, BalloonPolicy, ChurnPolicy,
+    Decision, MadviseReleaser, ManualPolicy, Observation, PageReleaser, SwapperReleaser,
 };
 use serde_json::{json, Value};
 use swapper::{Swapper, ThreadKind, ThreadRegistry};
@@ -77,6 +77,10 @@ pub fn attach(
             p.set_target(target.bytes());
             Box::new(p)
         }
+        Choice::Churn { target, period_s } => Box::new(ChurnPolicy::new(
+            target.bytes(),
+            std::time::Duration::from_secs(u64::from(*period_s)),
+        )),
         Choice::Auto => {
             let limit = spec
                 .host

@@ -53,6 +53,7 @@ pub fn scenario(args: &BootArgs) -> Scenario {
             seed: 1,
             write_ratio: 1.0,
             disk_read_mb: 0,
+            duration_s: 0,
         },
         origin: Default::default(),
     }

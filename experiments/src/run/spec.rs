@@ -38,9 +38,14 @@ pub fn workload_command(s: &Scenario) -> String {
             }
             c
         }
+        WorkloadKind::Integrity if w.duration_s > 0 => format!(
+            // Until stopped: SIGTERM ends it after the round it is in.
+            "swaplab-guest integrity --mb {} --rounds 0 --seed {} & W=$!; sleep {}; kill -TERM $W; wait $W",
+            w.mb, w.seed, w.duration_s
+        ),
         WorkloadKind::Integrity => format!(
-            "swaplab-guest integrity --mb {} --rounds {}",
-            w.mb, w.passes
+            "swaplab-guest integrity --mb {} --rounds {} --seed {}",
+            w.mb, w.passes, w.seed
         ),
     };
     if w.disk_read_mb > 0 {
@@ -163,6 +168,19 @@ mod tests {
             c.ends_with("&& dd if=/dev/vda of=/dev/null bs=1M count=64 2>/dev/null"),
             "{c}"
         );
+    }
+
+    #[test]
+    fn a_timed_integrity_run_is_stopped_after_its_duration() {
+        let soak = builtin("soak");
+        let c = workload_command(&soak);
+        assert!(
+            c.starts_with(
+                "swaplab-guest integrity --mb 128 --rounds 0 --seed 1 & W=$!; sleep 600;"
+            ),
+            "{c}"
+        );
+        assert!(c.ends_with("kill -TERM $W; wait $W"), "{c}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../scenarios/double-paging.toml"),
     ),
     ("balloon", include_str!("../../../scenarios/balloon.toml")),
+    ("soak", include_str!("../../../scenarios/soak.toml")),
 ];
 
 /// The names of the built-in files.

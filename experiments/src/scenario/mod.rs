@@ -49,8 +49,9 @@
 //! | `host.policy` | `fifo`, `random`, `clock` | `clock` | which page the host swapper evicts |
 //! | `host.prefetch` | integer 0–256 | 0 | on a sequential fault, also read up to this many following pages |
 //! | `host.mitigations` | list of strings | `[]` | VSwapper-style mitigations of host-swap anomalies, from [`Mitigation`]: `silent-writes`, `stale-reads`, `false-reads`, `decayed-sequentiality`, `false-anonymity` |
-//! | `balloon.policy` | `none`, `manual`, `auto` | `none` | `none`: no balloon device; `manual`: inflate to `balloon.target` once the guest is up; `auto`: inflate/deflate with host memory pressure (needs `host.limit`) |
-//! | `balloon.target` | size | none | `manual` only (required there): memory the balloon takes from the guest |
+//! | `balloon.policy` | `none`, `manual`, `auto`, `churn` | `none` | `none`: no balloon device; `manual`: inflate to `balloon.target` once the guest is up; `auto`: inflate/deflate with host memory pressure (needs `host.limit`); `churn`: inflate to `balloon.target` and deflate to 0, turn about, every `balloon.period_s` (soak tests) |
+//! | `balloon.target` | size | none | `manual` and `churn` only (required there): memory the balloon takes from the guest |
+//! | `balloon.period_s` | integer 1–3600 | 10 | `churn` only: seconds between inflating and deflating |
 //! | `balloon.stats_interval_ms` | integer 0 or 100–60000 | 1000 | how often the guest reports memory statistics; 0: never |
 //! | `workload.kind` | `touch`, `integrity` | `touch` | `touch`: write every page of the working set once per pass in `pattern` order; `integrity`: the same, and check every page's contents afterwards |
 //! | `workload.mb` | integer ≥ 1 | required | working-set size in MiB |
@@ -58,6 +59,7 @@
 //! | `workload.passes` | integer 1–1000 | 1 | passes over the working set |
 //! | `workload.seed` | integer | 1 | seed of the random patterns |
 //! | `workload.write_ratio` | number 0–1 | 1 | `touch` only: after a page's first touch, the probability that an access writes it rather than reads it; below 1 the host sees clean pages it already has a copy of (silent writes) |
+//! | `workload.duration_s` | integer 0–86400 | 0 | `integrity` only: verify (and rewrite a quarter of the pages) round after round for this many seconds, instead of `passes` rounds; must end within `timeout_s` |
 //! | `workload.disk_read_mb` | integer 0–65536 | 0 | after the workload, read this many MiB of the guest's disk through the guest's page cache (`dd`), so the guest fills frames it freed with disk data (stale/false reads when the host had evicted them); needs `guest.swap` at least this large |
 //!
 //! Runs that would be meaningless are rejected ([`Scenario::validate`]):
@@ -288,6 +290,14 @@ pub enum BalloonPolicy {
     },
     /// Inflate and deflate with host memory pressure.
     Auto,
+    /// Inflate to `target` and deflate to 0, turn about, every `period_s`.
+    Churn {
+        /// How far the balloon inflates.
+        #[serde(serialize_with = "ser_size")]
+        target: ByteSize,
+        /// Seconds between changes.
+        period_s: u32,
+    },
 }
 
 /// The balloon.
@@ -330,6 +340,9 @@ pub struct WorkloadConfig {
     /// MiB of the guest's disk read (buffered, into the guest's page cache)
     /// after the workload; 0: none. Needs `guest.swap` at least as large.
     pub disk_read_mb: u64,
+    /// `integrity` only: verify round after round for this many seconds
+    /// instead of `passes` rounds; 0: use `passes`.
+    pub duration_s: u64,
 }
 
 impl WorkloadConfig {

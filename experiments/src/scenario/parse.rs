@@ -35,7 +35,7 @@ const DEFAULT_KEYS: &[&str] = &[
 ];
 const GUEST_KEYS: &[&str] = &["mem", "cpus", "swap"];
 const HOST_KEYS: &[&str] = &["limit", "store", "policy", "prefetch", "mitigations"];
-const BALLOON_KEYS: &[&str] = &["policy", "target", "stats_interval_ms"];
+const BALLOON_KEYS: &[&str] = &["policy", "target", "period_s", "stats_interval_ms"];
 const WORKLOAD_KEYS: &[&str] = &[
     "kind",
     "mb",
@@ -44,6 +44,7 @@ const WORKLOAD_KEYS: &[&str] = &[
     "seed",
     "write_ratio",
     "disk_read_mb",
+    "duration_s",
 ];
 const MATRIX_KEYS: &[&str] = &["description", "defaults", "scenario"];
 
@@ -55,6 +56,7 @@ const DEFAULT_REPETITIONS: u64 = 3;
 const DEFAULT_TIMEOUT_S: u64 = 600;
 const DEFAULT_GUEST_MEM: u64 = 256 * MIB;
 const DEFAULT_STATS_INTERVAL_MS: u64 = 1000;
+const DEFAULT_CHURN_PERIOD_S: u32 = 10;
 
 /// Parses TOML, turning a syntax error into a located diagnostic.
 fn parse_toml(src: &Source) -> Result<Spanned<DeTable<'_>>, ScenarioError> {
@@ -133,6 +135,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
     let passes = uint(&w, "passes", 1..=1000, 1)? as u32;
     let seed = uint(&w, "seed", 0..=u64::MAX, 1)?;
     let disk_read_mb = uint(&w, "disk_read_mb", 0..=64 * 1024, 0)?;
+    let duration_s = uint(&w, "duration_s", 0..=86_400, 0)?;
     let b = root.sub("balloon")?;
     let stats_interval_ms = uint(
         &b,
@@ -205,6 +208,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         seed,
         write_ratio,
         disk_read_mb,
+        duration_s,
     };
     let s = Scenario {
         name,
@@ -335,6 +339,7 @@ enum BalloonKind {
     None,
     Manual,
     Auto,
+    Churn,
 }
 
 fn balloon_policy(
@@ -348,33 +353,64 @@ fn balloon_policy(
             ("none", BalloonKind::None),
             ("manual", BalloonKind::Manual),
             ("auto", BalloonKind::Auto),
+            ("churn", BalloonKind::Churn),
         ],
         origin,
     )?
     .unwrap_or(BalloonKind::None);
     let target = b.size("target", 0..=64 * GIB)?;
+    let period = b.uint("period_s", 1..=3600)?;
+    if let Some((_, item)) = &period {
+        if kind != BalloonKind::Churn && !item.from_default {
+            return Err(item.src.invalid(
+                item.key_span.clone(),
+                Some("balloon.period_s"),
+                "balloon.period_s only applies to policy = \"churn\"".to_string(),
+            ));
+        }
+    }
+    let sized = matches!(kind, BalloonKind::Manual | BalloonKind::Churn);
+    let name = if kind == BalloonKind::Churn {
+        "churn"
+    } else {
+        "manual"
+    };
     match (kind, target) {
-        (BalloonKind::Manual, Some((t, item))) => {
+        (_, Some((t, item))) if sized => {
             if t.0 == 0 {
-                return Err(item.error("a manual balloon of 0 bytes does nothing"));
+                return Err(item.error(format_args!("a {name} balloon of 0 bytes does nothing")));
             }
             note(origin, &item);
-            Ok(BalloonPolicy::Manual { target: t })
+            if kind == BalloonKind::Manual {
+                return Ok(BalloonPolicy::Manual { target: t });
+            }
+            let period_s = match period {
+                Some((p, item)) => {
+                    note(origin, &item);
+                    p as u32
+                }
+                None => DEFAULT_CHURN_PERIOD_S,
+            };
+            Ok(BalloonPolicy::Churn {
+                target: t,
+                period_s,
+            })
         }
-        (BalloonKind::Manual, None) => {
+        (_, None) if sized => {
             let item = b.get("policy").expect("policy was read");
             Err(item.src.schema(
                 item.key_span.clone(),
                 Some("balloon.target"),
-                "balloon.target: missing (policy = \"manual\" needs the balloon size, \
-                 e.g. target = \"128M\")"
-                    .to_string(),
+                format!(
+                    "balloon.target: missing (policy = \"{name}\" needs the balloon size, \
+                     e.g. target = \"128M\")"
+                ),
             ))
         }
         (_, Some((_, item))) if !item.from_default => Err(item.src.invalid(
             item.key_span.clone(),
             Some("balloon.target"),
-            "balloon.target only applies to policy = \"manual\"".to_string(),
+            "balloon.target only applies to policy = \"manual\" or \"churn\"".to_string(),
         )),
         (BalloonKind::Auto, _) => Ok(BalloonPolicy::Auto),
         (_, _) => Ok(BalloonPolicy::None),

@@ -372,7 +372,10 @@ fn balloon_values_are_checked() {
     let b = |lines: &str| scenario(&format!("{BASE}[balloon]\n{lines}\n"));
     let (msg, d) = diag(b("policy = \"sometimes\""));
     assert_eq!(d.key.as_deref(), Some("balloon.policy"));
-    assert!(msg.contains("expected none, manual or auto"), "{msg}");
+    assert!(
+        msg.contains("expected none, manual, auto or churn"),
+        "{msg}"
+    );
     let (msg, _) = diag(b("policy = \"auto\"\nstats_interval_ms = 5"));
     assert!(
         msg.contains("balloon.stats_interval_ms: 5 ms is too often"),
@@ -393,6 +396,51 @@ fn balloon_values_are_checked() {
     assert_eq!(
         b("policy = \"auto\"").unwrap().balloon.policy,
         BalloonPolicy::Auto
+    );
+    // Churn: a size and a period (10 s unless given), nowhere else.
+    let s = b("policy = \"churn\"\ntarget = \"32M\"").unwrap();
+    assert_eq!(
+        s.balloon.policy,
+        BalloonPolicy::Churn {
+            target: ByteSize(32 << 20),
+            period_s: 10
+        }
+    );
+    let (msg, d) = diag(b("policy = \"churn\""));
+    assert_eq!(d.key.as_deref(), Some("balloon.target"));
+    assert!(
+        msg.contains("policy = \"churn\" needs the balloon size"),
+        "{msg}"
+    );
+    let (msg, d) = diag(b("policy = \"manual\"\ntarget = \"32M\"\nperiod_s = 5"));
+    assert_eq!(d.key.as_deref(), Some("balloon.period_s"));
+    assert!(msg.contains("only applies to policy = \"churn\""), "{msg}");
+    let (msg, _) = diag(b("policy = \"churn\"\ntarget = \"32M\"\nperiod_s = 0"));
+    assert!(msg.contains("balloon.period_s: 0 is out of range"), "{msg}");
+}
+
+#[test]
+fn timed_integrity_runs_fit_their_timeout() {
+    let soak = load("soak").unwrap().scenarios.remove(0);
+    assert_eq!(soak.workload.kind, WorkloadKind::Integrity);
+    assert!(
+        soak.workload.duration_s >= 600,
+        "a soak of at least 10 minutes"
+    );
+    assert!(soak.host.is_some() && soak.guest.swap.is_some());
+    assert!(matches!(soak.balloon.policy, BalloonPolicy::Churn { .. }));
+    let integrity = BASE.replace("kind = \"touch\"", "kind = \"integrity\"");
+    let s = scenario(&format!("{integrity}duration_s = 60\n")).unwrap();
+    assert_eq!(s.workload.duration_s, 60);
+    let (msg, d) = diag(scenario(&format!(
+        "timeout_s = 100\n{integrity}duration_s = 60\n"
+    )));
+    assert_eq!(d.key.as_deref(), Some("workload.duration_s"), "{msg}");
+    assert!(msg.contains("leaves no time to boot"), "{msg}");
+    let (msg, _) = diag(scenario(&format!("{BASE}duration_s = 60\n")));
+    assert!(
+        msg.contains("only the integrity workload runs for a time"),
+        "{msg}"
     );
 }
 

@@ -14,6 +14,9 @@ pub const GUEST_OS_RESERVE: u64 = 64 * MIB;
 /// run measures nothing else.
 pub const MIN_HOST_LIMIT: u64 = 32 * MIB;
 
+/// Time a run needs besides a timed workload (boot, last round, report), s.
+pub const DURATION_SLACK_S: u64 = 120;
+
 /// Smallest guest RAM.
 pub const MIN_GUEST_MEM: u64 = 128 * MIB;
 
@@ -72,6 +75,26 @@ impl Scenario {
                     .to_string(),
             ));
         }
+        let d = self.workload.duration_s;
+        if d > 0 && self.workload.kind != WorkloadKind::Integrity {
+            return Err(self.invalid(
+                "workload.duration_s",
+                "only the integrity workload runs for a time (use kind = \"integrity\", or \
+                 workload.passes)"
+                    .to_string(),
+            ));
+        }
+        // Boot and the final report take time too.
+        if d > 0 && d + DURATION_SLACK_S > self.timeout_s {
+            return Err(self.invalid(
+                "workload.duration_s",
+                format!(
+                    "{d} s leaves no time to boot and report within timeout_s = {} (give \
+                     timeout_s at least {} s more)",
+                    self.timeout_s, DURATION_SLACK_S
+                ),
+            ));
+        }
         let disk_read = self.workload.disk_read_mb.saturating_mul(MIB);
         if disk_read > 0 {
             match self.guest.swap {
@@ -95,7 +118,7 @@ impl Scenario {
         }
 
         let balloon = match self.balloon.policy {
-            BalloonPolicy::Manual { target } => target.0,
+            BalloonPolicy::Manual { target } | BalloonPolicy::Churn { target, .. } => target.0,
             BalloonPolicy::None | BalloonPolicy::Auto => 0,
         };
         if balloon > 0 && balloon + GUEST_OS_RESERVE > mem {
