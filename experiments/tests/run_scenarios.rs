@@ -67,16 +67,37 @@ swap = "128M"
 [scenario.workload]
 mb = 96
 
+# Host swap, uncooperative and mitigated: pass 2 only reads (silent writes
+# when the host writes those pages out again), then the guest reads its disk
+# into frames it freed (stale reads when the host had evicted them).
 [[scenario]]
 name = "host-swap"
 [scenario.guest]
 mem = "128M"
+swap = "64M"
 [scenario.host]
 limit = "80M"
-policy = "fifo"
+policy = "random"
 [scenario.workload]
 mb = 48
 passes = 2
+write_ratio = 0.0
+disk_read_mb = 48
+
+[[scenario]]
+name = "host-swap-mitigated"
+[scenario.guest]
+mem = "128M"
+swap = "64M"
+[scenario.host]
+limit = "80M"
+policy = "random"
+mitigations = ["silent-writes", "stale-reads", "false-reads", "decayed-sequentiality"]
+[scenario.workload]
+mb = 48
+passes = 2
+write_ratio = 0.0
+disk_read_mb = 48
 
 [[scenario]]
 name = "double-paging"
@@ -88,6 +109,26 @@ limit = "112M"
 policy = "fifo"
 [scenario.workload]
 mb = 96
+
+# A short soak: host swap, guest swap and balloon churn at once, with the
+# integrity checker verifying round after round (the built-in `soak` runs
+# the same for 10 minutes).
+[[scenario]]
+name = "soak-short"
+[scenario.guest]
+mem = "160M"
+swap = "128M"
+[scenario.host]
+limit = "96M"
+policy = "clock"
+[scenario.balloon]
+policy = "churn"
+target = "48M"
+period_s = 5
+[scenario.workload]
+kind = "integrity"
+mb = 64
+duration_s = 40
 "#;
 
 fn u(v: &Value, key: &str) -> u64 {
@@ -160,11 +201,11 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
         // A table row: the label padded to its column (the host line also
         // says "double paging N").
         let needle = format!("  {row:<28} ");
-        assert_eq!(stdout.matches(&needle).count(), 3, "{row}: {stdout}");
+        assert_eq!(stdout.matches(&needle).count(), 5, "{row}: {stdout}");
     }
     let all: Vec<Value> =
         serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.len(), 5);
     for (name, rep) in [("guest-swap", 1), ("host-swap", 1), ("double-paging", 1)] {
         let p = out_dir.join(name).join(rep.to_string());
         assert!(Path::new(&p.join("result.json")).is_file(), "{p:?}");
@@ -184,8 +225,24 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
         u(h, "host_evictions") > 0 && u(h, "host_swap_ins") > 0,
         "{h}"
     );
-    assert_eq!(u(h, "guest_pswpout"), 0, "the guest had no swap");
+    assert_eq!(u(h, "guest_pswpout"), 0, "the guest had room: {h}");
     assert!(h["latency"]["host_swap_in_vcpu"]["count"].as_u64().unwrap() > 0);
+
+    // The VSwapper anomalies the mitigations remove.
+    let m = by_name(&all, "host-swap-mitigated");
+    check_common(m, 48);
+    let counter = |r: &Value, key: &str| u(&r["swapper"]["counters"], key);
+    assert!(counter(h, "silent_writes") > 0, "no silent writes: {h}");
+    assert_eq!(counter(m, "silent_writes"), 0, "{m}");
+    assert!(u(h, "stale_swap_reads") > 0, "no stale reads: {h}");
+    assert_eq!(counter(h, "false_reads_avoided"), 0);
+    assert!(counter(m, "false_reads_avoided") > 0, "{m}");
+    assert!(
+        u(m, "stale_swap_reads") < u(h, "stale_swap_reads"),
+        "mitigated {} vs {}",
+        u(m, "stale_swap_reads"),
+        u(h, "stale_swap_reads")
+    );
 
     let d = by_name(&all, "double-paging");
     check_common(d, 96);
@@ -201,4 +258,23 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
     // Double paging appears only where both swap.
     assert_eq!(u(g, "double_paging_events"), 0);
     assert_eq!(u(h, "double_paging_events"), 0);
+    assert_eq!(u(m, "double_paging_events"), 0);
+
+    // The soak: every round verified while host swapping and balloon churn
+    // went on underneath, nothing wrong.
+    let k = by_name(&all, "soak-short");
+    check_common(k, 64);
+    assert!(
+        u(k, "pages_verified") >= 2 * 64 * 256,
+        "fewer than two rounds: {k}"
+    );
+    assert!(
+        u(k, "host_evictions") > 0 && u(k, "host_swap_ins") > 0,
+        "{k}"
+    );
+    let m = &k["balloon"]["metrics"];
+    assert!(
+        u(m, "inflate_pages") > 0 && u(m, "deflate_pages") > 0,
+        "the balloon did not churn: {m}"
+    );
 }

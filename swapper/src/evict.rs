@@ -140,6 +140,27 @@ impl Shared {
         self.save_staged(idx, g, before, s, kind == StageKind::Prefetched)
     }
 
+    /// The page of `idx`, in staging slot `s`, is all zeros: drop it (it
+    /// reads back as zero without a store copy). One that had come back from
+    /// the store was zeroed by the guest since: the read was a false read.
+    fn drop_zero(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        before: PageEntry,
+        s: u32,
+    ) -> Outcome {
+        if g.slot.is_some() {
+            bump!(self, false_reads);
+        }
+        self.staging.release(s);
+        let freed = g.zeroed().expect("resident page can be zeroed");
+        self.free_slot(freed);
+        bump!(self, zero_pages);
+        self.settle(idx, &before, g, false);
+        Outcome::Freed
+    }
+
     /// The page of `idx` is in staging slot `s`: drop it if clean or zero,
     /// otherwise write it to the store. `g.state` is still what it was
     /// before the page went to staging.
@@ -167,12 +188,7 @@ impl Shared {
         // SAFETY: slot `s` holds this page and we hold its page lock.
         let data = unsafe { self.staging.page(s) };
         if is_zero(data) {
-            self.staging.release(s);
-            let freed = g.zeroed().expect("resident page can be zeroed");
-            self.free_slot(freed);
-            bump!(self, zero_pages);
-            self.settle(idx, &before, g, false);
-            return Outcome::Freed;
+            return self.drop_zero(idx, g, before, s);
         }
         let slot = match g.slot.or_else(|| self.alloc_slot()) {
             Some(slot) => slot,
@@ -258,12 +274,7 @@ impl Shared {
         };
         // SAFETY: slot `s` holds this page and we hold its page lock.
         if is_zero(unsafe { self.staging.page(s) }) {
-            self.staging.release(s);
-            let freed = g.zeroed().expect("resident page can be zeroed");
-            self.free_slot(freed);
-            bump!(self, zero_pages);
-            self.settle(idx, &before, g, false);
-            return Outcome::Freed;
+            return self.drop_zero(idx, g, before, s);
         }
         g.staged(s, StageKind::Inactive)
             .expect("resident page can be staged");

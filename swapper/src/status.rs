@@ -63,6 +63,11 @@ counters! {
     false_reads_avoided,
     /// Pages found all-zero at eviction: dropped, not stored.
     zero_pages,
+    /// Of those, pages that had come back from the store: the guest zeroed
+    /// (freed) them after the swapper read them in, so the read was for
+    /// nothing. VSwapper's false swap reads, counted when seen (a lower bound:
+    /// a page zeroed and then rewritten before its next eviction is missed).
+    false_reads,
     /// Pages read ahead into the prefetch cache.
     prefetched,
     /// Prefetched pages evicted without being used.

@@ -145,9 +145,51 @@ fn zero_pages_are_not_stored() {
     assert_eq!(st.store_slots, 0, "{st:?}");
     assert_eq!(st.store_bytes, 0);
     assert_eq!(st.counters.evictions, 0);
+    assert_eq!(st.counters.false_reads, 0, "nothing came from the store");
     vcpus(&sw, 1, move |_| {
         (0..n).for_each(|p| assert_eq!(touch_read(base + p * PAGE_SIZE), 0))
     });
+    sw.shutdown();
+}
+
+#[test]
+fn pages_zeroed_after_coming_back_from_the_store_are_false_reads() {
+    if !uffd_available() {
+        return;
+    }
+    let n = 1024;
+    let map = Mapping::new(n);
+    let sw = start(&map, pages_cfg(128));
+    let base = map.addr;
+    // One non-zero word per page: stored when evicted.
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| touch_write(base + p * PAGE_SIZE, p as u64 + 1))
+    });
+    assert!(eventually(Duration::from_secs(10), || sw
+        .status()
+        .counters
+        .evictions
+        > 700));
+    // Read each back (most from the store), then zero it, as a guest
+    // freeing memory would: the read was for nothing.
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| {
+            assert_eq!(touch_read(base + p * PAGE_SIZE), p as u64 + 1);
+            touch_write(base + p * PAGE_SIZE, 0);
+        })
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || sw.status().counters.false_reads
+            > 500),
+        "{:?}",
+        sw.status().counters
+    );
+    let c = sw.status().counters;
+    assert!(c.false_reads <= c.zero_pages && c.false_reads <= c.swapin_store + c.swapin_minor);
+    vcpus(&sw, 1, move |_| {
+        (0..n).for_each(|p| assert_eq!(touch_read(base + p * PAGE_SIZE), 0))
+    });
+    assert!(sw.fatal_errors().is_empty());
     sw.shutdown();
 }
 

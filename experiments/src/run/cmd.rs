@@ -29,7 +29,7 @@ use crate::size::ByteSize;
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Scenarios or matrices to run: built-in names (default, baseline, guest-swap,
-    /// host-swap, host-swap-mitigated, double-paging, balloon) or TOML files.
+    /// host-swap, host-swap-mitigated, double-paging, balloon, soak) or TOML files.
     /// None: the standard matrix (`default`).
     #[arg(value_name = "SCENARIO")]
     pub scenarios: Vec<String>,

@@ -64,7 +64,21 @@ pub enum MachineError {
 
 /// What the sampler drains while the guest runs: fault and request records,
 /// timeline samples.
-type Collected = (Vec<FaultRecord>, Vec<BlkRecord>, Vec<HostSample>);
+/// The last element counts records not kept (beyond [`MAX_KEPT_RECORDS`]).
+type Collected = (Vec<FaultRecord>, Vec<BlkRecord>, Vec<HostSample>, u64);
+
+/// Fault records and blk records a run keeps, each (about 64 bytes apiece:
+/// at most ~130 MB per kind however long a guest faults); later ones are
+/// counted as dropped.
+pub const MAX_KEPT_RECORDS: usize = 2_000_000;
+
+/// Appends `more` to `into` up to [`MAX_KEPT_RECORDS`], counting the rest in
+/// `dropped`.
+fn keep<T>(into: &mut Vec<T>, more: Vec<T>, dropped: &mut u64) {
+    let room = MAX_KEPT_RECORDS.saturating_sub(into.len());
+    *dropped += more.len().saturating_sub(room) as u64;
+    into.extend(more.into_iter().take(room));
+}
 
 /// Device numbers in the swapper's thread registry.
 pub const BLK_DEVICE: u32 = 0;
@@ -384,7 +398,8 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
             .name("swaplab-sampler".into())
             .spawn(move || loop {
                 let done = stop.wait(Duration::from_millis(250));
-                let mut c = lock(&collected);
+                let mut guard = lock(&collected);
+                let c = &mut *guard;
                 let mut sample = HostSample {
                     t_s: started.elapsed().as_secs_f64(),
                     ..HostSample::default()
@@ -394,7 +409,7 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
                     if let Some(r) = &recent {
                         r.push_faults(&drained);
                     }
-                    c.0.extend(drained);
+                    keep(&mut c.0, drained, &mut c.3);
                     sw.status()
                 });
                 if let Some(st) = &status {
@@ -415,7 +430,7 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
                     sample.balloon_target_bytes = b.handle.target_bytes();
                 }
                 if let Some(b) = &blk {
-                    c.1.extend(b.drain_trace());
+                    keep(&mut c.1, b.drain_trace(), &mut c.3);
                     let k = b.counters();
                     sample.disk_reads = k.reads;
                     sample.disk_writes = k.writes;
@@ -438,17 +453,16 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     }
     let report = report?;
 
-    let (mut faults, mut requests, timeline) = std::mem::take(&mut *lock(&collected));
-    let mut dropped = 0;
+    let (mut faults, mut requests, timeline, mut dropped) = std::mem::take(&mut *lock(&collected));
     // Devices first: their handles may hold the swapper (install hook, releaser).
     let blk_counters = blk.map(|b| {
-        requests.extend(b.drain_trace());
+        keep(&mut requests, b.drain_trace(), &mut dropped);
         dropped += b.trace().dropped();
         serde_json::to_value(b.counters()).unwrap_or_default()
     });
     let (status, fatal) = match swapper {
         Some(sw) => {
-            faults.extend(sw.drain_trace());
+            keep(&mut faults, sw.drain_trace(), &mut dropped);
             let fatal = sw.fatal_errors();
             let st = match Arc::try_unwrap(sw) {
                 Ok(sw) => sw.shutdown(),
@@ -505,4 +519,20 @@ fn install_hook(sw: &Arc<Swapper>, memory: &vm_memory::GuestMemoryMmap) -> PageI
         let host = r.host_addr + (gpa.0 - r.guest_addr) as usize;
         sw.install_page(host, page) == swapper::Installed::Yes
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_records_are_bounded_and_the_rest_counted() {
+        let mut v = vec![0u8; MAX_KEPT_RECORDS - 2];
+        let mut dropped = 0;
+        keep(&mut v, vec![1, 2, 3, 4, 5], &mut dropped);
+        assert_eq!((v.len(), dropped), (MAX_KEPT_RECORDS, 3));
+        assert_eq!(&v[MAX_KEPT_RECORDS - 2..], [1, 2]);
+        keep(&mut v, vec![6], &mut dropped);
+        assert_eq!((v.len(), dropped), (MAX_KEPT_RECORDS, 4));
+    }
 }

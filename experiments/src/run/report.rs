@@ -124,6 +124,7 @@ pub fn run_counters(r: &RunResult) -> BTreeMap<String, u64> {
         put(counters::HOST_FAULTS, k.faults);
         put(counters::SILENT_WRITES, k.silent_writes);
         put(counters::DECAYED_SEQUENTIALITY, k.decayed_sequential_reads);
+        put(counters::FALSE_READS, k.false_reads);
         put("silent_writes_avoided", k.silent_writes_avoided);
         put("sequential_store_reads", k.sequential_store_reads);
         put("false_reads_avoided", k.false_reads_avoided);
