@@ -11,6 +11,10 @@ pub mod host_swap;
 pub mod zipf_skew;
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::boot::BootFiles;
+use crate::sandbox::{needs_sandbox_here, SandboxMode};
 
 /// `swaplab bench`.
 #[derive(clap::Args, Debug)]
@@ -40,4 +44,38 @@ pub fn main(args: &BenchArgs) -> ExitCode {
         BenchWhat::Balloon(a) => balloon::main(a),
         BenchWhat::HostSwap(a) => crate::cli::finish(host_swap::run(a)),
     }
+}
+
+/// Where and how a side-by-side benchmark with a Linux guest runs.
+pub struct SideBySide {
+    /// The `--sandbox` choice.
+    pub sandbox: SandboxMode,
+    /// Guest RAM (the sandbox's L1 gets room for both VMMs' guests).
+    pub mem: u64,
+    /// The sandbox's time limit for the whole benchmark.
+    pub timeout: Duration,
+    /// Print JSON instead of the text table.
+    pub json: bool,
+}
+
+/// Runs a side-by-side benchmark: re-run in the nested sandbox when this host
+/// cannot boot a stock kernel, else `measure` with the guest image's files and
+/// print the result (`render`ed, or as JSON). Exit 0, 1 on failure, 2 on a
+/// usage error.
+pub fn side_by_side<B: serde::Serialize>(
+    how: SideBySide,
+    measure: impl FnOnce(BootFiles) -> anyhow::Result<B>,
+    render: impl FnOnce(&B) -> String,
+) -> anyhow::Result<u8> {
+    let files = BootFiles::resolve(None, None, None, false)?;
+    if needs_sandbox_here(how.sandbox) {
+        return crate::boot::cmd::run_in_sandbox(&files, how.mem, how.timeout);
+    }
+    let b = measure(files)?;
+    if how.json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        print!("{}", render(&b));
+    }
+    Ok(0)
 }

@@ -18,7 +18,7 @@ use super::console::Show;
 use super::qemu::{run_microvm, QEMU};
 use super::{run_guest, verdict, BootFiles, GuestSpec};
 use crate::cli::usage;
-use crate::sandbox::{needs_sandbox_here, SandboxFlag};
+use crate::sandbox::SandboxFlag;
 use crate::size::ByteSize;
 
 /// `swaplab bench boot`.
@@ -241,26 +241,18 @@ pub fn render_text(b: &BootBench) -> String {
 
 fn run(args: &BenchBootArgs) -> anyhow::Result<u8> {
     validate(args)?;
-    let files = BootFiles::resolve(None, None, None, false)?;
-    if needs_sandbox_here(args.sandbox.sandbox) {
-        let timeout = Duration::from_secs(args.timeout) * 2 * args.runs;
-        return super::cmd::run_in_sandbox(&files, args.mem.bytes(), timeout);
-    }
-    let b = bench_boot(args, files)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&b)?);
-    } else {
-        print!("{}", render_text(&b));
-    }
-    Ok(0)
+    let how = crate::bench::SideBySide {
+        sandbox: args.sandbox.sandbox,
+        mem: args.mem.bytes(),
+        timeout: Duration::from_secs(args.timeout) * 2 * args.runs,
+        json: args.json,
+    };
+    crate::bench::side_by_side(how, |files| bench_boot(args, files), render_text)
 }
 
 /// Run `swaplab bench boot` (the `swaplab bench` subcommands are in [`crate::bench`]).
 pub fn main(a: &BenchBootArgs) -> ExitCode {
-    match run(a) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => crate::cli::finish(Err(e)),
-    }
+    crate::cli::finish_status(run(a))
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use crate::boot::bench::median;
 use crate::boot::qemu::QEMU;
 use crate::boot::BootFiles;
 use crate::cli::usage;
-use crate::sandbox::{needs_sandbox_here, SandboxFlag};
+use crate::sandbox::SandboxFlag;
 use crate::size::ByteSize;
 use driver::{measure, BalloonBenchError};
 use vm::{guest_command, start_qemu, start_swaplab, Setup, Vm};
@@ -311,26 +311,18 @@ pub fn render_text(b: &BalloonBench) -> String {
 
 fn run(args: &BenchBalloonArgs) -> anyhow::Result<u8> {
     validate(args)?;
-    let files = BootFiles::resolve(None, None, None, false)?;
-    if needs_sandbox_here(args.sandbox.sandbox) {
-        let timeout = Duration::from_secs(args.timeout) * 2 * args.runs;
-        return crate::boot::cmd::run_in_sandbox(&files, args.mem.bytes(), timeout);
-    }
-    let b = bench_balloon(args, files)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&b)?);
-    } else {
-        print!("{}", render_text(&b));
-    }
-    Ok(0)
+    let how = super::SideBySide {
+        sandbox: args.sandbox.sandbox,
+        mem: args.mem.bytes(),
+        timeout: Duration::from_secs(args.timeout) * 2 * args.runs,
+        json: args.json,
+    };
+    super::side_by_side(how, |files| bench_balloon(args, files), render_text)
 }
 
 /// Run `swaplab bench balloon`.
 pub fn main(a: &BenchBalloonArgs) -> ExitCode {
-    match run(a) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => crate::cli::finish(Err(e)),
-    }
+    crate::cli::finish_status(run(a))
 }
 
 #[cfg(test)]
