@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use experiments::ctl;
-use experiments::host::{kvm_flavour, KvmFlavour};
 use serde_json::Value;
 use vmm::api::{Reply, Request, Size};
 
@@ -57,18 +56,7 @@ fn guest_command() -> String {
 
 /// Why the test cannot run here, if it cannot.
 fn unavailable() -> Option<String> {
-    if !Path::new("/dev/kvm").exists() {
-        return Some("/dev/kvm is absent".into());
-    }
-    match kvm_flavour() {
-        (KvmFlavour::Hardware, _) => None,
-        (_, why) => {
-            let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
-            (!qemu.is_ok_and(|o| o.status.success())).then(|| {
-                format!("this host's KVM cannot boot a stock kernel ({why}) and qemu-system-x86_64 is not installed for the sandbox")
-            })
-        }
-    }
+    common::linux_guest_tier().err()
 }
 
 /// The booted guest: its process, its command's output as lines, its stderr.

@@ -14,8 +14,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use experiments::host::{kvm_flavour, KvmFlavour};
-
 const SWAPLAB: &str = env!("CARGO_BIN_EXE_swaplab");
 
 fn swaplab(args: &[&str]) -> Output {
@@ -72,25 +70,11 @@ fn errors_found_before_booting_are_quick_and_clear() {
 /// Written by the guest to its result channel: quotes, a tab, JSON-looking text.
 const CHANNEL_LINE: &str = r#"exact line: {"a": 1}	'q' \ end"#;
 
-/// Where guest boots can run here.
-enum Tier {
-    Native,
-    Sandbox,
-}
+use common::Tier;
 
+/// Where guest boots can run here.
 fn tier() -> Result<Tier, String> {
-    match kvm_flavour() {
-        (KvmFlavour::Hardware, _) => Ok(Tier::Native),
-        (_, why) => {
-            let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
-            if !qemu.is_ok_and(|o| o.status.success()) {
-                return Err(format!(
-                    "this host's KVM cannot boot a stock kernel ({why}) and qemu-system-x86_64 is not installed for the sandbox"
-                ));
-            }
-            Ok(Tier::Sandbox)
-        }
-    }
+    common::linux_guest_tier()
 }
 
 /// The guest image, built if needed (the cache makes this cheap after the first time).

@@ -14,11 +14,8 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use experiments::host::{kvm_flavour, KvmFlavour};
 
 /// The script: three inflations, two limit steps (to a quarter of guest RAM),
 /// then the workload. The test presses `q` itself once it has seen enough.
@@ -37,18 +34,7 @@ fn unavailable() -> Option<String> {
     if Command::new("tmux").arg("-V").output().is_err() {
         return Some("tmux is not installed (scripts/setup.sh installs it)".into());
     }
-    if !Path::new("/dev/kvm").exists() {
-        return Some("/dev/kvm is absent".into());
-    }
-    match kvm_flavour() {
-        (KvmFlavour::Hardware, _) => None,
-        (_, why) => {
-            let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
-            (!qemu.is_ok_and(|o| o.status.success())).then(|| {
-                format!("this host's KVM cannot boot a stock kernel ({why}) and there is no QEMU for the sandbox")
-            })
-        }
-    }
+    common::linux_guest_tier().err()
 }
 
 /// A detached tmux session, killed on drop (its pane's processes get SIGHUP;

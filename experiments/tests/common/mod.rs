@@ -71,3 +71,33 @@ pub fn temp_dir(name: &str) -> tempfile::TempDir {
         .tempdir()
         .expect("create a temp dir")
 }
+
+/// Where a stock Linux guest boots here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// On hardware KVM.
+    Native,
+    /// In the nested sandbox (QEMU TCG L1).
+    Sandbox,
+}
+
+/// Where a stock Linux guest boots here, or why it cannot.
+pub fn linux_guest_tier() -> Result<Tier, String> {
+    use experiments::host::{kvm_flavour, KvmFlavour};
+    if !std::path::Path::new("/dev/kvm").exists() {
+        return Err("/dev/kvm is absent".into());
+    }
+    match kvm_flavour() {
+        (KvmFlavour::Hardware, _) => Ok(Tier::Native),
+        (_, why) => {
+            let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
+            if !qemu.is_ok_and(|o| o.status.success()) {
+                return Err(format!(
+                    "this host's KVM cannot boot a stock kernel ({why}) and \
+                     qemu-system-x86_64 is not installed for the sandbox"
+                ));
+            }
+            Ok(Tier::Sandbox)
+        }
+    }
+}
