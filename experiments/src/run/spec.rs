@@ -176,7 +176,7 @@ mod tests {
         let c = workload_command(&soak);
         assert!(
             c.starts_with(
-                "swaplab-guest integrity --mb 128 --rounds 0 --seed 1 & W=$!; sleep 600;"
+                "swaplab-guest integrity --mb 72 --rounds 0 --seed 1 & W=$!; sleep 600;"
             ),
             "{c}"
         );

@@ -21,6 +21,8 @@ use super::{args::Flags, output, GuestError};
 
 /// Bad pages reported per line.
 pub const MAX_BAD_REPORTED: usize = 8;
+/// Pages checked between looks at the stop flag (SIGTERM, SIGINT).
+const STOP_CHECK_PAGES: usize = 256;
 
 /// Arguments of `integrity`.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,7 +179,15 @@ pub fn run_with(
         before_round(round, &mut buf);
         let verify = Rate::start();
         let (mut errors, mut bad, mut offsets) = (0u64, Vec::new(), Vec::new());
+        let mut checked = 0u64;
         for (i, page) in buf.chunks_exact_mut(PAGE).enumerate() {
+            // A stop ends the round early (a round under heavy swapping can
+            // take minutes); the pages checked so far still count.
+            if i % STOP_CHECK_PAGES == 0 && output::stop_requested() {
+                stopped = true;
+                break;
+            }
+            checked += 1;
             if let Some(off) = first_wrong_byte(page, args.seed, i as u64, round_of[i]) {
                 errors += 1;
                 if bad.len() < MAX_BAD_REPORTED {
@@ -193,8 +203,11 @@ pub fn run_with(
             }
         }
         let (verify_ns, _) = verify.stop();
-        t.verified += pages as u64;
+        t.verified += checked;
         t.errors += errors;
+        if stopped {
+            break;
+        }
         let rewrite = Rate::start();
         let mut rewritten = 0u64;
         for (i, page) in buf.chunks_exact_mut(PAGE).enumerate() {
