@@ -24,16 +24,40 @@ use crate::bus::{Bus, BusAction, BusError, Dispatch};
 use crate::exits::{ExitReason, ExitStats};
 use crate::vm::{Shared, VcpuStartHook};
 
+/// What a triple fault's report says besides RIP: the stack pointer and
+/// the control registers and descriptor table that decide how (and whether)
+/// the guest could take an exception.
+fn shutdown_state(rsp: Option<u64>, sregs: Option<kvm_bindings::kvm_sregs>) -> String {
+    let mut parts = Vec::new();
+    if let Some(rsp) = rsp {
+        parts.push(format!("rsp {rsp:#x}"));
+    }
+    if let Some(s) = sregs {
+        parts.push(format!(
+            "cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} efer {:#x} idt {:#x}+{:#x}",
+            s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.idt.base, s.idt.limit
+        ));
+    }
+    if parts.is_empty() {
+        "no register state".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
 /// Errors that end a vCPU.
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
     /// `KVM_EXIT_SHUTDOWN`: the guest triple-faulted (an exception it could not deliver).
-    #[error("guest triple fault (KVM_EXIT_SHUTDOWN) on vCPU {vcpu} at RIP {rip:#x}: an unhandled guest exception")]
+    #[error("guest triple fault (KVM_EXIT_SHUTDOWN) on vCPU {vcpu} at RIP {rip:#x} ({state}): an unhandled guest exception")]
     TripleFault {
         /// vCPU index.
         vcpu: u32,
         /// Guest RIP as KVM reports it after the shutdown (best effort).
         rip: u64,
+        /// The rest of the vCPU's state that tells why (RSP, CR0/2/3/4, EFER,
+        /// IDT), best effort.
+        state: String,
     },
     /// `KVM_EXIT_INTERNAL_ERROR`.
     #[error("KVM internal error on vCPU {vcpu} (suberror {suberror}) at RIP {rip:#x}")]
@@ -278,10 +302,12 @@ fn run_loop(ctx: &mut VcpuContext, tid: i32) -> Result<VcpuReport, VcpuError> {
             Ok(VcpuExit::Hlt) => (ExitReason::Hlt, Step::End(VcpuEnd::Halted)),
             Ok(VcpuExit::Intr) => (ExitReason::Intr, Step::Resume),
             Ok(VcpuExit::Shutdown) => {
+                let regs = ctx.fd.get_regs().ok();
                 return Err(VcpuError::TripleFault {
                     vcpu,
-                    rip: ctx.fd.get_regs().map(|r| r.rip).unwrap_or(0),
-                })
+                    rip: regs.map_or(0, |r| r.rip),
+                    state: shutdown_state(regs.map(|r| r.rsp), ctx.fd.get_sregs().ok()),
+                });
             }
             Ok(VcpuExit::FailEntry(reason, cpu)) => {
                 return Err(VcpuError::FailEntry { vcpu, reason, cpu })

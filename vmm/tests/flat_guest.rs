@@ -171,7 +171,14 @@ fn runs_at_cpl3_reads_tsc_and_rings_the_doorbell() {
 fn expect_triple_fault(program: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> u64 {
     let g = build(one_vcpu(), None, program);
     match g.vm.start().unwrap().wait() {
-        Err(VmError::Vcpu(VcpuError::TripleFault { vcpu: 0, rip })) => rip,
+        Err(VmError::Vcpu(VcpuError::TripleFault {
+            vcpu: 0,
+            rip,
+            state,
+        })) => {
+            assert!(state.contains("cr3 "), "{state}");
+            rip
+        }
         other => panic!("expected a triple fault, got {other:?}"),
     }
 }

@@ -276,12 +276,17 @@ impl RunningLinux {
         };
         let (vm, outcome) = match result {
             Ok(report) => (Some(report), None),
-            Err(VmError::Vcpu(VcpuError::TripleFault { .. })) => (
-                None,
-                Some(GuestOutcome::Rebooted {
-                    how: "triple_fault".into(),
-                }),
-            ),
+            Err(VmError::Vcpu(VcpuError::TripleFault { vcpu, rip, state })) => {
+                // The registers go to the log: the outcome names the reset
+                // kind only (reports group runs by it).
+                tracing::warn!("guest triple fault on vCPU {vcpu} at RIP {rip:#x} ({state})");
+                (
+                    None,
+                    Some(GuestOutcome::Rebooted {
+                        how: "triple_fault".into(),
+                    }),
+                )
+            }
             Err(VmError::Vcpu(VcpuError::GuestCrash(_))) => (
                 None,
                 Some(GuestOutcome::Panicked {
