@@ -175,9 +175,7 @@ mod tests {
         let soak = builtin("soak");
         let c = workload_command(&soak);
         assert!(
-            c.starts_with(
-                "swaplab-guest integrity --mb 72 --rounds 0 --seed 1 & W=$!; sleep 600;"
-            ),
+            c.starts_with("swaplab-guest integrity --mb 72 --rounds 0 --seed 1 & W=$!; sleep 600;"),
             "{c}"
         );
         assert!(c.ends_with("kill -TERM $W; wait $W"), "{c}");
