@@ -284,22 +284,15 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     // Kept until the swapper is gone: the mapping must outlive it.
     let memory = vm.memory().clone();
 
-    let vm_handle: Arc<Mutex<Option<VmHandle>>> = Arc::default();
-    let pending_abort: Arc<Mutex<Option<String>>> = Arc::default();
+    // The swapper's fatal errors stop this run's guest (or stop it as soon
+    // as it starts).
+    let fatal = Interrupter::default();
     let swapper = match &spec.host {
         Some(h) => {
             let mut cfg = spec::swapper_config(&spec.name, h, scratch)?;
             cfg.on_fatal = Some({
-                let (vm_handle, pending) = (vm_handle.clone(), pending_abort.clone());
-                Arc::new(move |e: &FatalError| {
-                    let reason = format!("host swapper: {e}");
-                    match lock(&vm_handle).as_ref() {
-                        Some(h) => h.abort(reason),
-                        None => {
-                            lock(&pending).get_or_insert(reason);
-                        }
-                    }
-                })
+                let fatal = fatal.clone();
+                Arc::new(move |e: &FatalError| fatal.interrupt(&format!("host swapper: {e}")))
             });
             let regions: Vec<GuestRegion> = memory
                 .host_regions()
@@ -374,13 +367,10 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     *lock(&t0) = Some(started);
     {
         let h = running.handle();
-        if let Some(reason) = lock(&pending_abort).take() {
-            h.abort(reason);
-        }
         if let Some(i) = &opts.interrupter {
             i.attach(h.clone());
         }
-        *lock(&vm_handle) = Some(h);
+        fatal.attach(h);
     }
 
     let stop = Arc::new(Stop {
@@ -447,7 +437,7 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
     stop.stop();
     let balloon = sampler.join().ok().flatten();
     drop(api);
-    *lock(&vm_handle) = None;
+    fatal.detach();
     if let Some(i) = &opts.interrupter {
         i.detach();
     }
