@@ -15,7 +15,7 @@
 use crate::slots::SlotAllocator;
 use crate::uffd::{Uffd, UffdError, FEATURE_MOVE, FEATURE_SIGBUS};
 use crate::PAGE_SIZE;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use thiserror::Error;
 
 /// Errors of this module.
@@ -41,6 +41,11 @@ pub struct Staging {
     pages: u32,
     uffd: Uffd,
     alloc: Mutex<SlotAllocator>,
+    /// Held shared by every move between guest memory and a slot, and
+    /// exclusively by [`Staging::without_moves`]: a page-table scan of guest
+    /// memory then staging must not see a page on both sides of a move (or
+    /// on neither).
+    moves: RwLock<()>,
 }
 
 impl Staging {
@@ -82,7 +87,20 @@ impl Staging {
             pages,
             uffd,
             alloc: Mutex::new(SlotAllocator::new(pages)),
+            moves: RwLock::new(()),
         })
+    }
+
+    /// Runs `f` while no page moves between guest memory and staging (moves
+    /// already under way finish first; new ones wait). Pages still arrive by
+    /// copy and leave by release meanwhile, but none is in two places.
+    pub fn without_moves<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.moves.write().unwrap_or_else(|e| e.into_inner());
+        f()
+    }
+
+    fn moving(&self) -> RwLockReadGuard<'_, ()> {
+        self.moves.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Number of slots.
@@ -172,6 +190,7 @@ impl Staging {
     /// `src` must be a page of raw private anonymous memory (guest RAM) whose
     /// lock the caller holds.
     pub unsafe fn move_in(&self, s: u32, src: usize) -> Result<bool, UffdError> {
+        let _moving = self.moving();
         // SAFETY: destination is an empty slot of our registered area; the
         // source contract comes from the caller.
         match unsafe {
@@ -201,6 +220,7 @@ impl Staging {
         dst: usize,
         wake: bool,
     ) -> Result<(), UffdError> {
+        let _moving = self.moving();
         // SAFETY: moves our staged page to the caller's registered guest
         // page (contract above).
         match unsafe { guest.move_pages(dst, self.addr(s), PAGE_SIZE, wake, false) } {

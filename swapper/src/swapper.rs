@@ -338,17 +338,23 @@ impl Swapper {
     /// Pages of the regions and staging holding real memory right now, as
     /// the kernel's page tables say (`PAGEMAP_SCAN`), independent of the
     /// swapper's own accounting.
+    ///
+    /// Pages do not move between guest memory and staging during the scan
+    /// (an eviction under way would otherwise be seen in both); copies in and
+    /// releases go on, so the count is of one moment per address.
     pub fn scanned_resident_pages(&self) -> Result<u64, SwapperError> {
         let sh = &self.shared;
-        let mut n = 0;
-        for (r, _) in sh.regions.iter() {
-            n += sh.pagemap.count_real(r.addr, r.addr + r.len)?;
-        }
-        let s0 = sh.staging.addr(0);
-        n += sh
-            .pagemap
-            .count_real(s0, s0 + sh.staging.capacity() as usize * PAGE_SIZE)?;
-        Ok(n)
+        sh.staging.without_moves(|| {
+            let mut n = 0;
+            for (r, _) in sh.regions.iter() {
+                n += sh.pagemap.count_real(r.addr, r.addr + r.len)?;
+            }
+            let s0 = sh.staging.addr(0);
+            n += sh
+                .pagemap
+                .count_real(s0, s0 + sh.staging.capacity() as usize * PAGE_SIZE)?;
+            Ok(n)
+        })
     }
 
     /// The staging area (swapper-owned memory holding moved-aside pages),
