@@ -99,6 +99,26 @@ passes = 2
 write_ratio = 0.0
 disk_read_mb = 48
 
+# host-swap's limit met by a balloon sized to it before the workload starts
+# (guest RAM − limit: the guest keeps about 30M of the 77M its kernel reports,
+# and swaps): the host has (almost) nothing to swap back in.
+[[scenario]]
+name = "balloon"
+[scenario.guest]
+mem = "128M"
+swap = "64M"
+[scenario.host]
+limit = "80M"
+policy = "random"
+[scenario.balloon]
+policy = "manual"
+target = "48M"
+[scenario.workload]
+mb = 48
+passes = 2
+write_ratio = 0.0
+disk_read_mb = 48
+
 [[scenario]]
 name = "double-paging"
 [scenario.guest]
@@ -201,11 +221,11 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
         // A table row: the label padded to its column (the host line also
         // says "double paging N").
         let needle = format!("  {row:<28} ");
-        assert_eq!(stdout.matches(&needle).count(), 5, "{row}: {stdout}");
+        assert_eq!(stdout.matches(&needle).count(), 6, "{row}: {stdout}");
     }
     let all: Vec<Value> =
         serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
-    assert_eq!(all.len(), 5);
+    assert_eq!(all.len(), 6);
     for (name, rep) in [("guest-swap", 1), ("host-swap", 1), ("double-paging", 1)] {
         let p = out_dir.join(name).join(rep.to_string());
         assert!(Path::new(&p.join("result.json")).is_file(), "{p:?}");
@@ -243,6 +263,37 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
         u(m, "stale_swap_reads"),
         u(h, "stale_swap_reads")
     );
+
+    // Ballooning at the same pressure: the balloon was full before the
+    // workload ran, and the host swapped (next to) nothing back in.
+    let b = by_name(&all, "balloon");
+    check_common(b, 48);
+    let bm = &b["balloon"];
+    assert!(
+        u(&bm["metrics"], "inflate_pages") >= 48 << 8 && u(bm, "target_bytes") == 48 << 20,
+        "{bm}"
+    );
+    let waited = b["guest"]["workload"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "balloon_wait")
+        .unwrap_or_else(|| panic!("no balloon_wait line: {}", b["guest"]));
+    assert!(u(waited, "balloon_pages") >= 48 << 8, "{waited}");
+    assert!(
+        u(b, "host_swap_ins") * 10 < u(h, "host_swap_ins"),
+        "balloon {} vs host-swap {} host swap-ins",
+        u(b, "host_swap_ins"),
+        u(h, "host_swap_ins")
+    );
+    // The balloon leaves the guest exactly the limit, so the host may still
+    // evict a little while the guest swaps: double paging only then.
+    if u(b, "double_paging_events") > 0 {
+        assert!(
+            u(b, "guest_pswpout") > 0 && u(b, "host_evictions") > 0,
+            "{b}"
+        );
+    }
 
     let d = by_name(&all, "double-paging");
     check_common(d, 96);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use swapper::{StoreKind, SwapperConfig};
 
-use crate::scenario::{HostConfig, Mitigation, Scenario, StoreChoice, WorkloadKind};
+use crate::scenario::{BalloonPolicy, HostConfig, Mitigation, Scenario, StoreChoice, WorkloadKind};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,13 +64,28 @@ pub const GUEST_DISK: &str = "/dev/vda";
 
 /// The whole guest command: a vmstat reporter in the background, the
 /// workload, a final sample; the workload's status is the command's.
+///
+/// With a manual balloon the workload waits until the balloon holds its
+/// target (`swaplab-guest balloon-wait`): the scenario is about the memory the
+/// host leaves the guest, not about a race between the workload and the
+/// inflation.
 pub fn guest_command(s: &Scenario) -> String {
     let ms = sample_interval(s).as_millis();
+    let wait = match &s.balloon.policy {
+        BalloonPolicy::Manual { target } if target.bytes() >= 1 << 20 => format!(
+            "swaplab-guest balloon-wait --mb {} --timeout-s {BALLOON_WAIT_S} && ",
+            target.bytes() >> 20
+        ),
+        _ => String::new(),
+    };
     format!(
-        "swaplab-guest report --interval-ms {ms} & R=$!; {}; S=$?; kill $R; wait $R 2>/dev/null; swaplab-guest report --count 1; exit $S",
+        "swaplab-guest report --interval-ms {ms} & R=$!; {wait}{}; S=$?; kill $R; wait $R 2>/dev/null; swaplab-guest report --count 1; exit $S",
         workload_command(s)
     )
 }
+
+/// How long a manual balloon's workload waits for the inflation, seconds.
+pub const BALLOON_WAIT_S: u64 = 120;
 
 /// How often the guest reports vmstat and the host samples its timeline.
 pub fn sample_interval(s: &Scenario) -> Duration {
@@ -171,11 +186,23 @@ mod tests {
     }
 
     #[test]
+    fn a_manual_balloon_is_full_before_the_workload_starts() {
+        let m = load("default").unwrap();
+        let b = m.scenarios.iter().find(|s| s.name == "balloon").unwrap();
+        let c = guest_command(b);
+        let wait = c.find("swaplab-guest balloon-wait --mb 72 --timeout-s 120 && ");
+        let touch = c.find("swaplab-guest touch");
+        assert!(wait.is_some() && wait < touch, "{c}");
+        let hs = m.scenarios.iter().find(|s| s.name == "host-swap").unwrap();
+        assert!(!guest_command(hs).contains("balloon-wait"));
+    }
+
+    #[test]
     fn a_timed_integrity_run_is_stopped_after_its_duration() {
         let soak = builtin("soak");
         let c = workload_command(&soak);
         assert!(
-            c.starts_with("swaplab-guest integrity --mb 72 --rounds 0 --seed 1 & W=$!; sleep 600;"),
+            c.starts_with("swaplab-guest integrity --mb 56 --rounds 0 --seed 1 & W=$!; sleep 600;"),
             "{c}"
         );
         assert!(c.ends_with("kill -TERM $W; wait $W"), "{c}");

@@ -12,6 +12,8 @@
 //!   memory and timestamps, one line per sample ([`report`]).
 //! - `agent [--input PATH]`: start and stop a `touch` workload when the host says
 //!   so on the result channel (`start MB [PATTERN]`, `stop`, `quit`; [`agent`]).
+//! - `balloon-wait --mb N [--timeout-s S]`: wait until the balloon holds N MiB
+//!   ([`balloon_wait`]).
 //!
 //! Results go to the result channel when `--out PATH` is given (anywhere on the
 //! command line) or `SWAPLAB_CHANNEL` names a path, else to stdout ([`output`]).
@@ -25,6 +27,7 @@
 
 pub mod agent;
 pub mod args;
+pub mod balloon_wait;
 pub mod clock;
 pub mod hist;
 pub mod info;
@@ -51,6 +54,8 @@ commands:
                            (default once; with --interval-ms alone until killed)
   agent [--input PATH]     run commands from PATH (default $SWAPLAB_CHANNEL): start MB [PATTERN]
                            starts touch until stop; stop; quit
+  balloon-wait --mb N [--timeout-s S]
+                           wait until the balloon holds N MiB (default timeout 120 s)
   help                     this text
 results go to --out PATH, else to $SWAPLAB_CHANNEL if set, else to stdout (--out - for stdout)";
 
@@ -100,6 +105,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), GuestError> {
         "integrity" => integrity::run(&integrity::IntegrityArgs::parse(rest)?, out),
         "report" => report::run(&report::ReportArgs::parse(rest)?, out),
         "agent" => agent::run(rest, out),
+        "balloon-wait" => balloon_wait::run(&balloon_wait::BalloonWaitArgs::parse(rest)?, out),
         "help" | "--help" | "-h" => {
             writeln!(out, "{USAGE}").map_err(GuestError::io("writing"))?;
             Ok(())
