@@ -143,11 +143,11 @@ limit = "96M"
 policy = "clock"
 [scenario.balloon]
 policy = "churn"
-target = "24M"
-period_s = 5
+target = "40M"
+period_s = 10
 [scenario.workload]
 kind = "integrity"
-mb = 48
+mb = 56
 duration_s = 40
 "#;
 
@@ -257,6 +257,10 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
     assert!(u(h, "stale_swap_reads") > 0, "no stale reads: {h}");
     assert_eq!(counter(h, "false_reads_avoided"), 0);
     assert!(counter(m, "false_reads_avoided") > 0, "{m}");
+    // Free page reporting (part of false-reads): the guest handed free
+    // blocks back and the host dropped them.
+    assert!(u(&m["balloon"]["metrics"], "reported_pages") > 0, "{m}");
+    assert!(h["balloon"].is_null(), "no balloon without the mitigation");
     assert!(
         u(m, "stale_swap_reads") < u(h, "stale_swap_reads"),
         "mitigated {} vs {}",
@@ -311,14 +315,15 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
     assert_eq!(u(h, "double_paging_events"), 0);
     assert_eq!(u(m, "double_paging_events"), 0);
 
-    // The soak: every round verified while host swapping and balloon churn
+    // The soak: every round verified while host swapping, guest swapping and balloon churn
     // went on underneath, nothing wrong.
     let k = by_name(&all, "soak-short");
-    check_common(k, 48);
+    check_common(k, 56);
     assert!(
         u(k, "host_evictions") > 0 && u(k, "host_swap_ins") > 0,
         "{k}"
     );
+    assert!(u(k, "guest_pswpout") > 0, "the guest did not swap: {k}");
     let m = &k["balloon"]["metrics"];
     assert!(
         u(m, "inflate_pages") > 0 && u(m, "deflate_pages") > 0,

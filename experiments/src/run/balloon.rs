@@ -16,6 +16,7 @@ use vmm::linux::LinuxVm;
 use vmm::GuestMemoryExt;
 
 use super::machine::{MachineError, BALLOON_DEVICE};
+use super::spec::free_page_reporting;
 use crate::scenario::{BalloonPolicy as Choice, Scenario};
 
 /// A balloon device in a running VM and its policy.
@@ -61,7 +62,12 @@ impl BalloonRun {
     }
 }
 
-/// Adds the scenario's balloon to `vm` (none for `policy = "none"`).
+/// Adds the scenario's balloon to `vm`: none for `policy = "none"`, unless the
+/// `false-reads` mitigation is on, which needs the balloon's free page
+/// reporting (the guest hands back whole free blocks; the host discards them,
+/// so a page the guest frees and later zeroes is not read from the store
+/// first). Reporting is on exactly then; without a balloon policy the device
+/// only reports (its target stays 0).
 pub fn attach(
     vm: &mut LinuxVm,
     spec: &Scenario,
@@ -70,7 +76,9 @@ pub fn attach(
     registry: &Arc<Mutex<Option<ThreadRegistry>>>,
     epoch: Instant,
 ) -> Result<Option<BalloonRun>, MachineError> {
+    let reporting = free_page_reporting(spec);
     let policy: Box<dyn BalloonPolicy> = match &spec.balloon.policy {
+        Choice::None if reporting => Box::new(ManualPolicy::new()),
         Choice::None => return Ok(None),
         Choice::Manual { target } => {
             let mut p = ManualPolicy::new();
@@ -94,6 +102,7 @@ pub fn attach(
         None => Arc::new(MadviseReleaser::new(memory.clone())),
     };
     let mut cfg = BalloonConfig::new(releaser);
+    cfg.free_page_reporting = reporting;
     cfg.stats_interval = match spec.balloon.stats_interval_ms {
         0 => None,
         ms => Some(std::time::Duration::from_millis(u64::from(ms))),

@@ -78,6 +78,11 @@ pub fn guest_command(s: &Scenario) -> String {
         ),
         _ => String::new(),
     };
+    let wait = if free_page_reporting(s) {
+        format!("echo {REPORTING_ORDER} > /sys/module/page_reporting/parameters/page_reporting_order && {wait}")
+    } else {
+        wait
+    };
     format!(
         "swaplab-guest report --interval-ms {ms} & R=$!; {wait}{}; S=$?; kill $R; wait $R 2>/dev/null; swaplab-guest report --count 1; exit $S",
         workload_command(s)
@@ -109,7 +114,8 @@ pub fn has(h: &HostConfig, m: Mitigation) -> bool {
 ///   sets its own), which turns a sequential guest scan into few store reads
 ///   whatever the slots' order.
 /// - `stale-reads` / `false-reads`: the blk device side (see
-///   [`false_reads_mitigated`]).
+///   [`false_reads_mitigated`]); `false-reads` also gives the guest a balloon
+///   with free page reporting ([`super::balloon::attach`]).
 pub fn swapper_config(
     scenario: &str,
     h: &HostConfig,
@@ -144,6 +150,24 @@ pub fn swapper_config(
         ..SwapperConfig::default()
     })
 }
+
+/// Whether the guest gets free page reporting (the `false-reads`
+/// mitigation): a balloon device that offers it ([`super::balloon::attach`])
+/// and [`REPORTING_ORDER`], set by the guest command.
+pub fn free_page_reporting(s: &Scenario) -> bool {
+    s.host
+        .as_ref()
+        .is_some_and(|h| has(h, Mitigation::FalseReads))
+}
+
+/// The guest's `page_reporting.page_reporting_order` with free page
+/// reporting: blocks of 2^3 pages (32 KiB). Linux reports only while a zone
+/// has `32 << order` pages free above its low watermark; at its default
+/// order (9, 2 MiB blocks) that is 64 MiB more, which a guest of the
+/// matrix's size never has while its workload runs, and it reports nothing.
+/// The guest command writes it to sysfs once the balloon driver is up: 6.1
+/// overwrites the boot parameter when the driver registers.
+pub const REPORTING_ORDER: u32 = 3;
 
 /// Whether the blk device installs whole pages it reads from disk into
 /// host-evicted guest pages instead of letting the swapper read their stale
@@ -195,6 +219,22 @@ mod tests {
         assert!(wait.is_some() && wait < touch, "{c}");
         let hs = m.scenarios.iter().find(|s| s.name == "host-swap").unwrap();
         assert!(!guest_command(hs).contains("balloon-wait"));
+    }
+
+    #[test]
+    fn false_reads_brings_free_page_reporting_at_a_small_order() {
+        let m = load("default").unwrap();
+        let by = |n: &str| m.scenarios.iter().find(|s| s.name == n).unwrap();
+        let (hs, mit) = (by("host-swap"), by("host-swap-mitigated"));
+        assert!(!free_page_reporting(hs) && free_page_reporting(mit));
+        let c = guest_command(mit);
+        let order =
+            c.find("echo 3 > /sys/module/page_reporting/parameters/page_reporting_order && ");
+        assert!(
+            order.is_some() && order < c.find("swaplab-guest touch"),
+            "{c}"
+        );
+        assert!(!guest_command(hs).contains("page_reporting"));
     }
 
     #[test]

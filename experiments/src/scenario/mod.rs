@@ -48,7 +48,7 @@
 //! | `host.store` | `file`, `memory`, `lz4` | `memory` | where the host swapper keeps evicted pages (a swap file, plain memory, lz4-compressed memory) |
 //! | `host.policy` | `fifo`, `random`, `clock` | `clock` | which page the host swapper evicts |
 //! | `host.prefetch` | integer 0–256 | 0 | on a sequential fault, also read up to this many following pages |
-//! | `host.mitigations` | list of strings | `[]` | VSwapper-style mitigations of host-swap anomalies, from [`Mitigation`]: `silent-writes`, `stale-reads`, `false-reads`, `decayed-sequentiality`, `false-anonymity` |
+//! | `host.mitigations` | list of strings | `[]` | VSwapper-style mitigations of host-swap anomalies, from [`Mitigation`]: `silent-writes`, `stale-reads`, `false-reads` (also adds a balloon device with free page reporting), `decayed-sequentiality`, `false-anonymity` |
 //! | `balloon.policy` | `none`, `manual`, `auto`, `churn` | `none` | `none`: no balloon device; `manual`: inflate to `balloon.target` once the guest is up; `auto`: inflate/deflate with host memory pressure (needs `host.limit`); `churn`: inflate to `balloon.target` and deflate to 0, turn about, every `balloon.period_s` (soak tests) |
 //! | `balloon.target` | size | none | `manual` and `churn` only (required there): memory the balloon takes from the guest |
 //! | `balloon.period_s` | integer 1–3600 | 10 | `churn` only: seconds between inflating and deflating |
@@ -220,7 +220,10 @@ pub enum Mitigation {
     SilentWrites,
     /// Do not read a page from the store that the guest is about to overwrite whole.
     StaleReads,
-    /// Do not read a page from the store that the guest frees or zeroes.
+    /// Do not read a page from the store that the guest frees or zeroes: the
+    /// stale-reads install, plus free page reporting through a balloon (the
+    /// guest reports free 2 MiB blocks, the host discards them, and a later
+    /// fault on one is a zero fill).
     FalseReads,
     /// Keep guest-sequential pages sequential in the store (and read them ahead).
     DecayedSequentiality,
