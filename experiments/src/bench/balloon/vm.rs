@@ -121,6 +121,20 @@ pub(super) struct Vm {
     pub(super) driver: Box<dyn Driver>,
 }
 
+impl Vm {
+    /// A started VM whose output arrives on `rx`, with no balloon driver yet.
+    fn new(child: Child, rx: mpsc::Receiver<String>) -> Self {
+        Vm {
+            child,
+            lines: Lines {
+                rx,
+                seen: Vec::new(),
+            },
+            driver: Box::new(NoDriver),
+        }
+    }
+}
+
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -175,14 +189,7 @@ pub(super) fn start_swaplab(s: &Setup, dir: &Path) -> Result<Vm, BalloonBenchErr
     if let Some(err) = child.stderr.take() {
         pump(err, std::io::sink());
     }
-    let mut vm = Vm {
-        child,
-        lines: Lines {
-            rx,
-            seen: Vec::new(),
-        },
-        driver: Box::new(NoDriver),
-    };
+    let mut vm = Vm::new(child, rx);
     vm.lines.wait_for(READY_MARKER, s.limit)?;
     vm.driver = Box::new(ControlSocket(JsonLines::connect(
         &sock,
@@ -212,14 +219,7 @@ pub(super) fn start_qemu(s: &Setup, program: &OsStr, dir: &Path) -> Result<Vm, B
     if let Some(err) = child.stderr.take() {
         pump(err, LineSender::new(etx));
     }
-    let mut vm = Vm {
-        child,
-        lines: Lines {
-            rx,
-            seen: Vec::new(),
-        },
-        driver: Box::new(NoDriver),
-    };
+    let mut vm = Vm::new(child, rx);
     let mut qmp = match Qmp::open(&sock, s.mem, REQUEST_TIMEOUT) {
         Ok(q) => q,
         Err(e) => {
