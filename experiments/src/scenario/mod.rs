@@ -49,7 +49,7 @@
 //! | `host.policy` | `fifo`, `random`, `clock` | `clock` | which page the host swapper evicts |
 //! | `host.prefetch` | integer 0–256 | 0 | on a sequential fault, also read up to this many following pages |
 //! | `host.mitigations` | list of strings | `[]` | VSwapper-style mitigations of host-swap anomalies, from [`Mitigation`]: `silent-writes`, `stale-reads`, `false-reads` (also adds a balloon device with free page reporting), `decayed-sequentiality`, `false-anonymity` |
-//! | `balloon.policy` | `none`, `manual`, `auto`, `churn` | `none` | `none`: no balloon device; `manual`: inflate to `balloon.target` once the guest is up; `auto`: inflate/deflate with host memory pressure (needs `host.limit`); `churn`: inflate to `balloon.target` and deflate to 0, turn about, every `balloon.period_s` (soak tests) |
+//! | `balloon.policy` | `none`, `manual`, `auto`, `churn` | `none` | `none`: no balloon device; `manual`: inflate to `balloon.target` once the guest is up, and the workload starts when the balloon holds it (`swaplab-guest balloon-wait`, at most 120 s); `auto`: inflate/deflate with host memory pressure (needs `host.limit`); `churn`: inflate to `balloon.target` and deflate to 0, turn about, every `balloon.period_s` (soak tests) |
 //! | `balloon.target` | size | none | `manual` and `churn` only (required there): memory the balloon takes from the guest |
 //! | `balloon.period_s` | integer 1–3600 | 10 | `churn` only: seconds between inflating and deflating |
 //! | `balloon.stats_interval_ms` | integer 0 or 100–60000 | 1000 | how often the guest reports memory statistics; 0: never |
