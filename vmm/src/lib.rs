@@ -23,6 +23,7 @@ pub mod fuzzing;
 pub mod linux;
 pub mod memory;
 pub mod stats;
+pub mod threads;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

@@ -185,6 +185,11 @@ fn watchdog(
                 let now = Instant::now();
                 if deadline.is_some_and(|d| now >= d) {
                     verdict.store(WATCH_TIMED_OUT, Ordering::SeqCst);
+                    // Before anything is stopped: which thread waits where.
+                    tracing::warn!(
+                        "the guest ran out of time; this process's threads (tid comm state wchan [kernel stack]):\n{}",
+                        crate::threads::dump()
+                    );
                 } else if panic_deadline.is_some_and(|d| now >= d) {
                     verdict.store(WATCH_PANIC_STOP, Ordering::SeqCst);
                 } else {
