@@ -150,7 +150,18 @@ impl Guest {
 
     /// One request that must succeed; its result.
     fn call(&self, req: &Request) -> Value {
-        match self.reply(req).outcome {
+        self.succeeded(req, self.reply(req))
+    }
+
+    /// Like [`Guest::call`], but a socket that is gone (the VM ended) is
+    /// `Err` with what the connection said, not a panic.
+    fn call_unless_gone(&self, req: &Request) -> Result<Value, String> {
+        let r = ctl::request(&self.sock, req, REQUEST_LIMIT).map_err(|e| e.to_string())?;
+        Ok(self.succeeded(req, r))
+    }
+
+    fn succeeded(&self, req: &Request, r: Reply) -> Value {
+        match r.outcome {
             Ok(v) => v,
             Err(e) => panic!("{} failed: {e:?}\n{}", req.name(), self.context()),
         }
@@ -330,13 +341,10 @@ fn balloon_inflates_deflates_reports_and_survives_a_guest_that_needs_its_memory(
     let mut socket_closed = None;
     g.poll("phase 2's end", Duration::from_secs(900), |g| {
         let done = g.seen.iter().any(|l| l.starts_with("phase2: exit"));
-        let b = match ctl::request(&g.sock, &Request::BalloonStats, REQUEST_LIMIT) {
-            Ok(r) => match r.outcome {
-                Ok(v) => v,
-                Err(e) => panic!("balloon.stats failed: {e:?}\n{}", g.context()),
-            },
+        let b = match g.call_unless_gone(&Request::BalloonStats) {
+            Ok(v) => v,
             Err(e) => {
-                socket_closed = Some(e.to_string());
+                socket_closed = Some(e);
                 return Some(());
             }
         };

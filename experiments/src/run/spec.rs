@@ -71,20 +71,23 @@ pub const GUEST_DISK: &str = "/dev/vda";
 /// inflation.
 pub fn guest_command(s: &Scenario) -> String {
     let ms = sample_interval(s).as_millis();
-    let wait = match &s.balloon.policy {
-        BalloonPolicy::Manual { target } if target.bytes() >= 1 << 20 => format!(
-            "swaplab-guest balloon-wait --mb {} --timeout-s {BALLOON_WAIT_S} && ",
-            target.bytes() >> 20
-        ),
-        _ => String::new(),
-    };
-    let wait = if free_page_reporting(s) {
-        format!("echo {REPORTING_ORDER} > /sys/module/page_reporting/parameters/page_reporting_order && {wait}")
-    } else {
-        wait
-    };
+    // Steps the workload needs done first, each ending in `&& `.
+    let mut before = String::new();
+    if free_page_reporting(s) {
+        before += &format!(
+            "echo {REPORTING_ORDER} > /sys/module/page_reporting/parameters/page_reporting_order && "
+        );
+    }
+    if let BalloonPolicy::Manual { target } = &s.balloon.policy {
+        if target.bytes() >= 1 << 20 {
+            before += &format!(
+                "swaplab-guest balloon-wait --mb {} --timeout-s {BALLOON_WAIT_S} && ",
+                target.bytes() >> 20
+            );
+        }
+    }
     format!(
-        "swaplab-guest report --interval-ms {ms} & R=$!; {wait}{}; S=$?; kill $R; wait $R 2>/dev/null; swaplab-guest report --count 1; exit $S",
+        "swaplab-guest report --interval-ms {ms} & R=$!; {before}{}; S=$?; kill $R; wait $R 2>/dev/null; swaplab-guest report --count 1; exit $S",
         workload_command(s)
     )
 }

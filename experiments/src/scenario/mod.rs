@@ -222,7 +222,7 @@ pub enum Mitigation {
     StaleReads,
     /// Do not read a page from the store that the guest frees or zeroes: the
     /// stale-reads install, plus free page reporting through a balloon (the
-    /// guest reports free 2 MiB blocks, the host discards them, and a later
+    /// guest reports free 32 KiB blocks, the host discards them, and a later
     /// fault on one is a zero fill).
     FalseReads,
     /// Keep guest-sequential pages sequential in the store (and read them ahead).

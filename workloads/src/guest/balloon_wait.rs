@@ -9,6 +9,7 @@ use std::io::Write;
 
 use super::clock::monotonic_ns;
 use super::json::{emit, line, Value};
+use super::report::read;
 use super::{args::Flags, output, GuestError};
 
 /// Arguments of `balloon-wait`.
@@ -53,9 +54,7 @@ pub fn run(args: &BalloonWaitArgs, out: &mut dyn Write) -> Result<(), GuestError
     let deadline = start + args.timeout_s * 1_000_000_000;
     let mut next = start;
     loop {
-        let text = std::fs::read_to_string("/proc/vmstat")
-            .map_err(GuestError::io("reading /proc/vmstat"))?;
-        let have = balloon_pages(&text).ok_or_else(|| GuestError::Io {
+        let have = balloon_pages(&read("/proc/vmstat")?).ok_or_else(|| GuestError::Io {
             what: "/proc/vmstat".into(),
             error: std::io::Error::other(
                 "no balloon_inflate counter (kernel without CONFIG_MEMORY_BALLOON)",

@@ -102,7 +102,8 @@ pub fn sample_line(seq: u64, mono_ns: u64, boot_ns: u64, meminfo: &str, vmstat: 
     line("report", &fields)
 }
 
-fn read(path: &str) -> Result<String, GuestError> {
+/// A `/proc` file's text; the error names the file.
+pub(super) fn read(path: &str) -> Result<String, GuestError> {
     std::fs::read_to_string(path).map_err(GuestError::io(format!("reading {path}")))
 }
 
