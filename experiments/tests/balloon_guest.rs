@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use experiments::ctl;
@@ -64,7 +64,8 @@ struct Guest {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
-    stderr: Arc<Mutex<String>>,
+    /// Its stderr so far, and whether it has ended.
+    stderr: Arc<(Mutex<(String, bool)>, Condvar)>,
     sock: PathBuf,
 }
 
@@ -91,16 +92,19 @@ impl Guest {
                 }
             }
         });
-        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new((Mutex::new((String::new(), false)), Condvar::new()));
         let mut err = child.stderr.take().unwrap();
         let e = stderr.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = err.read(&mut buf) {
-                e.lock()
+                e.0.lock()
                     .unwrap()
+                    .0
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
+            e.0.lock().unwrap().1 = true;
+            e.1.notify_all();
         });
         Guest {
             child,
@@ -111,12 +115,17 @@ impl Guest {
         }
     }
 
-    /// What the run printed so far, for failure messages.
+    /// What the run printed so far, for failure messages. A VMM that is
+    /// exiting gets a moment to finish its stderr (its last words say why).
     fn context(&self) -> String {
+        let (lock, ended) = &*self.stderr;
+        let (err, _) = ended
+            .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(5), |e| !e.1)
+            .unwrap();
         format!(
             "--- guest output\n{}\n--- stderr\n{}",
             self.seen.join("\n"),
-            self.stderr.lock().unwrap()
+            err.0
         )
     }
 
@@ -223,6 +232,11 @@ fn balloon_inflates_deflates_reports_and_survives_a_guest_that_needs_its_memory(
         eprintln!("skipped: {why}");
         return;
     }
+    common::retry_if_l1_panicked(balloon_phases);
+}
+
+/// The whole run: one guest, its balloon driven through the control socket.
+fn balloon_phases() {
     let started = Instant::now();
     let dir = common::temp_dir("balloon-guest");
     let sock = dir.path().join("vm.sock");

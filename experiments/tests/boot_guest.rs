@@ -186,6 +186,11 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
             return;
         }
     };
+    common::retry_if_l1_panicked(|| boot_cases(&tier, &image));
+}
+
+/// Every case: good commands, bad files, failing guests.
+fn boot_cases(tier: &Tier, image: &str) {
     let dir = common::temp_dir("boot-guest");
     // A truncated initramfs: a valid cpio start, without /init (the archive's end).
     let cpio = std::fs::read(Path::new(&image).join("initramfs.cpio")).unwrap();
@@ -283,7 +288,7 @@ fn guest_image_boots_runs_commands_and_every_failure_is_reported() {
             (name, a)
         })
         .collect();
-    let r = run_cases(&tier, dir.path(), &cases);
+    let r = run_cases(tier, dir.path(), &cases);
     let show = |name: &str| format!("{name}: {:?}", r[name]);
 
     // The result channel: a line written to /dev/ttyS1 arrives exactly, guest

@@ -10,7 +10,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{swaplab, temp_dir};
+use common::{linux_guest_tier, swaplab, swaplab_with_env, temp_dir, Tier};
+use experiments::run::resume::ENV_INJECT_L1_PANIC;
 use serde_json::Value;
 
 fn text(b: &[u8]) -> String {
@@ -201,15 +202,38 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
     let file = dir.path().join("matrix.toml");
     std::fs::write(&file, MATRIX).unwrap();
     let out_dir = dir.path().join("out");
-    let out = swaplab(&[
-        "run",
-        file.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    // In the sandbox, L1's kernel is crashed as the third run starts: the
+    // matrix must resume in a fresh L1, keep the two finished runs and run
+    // the third again (see swaplab::run::resume).
+    let out = swaplab_with_env(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &[(ENV_INJECT_L1_PANIC, "3")],
+    );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    if linux_guest_tier() == Ok(Tier::Sandbox) {
+        assert!(
+            stderr.contains("sysrq triggered crash")
+                && stderr.contains("starting L1 again to resume the matrix"),
+            "{stderr}"
+        );
+        let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+        let note = report
+            .lines()
+            .find(|l| l.starts_with("> **Note.** Resumed after the sandbox's L1 kernel panicked"))
+            .unwrap_or_else(|| panic!("no resume note\n{report}"));
+        assert!(
+            note.contains("2 of 6 runs were kept")
+                && note.contains("run again from the start: host-swap-mitigated repetition 1/1"),
+            "{note}"
+        );
+    }
     // The summary: one table per run with every path.
     for row in [
         "guest swap-in (blk read)",

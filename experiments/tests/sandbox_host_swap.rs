@@ -46,6 +46,11 @@ fn host_swap_probe_runs_in_l1_with_uffd_move() {
     if qemu_missing() {
         return;
     }
+    common::retry_if_l1_panicked(probe_in_l1);
+}
+
+/// doctor and a host-swap probe, in one L1.
+fn probe_in_l1() {
     let exe = env!("CARGO_BIN_EXE_swaplab");
     // 8M of test RAM with 4M resident: every pass evicts and swaps in.
     let script = format!(

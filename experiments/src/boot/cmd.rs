@@ -151,6 +151,19 @@ pub fn run_in_sandbox(
     guest_mem: u64,
     guest_timeout: Duration,
 ) -> anyhow::Result<u8> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    run_args_in_sandbox(files, guest_mem, guest_timeout, args)
+}
+
+/// [`run_in_sandbox`] with these arguments (after the program name) instead
+/// of this command's. A [`sandbox::SandboxError`] is the error's root cause,
+/// for callers that handle some (an L1 panic) themselves.
+pub fn run_args_in_sandbox(
+    files: &BootFiles,
+    guest_mem: u64,
+    guest_timeout: Duration,
+    args: Vec<OsString>,
+) -> anyhow::Result<u8> {
     let mut cfg = SandboxConfig::from_env()?;
     cfg.mem = cfg.mem.max(guest_mem + L1_HEADROOM);
     cfg.timeout = cfg
@@ -162,7 +175,6 @@ pub fn run_in_sandbox(
         env.push((ENV_IMAGE_DIR.into(), dir.clone().into_os_string()));
     }
     cfg.env = Some(env);
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // `--api-sock PATH`: PATH is forwarded out of L1; the re-run listens on SWAPLAB_API_SOCK_INNER.
     cfg.forward_api_sock(&args)?;
     let mut argv: Vec<OsString> = vec![sandbox::reexec::current_exe()?];

@@ -219,6 +219,9 @@ pub struct MatrixResults {
     /// Its description.
     #[serde(default)]
     pub description: String,
+    /// Notes on how it ran (e.g. that it was resumed after an L1 panic).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Where it ran.
     pub environment: Environment,
     /// Per scenario, in matrix order.

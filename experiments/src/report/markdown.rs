@@ -297,6 +297,9 @@ pub fn render(results: &MatrixResults, figures: &[Link], files: &[Link]) -> Stri
     if !results.description.is_empty() {
         let _ = writeln!(out, "{}\n", cell(&results.description));
     }
+    for n in &results.notes {
+        let _ = writeln!(out, "> **Note.** {}\n", cell(n));
+    }
     environment(&mut out, results);
     scenarios(&mut out, results);
     comparison(&mut out, results);

@@ -44,6 +44,9 @@ pub enum RunEnd<'a> {
     Failed(&'a str),
     /// Stopped at its timeout.
     TimedOut,
+    /// Not run: its result was kept from an earlier attempt (`--resume`),
+    /// which ended it as said.
+    Kept(&'a str),
 }
 
 /// `m:ss` or `h:mm:ss`.
@@ -73,6 +76,8 @@ pub struct Progress<W: Write> {
     failed: u64,
     /// Sum of finished runs' durations (for the estimate).
     run_time: Duration,
+    /// Runs that ran here (not kept from an earlier attempt): `run_time`'s count.
+    timed: u64,
     current: Option<Current>,
     status_shown: bool,
 }
@@ -106,6 +111,7 @@ impl<W: Write> Progress<W> {
             done: 0,
             failed: 0,
             run_time: Duration::ZERO,
+            timed: 0,
             current: None,
             status_shown: false,
         }
@@ -122,10 +128,10 @@ impl<W: Write> Progress<W> {
 
     /// Estimated time left: mean finished-run time × runs left (the current one included).
     fn eta(&self, now: Duration) -> Option<Duration> {
-        if self.done == 0 {
+        if self.timed == 0 {
             return None;
         }
-        let mean = self.run_time / u32::try_from(self.done).unwrap_or(u32::MAX);
+        let mean = self.run_time / u32::try_from(self.timed).unwrap_or(u32::MAX);
         let left = self.total.saturating_sub(self.done);
         let in_run = self
             .current
@@ -209,6 +215,7 @@ impl<W: Write> Progress<W> {
             RunEnd::Ok => format!("ok in {secs}"),
             RunEnd::Failed(why) => format!("FAILED after {secs}: {why}"),
             RunEnd::TimedOut => format!("TIMED OUT after {secs}"),
+            RunEnd::Kept(how) => format!("kept from the earlier attempt ({how})"),
         };
         let line = format!(
             "swaplab: {} {} repetition {}/{}: {what}",
@@ -220,8 +227,11 @@ impl<W: Write> Progress<W> {
         self.clear_status();
         let _ = writeln!(self.out, "{line}");
         self.done += 1;
-        self.run_time += took;
-        if end != RunEnd::Ok {
+        if !matches!(end, RunEnd::Kept(_)) {
+            self.run_time += took;
+            self.timed += 1;
+        }
+        if !matches!(end, RunEnd::Ok | RunEnd::Kept("ok")) {
             self.failed += 1;
         }
         let _ = self.out.flush();
@@ -353,6 +363,32 @@ mod tests {
         assert!(out.contains("repetition 2/3: TIMED OUT after 4.0 s\n"));
         assert!(
             out.ends_with("swaplab: 2 of 3 runs done in 0:14, 1 failed\n"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn kept_runs_say_so_and_stay_out_of_the_estimate() {
+        let (mut p, t) = fake(Style::Tty, 4);
+        p.start_run("balloon", 1, 4);
+        p.end_run(RunEnd::Kept("ok"));
+        p.start_run("balloon", 2, 4);
+        p.end_run(RunEnd::Kept("guest panicked"));
+        assert!(text(&p).contains("repetition 1/4: kept from the earlier attempt (ok)\n"));
+        // No run has run here yet: no estimate.
+        p.start_run("balloon", 3, 4);
+        t.store(10, Ordering::SeqCst);
+        p.tick();
+        assert!(!text(&p).ends_with("left"), "{:?}", text(&p));
+        p.end_run(RunEnd::Ok);
+        // 10 s per run that ran here, one left.
+        p.start_run("balloon", 4, 4);
+        p.tick();
+        assert!(text(&p).ends_with("~0:10 left"), "{:?}", text(&p));
+        p.end_run(RunEnd::Ok);
+        let out = String::from_utf8(p.finish()).unwrap();
+        assert!(
+            out.ends_with("4 of 4 runs done in 0:10, 1 failed\n"),
             "{out:?}"
         );
     }

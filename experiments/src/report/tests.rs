@@ -37,6 +37,7 @@ fn matrix() -> MatrixResults {
     MatrixResults {
         matrix: "scenarios/default.toml".into(),
         description: String::new(),
+        notes: Vec::new(),
         environment: Environment::default(),
         scenarios: vec![
             ScenarioResults {

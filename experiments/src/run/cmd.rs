@@ -7,6 +7,7 @@
 //! `console.log` per run, and `result.json` at the top when there was only
 //! one run.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ use anyhow::Context;
 
 use super::machine::{run_machine, Interrupter, MachineOptions};
 use super::report::{self, progress::LiveProgress};
+use super::resume::{self, Earlier};
 use super::trace::session::Tracing;
 use super::{analyze, result::RunResult};
 use crate::boot::console::Show;
@@ -21,7 +23,8 @@ use crate::boot::BootFiles;
 use crate::cli::usage;
 use crate::probe_run::signals::{signal_name, SignalScope};
 use crate::report::data::Outcome;
-use crate::sandbox::{needs_sandbox_here, SandboxFlag};
+use crate::report::progress::RunEnd;
+use crate::sandbox::{needs_sandbox_here, SandboxError, SandboxFlag};
 use crate::scenario::{self, Matrix, Scenario};
 use crate::size::ByteSize;
 
@@ -72,6 +75,14 @@ pub struct RunArgs {
     /// mounted for the run if it is not; without them the run goes on without).
     #[arg(long)]
     pub ktrace: bool,
+    /// Continue the matrix in --out DIR: runs whose result.json is there (for the same
+    /// settings) are kept, the rest run. A run that started but wrote no result runs again.
+    /// In the nested sandbox swaplab does this by itself when L1's kernel dies mid-matrix.
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    /// Why the matrix is resumed, for the report (set by swaplab when it restarts L1).
+    #[arg(long, value_name = "TEXT", requires = "resume", hide = true)]
+    pub resume_reason: Option<String>,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
 }
@@ -174,9 +185,22 @@ pub fn run_one(
     Ok(result)
 }
 
+/// Writes `v` to `path` whole or not at all (a temporary file, synced, then
+/// renamed): `--resume` keeps a run whose `result.json` is there, and in the
+/// sandbox L1's 9p mount caches writes that an L1 panic would lose.
 fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> anyhow::Result<()> {
+    use std::io::Write;
     let body = serde_json::to_string_pretty(v)?;
-    std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().with_context(|| format!("writing {}", path.display()))
 }
 
 /// `results/<UTC timestamp>`.
@@ -209,20 +233,78 @@ pub fn utc_stamp(secs: u64) -> String {
     )
 }
 
+/// How many times L1 is started for one matrix when its kernel panics mid-matrix.
+const L1_MATRIX_ATTEMPTS: u32 = 3;
+
+/// Run the matrix in the sandbox. The output directory is chosen here, so
+/// that when L1's kernel panics (it is emulated by TCG, and has, now and then,
+/// under load) L1 is started again and the matrix resumes there
+/// ([`super::resume`]): finished runs are kept, the cut-off run runs again,
+/// and the report says so.
+fn run_in_sandbox(args: &RunArgs, scenarios: &[Scenario]) -> anyhow::Result<u8> {
+    let files = BootFiles::resolve(None, None, None, false)?;
+    let mem = scenarios
+        .iter()
+        .map(|s| s.guest.mem.bytes())
+        .max()
+        .unwrap_or(0);
+    let time = scenarios
+        .iter()
+        .map(|s| std::time::Duration::from_secs(s.timeout_s * u64::from(s.repetitions)))
+        .sum();
+    let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            let o = default_out();
+            add_args(&mut argv, [OsString::from("--out"), o.clone().into()]);
+            o
+        }
+    };
+    let mut attempt = 1;
+    loop {
+        let result = crate::boot::cmd::run_args_in_sandbox(&files, 2 * mem, time, argv.clone());
+        let panic = match &result {
+            Err(e) => match e.downcast_ref::<SandboxError>() {
+                Some(SandboxError::Panic { line, .. }) => line.clone(),
+                _ => return result,
+            },
+            Ok(_) => return result,
+        };
+        if attempt == L1_MATRIX_ATTEMPTS {
+            return result;
+        }
+        attempt += 1;
+        if let Err(e) = &result {
+            eprintln!("swaplab: {e:#}");
+        }
+        eprintln!(
+            "swaplab: starting L1 again to resume the matrix in {} (attempt {attempt} of {L1_MATRIX_ATTEMPTS})",
+            out.display()
+        );
+        if !argv.iter().any(|a| a == "--resume") {
+            add_args(&mut argv, ["--resume".into()]);
+        }
+        let reason = format!("the sandbox's L1 kernel panicked ({})", panic_text(&panic));
+        add_args(&mut argv, ["--resume-reason".into(), reason.into()]);
+    }
+}
+
+/// Adds options to `swaplab run`'s arguments (after the subcommand, before a `--`).
+fn add_args<const N: usize>(argv: &mut Vec<OsString>, extra: [OsString; N]) {
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.splice(at..at, extra);
+}
+
+/// The panic message without the kernel's timestamp.
+fn panic_text(line: &str) -> &str {
+    line.split_once("] ").map_or(line, |(_, rest)| rest).trim()
+}
+
 fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let scenarios = load(args)?;
     if needs_sandbox_here(args.sandbox.sandbox) {
-        let files = BootFiles::resolve(None, None, None, false)?;
-        let mem = scenarios
-            .iter()
-            .map(|s| s.guest.mem.bytes())
-            .max()
-            .unwrap_or(0);
-        let time = scenarios
-            .iter()
-            .map(|s| std::time::Duration::from_secs(s.timeout_s * u64::from(s.repetitions)))
-            .sum();
-        return crate::boot::cmd::run_in_sandbox(&files, 2 * mem, time);
+        return run_in_sandbox(args, &scenarios);
     }
     let out = args.out.clone().unwrap_or_else(default_out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -238,6 +320,10 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mut tracing = Tracing::new(&out, args.ktrace, progress.notifier());
     let mut results = Vec::new();
     let mut failed = false;
+    // --resume: runs kept from the earlier attempt, and those it cut off.
+    let mut kept_runs = 0;
+    let mut index = 0;
+    let mut rerun: Vec<String> = Vec::new();
     // Ctrl-C (or SIGTERM, SIGHUP) stops the running guest and the matrix;
     // what ran is still written, and kernel tracing is switched off.
     let interrupter = Interrupter::default();
@@ -254,14 +340,44 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
             progress.get().start_run(&s.name, rep, s.repetitions);
             let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
             let dir = out.join(&s.name).join(rep.to_string());
-            let run = run_one(
-                s,
-                &dir,
-                show,
-                args.api_sock.as_deref(),
-                Some((&mut tracing, &label)),
-                Some(&interrupter),
-            );
+            let kept = if args.resume {
+                match resume::earlier(&dir, s) {
+                    Earlier::Absent => None,
+                    Earlier::Kept(r) => Some(*r),
+                    Earlier::Unfinished => {
+                        progress.note(&format!(
+                            "{label}: the earlier attempt did not finish it; running it again"
+                        ));
+                        rerun.push(label.clone());
+                        None
+                    }
+                    Earlier::Unusable(why) => {
+                        progress.note(&format!("{label}: not kept ({why}); running it again"));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            index += 1;
+            let ran = kept.is_none();
+            if ran {
+                resume::maybe_inject_l1_panic(&out, index, &dir);
+            }
+            let run = match kept {
+                Some(r) => {
+                    kept_runs += 1;
+                    Ok(r)
+                }
+                None => run_one(
+                    s,
+                    &dir,
+                    show,
+                    args.api_sock.as_deref(),
+                    Some((&mut tracing, &label)),
+                    Some(&interrupter),
+                ),
+            };
             let r = match run {
                 Ok(r) => r,
                 Err(e) => {
@@ -274,11 +390,20 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
                 }
             };
             let outcome = report::outcome(&r);
-            progress.get().end_run(report::run_end(&outcome));
-            if args.json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                print!("{}", r.summary());
+            let end = report::run_end(&outcome);
+            progress.get().end_run(match end {
+                _ if !ran => RunEnd::Kept(match end {
+                    RunEnd::Failed(why) => why,
+                    RunEnd::TimedOut => "timed out",
+                    _ => "ok",
+                }),
+                end => end,
+            });
+            // A kept run's summary was printed by the attempt that ran it.
+            match (ran, args.json) {
+                (false, _) => {}
+                (true, true) => println!("{}", serde_json::to_string(&r)?),
+                (true, false) => print!("{}", r.summary()),
             }
             failed |= outcome != Outcome::Ok;
             results.push(r);
@@ -290,7 +415,13 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     }
     tracing.finish();
     let env = report::matrix_environment(&results, started);
-    let info = report::matrix_info(&args.scenarios);
+    let mut info = report::matrix_info(&args.scenarios);
+    info.notes.extend(resume::note(
+        kept_runs,
+        total,
+        &rerun,
+        args.resume_reason.as_deref(),
+    ));
     if let Err(e) = report::write_report(&out, &info, env, &results) {
         progress.note(&format!("no report: {e}"));
     }

@@ -12,7 +12,7 @@
 //!   the device is about to overwrite entirely: a **stale swap read** (the
 //!   VSwapper anomaly; the false-read mitigation removes it).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A blk request as the join needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub struct HostFault {
 }
 
 /// One joined pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinedEvent {
     /// The fault's sequence number.
     pub fault_seq: u64,

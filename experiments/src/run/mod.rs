@@ -8,6 +8,7 @@
 //!   raised (double paging, stale swap reads).
 //! - [`result`]: `result.json` and the summary table; [`analyze`] turns a raw
 //!   run into it.
+//! - [`resume`]: reading back the runs an earlier attempt at a matrix finished.
 //! - [`cmd`]: the CLI.
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod machine;
 pub mod recent;
 pub mod report;
 pub mod result;
+pub mod resume;
 pub mod spec;
 pub mod trace;
 

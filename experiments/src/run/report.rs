@@ -45,6 +45,8 @@ pub struct MatrixInfo {
     pub name: String,
     /// One line for the report (the matrix file's description).
     pub description: String,
+    /// Notes on how the matrix ran (e.g. that it was resumed), shown under it.
+    pub notes: Vec<String>,
 }
 
 /// Results files in the output directory `report.md` links to when present.
@@ -336,6 +338,7 @@ pub fn matrix_results(info: &MatrixInfo, env: Environment, runs: &[RunResult]) -
     MatrixResults {
         matrix: info.name.clone(),
         description: info.description.clone(),
+        notes: info.notes.clone(),
         environment: env,
         scenarios,
     }
@@ -460,6 +463,7 @@ pub fn matrix_info(names: &[String]) -> MatrixInfo {
     MatrixInfo {
         name: names.join(" "),
         description,
+        notes: Vec::new(),
     }
 }
 

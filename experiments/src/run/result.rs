@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::join::JoinedEvent;
 use crate::scenario::Scenario;
 
 /// Latency percentiles of one path, ns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PathLatency {
     /// Events.
     pub count: u64,
@@ -74,7 +74,7 @@ pub const PATHS: &[(&str, &str)] = &[
 ];
 
 /// What the guest's programs reported over the channel.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GuestReport {
     /// Pages the workload verified (its tags or patterns).
     pub pages_verified: u64,
@@ -89,7 +89,7 @@ pub struct GuestReport {
 }
 
 /// One timeline sample taken by the host while the guest ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostSample {
     /// Seconds since the vCPUs started.
     pub t_s: f64,
@@ -110,7 +110,7 @@ pub struct HostSample {
 }
 
 /// `result.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     /// Scenario name.
     pub scenario: String,

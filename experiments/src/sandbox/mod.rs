@@ -119,6 +119,10 @@ pub fn api_sock_listen_path(requested: &std::path::Path) -> PathBuf {
 /// --forward-socket` where to listen: `SWAPLAB_FORWARD_SOCK_0`, `_1`, ...
 pub const ENV_FORWARD_SOCK_PREFIX: &str = "SWAPLAB_FORWARD_SOCK_";
 
+/// How a [`SandboxError::Panic`] begins: L1's kernel (emulated by TCG) died
+/// under the command. Callers that can run their work again look for this.
+pub const L1_PANICKED: &str = "the L1 kernel panicked";
+
 /// Errors of the sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -157,12 +161,12 @@ pub enum SandboxError {
         console: String,
     },
     /// L1's kernel panicked.
-    #[error("the L1 kernel panicked: {line}{}", detail("", .console))]
+    #[error("{L1_PANICKED}: {line}\nL1 kernel's report:\n  {}", .oops.replace('\n', "\n  "))]
     Panic {
         /// The panic line.
         line: String,
-        /// The end of the kernel console.
-        console: String,
+        /// The oops that led to it ([`protocol::panic_report`]).
+        oops: String,
     },
     /// L1's init failed.
     #[error("L1 init failed in stage {stage}: {message}")]
@@ -626,7 +630,7 @@ pub fn interpret(report: &Report, timeout: Duration) -> Result<u8, SandboxError>
     if let Some(line) = protocol::find_panic(&report.console_tail) {
         return Err(SandboxError::Panic {
             line: line.to_string(),
-            console,
+            oops: protocol::panic_report(&report.console_tail).unwrap_or_default(),
         });
     }
     if let Some(line) = report

@@ -121,6 +121,48 @@ pub fn find_panic(console: &str) -> Option<&str> {
         .map(|l| l.trim())
 }
 
+/// Lines that open a kernel oops report.
+const OOPS_STARTS: &[&str] = &[
+    "BUG:",
+    "Oops:",
+    "general protection fault",
+    "------------[ cut here ]",
+    "double fault",
+    "stack guard page",
+    "kernel stack overflow",
+    "Kernel panic - not syncing",
+];
+
+/// Most lines of an oops report an error message shows.
+const OOPS_LINES: usize = 60;
+
+/// The kernel's report of what led to its panic: from the first line that
+/// opens an oops (`BUG:`, `Oops:`, a `cut here` marker, ...) through the panic
+/// line, at most [`OOPS_LINES`] lines (the middle elided). `None` without a
+/// panic.
+pub fn panic_report(console: &str) -> Option<String> {
+    let lines: Vec<&str> = console.lines().map(str::trim_end).collect();
+    let end = lines
+        .iter()
+        .position(|l| l.contains("Kernel panic - not syncing"))?;
+    let start = lines[..=end]
+        .iter()
+        .position(|l| OOPS_STARTS.iter().any(|m| l.contains(m)))
+        .unwrap_or(end);
+    let report = &lines[start..=end];
+    if report.len() <= OOPS_LINES {
+        return Some(report.join("\n"));
+    }
+    let head = OOPS_LINES * 3 / 4;
+    let tail = OOPS_LINES - head;
+    let skipped = report.len() - head - tail;
+    Some(format!(
+        "{}\n[... {skipped} lines ...]\n{}",
+        report[..head].join("\n"),
+        report[report.len() - tail..].join("\n")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +219,32 @@ mod tests {
             Some("[ 2.0] Kernel panic - not syncing: VFS: Unable to mount root fs")
         );
         assert_eq!(find_panic("fine"), None);
+    }
+
+    #[test]
+    fn the_panic_report_starts_at_the_oops() {
+        let c = "[ 1.0] ok\n[ 2.0] BUG: unable to handle page fault\n[ 2.1] RIP: x\n\
+                 [ 2.2] Kernel panic - not syncing: Fatal exception\n[ 2.3] after\n";
+        assert_eq!(
+            panic_report(c).unwrap(),
+            "[ 2.0] BUG: unable to handle page fault\n[ 2.1] RIP: x\n\
+             [ 2.2] Kernel panic - not syncing: Fatal exception"
+        );
+        assert_eq!(panic_report("[ 1.0] BUG: but no panic"), None);
+        let bare = "[ 1.0] ok\n[ 2.0] Kernel panic - not syncing: VFS\n";
+        assert_eq!(
+            panic_report(bare).unwrap(),
+            "[ 2.0] Kernel panic - not syncing: VFS"
+        );
+        let long: String = std::iter::once("BUG: x".to_string())
+            .chain((0..200).map(|i| format!("line {i}")))
+            .chain(std::iter::once("Kernel panic - not syncing: y".to_string()))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let r = panic_report(&long).unwrap();
+        assert_eq!(r.lines().count(), OOPS_LINES + 1);
+        assert!(r.starts_with("BUG: x\n"), "{r}");
+        assert!(r.contains("[... 142 lines ...]"), "{r}");
+        assert!(r.ends_with("Kernel panic - not syncing: y"), "{r}");
     }
 }

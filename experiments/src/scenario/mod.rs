@@ -112,7 +112,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use swapper::PolicyKind;
 use workloads::probe::Pattern;
 
@@ -124,7 +124,7 @@ pub use source::Source;
 pub use validate::{GUEST_OS_RESERVE, MIN_GUEST_MEM, MIN_HOST_LIMIT};
 
 /// Where something is in a source file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pos {
     /// The file's name (a path, or `scenarios/NAME.toml` for a built-in).
     pub file: String,
@@ -201,7 +201,7 @@ impl ScenarioError {
 }
 
 /// Where the host swapper keeps evicted pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreChoice {
     /// A swap file (`swapper::StoreKind::File`).
@@ -213,7 +213,7 @@ pub enum StoreChoice {
 }
 
 /// A mitigation of one of the host-swap anomalies VSwapper (ASPLOS 2014) named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mitigation {
     /// Do not write back a page that is unchanged since it was read from the store.
@@ -251,23 +251,23 @@ impl Mitigation {
 }
 
 /// The guest.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestConfig {
     /// Guest RAM.
-    #[serde(serialize_with = "ser_size")]
+    #[serde(with = "as_text")]
     pub mem: ByteSize,
     /// vCPUs.
     pub cpus: u32,
     /// Size of the guest's swap disk; `None`: no guest swap.
-    #[serde(serialize_with = "ser_opt_size")]
+    #[serde(with = "opt_text")]
     pub swap: Option<ByteSize>,
 }
 
 /// Host swapping (the userfaultfd swapper on guest RAM).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostConfig {
     /// Resident limit of guest RAM.
-    #[serde(serialize_with = "ser_size")]
+    #[serde(with = "as_text")]
     pub limit: ByteSize,
     /// Backing store.
     pub store: StoreChoice,
@@ -280,7 +280,7 @@ pub struct HostConfig {
 }
 
 /// What the balloon does.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "policy")]
 pub enum BalloonPolicy {
     /// No balloon device.
@@ -288,7 +288,7 @@ pub enum BalloonPolicy {
     /// Inflate to `target` once the guest is up.
     Manual {
         /// Memory the balloon takes from the guest.
-        #[serde(serialize_with = "ser_size")]
+        #[serde(with = "as_text")]
         target: ByteSize,
     },
     /// Inflate and deflate with host memory pressure.
@@ -296,7 +296,7 @@ pub enum BalloonPolicy {
     /// Inflate to `target` and deflate to 0, turn about, every `period_s`.
     Churn {
         /// How far the balloon inflates.
-        #[serde(serialize_with = "ser_size")]
+        #[serde(with = "as_text")]
         target: ByteSize,
         /// Seconds between changes.
         period_s: u32,
@@ -304,7 +304,7 @@ pub enum BalloonPolicy {
 }
 
 /// The balloon.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BalloonConfig {
     /// What it does.
     #[serde(flatten)]
@@ -314,7 +314,7 @@ pub struct BalloonConfig {
 }
 
 /// Which guest program runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadKind {
     /// Write every page of the working set once per pass.
@@ -324,14 +324,14 @@ pub enum WorkloadKind {
 }
 
 /// What runs in the guest.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadConfig {
     /// The program.
     pub kind: WorkloadKind,
     /// Working-set size in MiB.
     pub mb: u64,
     /// Access order.
-    #[serde(serialize_with = "ser_display")]
+    #[serde(with = "as_text")]
     pub pattern: Pattern,
     /// Passes over the working set.
     pub passes: u32,
@@ -356,7 +356,7 @@ impl WorkloadConfig {
 }
 
 /// One experiment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
     /// Short name (`[a-z0-9][a-z0-9_-]*`).
     pub name: String,
@@ -381,7 +381,7 @@ pub struct Scenario {
 }
 
 /// The scenarios one `swaplab run` goes through, in order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Matrix {
     /// The file it came from.
     pub source: String,
@@ -401,17 +401,50 @@ impl Matrix {
     }
 }
 
-fn ser_size<S: serde::Serializer>(v: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&v.to_string())
-}
+/// Values written as their display text (`160M`, `zipf:0.99`) and read back
+/// with `FromStr`, so a result's `spec` reads back as the scenario it was.
+mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
 
-fn ser_opt_size<S: serde::Serializer>(v: &Option<ByteSize>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.serialize_some(&v.to_string()),
-        None => s.serialize_none(),
+    pub fn serialize<T: Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: serde::Deserializer<'de>,
+    {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
-fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+/// [`as_text`] for an optional value (`null` when absent).
+mod opt_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: serde::Serializer>(
+        v: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: serde::Deserializer<'de>,
+    {
+        let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        text.map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }

@@ -8,9 +8,15 @@ use serde_json::Value;
 
 /// Run the built `swaplab` with these arguments.
 pub fn swaplab(args: &[&str]) -> Output {
+    swaplab_with_env(args, &[])
+}
+
+/// Run the built `swaplab` with these arguments and environment variables.
+pub fn swaplab_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_swaplab"))
         .args(args)
         .env("RUST_BACKTRACE", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run swaplab")
 }
@@ -100,4 +106,28 @@ pub fn linux_guest_tier() -> Result<Tier, String> {
             Ok(Tier::Sandbox)
         }
     }
+}
+
+/// Runs a test's `body` again, once, when it failed because the nested
+/// sandbox's L1 kernel died under it (its panic message carries swaplab's
+/// "the L1 kernel panicked" error). L1 is a Linux emulated by QEMU TCG; its
+/// kernel has panicked now and then on a loaded host, in interrupt context,
+/// whatever ran in it. Any other failure, or a second L1 panic, fails the test.
+pub fn retry_if_l1_panicked(body: impl Fn()) {
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&body));
+    let Err(payload) = first else {
+        return;
+    };
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    if !message.contains(experiments::sandbox::L1_PANICKED) {
+        std::panic::resume_unwind(payload);
+    }
+    eprintln!(
+        "RETRYING: the sandbox's L1 kernel panicked under the test (above); running it once more"
+    );
+    body();
 }

@@ -41,6 +41,7 @@ fn results(timing_grade: bool) -> MatrixResults {
     MatrixResults {
         matrix: "scenarios/default.toml".into(),
         description: "the standard matrix".into(),
+        notes: Vec::new(),
         environment: Environment {
             kvm: "pvm".into(),
             sandbox: !timing_grade,
@@ -113,6 +114,18 @@ fn sandbox_runs_get_a_loud_functional_only_line() {
     let md = render(&results(true), &[], &[]);
     assert!(!md.contains("TIMING-GRADE"));
     assert_eq!(row_cells(&md, "guests ran"), ["natively on /dev/kvm"]);
+}
+
+#[test]
+fn notes_come_under_the_description() {
+    let mut r = results(true);
+    assert!(!render(&r, &[], &[]).contains("Note."));
+    r.notes = vec!["Resumed after a | panic".into()];
+    let md = render(&r, &[], &[]);
+    let note = md.lines().find(|l| l.contains("Note.")).expect("note line");
+    assert_eq!(note, "> **Note.** Resumed after a \\| panic");
+    assert!(md.find("the standard matrix").unwrap() < md.find("Note.").unwrap());
+    assert!(md.find("Note.").unwrap() < md.find("## Environment").unwrap());
 }
 
 #[test]

@@ -222,6 +222,7 @@ fn matrix() -> (MatrixResults, Vec<RunResult>) {
     let info = MatrixInfo {
         name: "double-paging guest-swap".into(),
         description: "two".into(),
+        notes: Vec::new(),
     };
     (matrix_results(&info, env, &runs), runs)
 }
@@ -268,6 +269,7 @@ fn write_report_renders_spreads_failures_and_plots() {
     let info = MatrixInfo {
         name: "mine".into(),
         description: String::new(),
+        notes: vec!["Resumed: 1 of 2 runs were kept".into()],
     };
     let files = write_report(dir.path(), &info, env, &runs).unwrap();
     let names: Vec<String> = files
@@ -292,6 +294,10 @@ fn write_report_renders_spreads_failures_and_plots() {
     }
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("NOT TIMING-GRADE"), "{md}");
+    assert!(
+        md.contains("> **Note.** Resumed: 1 of 2 runs were kept"),
+        "{md}"
+    );
     // Median and range over the two successful repetitions.
     assert!(md.contains("| runtime (s) | 20 (10–30) |"), "{md}");
     assert!(md.contains("800 (700–900)"), "{md}");
