@@ -47,6 +47,10 @@ fn command_runs_in_l1_with_kvm_and_host_files() {
         grep -q '^kvm_amd ' /proc/modules && echo "kvm_amd: loaded"
         grep -qw swaplab.sandbox=1 /proc/cmdline && echo "cmdline-marker: yes"
         echo "env-marker: $SWAPLAB_SANDBOX"
+        # The KVM keeper (sandbox::keeper) holds two idle vCPUs open in the background.
+        vcpus() {{ ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c 'anon_inode:kvm-vcpu'; }}
+        i=0; while [ "$(vcpus)" -lt 2 ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.1; done
+        echo "idle-vcpus: $(vcpus)"
         echo "pwd: $PWD"
         echo "from-l1 $(uname -r)" > '{file}'
         echo "to-stderr" >&2
@@ -78,6 +82,7 @@ fn command_runs_in_l1_with_kvm_and_host_files() {
         "kvm_amd: loaded",
         "cmdline-marker: yes",
         "env-marker: 1",
+        "idle-vcpus: 2",
         &format!("pwd: {}", env!("CARGO_MANIFEST_DIR")),
     ] {
         assert!(

@@ -57,13 +57,16 @@ pub struct SandboxArgs {
     /// Run the L1 side of a forwarded socket (started in L1 by the sandbox itself).
     #[arg(long, value_name = "PORT=INNER_PATH", hide = true, conflicts_with_all = ["command", "prepare"])]
     pub l1_bridge: Option<String>,
+    /// Hold an idle VM open until killed (started in L1 by the sandbox itself; see sandbox::keeper).
+    #[arg(long, hide = true, conflicts_with_all = ["command", "prepare", "l1_bridge"])]
+    pub l1_hold_kvm: bool,
     /// Print L1's stages with times, and how long it took to boot and to run the command.
     #[arg(short, long)]
     pub verbose: bool,
     /// The command and its arguments (after `--`).
     #[arg(
         last = true,
-        required_unless_present_any = ["prepare", "l1_bridge"],
+        required_unless_present_any = ["prepare", "l1_bridge", "l1_hold_kvm"],
         value_name = "CMD"
     )]
     pub command: Vec<OsString>,
@@ -114,6 +117,15 @@ fn cli_config(
 /// Run `swaplab sandbox`: the command's exit status, or an error message and
 /// 1 (126/127 when the command cannot start).
 pub fn main(args: &SandboxArgs) -> ExitCode {
+    if args.l1_hold_kvm {
+        return match super::keeper::hold() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("swaplab sandbox: cannot hold an idle VM in L1 (guests will patch L1's code as they come and go): {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(spec) = &args.l1_bridge {
         let result = forward::parse_bridge_spec(spec)
             .and_then(|(port, inner)| forward::l1_bridge(&port, &inner));

@@ -71,6 +71,7 @@ pub mod cli;
 pub mod forward;
 pub mod initramfs;
 pub mod job;
+pub mod keeper;
 pub mod protocol;
 pub mod qemu;
 pub mod reexec;
@@ -122,6 +123,9 @@ pub const ENV_FORWARD_SOCK_PREFIX: &str = "SWAPLAB_FORWARD_SOCK_";
 /// How a [`SandboxError::Panic`] begins: L1's kernel (emulated by TCG) died
 /// under the command. Callers that can run their work again look for this.
 pub const L1_PANICKED: &str = "the L1 kernel panicked";
+
+/// `0` turns off [`SandboxConfig::hold_kvm`].
+pub const ENV_HOLD_KVM: &str = "SWAPLAB_SANDBOX_HOLD_KVM";
 
 /// Errors of the sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -268,9 +272,13 @@ pub struct SandboxConfig {
     /// Unix sockets to forward out of L1 (see [`forward`] and [`SandboxConfig::forward_socket`]).
     pub forwards: Vec<ForwardSocket>,
     /// The swaplab binary that runs the L1 side of forwarded sockets
-    /// (`swaplab sandbox --l1-bridge`); default: this process's executable,
-    /// which then must be swaplab.
+    /// (`swaplab sandbox --l1-bridge`) and the KVM keeper (`--l1-hold-kvm`);
+    /// default: this process's executable, which then must be swaplab.
     pub bridge_exe: Option<PathBuf>,
+    /// Hold an idle VM in L1 for its whole life ([`keeper`]), so guests come
+    /// and go without KVM patching L1's code. Default on;
+    /// `SWAPLAB_SANDBOX_HOLD_KVM=0` turns it off (to compare).
+    pub hold_kvm: bool,
     /// Print boot and run times to stderr.
     pub verbose: bool,
 }
@@ -290,6 +298,7 @@ impl Default for SandboxConfig {
             kernel: initramfs::default_kernel_source(),
             forwards: Vec::new(),
             bridge_exe: None,
+            hold_kvm: std::env::var(ENV_HOLD_KVM).map_or(true, |v| v.trim() != "0"),
             verbose: false,
         }
     }
@@ -429,11 +438,15 @@ pub fn run_in_sandbox(
         None => job::default_env(std::env::vars_os()),
     };
     let mut job = job::Job::new(argv, &cwd, env)?;
-    if !cfg.forwards.is_empty() {
+    if !cfg.forwards.is_empty() || cfg.hold_kvm {
         let exe = match &cfg.bridge_exe {
             Some(e) => e.clone().into_os_string(),
             None => reexec::current_exe()?,
         };
+        if cfg.hold_kvm {
+            job.background
+                .push(vec![exe.clone(), "sandbox".into(), "--l1-hold-kvm".into()]);
+        }
         for (i, f) in cfg.forwards.iter().enumerate() {
             let mut spec = OsString::from(format!("{}=", forward::port_name(i)));
             spec.push(&f.inner);
