@@ -15,14 +15,21 @@ pub fn dump() -> String {
     dump_from(Path::new("/proc/self/task"))
 }
 
+/// Listings of the task directory merged: Linux walks a process's thread
+/// list for `readdir` and stops early when the thread it stands on exits, so
+/// one listing can miss live threads while others come and go.
+const LISTINGS: usize = 3;
+
 fn dump_from(tasks: &Path) -> String {
-    let mut tids: Vec<u32> = match std::fs::read_dir(tasks) {
-        Ok(d) => d
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect(),
-        Err(e) => return format!("cannot list {}: {e}", tasks.display()),
-    };
-    tids.sort_unstable();
+    let mut tids = std::collections::BTreeSet::new();
+    for _ in 0..LISTINGS {
+        match std::fs::read_dir(tasks) {
+            Ok(d) => {
+                tids.extend(d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()))
+            }
+            Err(e) => return format!("cannot list {}: {e}", tasks.display()),
+        }
+    }
     let mut out = String::new();
     for tid in tids {
         let dir = tasks.join(tid.to_string());
