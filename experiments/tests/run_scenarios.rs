@@ -50,6 +50,85 @@ fn a_typo_in_a_scenario_file_fails_before_anything_runs() {
     assert!(text(&out.stderr).contains("no-such-scenario"));
 }
 
+#[test]
+fn sigterm_stops_the_matrix_and_writes_what_ran() {
+    if !common::have_kvm() {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("run-sigterm");
+    let scratch = dir.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let out_dir = dir.path().join("out");
+    // Here, on this host's KVM: the guest need not get far (on PVM it cannot),
+    // only be running when the signal comes. Every thread of the run must
+    // leave SIGTERM to the run's handler (one that did not killed it whole,
+    // leaving no results and its scratch files behind).
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_swaplab"))
+        .args([
+            "run",
+            "host-swap",
+            "--repetitions",
+            "2",
+            "--sandbox=never",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .env("TMPDIR", &scratch)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "ended early: {seen}");
+        seen.push_str(&line);
+        if line.contains("repetition 1/2 starting") {
+            break;
+        }
+    }
+    // The guest's vCPU thread running: every thread of the run is there.
+    let tasks = format!("/proc/{}/task", child.id());
+    let vcpu_running = || {
+        std::fs::read_dir(&tasks).unwrap().any(|t| {
+            std::fs::read_to_string(t.unwrap().path().join("comm"))
+                .is_ok_and(|c| c.trim() == "vcpu0")
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !vcpu_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no vcpu0 thread: {seen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill only sends a signal to our child, not yet reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    seen.push_str(&rest);
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "{status:?}\n{seen}"
+    );
+    assert!(
+        seen.contains("interrupted by SIGTERM after 1 of 2 runs"),
+        "{seen}"
+    );
+    for f in ["results.json", "report.md", "host-swap/1/result.json"] {
+        assert!(out_dir.join(f).is_file(), "no {f}\n{seen}");
+    }
+    assert!(!out_dir.join("host-swap/2").exists(), "{seen}");
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+}
+
 const MATRIX: &str = r#"
 description = "the test suite's small guest-swap / host-swap / double-paging matrix"
 [defaults]

@@ -313,6 +313,16 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     } else {
         Show::Nothing
     };
+    // Ctrl-C (or SIGTERM, SIGHUP) stops the running guest and the matrix;
+    // what ran is still written, and kernel tracing is switched off. Before
+    // any thread starts (the progress ticker's too): a thread that does not
+    // block the signals would take them with their default action, death.
+    let interrupter = Interrupter::default();
+    let signals = SignalScope::new().context("watching for Ctrl-C")?;
+    signals.set_action(Some({
+        let i = interrupter.clone();
+        Box::new(move |sig| i.interrupt(&format!("interrupted by {}", signal_name(sig))))
+    }));
     // runreport: progress display, trace.json, failed runs kept, report.md.
     let total: u32 = scenarios.iter().map(|s| s.repetitions).sum();
     let started = std::time::SystemTime::now();
@@ -324,14 +334,6 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let mut kept_runs = 0;
     let mut index = 0;
     let mut rerun: Vec<String> = Vec::new();
-    // Ctrl-C (or SIGTERM, SIGHUP) stops the running guest and the matrix;
-    // what ran is still written, and kernel tracing is switched off.
-    let interrupter = Interrupter::default();
-    let signals = SignalScope::new().context("watching for Ctrl-C")?;
-    signals.set_action(Some({
-        let i = interrupter.clone();
-        Box::new(move |sig| i.interrupt(&format!("interrupted by {}", signal_name(sig))))
-    }));
     'matrix: for s in &scenarios {
         for rep in 1..=s.repetitions {
             if signals.caught().is_some() {
