@@ -308,6 +308,16 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
     }
     let out = args.out.clone().unwrap_or_else(default_out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if crate::sandbox::in_sandbox() && !args.resume {
+        // Ctrl-C on the host stops L1 at once (QEMU takes the signal too): say
+        // up front where the finished runs' result.json files are, to resume.
+        eprintln!(
+            "swaplab: results go to {}; if this is interrupted, the same command with \
+             `--out {} --resume` keeps the runs that finished and goes on",
+            out.display(),
+            out.display()
+        );
+    }
     let show = if args.console {
         Show::All
     } else {
