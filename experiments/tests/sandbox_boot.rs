@@ -47,7 +47,7 @@ fn command_runs_in_l1_with_kvm_and_host_files() {
         grep -q '^kvm_amd ' /proc/modules && echo "kvm_amd: loaded"
         grep -qw swaplab.sandbox=1 /proc/cmdline && echo "cmdline-marker: yes"
         echo "env-marker: $SWAPLAB_SANDBOX"
-        # The KVM keeper (sandbox::keeper) holds two idle vCPUs open in the background.
+        # The KVM keeper (sandbox::keeper, asked for below) holds two idle vCPUs open.
         vcpus() {{ ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c 'anon_inode:kvm-vcpu'; }}
         i=0; while [ "$(vcpus)" -lt 2 ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.1; done
         echo "idle-vcpus: $(vcpus)"
@@ -71,6 +71,7 @@ fn command_runs_in_l1_with_kvm_and_host_files() {
             "-c",
         ])
         .arg(&script)
+        .env("SWAPLAB_SANDBOX_HOLD_KVM", "1")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
