@@ -285,6 +285,10 @@ fn run_in_sandbox(args: &RunArgs, scenarios: &[Scenario]) -> anyhow::Result<u8> 
         if !argv.iter().any(|a| a == "--resume") {
             add_args(&mut argv, ["--resume".into()]);
         }
+        // The reason is set once: a third attempt replaces the second's.
+        if let Some(i) = argv.iter().position(|a| a == "--resume-reason") {
+            argv.drain(i..(i + 2).min(argv.len()));
+        }
         let reason = format!("the sandbox's L1 kernel panicked ({})", panic_text(&panic));
         add_args(&mut argv, ["--resume-reason".into(), reason.into()]);
     }
@@ -403,13 +407,14 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
             };
             let outcome = report::outcome(&r);
             let end = report::run_end(&outcome);
-            progress.get().end_run(match end {
-                _ if !ran => RunEnd::Kept(match end {
+            progress.get().end_run(if ran {
+                end
+            } else {
+                RunEnd::Kept(match end {
                     RunEnd::Failed(why) => why,
                     RunEnd::TimedOut => "timed out",
                     _ => "ok",
-                }),
-                end => end,
+                })
             });
             // A kept run's summary was printed by the attempt that ran it.
             match (ran, args.json) {
