@@ -1,7 +1,7 @@
 //! L1's KVM keeper: two idle VMs, each with one vCPU that never runs (one with
 //! the in-kernel irqchip, one without), held open for L1's whole life, started
-//! in the background of a sandbox job (`swaplab sandbox --l1-hold-kvm`) when
-//! `SWAPLAB_SANDBOX_HOLD_KVM=1`.
+//! in the background of every sandbox job (`swaplab sandbox --l1-hold-kvm`)
+//! unless `SWAPLAB_SANDBOX_HOLD_KVM=0`.
 //!
 //! Why: KVM flips static keys when the first VM or vCPU of a kind appears and
 //! when the last goes: `preempt_notifier_key` (any VM), `apic_sw_disabled`
@@ -17,12 +17,12 @@
 //! default and guests come and go without patching any code. The idle VMs
 //! cost L1 a few pages and no measurable time.
 //!
-//! Off by default: in one CI run with the keeper on, an L1 went idle for good
-//! as a guest started (no console output from the guest, both L1 vCPUs
-//! halted, the run's own time limit never firing). One stall in about thirty
-//! keeper runs proves nothing either way, but panics are recovered from
-//! (`swaplab run` resumes; the long tests retry) and a stall is not.
-
+//! On by default. Without it, CI's `boot_guest` died twice in a row of L1
+//! oopses "int3" at jump-label sites in kvm.ko (`vcpu_run`, RIP one byte into
+//! a patched `jmp`; `apic_has_pending_timer`, inside a patched NOP): the
+//! breakpoint of a code patch in flight, not recognised under TCG. With it, one
+//! L1 once went idle for good as a guest started, cause unknown.
+//!
 use std::fmt;
 
 /// Why the keeper could not hold a VM.
@@ -65,7 +65,7 @@ pub fn idle_vms() -> Result<[IdleVm; 2], KeeperError> {
     Ok([idle_vm(&kvm, true)?, idle_vm(&kvm, false)?])
 }
 
-/// `swaplab sandbox --l1-hold-kvm`: hold the idle VM until killed (L1
+/// `swaplab sandbox --l1-hold-kvm`: hold the idle VMs until killed (L1
 /// powering off ends it). Without `/dev/kvm` there is nothing to keep.
 pub fn hold() -> Result<(), KeeperError> {
     if !std::path::Path::new("/dev/kvm").exists() {

@@ -124,7 +124,7 @@ pub const ENV_FORWARD_SOCK_PREFIX: &str = "SWAPLAB_FORWARD_SOCK_";
 /// under the command. Callers that can run their work again look for this.
 pub const L1_PANICKED: &str = "the L1 kernel panicked";
 
-/// `1` turns on [`SandboxConfig::hold_kvm`].
+/// `0` turns off [`SandboxConfig::hold_kvm`].
 pub const ENV_HOLD_KVM: &str = "SWAPLAB_SANDBOX_HOLD_KVM";
 
 /// Errors of the sandbox.
@@ -276,8 +276,8 @@ pub struct SandboxConfig {
     /// default: this process's executable, which then must be swaplab.
     pub bridge_exe: Option<PathBuf>,
     /// Hold idle VMs in L1 for its whole life ([`keeper`]), so guests come
-    /// and go without KVM patching L1's code. Off unless
-    /// `SWAPLAB_SANDBOX_HOLD_KVM=1`: one L1 stalled with it on (see [`keeper`]).
+    /// and go without KVM patching L1's code. On unless
+    /// `SWAPLAB_SANDBOX_HOLD_KVM=0` (see [`keeper`]).
     pub hold_kvm: bool,
     /// Print boot and run times to stderr.
     pub verbose: bool,
@@ -298,7 +298,7 @@ impl Default for SandboxConfig {
             kernel: initramfs::default_kernel_source(),
             forwards: Vec::new(),
             bridge_exe: None,
-            hold_kvm: std::env::var(ENV_HOLD_KVM).is_ok_and(|v| v.trim() == "1"),
+            hold_kvm: std::env::var(ENV_HOLD_KVM).map_or(true, |v| v.trim() != "0"),
             verbose: false,
         }
     }
