@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub passive: bool,
     pub stop: AtomicBool,
     pub evictor_stop: AtomicBool,
+    /// The regions were unregistered by [`crate::Swapper::release_waiters`].
+    pub released: AtomicBool,
     pub wake: Mutex<Wake>,
     pub wake_cv: Condvar,
     pub last_fault: AtomicU32,
@@ -249,6 +251,7 @@ impl Shared {
         let limits = self.limits();
         SwapperStatus {
             passive: self.passive,
+            released: self.released.load(Ordering::Relaxed),
             store: self.store.kind().to_string(),
             policy: self.policy().kind().name().to_string(),
             region_pages: self.regions.pages() as u64,

@@ -98,6 +98,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod region;
 pub mod registry;
+mod release;
 pub mod residency;
 pub mod slots;
 pub mod staging;

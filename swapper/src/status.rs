@@ -129,6 +129,11 @@ pub struct SwapperStatus {
     /// Passive mode: the regions fit within limit + slack, so the swapper
     /// never evicts and the regions are not registered with userfaultfd.
     pub passive: bool,
+    /// The run stalled and the swapper let go of its faults
+    /// (`Swapper::release_waiters`): the regions were unregistered, so the
+    /// pages still evicted then were lost.
+    #[serde(default)]
+    pub released: bool,
     /// Store kind (`file`, `memory`, `lz4`).
     pub store: String,
     /// Policy name.

@@ -150,6 +150,7 @@ impl Swapper {
             passive,
             stop: AtomicBool::new(false),
             evictor_stop: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             wake: Mutex::default(),
             wake_cv: Condvar::new(),
             last_fault: AtomicU32::new(u32::MAX - 1),
@@ -432,7 +433,7 @@ impl Swapper {
     }
 
     fn unregister(&mut self) {
-        if !std::mem::take(&mut self.registered) {
+        if !std::mem::take(&mut self.registered) || self.shared.released.load(Ordering::Acquire) {
             return;
         }
         for (r, _) in self.shared.regions.iter() {
@@ -440,6 +441,32 @@ impl Swapper {
                 tracing::warn!("swapper: {e}");
             }
         }
+    }
+
+    /// For a run that has stalled: describes what the swapper is doing (for
+    /// the stall report), then stops evicting and serving faults and
+    /// unregisters the regions. Unregistering wakes every thread waiting on a
+    /// fault in them, and from then on they fault like plain anonymous
+    /// memory: pages still evicted or staged read as zeros, so the guest's
+    /// memory is no longer trustworthy (the status says `released`). A call
+    /// after the first only describes. Shut the swapper down as usual
+    /// afterwards; a handler blocked in the store is joined only once the
+    /// store returns.
+    pub fn release_waiters(&self) -> String {
+        let sh = &self.shared;
+        let diagnosis = sh.diagnose();
+        sh.evictor_stop.store(true, Ordering::Release);
+        sh.nudge(false);
+        sh.stop.store(true, Ordering::Release);
+        crate::handler::signal(&self.stop);
+        if self.registered && !sh.released.swap(true, Ordering::AcqRel) {
+            for (r, _) in sh.regions.iter() {
+                if let Err(e) = sh.uffd.unregister(r.addr, r.len) {
+                    tracing::warn!("swapper: releasing faults: {e}");
+                }
+            }
+        }
+        diagnosis
     }
 
     /// Stops the threads, unregisters the regions and frees the store (the

@@ -11,13 +11,16 @@
 //! - short reads: the first half of the page arrives, the rest is garbage, and a
 //!   [`StoreError::Short`] is returned (the swapper must never serve it);
 //! - corrupt reads: the real data with one bit flipped (checksums catch it);
-//! - slow operations: each read or write first sleeps for a set time.
+//! - slow operations: each read or write first sleeps for a set time;
+//! - held reads: every read blocks until released (a hung disk), so a fault
+//!   waits on the store for as long as a test wants.
 
 use super::{Store, StoreError};
 use crate::slots::Slot;
 use crate::PAGE_SIZE;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Shared fault-injection controls.
 #[derive(Debug, Default)]
@@ -32,6 +35,16 @@ pub struct FaultInjector {
     slow_ops: AtomicU64,
     slow_ns: AtomicU64,
     injected: AtomicU64,
+    hold: Mutex<Hold>,
+    hold_cv: Condvar,
+}
+
+/// The read gate: closed while reads are held.
+#[derive(Debug, Default)]
+struct Hold {
+    closed: bool,
+    /// Reads waiting at the gate now.
+    waiting: u64,
 }
 
 /// Takes one unit from a fault-injection countdown (`n` more faults to
@@ -86,7 +99,57 @@ impl FaultInjector {
         self.slow_ops.store(n, Ordering::Release);
     }
 
-    /// Disarms everything.
+    /// From now on every read blocks before touching the store, until
+    /// [`FaultInjector::release_reads`] (a hung disk).
+    pub fn hold_reads(&self) {
+        self.gate().closed = true;
+    }
+
+    /// Lets the held reads go on, and later reads pass.
+    pub fn release_reads(&self) {
+        self.gate().closed = false;
+        self.hold_cv.notify_all();
+    }
+
+    /// Waits until at least `n` reads are held, for at most `limit`;
+    /// whether they are.
+    pub fn wait_held_reads(&self, n: u64, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let mut g = self.gate();
+        while g.waiting < n {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            g = self
+                .hold_cv
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Hold> {
+        self.hold.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn maybe_hold(&self) {
+        let mut g = self.gate();
+        if !g.closed {
+            return;
+        }
+        self.hit();
+        g.waiting += 1;
+        self.hold_cv.notify_all();
+        while g.closed {
+            g = self.hold_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.waiting -= 1;
+    }
+
+    /// Disarms everything (held reads stay held: see
+    /// [`FaultInjector::release_reads`]).
     pub fn clear(&self) {
         for c in [
             &self.write_errors,
@@ -167,6 +230,7 @@ impl Store for FaultyStore {
     }
 
     fn read(&self, slot: Slot, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.inj.maybe_hold();
         self.inj.maybe_slow();
         if take(&self.inj.read_errors) {
             self.inj.hit();
