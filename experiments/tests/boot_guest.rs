@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const SWAPLAB: &str = env!("CARGO_BIN_EXE_swaplab");
 
 fn swaplab(args: &[&str]) -> Output {
-    Command::new(SWAPLAB).args(args).output().unwrap()
+    common::output_within(Command::new(SWAPLAB).args(args), common::COMMAND_LIMIT)
 }
 
 fn text(b: &[u8]) -> String {
@@ -118,12 +118,13 @@ fn run_cases(tier: &Tier, dir: &Path, cases: &[(&str, Vec<String>)]) -> BTreeMap
     let path = dir.join("cases.sh");
     std::fs::write(&path, script).unwrap();
     let out = match tier {
-        Tier::Native => Command::new("sh").arg(&path).output().unwrap(),
-        Tier::Sandbox => Command::new(SWAPLAB)
-            .args(["sandbox", "--", "sh"])
-            .arg(&path)
-            .output()
-            .unwrap(),
+        Tier::Native => common::output_within(Command::new("sh").arg(&path), common::COMMAND_LIMIT),
+        Tier::Sandbox => common::output_within(
+            Command::new(SWAPLAB)
+                .args(["sandbox", "--", "sh"])
+                .arg(&path),
+            common::COMMAND_LIMIT,
+        ),
     };
     let read = |name: &str, ext: &str| {
         std::fs::read_to_string(dir.join(format!("{name}.{ext}"))).unwrap_or_default()

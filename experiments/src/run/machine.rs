@@ -16,6 +16,7 @@ use vmm::{GuestMemoryExt, VmHandle};
 use workloads::image::init;
 
 use super::api::VmApi;
+use super::guard::StallGuard;
 use super::recent::Recent;
 use super::result::HostSample;
 use super::spec::{self, guest_command, SpecError};
@@ -60,6 +61,9 @@ pub enum MachineError {
     /// The scenario asks for something not implemented.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// The run did not end and the stall guard stepped in (see [`super::guard`]).
+    #[error("{0}")]
+    Stalled(String),
 }
 
 /// What the sampler drains while the guest runs: fault and request records,
@@ -178,7 +182,7 @@ impl Interrupter {
         lock(&self.0).reason.clone()
     }
 
-    fn attach(&self, vm: VmHandle) {
+    pub(crate) fn attach(&self, vm: VmHandle) {
         let mut g = lock(&self.0);
         if let Some(r) = &g.reason {
             vm.abort(r.clone());
@@ -186,7 +190,7 @@ impl Interrupter {
         g.vm = Some(vm);
     }
 
-    fn detach(&self) {
+    pub(crate) fn detach(&self) {
         lock(&self.0).vm = None;
     }
 }
@@ -209,8 +213,23 @@ pub struct MachineOptions<'a> {
     pub interrupter: Option<Interrupter>,
 }
 
-/// Runs `spec` once.
+/// Runs `spec` once, under a [`StallGuard`].
 pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, MachineError> {
+    let guard = StallGuard::start(&spec.name, Duration::from_secs(spec.timeout_s));
+    let result = assemble_and_run(spec, opts, &guard);
+    match (guard.finish(), result) {
+        // It stalled while tearing down: the run's data is not to be trusted.
+        (Some(reason), Ok(_)) => Err(MachineError::Stalled(reason)),
+        (_, result) => result,
+    }
+}
+
+fn assemble_and_run(
+    spec: &Scenario,
+    opts: MachineOptions<'_>,
+    guard: &StallGuard,
+) -> Result<RawRun, MachineError> {
+    guard.stage("assembling the machine");
     let (scratch, show, console_log) = (opts.scratch, opts.show, opts.console_log);
     let files = BootFiles::resolve(None, None, None, false)?;
     let mut base = files.cmdline.clone();
@@ -302,13 +321,18 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
                     len: r.len,
                 })
                 .collect();
+            guard.stage("starting the host swapper");
             // SAFETY: the regions are guest RAM, private anonymous mappings the
             // VMM created; `memory` keeps them mapped until after the swapper
-            // is shut down below, on every path. The VMM reaches guest RAM only
-            // through vm-memory's volatile accessors, never Rust references.
-            let sw = unsafe { Swapper::start(cfg, &regions) }?;
+            // is shut down below, on every path (and the guard, which may
+            // hold the swapper for a while, holds the memory as long). The
+            // VMM reaches guest RAM only through vm-memory's volatile
+            // accessors, never Rust references.
+            let sw = Arc::new(unsafe { Swapper::start(cfg, &regions) }?);
+            guard.swapper(&sw, &memory);
+            guard.stage("attaching the devices");
             *lock(&registry) = Some(sw.registry());
-            Some(Arc::new(sw))
+            Some(sw)
         }
         None => None,
     };
@@ -344,6 +368,8 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
         super::balloon::attach(&mut vm, spec, swapper.as_ref(), &memory, &registry, epoch)?;
 
     let running = vm.start()?;
+    guard.vm(running.handle());
+    guard.stage("running the guest");
     let started = running.started();
     let api = match &opts.api_sock {
         Some(path) => Some(
@@ -433,6 +459,8 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
             .expect("spawning the sampler thread")
     };
     let report = running.wait(Some(Duration::from_secs(spec.timeout_s)));
+    guard.vm_ended();
+    guard.stage("tearing down the machine");
     let ended = Instant::now();
     stop.stop();
     let balloon = sampler.join().ok().flatten();

@@ -4,6 +4,7 @@
 //!   configuration (mitigations on or off).
 //! - [`machine`]: assembling the guest, swap disk, host swapper, balloon and
 //!   result channel, and running it once ([`machine::run_machine`]).
+//! - [`guard`]: the stall guard, the last resort for a run that does not end.
 //! - [`join`]: pairing blk requests with the host faults their device thread
 //!   raised (double paging, stale swap reads).
 //! - [`result`]: `result.json` and the summary table; [`analyze`] turns a raw
@@ -15,6 +16,7 @@ pub mod api;
 pub mod balloon;
 pub mod boot;
 pub mod cmd;
+pub mod guard;
 pub mod join;
 pub mod ktrace;
 pub mod machine;

@@ -2,7 +2,8 @@
 //! check usage errors. Each test binary uses a subset.
 #![allow(dead_code)]
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -13,12 +14,56 @@ pub fn swaplab(args: &[&str]) -> Output {
 
 /// Run the built `swaplab` with these arguments and environment variables.
 pub fn swaplab_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swaplab"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run swaplab")
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_swaplab"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .envs(env.iter().copied()),
+        COMMAND_LIMIT,
+    )
+}
+
+/// The longest any one command of these tests may run (the longest, the
+/// sandboxed test matrix, takes 6–7 min on a loaded CI machine). A command
+/// still running then is stuck: it is stopped and the test fails with its
+/// output, instead of holding CI to its own limit with nothing said.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(20 * 60);
+
+/// Grace between SIGTERM and SIGKILL for a command past its limit.
+const TERM_GRACE: Duration = Duration::from_secs(30);
+
+/// `cmd.output()`, bounded: past `limit` the command gets SIGTERM (swaplab
+/// then stops its guest or sandbox and cleans up), then SIGKILL, and the test
+/// panics with what it printed.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    if let Ok(out) = rx.recv_timeout(limit) {
+        return out.expect("wait for the command");
+    }
+    // SAFETY: kill only sends a signal; the child is not reaped before its
+    // waiter sends, which has not happened.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = rx.recv_timeout(TERM_GRACE).unwrap_or_else(|_| {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        rx.recv().expect("the waiter thread ended")
+    });
+    let out = out.expect("wait for the command");
+    panic!(
+        "{cmd:?} still ran after {} s and was stopped ({}).\nstdout:\n{}\nstderr:\n{}",
+        limit.as_secs(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Whether KVM tests can run; prints why not.
