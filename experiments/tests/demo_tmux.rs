@@ -43,13 +43,16 @@ struct Session {
     name: String,
     /// The pane's shell, the leader of the demo's process group.
     pane_pid: Option<String>,
+    /// The demo's VM log (`--log`), shown when a wait fails.
+    log: std::path::PathBuf,
 }
 
 impl Session {
-    fn start(name: &str, command: &str) -> Session {
+    fn start(name: &str, command: &str, log: &std::path::Path) -> Session {
         let mut s = Session {
             name: name.to_string(),
             pane_pid: None,
+            log: log.to_path_buf(),
         };
         let ok = Command::new("tmux")
             .args(["new-session", "-d", "-x", "80", "-y", "24", "-s", name])
@@ -99,13 +102,21 @@ impl Session {
             }
             assert!(
                 !screen.contains("the VM exited"),
-                "the demo's VM ended early while waiting for {what}:\n{screen}"
+                "the demo's VM ended early while waiting for {what}:\n{screen}\nVM log:\n{}",
+                self.vm_log()
             );
             // Paces the polling of the pane (not a synchronisation: the
             // condition above is what is waited for).
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("no {what} within {limit:?}; last screen:\n{screen}");
+        panic!(
+            "no {what} within {limit:?}; last screen:\n{screen}\nVM log:\n{}",
+            self.vm_log()
+        );
+    }
+
+    fn vm_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(unreadable: {e})"))
     }
 }
 
@@ -176,8 +187,7 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
         status = status.display(),
     );
     let name = format!("swaplab-demo-test-{}", std::process::id());
-    let session = Session::start(&name, &command);
-    let vm_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let session = Session::start(&name, &command, &log);
 
     // The screen is up at 80x24 with its panels and help line.
     let first = session.wait_for("the demo's screen", Duration::from_secs(60), |s| {
@@ -248,7 +258,7 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
         status.trim(),
         "DEMO-EXIT=0",
         "screen:\n{after}\nVM log:\n{}",
-        vm_log()
+        session.vm_log()
     );
     assert!(
         !after.contains("Guest memory"),
