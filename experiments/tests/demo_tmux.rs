@@ -179,9 +179,14 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
     std::fs::write(&script, SCRIPT).unwrap();
     let log = dir.path().join("vm.log");
     let status = dir.path().join("status");
+    // Whatever the demo leaves in its temporary directory, even when this test
+    // fails and kills it, goes with the test's directory.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     let command = format!(
-        "{exe} demo --mem 256M --step 32M --workload-mb 96 --script {script} --log {log}; echo DEMO-EXIT=$? > {status}; echo DEMO-EXIT-SHOWN; sleep 600",
+        "TMPDIR={tmp} {exe} demo --mem 256M --step 32M --workload-mb 96 --script {script} --log {log}; echo DEMO-EXIT=$? > {status}; echo DEMO-EXIT-SHOWN; sleep 600",
         exe = env!("CARGO_BIN_EXE_swaplab"),
+        tmp = tmp.display(),
         script = script.display(),
         log = log.display(),
         status = status.display(),

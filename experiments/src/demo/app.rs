@@ -191,6 +191,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    // The scratch directory goes while signals are still held: a second
+    // signal (a hangup, then the SIGTERM of whoever closed the terminal) would
+    // otherwise kill the process as the scope ends, before it is removed.
+    drop(vm);
+    drop(scratch);
     if let Some(sig) = signals.caught() {
         anyhow::bail!("stopped by {}", signal_name(sig));
     }

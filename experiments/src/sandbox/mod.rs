@@ -433,10 +433,32 @@ pub fn run_in_sandbox(
         Some(c) => c.clone(),
         None => std::env::current_dir().map_err(SandboxError::Cwd)?,
     };
-    let env = match &cfg.env {
+    let mut env = match &cfg.env {
         Some(e) => e.clone(),
         None => job::default_env(std::env::vars_os()),
     };
+    // L1's root is the host's, so what the command leaves in its temporary
+    // directory (a run's scratch files, a guest swap image) would stay on the
+    // host when L1 is stopped mid-command (Ctrl-C, its time limit, a panic).
+    // It gets a directory of its own instead, inside the one it would have
+    // used, and the directory goes when the sandbox ends.
+    let l1_tmp = {
+        let base = env
+            .iter()
+            .find(|(k, _)| k == "TMPDIR")
+            .map_or_else(std::env::temp_dir, |(_, v)| PathBuf::from(v));
+        tempfile::Builder::new()
+            .prefix("swaplab-l1-tmp-")
+            .tempdir_in(&base)
+            .map_err(|e| {
+                SandboxError::Config(format!(
+                    "cannot create L1's temporary directory in {}: {e}",
+                    base.display()
+                ))
+            })?
+    };
+    env.retain(|(k, _)| k != "TMPDIR");
+    env.push(("TMPDIR".into(), l1_tmp.path().as_os_str().to_owned()));
     let mut job = job::Job::new(argv, &cwd, env)?;
     if !cfg.forwards.is_empty() || cfg.hold_kvm {
         let exe = match &cfg.bridge_exe {
