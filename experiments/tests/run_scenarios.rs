@@ -418,10 +418,18 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
         d["latency"]["double_paging"]["count"].as_u64().unwrap(),
         u(d, "double_paging_events")
     );
-    // Double paging appears only where both swap.
-    assert_eq!(u(g, "double_paging_events"), 0);
-    assert_eq!(u(h, "double_paging_events"), 0);
-    assert_eq!(u(m, "double_paging_events"), 0);
+    // Double paging appears only where both swap: never in guest-swap (no
+    // host swap) or host-swap (no guest swap-out, checked above). The
+    // mitigated run's guest may write a few pages to its swap disk (its page
+    // cache grows under the disk reads; CI saw one event once): each double
+    // paging event is the device faulting on a page the guest swaps out.
+    assert_eq!(u(g, "double_paging_events"), 0, "{g}");
+    assert_eq!(u(h, "double_paging_events"), 0, "{h}");
+    let (m_dp, m_out) = (u(m, "double_paging_events"), u(m, "guest_pswpout"));
+    assert!(
+        m_dp <= m_out,
+        "host-swap-mitigated: {m_dp} double-paging events for {m_out} guest swap-outs: {m}"
+    );
 
     // The soak: every round verified while host swapping, guest swapping and balloon churn
     // went on underneath, nothing wrong.
