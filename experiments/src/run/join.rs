@@ -79,7 +79,8 @@ pub struct Joined {
     /// Faults inside read requests: stale swap reads.
     pub stale_reads: Vec<JoinedEvent>,
     /// Device-thread faults outside any request window (e.g. the device
-    /// reading a descriptor ring page the host had evicted).
+    /// reading a descriptor ring page the host had evicted, or writing the
+    /// swap header, which is no swap-out).
     pub unmatched: u64,
 }
 

@@ -42,13 +42,24 @@ fn is_swap_in(r: &FaultRecord) -> bool {
     matches!(r.path, FaultPath::Store | FaultPath::PrefetchHit)
 }
 
-/// The blk requests that move data, as join spans.
+/// Sectors of the swap area's first page: its header, which `mkswap` writes
+/// at boot and the kernel never swaps a page out to.
+const SWAP_HEADER_SECTORS: u64 = 8;
+
+/// The blk requests that move swapped pages, as join spans: reads, and writes
+/// other than the swap header's (a fault while `mkswap` writes it is no
+/// double paging; it counts as a device fault outside requests).
 fn spans(requests: &[BlkRecord]) -> Vec<BlkSpan> {
     requests
         .iter()
         .filter_map(|r| {
             let write = match r.kind {
                 BlkKind::Read => false,
+                BlkKind::Write
+                    if r.sector + u64::from(r.bytes).div_ceil(512) <= SWAP_HEADER_SECTORS =>
+                {
+                    return None
+                }
                 BlkKind::Write => true,
                 _ => return None,
             };
@@ -251,6 +262,30 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_swap_header_write_is_no_swap_out() {
+        let rec = |seq, kind, sector, bytes| BlkRecord {
+            seq,
+            tid: 1,
+            kind,
+            sector,
+            bytes,
+            start_ns: 0,
+            service_ns: 10,
+            status: 0,
+        };
+        let got: Vec<u64> = spans(&[
+            rec(1, BlkKind::Write, 0, 4096), // mkswap's header
+            rec(2, BlkKind::Write, 8, 4096), // the first swap slot
+            rec(3, BlkKind::Write, 0, 8192), // header and a slot: kept
+            rec(4, BlkKind::Read, 0, 4096),  // swapon reads the header
+        ])
+        .iter()
+        .map(|s| s.seq)
+        .collect();
+        assert_eq!(got, [2, 3, 4]);
+    }
 
     #[test]
     fn channel_lines_sort_into_samples_and_workload_totals() {
