@@ -79,6 +79,8 @@ pub struct Swapper {
     threads: Vec<JoinHandle<()>>,
     stop: Arc<OwnedFd>,
     registered: bool,
+    /// The regions were unregistered (at most once).
+    unregistered: AtomicBool,
 }
 
 impl Swapper {
@@ -176,6 +178,7 @@ impl Swapper {
             threads: Vec::new(),
             stop: stop.clone(),
             registered: !passive,
+            unregistered: AtomicBool::new(false),
         };
         if !passive {
             sw.check_move()?;
@@ -415,9 +418,20 @@ impl Swapper {
         Ok(n)
     }
 
-    fn stop_evictor(&mut self) {
+    /// Tells the evictor to stop (it ends after its current victim).
+    fn signal_evictor(&self) {
         self.shared.evictor_stop.store(true, Ordering::Release);
         self.shared.nudge(false);
+    }
+
+    /// Tells the fault handlers to stop (each ends after its current fault).
+    fn signal_handlers(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        crate::handler::signal(&self.stop);
+    }
+
+    fn stop_evictor(&mut self) {
+        self.signal_evictor();
         if let Some(t) = self.evictor.take() {
             let _ = t.join();
         }
@@ -425,15 +439,16 @@ impl Swapper {
 
     fn stop_threads(&mut self) {
         self.stop_evictor();
-        self.shared.stop.store(true, Ordering::Release);
-        crate::handler::signal(&self.stop);
+        self.signal_handlers();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 
-    fn unregister(&mut self) {
-        if !std::mem::take(&mut self.registered) || self.shared.released.load(Ordering::Acquire) {
+    /// Unregisters the regions, once: at shutdown, or earlier by
+    /// [`Swapper::release_waiters`].
+    fn unregister_regions(&self) {
+        if !self.registered || self.unregistered.swap(true, Ordering::AcqRel) {
             return;
         }
         for (r, _) in self.shared.regions.iter() {
@@ -453,19 +468,13 @@ impl Swapper {
     /// afterwards; a handler blocked in the store is joined only once the
     /// store returns.
     pub fn release_waiters(&self) -> String {
-        let sh = &self.shared;
-        let diagnosis = sh.diagnose();
-        sh.evictor_stop.store(true, Ordering::Release);
-        sh.nudge(false);
-        sh.stop.store(true, Ordering::Release);
-        crate::handler::signal(&self.stop);
-        if self.registered && !sh.released.swap(true, Ordering::AcqRel) {
-            for (r, _) in sh.regions.iter() {
-                if let Err(e) = sh.uffd.unregister(r.addr, r.len) {
-                    tracing::warn!("swapper: releasing faults: {e}");
-                }
-            }
+        let diagnosis = self.shared.diagnose();
+        self.signal_evictor();
+        self.signal_handlers();
+        if self.registered {
+            self.shared.released.store(true, Ordering::Release);
         }
+        self.unregister_regions();
         diagnosis
     }
 
@@ -475,7 +484,7 @@ impl Swapper {
     /// them. Returns the final status.
     pub fn shutdown(mut self) -> SwapperStatus {
         self.stop_threads();
-        self.unregister();
+        self.unregister_regions();
         self.shared.status()
     }
 
@@ -487,7 +496,7 @@ impl Swapper {
         self.stop_evictor();
         let restored = self.restore_all();
         self.stop_threads();
-        self.unregister();
+        self.unregister_regions();
         restored.map(|_| self.shared.status())
     }
 
@@ -500,7 +509,7 @@ impl Swapper {
 impl Drop for Swapper {
     fn drop(&mut self) {
         self.stop_threads();
-        self.unregister();
+        self.unregister_regions();
     }
 }
 
