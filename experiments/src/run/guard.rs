@@ -108,40 +108,34 @@ impl StallGuard {
 
     /// The run ended; why the guard had to act, if it did.
     pub fn finish(mut self) -> Option<String> {
+        self.end();
+        lock(&self.shared.state).fired.take()
+    }
+
+    /// Tells the guard thread the run is done and waits for it.
+    fn end(&mut self) {
         lock(&self.shared.state).done = true;
         self.shared.cv.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        lock(&self.shared.state).fired.take()
     }
 }
 
 impl Drop for StallGuard {
     fn drop(&mut self) {
-        lock(&self.shared.state).done = true;
-        self.shared.cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.end();
     }
 }
 
 /// Waits until the run is done or `until`; whether it is done.
 fn wait_done(shared: &Shared, until: Instant) -> bool {
-    let mut g = lock(&shared.state);
-    while !g.done {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        g = shared
-            .cv
-            .wait_timeout(g, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-    true
+    let left = until.saturating_duration_since(Instant::now());
+    let (g, _) = shared
+        .cv
+        .wait_timeout_while(lock(&shared.state), left, |s| !s.done)
+        .unwrap_or_else(|e| e.into_inner());
+    g.done
 }
 
 fn watch(shared: &Shared, name: &str, limit: Duration, slack: Duration) {

@@ -20,7 +20,7 @@ use crate::slots::Slot;
 use crate::PAGE_SIZE;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Shared fault-injection controls.
 #[derive(Debug, Default)]
@@ -114,20 +114,11 @@ impl FaultInjector {
     /// Waits until at least `n` reads are held, for at most `limit`;
     /// whether they are.
     pub fn wait_held_reads(&self, n: u64, limit: Duration) -> bool {
-        let end = Instant::now() + limit;
-        let mut g = self.gate();
-        while g.waiting < n {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            g = self
-                .hold_cv
-                .wait_timeout(g, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        let (g, _) = self
+            .hold_cv
+            .wait_timeout_while(self.gate(), limit, |h| h.waiting < n)
+            .unwrap_or_else(|e| e.into_inner());
+        g.waiting >= n
     }
 
     fn gate(&self) -> MutexGuard<'_, Hold> {
@@ -142,9 +133,10 @@ impl FaultInjector {
         self.hit();
         g.waiting += 1;
         self.hold_cv.notify_all();
-        while g.closed {
-            g = self.hold_cv.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
+        let mut g = self
+            .hold_cv
+            .wait_while(g, |h| h.closed)
+            .unwrap_or_else(|e| e.into_inner());
         g.waiting -= 1;
     }
 
