@@ -11,19 +11,6 @@ use swapper::*;
 
 const PAGES: usize = 2048;
 
-fn start(map: &Mapping, inj: &Arc<FaultInjector>, store: StoreKind) -> Swapper {
-    let cfg = SwapperConfig {
-        limit_bytes: 512 * PAGE_SIZE as u64,
-        slack_bytes: Some(0),
-        store,
-        checksums: true,
-        fault_injector: Some(inj.clone()),
-        ..Default::default()
-    };
-    // SAFETY: the mapping outlives the swapper.
-    unsafe { Swapper::start(cfg, &[map.region()]) }.unwrap()
-}
-
 fn fill_all(sw: &Swapper, base: usize, seed: u64) {
     vcpus(sw, 1, move |_| {
         for p in shuffled(PAGES, seed) {
@@ -58,7 +45,7 @@ fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 fn write_failures_keep_pages(store: StoreKind, arm: impl Fn(&FaultInjector), recover: bool) {
     let map = Mapping::new(PAGES);
     let inj = FaultInjector::new();
-    let sw = start(&map, &inj, store);
+    let sw = start_faulty(&map, &inj, store);
     fill_all(&sw, map.addr, 1);
     let before = sw.status();
     assert!(before.counters.evictions > 1000);
@@ -182,14 +169,10 @@ fn fatal_read(arm: impl Fn(&FaultInjector), expect_error: Option<&str>) {
     let hooked: Arc<Mutex<Vec<FatalError>>> = Arc::default();
     let h = hooked.clone();
     let cfg = SwapperConfig {
-        limit_bytes: 512 * PAGE_SIZE as u64,
-        slack_bytes: Some(0),
-        checksums: true,
-        fault_injector: Some(inj.clone()),
         on_fatal: Some(Arc::new(move |e: &FatalError| {
             h.lock().unwrap().push(e.clone())
         })),
-        ..Default::default()
+        ..faulty_config(&inj, StoreKind::Memory)
     };
     // SAFETY: the mapping outlives the swapper.
     let sw = unsafe { Swapper::start(cfg, &[map.region()]) }.unwrap();
@@ -298,7 +281,7 @@ fn slow_store_loses_no_page_and_shows_in_the_trace() {
     let delay = Duration::from_micros(200);
     let map = Mapping::new(PAGES);
     let inj = FaultInjector::new();
-    let sw = start(&map, &inj, StoreKind::Memory);
+    let sw = start_faulty(&map, &inj, StoreKind::Memory);
     fill_all(&sw, map.addr, 1);
     // Every store read and write from now on is slow.
     inj.slow(u64::MAX, delay);

@@ -18,15 +18,7 @@ fn release_frees_a_thread_whose_fault_waits_on_a_hung_store() {
     }
     let map = Mapping::new(PAGES);
     let inj = FaultInjector::new();
-    let cfg = SwapperConfig {
-        limit_bytes: 512 * PAGE_SIZE as u64,
-        slack_bytes: Some(0),
-        store: StoreKind::Memory,
-        fault_injector: Some(inj.clone()),
-        ..Default::default()
-    };
-    // SAFETY: the mapping outlives the swapper (shut down below).
-    let sw = unsafe { Swapper::start(cfg, &[map.region()]) }.unwrap();
+    let sw = start_faulty(&map, &inj, StoreKind::Memory);
     let base = map.addr;
     vcpus(&sw, 1, move |_| {
         for p in 0..PAGES {

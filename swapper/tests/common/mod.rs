@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use swapper::{GuestRegion, Swapper, PAGE_SIZE};
+use swapper::{FaultInjector, GuestRegion, StoreKind, Swapper, SwapperConfig, PAGE_SIZE};
 
 /// Whether this host can run userfaultfd tests; prints why not.
 pub fn uffd_available() -> bool {
@@ -70,6 +70,25 @@ impl Drop for Mapping {
         // has been shut down by then (tests drop it first).
         unsafe { libc::munmap(self.addr as *mut libc::c_void, self.pages * PAGE_SIZE) };
     }
+}
+
+/// The store-failure tests' swapper settings: a 512-page limit without
+/// slack, checksums on, `store` wrapped in `inj`.
+pub fn faulty_config(inj: &Arc<FaultInjector>, store: StoreKind) -> SwapperConfig {
+    SwapperConfig {
+        limit_bytes: 512 * PAGE_SIZE as u64,
+        slack_bytes: Some(0),
+        store,
+        checksums: true,
+        fault_injector: Some(inj.clone()),
+        ..Default::default()
+    }
+}
+
+/// A swapper over `map` with [`faulty_config`].
+pub fn start_faulty(map: &Mapping, inj: &Arc<FaultInjector>, store: StoreKind) -> Swapper {
+    // SAFETY: every test drops its swapper before its mapping.
+    unsafe { Swapper::start(faulty_config(inj, store), &[map.region()]) }.unwrap()
 }
 
 /// xorshift64*.
