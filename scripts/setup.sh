@@ -24,7 +24,7 @@ if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]
 fi
 
 echo "setup: building swaplab (release)" >&2
-cargo build --release --quiet -p experiments --bin swaplab
+cargo build --release --quiet -p swaplab --bin swaplab
 echo "setup: building the guest image (cached)" >&2
 ./target/release/swaplab image >&2
 # The nested sandbox's L1 kernel (bookworm-backports, through a private apt setup under

@@ -1,0 +1,3 @@
+//! Process-level plumbing the swaplab commands share: signal handling.
+
+pub mod signals;

@@ -1,0 +1,340 @@
+//! `swaplab boot`: boot the guest image (or a given kernel) and, with `--run`, run a
+//! command in it, print its output and exit with its status.
+//!
+//! On a host whose KVM cannot boot a stock kernel (PVM, none) the command re-runs
+//! itself in the nested sandbox (`--sandbox auto`, the default) and says so first.
+//! The kernel and initramfs are checked here before that, so a missing or corrupt
+//! file fails at once; the guest image is built (or found) here too, and L1 is told
+//! where it is.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::console::Show;
+use super::{run_guest_with, verdict, BootFiles, GuestFailure, GuestRun, GuestSpec, ENV_IMAGE_DIR};
+use crate::cli::{usage, UsageError};
+use sandbox::{self, needs_sandbox_here, SandboxConfig, SandboxFlag};
+use scenario::size::ByteSize;
+use vmm::devices::serial::ChannelHook;
+
+/// Arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BootArgs {
+    /// Kernel to boot: an ELF vmlinux with a PVH entry, or a bzImage (default: the
+    /// guest image's vmlinux).
+    #[arg(long, value_name = "FILE")]
+    pub kernel: Option<PathBuf>,
+    /// initramfs (default: the guest image's).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Boot the guest image's bzImage instead of its PVH vmlinux.
+    #[arg(long, conflicts_with = "kernel")]
+    pub bzimage: bool,
+    /// Guest RAM.
+    #[arg(long, value_name = "SIZE", default_value = "512M")]
+    pub mem: ByteSize,
+    /// vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u32,
+    /// Kernel command line (default: the image's, `console=ttyS0 quiet panic=-1 pci=off`).
+    #[arg(long, value_name = "ARGS")]
+    pub cmdline: Option<String>,
+    /// Run this shell command in the guest, print its output and exit with its status.
+    #[arg(long, value_name = "COMMAND")]
+    pub run: Option<String>,
+    /// Stop a guest that has not powered off after this many seconds (exit status 124).
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub timeout: u64,
+    /// Write the whole guest console to this file.
+    #[arg(long, value_name = "FILE")]
+    pub console: Option<PathBuf>,
+    /// Give the guest a result channel (`/dev/ttyS1`; guest programs write their JSON
+    /// lines there, `SWAPLAB_CHANNEL` names it) and write every line it receives to
+    /// this file.
+    #[arg(long, value_name = "FILE")]
+    pub channel: Option<PathBuf>,
+    /// With --run, show the whole console (kernel messages included), not only the
+    /// command's output.
+    #[arg(long)]
+    pub boot_log: bool,
+    /// Print boot times and VM exits to stderr at the end.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Serve the control socket here while the guest runs (`swaplab ctl --sock PATH`:
+    /// `balloon set`, `balloon stats`, `swapper status`, `vm stats`). Works the same
+    /// when the guest runs in the nested sandbox (the socket is forwarded).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Give the guest a virtio-balloon (deflate-on-OOM, stats every second); its
+    /// target is set through the control socket.
+    #[arg(long)]
+    pub balloon: bool,
+    /// Host-swap guest RAM above this resident limit (the userfaultfd swapper).
+    #[arg(long, value_name = "SIZE")]
+    pub host_limit: Option<ByteSize>,
+    /// Attach a do-nothing virtio device of this type (repeatable; for tests).
+    #[arg(long, value_name = "TYPE", hide = true)]
+    pub null_device: Vec<u32>,
+    #[command(flatten)]
+    pub sandbox: SandboxFlag,
+}
+
+/// Longest accepted `--timeout` (a typo guard).
+const MAX_TIMEOUT: u64 = 24 * 3600;
+/// Extra L1 memory beyond the guest's.
+const L1_HEADROOM: u64 = 1 << 30;
+/// Extra time for L1 beyond the guest's limit (its own boot, loading the kernel).
+const L1_EXTRA_TIME: Duration = Duration::from_secs(120);
+
+/// Check the arguments; user errors exit 2.
+pub fn validate(args: &BootArgs) -> anyhow::Result<()> {
+    let mem = args.mem.bytes();
+    let min = vmm::linux::layout::MIN_MEM;
+    if mem < min || mem % 4096 != 0 {
+        return Err(usage(format!(
+            "--mem must be a multiple of 4K and at least {}, got {}",
+            ByteSize(min),
+            args.mem
+        )));
+    }
+    if let Some(host) = sandbox::host::host_mem_total_bytes() {
+        if mem > host {
+            return Err(usage(format!(
+                "--mem {} is more than this host's memory ({} MiB)",
+                args.mem,
+                host >> 20
+            )));
+        }
+    }
+    if !(1..=vmm::linux::MAX_VCPUS).contains(&args.cpus) {
+        return Err(usage(format!(
+            "--cpus must be between 1 and {}, got {}",
+            vmm::linux::MAX_VCPUS,
+            args.cpus
+        )));
+    }
+    if !(1..=MAX_TIMEOUT).contains(&args.timeout) {
+        return Err(usage(format!(
+            "--timeout must be between 1 and {MAX_TIMEOUT} seconds, got {}",
+            args.timeout
+        )));
+    }
+    if let Some(cmd) = &args.run {
+        workloads::image::init::run_param(cmd).map_err(|e| usage(format!("--run: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Fail early on a missing or corrupt kernel or initramfs given on the command line.
+pub fn check_files(
+    kernel: Option<&std::path::Path>,
+    initrd: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(k) = kernel {
+        vmm::linux::loader::kernel_format(k)?;
+    }
+    if let Some(i) = initrd {
+        vmm::linux::loader::check_initrd(i)?;
+    }
+    Ok(())
+}
+
+/// Re-run this command in the sandbox, with L1 sized for the guest and told where the
+/// guest image is. Returns the exit status.
+pub fn run_in_sandbox(
+    files: &BootFiles,
+    guest_mem: u64,
+    guest_timeout: Duration,
+) -> anyhow::Result<u8> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    run_args_in_sandbox(files, guest_mem, guest_timeout, args)
+}
+
+/// [`run_in_sandbox`] with these arguments (after the program name) instead
+/// of this command's. A [`sandbox::SandboxError`] is the error's root cause,
+/// for callers that handle some (an L1 panic) themselves.
+pub fn run_args_in_sandbox(
+    files: &BootFiles,
+    guest_mem: u64,
+    guest_timeout: Duration,
+    args: Vec<OsString>,
+) -> anyhow::Result<u8> {
+    let mut cfg = SandboxConfig::from_env()?;
+    cfg.mem = cfg.mem.max(guest_mem + L1_HEADROOM);
+    cfg.timeout = cfg
+        .timeout
+        .max(guest_timeout + sandbox::BOOT_TIMEOUT + L1_EXTRA_TIME);
+    let mut env = sandbox::job::default_env(std::env::vars_os());
+    if let Some(dir) = &files.image_dir {
+        env.retain(|(k, _)| k != ENV_IMAGE_DIR);
+        env.push((ENV_IMAGE_DIR.into(), dir.clone().into_os_string()));
+    }
+    cfg.env = Some(env);
+    // `--api-sock PATH`: PATH is forwarded out of L1; the re-run listens on SWAPLAB_API_SOCK_INNER.
+    cfg.forward_api_sock(&args)?;
+    let mut argv: Vec<OsString> = vec![sandbox::reexec::current_exe()?];
+    argv.extend(sandbox::reexec::reexec_args(args));
+    eprintln!("swaplab: {}", sandbox::NOTE);
+    let run = sandbox::run_in_sandbox(
+        &cfg,
+        argv,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    Ok(run.exit_code)
+}
+
+/// Warn when booting a stock kernel here cannot work.
+pub fn warn_if_pvm() {
+    let (flavour, why) = sandbox::host::kvm_flavour();
+    if flavour != sandbox::host::KvmFlavour::Hardware && !sandbox::in_sandbox() {
+        eprintln!(
+            "swaplab: warning: this host's KVM cannot boot a stock kernel ({why}); expect a timeout (use --sandbox auto)"
+        );
+    }
+}
+
+fn run(args: &BootArgs) -> anyhow::Result<u8> {
+    validate(args)?;
+    check_files(args.kernel.as_deref(), args.initrd.as_deref())?;
+    let files = BootFiles::resolve(
+        args.kernel.as_deref(),
+        args.initrd.as_deref(),
+        args.cmdline.as_deref(),
+        args.bzimage,
+    )?;
+    if let Some(p) = &args.channel {
+        // Fail here, not after the sandbox has booted, on an unwritable path.
+        std::fs::File::create(p)
+            .with_context(|| format!("cannot create channel file {}", p.display()))?;
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    if needs_sandbox_here(args.sandbox.sandbox) {
+        return run_in_sandbox(&files, args.mem.bytes(), timeout);
+    }
+    if args.sandbox.sandbox == sandbox::SandboxMode::Never {
+        warn_if_pvm();
+    }
+    if args.api_sock.is_some() || args.balloon || args.host_limit.is_some() {
+        return crate::run::boot::boot_with_devices(args);
+    }
+    let spec = GuestSpec {
+        files,
+        run: args.run.clone(),
+        mem: args.mem.bytes(),
+        cpus: args.cpus,
+        timeout,
+        null_devices: args.null_device.clone(),
+        channel: args.channel.is_some(),
+    };
+    let show = if args.run.is_some() && !args.boot_log {
+        Show::Command
+    } else {
+        Show::All
+    };
+    let hook = args.channel.as_deref().map(channel_file).transpose()?;
+    let run = run_guest_with(
+        &spec,
+        show,
+        Box::new(std::io::stdout()),
+        args.console.as_deref(),
+        hook,
+    )
+    .context("booting the guest")?;
+    if args.verbose {
+        eprint!("{}", summary(&spec, &run));
+    }
+    verdict(&run, args.run.is_some()).map_err(anyhow::Error::from)
+}
+
+/// A channel hook writing each line (and a newline) to a new file at `path`, one
+/// write per line, unbuffered, so the file is complete however the run ends. A failed
+/// write is reported once on stderr; later lines are dropped.
+pub fn channel_file(path: &Path) -> anyhow::Result<ChannelHook> {
+    let mut file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create channel file {}", path.display()))?;
+    let shown = path.display().to_string();
+    let mut failed = false;
+    Ok(Box::new(move |line: &str| {
+        if failed {
+            return;
+        }
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        if let Err(e) = file.write_all(&buf) {
+            failed = true;
+            eprintln!("swaplab: writing channel file {shown}: {e}; later lines are lost");
+        }
+    }))
+}
+
+/// Boot times, outcome and exits, for `--verbose`.
+pub fn summary(spec: &GuestSpec, run: &GuestRun) -> String {
+    let secs = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64()));
+    let mut s = format!(
+        "swaplab: {} MiB, {} vCPUs, kernel {}\nswaplab: VM built and loaded in {}; outcome {:?}; /init after {} (guest uptime {}), end after {}\n",
+        spec.mem >> 20,
+        spec.cpus,
+        spec.files.kernel.display(),
+        secs(Some(Duration::from_nanos(run.report.setup_ns))),
+        run.report.outcome,
+        secs(run.to_init()),
+        run.marks
+            .init_uptime
+            .map_or("-".into(), |u| format!("{u:.2} s")),
+        secs(Some(run.total())),
+    );
+    if let Some(vm) = &run.report.vm {
+        let exits: Vec<String> = vm
+            .exits
+            .by_reason
+            .iter()
+            .map(|(r, c)| format!("{} {}", r.name(), c.count))
+            .collect();
+        let unclaimed: u64 = vm.vcpus.iter().map(|v| v.unclaimed_accesses).sum();
+        s.push_str(&format!(
+            "swaplab: userspace exits: {}; unclaimed accesses {unclaimed}; console {} bytes\n",
+            exits.join(", "),
+            run.report.console_bytes
+        ));
+    }
+    if let Some(c) = &run.channel {
+        s.push_str(&format!(
+            "swaplab: result channel: {} lines, {} bytes, {} cut\n",
+            c.lines, c.bytes, c.cut_lines
+        ));
+    }
+    for v in &run.report.virtio {
+        s.push_str(&format!(
+            "swaplab: virtio {} (type {}, {:#x}, GSI {}): activated {}, {:?}\n",
+            v.name, v.device_type, v.base, v.gsi, v.activated, v.stats
+        ));
+    }
+    s
+}
+
+/// Run `swaplab boot`: the guest command's status, or an error and 1 (2 for usage
+/// errors, 124 for a timeout).
+pub fn main(args: &BootArgs) -> ExitCode {
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else if let Some(f) = e.downcast_ref::<GuestFailure>() {
+                f.status
+            } else {
+                1
+            };
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("swaplab: {}", chain.join(": "));
+            ExitCode::from(code)
+        }
+    }
+}

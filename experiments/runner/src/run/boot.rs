@@ -1,0 +1,109 @@
+//! `swaplab boot --api-sock PATH [--balloon] [--host-limit SIZE]`: the guest
+//! image booted on the scenario machine ([`super::machine`]), so it gets the
+//! balloon, the host swapper and the control socket, running the `--run`
+//! command instead of a workload.
+
+use anyhow::Context;
+
+use super::machine::{run_machine, MachineOptions};
+use crate::boot::cmd::BootArgs;
+use crate::boot::console::Show;
+use crate::cli::usage;
+use scenario::size::ByteSize;
+use scenario::{
+    BalloonConfig, BalloonPolicy, GuestConfig, HostConfig, Mitigation, Scenario, StoreChoice,
+    WorkloadConfig, WorkloadKind,
+};
+
+/// The machine `boot` asks for, as a scenario.
+pub fn scenario(args: &BootArgs) -> Scenario {
+    Scenario {
+        name: "boot".into(),
+        description: String::new(),
+        repetitions: 1,
+        timeout_s: args.timeout,
+        guest: GuestConfig {
+            mem: args.mem,
+            cpus: args.cpus,
+            swap: None,
+        },
+        host: args.host_limit.map(|limit| HostConfig {
+            limit,
+            store: StoreChoice::Memory,
+            policy: scenario::PolicyKind::Clock,
+            prefetch: 0,
+            mitigations: vec![Mitigation::SilentWrites],
+        }),
+        balloon: BalloonConfig {
+            policy: if args.balloon {
+                BalloonPolicy::Manual {
+                    target: ByteSize(0),
+                }
+            } else {
+                BalloonPolicy::None
+            },
+            stats_interval_ms: 1000,
+        },
+        // Not run: `--run` replaces it.
+        workload: WorkloadConfig {
+            kind: WorkloadKind::Touch,
+            mb: 1,
+            pattern: workloads::probe::Pattern::Seq,
+            passes: 1,
+            seed: 1,
+            write_ratio: 1.0,
+            disk_read_mb: 0,
+            duration_s: 0,
+        },
+        origin: Default::default(),
+    }
+}
+
+/// Boots with the devices; the command's exit status.
+pub fn boot_with_devices(args: &BootArgs) -> anyhow::Result<u8> {
+    if args.kernel.is_some() || args.initrd.is_some() || args.cmdline.is_some() || args.bzimage {
+        return Err(usage(
+            "--api-sock, --balloon and --host-limit boot the guest image; drop --kernel, --initrd, --cmdline and --bzimage",
+        ));
+    }
+    if let Some(l) = args.host_limit {
+        if l.bytes() >= args.mem.bytes() || l.bytes() < 32 << 20 {
+            return Err(usage(format!(
+                "--host-limit {l} must be at least 32M and below --mem {}",
+                args.mem
+            )));
+        }
+    }
+    boot_scenario(args, &scenario(args))
+}
+
+/// Boots `spec` (a [`scenario`] of `args`, possibly changed, e.g. given a guest
+/// swap disk) running `args`' command; its exit status.
+pub fn boot_scenario(args: &BootArgs, spec: &Scenario) -> anyhow::Result<u8> {
+    let scratch = tempfile::Builder::new()
+        .prefix("swaplab-boot-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    let command = args
+        .run
+        .clone()
+        .unwrap_or_else(|| workloads::image::init::DEFAULT_COMMAND.to_string());
+    let raw = run_machine(
+        spec,
+        MachineOptions {
+            scratch: scratch.path(),
+            show: if args.run.is_some() && !args.boot_log {
+                Show::Command
+            } else {
+                Show::All
+            },
+            console_log: args.console.as_deref(),
+            api_sock: args.api_sock.as_deref().map(sandbox::api_sock_listen_path),
+            command: Some(command),
+            console_to_stdout: true,
+            interrupter: None,
+        },
+    )
+    .context("booting the guest")?;
+    crate::boot::verdict(&raw.guest, args.run.is_some()).map_err(anyhow::Error::from)
+}

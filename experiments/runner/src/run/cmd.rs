@@ -1,0 +1,474 @@
+//! `swaplab run [SCENARIO|FILE]...`: run scenarios (built-in names or TOML
+//! files; none: the standard matrix), print a summary per run and write the
+//! results.
+//!
+//! Output directory (`--out DIR`, default `results/<UTC timestamp>/`):
+//! `results.json` (every run), `<scenario>/<repetition>/result.json` and
+//! `console.log` per run, and `result.json` at the top when there was only
+//! one run.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::machine::{run_machine, Interrupter, MachineOptions};
+use super::report::{self, progress::LiveProgress};
+use super::resume::{self, Earlier};
+use super::trace::session::Tracing;
+use super::{analyze, result::RunResult};
+use crate::boot::console::Show;
+use crate::boot::BootFiles;
+use crate::cli::usage;
+use ::report::data::Outcome;
+use ::report::progress::RunEnd;
+use hostsys::signals::{signal_name, SignalScope};
+use sandbox::{needs_sandbox_here, SandboxError, SandboxFlag};
+use scenario::size::ByteSize;
+use scenario::{self, Matrix, Scenario};
+
+/// Arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Scenarios or matrices to run: built-in names (default, baseline, guest-swap,
+    /// host-swap, host-swap-mitigated, double-paging, balloon, soak) or TOML files.
+    /// None: the standard matrix (`default`).
+    #[arg(value_name = "SCENARIO")]
+    pub scenarios: Vec<String>,
+    /// Where results go (default: results/<UTC timestamp>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print each run's result as one JSON line on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Override every scenario's repetitions.
+    #[arg(long, value_name = "N")]
+    pub repetitions: Option<u32>,
+    /// Override the guest's RAM.
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<ByteSize>,
+    /// Override the guest swap disk size.
+    #[arg(long, value_name = "SIZE")]
+    pub guest_swap: Option<ByteSize>,
+    /// Override the host limit (only for scenarios with host swapping).
+    #[arg(long, value_name = "SIZE")]
+    pub host_limit: Option<ByteSize>,
+    /// Override the workload's working set.
+    #[arg(long, value_name = "SIZE")]
+    pub working_set: Option<ByteSize>,
+    /// Override the workload's passes.
+    #[arg(long, value_name = "N")]
+    pub passes: Option<u32>,
+    /// Override the per-run time limit, seconds.
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<u64>,
+    /// Show the guest's console (kernel messages and the command's output) on stderr.
+    #[arg(long)]
+    pub console: bool,
+    /// Serve the control socket here while each guest runs (`swaplab ctl --sock PATH`).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    // runreport: --ktrace
+    /// Record KVM's kernel trace events (kvm:kvm_exit, kvm:kvm_page_fault, kvmmmu:*, …)
+    /// during each run and merge them into trace.json (needs root and tracefs, which is
+    /// mounted for the run if it is not; without them the run goes on without).
+    #[arg(long)]
+    pub ktrace: bool,
+    /// Continue the matrix in --out DIR: runs whose result.json is there (for the same
+    /// settings) are kept, the rest run. A run that started but wrote no result runs again.
+    /// In the nested sandbox swaplab does this by itself when L1's kernel dies mid-matrix.
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    /// Why the matrix is resumed, for the report (set by swaplab when it restarts L1).
+    #[arg(long, value_name = "TEXT", requires = "resume", hide = true)]
+    pub resume_reason: Option<String>,
+    #[command(flatten)]
+    pub sandbox: SandboxFlag,
+}
+
+/// Loads the scenarios and applies the command line's overrides; every error
+/// (a typo'd key, a bad value, a meaningless override) before anything runs.
+pub fn load(args: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
+    let names: Vec<String> = if args.scenarios.is_empty() {
+        vec!["default".into()]
+    } else {
+        args.scenarios.clone()
+    };
+    let mut out: Vec<Scenario> = Vec::new();
+    for name in &names {
+        let m: Matrix = scenario::load(name).map_err(|e| usage(e.to_string()))?;
+        for mut s in m.scenarios {
+            if out.iter().any(|o| o.name == s.name) {
+                return Err(usage(format!("scenario {:?} is named twice", s.name)));
+            }
+            overrides(args, &mut s);
+            s.validate()
+                .map_err(|e| usage(format!("with the command line's overrides: {e}")))?;
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+fn overrides(args: &RunArgs, s: &mut Scenario) {
+    if let Some(n) = args.repetitions {
+        s.repetitions = n;
+    }
+    if let Some(m) = args.mem {
+        s.guest.mem = m;
+    }
+    if let Some(g) = args.guest_swap {
+        if s.guest.swap.is_some() {
+            s.guest.swap = Some(g);
+        }
+    }
+    if let (Some(l), Some(h)) = (args.host_limit, s.host.as_mut()) {
+        h.limit = l;
+    }
+    if let Some(w) = args.working_set {
+        s.workload.mb = w.bytes().div_ceil(1 << 20);
+    }
+    if let Some(p) = args.passes {
+        s.workload.passes = p;
+    }
+    if let Some(t) = args.timeout {
+        s.timeout_s = t;
+    }
+}
+
+/// Where scratch files (the guest swap image, host store files) go: tmpfs in
+/// the sandbox (L1's root is the host's over 9p, slow for random I/O), else
+/// the system's temporary directory.
+fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
+    let base = if sandbox::in_sandbox() && Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    tempfile::Builder::new()
+        .prefix("swaplab-run-")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a scratch directory in {}", base.display()))
+}
+
+/// Runs one repetition of `s`, writing `result.json` and `console.log` into `dir`.
+pub fn run_one(
+    s: &Scenario,
+    dir: &Path,
+    show: Show,
+    api_sock: Option<&Path>,
+    mut tracing: Option<(&mut Tracing, &str)>,
+    interrupter: Option<&Interrupter>,
+) -> anyhow::Result<RunResult> {
+    let scratch = scratch_dir()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log = dir.join("console.log");
+    let opts = MachineOptions {
+        scratch: scratch.path(),
+        show,
+        console_log: Some(&log),
+        // In the sandbox the requested path is forwarded out of L1; listen on the inner one.
+        api_sock: api_sock.map(sandbox::api_sock_listen_path),
+        command: None,
+        console_to_stdout: false,
+        interrupter: interrupter.cloned(),
+    };
+    // runreport: kernel tracing around the machine, the run's trace after it.
+    let ktrace = tracing.as_mut().and_then(|(t, _)| t.start_run());
+    let raw = run_machine(s, opts).with_context(|| format!("running scenario {}", s.name))?;
+    if let Some((t, label)) = tracing {
+        t.end_run(label, &raw, ktrace);
+    }
+    let result = analyze(s, &raw);
+    write_json(&dir.join("result.json"), &result)?;
+    Ok(result)
+}
+
+/// Writes `v` to `path` whole or not at all (a temporary file, synced, then
+/// renamed): `--resume` keeps a run whose `result.json` is there, and in the
+/// sandbox L1's 9p mount caches writes that an L1 panic would lose.
+fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    let body = serde_json::to_string_pretty(v)?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().with_context(|| format!("writing {}", path.display()))
+}
+
+/// `results/<UTC timestamp>`.
+fn default_out() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from("results").join(utc_stamp(secs))
+}
+
+/// `YYYYmmdd-HHMMSS` (UTC) for Unix time `secs`.
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// How many times L1 is started for one matrix when its kernel panics mid-matrix.
+const L1_MATRIX_ATTEMPTS: u32 = 3;
+
+/// Run the matrix in the sandbox. The output directory is chosen here, so
+/// that when L1's kernel panics (it is emulated by TCG, and has, now and then,
+/// under load) L1 is started again and the matrix resumes there
+/// ([`super::resume`]): finished runs are kept, the cut-off run runs again,
+/// and the report says so.
+fn run_in_sandbox(args: &RunArgs, scenarios: &[Scenario]) -> anyhow::Result<u8> {
+    let files = BootFiles::resolve(None, None, None, false)?;
+    let mem = scenarios
+        .iter()
+        .map(|s| s.guest.mem.bytes())
+        .max()
+        .unwrap_or(0);
+    let time = scenarios
+        .iter()
+        .map(|s| std::time::Duration::from_secs(s.timeout_s * u64::from(s.repetitions)))
+        .sum();
+    let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            let o = default_out();
+            add_args(&mut argv, [OsString::from("--out"), o.clone().into()]);
+            o
+        }
+    };
+    let mut attempt = 1;
+    loop {
+        let result = crate::boot::cmd::run_args_in_sandbox(&files, 2 * mem, time, argv.clone());
+        let panic = match &result {
+            Err(e) => match e.downcast_ref::<SandboxError>() {
+                Some(SandboxError::Panic { line, .. }) => line.clone(),
+                _ => return result,
+            },
+            Ok(_) => return result,
+        };
+        if attempt == L1_MATRIX_ATTEMPTS {
+            return result;
+        }
+        attempt += 1;
+        if let Err(e) = &result {
+            eprintln!("swaplab: {e:#}");
+        }
+        eprintln!(
+            "swaplab: starting L1 again to resume the matrix in {} (attempt {attempt} of {L1_MATRIX_ATTEMPTS})",
+            out.display()
+        );
+        if !argv.iter().any(|a| a == "--resume") {
+            add_args(&mut argv, ["--resume".into()]);
+        }
+        // The reason is set once: a third attempt replaces the second's.
+        if let Some(i) = argv.iter().position(|a| a == "--resume-reason") {
+            argv.drain(i..(i + 2).min(argv.len()));
+        }
+        let reason = format!("the sandbox's L1 kernel panicked ({})", panic_text(&panic));
+        add_args(&mut argv, ["--resume-reason".into(), reason.into()]);
+    }
+}
+
+/// Adds options to `swaplab run`'s arguments (after the subcommand, before a `--`).
+fn add_args<const N: usize>(argv: &mut Vec<OsString>, extra: [OsString; N]) {
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.splice(at..at, extra);
+}
+
+/// The panic message without the kernel's timestamp.
+fn panic_text(line: &str) -> &str {
+    line.split_once("] ").map_or(line, |(_, rest)| rest).trim()
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let scenarios = load(args)?;
+    if needs_sandbox_here(args.sandbox.sandbox) {
+        return run_in_sandbox(args, &scenarios);
+    }
+    let out = args.out.clone().unwrap_or_else(default_out);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if sandbox::in_sandbox() && !args.resume {
+        // Ctrl-C on the host stops L1 at once (QEMU takes the signal too): say
+        // up front where the finished runs' result.json files are, to resume.
+        eprintln!(
+            "swaplab: results go to {}; if this is interrupted, the same command with \
+             `--out {} --resume` keeps the runs that finished and goes on",
+            out.display(),
+            out.display()
+        );
+    }
+    let show = if args.console {
+        Show::All
+    } else {
+        Show::Nothing
+    };
+    // Ctrl-C (or SIGTERM, SIGHUP) stops the running guest and the matrix;
+    // what ran is still written, and kernel tracing is switched off. Before
+    // any thread starts (the progress ticker's too): a thread that does not
+    // block the signals would take them with their default action, death.
+    let interrupter = Interrupter::default();
+    let signals = SignalScope::new().context("watching for Ctrl-C")?;
+    signals.set_action(Some({
+        let i = interrupter.clone();
+        Box::new(move |sig| i.interrupt(&format!("interrupted by {}", signal_name(sig))))
+    }));
+    // runreport: progress display, trace.json, failed runs kept, report.md.
+    let total: u32 = scenarios.iter().map(|s| s.repetitions).sum();
+    let started = std::time::SystemTime::now();
+    let progress = LiveProgress::start(u64::from(total));
+    let mut tracing = Tracing::new(&out, args.ktrace, progress.notifier());
+    let mut results = Vec::new();
+    let mut failed = false;
+    // --resume: runs kept from the earlier attempt, and those it cut off.
+    let mut kept_runs = 0;
+    let mut index = 0;
+    let mut rerun: Vec<String> = Vec::new();
+    'matrix: for s in &scenarios {
+        for rep in 1..=s.repetitions {
+            if signals.caught().is_some() {
+                break 'matrix;
+            }
+            progress.get().start_run(&s.name, rep, s.repetitions);
+            let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
+            let dir = out.join(&s.name).join(rep.to_string());
+            let kept = if args.resume {
+                match resume::earlier(&dir, s) {
+                    Earlier::Absent => None,
+                    Earlier::Kept(r) => Some(*r),
+                    Earlier::Unfinished => {
+                        progress.note(&format!(
+                            "{label}: the earlier attempt did not finish it; running it again"
+                        ));
+                        rerun.push(label.clone());
+                        None
+                    }
+                    Earlier::Unusable(why) => {
+                        progress.note(&format!("{label}: not kept ({why}); running it again"));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            index += 1;
+            let ran = kept.is_none();
+            if ran {
+                resume::maybe_inject_l1_panic(&out, index, &dir);
+            }
+            let run = match kept {
+                Some(r) => {
+                    kept_runs += 1;
+                    Ok(r)
+                }
+                None => run_one(
+                    s,
+                    &dir,
+                    show,
+                    args.api_sock.as_deref(),
+                    Some((&mut tracing, &label)),
+                    Some(&interrupter),
+                ),
+            };
+            let r = match run {
+                Ok(r) => r,
+                Err(e) => {
+                    let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                    let why = why.join(": ");
+                    tracing.failed_run(&label, &why);
+                    let r = report::failed_run(s, &why);
+                    let _ = write_json(&dir.join("result.json"), &r);
+                    r
+                }
+            };
+            let outcome = report::outcome(&r);
+            let end = report::run_end(&outcome);
+            progress.get().end_run(if ran {
+                end
+            } else {
+                RunEnd::Kept(match end {
+                    RunEnd::Failed(why) => why,
+                    RunEnd::TimedOut => "timed out",
+                    _ => "ok",
+                })
+            });
+            // A kept run's summary was printed by the attempt that ran it.
+            match (ran, args.json) {
+                (false, _) => {}
+                (true, true) => println!("{}", serde_json::to_string(&r)?),
+                (true, false) => print!("{}", r.summary()),
+            }
+            failed |= outcome != Outcome::Ok;
+            results.push(r);
+        }
+    }
+    write_json(&out.join("results.json"), &results)?;
+    if let [only] = results.as_slice() {
+        write_json(&out.join("result.json"), only)?;
+    }
+    tracing.finish();
+    let env = report::matrix_environment(&results, started);
+    let mut info = report::matrix_info(&args.scenarios);
+    info.notes.extend(resume::note(
+        kept_runs,
+        total,
+        &rerun,
+        args.resume_reason.as_deref(),
+    ));
+    if let Err(e) = report::write_report(&out, &info, env, &results) {
+        progress.note(&format!("no report: {e}"));
+    }
+    progress.finish();
+    eprintln!("swaplab: results in {}", out.display());
+    if let Some(sig) = signals.caught() {
+        eprintln!(
+            "swaplab: {} after {} of {total} runs",
+            interrupter.reason().unwrap_or_else(|| signal_name(sig)),
+            results.len()
+        );
+        return Ok(128 + sig as u8);
+    }
+    Ok(u8::from(failed))
+}
+
+/// Run `swaplab run`: 0 when every run finished and verified its pages, 1 when
+/// one failed, 2 on usage errors (bad scenario files included).
+pub fn main(args: &RunArgs) -> ExitCode {
+    crate::cli::finish_status(run(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400 + 3661), "20000229-010101");
+        assert_eq!(utc_stamp(1795219200), "20261121-000000");
+    }
+}

@@ -1,0 +1,228 @@
+//! A scenario run's result (`result.json`) and its summary table.
+//!
+//! The top-level counters are the ones issue #5 names; everything else is
+//! detail for reports (see the README's "result.json" section).
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::join::JoinedEvent;
+use scenario::Scenario;
+
+/// Latency percentiles of one path, ns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathLatency {
+    /// Events.
+    pub count: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 90th percentile.
+    pub p90_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// Maximum.
+    pub max_ns: u64,
+    /// Mean.
+    pub mean_ns: f64,
+}
+
+impl PathLatency {
+    /// Percentiles of `samples` (ns).
+    pub fn of(samples: impl IntoIterator<Item = u64>) -> Self {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3)
+            .expect("static histogram bounds are valid");
+        for s in samples {
+            h.saturating_record(s.max(1));
+        }
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            p50_ns: h.value_at_quantile(0.5),
+            p90_ns: h.value_at_quantile(0.9),
+            p99_ns: h.value_at_quantile(0.99),
+            max_ns: h.max(),
+            mean_ns: h.mean(),
+        }
+    }
+}
+
+/// Most latency samples kept per path in a result.
+pub const MAX_SAMPLES: usize = 10_000;
+
+/// Up to [`MAX_SAMPLES`] of `v`, evenly spaced.
+pub fn thin(v: Vec<u64>) -> Vec<u64> {
+    if v.len() <= MAX_SAMPLES {
+        return v;
+    }
+    let step = v.len() as f64 / MAX_SAMPLES as f64;
+    (0..MAX_SAMPLES)
+        .map(|i| v[(i as f64 * step) as usize])
+        .collect()
+}
+
+/// The fault paths every summary shows, in order.
+pub const PATHS: &[(&str, &str)] = &[
+    ("guest_swap_in", "guest swap-in (blk read)"),
+    ("guest_swap_out", "guest swap-out (blk write)"),
+    ("host_swap_in_vcpu", "host swap-in by vCPU"),
+    ("host_swap_in_device", "host swap-in by device"),
+    ("double_paging", "double paging"),
+];
+
+/// What the guest's programs reported over the channel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GuestReport {
+    /// Pages the workload verified (its tags or patterns).
+    pub pages_verified: u64,
+    /// Pages with wrong content.
+    pub integrity_errors: u64,
+    /// The workload's own JSON lines (per pass/round and the summary).
+    pub workload: Vec<serde_json::Value>,
+    /// vmstat/meminfo samples (`swaplab-guest report`).
+    pub samples: Vec<serde_json::Value>,
+    /// Channel lines that were not JSON.
+    pub bad_lines: u64,
+}
+
+/// One timeline sample taken by the host while the guest ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSample {
+    /// Seconds since the vCPUs started.
+    pub t_s: f64,
+    /// Host-resident guest RAM (swapper's count; all RAM when not swapping).
+    pub host_resident_bytes: u64,
+    /// Host swap-ins so far.
+    pub host_swap_ins: u64,
+    /// Host evictions so far.
+    pub host_evictions: u64,
+    /// Swap-disk reads so far.
+    pub disk_reads: u64,
+    /// Swap-disk writes so far.
+    pub disk_writes: u64,
+    /// Balloon size (actual), bytes.
+    pub balloon_bytes: u64,
+    /// Balloon target, bytes.
+    pub balloon_target_bytes: u64,
+}
+
+/// `result.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// `ok`, or why the run failed.
+    pub outcome: String,
+    /// Where it ran and whether timings mean anything.
+    pub environment: serde_json::Value,
+    /// The scenario as run.
+    pub spec: Scenario,
+    /// From the vCPUs starting to the guest powering off.
+    pub runtime_s: f64,
+    /// Guest pages swapped in (guest /proc/vmstat).
+    pub guest_pswpin: u64,
+    /// Guest pages swapped out.
+    pub guest_pswpout: u64,
+    /// Read requests on the swap disk.
+    pub swap_disk_reads: u64,
+    /// Write requests on the swap disk.
+    pub swap_disk_writes: u64,
+    /// Pages the host wrote to its store.
+    pub host_evictions: u64,
+    /// Host faults served from the store.
+    pub host_swap_ins: u64,
+    /// Host faults raised by the blk device while writing guest swap.
+    pub double_paging_events: u64,
+    /// Host faults raised by the blk device while reading guest swap into a
+    /// host-evicted page (stale swap reads).
+    pub stale_swap_reads: u64,
+    /// Pages the guest verified.
+    pub pages_verified: u64,
+    /// Pages with wrong content (guest checks plus the swapper's checksums).
+    pub integrity_errors: u64,
+    /// Latency per path (the keys of [`PATHS`]).
+    pub latency: BTreeMap<String, PathLatency>,
+    /// Latency samples per path (ns; at most [`MAX_SAMPLES`] each, evenly
+    /// thinned), for CDF plots.
+    pub latency_samples: BTreeMap<String, Vec<u64>>,
+    /// The VSwapper anomaly counters and the mitigations' effect.
+    pub anomalies: BTreeMap<String, u64>,
+    /// Every swapper counter at the end (absent without host swapping).
+    pub swapper: Option<swapper::SwapperStatus>,
+    /// The blk device's counters.
+    pub blk: Option<serde_json::Value>,
+    /// The balloon's metrics.
+    pub balloon: Option<serde_json::Value>,
+    /// What the guest programs reported.
+    pub guest: GuestReport,
+    /// Host-side timeline.
+    pub timeline: Vec<HostSample>,
+    /// Double-paging events (first 10 000).
+    pub double_paging: Vec<JoinedEvent>,
+    /// VM exits and KVM stats.
+    pub vm: Option<serde_json::Value>,
+}
+
+fn fmt_ns(ns: u64) -> String {
+    crate::probe_cmd::fmt_ns(ns)
+}
+
+impl RunResult {
+    /// The short summary table printed after a run.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "scenario {}: {} in {:.1} s\n",
+            self.scenario, self.outcome, self.runtime_s
+        );
+        s.push_str(&format!(
+            "  guest: pswpin {}  pswpout {}  swap-disk reads {} writes {}\n",
+            self.guest_pswpin, self.guest_pswpout, self.swap_disk_reads, self.swap_disk_writes
+        ));
+        s.push_str(&format!(
+            "  host:  evictions {}  swap-ins {}  double paging {}  stale swap reads {}\n",
+            self.host_evictions,
+            self.host_swap_ins,
+            self.double_paging_events,
+            self.stale_swap_reads
+        ));
+        s.push_str(&format!(
+            "  integrity: {} pages verified, {} errors\n",
+            self.pages_verified, self.integrity_errors
+        ));
+        s.push_str(&format!(
+            "  {:<28} {:>9} {:>10} {:>10}\n",
+            "path", "count", "p50", "p99"
+        ));
+        for (key, label) in PATHS {
+            let l = self.latency.get(*key).copied().unwrap_or_default();
+            let (p50, p99) = if l.count == 0 {
+                ("-".to_string(), "-".to_string())
+            } else {
+                (fmt_ns(l.p50_ns), fmt_ns(l.p99_ns))
+            };
+            s.push_str(&format!(
+                "  {:<28} {:>9} {:>10} {:>10}\n",
+                label, l.count, p50, p99
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_samples() {
+        let l = PathLatency::of((1..=1000).map(|i| i * 1000));
+        assert_eq!(l.count, 1000);
+        assert!((499_000..=501_000).contains(&l.p50_ns), "{l:?}");
+        assert!((989_000..=991_000).contains(&l.p99_ns), "{l:?}");
+        assert!(l.max_ns >= 1_000_000 && l.max_ns < 1_001_000);
+        assert_eq!(PathLatency::of([]).count, 0);
+    }
+}

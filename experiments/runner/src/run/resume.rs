@@ -1,0 +1,188 @@
+//! Resuming a matrix (`swaplab run --out DIR --resume`): the runs an earlier
+//! attempt finished are read back from their `result.json` instead of being
+//! run again. `swaplab run` resumes by itself when the nested sandbox's L1
+//! kernel dies mid-matrix (TCG-emulated L1 has panicked now and then under
+//! load, taking the matrix with it); a user can resume one stopped by Ctrl-C.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::result::RunResult;
+use scenario::Scenario;
+
+/// Fault injection, to test the recovery for real: with
+/// `SWAPLAB_INJECT_L1_PANIC=N`, a matrix running in the nested sandbox crashes
+/// L1's kernel (`echo c > /proc/sysrq-trigger`) as its N-th run starts, once
+/// per output directory. Outside the sandbox it does nothing.
+pub const ENV_INJECT_L1_PANIC: &str = "SWAPLAB_INJECT_L1_PANIC";
+
+/// Marks an output directory whose injected panic has happened.
+const INJECTED_MARK: &str = ".l1-panic-injected";
+
+/// [`ENV_INJECT_L1_PANIC`]: crash L1 if this (1-based `index`) run is the one
+/// named, after creating its directory `dir` (so the resumed matrix finds it
+/// cut off). Returns only when it does not crash.
+pub fn maybe_inject_l1_panic(out: &Path, index: u32, dir: &Path) {
+    let wanted = std::env::var(ENV_INJECT_L1_PANIC).ok();
+    if wanted.and_then(|v| v.trim().parse::<u32>().ok()) != Some(index) || !sandbox::in_sandbox() {
+        return;
+    }
+    let mark = out.join(INJECTED_MARK);
+    if mark.exists() || std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    if std::fs::write(&mark, b"").is_err() {
+        return;
+    }
+    eprintln!("swaplab: {ENV_INJECT_L1_PANIC}={index}: crashing L1's kernel");
+    // SAFETY: sync has no preconditions; it flushes the 9p writes made so far.
+    unsafe { libc::sync() };
+    let _ = std::fs::write("/proc/sysrq-trigger", b"c");
+}
+
+/// What an earlier attempt left in a run's directory.
+#[derive(Debug)]
+pub enum Earlier {
+    /// Nothing: the run had not started.
+    Absent,
+    /// It finished (well or not): its result, kept.
+    Kept(Box<RunResult>),
+    /// It started but wrote no result: it was cut off.
+    Unfinished,
+    /// A result that cannot be kept, and why (unreadable, or for a scenario
+    /// that differs from the one given now).
+    Unusable(String),
+}
+
+/// What the earlier attempt left in `dir` for scenario `s`.
+pub fn earlier(dir: &Path, s: &Scenario) -> Earlier {
+    if !dir.exists() {
+        return Earlier::Absent;
+    }
+    let path = dir.join("result.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Earlier::Unfinished,
+        Err(e) => return Earlier::Unusable(format!("cannot read {}: {e}", path.display())),
+    };
+    match parse(&text, s) {
+        Ok(r) => Earlier::Kept(Box::new(r)),
+        Err(why) => Earlier::Unusable(format!("{}: {why}", path.display())),
+    }
+}
+
+/// A saved `result.json` for scenario `s`: its `spec` must be `s` as it
+/// serializes now (same settings after the command line's overrides).
+pub fn parse(text: &str, s: &Scenario) -> Result<RunResult, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let now = serde_json::to_value(s).map_err(|e| e.to_string())?;
+    if v.get("spec") != Some(&now) {
+        return Err("it was run with other settings".into());
+    }
+    let mut r: RunResult =
+        serde_json::from_value(v).map_err(|e| format!("not a run result: {e}"))?;
+    // Where each key was set is not saved; the scenario given now knows.
+    r.spec = s.clone();
+    Ok(r)
+}
+
+/// The report's note on a resumed matrix, if anything was resumed: how many
+/// runs were kept, which ran again from the start, and why (`reason`, from
+/// whoever restarted the matrix).
+pub fn note(kept: usize, total: u32, rerun: &[String], reason: Option<&str>) -> Option<String> {
+    if kept == 0 && rerun.is_empty() {
+        return None;
+    }
+    let mut n = String::from("Resumed");
+    if let Some(r) = reason {
+        n.push_str(&format!(" after {r}"));
+    }
+    n.push_str(&format!(
+        ": {kept} of {total} runs were kept from the earlier attempt's result.json"
+    ));
+    if !rerun.is_empty() {
+        n.push_str(&format!(
+            "; cut off and run again from the start: {}",
+            rerun.join(", ")
+        ));
+    }
+    n.push_str(". trace.json holds only the runs made after resuming.");
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::report::failed_run;
+
+    fn scenario(name: &str) -> Scenario {
+        scenario::load(name).unwrap().scenarios.remove(0)
+    }
+
+    #[test]
+    fn a_saved_result_reads_back_as_it_was_written() {
+        let s = scenario("double-paging");
+        let mut r = failed_run(&s, "ok");
+        r.host_swap_ins = 12_017;
+        r.runtime_s = 41.25;
+        r.latency_samples
+            .insert("double_paging".into(), vec![1, 2, 3]);
+        let text = serde_json::to_string(&r).unwrap();
+        let back = parse(&text, &s).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&r).unwrap()
+        );
+        assert_eq!(back.spec, s, "the scenario given now, origins included");
+    }
+
+    #[test]
+    fn a_result_for_other_settings_or_garbage_is_not_kept() {
+        let s = scenario("host-swap");
+        let text = serde_json::to_string(&failed_run(&s, "ok")).unwrap();
+        let mut other = s.clone();
+        other.workload.passes += 1;
+        assert!(parse(&text, &other).unwrap_err().contains("other settings"));
+        assert!(parse("{", &s).unwrap_err().contains("not JSON"));
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v["host_swap_ins"] = "many".into();
+        let e = parse(&v.to_string(), &s).unwrap_err();
+        assert!(e.contains("not a run result"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_tells_what_the_earlier_attempt_left() {
+        let s = scenario("baseline");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("baseline/1");
+        assert!(matches!(earlier(&dir, &s), Earlier::Absent));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(matches!(earlier(&dir, &s), Earlier::Unfinished));
+        let r = failed_run(&s, "ok");
+        std::fs::write(dir.join("result.json"), serde_json::to_string(&r).unwrap()).unwrap();
+        assert!(matches!(earlier(&dir, &s), Earlier::Kept(_)));
+        std::fs::write(dir.join("result.json"), "[]").unwrap();
+        assert!(matches!(earlier(&dir, &s), Earlier::Unusable(_)));
+    }
+
+    #[test]
+    fn the_note_says_what_was_kept_and_rerun() {
+        assert_eq!(note(0, 18, &[], None), None);
+        let n = note(
+            7,
+            18,
+            &["balloon repetition 2/3".into()],
+            Some("an L1 kernel panic"),
+        )
+        .unwrap();
+        assert!(
+            n.starts_with("Resumed after an L1 kernel panic: 7 of 18 runs"),
+            "{n}"
+        );
+        assert!(
+            n.contains("run again from the start: balloon repetition 2/3"),
+            "{n}"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! `swaplab doctor`: what this host offers, as text or JSON.
+
+use sandbox::host::{probe_host, HostReport, SwapArea};
+
+/// Arguments of `swaplab doctor`.
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `swaplab doctor`.
+pub fn run(args: &DoctorArgs) -> anyhow::Result<()> {
+    let report = probe_host();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn json_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The human-readable report.
+pub fn render(r: &HostReport) -> String {
+    let swaps = if r.swap_active.is_empty() {
+        "none active".to_string()
+    } else {
+        r.swap_active
+            .iter()
+            .map(|SwapArea { name, size_kib }| format!("{name} ({} MiB)", size_kib / 1024))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rows = [
+        ("host kernel", r.kernel.clone()),
+        (
+            "cpus / memory",
+            format!("{} / {} MiB", r.cpus, r.mem_total_bytes >> 20),
+        ),
+        ("kvm", format!("{} ({})", json_name(&r.kvm), r.kvm_detail)),
+        (
+            "stock linux guest",
+            format!(
+                "{}{}",
+                json_name(&r.stock_guest),
+                match (r.stock_guest, r.qemu) {
+                    (sandbox::host::StockGuest::Sandbox, false) =>
+                        " (qemu-system-x86 missing: run scripts/setup.sh)",
+                    (sandbox::host::StockGuest::Sandbox, true) =>
+                        " (nested sandbox: functional, not timing-grade)",
+                    _ => "",
+                }
+            ),
+        ),
+        (
+            "userfaultfd",
+            if r.userfaultfd {
+                r.userfaultfd_features.join(" ")
+            } else {
+                "unavailable".into()
+            },
+        ),
+        (
+            "tracefs",
+            match (&r.tracefs_mount, r.tracefs_available) {
+                (Some(m), _) => format!("mounted at {m}"),
+                (None, true) => "available, not mounted".into(),
+                (None, false) => "unavailable".into(),
+            },
+        ),
+        ("cgroup memory", json_name(&r.cgroup_memory)),
+        ("swap", format!("{swaps}; tools {}", yes(r.swap_tools))),
+        ("zram", yes(r.zram).into()),
+        (
+            "damon / page_idle",
+            format!("{} / {}", yes(r.damon), yes(r.page_idle)),
+        ),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<18} {v}\n")).collect()
+}

@@ -1,0 +1,178 @@
+//! Helpers shared by the CLI integration tests: run the built `swaplab`, parse its JSON,
+//! check usage errors. Each test binary uses a subset.
+#![allow(dead_code)]
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Run the built `swaplab` with these arguments.
+pub fn swaplab(args: &[&str]) -> Output {
+    swaplab_with_env(args, &[])
+}
+
+/// Run the built `swaplab` with these arguments and environment variables.
+pub fn swaplab_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_swaplab"))
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .envs(env.iter().copied()),
+        COMMAND_LIMIT,
+    )
+}
+
+/// The longest any one command of these tests may run (the longest, the
+/// sandboxed test matrix, takes 6–7 min on a loaded CI machine). A command
+/// still running then is stuck: it is stopped and the test fails with its
+/// output, instead of holding CI to its own limit with nothing said.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(20 * 60);
+
+/// Grace between SIGTERM and SIGKILL for a command past its limit.
+const TERM_GRACE: Duration = Duration::from_secs(30);
+
+/// `cmd.output()`, bounded: past `limit` the command gets SIGTERM (swaplab
+/// then stops its guest or sandbox and cleans up), then SIGKILL, and the test
+/// panics with what it printed.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    if let Ok(out) = rx.recv_timeout(limit) {
+        return out.expect("wait for the command");
+    }
+    // SAFETY: kill only sends a signal; the child is not reaped before its
+    // waiter sends, which has not happened.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = rx.recv_timeout(TERM_GRACE).unwrap_or_else(|_| {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        rx.recv().expect("the waiter thread ended")
+    });
+    let out = out.expect("wait for the command");
+    panic!(
+        "{cmd:?} still ran after {} s and was stopped ({}).\nstdout:\n{}\nstderr:\n{}",
+        limit.as_secs(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether KVM tests can run; prints why not.
+pub fn have_kvm() -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    eprintln!("SKIPPED: /dev/kvm is absent on this host");
+    false
+}
+
+/// `swaplab probe --json ARGS`, which must succeed.
+pub fn probe_json(args: &[&str]) -> Value {
+    let mut all = vec!["probe", "--json"];
+    all.extend_from_slice(args);
+    let out = swaplab(&all);
+    assert!(
+        out.status.success(),
+        "swaplab {all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("probe --json prints JSON")
+}
+
+/// A JSON integer.
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+/// Bad input to `swaplab probe`: one line on stderr naming the problem, exit status 2,
+/// no panic, nothing on stdout.
+pub fn assert_usage_error(args: &[&str], needle: &str) {
+    let mut all = vec!["probe"];
+    all.extend_from_slice(args);
+    let out = swaplab(&all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{all:?}: want one line, got {stderr:?}");
+    assert!(
+        lines[0].contains(needle),
+        "{all:?}: {:?} lacks {needle:?}",
+        lines[0]
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{all:?} printed to stdout");
+}
+
+/// A directory under the host's temp dir, removed on drop.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("swaplab-{name}-"))
+        .tempdir()
+        .expect("create a temp dir")
+}
+
+/// Where a stock Linux guest boots here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// On hardware KVM.
+    Native,
+    /// In the nested sandbox (QEMU TCG L1).
+    Sandbox,
+}
+
+/// Where a stock Linux guest boots here, or why it cannot.
+pub fn linux_guest_tier() -> Result<Tier, String> {
+    use sandbox::host::{kvm_flavour, KvmFlavour};
+    if !std::path::Path::new("/dev/kvm").exists() {
+        return Err("/dev/kvm is absent".into());
+    }
+    match kvm_flavour() {
+        (KvmFlavour::Hardware, _) => Ok(Tier::Native),
+        (_, why) => {
+            let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
+            if !qemu.is_ok_and(|o| o.status.success()) {
+                return Err(format!(
+                    "this host's KVM cannot boot a stock kernel ({why}) and \
+                     qemu-system-x86_64 is not installed for the sandbox"
+                ));
+            }
+            Ok(Tier::Sandbox)
+        }
+    }
+}
+
+/// Runs a test's `body` again, once, when it failed because the nested
+/// sandbox's L1 kernel died under it (its panic message carries swaplab's
+/// "the L1 kernel panicked" error). L1 is a Linux emulated by QEMU TCG; its
+/// kernel has panicked now and then on a loaded host, in interrupt context,
+/// whatever ran in it. Any other failure, or a second L1 panic, fails the test.
+pub fn retry_if_l1_panicked(body: impl Fn()) {
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&body));
+    let Err(payload) = first else {
+        return;
+    };
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    if !message.contains(sandbox::L1_PANICKED) {
+        std::panic::resume_unwind(payload);
+    }
+    eprintln!(
+        "RETRYING: the sandbox's L1 kernel panicked under the test (above); running it once more"
+    );
+    body();
+}
