@@ -8,7 +8,7 @@
 use crate::core::Shared;
 use crate::fault::{Fault, Handled};
 use crate::store::AlignedPage;
-use crate::uffd::UffdEvent;
+use crate::uffd::{EventBuffer, UffdEvent};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
@@ -53,7 +53,7 @@ fn poll(uffd: RawFd, stop: RawFd, timeout_ms: i32) {
 /// Body of a handler thread.
 pub(crate) fn run(shared: Arc<Shared>, stop: Arc<OwnedFd>) {
     let mut buf = AlignedPage::boxed();
-    let mut evbuf = userfaultfd::EventBuffer::new(64);
+    let mut evbuf = EventBuffer::new(64);
     let mut events = Vec::with_capacity(64);
     let mut retry: VecDeque<(Fault, Instant)> = VecDeque::new();
     let mut removing: Vec<crate::page_state::PageIdx> = Vec::new();
@@ -106,8 +106,9 @@ pub(crate) fn run(shared: Arc<Shared>, stop: Arc<OwnedFd>) {
                 UffdEvent::Remove { start, end } => {
                     removing.extend(shared.handle_remove(start, end));
                 }
-                UffdEvent::Unexpected => {
-                    shared.warn(format_args!("unexpected userfaultfd event"));
+                // Not requested (no EVENT_REMAP, EVENT_UNMAP or EVENT_FORK).
+                other => {
+                    shared.warn(format_args!("unexpected userfaultfd event {other:?}"));
                 }
             }
         }

@@ -46,7 +46,7 @@ fn zeropage_move_wp_poison_remove() {
     g.register(guest, 16 * PAGE, true).unwrap();
     s.register(staging, 16 * PAGE, false).unwrap();
     let pm = Pagemap::open().unwrap();
-    let mut buf = userfaultfd::EventBuffer::new(8);
+    let mut buf = EventBuffer::new(8);
     let mut evs = Vec::new();
 
     // 1. Zero page: reading and writing it never produces an event.
