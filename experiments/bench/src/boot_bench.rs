@@ -9,41 +9,33 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::qemu::{run_microvm, QEMU};
+use crate::qemu::run_microvm;
 use runner::boot::console::Show;
 use runner::boot::{run_guest, verdict, BootFiles, GuestSpec};
 use runner::cli::usage;
-use sandbox::SandboxFlag;
+use sandbox::SandboxMode;
 use scenario::size::ByteSize;
 
 /// `swaplab bench boot`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct BenchBootArgs {
+#[derive(Debug, Clone)]
+pub struct BootBenchOptions {
     /// Boots per VMM.
-    #[arg(long, value_name = "N", default_value_t = 5)]
     pub runs: u32,
     /// Guest RAM.
-    #[arg(long, value_name = "SIZE", default_value = "512M")]
     pub mem: ByteSize,
     /// vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 2)]
     pub cpus: u32,
     /// Limit per boot, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 60)]
     pub timeout: u64,
     /// The QEMU binary.
-    #[arg(long, value_name = "PROGRAM", default_value = QEMU)]
     pub qemu: OsString,
     /// Print JSON instead of a table.
-    #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub sandbox: SandboxFlag,
+    pub sandbox: SandboxMode,
 }
 
 /// The command each guest runs (then `/init` powers off).
@@ -121,37 +113,24 @@ pub struct BootBench {
     pub ratio_total: f64,
 }
 
-fn validate(args: &BenchBootArgs) -> anyhow::Result<()> {
+fn validate(args: &BootBenchOptions) -> anyhow::Result<()> {
     if !(1..=MAX_RUNS).contains(&args.runs) {
         return Err(usage(format!(
             "--runs must be between 1 and {MAX_RUNS}, got {}",
             args.runs
         )));
     }
-    let boot = runner::boot::cmd::BootArgs {
-        kernel: None,
-        initrd: None,
-        bzimage: false,
-        mem: args.mem,
-        cpus: args.cpus,
-        cmdline: None,
-        run: None,
-        timeout: args.timeout,
-        console: None,
-        channel: None,
-        boot_log: false,
-        verbose: false,
-        api_sock: None,
-        balloon: false,
-        host_limit: None,
-        null_device: Vec::new(),
-        sandbox: args.sandbox,
-    };
+    let boot = runner::boot::cmd::BootOptions::guest_image(
+        args.mem,
+        args.cpus,
+        args.timeout,
+        args.sandbox,
+    );
     runner::boot::cmd::validate(&boot)
 }
 
 /// Run the benchmark here.
-pub fn bench_boot(args: &BenchBootArgs, files: BootFiles) -> anyhow::Result<BootBench> {
+pub fn bench_boot(args: &BootBenchOptions, files: BootFiles) -> anyhow::Result<BootBench> {
     let spec = GuestSpec {
         files,
         run: Some(GUEST_COMMAND.into()),
@@ -239,20 +218,16 @@ pub fn render_text(b: &BootBench) -> String {
     s
 }
 
-fn run(args: &BenchBootArgs) -> anyhow::Result<u8> {
+/// Runs the benchmark as `args` say: 0, 1 on failure, 2 on a usage error.
+pub fn run(args: &BootBenchOptions) -> anyhow::Result<u8> {
     validate(args)?;
     let how = crate::SideBySide {
-        sandbox: args.sandbox.sandbox,
+        sandbox: args.sandbox,
         mem: args.mem.bytes(),
         timeout: Duration::from_secs(args.timeout) * 2 * args.runs,
         json: args.json,
     };
     crate::side_by_side(how, |files| bench_boot(args, files), render_text)
-}
-
-/// Run `swaplab bench boot` (the `swaplab bench` subcommands are in [`crate::bench`]).
-pub fn main(a: &BenchBootArgs) -> ExitCode {
-    runner::cli::finish_status(run(a))
 }
 
 #[cfg(test)]

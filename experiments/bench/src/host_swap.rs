@@ -23,50 +23,41 @@ use swapper::{PolicyKind, StoreKind, SwapperConfig};
 use workloads::probe::Pattern;
 
 use hostsys::signals::SignalScope;
+use report::stats::fmt_ns;
 use runner::cli::usage;
-use runner::probe_cmd::{fmt_ns, run_plan, ProbeOutput, SwapPlan, DEFAULT_STORE_DIR};
 use runner::probe_run::kernel::{default_cold_sweep_ms, is_root, KernelSettings};
+use runner::probe_run::plan::{run_plan, ProbeOutput, SwapPlan};
 use runner::probe_run::ProbeConfig;
 use scenario::size::ByteSize;
 
 /// `swaplab bench host-swap`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct HostSwapArgs {
+#[derive(Debug, Clone)]
+pub struct HostSwapOptions {
     /// Test RAM.
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
     pub mem: ByteSize,
     /// Host resident limit (the uffd limit and the kernel's guest budget).
-    #[arg(long, value_name = "SIZE", default_value = "64M")]
     pub limit: ByteSize,
     /// Passes per run (the first is not measured).
-    #[arg(long, value_name = "N", default_value_t = 3)]
     pub passes: u32,
     /// Passes of the zipf runs (its touched set grows over the first passes).
-    #[arg(long, value_name = "N", default_value_t = 8)]
     pub zipf_passes: u32,
     /// uffd prefetch cluster, pages.
-    #[arg(long, value_name = "N", default_value_t = 16)]
     pub prefetch: u32,
     /// uffd fault-handler threads.
-    #[arg(long, value_name = "N", default_value_t = 1)]
     pub handlers: usize,
     /// uffd handler busy-poll before sleeping, µs.
-    #[arg(long, value_name = "US", default_value_t = 0)]
     pub spin_us: u32,
     /// Directory for the store file and the swap file (not tmpfs).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STORE_DIR)]
     pub store_path: PathBuf,
     /// Host CPU for every run (uffd and kernel alike), or `none` to let the
     /// scheduler place threads [default: the CPU the bench starts on].
-    #[arg(long, value_name = "CPU|none")]
     pub cpu: Option<String>,
     /// Print one JSON object instead of tables.
-    #[arg(long)]
     pub json: bool,
 }
 
 /// The CPU to pin to: `--cpu N`, none for `--cpu none`, else the current one.
-fn chosen_cpu(a: &HostSwapArgs) -> anyhow::Result<Option<usize>> {
+fn chosen_cpu(a: &HostSwapOptions) -> anyhow::Result<Option<usize>> {
     match a.cpu.as_deref() {
         Some("none") => Ok(None),
         Some(n) => n
@@ -184,7 +175,7 @@ pub struct HostSwapBench {
     pub idle_throughput_ratio: Option<f64>,
 }
 
-fn validate(a: &HostSwapArgs) -> anyhow::Result<()> {
+fn validate(a: &HostSwapOptions) -> anyhow::Result<()> {
     let (mem, limit) = (a.mem.bytes(), a.limit.bytes());
     if mem == 0 || mem % 4096 != 0 {
         return Err(usage(format!(
@@ -301,7 +292,7 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 struct Bench<'a> {
-    args: &'a HostSwapArgs,
+    args: &'a HostSwapOptions,
     scope: &'a SignalScope,
     runs: Vec<RunFigures>,
     cold_sweep_ms: u64,
@@ -385,11 +376,11 @@ impl Bench<'_> {
 }
 
 /// Runs the benchmark.
-pub fn bench(args: &HostSwapArgs, scope: &SignalScope) -> anyhow::Result<HostSwapBench> {
+pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<HostSwapBench> {
     validate(args)?;
     let cpu = chosen_cpu(args)?;
     if let Some(c) = cpu {
-        runner::probe_cmd::pin_to_cpu(c)?;
+        hostsys::cpu::pin_to_cpu(c).map_err(|e| runner::cli::usage(format!("--cpu {c}: {e}")))?;
     }
     let pages = args.mem.bytes() / 4096;
     let skew = super::zipf_skew::skew_for(pages, 0.1, 0.9);
@@ -657,7 +648,7 @@ pub fn render_text(b: &HostSwapBench) -> String {
 }
 
 /// Run `swaplab bench host-swap`.
-pub fn run(args: &HostSwapArgs) -> anyhow::Result<()> {
+pub fn run(args: &HostSwapOptions) -> anyhow::Result<()> {
     validate(args)?;
     chosen_cpu(args)?;
     let scope = SignalScope::new().context("watching for Ctrl-C")?;

@@ -1,6 +1,6 @@
 //! `swaplab bench`: benchmarks that print numbers (they assert nothing).
 //!
-//! - `bench boot`: boot times, swaplab against QEMU microvm ([`runner::boot::bench`]).
+//! - `bench boot`: boot times, swaplab against QEMU microvm ([`boot_bench`]).
 //! - `bench balloon`: balloon inflate and deflate rates, swaplab against QEMU's
 //!   virtio-balloon ([`balloon`]).
 //! - `bench host-swap`: the userfaultfd swapper against kernel swap on the same probe
@@ -12,41 +12,10 @@ pub mod host_swap;
 pub mod qemu;
 pub mod zipf_skew;
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use runner::boot::BootFiles;
 use sandbox::{needs_sandbox_here, SandboxMode};
-
-/// `swaplab bench`.
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    /// What to measure.
-    #[command(subcommand)]
-    pub what: BenchWhat,
-}
-
-/// Benchmarks.
-#[derive(clap::Subcommand, Debug)]
-pub enum BenchWhat {
-    /// Boot time: swaplab against QEMU microvm, same kernel and initramfs.
-    Boot(crate::boot_bench::BenchBootArgs),
-    /// Balloon inflate and deflate rates: swaplab against QEMU's virtio-balloon, same
-    /// kernel, initramfs and guest.
-    Balloon(balloon::BenchBalloonArgs),
-    /// Host swapping: the userfaultfd swapper against kernel swap (zram, swap file) on
-    /// random, sequential and zipf 90/10 probe workloads; needs root for the kernel side.
-    HostSwap(host_swap::HostSwapArgs),
-}
-
-/// Run `swaplab bench`.
-pub fn main(args: &BenchArgs) -> ExitCode {
-    match &args.what {
-        BenchWhat::Boot(a) => crate::boot_bench::main(a),
-        BenchWhat::Balloon(a) => balloon::main(a),
-        BenchWhat::HostSwap(a) => runner::cli::finish(host_swap::run(a)),
-    }
-}
 
 /// Where and how a side-by-side benchmark with a Linux guest runs.
 pub struct SideBySide {

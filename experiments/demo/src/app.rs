@@ -17,7 +17,7 @@ use super::script::{self, Player};
 use super::term::TermGuard;
 use super::ui::{self, Controls};
 use super::vm::VmChild;
-use super::DemoArgs;
+use super::DemoOptions;
 use hostsys::signals::{signal_name, SignalScope};
 
 /// The guest keeps at least this much memory outside the balloon.
@@ -140,7 +140,7 @@ impl Demo {
 }
 
 /// Runs the demo until `q`, a signal, or a fatal error.
-pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     let steps = match &args.script {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -203,7 +203,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 fn run_screen(
-    args: &DemoArgs,
+    args: &DemoOptions,
     sock: PathBuf,
     mut player: Option<Player>,
     mut vm: Option<&mut VmChild>,

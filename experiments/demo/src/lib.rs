@@ -25,62 +25,46 @@ pub mod ui;
 pub mod vm;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use sandbox::SandboxFlag;
+use sandbox::SandboxMode;
 use scenario::size::ByteSize;
 
 /// Arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct DemoArgs {
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
     /// Guest RAM.
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
     pub mem: ByteSize,
     /// vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
     pub cpus: u32,
     /// The guest's swap disk.
-    #[arg(long, value_name = "SIZE", default_value = "128M")]
     pub guest_swap: ByteSize,
     /// Host limits `l` cycles through, the first (the largest) at start
     /// (default: 7/8, 1/2 and 1/4 of --mem).
-    #[arg(long, value_name = "SIZE,SIZE,...", value_delimiter = ',')]
     pub host_limits: Vec<ByteSize>,
     /// Balloon step of `+` and `-`.
-    #[arg(long, value_name = "SIZE", default_value = "32M")]
     pub step: ByteSize,
     /// MiB the workload (`w`) touches (default: 3/8 of --mem).
-    #[arg(long, value_name = "N")]
     pub workload_mb: Option<u64>,
     /// The workload's access pattern (`swaplab-guest touch --pattern`).
-    #[arg(long, value_name = "P", default_value = "random")]
     pub pattern: String,
     /// Play this script of timed actions (see `swaplab demo --help`).
-    #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,
     /// Poll the VM this often.
-    #[arg(long, value_name = "MS", default_value_t = 500)]
     pub interval_ms: u64,
     /// Where the VM serves its control socket (default: in a temporary directory).
-    #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
     /// Do not boot a VM: show the one serving this control socket.
-    #[arg(long, value_name = "PATH", conflicts_with = "api_sock")]
     pub attach: Option<PathBuf>,
     /// Write the VM's output here (default: in a temporary directory, kept on failure).
-    #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
     /// Stop the VM after this many seconds.
-    #[arg(long, value_name = "S", default_value_t = 3600)]
     pub timeout: u64,
     /// Run the demo's VM (the child the demo starts); no terminal UI.
-    #[arg(long, hide = true)]
     pub serve: bool,
-    #[command(flatten)]
-    pub sandbox: SandboxFlag,
+    pub sandbox: SandboxMode,
 }
 
-impl DemoArgs {
+impl DemoOptions {
     /// The host limit levels, bytes: `--host-limits` or the defaults.
     pub fn limits(&self) -> Vec<u64> {
         if !self.host_limits.is_empty() {
@@ -163,59 +147,33 @@ pub fn limits_arg(limits: &[u64]) -> String {
         .join(",")
 }
 
-/// Runs `swaplab demo`: the exit status.
-pub fn main(args: &DemoArgs) -> ExitCode {
-    let result = match args.validate() {
+/// Runs the demo as `args` say (the VM child with `serve`): the exit status.
+pub fn run(args: &DemoOptions) -> anyhow::Result<u8> {
+    match args.validate() {
         Err(msg) => Err(runner::cli::usage(msg)),
         Ok(()) if args.serve => vm::serve(args),
         Ok(()) => app::run(args).map(|()| 0),
-    };
-    runner::cli::finish_status(result)
+    }
 }
 
+/// The options `swaplab demo` gets with no flags (for tests).
 #[cfg(test)]
-pub(crate) fn parse_args(argv: &[&str]) -> Result<DemoArgs, clap::Error> {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        demo: DemoArgs,
-    }
-    Wrap::try_parse_from(argv).map(|w| w.demo)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_follow_the_memory_size() {
-        let a = parse_args(&["demo"]).unwrap();
-        assert_eq!(a.limits(), [224 << 20, 128 << 20, 64 << 20]);
-        assert_eq!(a.workload_mb(), 96);
-        assert_eq!(limits_arg(&a.limits()), "224M,128M,64M");
-        a.validate().unwrap();
-        let a = parse_args(&["demo", "--mem", "512M", "--host-limits", "400M,100M"]).unwrap();
-        assert_eq!(a.limits(), [400 << 20, 100 << 20]);
-        a.validate().unwrap();
-    }
-
-    #[test]
-    fn bad_values_are_usage_errors() {
-        let bad = |argv: &[&str], needle: &str| {
-            let e = parse_args(argv).unwrap().validate().unwrap_err();
-            assert!(e.contains(needle), "{argv:?}: {e}");
-        };
-        bad(
-            &["demo", "--host-limits", "100M,200M"],
-            "first is the largest",
-        );
-        bad(&["demo", "--host-limits", "300M"], "below --mem");
-        bad(&["demo", "--host-limits", "16M"], "at least 32M");
-        bad(&["demo", "--mem", "64M"], "too small");
-        bad(&["demo", "--workload-mb", "256"], "below --mem");
-        bad(&["demo", "--interval-ms", "1"], "interval");
-        bad(&["demo", "--step", "0"], "--step");
-        assert!(parse_args(&["demo", "--api-sock", "a", "--attach", "b"]).is_err());
+pub(crate) fn default_options() -> DemoOptions {
+    DemoOptions {
+        mem: ByteSize(256 << 20),
+        cpus: 1,
+        guest_swap: ByteSize(128 << 20),
+        host_limits: Vec::new(),
+        step: ByteSize(32 << 20),
+        workload_mb: None,
+        pattern: "random".into(),
+        script: None,
+        interval_ms: 500,
+        api_sock: None,
+        attach: None,
+        log: None,
+        timeout: 3600,
+        serve: false,
+        sandbox: SandboxMode::Auto,
     }
 }

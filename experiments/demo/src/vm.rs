@@ -12,10 +12,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
 
-use super::DemoArgs;
-use runner::boot::cmd::BootArgs;
+use super::DemoOptions;
+use runner::boot::cmd::BootOptions;
 use scenario::size::ByteSize;
 
 /// The guest command: the agent that starts and stops the workload.
@@ -30,7 +29,7 @@ pub struct VmChild {
 }
 
 /// The child's arguments (after the program name).
-pub fn serve_args(args: &DemoArgs, sock: &Path) -> Vec<OsString> {
+pub fn serve_args(args: &DemoOptions, sock: &Path) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec!["demo".into(), "--serve".into()];
     let mut push = |k: &str, val: String| {
         v.push(k.into());
@@ -43,22 +42,13 @@ pub fn serve_args(args: &DemoArgs, sock: &Path) -> Vec<OsString> {
     push("--host-limits", super::limits_arg(&args.limits()));
     v.push("--api-sock".into());
     v.push(sock.as_os_str().to_owned());
-    v.push(format!("--sandbox={}", sandbox_word(args)).into());
+    v.push(format!("--sandbox={}", args.sandbox.name()).into());
     v
-}
-
-fn sandbox_word(args: &DemoArgs) -> &'static str {
-    use sandbox::SandboxMode as M;
-    match args.sandbox.sandbox {
-        M::Auto => "auto",
-        M::Always => "always",
-        M::Never => "never",
-    }
 }
 
 impl VmChild {
     /// Starts `swaplab demo --serve` for `args`, serving `sock`, output to `log`.
-    pub fn spawn(args: &DemoArgs, sock: &Path, log: &Path) -> anyhow::Result<VmChild> {
+    pub fn spawn(args: &DemoOptions, sock: &Path, log: &Path) -> anyhow::Result<VmChild> {
         let out = std::fs::File::create(log)
             .with_context(|| format!("creating the VM log {}", log.display()))?;
         let err = out.try_clone().context("duplicating the VM log")?;
@@ -127,40 +117,21 @@ impl Drop for VmChild {
     }
 }
 
-/// `swaplab boot`'s arguments for the demo's machine.
-fn boot_args(args: &DemoArgs, sock: &Path) -> anyhow::Result<BootArgs> {
-    #[derive(Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        boot: BootArgs,
-    }
-    let limit = args.limits()[0];
-    let argv: Vec<OsString> = vec![
-        "boot".into(),
-        "--mem".into(),
-        args.mem.to_string().into(),
-        "--cpus".into(),
-        args.cpus.to_string().into(),
-        "--timeout".into(),
-        args.timeout.to_string().into(),
-        "--balloon".into(),
-        "--host-limit".into(),
-        ByteSize(limit).to_string().into(),
-        "--run".into(),
-        GUEST_COMMAND.into(),
-        "--api-sock".into(),
-        sock.as_os_str().to_owned(),
-        format!("--sandbox={}", sandbox_word(args)).into(),
-    ];
-    let boot = Wrap::try_parse_from(argv)
-        .map_err(|e| runner::cli::usage(e.to_string()))?
-        .boot;
+/// The demo's machine, as `swaplab boot` options.
+fn boot_options(args: &DemoOptions, sock: &Path) -> anyhow::Result<BootOptions> {
+    let boot = BootOptions {
+        balloon: true,
+        host_limit: Some(ByteSize(args.limits()[0])),
+        run: Some(GUEST_COMMAND.into()),
+        api_sock: Some(sock.to_path_buf()),
+        ..BootOptions::guest_image(args.mem, args.cpus, args.timeout, args.sandbox)
+    };
     runner::boot::cmd::validate(&boot)?;
     Ok(boot)
 }
 
 /// `swaplab demo --serve`: runs the demo's VM until the guest powers off.
-pub fn serve(args: &DemoArgs) -> anyhow::Result<u8> {
+pub fn serve(args: &DemoOptions) -> anyhow::Result<u8> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's parent-death
     // signal: if the demo dies without stopping us, we get SIGTERM (and the
     // sandbox stops QEMU).
@@ -169,8 +140,8 @@ pub fn serve(args: &DemoArgs) -> anyhow::Result<u8> {
         .api_sock
         .clone()
         .ok_or_else(|| runner::cli::usage("--serve needs --api-sock"))?;
-    let boot = boot_args(args, &sock)?;
-    if sandbox::needs_sandbox_here(args.sandbox.sandbox) {
+    let boot = boot_options(args, &sock)?;
+    if sandbox::needs_sandbox_here(args.sandbox) {
         let files = runner::boot::BootFiles::resolve(None, None, None, false)?;
         return runner::boot::cmd::run_in_sandbox(
             &files,
@@ -189,7 +160,7 @@ mod tests {
 
     #[test]
     fn the_child_gets_the_machine_and_the_socket() {
-        let args = crate::parse_args(&["demo", "--mem", "256M"]).unwrap();
+        let args = crate::default_options();
         let v: Vec<String> = serve_args(&args, Path::new("/tmp/x.sock"))
             .into_iter()
             .map(|s| s.into_string().unwrap())
@@ -199,7 +170,7 @@ mod tests {
         assert!(joined.contains("--host-limits 224M,128M,64M"), "{joined}");
         assert!(joined.contains("--api-sock /tmp/x.sock"), "{joined}");
         assert!(joined.ends_with("--sandbox=auto"), "{joined}");
-        let boot = boot_args(&args, Path::new("/tmp/x.sock")).unwrap();
+        let boot = boot_options(&args, Path::new("/tmp/x.sock")).unwrap();
         assert_eq!(boot.host_limit, Some(ByteSize(224 << 20)));
         assert!(boot.balloon);
         assert_eq!(boot.run.as_deref(), Some(GUEST_COMMAND));

@@ -1,3 +1,4 @@
-//! Process-level plumbing the swaplab commands share: signal handling.
+//! Process-level plumbing the swaplab commands share: signal handling, CPU pinning.
 
+pub mod cpu;
 pub mod signals;

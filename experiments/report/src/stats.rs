@@ -149,6 +149,17 @@ pub fn pooled_cdf<'a>(
     (!points.is_empty()).then_some(points)
 }
 
+/// A duration in ns, short and readable: "850ns", "4.21µs", "12.3ms", "1.52s".
+pub fn fmt_ns(ns: u64) -> String {
+    let f = ns as f64;
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.2}µs", f / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}ms", f / 1e6),
+        _ => format!("{:.2}s", f / 1e9),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,5 @@
 
 pub mod boot;
 pub mod cli;
-pub mod probe_cmd;
 pub mod probe_run;
 pub mod run;

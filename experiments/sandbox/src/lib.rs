@@ -67,7 +67,6 @@
 //! load ≈ 4, 7.2–10.5 s (median 8.6) vs 5.6–10.8 s (median 8.9) at load 5–7;
 //! L1's own clock shows `/init` starting at 2.90 s vs 2.88 s.
 
-pub mod cli;
 pub mod forward;
 pub mod host;
 pub mod initramfs;
@@ -86,10 +85,7 @@ use std::time::Duration;
 use scenario::size::ByteSize;
 use workloads::image::kernel::KernelSource;
 
-pub use cli::{main, SandboxArgs};
-pub use reexec::{
-    environment_note, in_sandbox, needs_sandbox_here, SandboxFlag, SandboxMode, NOTE,
-};
+pub use reexec::{environment_note, in_sandbox, needs_sandbox_here, SandboxMode, NOTE};
 
 use forward::{ForwardSocket, HostForward};
 use protocol::Event;

@@ -18,7 +18,7 @@ pub const NOTE: &str =
 const FLAG: &str = "--sandbox";
 
 /// Where a command that needs a stock Linux guest runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SandboxMode {
     /// In the sandbox when this host's KVM cannot boot a stock kernel (PVM or no KVM).
     #[default]
@@ -27,6 +27,17 @@ pub enum SandboxMode {
     Always,
     /// Never: here, whatever the KVM flavour.
     Never,
+}
+
+impl SandboxMode {
+    /// The `--sandbox` word for this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
 }
 
 /// Errors deciding about the sandbox.
@@ -38,15 +49,6 @@ pub enum ReexecError {
     /// The executable was replaced or deleted since it started.
     #[error("this program's executable {0} was deleted since it started (rebuilt?); run it again")]
     ExeDeleted(String),
-}
-
-/// `--sandbox auto|always|never`, for commands to `#[command(flatten)]`.
-#[derive(Debug, Clone, Copy, Default, clap::Args)]
-pub struct SandboxFlag {
-    /// Where to run the stock Linux guest: auto (in the nested sandbox when this
-    /// host's KVM cannot boot a stock kernel), always (in the sandbox), never (here).
-    #[arg(long, value_enum, default_value_t = SandboxMode::Auto)]
-    pub sandbox: SandboxMode,
 }
 
 /// Whether this process runs inside the sandbox's L1 (by the environment

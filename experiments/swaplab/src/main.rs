@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use runner::{boot, probe_cmd, run};
-use swaplab::{ctl, doctor, image_cmd};
+use swaplab::{
+    bench_cmd, boot_cmd, ctl, demo_cmd, doctor, image_cmd, probe_cmd, run_cmd, sandbox_cmd,
+};
 
 /// swaplab: a memory-overcommit and swapping testbed.
 #[derive(Parser, Debug)]
@@ -24,21 +25,21 @@ enum Command {
     /// Run a no-OS probe guest that touches guest memory in a pattern.
     Probe(probe_cmd::ProbeArgs),
     /// Run a command in the nested sandbox (an L1 Linux VM under QEMU TCG with kvm_amd).
-    Sandbox(sandbox::cli::SandboxArgs),
+    Sandbox(sandbox_cmd::SandboxArgs),
     /// Boot a Linux guest (the guest image by default); with --run, run a command in it.
-    Boot(boot::cmd::BootArgs),
+    Boot(boot_cmd::BootArgs),
     /// Benchmarks: `bench boot` compares boot times with QEMU microvm, `bench host-swap`
     /// the userfaultfd swapper with kernel swap.
-    Bench(bench::BenchArgs),
+    Bench(bench_cmd::BenchArgs),
     /// Talk to a running VM's control socket: `ctl --sock PATH balloon set 256M`,
     /// `balloon stats`, `swapper status`, `vm stats`, `help`, or `--raw JSON`.
     Ctl(ctl::CtlArgs),
     /// Run scenarios (guest swap, host swap, double paging, balloon) with a Linux guest;
     /// no arguments: the standard matrix. Writes results, a report and a trace.
-    Run(run::cmd::RunArgs),
+    Run(run_cmd::RunArgs),
     /// A live terminal view of ballooning and host swapping for lectures: keys +/- (balloon),
     /// w (guest workload), l (host limit), q (quit); --script FILE plays them on a timer.
-    Demo(demo::DemoArgs),
+    Demo(demo_cmd::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,12 +52,12 @@ fn main() -> ExitCode {
         Command::Doctor(a) => doctor::run(&a),
         Command::Image(a) => image_cmd::run(&a),
         Command::Probe(a) => probe_cmd::run(&a),
-        Command::Sandbox(a) => return sandbox::cli::main(&a),
-        Command::Boot(a) => return boot::cmd::main(&a),
-        Command::Bench(a) => return bench::main(&a),
+        Command::Sandbox(a) => return sandbox_cmd::main(&a),
+        Command::Boot(a) => return boot_cmd::main(&a),
+        Command::Bench(a) => return bench_cmd::main(&a),
         Command::Ctl(a) => return ctl::main(&a),
-        Command::Run(a) => return run::cmd::main(&a),
-        Command::Demo(a) => return demo::main(&a),
+        Command::Run(a) => return run_cmd::main(&a),
+        Command::Demo(a) => return demo_cmd::main(&a),
     };
     runner::cli::finish(result)
 }

@@ -25,53 +25,41 @@ mod vm;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::boot_bench::median;
-use crate::qemu::QEMU;
 use driver::{measure, BalloonBenchError};
 use runner::boot::BootFiles;
 use runner::cli::usage;
-use sandbox::SandboxFlag;
+use sandbox::SandboxMode;
 use scenario::size::ByteSize;
 use vm::{guest_command, start_qemu, start_swaplab, Setup, Vm};
 
 /// `swaplab bench balloon`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct BenchBalloonArgs {
+#[derive(Debug, Clone)]
+pub struct BalloonBenchOptions {
     /// Boots per VMM (one inflate and one deflate each).
-    #[arg(long, value_name = "N", default_value_t = 3)]
     pub runs: u32,
     /// Guest RAM.
-    #[arg(long, value_name = "SIZE", default_value = "512M")]
     pub mem: ByteSize,
     /// Balloon size to inflate to (and deflate from).
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
     pub balloon: ByteSize,
     /// Memory the guest touches (and frees) before the balloon moves (default:
     /// three quarters of --mem).
-    #[arg(long, value_name = "SIZE")]
     pub touch: Option<ByteSize>,
     /// vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
     pub cpus: u32,
     /// Poll interval for the balloon's size, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 5)]
     pub poll_ms: u64,
     /// Limit per boot (boot, touch, inflate, deflate), in seconds.
-    #[arg(long, value_name = "S", default_value_t = 300)]
     pub timeout: u64,
     /// The QEMU binary.
-    #[arg(long, value_name = "PROGRAM", default_value = QEMU)]
     pub qemu: OsString,
     /// Print JSON instead of a table.
-    #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub sandbox: SandboxFlag,
+    pub sandbox: SandboxMode,
 }
 
 /// Most runs accepted.
@@ -137,11 +125,11 @@ pub struct BalloonBench {
 }
 
 /// Default `--touch`: three quarters of the guest's RAM.
-fn touch_mib(args: &BenchBalloonArgs) -> u64 {
+fn touch_mib(args: &BalloonBenchOptions) -> u64 {
     args.touch.map_or(args.mem.bytes() * 3 / 4, |t| t.bytes()) >> 20
 }
 
-fn validate(args: &BenchBalloonArgs) -> anyhow::Result<()> {
+fn validate(args: &BalloonBenchOptions) -> anyhow::Result<()> {
     if !(1..=MAX_RUNS).contains(&args.runs) {
         return Err(usage(format!(
             "--runs must be between 1 and {MAX_RUNS}, got {}",
@@ -167,24 +155,15 @@ fn validate(args: &BenchBalloonArgs) -> anyhow::Result<()> {
             args.poll_ms
         )));
     }
-    let boot = runner::boot::cmd::BootArgs {
-        kernel: None,
-        initrd: None,
-        bzimage: false,
-        mem: args.mem,
-        cpus: args.cpus,
-        cmdline: None,
+    let boot = runner::boot::cmd::BootOptions {
         run: Some(guest_command(touch)),
-        timeout: args.timeout,
-        console: None,
-        channel: None,
-        boot_log: false,
-        verbose: false,
-        api_sock: None,
         balloon: true,
-        host_limit: None,
-        null_device: Vec::new(),
-        sandbox: args.sandbox,
+        ..runner::boot::cmd::BootOptions::guest_image(
+            args.mem,
+            args.cpus,
+            args.timeout,
+            args.sandbox,
+        )
     };
     runner::boot::cmd::validate(&boot)
 }
@@ -213,7 +192,7 @@ fn socket_dir() -> PathBuf {
 }
 
 /// Run the benchmark here.
-pub fn bench_balloon(args: &BenchBalloonArgs, files: BootFiles) -> anyhow::Result<BalloonBench> {
+pub fn bench_balloon(args: &BalloonBenchOptions, files: BootFiles) -> anyhow::Result<BalloonBench> {
     let touch = touch_mib(args);
     let setup = Setup {
         files,
@@ -309,20 +288,16 @@ pub fn render_text(b: &BalloonBench) -> String {
     s
 }
 
-fn run(args: &BenchBalloonArgs) -> anyhow::Result<u8> {
+/// Runs the benchmark as `args` say: 0, 1 on failure, 2 on a usage error.
+pub fn run(args: &BalloonBenchOptions) -> anyhow::Result<u8> {
     validate(args)?;
     let how = super::SideBySide {
-        sandbox: args.sandbox.sandbox,
+        sandbox: args.sandbox,
         mem: args.mem.bytes(),
         timeout: Duration::from_secs(args.timeout) * 2 * args.runs,
         json: args.json,
     };
     super::side_by_side(how, |files| bench_balloon(args, files), render_text)
-}
-
-/// Run `swaplab bench balloon`.
-pub fn main(a: &BenchBalloonArgs) -> ExitCode {
-    runner::cli::finish_status(run(a))
 }
 
 #[cfg(test)]

@@ -9,80 +9,18 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::console::Show;
-use super::{run_guest_with, verdict, BootFiles, GuestFailure, GuestRun, GuestSpec, ENV_IMAGE_DIR};
-use crate::cli::{usage, UsageError};
-use sandbox::{self, needs_sandbox_here, SandboxConfig, SandboxFlag};
+pub use super::options::BootOptions;
+use super::{run_guest_with, verdict, BootFiles, GuestRun, GuestSpec, ENV_IMAGE_DIR};
+use crate::cli::usage;
+use sandbox::{self, needs_sandbox_here, SandboxConfig, SandboxMode};
 use scenario::size::ByteSize;
 use vmm::devices::serial::ChannelHook;
-
-/// Arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct BootArgs {
-    /// Kernel to boot: an ELF vmlinux with a PVH entry, or a bzImage (default: the
-    /// guest image's vmlinux).
-    #[arg(long, value_name = "FILE")]
-    pub kernel: Option<PathBuf>,
-    /// initramfs (default: the guest image's).
-    #[arg(long, value_name = "FILE")]
-    pub initrd: Option<PathBuf>,
-    /// Boot the guest image's bzImage instead of its PVH vmlinux.
-    #[arg(long, conflicts_with = "kernel")]
-    pub bzimage: bool,
-    /// Guest RAM.
-    #[arg(long, value_name = "SIZE", default_value = "512M")]
-    pub mem: ByteSize,
-    /// vCPUs.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub cpus: u32,
-    /// Kernel command line (default: the image's, `console=ttyS0 quiet panic=-1 pci=off`).
-    #[arg(long, value_name = "ARGS")]
-    pub cmdline: Option<String>,
-    /// Run this shell command in the guest, print its output and exit with its status.
-    #[arg(long, value_name = "COMMAND")]
-    pub run: Option<String>,
-    /// Stop a guest that has not powered off after this many seconds (exit status 124).
-    #[arg(long, value_name = "S", default_value_t = 60)]
-    pub timeout: u64,
-    /// Write the whole guest console to this file.
-    #[arg(long, value_name = "FILE")]
-    pub console: Option<PathBuf>,
-    /// Give the guest a result channel (`/dev/ttyS1`; guest programs write their JSON
-    /// lines there, `SWAPLAB_CHANNEL` names it) and write every line it receives to
-    /// this file.
-    #[arg(long, value_name = "FILE")]
-    pub channel: Option<PathBuf>,
-    /// With --run, show the whole console (kernel messages included), not only the
-    /// command's output.
-    #[arg(long)]
-    pub boot_log: bool,
-    /// Print boot times and VM exits to stderr at the end.
-    #[arg(short, long)]
-    pub verbose: bool,
-    /// Serve the control socket here while the guest runs (`swaplab ctl --sock PATH`:
-    /// `balloon set`, `balloon stats`, `swapper status`, `vm stats`). Works the same
-    /// when the guest runs in the nested sandbox (the socket is forwarded).
-    #[arg(long, value_name = "PATH")]
-    pub api_sock: Option<PathBuf>,
-    /// Give the guest a virtio-balloon (deflate-on-OOM, stats every second); its
-    /// target is set through the control socket.
-    #[arg(long)]
-    pub balloon: bool,
-    /// Host-swap guest RAM above this resident limit (the userfaultfd swapper).
-    #[arg(long, value_name = "SIZE")]
-    pub host_limit: Option<ByteSize>,
-    /// Attach a do-nothing virtio device of this type (repeatable; for tests).
-    #[arg(long, value_name = "TYPE", hide = true)]
-    pub null_device: Vec<u32>,
-    #[command(flatten)]
-    pub sandbox: SandboxFlag,
-}
 
 /// Longest accepted `--timeout` (a typo guard).
 const MAX_TIMEOUT: u64 = 24 * 3600;
@@ -92,7 +30,7 @@ const L1_HEADROOM: u64 = 1 << 30;
 const L1_EXTRA_TIME: Duration = Duration::from_secs(120);
 
 /// Check the arguments; user errors exit 2.
-pub fn validate(args: &BootArgs) -> anyhow::Result<()> {
+pub fn validate(args: &BootOptions) -> anyhow::Result<()> {
     let mem = args.mem.bytes();
     let min = vmm::linux::layout::MIN_MEM;
     if mem < min || mem % 4096 != 0 {
@@ -199,7 +137,9 @@ pub fn warn_if_pvm() {
     }
 }
 
-fn run(args: &BootArgs) -> anyhow::Result<u8> {
+/// Boot as `args` say: the guest command's status (124 for a timeout); a
+/// [`GuestFailure`] carries the status for a guest that failed.
+pub fn run(args: &BootOptions) -> anyhow::Result<u8> {
     validate(args)?;
     check_files(args.kernel.as_deref(), args.initrd.as_deref())?;
     let files = BootFiles::resolve(
@@ -214,10 +154,10 @@ fn run(args: &BootArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot create channel file {}", p.display()))?;
     }
     let timeout = Duration::from_secs(args.timeout);
-    if needs_sandbox_here(args.sandbox.sandbox) {
+    if needs_sandbox_here(args.sandbox) {
         return run_in_sandbox(&files, args.mem.bytes(), timeout);
     }
-    if args.sandbox.sandbox == sandbox::SandboxMode::Never {
+    if args.sandbox == SandboxMode::Never {
         warn_if_pvm();
     }
     if args.api_sock.is_some() || args.balloon || args.host_limit.is_some() {
@@ -317,24 +257,4 @@ pub fn summary(spec: &GuestSpec, run: &GuestRun) -> String {
         ));
     }
     s
-}
-
-/// Run `swaplab boot`: the guest command's status, or an error and 1 (2 for usage
-/// errors, 124 for a timeout).
-pub fn main(args: &BootArgs) -> ExitCode {
-    match run(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let code = if e.downcast_ref::<UsageError>().is_some() {
-                2
-            } else if let Some(f) = e.downcast_ref::<GuestFailure>() {
-                f.status
-            } else {
-                1
-            };
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("swaplab: {}", chain.join(": "));
-            ExitCode::from(code)
-        }
-    }
 }

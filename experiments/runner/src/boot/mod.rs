@@ -10,6 +10,7 @@
 
 pub mod cmd;
 pub mod console;
+pub mod options;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

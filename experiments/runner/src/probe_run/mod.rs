@@ -11,6 +11,8 @@
 
 mod device;
 pub mod kernel;
+pub mod plan;
+pub mod render;
 pub mod summary;
 pub mod tsc;
 pub mod uffd;

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::kernel::KernelRun;
 use super::uffd::UffdRun;
 use super::Latency;
-use crate::probe_cmd::fmt_ns;
+use report::stats::fmt_ns;
 use scenario::size::ByteSize;
 
 /// How the host swaps test RAM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HostSwapMode {
     /// swaplab's userfaultfd swapper.

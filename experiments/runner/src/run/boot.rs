@@ -6,8 +6,8 @@
 use anyhow::Context;
 
 use super::machine::{run_machine, MachineOptions};
-use crate::boot::cmd::BootArgs;
 use crate::boot::console::Show;
+use crate::boot::options::BootOptions;
 use crate::cli::usage;
 use scenario::size::ByteSize;
 use scenario::{
@@ -16,7 +16,7 @@ use scenario::{
 };
 
 /// The machine `boot` asks for, as a scenario.
-pub fn scenario(args: &BootArgs) -> Scenario {
+pub fn scenario(args: &BootOptions) -> Scenario {
     Scenario {
         name: "boot".into(),
         description: String::new(),
@@ -60,7 +60,7 @@ pub fn scenario(args: &BootArgs) -> Scenario {
 }
 
 /// Boots with the devices; the command's exit status.
-pub fn boot_with_devices(args: &BootArgs) -> anyhow::Result<u8> {
+pub fn boot_with_devices(args: &BootOptions) -> anyhow::Result<u8> {
     if args.kernel.is_some() || args.initrd.is_some() || args.cmdline.is_some() || args.bzimage {
         return Err(usage(
             "--api-sock, --balloon and --host-limit boot the guest image; drop --kernel, --initrd, --cmdline and --bzimage",
@@ -79,7 +79,7 @@ pub fn boot_with_devices(args: &BootArgs) -> anyhow::Result<u8> {
 
 /// Boots `spec` (a [`scenario`] of `args`, possibly changed, e.g. given a guest
 /// swap disk) running `args`' command; its exit status.
-pub fn boot_scenario(args: &BootArgs, spec: &Scenario) -> anyhow::Result<u8> {
+pub fn boot_scenario(args: &BootOptions, spec: &Scenario) -> anyhow::Result<u8> {
     let scratch = tempfile::Builder::new()
         .prefix("swaplab-boot-")
         .tempdir()

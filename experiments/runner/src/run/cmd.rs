@@ -9,7 +9,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context;
 
@@ -24,72 +23,56 @@ use crate::cli::usage;
 use ::report::data::Outcome;
 use ::report::progress::RunEnd;
 use hostsys::signals::{signal_name, SignalScope};
-use sandbox::{needs_sandbox_here, SandboxError, SandboxFlag};
+use sandbox::{needs_sandbox_here, SandboxError, SandboxMode};
 use scenario::size::ByteSize;
 use scenario::{self, Matrix, Scenario};
 
 /// Arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
+#[derive(Debug, Clone)]
+pub struct RunOptions {
     /// Scenarios or matrices to run: built-in names (default, baseline, guest-swap,
     /// host-swap, host-swap-mitigated, double-paging, balloon, soak) or TOML files.
     /// None: the standard matrix (`default`).
-    #[arg(value_name = "SCENARIO")]
     pub scenarios: Vec<String>,
     /// Where results go (default: results/<UTC timestamp>).
-    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print each run's result as one JSON line on stdout instead of the summary.
-    #[arg(long)]
     pub json: bool,
     /// Override every scenario's repetitions.
-    #[arg(long, value_name = "N")]
     pub repetitions: Option<u32>,
     /// Override the guest's RAM.
-    #[arg(long, value_name = "SIZE")]
     pub mem: Option<ByteSize>,
     /// Override the guest swap disk size.
-    #[arg(long, value_name = "SIZE")]
     pub guest_swap: Option<ByteSize>,
     /// Override the host limit (only for scenarios with host swapping).
-    #[arg(long, value_name = "SIZE")]
     pub host_limit: Option<ByteSize>,
     /// Override the workload's working set.
-    #[arg(long, value_name = "SIZE")]
     pub working_set: Option<ByteSize>,
     /// Override the workload's passes.
-    #[arg(long, value_name = "N")]
     pub passes: Option<u32>,
     /// Override the per-run time limit, seconds.
-    #[arg(long, value_name = "S")]
     pub timeout: Option<u64>,
     /// Show the guest's console (kernel messages and the command's output) on stderr.
-    #[arg(long)]
     pub console: bool,
     /// Serve the control socket here while each guest runs (`swaplab ctl --sock PATH`).
-    #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
     // runreport: --ktrace
     /// Record KVM's kernel trace events (kvm:kvm_exit, kvm:kvm_page_fault, kvmmmu:*, …)
     /// during each run and merge them into trace.json (needs root and tracefs, which is
     /// mounted for the run if it is not; without them the run goes on without).
-    #[arg(long)]
     pub ktrace: bool,
     /// Continue the matrix in --out DIR: runs whose result.json is there (for the same
     /// settings) are kept, the rest run. A run that started but wrote no result runs again.
     /// In the nested sandbox swaplab does this by itself when L1's kernel dies mid-matrix.
-    #[arg(long, requires = "out")]
     pub resume: bool,
     /// Why the matrix is resumed, for the report (set by swaplab when it restarts L1).
-    #[arg(long, value_name = "TEXT", requires = "resume", hide = true)]
     pub resume_reason: Option<String>,
-    #[command(flatten)]
-    pub sandbox: SandboxFlag,
+    pub sandbox: SandboxMode,
 }
 
 /// Loads the scenarios and applies the command line's overrides; every error
 /// (a typo'd key, a bad value, a meaningless override) before anything runs.
-pub fn load(args: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
+pub fn load(args: &RunOptions) -> anyhow::Result<Vec<Scenario>> {
     let names: Vec<String> = if args.scenarios.is_empty() {
         vec!["default".into()]
     } else {
@@ -111,7 +94,7 @@ pub fn load(args: &RunArgs) -> anyhow::Result<Vec<Scenario>> {
     Ok(out)
 }
 
-fn overrides(args: &RunArgs, s: &mut Scenario) {
+fn overrides(args: &RunOptions, s: &mut Scenario) {
     if let Some(n) = args.repetitions {
         s.repetitions = n;
     }
@@ -241,7 +224,7 @@ const L1_MATRIX_ATTEMPTS: u32 = 3;
 /// under load) L1 is started again and the matrix resumes there
 /// ([`super::resume`]): finished runs are kept, the cut-off run runs again,
 /// and the report says so.
-fn run_in_sandbox(args: &RunArgs, scenarios: &[Scenario]) -> anyhow::Result<u8> {
+fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
     let files = BootFiles::resolve(None, None, None, false)?;
     let mem = scenarios
         .iter()
@@ -305,9 +288,12 @@ fn panic_text(line: &str) -> &str {
     line.split_once("] ").map_or(line, |(_, rest)| rest).trim()
 }
 
-fn run(args: &RunArgs) -> anyhow::Result<u8> {
+/// Runs the matrix `args` asks for: 0 when every run finished and verified
+/// its pages, 1 when one failed; usage errors (bad scenario files included)
+/// are [`crate::cli::UsageError`]s.
+pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
     let scenarios = load(args)?;
-    if needs_sandbox_here(args.sandbox.sandbox) {
+    if needs_sandbox_here(args.sandbox) {
         return run_in_sandbox(args, &scenarios);
     }
     let out = args.out.clone().unwrap_or_else(default_out);
@@ -453,12 +439,6 @@ fn run(args: &RunArgs) -> anyhow::Result<u8> {
         return Ok(128 + sig as u8);
     }
     Ok(u8::from(failed))
-}
-
-/// Run `swaplab run`: 0 when every run finished and verified its pages, 1 when
-/// one failed, 2 on usage errors (bad scenario files included).
-pub fn main(args: &RunArgs) -> ExitCode {
-    crate::cli::finish_status(run(args))
 }
 
 #[cfg(test)]

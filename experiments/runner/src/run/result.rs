@@ -167,7 +167,7 @@ pub struct RunResult {
 }
 
 fn fmt_ns(ns: u64) -> String {
-    crate::probe_cmd::fmt_ns(ns)
+    report::stats::fmt_ns(ns)
 }
 
 impl RunResult {

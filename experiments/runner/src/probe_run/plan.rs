@@ -1,28 +1,17 @@
-//! Resolving the host-swap flags into a plan, and running a probe by plan (used by
-//! `swaplab probe` and `swaplab bench host-swap`).
+//! How the host swaps test RAM (a plan the command line resolves from its flags),
+//! and running a probe by plan (for `swaplab probe` and `swaplab bench host-swap`).
 
 use std::path::PathBuf;
 
-use swapper::kswap::SwapKind;
 use swapper::{FaultInjector, StoreKind, SwapperConfig};
 
-use super::{render_text, PolicyArg, StoreArg, SwapArgs};
-use crate::cli::usage;
-use crate::probe_run::kernel::{self, ChildCommand, KernelSettings};
-use crate::probe_run::summary::{self, HostSwapMode, SwapSummary};
-use crate::probe_run::uffd::run_probe_uffd;
-use crate::probe_run::{run_probe, ProbeConfig, ProbeHooks, ProbeResult};
+use super::kernel::{self, ChildCommand, KernelSettings};
+use super::render::render_text;
+use super::summary::{self, SwapSummary};
+use super::uffd::run_probe_uffd;
+use super::{run_probe, ProbeConfig, ProbeHooks, ProbeResult};
 use hostsys::signals::{Interrupted, SignalScope};
-use scenario::size::ByteSize;
 
-/// Most fault-handler threads accepted.
-const MAX_HANDLERS: usize = 64;
-/// Largest prefetch cluster accepted.
-const MAX_PREFETCH: u32 = 4096;
-/// Smallest limit the swapper takes (16 pages).
-const MIN_LIMIT: u64 = 16 * 4096;
-/// Swap device size beyond test RAM (room for the VMM's own pages).
-const SWAP_MARGIN: u64 = 64 << 20;
 /// Default directory for store and swap files.
 pub const DEFAULT_STORE_DIR: &str = "/var/tmp";
 
@@ -69,173 +58,6 @@ pub struct Injections {
     pub corrupt_reads: u64,
     /// Failing writes.
     pub write_errors: u64,
-}
-
-/// The flags that only mean something with the userfaultfd swapper.
-fn uffd_only_flags(a: &SwapArgs) -> Vec<&'static str> {
-    [
-        (a.policy.is_some(), "--policy"),
-        (a.prefetch.is_some(), "--prefetch"),
-        (a.handlers.is_some(), "--handlers"),
-        (a.checksums, "--checksums"),
-        (a.no_checksums, "--no-checksums"),
-        (a.o_direct, "--o-direct"),
-        (a.inject_read_errors.is_some(), "--inject-read-errors"),
-        (a.inject_corrupt_reads.is_some(), "--inject-corrupt-reads"),
-        (a.inject_write_errors.is_some(), "--inject-write-errors"),
-    ]
-    .into_iter()
-    .filter_map(|(set, name)| set.then_some(name))
-    .collect()
-}
-
-/// Resolve the host-swap arguments for test RAM of `mem` bytes; user errors exit 2.
-pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
-    if let Some(cgroup) = &a.internal_kernel_child {
-        let guest_limit_bytes = a
-            .internal_guest_limit
-            .ok_or_else(|| usage("--internal-kernel-child needs --internal-guest-limit"))?;
-        if a.host_limit.is_some() || a.host_swap.is_some_and(|m| m != HostSwapMode::None) {
-            return Err(usage("--internal-kernel-child runs with --host-swap none"));
-        }
-        return Ok(SwapPlan::KernelChild {
-            cgroup: cgroup.clone(),
-            guest_limit_bytes,
-            cold_sweep_ms: a.kernel_cold_sweep.unwrap_or(0),
-        });
-    }
-    let mode = match (a.host_limit, a.host_swap) {
-        (None, None | Some(HostSwapMode::None)) => HostSwapMode::None,
-        (None, Some(m)) => {
-            return Err(usage(format!(
-                "--host-swap {} needs --host-limit SIZE",
-                m.name()
-            )))
-        }
-        (Some(_), Some(HostSwapMode::None)) => {
-            return Err(usage(
-                "--host-limit needs --host-swap uffd or kernel, not none",
-            ))
-        }
-        (Some(_), m) => m.unwrap_or(HostSwapMode::Uffd),
-    };
-    let mut given: Vec<&str> = uffd_only_flags(a);
-    if mode == HostSwapMode::None {
-        given.extend(
-            [
-                (a.store.is_some(), "--store"),
-                (a.store_path.is_some(), "--store-path"),
-            ]
-            .into_iter()
-            .filter_map(|(set, name)| set.then_some(name)),
-        );
-        if a.kernel_cold_sweep.is_some() {
-            given.push("--kernel-cold-sweep");
-        }
-        if let Some(f) = given.first() {
-            return Err(usage(format!("{f} needs --host-limit SIZE")));
-        }
-        if !a.internal_child_arg.is_empty() {
-            return Err(usage("--internal-child-arg needs --host-swap kernel"));
-        }
-        return Ok(SwapPlan::None);
-    }
-    let limit = a
-        .host_limit
-        .expect("a mode other than none has a limit")
-        .bytes();
-    if limit < MIN_LIMIT || limit % 4096 != 0 {
-        return Err(usage(format!(
-            "--host-limit must be a multiple of 4K and at least 64K (16 pages), got {limit} bytes"
-        )));
-    }
-    if limit > mem {
-        return Err(usage(format!(
-            "--host-limit {} is more than --mem {}",
-            ByteSize(limit),
-            ByteSize(mem)
-        )));
-    }
-    let store = a.store.unwrap_or(StoreArg::Memory);
-    let needs_dir = store == StoreArg::File;
-    let dir = a
-        .store_path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_DIR));
-    if (needs_dir || a.store_path.is_some()) && !dir.is_dir() {
-        return Err(usage(format!(
-            "--store-path {} is not a directory",
-            dir.display()
-        )));
-    }
-    if a.o_direct && store != StoreArg::File {
-        return Err(usage("--o-direct needs --store file"));
-    }
-    if mode == HostSwapMode::Kernel {
-        if let Some(f) = given.first() {
-            return Err(usage(format!(
-                "{f} applies to --host-swap uffd only (the kernel has its own policy)"
-            )));
-        }
-        return Ok(SwapPlan::Kernel {
-            settings: KernelSettings {
-                guest_limit_bytes: limit,
-                swap: match store {
-                    StoreArg::File => SwapKind::File { dir: dir.clone() },
-                    StoreArg::Memory | StoreArg::Lz4 => SwapKind::Zram,
-                },
-                swap_bytes: mem + SWAP_MARGIN,
-                sweep_dirs: vec![dir],
-            },
-            cold_sweep_ms: a
-                .kernel_cold_sweep
-                .unwrap_or_else(kernel::default_cold_sweep_ms),
-            child_extra: a.internal_child_arg.clone(),
-        });
-    }
-    if !a.internal_child_arg.is_empty() || a.kernel_cold_sweep.is_some() {
-        return Err(usage(
-            "--kernel-cold-sweep and --internal-child-arg need --host-swap kernel",
-        ));
-    }
-    let handlers = a.handlers.unwrap_or(1);
-    if !(1..=MAX_HANDLERS).contains(&handlers) {
-        return Err(usage(format!(
-            "--handlers must be between 1 and {MAX_HANDLERS}, got {handlers}"
-        )));
-    }
-    let prefetch = a.prefetch.unwrap_or(0);
-    if prefetch > MAX_PREFETCH {
-        return Err(usage(format!(
-            "--prefetch must be at most {MAX_PREFETCH} pages, got {prefetch}"
-        )));
-    }
-    let config = SwapperConfig {
-        limit_bytes: limit,
-        store: match store {
-            StoreArg::File => StoreKind::File {
-                dir,
-                direct: a.o_direct,
-            },
-            StoreArg::Memory => StoreKind::Memory,
-            StoreArg::Lz4 => StoreKind::Lz4,
-        },
-        policy: a.policy.unwrap_or(PolicyArg::Clock).into(),
-        prefetch,
-        handler_threads: handlers,
-        checksums: !a.no_checksums,
-        ..Default::default()
-    };
-    config.validate().map_err(|e| usage(e.to_string()))?;
-    Ok(SwapPlan::Uffd {
-        limit_bytes: limit,
-        config,
-        inject: Injections {
-            read_errors: a.inject_read_errors.unwrap_or(0),
-            corrupt_reads: a.inject_corrupt_reads.unwrap_or(0),
-            write_errors: a.inject_write_errors.unwrap_or(0),
-        },
-    })
 }
 
 /// What a probe run produced, ready to print.
@@ -293,7 +115,7 @@ pub fn child_args(config: &ProbeConfig, extra: &[String]) -> Vec<String> {
 }
 
 /// A start hook that makes a caught signal abort the VM.
-fn abort_on_signal(scope: &SignalScope) -> crate::probe_run::StartedHook {
+fn abort_on_signal(scope: &SignalScope) -> super::StartedHook {
     let handle = scope.handle();
     Box::new(move |h: vmm::VmHandle| {
         handle.set_action(Some(Box::new(move |s| {

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::forward::{self, ForwardSocket};
-use super::{
-    initramfs, job, prepare, run_in_sandbox, SandboxConfig, SandboxError, DEFAULT_CPUS,
-    DEFAULT_TIMEOUT, ENV_FORWARD_SOCK_PREFIX,
+use sandbox::forward::{self, ForwardSocket};
+use sandbox::{
+    initramfs, job, prepare, run_in_sandbox, SandboxConfig, SandboxError, SandboxMode,
+    DEFAULT_CPUS, DEFAULT_TIMEOUT, ENV_FORWARD_SOCK_PREFIX,
 };
 use scenario::size::ByteSize;
 
@@ -118,7 +118,7 @@ fn cli_config(
 /// 1 (126/127 when the command cannot start).
 pub fn main(args: &SandboxArgs) -> ExitCode {
     if args.l1_hold_kvm {
-        return match super::keeper::hold() {
+        return match sandbox::keeper::hold() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("swaplab sandbox: cannot hold an idle VM in L1 (guests will patch L1's code as they come and go): {e}");
@@ -180,6 +180,44 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+/// Where a command that needs a stock Linux guest runs (`--sandbox`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxArg {
+    /// In the sandbox when this host's KVM cannot boot a stock kernel (PVM or no KVM).
+    #[default]
+    Auto,
+    /// Always in the sandbox (unless already in it).
+    Always,
+    /// Never: here, whatever the KVM flavour.
+    Never,
+}
+
+impl From<SandboxArg> for SandboxMode {
+    fn from(a: SandboxArg) -> Self {
+        match a {
+            SandboxArg::Auto => Self::Auto,
+            SandboxArg::Always => Self::Always,
+            SandboxArg::Never => Self::Never,
+        }
+    }
+}
+
+/// `--sandbox auto|always|never`, for commands to `#[command(flatten)]`.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct SandboxFlag {
+    /// Where to run the stock Linux guest: auto (in the nested sandbox when this
+    /// host's KVM cannot boot a stock kernel), always (in the sandbox), never (here).
+    #[arg(long, value_enum, default_value_t = SandboxArg::Auto)]
+    pub sandbox: SandboxArg,
+}
+
+impl SandboxFlag {
+    /// The mode the runners take.
+    pub fn mode(self) -> SandboxMode {
+        self.sandbox.into()
+    }
 }
 
 /// Split a `--forward-socket HOST_PATH[=INNER_PATH]` value.

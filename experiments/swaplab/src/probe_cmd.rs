@@ -1,31 +1,35 @@
 //! `swaplab probe`: run a no-OS probe guest that touches test RAM in a pattern and times
-//! every access (see `workloads::probe` and [`crate::probe_run`]).
+//! every access (see `workloads::probe` and [`runner::probe_run`]).
 //!
 //! With `--host-limit`, the host keeps at most that much of test RAM resident and swaps
 //! the rest: `--host-swap uffd` (the default) with swaplab's userfaultfd swapper
-//! ([`crate::probe_run::uffd`]), `--host-swap kernel` with the kernel's own swap
-//! ([`crate::probe_run::kernel`]). Both add the same top-level JSON fields
-//! ([`crate::probe_run::summary::SwapSummary`]).
+//! ([`runner::probe_run::uffd`]), `--host-swap kernel` with the kernel's own swap
+//! ([`runner::probe_run::kernel`]). Both add the same top-level JSON fields
+//! ([`runner::probe_run::summary::SwapSummary`]). This module resolves the flags into
+//! a [`SwapPlan`]; the runner runs it.
 
-mod plan;
-
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use swapper::PolicyKind;
+use hostsys::signals::SignalScope;
+use runner::cli::usage;
+use runner::probe_run::kernel::{self, KernelSettings};
+use runner::probe_run::plan::{run_plan, Injections, SwapPlan, DEFAULT_STORE_DIR};
+use runner::probe_run::summary::HostSwapMode;
+use runner::probe_run::ProbeConfig;
+use scenario::size::ByteSize;
+use swapper::kswap::SwapKind;
+use swapper::{PolicyKind, StoreKind, SwapperConfig};
 use workloads::probe::Pattern;
 
-use crate::cli::usage;
-use crate::probe_run::summary::HostSwapMode;
-use crate::probe_run::{ProbeConfig, ProbeResult};
-use hostsys::signals::SignalScope;
-use scenario::size::ByteSize;
-
-pub use plan::{
-    child_args, plan_from_args, run_plan, Injections, ProbeOutput, SwapPlan, DEFAULT_STORE_DIR,
-};
-
+/// Most fault-handler threads accepted.
+const MAX_HANDLERS: usize = 64;
+/// Largest prefetch cluster accepted.
+const MAX_PREFETCH: u32 = 4096;
+/// Smallest limit the swapper takes (16 pages).
+const MIN_LIMIT: u64 = 16 * 4096;
+/// Swap device size beyond test RAM (room for the VMM's own pages).
+const SWAP_MARGIN: u64 = 64 << 20;
 /// Arguments.
 #[derive(clap::Args, Debug)]
 pub struct ProbeArgs {
@@ -58,35 +62,6 @@ pub struct ProbeArgs {
     pub cpu: Option<usize>,
     #[command(flatten)]
     pub swap: SwapArgs,
-}
-
-/// Pins the calling thread (and the threads and processes it starts afterwards) to
-/// `cpu`; a CPU outside the allowed set is a usage error.
-pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is a valid, empty set.
-    let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: reads this thread's affinity into `allowed`, whose size is passed.
-    let r =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).context("sched_getaffinity");
-    }
-    // SAFETY: CPU_ISSET reads a bit of an initialised set (out-of-range is false).
-    if cpu >= libc::CPU_SETSIZE as usize || !unsafe { libc::CPU_ISSET(cpu, &allowed) } {
-        return Err(usage(format!(
-            "--cpu {cpu} is not a CPU this process may use"
-        )));
-    }
-    // SAFETY: a zeroed cpu_set_t is a valid, empty set.
-    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: sets one in-range bit of the local set.
-    unsafe { libc::CPU_SET(cpu, &mut one) };
-    // SAFETY: sets this thread's affinity from an initialised set of the given size.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).context("sched_setaffinity");
-    }
-    Ok(())
 }
 
 /// Backing store (`--store`).
@@ -131,7 +106,7 @@ pub struct SwapArgs {
     /// kernel (the VMM in a memory cgroup swapping to a swap device made for the run;
     /// needs root), none.
     #[arg(long, value_enum, value_name = "MODE")]
-    pub host_swap: Option<HostSwapMode>,
+    pub host_swap: Option<HostSwapArg>,
     /// Backing store [default: memory]; with --host-swap kernel it picks the swap
     /// device: zram for memory and lz4, a swap file for file.
     #[arg(long, value_enum, value_name = "STORE")]
@@ -235,7 +210,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let config = config_from_args(args, sandbox::host::host_mem_total_bytes())?;
     let plan = plan_from_args(&args.swap, config.mem_bytes)?;
     if let Some(cpu) = args.cpu {
-        pin_to_cpu(cpu)?;
+        hostsys::cpu::pin_to_cpu(cpu).map_err(|e| usage(format!("--cpu {cpu}: {e}")))?;
     }
     let scope = SignalScope::new().context("watching for Ctrl-C")?;
     let out = run_plan(&config, &plan, &scope)?;
@@ -248,6 +223,194 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         anyhow::bail!(why);
     }
     Ok(())
+}
+
+/// Who swaps (`--host-swap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostSwapArg {
+    /// swaplab's userfaultfd swapper.
+    Uffd,
+    /// The kernel: the VMM in a memory cgroup, swapping to a swap device.
+    Kernel,
+    /// No host swapping.
+    None,
+}
+
+impl From<HostSwapArg> for HostSwapMode {
+    fn from(a: HostSwapArg) -> Self {
+        match a {
+            HostSwapArg::Uffd => Self::Uffd,
+            HostSwapArg::Kernel => Self::Kernel,
+            HostSwapArg::None => Self::None,
+        }
+    }
+}
+
+/// The flags that only mean something with the userfaultfd swapper.
+fn uffd_only_flags(a: &SwapArgs) -> Vec<&'static str> {
+    [
+        (a.policy.is_some(), "--policy"),
+        (a.prefetch.is_some(), "--prefetch"),
+        (a.handlers.is_some(), "--handlers"),
+        (a.checksums, "--checksums"),
+        (a.no_checksums, "--no-checksums"),
+        (a.o_direct, "--o-direct"),
+        (a.inject_read_errors.is_some(), "--inject-read-errors"),
+        (a.inject_corrupt_reads.is_some(), "--inject-corrupt-reads"),
+        (a.inject_write_errors.is_some(), "--inject-write-errors"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
+}
+
+/// Resolve the host-swap arguments for test RAM of `mem` bytes; user errors exit 2.
+pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
+    if let Some(cgroup) = &a.internal_kernel_child {
+        let guest_limit_bytes = a
+            .internal_guest_limit
+            .ok_or_else(|| usage("--internal-kernel-child needs --internal-guest-limit"))?;
+        if a.host_limit.is_some() || a.host_swap.is_some_and(|m| m != HostSwapArg::None) {
+            return Err(usage("--internal-kernel-child runs with --host-swap none"));
+        }
+        return Ok(SwapPlan::KernelChild {
+            cgroup: cgroup.clone(),
+            guest_limit_bytes,
+            cold_sweep_ms: a.kernel_cold_sweep.unwrap_or(0),
+        });
+    }
+    let mode = match (a.host_limit, a.host_swap.map(HostSwapMode::from)) {
+        (None, None | Some(HostSwapMode::None)) => HostSwapMode::None,
+        (None, Some(m)) => {
+            return Err(usage(format!(
+                "--host-swap {} needs --host-limit SIZE",
+                m.name()
+            )))
+        }
+        (Some(_), Some(HostSwapMode::None)) => {
+            return Err(usage(
+                "--host-limit needs --host-swap uffd or kernel, not none",
+            ))
+        }
+        (Some(_), m) => m.unwrap_or(HostSwapMode::Uffd),
+    };
+    let mut given: Vec<&str> = uffd_only_flags(a);
+    if mode == HostSwapMode::None {
+        given.extend(
+            [
+                (a.store.is_some(), "--store"),
+                (a.store_path.is_some(), "--store-path"),
+            ]
+            .into_iter()
+            .filter_map(|(set, name)| set.then_some(name)),
+        );
+        if a.kernel_cold_sweep.is_some() {
+            given.push("--kernel-cold-sweep");
+        }
+        if let Some(f) = given.first() {
+            return Err(usage(format!("{f} needs --host-limit SIZE")));
+        }
+        if !a.internal_child_arg.is_empty() {
+            return Err(usage("--internal-child-arg needs --host-swap kernel"));
+        }
+        return Ok(SwapPlan::None);
+    }
+    let limit = a
+        .host_limit
+        .expect("a mode other than none has a limit")
+        .bytes();
+    if limit < MIN_LIMIT || limit % 4096 != 0 {
+        return Err(usage(format!(
+            "--host-limit must be a multiple of 4K and at least 64K (16 pages), got {limit} bytes"
+        )));
+    }
+    if limit > mem {
+        return Err(usage(format!(
+            "--host-limit {} is more than --mem {}",
+            ByteSize(limit),
+            ByteSize(mem)
+        )));
+    }
+    let store = a.store.unwrap_or(StoreArg::Memory);
+    let needs_dir = store == StoreArg::File;
+    let dir = a
+        .store_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_DIR));
+    if (needs_dir || a.store_path.is_some()) && !dir.is_dir() {
+        return Err(usage(format!(
+            "--store-path {} is not a directory",
+            dir.display()
+        )));
+    }
+    if a.o_direct && store != StoreArg::File {
+        return Err(usage("--o-direct needs --store file"));
+    }
+    if mode == HostSwapMode::Kernel {
+        if let Some(f) = given.first() {
+            return Err(usage(format!(
+                "{f} applies to --host-swap uffd only (the kernel has its own policy)"
+            )));
+        }
+        return Ok(SwapPlan::Kernel {
+            settings: KernelSettings {
+                guest_limit_bytes: limit,
+                swap: match store {
+                    StoreArg::File => SwapKind::File { dir: dir.clone() },
+                    StoreArg::Memory | StoreArg::Lz4 => SwapKind::Zram,
+                },
+                swap_bytes: mem + SWAP_MARGIN,
+                sweep_dirs: vec![dir],
+            },
+            cold_sweep_ms: a
+                .kernel_cold_sweep
+                .unwrap_or_else(kernel::default_cold_sweep_ms),
+            child_extra: a.internal_child_arg.clone(),
+        });
+    }
+    if !a.internal_child_arg.is_empty() || a.kernel_cold_sweep.is_some() {
+        return Err(usage(
+            "--kernel-cold-sweep and --internal-child-arg need --host-swap kernel",
+        ));
+    }
+    let handlers = a.handlers.unwrap_or(1);
+    if !(1..=MAX_HANDLERS).contains(&handlers) {
+        return Err(usage(format!(
+            "--handlers must be between 1 and {MAX_HANDLERS}, got {handlers}"
+        )));
+    }
+    let prefetch = a.prefetch.unwrap_or(0);
+    if prefetch > MAX_PREFETCH {
+        return Err(usage(format!(
+            "--prefetch must be at most {MAX_PREFETCH} pages, got {prefetch}"
+        )));
+    }
+    let config = SwapperConfig {
+        limit_bytes: limit,
+        store: match store {
+            StoreArg::File => StoreKind::File {
+                dir,
+                direct: a.o_direct,
+            },
+            StoreArg::Memory => StoreKind::Memory,
+            StoreArg::Lz4 => StoreKind::Lz4,
+        },
+        policy: a.policy.unwrap_or(PolicyArg::Clock).into(),
+        prefetch,
+        handler_threads: handlers,
+        checksums: !a.no_checksums,
+        ..Default::default()
+    };
+    config.validate().map_err(|e| usage(e.to_string()))?;
+    Ok(SwapPlan::Uffd {
+        limit_bytes: limit,
+        config,
+        inject: Injections {
+            read_errors: a.inject_read_errors.unwrap_or(0),
+            corrupt_reads: a.inject_corrupt_reads.unwrap_or(0),
+            write_errors: a.inject_write_errors.unwrap_or(0),
+        },
+    })
 }
 
 /// `1536M` → "1.5 GiB".
@@ -264,121 +427,6 @@ fn human_bytes(b: u64) -> String {
         }
     }
     format!("{b} B")
-}
-
-/// A duration in ns, short and readable: "850ns", "4.21µs", "12.3ms", "1.52s".
-pub fn fmt_ns(ns: u64) -> String {
-    let f = ns as f64;
-    match ns {
-        0..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{:.2}µs", f / 1e3),
-        1_000_000..=999_999_999 => format!("{:.2}ms", f / 1e6),
-        _ => format!("{:.2}s", f / 1e9),
-    }
-}
-
-/// The human-readable report.
-pub fn render_text(r: &ProbeResult) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "probe: {} test RAM ({} pages), pattern {}, {} pass{}, seed {}",
-        ByteSize(r.mem_bytes),
-        r.pages,
-        r.pattern,
-        r.passes.len(),
-        if r.passes.len() == 1 { "" } else { "es" },
-        r.seed
-    );
-    let _ = writeln!(
-        s,
-        "TSC {:.3} MHz ({:?})\n",
-        r.tsc_khz as f64 / 1000.0,
-        r.tsc_source
-    );
-    let _ = writeln!(
-        s,
-        "{:>4} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "pass", "accesses", "pages", "new", "wall", "min", "p50", "p90", "p99", "max"
-    );
-    for p in &r.passes {
-        let l = &p.latency_ns;
-        let _ = writeln!(
-            s,
-            "{:>4} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            p.pass,
-            p.accesses,
-            p.pages,
-            p.new_pages,
-            fmt_ns(p.wall_ns),
-            fmt_ns(l.min),
-            fmt_ns(l.p50),
-            fmt_ns(l.p90),
-            fmt_ns(l.p99),
-            fmt_ns(l.max)
-        );
-    }
-    let i = &r.integrity;
-    let _ = writeln!(
-        s,
-        "\npages touched {} of {}, {} accesses, wall {}, integrity {}",
-        r.pages_touched,
-        r.pages,
-        r.accesses,
-        fmt_ns(r.wall_ns),
-        if i.ok {
-            format!("ok ({} pages checked)", i.pages_checked)
-        } else {
-            format!(
-                "FAILED ({} bad tags, {} pages mismatched)",
-                i.bad_tags, i.pages_mismatched
-            )
-        }
-    );
-    let _ = writeln!(
-        s,
-        "\nVM exits to the VMM (vCPU in KVM_RUN {}):",
-        fmt_ns(r.vcpu_in_kvm_run_ns)
-    );
-    let _ = writeln!(
-        s,
-        "  {:<14} {:>8} {:>10} {:>10}",
-        "reason", "count", "total", "mean"
-    );
-    for (reason, c) in &r.exits {
-        let _ = writeln!(
-            s,
-            "  {:<14} {:>8} {:>10} {:>10}",
-            reason.name(),
-            c.count,
-            fmt_ns(c.time_ns),
-            fmt_ns(c.mean_ns())
-        );
-    }
-    let k = &r.kvm_stats;
-    if k.available {
-        let pick = [
-            "exits",
-            "pf_taken",
-            "pf_fixed",
-            "pf_emulate",
-            "mmio_exits",
-            "halt_exits",
-            "signal_exits",
-        ];
-        let shown: Vec<String> = pick
-            .iter()
-            .filter_map(|n| k.vcpu.get(*n).map(|v| format!("{n} {v}")))
-            .collect();
-        let _ = writeln!(s, "KVM stats (in kernel): {}", shown.join(", "));
-    } else {
-        let _ = writeln!(
-            s,
-            "KVM stats: unavailable ({})",
-            k.unavailable_reason.as_deref().unwrap_or("unknown")
-        );
-    }
-    s
 }
 
 #[cfg(test)]
@@ -400,7 +448,7 @@ mod tests {
 
     fn usage_msg(r: anyhow::Result<ProbeConfig>) -> String {
         let e = r.unwrap_err();
-        assert!(e.downcast_ref::<crate::cli::UsageError>().is_some(), "{e}");
+        assert!(e.downcast_ref::<runner::cli::UsageError>().is_some(), "{e}");
         e.to_string()
     }
 
@@ -423,10 +471,10 @@ mod tests {
 
     #[test]
     fn formats_durations() {
-        assert_eq!(fmt_ns(850), "850ns");
-        assert_eq!(fmt_ns(4_210), "4.21µs");
-        assert_eq!(fmt_ns(12_300_000), "12.30ms");
-        assert_eq!(fmt_ns(1_520_000_000), "1.52s");
+        assert_eq!(report::stats::fmt_ns(850), "850ns");
+        assert_eq!(report::stats::fmt_ns(4_210), "4.21µs");
+        assert_eq!(report::stats::fmt_ns(12_300_000), "12.30ms");
+        assert_eq!(report::stats::fmt_ns(1_520_000_000), "1.52s");
         assert_eq!(human_bytes(24 << 30), "24.0 GiB");
     }
 }
