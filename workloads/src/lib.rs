@@ -1,4 +1,6 @@
 //! workloads crate (see DESIGN.md).
-pub mod guest;
 pub mod image;
 pub mod probe;
+
+/// The guest programs (the `swaplab-guest` crate; built static into the guest image).
+pub use swaplab_guest as guest;

@@ -1,23 +1,37 @@
-//! A minimal, read-only ELF64 little-endian parser: just enough to check a
-//! vmlinux (type, entry, PVH note), tell a static executable from a dynamic
-//! one, and read a kernel module's `.modinfo` section.
+//! A read-only view of an ELF64 little-endian file, on top of the `object`
+//! crate's ELF reader: just enough to check a vmlinux (type, entry, PVH note),
+//! tell a static executable from a dynamic one, and read a kernel module's
+//! `.modinfo` section.
+//!
+//! `object` does the parsing and the bounds checks; this module keeps the small
+//! owned view the image builder works with ([`ProgramHeader`], [`SectionHeader`],
+//! [`Note`]) and turns `object`'s errors into [`ElfError`]s that name the part of
+//! the file that was bad.
+
+use object::elf::FileHeader64;
+use object::read::elf::{FileHeader as _, NoteIterator, ProgramHeader as _, SectionHeader as _};
+use object::LittleEndian;
 
 /// `PT_INTERP`: the program needs a dynamic loader.
-pub const PT_INTERP: u32 = 3;
+pub const PT_INTERP: u32 = object::elf::PT_INTERP;
 /// `PT_NOTE`: a segment of notes.
-pub const PT_NOTE: u32 = 4;
+pub const PT_NOTE: u32 = object::elf::PT_NOTE;
 /// `SHT_NOTE`: a section of notes.
-pub const SHT_NOTE: u32 = 7;
+pub const SHT_NOTE: u32 = object::elf::SHT_NOTE;
 /// `ET_EXEC`.
-pub const ET_EXEC: u16 = 2;
+pub const ET_EXEC: u16 = object::elf::ET_EXEC;
 /// `ET_DYN` (shared objects and position-independent executables).
-pub const ET_DYN: u16 = 3;
+pub const ET_DYN: u16 = object::elf::ET_DYN;
 /// `ET_REL` (relocatable objects such as kernel modules).
-pub const ET_REL: u16 = 1;
+pub const ET_REL: u16 = object::elf::ET_REL;
 /// `EM_X86_64`.
-pub const EM_X86_64: u16 = 62;
+pub const EM_X86_64: u16 = object::elf::EM_X86_64;
 /// Xen's `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit physical PVH entry point.
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+
+/// The only layout read here.
+type Header = FileHeader64<LittleEndian>;
+const LE: LittleEndian = LittleEndian;
 
 /// Errors from parsing an ELF file.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,10 +39,10 @@ pub enum ElfError {
     /// No `\x7fELF` magic.
     #[error("not an ELF file (bad magic)")]
     BadMagic,
-    /// Not 64-bit little-endian.
-    #[error("unsupported ELF class/encoding (need ELF64 little-endian)")]
+    /// Not 64-bit little-endian, or not ELF version 1.
+    #[error("unsupported ELF class/encoding/version (need ELF64 little-endian, version 1)")]
     Unsupported,
-    /// A header or table points outside the file.
+    /// A header, table or note is out of bounds or malformed.
     #[error("truncated or corrupt ELF: {0} out of bounds")]
     OutOfBounds(&'static str),
 }
@@ -78,203 +92,139 @@ pub struct Note<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Elf<'a> {
     data: &'a [u8],
+    header: &'a Header,
     /// `e_type`.
     pub kind: u16,
     /// `e_machine`.
     pub machine: u16,
     /// `e_entry`.
     pub entry: u64,
-    phoff: u64,
-    phentsize: u16,
-    phnum: u16,
-    shoff: u64,
-    shentsize: u16,
-    shnum: u16,
-    shstrndx: u16,
 }
 
-fn slice<'a>(data: &'a [u8], off: u64, len: u64, what: &'static str) -> Result<&'a [u8], ElfError> {
-    let start = usize::try_from(off).map_err(|_| ElfError::OutOfBounds(what))?;
-    let len = usize::try_from(len).map_err(|_| ElfError::OutOfBounds(what))?;
-    let end = start.checked_add(len).ok_or(ElfError::OutOfBounds(what))?;
-    data.get(start..end).ok_or(ElfError::OutOfBounds(what))
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
-}
-
-fn align_up(v: usize, a: usize) -> usize {
-    v.div_ceil(a) * a
-}
-
-/// Parse the notes in one note segment or section. `align` is 4 or 8.
-fn parse_notes(mut b: &[u8], align: usize) -> Result<Vec<Note<'_>>, ElfError> {
-    let mut notes = Vec::new();
-    while b.len() >= 12 {
-        let namesz = u32_at(b, 0) as usize;
-        let descsz = u32_at(b, 4) as usize;
-        let kind = u32_at(b, 8);
-        let name_off = 12;
-        let desc_off = align_up(name_off + namesz, align);
-        let next = align_up(desc_off + descsz, align);
-        if desc_off + descsz > b.len() {
-            return Err(ElfError::OutOfBounds("note"));
-        }
-        let mut name = &b[name_off..name_off + namesz];
-        if let Some((&0, rest)) = name.split_last() {
-            name = rest;
-        }
-        notes.push(Note {
-            name,
-            kind,
-            desc: &b[desc_off..desc_off + descsz],
-        });
-        b = &b[next.min(b.len())..];
-    }
-    Ok(notes)
+/// The notes in one note segment or section. Alignments other than 8 are
+/// read as 4, as binutils does.
+fn parse_notes(b: &[u8], align: u64) -> Result<Vec<Note<'_>>, ElfError> {
+    let align = if align == 8 { 8 } else { 4 };
+    let notes =
+        NoteIterator::<Header>::new(LE, align, b).map_err(|_| ElfError::OutOfBounds("note"))?;
+    notes
+        .map(|n| {
+            let n = n.map_err(|_| ElfError::OutOfBounds("note"))?;
+            Ok(Note {
+                name: n.name(),
+                kind: n.n_type(LE),
+                desc: n.desc(),
+            })
+        })
+        .collect()
 }
 
 impl<'a> Elf<'a> {
-    /// Parse the ELF header of `data`.
+    /// Parse the ELF header of `data` (at any alignment).
     pub fn parse(data: &'a [u8]) -> Result<Self, ElfError> {
-        if data.len() < 4 || &data[..4] != b"\x7fELF" {
+        if !data.starts_with(&object::elf::ELFMAG) {
             return Err(ElfError::BadMagic);
         }
-        if data.len() < 64 {
+        if data.len() < std::mem::size_of::<Header>() {
             return Err(ElfError::OutOfBounds("ELF header"));
         }
-        if data[4] != 2 || data[5] != 1 {
-            return Err(ElfError::Unsupported);
-        }
+        // With the magic and the length checked, what object can reject is
+        // the class, the version or (for big-endian files) the encoding.
+        let header = Header::parse(data)
+            .ok()
+            .filter(|h| h.endian().is_ok())
+            .ok_or(ElfError::Unsupported)?;
         Ok(Elf {
             data,
-            kind: u16_at(data, 16),
-            machine: u16_at(data, 18),
-            entry: u64_at(data, 24),
-            phoff: u64_at(data, 32),
-            shoff: u64_at(data, 40),
-            phentsize: u16_at(data, 54),
-            phnum: u16_at(data, 56),
-            shentsize: u16_at(data, 58),
-            shnum: u16_at(data, 60),
-            shstrndx: u16_at(data, 62),
+            header,
+            kind: header.e_type(LE),
+            machine: header.e_machine(LE),
+            entry: header.e_entry(LE),
         })
+    }
+
+    fn raw_program_headers(
+        &self,
+    ) -> Result<&'a [object::elf::ProgramHeader64<LittleEndian>], ElfError> {
+        self.header
+            .program_headers(LE, self.data)
+            .map_err(|_| ElfError::OutOfBounds("program headers"))
+    }
+
+    fn sections(&self) -> Result<object::read::elf::SectionTable<'a, Header>, ElfError> {
+        self.header
+            .sections(LE, self.data)
+            .map_err(|_| ElfError::OutOfBounds("section headers"))
     }
 
     /// All program headers.
     pub fn program_headers(&self) -> Result<Vec<ProgramHeader>, ElfError> {
-        if self.phnum == 0 {
-            return Ok(Vec::new());
-        }
-        if self.phentsize < 56 {
-            return Err(ElfError::OutOfBounds("program header size"));
-        }
-        let size = u64::from(self.phentsize);
-        let table = slice(
-            self.data,
-            self.phoff,
-            size * u64::from(self.phnum),
-            "program headers",
-        )?;
-        Ok(table
-            .chunks_exact(usize::from(self.phentsize))
+        Ok(self
+            .raw_program_headers()?
+            .iter()
             .map(|p| ProgramHeader {
-                kind: u32_at(p, 0),
-                offset: u64_at(p, 8),
-                paddr: u64_at(p, 24),
-                filesz: u64_at(p, 32),
-                align: u64_at(p, 48),
+                kind: p.p_type(LE),
+                offset: p.p_offset(LE),
+                paddr: p.p_paddr(LE),
+                filesz: p.p_filesz(LE),
+                align: p.p_align(LE),
             })
             .collect())
     }
 
-    /// All section headers, with names.
+    /// All section headers, with names (empty when a name cannot be read).
     pub fn section_headers(&self) -> Result<Vec<SectionHeader>, ElfError> {
-        if self.shnum == 0 {
-            return Ok(Vec::new());
-        }
-        if self.shentsize < 64 {
-            return Err(ElfError::OutOfBounds("section header size"));
-        }
-        let size = u64::from(self.shentsize);
-        let table = slice(
-            self.data,
-            self.shoff,
-            size * u64::from(self.shnum),
-            "section headers",
-        )?;
-        let raw: Vec<(u32, u32, u64, u64, u64)> = table
-            .chunks_exact(usize::from(self.shentsize))
-            .map(|s| {
-                (
-                    u32_at(s, 0),
-                    u32_at(s, 4),
-                    u64_at(s, 24),
-                    u64_at(s, 32),
-                    u64_at(s, 48),
-                )
-            })
-            .collect();
-        let strtab = match raw.get(usize::from(self.shstrndx)) {
-            Some(&(_, _, off, len, _)) => slice(self.data, off, len, "section name table")?,
-            None => &[][..],
-        };
-        Ok(raw
-            .into_iter()
-            .map(|(name_off, kind, offset, size, align)| {
-                let name = strtab
-                    .get(name_off as usize..)
-                    .and_then(|s| s.split(|&c| c == 0).next())
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .unwrap_or_default();
-                SectionHeader {
-                    name,
-                    kind,
-                    offset,
-                    size,
-                    align,
-                }
+        let table = self.sections()?;
+        Ok(table
+            .iter()
+            .map(|s| SectionHeader {
+                name: table
+                    .section_name(LE, s)
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .unwrap_or_default(),
+                kind: s.sh_type(LE),
+                offset: s.sh_offset(LE),
+                size: s.sh_size(LE),
+                align: s.sh_addralign(LE),
             })
             .collect())
     }
 
-    /// The contents of the first section called `name`, if any.
+    /// The contents of the first section called `name`, if any (empty for a
+    /// section that takes no room in the file, such as `.bss`).
     pub fn section(&self, name: &str) -> Result<Option<&'a [u8]>, ElfError> {
-        for s in self.section_headers()? {
-            if s.name == name {
-                return slice(self.data, s.offset, s.size, "section").map(Some);
-            }
+        let table = self.sections()?;
+        match table.section_by_name(LE, name.as_bytes()) {
+            Some((_, s)) => s
+                .data(LE, self.data)
+                .map(Some)
+                .map_err(|_| ElfError::OutOfBounds("section")),
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     /// All notes: from `PT_NOTE` segments, or from `SHT_NOTE` sections when the
     /// file has no program headers (relocatable objects).
     pub fn notes(&self) -> Result<Vec<Note<'a>>, ElfError> {
         let mut notes = Vec::new();
-        let phdrs = self.program_headers()?;
+        let phdrs = self.raw_program_headers()?;
         if !phdrs.is_empty() {
-            for p in phdrs.iter().filter(|p| p.kind == PT_NOTE) {
-                let b = slice(self.data, p.offset, p.filesz, "note segment")?;
-                notes.extend(parse_notes(b, if p.align == 8 { 8 } else { 4 })?);
+            for p in phdrs.iter().filter(|p| p.p_type(LE) == PT_NOTE) {
+                let b = p
+                    .data(LE, self.data)
+                    .map_err(|_| ElfError::OutOfBounds("note segment"))?;
+                notes.extend(parse_notes(b, p.p_align(LE))?);
             }
         } else {
             for s in self
-                .section_headers()?
+                .sections()?
                 .iter()
-                .filter(|s| s.kind == SHT_NOTE)
+                .filter(|s| s.sh_type(LE) == SHT_NOTE)
             {
-                let b = slice(self.data, s.offset, s.size, "note section")?;
-                notes.extend(parse_notes(b, if s.align == 8 { 8 } else { 4 })?);
+                let b = s
+                    .data(LE, self.data)
+                    .map_err(|_| ElfError::OutOfBounds("note section"))?;
+                notes.extend(parse_notes(b, s.sh_addralign(LE))?);
             }
         }
         Ok(notes)
@@ -284,9 +234,9 @@ impl<'a> Elf<'a> {
     pub fn pvh_entry(&self) -> Result<Option<u64>, ElfError> {
         for n in self.notes()? {
             if n.name == b"Xen" && n.kind == XEN_ELFNOTE_PHYS32_ENTRY {
-                let v = match n.desc.len() {
-                    4 => u64::from(u32_at(n.desc, 0)),
-                    8 => u64_at(n.desc, 0),
+                let v = match *n.desc {
+                    [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+                    [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
                     _ => return Err(ElfError::OutOfBounds("PVH note descriptor")),
                 };
                 return Ok(Some(v));
@@ -299,7 +249,10 @@ impl<'a> Elf<'a> {
     ///
     /// A static-pie executable is `ET_DYN` without `PT_INTERP`.
     pub fn has_interpreter(&self) -> Result<bool, ElfError> {
-        Ok(self.program_headers()?.iter().any(|p| p.kind == PT_INTERP))
+        Ok(self
+            .raw_program_headers()?
+            .iter()
+            .any(|p| p.p_type(LE) == PT_INTERP))
     }
 }
 
@@ -501,6 +454,97 @@ mod tests {
             .map(|s| s.name)
             .collect();
         assert_eq!(names, ["", ".text", ".modinfo", ".shstrtab"]);
+    }
+
+    /// Where the (only) program header's `p_align` and `p_filesz` are in `build`'s output.
+    fn phdr_field(e: &[u8], field: usize) -> std::ops::Range<usize> {
+        let phoff = u64::from_le_bytes(e[32..40].try_into().unwrap()) as usize;
+        phoff + field..phoff + field + 8
+    }
+
+    #[test]
+    fn wrong_version_is_unsupported() {
+        let mut e = build(ET_EXEC, 0, None, false, &[]);
+        e[6] = 2; // EI_VERSION
+        assert_eq!(Elf::parse(&e).unwrap_err(), ElfError::Unsupported);
+        let mut e = build(ET_EXEC, 0, None, false, &[]);
+        e[5] = 2; // big-endian
+        assert_eq!(Elf::parse(&e).unwrap_err(), ElfError::Unsupported);
+    }
+
+    #[test]
+    fn parses_at_any_alignment() {
+        let notes = note("Xen", XEN_ELFNOTE_PHYS32_ENTRY, &9u32.to_le_bytes());
+        let e = build(ET_EXEC, 5, Some(&notes), true, &[Sec(".x", 1, b"abc")]);
+        let mut shifted = vec![0u8];
+        shifted.extend(&e);
+        let elf = Elf::parse(&shifted[1..]).unwrap();
+        assert_eq!(elf.entry, 5);
+        assert_eq!(elf.pvh_entry().unwrap(), Some(9));
+        assert!(elf.has_interpreter().unwrap());
+        assert_eq!(elf.section(".x").unwrap(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn odd_note_alignment_reads_as_four() {
+        let notes = note("Xen", XEN_ELFNOTE_PHYS32_ENTRY, &3u32.to_le_bytes());
+        let mut e = build(ET_EXEC, 0, Some(&notes), false, &[]);
+        let align = phdr_field(&e, 48);
+        e[align].copy_from_slice(&16u64.to_le_bytes());
+        assert_eq!(Elf::parse(&e).unwrap().pvh_entry().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn corrupt_tables_are_errors() {
+        // A note segment reaching past the end of the file.
+        let notes = note("Xen", XEN_ELFNOTE_PHYS32_ENTRY, &[0; 4]);
+        let mut e = build(ET_EXEC, 0, Some(&notes), false, &[]);
+        let filesz = phdr_field(&e, 32);
+        e[filesz].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert_eq!(
+            Elf::parse(&e).unwrap().notes().unwrap_err(),
+            ElfError::OutOfBounds("note segment")
+        );
+        // Bytes after the last note too few for a note header.
+        let mut notes = note("Xen", XEN_ELFNOTE_PHYS32_ENTRY, &[0; 4]);
+        notes.extend([0; 4]);
+        let e = build(ET_EXEC, 0, Some(&notes), false, &[]);
+        assert_eq!(
+            Elf::parse(&e).unwrap().pvh_entry().unwrap_err(),
+            ElfError::OutOfBounds("note")
+        );
+        // Program headers of the wrong size, or past the end of the file.
+        let mut e = build(ET_DYN, 0, None, true, &[]);
+        e[54..56].copy_from_slice(&40u16.to_le_bytes());
+        assert_eq!(
+            Elf::parse(&e).unwrap().has_interpreter().unwrap_err(),
+            ElfError::OutOfBounds("program headers")
+        );
+        let mut e = build(ET_DYN, 0, None, true, &[]);
+        e[56..58].copy_from_slice(&1000u16.to_le_bytes());
+        assert_eq!(
+            Elf::parse(&e).unwrap().program_headers().unwrap_err(),
+            ElfError::OutOfBounds("program headers")
+        );
+        // Section headers past the end of the file.
+        let mut e = build(ET_REL, 0, None, false, &[Sec(".modinfo", 1, b"x\0")]);
+        e[40..48].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert_eq!(
+            Elf::parse(&e).unwrap().section(".modinfo").unwrap_err(),
+            ElfError::OutOfBounds("section headers")
+        );
+    }
+
+    #[test]
+    fn bss_like_sections_are_empty() {
+        // SHT_NOBITS (8) takes no room in the file, whatever its size says.
+        let mut e = build(ET_REL, 0, None, false, &[Sec(".bss", 8, b"")]);
+        let shoff = u64::from_le_bytes(e[40..48].try_into().unwrap()) as usize;
+        let size = shoff + 64 + 32; // section 1's sh_size
+        e[size..size + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        let elf = Elf::parse(&e).unwrap();
+        assert_eq!(elf.section(".bss").unwrap(), Some(&[][..]));
+        assert_eq!(elf.section_headers().unwrap()[1].size, 1 << 40);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The guest programs (`swaplab-guest`), built from this workspace as static
 //! executables (glibc static-pie), or taken prebuilt from a given path.
+//!
+//! They are the crate [`PACKAGE`] (`workloads/guest`, std and libc only), built on
+//! its own, so the binary's bytes, and with them the image key, which hashes them,
+//! change only when that crate (or libc, or the toolchain) does: editing the rest
+//! of the workloads library, or any other workspace member, leaves the key alone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,7 +13,11 @@ use crate::image::cache::{self, CacheError};
 use crate::image::elf::{Elf, ElfError};
 use crate::image::tools::Tool;
 
-/// The guest programs put into the image's `/usr/bin`.
+/// The cargo package of the guest programs.
+pub const PACKAGE: &str = "swaplab-guest";
+/// Its directory, relative to the workspace.
+pub const PACKAGE_DIR: &str = "workloads/guest";
+/// The guest programs put into the image's `/usr/bin` (binaries of [`PACKAGE`]).
 pub const PROGRAMS: &[&str] = &["swaplab-guest"];
 /// Environment variable naming a prebuilt `swaplab-guest` (skips the cargo build).
 pub const ENV_GUEST_BIN: &str = "SWAPLAB_GUEST_BIN";
@@ -113,15 +122,11 @@ pub fn check_static(name: &str, path: &Path) -> Result<GuestProgram, GuestBinErr
     })
 }
 
-/// Build [`PROGRAMS`] statically from `workspace` into `workspace/target/guest`
-/// (its own target directory, so it never waits on the host build's lock and
-/// the host build's flags never mix with the static ones). cargo's own output
-/// goes to stderr; an up-to-date build takes well under a second.
-pub fn build(workspace: &Path) -> Result<Vec<GuestProgram>, GuestBinError> {
-    if !workspace.join("Cargo.toml").is_file() || !workspace.join("workloads").is_dir() {
-        return Err(GuestBinError::NoWorkspace(workspace.to_path_buf()));
-    }
-    let target_dir = workspace.join("target").join("guest");
+/// The cargo command that builds [`PROGRAMS`] statically from `workspace` into
+/// `workspace/target/guest` (its own target directory, so it never waits on the
+/// host build's lock and the host build's flags never mix with the static ones).
+/// Only [`PACKAGE`] is built, so no other workspace member is compiled into it.
+pub fn cargo_command(workspace: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| CARGO.program.into());
     let mut cmd = Command::new(&cargo);
     cmd.arg("build")
@@ -131,8 +136,8 @@ pub fn build(workspace: &Path) -> Result<Vec<GuestProgram>, GuestBinError> {
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir)
-        .args(["-p", "workloads"]);
+        .arg(workspace.join("target").join("guest"))
+        .args(["-p", PACKAGE]);
     for p in PROGRAMS {
         cmd.args(["--bin", p]);
     }
@@ -147,6 +152,18 @@ pub fn build(workspace: &Path) -> Result<Vec<GuestProgram>, GuestBinError> {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());
+    cmd
+}
+
+/// Build [`PROGRAMS`] with [`cargo_command`] and check them. cargo's own output
+/// goes to stderr; an up-to-date build takes well under a second.
+pub fn build(workspace: &Path) -> Result<Vec<GuestProgram>, GuestBinError> {
+    if !workspace.join("Cargo.toml").is_file()
+        || !workspace.join(PACKAGE_DIR).join("Cargo.toml").is_file()
+    {
+        return Err(GuestBinError::NoWorkspace(workspace.to_path_buf()));
+    }
+    let mut cmd = cargo_command(workspace);
     let rendered = format!("{cmd:?}");
     let status = cmd.status().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -191,6 +208,87 @@ mod tests {
             "{}",
             ws.display()
         );
+        assert!(ws.join(PACKAGE_DIR).join("Cargo.toml").is_file());
+    }
+
+    #[test]
+    fn builds_only_the_guest_package() {
+        let ws = workspace_dir();
+        let cmd = cargo_command(&ws);
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let after = |flag: &str| -> Vec<&str> {
+            args.windows(2)
+                .filter(|w| w[0] == flag)
+                .map(|w| w[1].as_str())
+                .collect()
+        };
+        assert_eq!(after("-p"), [PACKAGE], "{args:?}");
+        assert_eq!(after("--bin"), PROGRAMS, "{args:?}");
+        assert_eq!(after("--target"), [TARGET]);
+        let flags = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "CARGO_ENCODED_RUSTFLAGS")
+            .and_then(|(_, v)| v);
+        assert_eq!(
+            flags.map(|v| v.to_string_lossy().into_owned()).as_deref(),
+            Some("-C\u{1f}target-feature=+crt-static")
+        );
+    }
+
+    /// The image key hashes the guest binary's bytes; they stay put across
+    /// unrelated edits only while the package is built alone from its own
+    /// sources, with nothing from the workspace (or crates.io past libc) in it.
+    #[test]
+    fn guest_package_is_self_contained() {
+        let dir = workspace_dir().join(PACKAGE_DIR);
+        let manifest: toml::Table = std::fs::read_to_string(dir.join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(manifest["package"]["name"].as_str(), Some(PACKAGE));
+        let deps: Vec<&str> = manifest["dependencies"]
+            .as_table()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(deps, ["libc"], "the guest crate uses std and libc only");
+        for table in ["build-dependencies", "target", "features"] {
+            assert!(
+                !manifest.contains_key(table),
+                "[{table}] in the guest crate"
+            );
+        }
+        assert!(!dir.join("build.rs").exists());
+        // The default binary target (src/main.rs) is the one program.
+        assert_eq!(PROGRAMS, [PACKAGE]);
+        assert!(dir.join("src").join("main.rs").is_file());
+        let mut dirs = vec![dir.join("src")];
+        let mut sources = Vec::new();
+        while let Some(d) = dirs.pop() {
+            for entry in std::fs::read_dir(d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    sources.push(path);
+                }
+            }
+        }
+        assert!(sources.len() > 10, "{sources:?}");
+        for path in sources {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for pulls_in_other_files in ["#[path", "include!", "include_str!", "include_bytes!"] {
+                assert!(
+                    !text.contains(pulls_in_other_files),
+                    "{} uses {pulls_in_other_files}",
+                    path.display()
+                );
+            }
+        }
     }
 
     #[test]

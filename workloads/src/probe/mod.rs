@@ -2,7 +2,9 @@
 //!
 //! The design keeps the pattern logic on the host, where it is unit-testable Rust:
 //! - [`pattern`]: `seq`, `random`, `zipf[:SKEW]`, `phase[:WINDOWS]` as an [`AccessPlan`]
-//!   that yields each pass's page indices in chunks;
+//!   that yields each pass's page indices in chunks (with [`rng`] and [`zipf`], it lives
+//!   in the `swaplab-guest` crate, whose `touch` walks the same orders inside a Linux
+//!   guest, and is re-exported here);
 //! - [`payload`]: the guest code (assembled with iced-x86), a loop that, for each index
 //!   the host wrote into the control region, does `lfence; rdtsc`, a read-modify-write of
 //!   a tag and a counter in that page, `lfence; rdtsc`, and stores the cycle count;
@@ -12,10 +14,8 @@
 //! `experiments::probe_run`.
 
 pub mod abi;
-pub mod pattern;
 pub mod payload;
-pub mod rng;
-pub mod zipf;
+pub use swaplab_guest::{pattern, rng, zipf};
 
 pub use pattern::{AccessPlan, Pattern, PatternError};
 pub use payload::{assemble, PayloadError};

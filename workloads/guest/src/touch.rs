@@ -2,7 +2,7 @@
 //! every access and checking every page's contents.
 //!
 //! The page order comes from the probe guests' generator
-//! ([`crate::probe::pattern::AccessPlan`]: `seq`, `random`, `zipf[:S]`, `phase[:K]`,
+//! ([`crate::pattern::AccessPlan`]: `seq`, `random`, `zipf[:S]`, `phase[:K]`,
 //! the same sequence for the same seed). Each access reads the page's tag (its first
 //! 40 bytes: seed, page index, pass and sequence number of its last write, and a check
 //! word), compares it with what this program last wrote there (all zero for a page
@@ -20,8 +20,8 @@ use super::clock::Rate;
 use super::hist::Histogram;
 use super::json::{emit, line, Value};
 use super::{args::Flags, clock, output, GuestError};
-use crate::probe::pattern::{AccessPlan, Pattern};
-use crate::probe::rng::SplitMix64;
+use crate::pattern::{AccessPlan, Pattern};
+use crate::rng::SplitMix64;
 
 /// Page size assumed for touching (x86-64 base pages).
 pub const PAGE: usize = 4096;

@@ -76,7 +76,7 @@ pub fn parse_command(text: &str) -> Result<Command, String> {
     }
 }
 
-/// Splits bytes into lines (`\n` or `\r`), keeping at most [`MAX_COMMAND`] bytes
+/// Splits bytes into lines (`\n` or `\r`), keeping at most `MAX_COMMAND` (256) bytes
 /// of each.
 #[derive(Debug, Default)]
 pub struct LineSplitter {

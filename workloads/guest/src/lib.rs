@@ -1,4 +1,5 @@
-//! `swaplab-guest`: the program that runs inside the guest image.
+//! `swaplab-guest`: the program that runs inside the guest image, built as a
+//! static executable (see `workloads::image::guest_bin`).
 //!
 //! Subcommands print JSON lines (one object per line, each with a `kind`):
 //!
@@ -20,11 +21,16 @@
 //! `pages_verified` and `integrity_errors`, wherever they appear, are totals since the
 //! program started, so the last such line of a run (even a killed one) has its totals.
 //!
-//! Only `std` and `libc` are used here (plus the probe's pattern generator, itself
-//! std-only), so the static guest build stays small.
+//! The crate also owns the access-pattern generator ([`pattern`], [`rng`], [`zipf`])
+//! that the probe guests use too; the workloads library re-exports it.
+//!
+//! Only `std` and `libc` are used, so the static guest build stays small, and the
+//! binary's bytes (part of the guest image's cache key) depend on this crate alone:
+//! edits elsewhere in the workspace do not change them.
 //! Exit status: 0 on success, 1 on a runtime error or wrong memory contents, 2 on a
 //! usage error.
 
+// The guest programs.
 pub mod agent;
 pub mod args;
 pub mod balloon_wait;
@@ -36,6 +42,12 @@ pub mod json;
 pub mod output;
 pub mod report;
 pub mod touch;
+
+// The access-pattern generator, shared with the probe guests (re-exported by the
+// workloads library as `workloads::probe::{pattern, rng, zipf}`).
+pub mod pattern;
+pub mod rng;
+pub mod zipf;
 
 use std::io::Write;
 
@@ -60,13 +72,11 @@ commands:
 results go to --out PATH, else to $SWAPLAB_CHANNEL if set, else to stdout (--out - for stdout)";
 
 /// Errors of the guest program.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum GuestError {
     /// Bad command line.
-    #[error("{0}")]
     Usage(String),
     /// Reading a /proc file or writing output failed.
-    #[error("{what}: {error}")]
     Io {
         /// What failed.
         what: String,
@@ -74,9 +84,22 @@ pub enum GuestError {
         error: std::io::Error,
     },
     /// Memory did not hold what was written to it.
-    #[error("memory integrity: {0}")]
     Integrity(String),
 }
+
+// By hand rather than with thiserror: this crate depends on std and libc only
+// (see Cargo.toml).
+impl std::fmt::Display for GuestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Usage(m) => f.write_str(m),
+            Self::Io { what, error } => write!(f, "{what}: {error}"),
+            Self::Integrity(m) => write!(f, "memory integrity: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for GuestError {}
 
 impl GuestError {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GuestError {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-/// A value in a [`Line`].
+/// A field value of a JSON line (see [`line()`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value<'a> {
     /// Unsigned integer.

@@ -28,27 +28,19 @@ pub const MAX_ZIPF_SKEW: f64 = 100.0;
 pub const MAX_PHASE_WINDOWS: u32 = 1 << 20;
 
 /// Why a pattern string or plan was rejected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PatternError {
     /// Not one of the known names.
-    #[error("unknown pattern '{0}' (expected seq, random, zipf[:SKEW] or phase[:WINDOWS])")]
     Unknown(String),
     /// The zipf skew is not a number in range.
-    #[error(
-        "bad zipf skew '{0}': expected a number greater than 0 and at most 100, e.g. zipf:0.99"
-    )]
     Skew(String),
     /// The phase window count is not an integer in range.
-    #[error("bad phase window count '{0}': expected an integer from 1 to 1048576, e.g. phase:4")]
     Windows(String),
     /// The pattern takes no parameter.
-    #[error("pattern '{0}' takes no parameter")]
     Parameter(String),
     /// No pages, or more than page indices can address.
-    #[error("an access plan needs 1 to 2^32-1 pages, got {0}")]
     Pages(u64),
     /// More windows than pages.
-    #[error("phase:{windows} needs at least {windows} pages, test RAM has {pages}")]
     TooManyWindows {
         /// Windows asked for.
         windows: u32,
@@ -56,6 +48,35 @@ pub enum PatternError {
         pages: u64,
     },
 }
+
+// By hand rather than with thiserror: this crate depends on std and libc only
+// (see Cargo.toml).
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unknown(s) => write!(
+                f,
+                "unknown pattern '{s}' (expected seq, random, zipf[:SKEW] or phase[:WINDOWS])"
+            ),
+            Self::Skew(s) => write!(
+                f,
+                "bad zipf skew '{s}': expected a number greater than 0 and at most 100, e.g. zipf:0.99"
+            ),
+            Self::Windows(s) => write!(
+                f,
+                "bad phase window count '{s}': expected an integer from 1 to 1048576, e.g. phase:4"
+            ),
+            Self::Parameter(s) => write!(f, "pattern '{s}' takes no parameter"),
+            Self::Pages(n) => write!(f, "an access plan needs 1 to 2^32-1 pages, got {n}"),
+            Self::TooManyWindows { windows, pages } => write!(
+                f,
+                "phase:{windows} needs at least {windows} pages, test RAM has {pages}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PatternError {}
 
 /// An access pattern.
 #[derive(Debug, Clone, Copy, PartialEq)]
