@@ -108,7 +108,7 @@ mod swapper;
 pub mod trace;
 pub mod uffd;
 
-pub use config::{parse_size, FatalAction, PrefetchMode, SwapperConfig};
+pub use config::{FatalAction, PrefetchMode, SwapperConfig};
 pub use discard::DiscardStats;
 pub use fatal::{FatalError, FatalHook, FatalKind};
 pub use install::Installed;
