@@ -244,8 +244,7 @@ impl Drop for KickRegistration<'_> {
 ///
 /// Any error also stops the rest of the VM.
 pub(crate) fn run(mut ctx: VcpuContext) -> Result<VcpuReport, VcpuError> {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
+    let tid = nix::unistd::gettid().as_raw();
     if let Some(hook) = &ctx.on_start {
         hook(ctx.index, tid);
     }

@@ -61,8 +61,8 @@ mod protocol;
 mod server;
 
 pub use protocol::{
-    help_result, parse_request, parse_size, CommandSpec, ErrorBody, ErrorKind, ProtocolError,
-    Reply, Request, Size, COMMANDS, MAX_LINE,
+    help_result, parse_request, CommandSpec, ErrorBody, ErrorKind, ProtocolError, Reply, Request,
+    Size, COMMANDS, MAX_LINE,
 };
 pub use server::{ApiServer, ServerLimits};
 

@@ -167,7 +167,7 @@ impl WorkerCtl {
         let thread = std::thread::Builder::new()
             .name("vmm-blk".into())
             .spawn(move || {
-                let tid = swapper::current_tid();
+                let tid = nix::unistd::gettid().as_raw();
                 setup.shared.tid.store(tid, Ordering::SeqCst);
                 if let Some(f) = setup.on_start {
                     f(tid);
