@@ -26,6 +26,7 @@ pub mod faulty;
 pub mod fuzz;
 pub mod request;
 mod serve;
+mod shared;
 pub mod trace;
 mod worker;
 
@@ -52,7 +53,8 @@ pub use trace::{
 
 use super::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use request::Limits;
-use worker::{Active, Shared, WorkerCtl, WorkerSetup};
+use shared::{Active, InstallHook, Shared};
+use worker::{WorkerCtl, WorkerSetup};
 
 /// virtio device ID of a block device.
 pub const DEVICE_TYPE: u32 = 2;
@@ -299,7 +301,7 @@ impl Blk {
             shared: Arc::new(Shared::new(
                 name,
                 trace,
-                worker::InstallHook(cfg.install_page.clone()),
+                InstallHook(cfg.install_page.clone()),
             )),
         })
     }

@@ -19,8 +19,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::backend::BlkBackend;
 use super::request::{self, InvalidReason, Limits, Op, Request, Segment, ID_BYTES};
 use super::request::{SECTOR_SIZE, S_IOERR, S_OK, S_UNSUPP};
+use super::shared::{Active, Shared};
 use super::trace::{bump, BlkKind, BlkRecord, STATUS_NONE};
-use super::worker::{Active, Shared};
 use crate::devices::should_log;
 use crate::virtio::VirtioInterrupt;
 
