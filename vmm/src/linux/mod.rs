@@ -51,9 +51,10 @@ use crate::devices::serial::{
 };
 use crate::devices::Absent;
 use crate::memory::{create_guest_memory, MemoryError, PAGE_SIZE};
+use crate::vcpu::VcpuStartHook;
 use crate::virtio::mmio::{self, MmioError, MmioSlot, MmioTransport};
 use crate::virtio::VirtioDevice;
-use crate::vm::{IrqChip, VcpuStartHook, Vm, VmConfig, VmError};
+use crate::vm::{IrqChip, Vm, VmConfig, VmError};
 use bootinfo::BootInfoError;
 use loader::{Entry, Kernel, LoadError};
 use regs::{BootMode, RegsError};
