@@ -330,7 +330,7 @@ impl Balloon {
             .name("balloon".into())
             .spawn(move || {
                 if let Some(h) = hook {
-                    (lock(&h))(swapper::current_tid());
+                    (lock(&h))(nix::unistd::gettid().as_raw());
                 }
                 worker.run();
             })
