@@ -51,6 +51,7 @@ pub mod metrics;
 pub mod policy;
 pub mod queues;
 pub mod release;
+mod shared;
 pub mod stats;
 mod worker;
 
