@@ -114,7 +114,7 @@ pub use fatal::{FatalError, FatalHook, FatalKind};
 pub use install::Installed;
 pub use policy::PolicyKind;
 pub use region::GuestRegion;
-pub use registry::{current_tid, ThreadKind, ThreadRegistry};
+pub use registry::{ThreadKind, ThreadRegistry};
 pub use status::SwapperStatus;
 pub use store::faulty::FaultInjector;
 pub use store::StoreKind;

@@ -58,11 +58,6 @@ impl ThreadRegistry {
     }
 }
 
-/// TID of the calling thread.
-pub fn current_tid() -> i32 {
-    nix::unistd::gettid().as_raw()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
