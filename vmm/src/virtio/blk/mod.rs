@@ -53,6 +53,7 @@ pub use trace::{
 
 use super::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use request::Limits;
+pub use shared::PageInstaller;
 use shared::{Active, InstallHook, Shared};
 use worker::{WorkerCtl, WorkerSetup};
 
@@ -126,9 +127,6 @@ pub struct BlkConfig {
     /// evicted page without reading the stale copy) and the device skips it.
     pub install_page: Option<PageInstaller>,
 }
-
-/// See [`BlkConfig::install_page`]: the guest page's address and its new content.
-pub type PageInstaller = Arc<dyn Fn(vm_memory::GuestAddress, &[u8; 4096]) -> bool + Send + Sync>;
 
 impl BlkConfig {
     /// A read-write, buffered disk on `path` with id `swaplab-blk`, epoch now, the

@@ -17,9 +17,12 @@ use super::request::Limits;
 use super::trace::{BlkTrace, Counters};
 use crate::virtio::VirtioInterrupt;
 
+/// See [`BlkConfig::install_page`](super::BlkConfig::install_page): the guest page's address and its new content.
+pub type PageInstaller = Arc<dyn Fn(vm_memory::GuestAddress, &[u8; 4096]) -> bool + Send + Sync>;
+
 /// The install hook, printable.
 #[derive(Clone, Default)]
-pub(crate) struct InstallHook(pub Option<super::PageInstaller>);
+pub(crate) struct InstallHook(pub Option<PageInstaller>);
 
 impl std::fmt::Debug for InstallHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,7 +48,7 @@ pub(crate) struct Shared {
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
-    /// The false-read mitigation's hook (see [`super::PageInstaller`]).
+    /// The false-read mitigation's hook (see [`PageInstaller`]).
     pub(super) install: InstallHook,
 }
 
