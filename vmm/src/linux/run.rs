@@ -18,7 +18,7 @@ use crate::vcpu::VcpuError;
 use crate::virtio::mmio::{MmioSlot, MmioTransport, TransportStats};
 use crate::vm::{RunningVm, VmError, VmHandle, VmReport};
 
-use super::LinuxError;
+use super::error::LinuxError;
 
 /// How long a guest that printed the end of a kernel panic may take to reboot itself.
 pub const PANIC_GRACE: Duration = Duration::from_secs(2);
@@ -60,7 +60,7 @@ pub enum GuestOutcome {
 pub struct LinuxReport {
     /// How it ended.
     pub outcome: GuestOutcome,
-    /// From [`super::LinuxVm::new`] to the vCPUs starting.
+    /// From [`LinuxVm::new`](super::LinuxVm::new) to the vCPUs starting.
     pub setup_ns: u64,
     /// From the vCPUs starting to the last one ending.
     pub run_ns: u64,
