@@ -27,15 +27,15 @@ use base::sync::lock;
 use vmm::virtio::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::features::{DEFLATE_ON_OOM, REPORTING, STATS_VQ};
 use crate::metrics::{BalloonEvent, BalloonEventKind, BalloonMetrics};
 use crate::queues::{QueueLayout, Role};
 use crate::release::PageReleaser;
 use crate::shared::{Live, Shared};
+use crate::spec::features::{DEFLATE_ON_OOM, REPORTING, STATS_VQ};
+use crate::spec::{BALLOON_PAGE_SIZE, DEVICE_TYPE};
 use crate::stats::GuestStats;
 pub use crate::worker::BalloonError;
 use crate::worker::Worker;
-use crate::{BALLOON_PAGE_SIZE, DEVICE_TYPE};
 
 /// Size of each queue. The reporting queue must hold at least 32 descriptors
 /// (`PAGE_REPORTING_CAPACITY`) or Linux disables reporting.

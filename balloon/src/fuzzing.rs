@@ -27,12 +27,12 @@ use vmm::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::device::EVENT_CAPACITY;
-use crate::features::{REPORTING, STATS_VQ};
 use crate::queues::{QueueLayout, Role};
 use crate::release::{MadviseReleaser, PageReleaser, ReleaseError};
 use crate::shared::Shared;
+use crate::spec::features::{REPORTING, STATS_VQ};
+use crate::spec::BALLOON_PAGE_SIZE;
 use crate::worker::Worker;
-use crate::BALLOON_PAGE_SIZE;
 
 const LOW: u64 = 0x40000;
 const HIGH: u64 = 0x80000;

@@ -24,7 +24,7 @@ use swapper::{DiscardStats, Swapper, SwapperError};
 use vmm::memory::{GuestMemoryExt, HostRegion, MemoryError};
 use vmm::vm_memory::GuestMemoryMmap;
 
-use crate::BALLOON_PAGE_SIZE;
+use crate::spec::BALLOON_PAGE_SIZE;
 
 /// Why a range could not be released.
 #[derive(Debug, thiserror::Error)]
