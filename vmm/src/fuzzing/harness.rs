@@ -5,6 +5,8 @@
 
 use std::io;
 
+use base::sync::lock;
+
 use crate::memory::{create_guest_memory, RegionSpec};
 use crate::virtio::blk::BlkBackend;
 use vm_memory::GuestMemoryMmap;
@@ -117,7 +119,7 @@ impl SharedDisk {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.0)
     }
 }
 
