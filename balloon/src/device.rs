@@ -18,22 +18,24 @@
 //!
 //! Writes anywhere but `actual` are ignored and counted.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use swapper::ratelimit::RateLimiter;
-use vmm::virtio::{ActivateError, Activation, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use base::sync::lock;
+use vmm::virtio::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::features::{DEFLATE_ON_OOM, REPORTING, STATS_VQ};
-use crate::metrics::{BalloonEvent, BalloonEventKind, BalloonMetrics, Counters, EventRing, Times};
+use crate::metrics::{BalloonEvent, BalloonEventKind, BalloonMetrics};
 use crate::queues::{QueueLayout, Role};
 use crate::release::PageReleaser;
+use crate::shared::{Live, Shared};
+use crate::spec::features::{DEFLATE_ON_OOM, REPORTING, STATS_VQ};
+use crate::spec::{BALLOON_PAGE_SIZE, DEVICE_TYPE};
 use crate::stats::GuestStats;
+pub use crate::worker::BalloonError;
 use crate::worker::Worker;
-use crate::{BALLOON_PAGE_SIZE, DEVICE_TYPE};
 
 /// Size of each queue. The reporting queue must hold at least 32 descriptors
 /// (`PAGE_REPORTING_CAPACITY`) or Linux disables reporting.
@@ -49,23 +51,6 @@ pub const EVENT_CAPACITY: usize = 16 * 1024;
 /// with the swapper's thread registry, so its faults on guest memory are
 /// attributed). A device reset and re-activation starts a new thread.
 pub type ThreadStartHook = Box<dyn FnMut(i32) + Send>;
-
-/// Errors starting the device's worker.
-#[derive(Debug, thiserror::Error)]
-pub enum BalloonError {
-    /// An eventfd, the epoll instance or the stats timer could not be created.
-    #[error("cannot create the worker's {what}")]
-    Fd {
-        /// Which descriptor.
-        what: &'static str,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The worker thread could not be spawned.
-    #[error("cannot spawn the balloon worker thread")]
-    Spawn(#[source] std::io::Error),
-}
 
 /// Device settings.
 pub struct BalloonConfig {
@@ -114,89 +99,6 @@ impl std::fmt::Debug for BalloonConfig {
     }
 }
 
-/// What the worker and the handle need while the device is live.
-#[derive(Debug)]
-pub(crate) struct Live {
-    pub interrupt: VirtioInterrupt,
-    pub kick: EventFd,
-}
-
-/// State shared by the device, its worker and every handle.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub target_pages: AtomicU32,
-    pub actual_pages: AtomicU32,
-    pub live: Mutex<Option<Live>>,
-    pub stats: Mutex<Option<GuestStats>>,
-    pub counters: Counters,
-    pub times: Mutex<Times>,
-    pub events: EventRing,
-    pub epoch: Instant,
-    generation: Mutex<u64>,
-    changed: Condvar,
-    log: RateLimiter,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Shared {
-    pub(crate) fn new(epoch: Instant) -> Self {
-        Self {
-            target_pages: AtomicU32::new(0),
-            actual_pages: AtomicU32::new(0),
-            live: Mutex::new(None),
-            stats: Mutex::new(None),
-            counters: Counters::default(),
-            times: Mutex::new(Times::default()),
-            events: EventRing::new(EVENT_CAPACITY),
-            epoch,
-            generation: Mutex::new(0),
-            changed: Condvar::new(),
-            log: RateLimiter::new(Duration::from_secs(1), 10),
-        }
-    }
-
-    /// Nanoseconds since the epoch.
-    pub fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
-    }
-
-    /// Adds an event to the ring.
-    pub fn event(&self, kind: BalloonEventKind, t_ns: u64, pages: u64, ns: u64) {
-        if self.events.push(BalloonEvent {
-            t_ns,
-            kind,
-            pages,
-            ns,
-        }) {
-            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Wakes [`BalloonHandle::wait_for`] callers (after any state change).
-    pub fn changed(&self) {
-        *lock(&self.generation) += 1;
-        self.changed.notify_all();
-    }
-
-    /// Logs a warning the guest can trigger, rate-limited.
-    pub fn warn(&self, msg: impl FnOnce() -> String) {
-        if let Some(suppressed) = self.log.allow() {
-            tracing::warn!(suppressed, "virtio-balloon: {}", msg());
-        }
-    }
-
-    pub fn lock_times(&self) -> MutexGuard<'_, Times> {
-        lock(&self.times)
-    }
-
-    pub fn set_stats(&self, s: GuestStats) {
-        *lock(&self.stats) = Some(s);
-    }
-}
-
 struct Running {
     stop: Arc<AtomicBool>,
     stop_evt: EventFd,
@@ -234,7 +136,7 @@ impl Balloon {
         if cfg.free_page_reporting {
             offered |= REPORTING;
         }
-        let shared = Arc::new(Shared::new(cfg.epoch));
+        let shared = Arc::new(Shared::new(cfg.epoch, EVENT_CAPACITY));
         let queues = QueueLayout::for_features(offered).len();
         let dev = Balloon {
             shared: shared.clone(),
@@ -330,7 +232,7 @@ impl Balloon {
             .name("balloon".into())
             .spawn(move || {
                 if let Some(h) = hook {
-                    (lock(&h))(swapper::current_tid());
+                    (lock(&h))(nix::unistd::gettid().as_raw());
                 }
                 worker.run();
             })
@@ -536,22 +438,6 @@ impl BalloonHandle {
         timeout: Duration,
         mut cond: impl FnMut(&BalloonHandle) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut g = lock(&self.shared.generation);
-        loop {
-            if cond(self) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            g = self
-                .shared
-                .changed
-                .wait_timeout(g, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.shared.wait_for(timeout, || cond(self))
     }
 }

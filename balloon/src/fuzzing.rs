@@ -26,12 +26,13 @@ use vmm::virtio::{ActiveQueue, VirtioInterrupt};
 use vmm::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::device::{Shared, EVENT_CAPACITY};
-use crate::features::{REPORTING, STATS_VQ};
+use crate::device::EVENT_CAPACITY;
 use crate::queues::{QueueLayout, Role};
 use crate::release::{MadviseReleaser, PageReleaser, ReleaseError};
+use crate::shared::Shared;
+use crate::spec::features::{REPORTING, STATS_VQ};
+use crate::spec::BALLOON_PAGE_SIZE;
 use crate::worker::Worker;
-use crate::BALLOON_PAGE_SIZE;
 
 const LOW: u64 = 0x40000;
 const HIGH: u64 = 0x80000;
@@ -250,7 +251,7 @@ pub fn balloon(data: &[u8]) {
             },
         ));
     }
-    let shared = Arc::new(Shared::new(std::time::Instant::now()));
+    let shared = Arc::new(Shared::new(std::time::Instant::now(), EVENT_CAPACITY));
     let interrupt = VirtioInterrupt::new(Arc::new(CountingLine::default()));
     let mut worker = Worker::new(
         mem.clone(),

@@ -5,8 +5,9 @@
 //! for config-space writes); [`Counters::snapshot`] reads them all.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use base::sync::lock;
 use std::time::Duration;
 
 /// Number of log2 buckets in [`BatchTimes::log2_us`]: bucket `i` counts batches
@@ -14,93 +15,75 @@ use std::time::Duration;
 /// last one everything longer).
 pub const TIME_BUCKETS: usize = 24;
 
-macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
-        /// Live counters (relaxed atomics).
-        #[derive(Debug, Default)]
-        pub struct Counters {
-            $($(#[$doc])* pub $name: AtomicU64,)*
+base::counters! {
+    /// Live counters (relaxed atomics).
+    pub struct Counters;
+    /// A snapshot of [`Counters`] plus gauges and batch times.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub struct BalloonMetrics {
+        /// Balloon target (`num_pages`), 4 KiB pages.
+        pub target_pages: u64,
+        /// Balloon size the guest reports (`actual`), 4 KiB pages.
+        pub actual_pages: u64,
+        counters {
+            /// Times a driver activated the device.
+            activations,
+            /// Device resets.
+            resets,
+            /// Inflate buffers handled.
+            inflate_batches,
+            /// Valid PFNs in inflate buffers.
+            inflate_pages,
+            /// Deflate buffers handled.
+            deflate_batches,
+            /// Valid PFNs in deflate buffers.
+            deflate_pages,
+            /// Free page reports handled.
+            report_batches,
+            /// 4 KiB pages in free page reports.
+            reported_pages,
+            /// Bytes handed to the releaser successfully (inflate and reporting).
+            released_bytes,
+            /// Bytes handed back to the releaser's `reclaim` (deflate).
+            reclaimed_bytes,
+            /// Ranges the releaser failed to release (the guest is not told).
+            release_errors,
+            /// PFNs (or reported 4 KiB pages) outside guest RAM: ignored.
+            invalid_pfns,
+            /// Descriptors ignored: wrong direction, bad length, outside guest RAM.
+            invalid_descriptors,
+            /// Queues the device could not read (bad ring index, bad head index).
+            queue_errors,
+            /// Driver writes to read-only config fields (ignored).
+            invalid_config_writes,
+            /// Statistics buffers received.
+            stats_updates,
+            /// Statistics buffers returned to the guest (requests for fresh stats).
+            stats_requests,
+            /// Statistics buffers beyond the one the protocol allows (returned at once).
+            extra_stats_buffers,
+            /// Configuration-change interrupts raised (new target).
+            config_interrupts,
+            /// Used-buffer interrupts raised.
+            used_interrupts,
+            /// Interrupts that could not be raised.
+            interrupt_errors,
+            /// Targets set through the handle.
+            target_sets,
+            /// Worker wake-ups (queue notifications, timer ticks, requests).
+            wakeups,
+            /// Events dropped because the ring was full.
+            events_dropped,
+            /// Worker threads found dead of a panic when stopped (a bug).
+            worker_panics,
         }
-
-        /// A snapshot of [`Counters`] plus gauges and batch times.
-        #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-        pub struct BalloonMetrics {
-            /// Balloon target (`num_pages`), 4 KiB pages.
-            pub target_pages: u64,
-            /// Balloon size the guest reports (`actual`), 4 KiB pages.
-            pub actual_pages: u64,
-            $($(#[$doc])* pub $name: u64,)*
-            /// Time to handle one inflate buffer (parse + release).
-            pub inflate_time: BatchTimes,
-            /// Time to handle one deflate buffer.
-            pub deflate_time: BatchTimes,
-            /// Time to handle one free page report.
-            pub report_time: BatchTimes,
-        }
-
-        impl Counters {
-            /// Reads every counter into a [`BalloonMetrics`] (gauges and times zero).
-            pub fn snapshot(&self) -> BalloonMetrics {
-                BalloonMetrics {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
-                    ..Default::default()
-                }
-            }
-        }
-    };
-}
-
-counters! {
-    /// Times a driver activated the device.
-    activations,
-    /// Device resets.
-    resets,
-    /// Inflate buffers handled.
-    inflate_batches,
-    /// Valid PFNs in inflate buffers.
-    inflate_pages,
-    /// Deflate buffers handled.
-    deflate_batches,
-    /// Valid PFNs in deflate buffers.
-    deflate_pages,
-    /// Free page reports handled.
-    report_batches,
-    /// 4 KiB pages in free page reports.
-    reported_pages,
-    /// Bytes handed to the releaser successfully (inflate and reporting).
-    released_bytes,
-    /// Bytes handed back to the releaser's `reclaim` (deflate).
-    reclaimed_bytes,
-    /// Ranges the releaser failed to release (the guest is not told).
-    release_errors,
-    /// PFNs (or reported 4 KiB pages) outside guest RAM: ignored.
-    invalid_pfns,
-    /// Descriptors ignored: wrong direction, bad length, outside guest RAM.
-    invalid_descriptors,
-    /// Queues the device could not read (bad ring index, bad head index).
-    queue_errors,
-    /// Driver writes to read-only config fields (ignored).
-    invalid_config_writes,
-    /// Statistics buffers received.
-    stats_updates,
-    /// Statistics buffers returned to the guest (requests for fresh stats).
-    stats_requests,
-    /// Statistics buffers beyond the one the protocol allows (returned at once).
-    extra_stats_buffers,
-    /// Configuration-change interrupts raised (new target).
-    config_interrupts,
-    /// Used-buffer interrupts raised.
-    used_interrupts,
-    /// Interrupts that could not be raised.
-    interrupt_errors,
-    /// Targets set through the handle.
-    target_sets,
-    /// Worker wake-ups (queue notifications, timer ticks, requests).
-    wakeups,
-    /// Events dropped because the ring was full.
-    events_dropped,
-    /// Worker threads found dead of a panic when stopped (a bug).
-    worker_panics,
+        /// Time to handle one inflate buffer (parse + release).
+        pub inflate_time: BatchTimes,
+        /// Time to handle one deflate buffer.
+        pub deflate_time: BatchTimes,
+        /// Time to handle one free page report.
+        pub report_time: BatchTimes,
+    }
 }
 
 /// Count, sum, maximum and a log2 histogram of batch durations.
@@ -205,7 +188,7 @@ impl EventRing {
 
     /// Appends `e`; returns whether an old event had to be dropped.
     pub fn push(&self, e: BalloonEvent) -> bool {
-        let mut r = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&self.ring);
         let dropped = r.len() >= self.capacity;
         if dropped {
             r.pop_front();
@@ -216,7 +199,7 @@ impl EventRing {
 
     /// Takes every event, oldest first.
     pub fn drain(&self) -> Vec<BalloonEvent> {
-        let mut r = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&self.ring);
         r.drain(..).collect()
     }
 }
@@ -224,6 +207,7 @@ impl EventRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn batch_times_bucket_by_log2_microseconds() {

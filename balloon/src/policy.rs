@@ -44,8 +44,8 @@
 //! for `c` steps; and nothing happens until the guest has caught up with the last
 //! target and sent a sample taken after it.
 
+use crate::spec::BALLOON_PAGE_SIZE;
 use crate::stats::GuestStats;
-use crate::BALLOON_PAGE_SIZE;
 
 const MIB: u64 = 1 << 20;
 

@@ -20,9 +20,9 @@ use virtio_queue::desc::split::Descriptor;
 use vmm::memory::HostRegion;
 use vmm::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::features::{FREE_PAGE_HINT, REPORTING, STATS_VQ};
+use crate::spec::features::{FREE_PAGE_HINT, REPORTING, STATS_VQ};
+use crate::spec::{BALLOON_PAGE_SIZE, PFN_SHIFT};
 use crate::stats::{StatsError, STAT_ENTRY_SIZE};
-use crate::{BALLOON_PAGE_SIZE, PFN_SHIFT};
 
 /// PFNs read from guest memory at a time (1 KiB, the Linux driver's whole batch).
 pub const PFN_CHUNK: usize = 256;

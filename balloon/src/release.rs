@@ -20,11 +20,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use base::sync::lock;
 use swapper::{DiscardStats, Swapper, SwapperError};
 use vmm::memory::{GuestMemoryExt, HostRegion, MemoryError};
 use vmm::vm_memory::GuestMemoryMmap;
 
-use crate::BALLOON_PAGE_SIZE;
+use crate::spec::BALLOON_PAGE_SIZE;
 
 /// Why a range could not be released.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +145,7 @@ impl SwapperReleaser {
     /// What the swapper's discards did so far, summed: pages, pages that held host
     /// memory, store slots freed.
     pub fn totals(&self) -> DiscardStats {
-        *self.totals.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.totals)
     }
 }
 
@@ -154,7 +155,7 @@ impl PageReleaser for SwapperReleaser {
         let host = host_range(&self.regions, gpa, len)?;
         let len = usize::try_from(len).map_err(|_| ReleaseError::OutOfRange { gpa, len })?;
         let d = self.swapper.discard(host, len)?;
-        let mut t = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = lock(&self.totals);
         t.pages += d.pages;
         t.committed_released += d.committed_released;
         t.slots_freed += d.slots_freed;

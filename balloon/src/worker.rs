@@ -26,11 +26,28 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::device::{BalloonError, Shared};
 use crate::metrics::{BalloonEventKind, BatchTimes};
 use crate::queues::{read_stats, walk_pfns, walk_reported, RamMap, Role, Tally};
 use crate::release::PageReleaser;
+use crate::shared::Shared;
 use crate::stats::GuestStats;
+
+/// Errors starting the device's worker.
+#[derive(Debug, thiserror::Error)]
+pub enum BalloonError {
+    /// An eventfd, the epoll instance or the stats timer could not be created.
+    #[error("cannot create the worker's {what}")]
+    Fd {
+        /// Which descriptor.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker thread could not be spawned.
+    #[error("cannot spawn the balloon worker thread")]
+    Spawn(#[source] std::io::Error),
+}
 
 const TOKEN_STOP: u64 = u64::MAX;
 const TOKEN_TIMER: u64 = u64::MAX - 1;

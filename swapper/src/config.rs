@@ -1,4 +1,5 @@
-//! Swapper configuration.
+//! Swapper configuration. Sizes in it are bytes; parse them from text with
+//! [`base::size::parse`].
 
 use crate::fatal::FatalHook;
 use crate::policy::PolicyKind;
@@ -39,35 +40,9 @@ pub enum PrefetchMode {
 /// Errors of this module.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
-    /// A size string could not be parsed.
-    #[error("bad size {0:?} (expected e.g. 4096, 64K, 256M, 2G)")]
-    BadSize(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Invalid(&'static str),
-}
-
-/// Parses `123`, `64K`, `256M`, `2G` (binary units) into bytes.
-pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(ConfigError::BadSize(s.into())),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| ConfigError::BadSize(s.into()))
 }
 
 /// Swapper settings. `Default` gives a 1 GiB limit, the memory store, fifo,
@@ -202,7 +177,9 @@ impl SwapperConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base::size::parse as parse_size;
 
+    /// Sizes in swapper settings (limits, slack) use the workspace grammar.
     #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("4096"), Ok(4096));

@@ -108,13 +108,13 @@ mod swapper;
 pub mod trace;
 pub mod uffd;
 
-pub use config::{parse_size, FatalAction, PrefetchMode, SwapperConfig};
+pub use config::{FatalAction, PrefetchMode, SwapperConfig};
 pub use discard::DiscardStats;
 pub use fatal::{FatalError, FatalHook, FatalKind};
 pub use install::Installed;
 pub use policy::PolicyKind;
 pub use region::GuestRegion;
-pub use registry::{current_tid, ThreadKind, ThreadRegistry};
+pub use registry::{ThreadKind, ThreadRegistry};
 pub use status::SwapperStatus;
 pub use store::faulty::FaultInjector;
 pub use store::StoreKind;

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use base::sync::{read, write};
+
 /// What kind of thread faulted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,40 +36,26 @@ impl ThreadRegistry {
 
     /// Registers (or re-registers) `tid`.
     pub fn register(&self, tid: i32, kind: ThreadKind) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(tid, kind);
+        write(&self.map).insert(tid, kind);
     }
 
     /// Registers the calling thread.
     pub fn register_current(&self, kind: ThreadKind) {
-        self.register(current_tid(), kind);
+        self.register(nix::unistd::gettid().as_raw(), kind);
     }
 
     /// Forgets `tid` (thread exited; TIDs are reused by the kernel).
     pub fn unregister(&self, tid: i32) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&tid);
+        write(&self.map).remove(&tid);
     }
 
     /// The kind of `tid` ([`ThreadKind::Unknown`] if not registered).
     pub fn lookup(&self, tid: i32) -> ThreadKind {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        read(&self.map)
             .get(&tid)
             .copied()
             .unwrap_or(ThreadKind::Unknown)
     }
-}
-
-/// TID of the calling thread.
-pub fn current_tid() -> i32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    unsafe { libc::gettid() }
 }
 
 #[cfg(test)]
@@ -82,7 +70,10 @@ mod tests {
         let r2 = r.clone();
         assert_eq!(r2.lookup(42), ThreadKind::Vcpu(1));
         r2.register_current(ThreadKind::Device(3));
-        assert_eq!(r.lookup(current_tid()), ThreadKind::Device(3));
+        assert_eq!(
+            r.lookup(nix::unistd::gettid().as_raw()),
+            ThreadKind::Device(3)
+        );
         r.unregister(42);
         assert_eq!(r2.lookup(42), ThreadKind::Unknown);
     }

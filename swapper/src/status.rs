@@ -1,107 +1,88 @@
 //! Counters and the serde status snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
-        /// Live event counters (relaxed atomics).
-        #[derive(Debug, Default)]
-        pub struct Counters {
-            $($(#[$doc])* pub $name: AtomicU64,)*
+base::counters! {
+    /// Live event counters (relaxed atomics).
+    pub struct Counters;
+    /// A snapshot of [`Counters`].
+    #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub struct CounterSnapshot {
+        counters {
+            /// Fault events read from the userfaultfd.
+            faults,
+            /// Faults served with a zero page (first touch, zeroed, ballooned).
+            swapin_zero,
+            /// Faults served from the store.
+            swapin_store,
+            /// Faults served by moving a clock-inactive page back (minor faults).
+            swapin_minor,
+            /// Faults served from the prefetch cache.
+            prefetch_hits,
+            /// Write-protect faults (first write to a clean page).
+            wp_faults,
+            /// Faults that were already resolved when handled.
+            stale_faults,
+            /// Pages evicted to the store (written).
+            evictions,
+            /// Pages deactivated (moved aside) by the clock.
+            deactivations,
+            /// Clean pages dropped without a write (valid copy in the store).
+            silent_writes_avoided,
+            /// Silent swap writes done: pages written to the store with the same
+            /// content as the copy already there (counted only without dirty
+            /// tracking, the unmitigated mode, by comparing checksums).
+            silent_writes,
+            /// Store reads for a fault on page `p` right after a store read for
+            /// `p - 1` (the guest reads sequentially).
+            sequential_store_reads,
+            /// Of those, reads whose slot did not follow the previous one's: decayed
+            /// swap sequentiality (the store layout no longer matches guest order).
+            decayed_sequential_reads,
+            /// Evicted pages installed with new content from a device instead of
+            /// being read from the store first (the false-read mitigation).
+            false_reads_avoided,
+            /// Pages found all-zero at eviction: dropped, not stored.
+            zero_pages,
+            /// Of those, pages that had come back from the store: the guest zeroed
+            /// (freed) them after the swapper read them in, so the read was for
+            /// nothing. VSwapper's false swap reads, counted when seen (a lower bound:
+            /// a page zeroed and then rewritten before its next eviction is missed).
+            false_reads,
+            /// Pages read ahead into the prefetch cache.
+            prefetched,
+            /// Prefetched pages evicted without being used.
+            prefetch_wasted,
+            /// Store writes that failed (page kept resident).
+            write_errors,
+            /// Evictions refused because the store had no free slot.
+            store_full,
+            /// Store reads that failed (fatal for the page).
+            store_read_errors,
+            /// Checksum mismatches on swap-in (fatal for the page).
+            integrity_errors,
+            /// Pages discarded through `discard` (balloon).
+            discarded_pages,
+            /// UFFD_EVENT_REMOVE events received.
+            remove_events,
+            /// Pages found unmapped behind the swapper's back.
+            external_zaps,
+            /// Pages zero-mapped into the pool ahead of use.
+            pool_refills,
+            /// Pool pages found written by a scan.
+            pool_promotions,
+            /// Unwritten pool pages reclaimed.
+            pool_reclaims,
+            /// PAGEMAP_SCAN passes.
+            scans,
+            /// Evictions done by a fault handler itself (no free budget).
+            direct_reclaims,
+            /// Operations retried after EAGAIN (a non-cooperative event pending).
+            eagain_retries,
+            /// Page-table operations that found the page already populated.
+            eexist,
+            /// Victims skipped because the page was busy or could not be moved.
+            busy_victims,
         }
-
-        /// A snapshot of [`Counters`].
-        #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-        pub struct CounterSnapshot {
-            $($(#[$doc])* pub $name: u64,)*
-        }
-
-        impl Counters {
-            /// Reads every counter.
-            pub fn snapshot(&self) -> CounterSnapshot {
-                CounterSnapshot {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
-                }
-            }
-        }
-    };
-}
-
-counters! {
-    /// Fault events read from the userfaultfd.
-    faults,
-    /// Faults served with a zero page (first touch, zeroed, ballooned).
-    swapin_zero,
-    /// Faults served from the store.
-    swapin_store,
-    /// Faults served by moving a clock-inactive page back (minor faults).
-    swapin_minor,
-    /// Faults served from the prefetch cache.
-    prefetch_hits,
-    /// Write-protect faults (first write to a clean page).
-    wp_faults,
-    /// Faults that were already resolved when handled.
-    stale_faults,
-    /// Pages evicted to the store (written).
-    evictions,
-    /// Pages deactivated (moved aside) by the clock.
-    deactivations,
-    /// Clean pages dropped without a write (valid copy in the store).
-    silent_writes_avoided,
-    /// Silent swap writes done: pages written to the store with the same
-    /// content as the copy already there (counted only without dirty
-    /// tracking, the unmitigated mode, by comparing checksums).
-    silent_writes,
-    /// Store reads for a fault on page `p` right after a store read for
-    /// `p - 1` (the guest reads sequentially).
-    sequential_store_reads,
-    /// Of those, reads whose slot did not follow the previous one's: decayed
-    /// swap sequentiality (the store layout no longer matches guest order).
-    decayed_sequential_reads,
-    /// Evicted pages installed with new content from a device instead of
-    /// being read from the store first (the false-read mitigation).
-    false_reads_avoided,
-    /// Pages found all-zero at eviction: dropped, not stored.
-    zero_pages,
-    /// Of those, pages that had come back from the store: the guest zeroed
-    /// (freed) them after the swapper read them in, so the read was for
-    /// nothing. VSwapper's false swap reads, counted when seen (a lower bound:
-    /// a page zeroed and then rewritten before its next eviction is missed).
-    false_reads,
-    /// Pages read ahead into the prefetch cache.
-    prefetched,
-    /// Prefetched pages evicted without being used.
-    prefetch_wasted,
-    /// Store writes that failed (page kept resident).
-    write_errors,
-    /// Evictions refused because the store had no free slot.
-    store_full,
-    /// Store reads that failed (fatal for the page).
-    store_read_errors,
-    /// Checksum mismatches on swap-in (fatal for the page).
-    integrity_errors,
-    /// Pages discarded through `discard` (balloon).
-    discarded_pages,
-    /// UFFD_EVENT_REMOVE events received.
-    remove_events,
-    /// Pages found unmapped behind the swapper's back.
-    external_zaps,
-    /// Pages zero-mapped into the pool ahead of use.
-    pool_refills,
-    /// Pool pages found written by a scan.
-    pool_promotions,
-    /// Unwritten pool pages reclaimed.
-    pool_reclaims,
-    /// PAGEMAP_SCAN passes.
-    scans,
-    /// Evictions done by a fault handler itself (no free budget).
-    direct_reclaims,
-    /// Operations retried after EAGAIN (a non-cooperative event pending).
-    eagain_retries,
-    /// Page-table operations that found the page already populated.
-    eexist,
-    /// Victims skipped because the page was busy or could not be moved.
-    busy_victims,
+    }
 }
 
 /// Counts of pages by state, at snapshot time.
@@ -187,6 +168,7 @@ impl SwapperStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn snapshot_reads_counters_and_serializes() {

@@ -1,28 +1,14 @@
-//! vCPU threads: the `KVM_RUN` loop, exit dispatch to the buses, and kicking.
-//!
-//! # Stopping a vCPU from another thread
-//!
-//! [`crate::VmHandle::stop`] sets the VM's stop flag and sends [`kick_signal`] to every
-//! running vCPU thread. The signal's handler runs on the vCPU thread itself and sets
-//! `kvm_run.immediate_exit` through a thread-local pointer, so:
-//! - a vCPU inside `KVM_RUN` (guest code, or blocked in a host page fault that userfaultfd
-//!   lets be interrupted) returns `EINTR`;
-//! - a vCPU between two `KVM_RUN`s re-enters with `immediate_exit` set and returns at once.
-//!
-//! The loop checks the stop flag before every `KVM_RUN`, after clearing a stale
-//! `immediate_exit`, so a stop request is never lost. The handler is installed once per
-//! process (it is stateless: all state is per thread or per VM).
+//! vCPU threads: the `KVM_RUN` loop and exit dispatch to the buses. How a vCPU
+//! is stopped from another thread (the stop flag, the kick signal) is in `stop.rs`.
 
-use std::cell::Cell;
-use std::ptr::null_mut;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::bus::{Bus, BusAction, BusError, Dispatch};
 use crate::exits::{ExitReason, ExitStats};
-use crate::vm::{Shared, VcpuStartHook};
+use crate::stop::{unblock_kick_signal, KickRegistration, Shared};
 
 /// What a triple fault's report says besides RIP: the stack pointer and
 /// the control registers and descriptor table that decide how (and whether)
@@ -138,74 +124,9 @@ pub struct VcpuReport {
     pub unclaimed_accesses: u64,
 }
 
-/// The real-time signal used to kick vCPU threads out of `KVM_RUN` (`SIGRTMIN + 0`).
-///
-/// Embedders must not use it for anything else.
-pub fn kick_signal() -> libc::c_int {
-    vmm_sys_util::signal::SIGRTMIN()
-}
-
-thread_local! {
-    /// `&kvm_run.immediate_exit` of the vCPU running on this thread, or null.
-    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(null_mut()) };
-}
-
-extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // Async-signal-safe: a const-initialised thread-local without a destructor is a plain
-    // TLS slot, and the store is a single volatile byte write.
-    let _ = IMMEDIATE_EXIT.try_with(|p| {
-        let p = p.get();
-        if !p.is_null() {
-            // SAFETY: the pointer is set by this thread's vCPU loop to a byte of its live
-            // kvm_run mapping and cleared before that mapping is dropped.
-            unsafe { p.write_volatile(1) };
-        }
-    });
-}
-
-/// Install the kick handler (once per process; later calls return the first result).
-pub(crate) fn install_kick_handler() -> Result<(), VcpuError> {
-    static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
-    let r = INSTALLED.get_or_init(|| {
-        vmm_sys_util::signal::register_signal_handler(kick_signal(), on_kick).map_err(|e| e.errno())
-    });
-    r.map_err(|errno| VcpuError::Signal(std::io::Error::from_raw_os_error(errno)))
-}
-
-fn unblock_kick_signal() -> Result<(), VcpuError> {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t owned by this frame.
-    unsafe { libc::sigemptyset(&mut set) };
-    // SAFETY: as above; the signal number is a valid real-time signal.
-    unsafe { libc::sigaddset(&mut set, kick_signal()) };
-    // SAFETY: changes only this thread's signal mask; `set` is valid, the old mask unused.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, null_mut()) };
-    if rc != 0 {
-        return Err(VcpuError::Signal(std::io::Error::from_raw_os_error(rc)));
-    }
-    Ok(())
-}
-
-/// Where another thread can find a running vCPU thread to kick it.
-#[derive(Debug, Default)]
-pub(crate) struct KickSlot(Mutex<Option<libc::pthread_t>>);
-
-impl KickSlot {
-    /// Signal the thread, if it is still running its loop.
-    pub(crate) fn kick(&self) {
-        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(thread) = *slot {
-            // SAFETY: the vCPU thread clears the slot (under this lock) before it exits, so
-            // `thread` names a live thread for as long as we hold the lock.
-            unsafe { libc::pthread_kill(thread, kick_signal()) };
-        }
-    }
-
-    fn set(&self, thread: Option<libc::pthread_t>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = thread;
-    }
-}
+/// Called on each vCPU thread as it starts, before its first `KVM_RUN`, with the vCPU
+/// index and the thread's Linux TID (what `UFFD_FEATURE_THREAD_ID` reports).
+pub type VcpuStartHook = Arc<dyn Fn(u32, i32) + Send + Sync>;
 
 /// Everything a vCPU thread needs.
 pub(crate) struct VcpuContext {
@@ -217,35 +138,11 @@ pub(crate) struct VcpuContext {
     pub on_start: Option<VcpuStartHook>,
 }
 
-/// Publishes the thread for kicking on creation and withdraws it (and the TLS pointer)
-/// on drop, before the vCPU fd and its kvm_run mapping go away.
-struct KickRegistration<'a> {
-    slot: &'a KickSlot,
-}
-
-impl<'a> KickRegistration<'a> {
-    fn new(slot: &'a KickSlot, fd: &mut VcpuFd) -> Self {
-        let run = fd.get_kvm_run();
-        IMMEDIATE_EXIT.with(|p| p.set(&raw mut run.immediate_exit));
-        // SAFETY: pthread_self has no preconditions.
-        slot.set(Some(unsafe { libc::pthread_self() }));
-        Self { slot }
-    }
-}
-
-impl Drop for KickRegistration<'_> {
-    fn drop(&mut self) {
-        self.slot.set(None);
-        IMMEDIATE_EXIT.with(|p| p.set(null_mut()));
-    }
-}
-
 /// Run one vCPU until the VM stops, the vCPU halts, or something fails.
 ///
 /// Any error also stops the rest of the VM.
 pub(crate) fn run(mut ctx: VcpuContext) -> Result<VcpuReport, VcpuError> {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
+    let tid = nix::unistd::gettid().as_raw();
     if let Some(hook) = &ctx.on_start {
         hook(ctx.index, tid);
     }
@@ -258,7 +155,7 @@ pub(crate) fn run(mut ctx: VcpuContext) -> Result<VcpuReport, VcpuError> {
 }
 
 fn run_loop(ctx: &mut VcpuContext, tid: i32) -> Result<VcpuReport, VcpuError> {
-    unblock_kick_signal()?;
+    unblock_kick_signal().map_err(VcpuError::Signal)?;
     let slot = &ctx.shared.kick_slots[ctx.index as usize];
     let _registration = KickRegistration::new(slot, &mut ctx.fd);
     let vcpu = ctx.index;

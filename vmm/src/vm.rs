@@ -10,8 +10,7 @@
 //! Nothing here is process-global except the (stateless) kick signal handler, so a
 //! process may run several VMs at once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -24,11 +23,9 @@ use crate::bus::{Bus, BusError, SharedDevice};
 use crate::exits::ExitStats;
 use crate::memory::GuestMemoryExt;
 use crate::stats::{KvmStats, StatsReader};
-use crate::vcpu::{self, KickSlot, VcpuContext, VcpuError, VcpuReport};
-
-/// Called on each vCPU thread as it starts, before its first `KVM_RUN`, with the vCPU
-/// index and the thread's Linux TID (what `UFFD_FEATURE_THREAD_ID` reports).
-pub type VcpuStartHook = Arc<dyn Fn(u32, i32) + Send + Sync>;
+use crate::stop::{install_kick_handler, Shared};
+use crate::vcpu::VcpuStartHook;
+use crate::vcpu::{self, VcpuContext, VcpuError, VcpuReport};
 
 /// Where KVM may put the three pages it needs for real-mode emulation on Intel hosts
 /// without unrestricted guest. Guest layouts must keep RAM and MMIO out of it.
@@ -110,27 +107,6 @@ pub struct IrqChip {
     pub pit: bool,
 }
 
-/// State shared by the VM's threads and handles.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    stop: AtomicBool,
-    abort_reason: Mutex<Option<String>>,
-    pub(crate) kick_slots: Vec<KickSlot>,
-}
-
-impl Shared {
-    pub(crate) fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for slot in &self.kick_slots {
-            slot.kick();
-        }
-    }
-
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-}
-
 /// Stops a VM from any thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct VmHandle {
@@ -146,15 +122,7 @@ impl VmHandle {
     /// Stop the VM and make [`RunningVm::wait`] fail with `reason` (the first reason wins),
     /// e.g. when a backing store failed and guest memory can no longer be trusted.
     pub fn abort(&self, reason: impl Into<String>) {
-        {
-            let mut r = self
-                .shared
-                .abort_reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            r.get_or_insert_with(|| reason.into());
-        }
-        self.shared.request_stop();
+        self.shared.abort(reason.into());
     }
 
     /// Whether a stop was requested.
@@ -377,12 +345,8 @@ impl Vm {
 
     /// Spawn the vCPU threads.
     pub fn start(self) -> Result<RunningVm, VmError> {
-        vcpu::install_kick_handler()?;
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            abort_reason: Mutex::new(None),
-            kick_slots: (0..self.vcpus.len()).map(|_| KickSlot::default()).collect(),
-        });
+        install_kick_handler().map_err(VcpuError::Signal)?;
+        let shared = Arc::new(Shared::new(self.vcpus.len()));
         let (pio, mmio) = (Arc::new(self.pio), Arc::new(self.mmio));
         let started = Instant::now();
         let mut threads = Vec::with_capacity(self.vcpus.len());
@@ -481,12 +445,7 @@ impl RunningVm {
             }
         }
         let wall_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let aborted = self
-            .shared
-            .abort_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let aborted = self.shared.take_abort_reason();
         if let Some(reason) = aborted {
             return Err(VmError::Aborted(reason));
         }

@@ -1,7 +1,7 @@
 //! Fault injection: a store wrapper that fails on demand.
 //!
 //! A [`FaultInjector`] is a shared handle (the test keeps one clone, the
-//! swapper's store the other). Each knob is a countdown of operations to
+//! swapper's store the other). Each knob is a [`Countdown`] of operations to
 //! sabotage (`u64::MAX` = until cleared):
 //! - write errors with a chosen errno (`ENOSPC`, `EIO`, …): nothing written;
 //! - short writes: half a page is written over the slot, then a
@@ -18,6 +18,8 @@
 use super::{Store, StoreError};
 use crate::slots::Slot;
 use crate::PAGE_SIZE;
+use base::sync::lock;
+use base::Countdown;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,14 +27,14 @@ use std::time::Duration;
 /// Shared fault-injection controls.
 #[derive(Debug, Default)]
 pub struct FaultInjector {
-    write_errors: AtomicU64,
+    write_errors: Countdown,
     write_errno: AtomicI32,
-    short_writes: AtomicU64,
-    read_errors: AtomicU64,
+    short_writes: Countdown,
+    read_errors: Countdown,
     read_errno: AtomicI32,
-    corrupt_reads: AtomicU64,
-    short_reads: AtomicU64,
-    slow_ops: AtomicU64,
+    corrupt_reads: Countdown,
+    short_reads: Countdown,
+    slow_ops: Countdown,
     slow_ns: AtomicU64,
     injected: AtomicU64,
     hold: Mutex<Hold>,
@@ -47,18 +49,6 @@ struct Hold {
     waiting: u64,
 }
 
-/// Takes one unit from a fault-injection countdown (`n` more faults to
-/// inject); `u64::MAX` never runs out. Shared with the VMM's disk injector.
-pub fn take(counter: &AtomicU64) -> bool {
-    counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match n {
-            0 => None,
-            u64::MAX => Some(u64::MAX),
-            n => Some(n - 1),
-        })
-        .is_ok()
-}
-
 impl FaultInjector {
     /// A new injector with nothing armed.
     pub fn new() -> Arc<Self> {
@@ -68,35 +58,35 @@ impl FaultInjector {
     /// The next `n` writes fail with `errno` (`u64::MAX`: all writes).
     pub fn fail_writes(&self, n: u64, errno: i32) {
         self.write_errno.store(errno, Ordering::Release);
-        self.write_errors.store(n, Ordering::Release);
+        self.write_errors.arm(n);
     }
 
     /// The next `n` writes are torn (half written) and reported short.
     pub fn short_writes(&self, n: u64) {
-        self.short_writes.store(n, Ordering::Release);
+        self.short_writes.arm(n);
     }
 
     /// The next `n` reads fail with `errno`.
     pub fn fail_reads(&self, n: u64, errno: i32) {
         self.read_errno.store(errno, Ordering::Release);
-        self.read_errors.store(n, Ordering::Release);
+        self.read_errors.arm(n);
     }
 
     /// The next `n` reads return data with one flipped bit.
     pub fn corrupt_reads(&self, n: u64) {
-        self.corrupt_reads.store(n, Ordering::Release);
+        self.corrupt_reads.arm(n);
     }
 
     /// The next `n` reads deliver half a page and are reported short.
     pub fn short_reads(&self, n: u64) {
-        self.short_reads.store(n, Ordering::Release);
+        self.short_reads.arm(n);
     }
 
     /// The next `n` reads or writes first sleep for `delay` (a slow disk).
     pub fn slow(&self, n: u64, delay: std::time::Duration) {
         let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         self.slow_ns.store(ns, Ordering::Release);
-        self.slow_ops.store(n, Ordering::Release);
+        self.slow_ops.arm(n);
     }
 
     /// From now on every read blocks before touching the store, until
@@ -122,7 +112,7 @@ impl FaultInjector {
     }
 
     fn gate(&self) -> MutexGuard<'_, Hold> {
-        self.hold.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.hold)
     }
 
     fn maybe_hold(&self) {
@@ -151,7 +141,7 @@ impl FaultInjector {
             &self.short_reads,
             &self.slow_ops,
         ] {
-            c.store(0, Ordering::Release);
+            c.clear();
         }
     }
 
@@ -165,7 +155,7 @@ impl FaultInjector {
     }
 
     fn maybe_slow(&self) {
-        if take(&self.slow_ops) {
+        if self.slow_ops.take() {
             self.hit();
             let ns = self.slow_ns.load(Ordering::Acquire);
             std::thread::sleep(std::time::Duration::from_nanos(ns));
@@ -197,7 +187,7 @@ impl Store for FaultyStore {
 
     fn write(&self, slot: Slot, page: &[u8]) -> Result<(), StoreError> {
         self.inj.maybe_slow();
-        if take(&self.inj.write_errors) {
+        if self.inj.write_errors.take() {
             self.inj.hit();
             return Err(StoreError::Io {
                 op: "write",
@@ -207,7 +197,7 @@ impl Store for FaultyStore {
                 ),
             });
         }
-        if take(&self.inj.short_writes) {
+        if self.inj.short_writes.take() {
             self.inj.hit();
             let mut torn = page.to_vec();
             torn[PAGE_SIZE / 2..].fill(0xA5);
@@ -224,7 +214,7 @@ impl Store for FaultyStore {
     fn read(&self, slot: Slot, buf: &mut [u8]) -> Result<(), StoreError> {
         self.inj.maybe_hold();
         self.inj.maybe_slow();
-        if take(&self.inj.read_errors) {
+        if self.inj.read_errors.take() {
             self.inj.hit();
             return Err(StoreError::Io {
                 op: "read",
@@ -235,7 +225,7 @@ impl Store for FaultyStore {
             });
         }
         self.inner.read(slot, buf)?;
-        if take(&self.inj.short_reads) {
+        if self.inj.short_reads.take() {
             self.inj.hit();
             buf[PAGE_SIZE / 2..].fill(0x5A);
             return Err(StoreError::Short {
@@ -244,7 +234,7 @@ impl Store for FaultyStore {
                 done: PAGE_SIZE / 2,
             });
         }
-        if take(&self.inj.corrupt_reads) {
+        if self.inj.corrupt_reads.take() {
             self.inj.hit();
             buf[PAGE_SIZE / 3] ^= 0x10;
         }

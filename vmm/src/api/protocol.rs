@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 /// The longest request line the server accepts, in bytes, without its newline.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// A byte count given as `"256M"`, `"1G"`, `"4096"` (binary units) or a JSON integer.
+/// A byte count given as a string in the workspace size grammar (`"256M"`, `"1G"`,
+/// `"4096"`, binary units; see [`base::size`]) or a JSON integer.
 ///
 /// Serialized as a plain integer of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,38 +26,6 @@ impl Size {
     pub fn bytes(self) -> u64 {
         self.0
     }
-}
-
-/// Parse `N[K|M|G|T][i][B]` (binary units, case-insensitive) into bytes.
-///
-/// The error says what is wrong with the string, without repeating it.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err("empty size".into());
-    }
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() {
-        return Err("expected a number of bytes or e.g. 256M, 1G".into());
-    }
-    let n: u64 = num.parse().map_err(|_| "too large".to_string())?;
-    let upper = unit.trim().to_ascii_uppercase();
-    let shift = match upper.trim_end_matches('B').trim_end_matches('I') {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => {
-            return Err(format!(
-                "unknown unit \"{}\" (use K, M, G or T)",
-                unit.trim()
-            ))
-        }
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| "too large".to_string())
 }
 
 impl Serialize for Size {
@@ -87,7 +56,7 @@ impl<'de> Deserialize<'de> for Size {
                 )))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
-                parse_size(v)
+                base::size::parse(v)
                     .map(Size)
                     .map_err(|why| E::custom(format!("bad size \"{v}\": {why}")))
             }
@@ -750,6 +719,7 @@ mod tests {
 
     #[test]
     fn sizes_take_binary_units() {
+        use base::size::parse as parse_size;
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("64KiB"), Ok(64 << 10));
         assert_eq!(parse_size("256m"), Ok(256 << 20));

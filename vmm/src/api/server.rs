@@ -22,8 +22,10 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::protocol::{help_result, parse_request, ErrorKind, Reply, Request, MAX_LINE};
-use super::{ApiError, ApiHandler};
+use super::handler::{ApiError, ApiHandler};
+use super::protocol::{
+    help_result, parse_request, ErrorKind, ProtocolError, Reply, Request, MAX_LINE,
+};
 
 /// Resource bounds of one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,7 +339,7 @@ impl Client {
             match self.next_line() {
                 None => break,
                 Some(Err(())) => {
-                    let reply = ApiError::from(super::ProtocolError::LineTooLong).to_reply(None);
+                    let reply = ApiError::from(ProtocolError::LineTooLong).to_reply(None);
                     self.push_reply(&reply);
                     self.closing = true;
                     self.inbuf.clear();

@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use base::sync::lock;
+
 use super::should_log;
 
 /// Longest line handed to hooks; longer lines are cut (the guest controls line length).
@@ -131,7 +133,7 @@ impl ConsoleWriter {
 
 impl Write for ConsoleWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut log = lock(&self.log);
         log.push(buf);
         if let Some(sink) = &mut self.sink {
             if let Err(e) = sink.write_all(buf) {

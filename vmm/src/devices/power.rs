@@ -17,6 +17,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use base::sync::lock;
+
 use super::should_log;
 use crate::bus::{BusAction, BusDevice, DeviceError};
 
@@ -85,15 +87,12 @@ impl PowerState {
 
     /// Record `event` unless one is recorded already.
     pub fn record(&self, event: PowerEvent) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(event);
+        lock(&self.0).get_or_insert(event);
     }
 
     /// The first event, if any.
     pub fn get(&self) -> Option<PowerEvent> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.0)
     }
 }
 

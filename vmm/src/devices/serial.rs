@@ -19,6 +19,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use base::sync::lock;
 use vm_superio::{Serial, Trigger};
 
 use super::irq::IrqLine;
@@ -189,7 +190,7 @@ impl ChannelInput {
     /// Queues `line` and a `\n` for the guest to read.
     pub fn send_line(&self, line: &str) -> Result<(), InputError> {
         check_input_line(line)?;
-        let mut uart = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut uart = lock(&self.0);
         uart.enqueue_line(line.as_bytes())
     }
 }

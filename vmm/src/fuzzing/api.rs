@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::Encoder;
+use super::harness::Encoder;
 use crate::api::{
     help_result, parse_request, ApiError, ApiServer, ErrorKind, ProtocolError, Reply, Request,
     MAX_LINE,

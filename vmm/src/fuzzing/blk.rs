@@ -19,8 +19,8 @@ use virtio_bindings::bindings::virtio_blk::{
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::harness::{guest_memory, CountingLine, Encoder, Input, SharedDisk};
 use super::queue::{Ring, DISK, HIGH, HIGH_LEN, LOW, USED};
-use super::{guest_memory, CountingLine, Encoder, Input, SharedDisk};
 use crate::virtio::blk::fuzz::SyncBlk;
 use crate::virtio::blk::{BlkFaultInjector, FaultyBackend, S_IOERR, S_OK, S_UNSUPP};
 use crate::virtio::VirtioInterrupt;

@@ -16,8 +16,8 @@ use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::harness::{guest_memory, CountingLine, Encoder, Input, SharedDisk};
 use super::queue::{DISK, HIGH, HIGH_LEN, LOW};
-use super::{guest_memory, CountingLine, Encoder, Input, SharedDisk};
 use crate::bus::BusDevice;
 use crate::virtio::blk::{Blk, BlkConfig};
 use crate::virtio::mmio::{reg, MmioTransport, MAGIC, VENDOR_ID, VERSION};

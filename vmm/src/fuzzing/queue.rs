@@ -20,7 +20,7 @@ use virtio_queue::desc::RawDescriptor;
 use virtio_queue::{Queue, QueueState};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::{guest_memory, CountingLine, Encoder, Input, SharedDisk};
+use super::harness::{guest_memory, CountingLine, Encoder, Input, SharedDisk};
 use crate::virtio::blk::fuzz::SyncBlk;
 use crate::virtio::blk::{InvalidReason, STATUS_NONE, S_IOERR, S_OK, S_UNSUPP};
 use crate::virtio::VirtioInterrupt;

@@ -25,6 +25,7 @@
 
 pub mod bootinfo;
 pub mod cpuid;
+mod error;
 pub mod layout;
 pub mod loader;
 pub mod regs;
@@ -39,9 +40,10 @@ use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::Cap;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+pub use error::LinuxError;
 pub use run::{GuestOutcome, LinuxReport, RunningLinux};
 
-use crate::acpi::{self, AcpiError};
+use crate::acpi;
 use crate::bus::SharedDevice;
 use crate::devices::console::{ConsoleLog, ConsoleWriter};
 use crate::devices::irq::IrqFd;
@@ -50,13 +52,14 @@ use crate::devices::serial::{
     self, ChannelCounters, ChannelHook, ChannelInput, ChannelWriter, SerialDevice,
 };
 use crate::devices::Absent;
-use crate::memory::{create_guest_memory, MemoryError, PAGE_SIZE};
-use crate::virtio::mmio::{self, MmioError, MmioSlot, MmioTransport};
+use crate::memory::{create_guest_memory, PAGE_SIZE};
+use crate::vcpu::VcpuStartHook;
+use crate::virtio::mmio::{self, MmioSlot, MmioTransport};
 use crate::virtio::VirtioDevice;
-use crate::vm::{IrqChip, VcpuStartHook, Vm, VmConfig, VmError};
+use crate::vm::{IrqChip, Vm, VmConfig, VmError};
 use bootinfo::BootInfoError;
-use loader::{Entry, Kernel, LoadError};
-use regs::{BootMode, RegsError};
+use loader::{Entry, Kernel};
+use regs::BootMode;
 use run::{PanicWatch, WatchEvent};
 
 /// Console bytes kept for reports and error messages.
@@ -80,50 +83,6 @@ const ABSENT_PORTS: &[(u16, u16)] = &[
     (0x3e8, 8),
     (0xcf8, 8),
 ];
-
-/// Errors building or running a Linux guest.
-#[derive(Debug, thiserror::Error)]
-pub enum LinuxError {
-    /// A bad configuration value.
-    #[error("{0}")]
-    Config(String),
-    /// Guest RAM could not be created.
-    #[error("creating guest RAM")]
-    Memory(#[from] MemoryError),
-    /// KVM refused something.
-    #[error(transparent)]
-    Vm(#[from] VmError),
-    /// The kernel, initramfs or command line could not be loaded.
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    /// Boot structures could not be written.
-    #[error("writing boot information")]
-    BootInfo(#[from] BootInfoError),
-    /// ACPI tables could not be built.
-    #[error("building ACPI tables")]
-    Acpi(#[from] AcpiError),
-    /// vCPU state could not be set.
-    #[error("setting up vCPU registers")]
-    Regs(#[from] RegsError),
-    /// A device could not be created.
-    #[error("creating device {name}")]
-    Device {
-        /// Which.
-        name: String,
-        /// Why.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A virtio device could not be attached.
-    #[error("attaching virtio device {name}")]
-    Virtio {
-        /// Which.
-        name: String,
-        /// Why.
-        #[source]
-        source: MmioError,
-    },
-}
 
 /// What to boot and how.
 pub struct LinuxConfig {

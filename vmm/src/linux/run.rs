@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base::sync::lock;
 use serde::Serialize;
 
 use crate::devices::console::{ConsoleLog, LineHook};
@@ -18,7 +19,7 @@ use crate::vcpu::VcpuError;
 use crate::virtio::mmio::{MmioSlot, MmioTransport, TransportStats};
 use crate::vm::{RunningVm, VmError, VmHandle, VmReport};
 
-use super::LinuxError;
+use super::error::LinuxError;
 
 /// How long a guest that printed the end of a kernel panic may take to reboot itself.
 pub const PANIC_GRACE: Duration = Duration::from_secs(2);
@@ -60,7 +61,7 @@ pub enum GuestOutcome {
 pub struct LinuxReport {
     /// How it ended.
     pub outcome: GuestOutcome,
-    /// From [`super::LinuxVm::new`] to the vCPUs starting.
+    /// From [`LinuxVm::new`](super::LinuxVm::new) to the vCPUs starting.
     pub setup_ns: u64,
     /// From the vCPUs starting to the last one ending.
     pub run_ns: u64,
@@ -141,13 +142,13 @@ pub(crate) fn panic_hook(watch: Arc<Mutex<PanicWatch>>, events: Sender<WatchEven
         if text.contains("---[ end Kernel panic") {
             let _ = events.send(WatchEvent::PanicEnded);
         } else if let Some(i) = text.find("Kernel panic - not syncing") {
-            let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = lock(&watch);
             if w.message.is_none() {
                 let msg = text[i..].trim_end();
                 w.message = Some(msg.chars().take(512).collect());
             }
         } else if HINTS.iter().any(|h| text.contains(h)) {
-            let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = lock(&watch);
             if w.message.is_none() && w.hints.len() < MAX_HINTS {
                 w.hints.push(text.chars().take(512).collect());
             }
@@ -276,7 +277,7 @@ impl RunningLinux {
         let run_ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
 
         let (panic, hints) = {
-            let w = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+            let w = lock(&self.panic);
             (w.message.clone(), w.hints.clone())
         };
         let (vm, outcome) = match result {
@@ -329,12 +330,12 @@ impl RunningLinux {
             }
             (_, outcome) => outcome,
         };
-        let console = self.console.lock().unwrap_or_else(|e| e.into_inner());
+        let console = lock(&self.console);
         let virtio = self
             .virtio
             .iter()
             .map(|(name, slot, t)| {
-                let t = t.lock().unwrap_or_else(|e| e.into_inner());
+                let t = lock(t);
                 VirtioReport {
                     name: name.clone(),
                     base: slot.base,

@@ -3,7 +3,7 @@
 //!
 //! A [`BlkFaultInjector`] is a shared handle (the experiment keeps one clone, the
 //! device's [`FaultyBackend`] the other) whose knobs can be switched while the guest
-//! runs. Each knob is a countdown of operations to sabotage (`u64::MAX`: until
+//! runs. Each knob is a [`Countdown`] of operations to sabotage (`u64::MAX`: until
 //! cleared):
 //! - read / write / flush / discard errors with a chosen errno (`EIO`, `ENOSPC`, …):
 //!   nothing transferred;
@@ -20,26 +20,26 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use swapper::store::faulty::take;
+use base::Countdown;
 
 use super::backend::BlkBackend;
 
 /// Shared fault-injection controls.
 #[derive(Debug, Default)]
 pub struct BlkFaultInjector {
-    read_errors: AtomicU64,
+    read_errors: Countdown,
     read_errno: AtomicI32,
-    write_errors: AtomicU64,
+    write_errors: Countdown,
     write_errno: AtomicI32,
-    flush_errors: AtomicU64,
+    flush_errors: Countdown,
     flush_errno: AtomicI32,
-    discard_errors: AtomicU64,
+    discard_errors: Countdown,
     discard_errno: AtomicI32,
-    short_reads: AtomicU64,
-    short_writes: AtomicU64,
-    slow_ops: AtomicU64,
+    short_reads: Countdown,
+    short_writes: Countdown,
+    slow_ops: Countdown,
     slow_ns: AtomicU64,
-    pass: AtomicU64,
+    pass: Countdown,
     injected: AtomicU64,
 }
 
@@ -52,48 +52,48 @@ impl BlkFaultInjector {
     /// The next `n` reads fail with `errno` (`u64::MAX`: all of them).
     pub fn fail_reads(&self, n: u64, errno: i32) {
         self.read_errno.store(errno, Ordering::Release);
-        self.read_errors.store(n, Ordering::Release);
+        self.read_errors.arm(n);
     }
 
     /// The next `n` writes fail with `errno` (e.g. `ENOSPC`).
     pub fn fail_writes(&self, n: u64, errno: i32) {
         self.write_errno.store(errno, Ordering::Release);
-        self.write_errors.store(n, Ordering::Release);
+        self.write_errors.arm(n);
     }
 
     /// The next `n` flushes fail with `errno`.
     pub fn fail_flushes(&self, n: u64, errno: i32) {
         self.flush_errno.store(errno, Ordering::Release);
-        self.flush_errors.store(n, Ordering::Release);
+        self.flush_errors.arm(n);
     }
 
     /// The next `n` discards fail with `errno`.
     pub fn fail_discards(&self, n: u64, errno: i32) {
         self.discard_errno.store(errno, Ordering::Release);
-        self.discard_errors.store(n, Ordering::Release);
+        self.discard_errors.arm(n);
     }
 
     /// The next `n` reads transfer only their first half.
     pub fn short_reads(&self, n: u64) {
-        self.short_reads.store(n, Ordering::Release);
+        self.short_reads.arm(n);
     }
 
     /// The next `n` writes store only their first half.
     pub fn short_writes(&self, n: u64) {
-        self.short_writes.store(n, Ordering::Release);
+        self.short_writes.arm(n);
     }
 
     /// The next `n` operations of any kind first sleep for `delay`.
     pub fn slow(&self, n: u64, delay: Duration) {
         let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         self.slow_ns.store(ns, Ordering::Release);
-        self.slow_ops.store(n, Ordering::Release);
+        self.slow_ops.arm(n);
     }
 
     /// The next `n` operations of any kind run untouched; faults armed meanwhile
     /// fire after them.
     pub fn pass(&self, n: u64) {
-        self.pass.store(n, Ordering::Release);
+        self.pass.arm(n);
     }
 
     /// Disarms everything.
@@ -108,7 +108,7 @@ impl BlkFaultInjector {
             &self.short_writes,
             &self.slow_ops,
         ] {
-            c.store(0, Ordering::Release);
+            c.clear();
         }
     }
 
@@ -123,15 +123,15 @@ impl BlkFaultInjector {
 
     /// Sleeps if a slow operation is armed.
     fn maybe_slow(&self) {
-        if take(&self.slow_ops) {
+        if self.slow_ops.take() {
             self.hit();
             std::thread::sleep(Duration::from_nanos(self.slow_ns.load(Ordering::Acquire)));
         }
     }
 
     /// `Err(errno)` if the countdown `n` fires.
-    fn fail(&self, n: &AtomicU64, errno: &AtomicI32) -> io::Result<()> {
-        if take(n) {
+    fn fail(&self, n: &Countdown, errno: &AtomicI32) -> io::Result<()> {
+        if n.take() {
             self.hit();
             return Err(io::Error::from_raw_os_error(errno.load(Ordering::Acquire)));
         }
@@ -167,12 +167,12 @@ impl FaultyBackend {
 
 impl BlkBackend for FaultyBackend {
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if take(&self.inj.pass) {
+        if self.inj.pass.take() {
             return self.inner.read_at(buf, offset);
         }
         self.inj.maybe_slow();
         self.inj.fail(&self.inj.read_errors, &self.inj.read_errno)?;
-        if take(&self.inj.short_reads) {
+        if self.inj.short_reads.take() {
             self.inj.hit();
             let n = half(buf.len());
             self.inner.read_at(&mut buf[..n], offset)?;
@@ -185,13 +185,13 @@ impl BlkBackend for FaultyBackend {
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if take(&self.inj.pass) {
+        if self.inj.pass.take() {
             return self.inner.write_at(buf, offset);
         }
         self.inj.maybe_slow();
         self.inj
             .fail(&self.inj.write_errors, &self.inj.write_errno)?;
-        if take(&self.inj.short_writes) {
+        if self.inj.short_writes.take() {
             self.inj.hit();
             let n = half(buf.len());
             self.inner.write_at(&buf[..n], offset)?;
@@ -204,7 +204,7 @@ impl BlkBackend for FaultyBackend {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if take(&self.inj.pass) {
+        if self.inj.pass.take() {
             return self.inner.flush();
         }
         self.inj.maybe_slow();
@@ -214,7 +214,7 @@ impl BlkBackend for FaultyBackend {
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        if take(&self.inj.pass) {
+        if self.inj.pass.take() {
             return self.inner.discard(offset, len);
         }
         self.inj.maybe_slow();

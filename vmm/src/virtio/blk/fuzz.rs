@@ -12,8 +12,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::backend::BlkBackend;
 use super::request::Limits;
 use super::serve::Engine;
+use super::shared::{Active, InstallHook, Shared};
 use super::trace::{BlkCounters, BlkTrace};
-use super::worker::{Active, InstallHook, Shared};
 use super::{MAX_DISCARD_SECTORS, MAX_DISCARD_SEG};
 use crate::virtio::VirtioInterrupt;
 

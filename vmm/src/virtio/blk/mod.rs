@@ -26,6 +26,7 @@ pub mod faulty;
 pub mod fuzz;
 pub mod request;
 mod serve;
+mod shared;
 pub mod trace;
 mod worker;
 
@@ -52,7 +53,9 @@ pub use trace::{
 
 use super::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use request::Limits;
-use worker::{Active, Shared, WorkerCtl, WorkerSetup};
+pub use shared::PageInstaller;
+use shared::{Active, InstallHook, Shared};
+use worker::{WorkerCtl, WorkerSetup};
 
 /// virtio device ID of a block device.
 pub const DEVICE_TYPE: u32 = 2;
@@ -124,9 +127,6 @@ pub struct BlkConfig {
     /// evicted page without reading the stale copy) and the device skips it.
     pub install_page: Option<PageInstaller>,
 }
-
-/// See [`BlkConfig::install_page`]: the guest page's address and its new content.
-pub type PageInstaller = Arc<dyn Fn(vm_memory::GuestAddress, &[u8; 4096]) -> bool + Send + Sync>;
 
 impl BlkConfig {
     /// A read-write, buffered disk on `path` with id `swaplab-blk`, epoch now, the
@@ -299,7 +299,7 @@ impl Blk {
             shared: Arc::new(Shared::new(
                 name,
                 trace,
-                worker::InstallHook(cfg.install_page.clone()),
+                InstallHook(cfg.install_page.clone()),
             )),
         })
     }

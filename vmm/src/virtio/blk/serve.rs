@@ -19,8 +19,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::backend::BlkBackend;
 use super::request::{self, InvalidReason, Limits, Op, Request, Segment, ID_BYTES};
 use super::request::{SECTOR_SIZE, S_IOERR, S_OK, S_UNSUPP};
+use super::shared::{Active, PageInstaller, Shared};
 use super::trace::{bump, BlkKind, BlkRecord, STATUS_NONE};
-use super::worker::{Active, Shared};
 use crate::devices::should_log;
 use crate::virtio::VirtioInterrupt;
 
@@ -87,7 +87,7 @@ impl<'a> Cursor<'a> {
         mem: &GuestMemoryMmap,
         buf: &mut [u8],
         to_guest: bool,
-        install: Option<&super::PageInstaller>,
+        install: Option<&PageInstaller>,
     ) -> Result<(), vm_memory::GuestMemoryError> {
         let mut done = 0;
         while done < buf.len() {
@@ -121,7 +121,7 @@ fn write_installing(
     mem: &GuestMemoryMmap,
     data: &[u8],
     addr: GuestAddress,
-    install: Option<&super::PageInstaller>,
+    install: Option<&PageInstaller>,
 ) -> Result<(), vm_memory::GuestMemoryError> {
     const PAGE: u64 = 4096;
     let Some(install) = install else {

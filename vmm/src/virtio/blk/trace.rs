@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use base::sync::lock;
+
 use super::request::InvalidReason;
 
 /// What a request asked for, as far as the device served it.
@@ -106,7 +108,7 @@ impl BlkTrace {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Appends `rec`, numbering it (its `seq` is overwritten; the number is returned)

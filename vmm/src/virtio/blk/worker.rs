@@ -7,117 +7,21 @@
 //! [`WorkerCtl::deactivate`] returns the device no longer touches the queue or guest
 //! RAM. Dropping the [`WorkerCtl`] stops and joins the thread.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
+use base::sync::lock;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::backend::BlkBackend;
-use super::request::{Limits, ID_BYTES};
+use super::request::ID_BYTES;
 use super::serve::Engine;
-use super::trace::{bump, BlkTrace, Counters};
-use crate::virtio::VirtioInterrupt;
-
-/// The install hook, printable.
-#[derive(Clone, Default)]
-pub(crate) struct InstallHook(pub Option<super::PageInstaller>);
-
-impl std::fmt::Debug for InstallHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "InstallHook({})",
-            if self.0.is_some() { "set" } else { "none" }
-        )
-    }
-}
-
-/// State shared by the device, its handles and the worker.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub name: String,
-    pub counters: Counters,
-    pub trace: Arc<BlkTrace>,
-    /// The worker's TID (0 before it started).
-    pub tid: AtomicI32,
-    /// Set to make the worker stop serving at the next request boundary.
-    pub(super) preempt: AtomicBool,
-    completed: AtomicU64,
-    waiters: AtomicUsize,
-    wait_lock: Mutex<()>,
-    wait_cv: Condvar,
-    /// The false-read mitigation's hook (see [`super::PageInstaller`]).
-    pub(super) install: InstallHook,
-}
-
-impl Shared {
-    pub fn new(name: String, trace: Arc<BlkTrace>, install: InstallHook) -> Self {
-        Self {
-            name,
-            counters: Counters::default(),
-            trace,
-            tid: AtomicI32::new(0),
-            preempt: AtomicBool::new(false),
-            completed: AtomicU64::new(0),
-            waiters: AtomicUsize::new(0),
-            wait_lock: Mutex::new(()),
-            wait_cv: Condvar::new(),
-            install,
-        }
-    }
-
-    /// Chains finished (used entry added, or dropped when that is impossible).
-    pub fn completed(&self) -> u64 {
-        self.completed.load(Ordering::SeqCst)
-    }
-
-    pub(super) fn complete_one(&self) {
-        self.completed.fetch_add(1, Ordering::SeqCst);
-        // Only wake (a syscall) when someone waits.
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _g = self.wait_lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.wait_cv.notify_all();
-        }
-    }
-
-    /// Waits until `n` chains have finished; false if `timeout` passed first.
-    pub fn wait_completed(&self, n: u64, timeout: Duration) -> bool {
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let deadline = Instant::now() + timeout;
-        let mut g = self.wait_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let done = loop {
-            if self.completed() >= n {
-                break true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break false;
-            }
-            g = match self.wait_cv.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
-            };
-        };
-        drop(g);
-        self.waiters.fetch_sub(1, Ordering::SeqCst);
-        done
-    }
-}
-
-/// A queue being served.
-pub(crate) struct Active {
-    pub mem: GuestMemoryMmap,
-    pub queue: Queue,
-    pub notify: EventFd,
-    pub interrupt: VirtioInterrupt,
-    pub limits: Limits,
-}
+use super::shared::{Active, Shared};
+use super::trace::bump;
 
 enum Command {
     Activate(Box<Active>),
@@ -167,12 +71,12 @@ impl WorkerCtl {
         let thread = std::thread::Builder::new()
             .name("vmm-blk".into())
             .spawn(move || {
-                let tid = swapper::current_tid();
+                let tid = nix::unistd::gettid().as_raw();
                 setup.shared.tid.store(tid, Ordering::SeqCst);
                 if let Some(f) = setup.on_start {
                     f(tid);
                 }
-                let Some(backend) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                let Some(backend) = lock(&slot).take() else {
                     return;
                 };
                 Worker {

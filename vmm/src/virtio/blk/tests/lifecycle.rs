@@ -15,7 +15,7 @@ fn one_worker_thread_across_resets_named_and_announced_once() {
     });
     let tid = rx.recv_timeout(WAIT).expect("start hook not called");
     assert_eq!(rig.handle.worker_tid(), Some(tid));
-    assert_ne!(tid, swapper::current_tid());
+    assert_ne!(tid, nix::unistd::gettid().as_raw());
     let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap();
     assert_eq!(comm.trim(), "vmm-blk");
     rig.assert_alive();

@@ -1,0 +1,27 @@
+//! The basics every swaplab crate shares, one of each, with no knowledge of
+//! KVM, userfaultfd or devices.
+//!
+//! - [`size`]: the one size grammar (`4096`, `64K`, `256MiB`, `2G`) and
+//!   [`ByteSize`].
+//! - [`countdown`]: the fault-injection [`Countdown`] (arm `n`, take, clear;
+//!   `u64::MAX` = forever).
+//! - [`counters!`]: a struct of relaxed atomic counters and its snapshot.
+//! - [`sync`]: poison-ignoring [`lock`] (and `RwLock` [`read`] / [`write`])
+//!   and the [`Stop`] flag that a periodic thread waits on.
+//! - [`stats`]: nearest-rank [`percentile`] / [`median`], and the midpoint
+//!   median of measurements.
+//!
+//! Dependencies: std and thiserror only; no unsafe code.
+
+#![forbid(unsafe_code)]
+
+pub mod countdown;
+mod counters;
+pub mod size;
+pub mod stats;
+pub mod sync;
+
+pub use countdown::Countdown;
+pub use size::{ByteSize, SizeError};
+pub use stats::{median, percentile};
+pub use sync::{lock, read, write, Stop};

@@ -1,0 +1,116 @@
+//! What the device, its handles, the worker thread and the request engine
+//! share: [`Shared`] (counters, trace, the worker's TID, preemption and
+//! completion waits, the install hook) and the [`Active`] queue being served.
+//! Its own module so that `worker.rs` and `serve.rs` both import it and
+//! neither imports the other's file for it.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use base::sync::lock;
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::request::Limits;
+use super::trace::{BlkTrace, Counters};
+use crate::virtio::VirtioInterrupt;
+
+/// See [`BlkConfig::install_page`](super::BlkConfig::install_page): the guest page's address and its new content.
+pub type PageInstaller = Arc<dyn Fn(vm_memory::GuestAddress, &[u8; 4096]) -> bool + Send + Sync>;
+
+/// The install hook, printable.
+#[derive(Clone, Default)]
+pub(crate) struct InstallHook(pub Option<PageInstaller>);
+
+impl std::fmt::Debug for InstallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "InstallHook({})",
+            if self.0.is_some() { "set" } else { "none" }
+        )
+    }
+}
+
+/// State shared by the device, its handles and the worker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub name: String,
+    pub counters: Counters,
+    pub trace: Arc<BlkTrace>,
+    /// The worker's TID (0 before it started).
+    pub tid: AtomicI32,
+    /// Set to make the worker stop serving at the next request boundary.
+    pub(super) preempt: AtomicBool,
+    completed: AtomicU64,
+    waiters: AtomicUsize,
+    wait_lock: Mutex<()>,
+    wait_cv: Condvar,
+    /// The false-read mitigation's hook (see [`PageInstaller`]).
+    pub(super) install: InstallHook,
+}
+
+impl Shared {
+    pub fn new(name: String, trace: Arc<BlkTrace>, install: InstallHook) -> Self {
+        Self {
+            name,
+            counters: Counters::default(),
+            trace,
+            tid: AtomicI32::new(0),
+            preempt: AtomicBool::new(false),
+            completed: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            wait_lock: Mutex::new(()),
+            wait_cv: Condvar::new(),
+            install,
+        }
+    }
+
+    /// Chains finished (used entry added, or dropped when that is impossible).
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn complete_one(&self) {
+        self.completed.fetch_add(1, Ordering::SeqCst);
+        // Only wake (a syscall) when someone waits.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _g = lock(&self.wait_lock);
+            self.wait_cv.notify_all();
+        }
+    }
+
+    /// Waits until `n` chains have finished; false if `timeout` passed first.
+    pub fn wait_completed(&self, n: u64, timeout: Duration) -> bool {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        let mut g = lock(&self.wait_lock);
+        let done = loop {
+            if self.completed() >= n {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            g = match self.wait_cv.wait_timeout(g, deadline - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        };
+        drop(g);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        done
+    }
+}
+
+/// A queue being served.
+pub(crate) struct Active {
+    pub mem: GuestMemoryMmap,
+    pub queue: Queue,
+    pub notify: EventFd,
+    pub interrupt: VirtioInterrupt,
+    pub limits: Limits,
+}
