@@ -175,7 +175,7 @@ fn readme_cli_table_names_every_flag() {
     }
     assert!(
         missing.is_empty(),
-        "{} flags of `swaplab … --help` are missing from {}'s `## CLI` table (add them to \
+        "{} flag(s) of `swaplab … --help` missing from {}'s `## CLI` table (add them to \
          the row of their subcommand):\n  {}",
         missing.len(),
         path.display(),
