@@ -6,7 +6,9 @@
 //!   relative `use child::…`, or a path in code (`crate::a::f(`, `super::x::Y`,
 //!   `child::f(`, or through a name a `use` bound); re-exports (`pub use x::Y`) are
 //!   followed to the file that defines the module. A bare `mod b;` is not an import,
-//!   paths into other crates are ignored. Strongly connected components (Tarjan) of
+//!   and neither is a module naming its own submodules (`pub use device::Balloon`,
+//!   `child::run()` in a `mod.rs`: that is the module tree); children naming their
+//!   ancestors and siblings naming each other are. Paths into other crates are ignored. Strongly connected components (Tarjan) of
 //!   more than one file are cycles;
 //! - **an `unsafe` budget for the crates under `experiments/`**: `unsafe {` blocks and
 //!   `unsafe impl`s in production code, at most [`MAX_EXPERIMENTS_UNSAFE`];
