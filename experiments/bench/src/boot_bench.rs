@@ -14,11 +14,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::qemu::run_microvm;
+use base::ByteSize;
 use runner::boot::console::Show;
 use runner::boot::{run_guest, verdict, BootFiles, GuestSpec};
 use runner::cli::usage;
 use sandbox::SandboxMode;
-use scenario::size::ByteSize;
 
 /// `swaplab bench boot`.
 #[derive(Debug, Clone)]

@@ -22,13 +22,13 @@ use swapper::kswap::SwapKind;
 use swapper::{PolicyKind, StoreKind, SwapperConfig};
 use workloads::probe::Pattern;
 
+use base::ByteSize;
 use hostsys::signals::SignalScope;
 use report::stats::fmt_ns;
 use runner::cli::usage;
 use runner::probe_run::kernel::{default_cold_sweep_ms, is_root, KernelSettings};
 use runner::probe_run::plan::{run_plan, ProbeOutput, SwapPlan};
 use runner::probe_run::ProbeConfig;
-use scenario::size::ByteSize;
 
 /// `swaplab bench host-swap`.
 #[derive(Debug, Clone)]

@@ -26,8 +26,8 @@ pub mod vm;
 
 use std::path::PathBuf;
 
+use base::ByteSize;
 use sandbox::SandboxMode;
-use scenario::size::ByteSize;
 
 /// Arguments.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::DemoOptions;
+use base::ByteSize;
 use runner::boot::cmd::BootOptions;
-use scenario::size::ByteSize;
 
 /// The guest command: the agent that starts and stops the workload.
 pub const GUEST_COMMAND: &str = "swaplab-guest agent";

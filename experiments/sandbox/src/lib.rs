@@ -82,7 +82,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use scenario::size::ByteSize;
+use base::ByteSize;
 use workloads::image::kernel::KernelSource;
 
 pub use reexec::{environment_note, in_sandbox, needs_sandbox_here, SandboxMode, NOTE};

@@ -103,7 +103,6 @@
 mod builtin;
 mod parse;
 mod reader;
-pub mod size;
 mod source;
 mod validate;
 
@@ -116,7 +115,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use workloads::probe::Pattern;
 
-use crate::size::ByteSize;
+use base::ByteSize;
 
 pub use builtin::{builtin, builtin_names, load, BUILTIN};
 pub use parse::{parse, parse_matrix, parse_scenario};

@@ -12,7 +12,7 @@ use super::{
     BalloonConfig, BalloonPolicy, GuestConfig, HostConfig, Matrix, Mitigation, PolicyKind, Pos,
     Scenario, ScenarioError, StoreChoice, WorkloadConfig, WorkloadKind,
 };
-use crate::size::ByteSize;
+use base::ByteSize;
 
 const TOP_KEYS: &[&str] = &[
     "name",

@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::source::{did_you_mean, Source};
 use super::{Pos, ScenarioError};
-use crate::size::ByteSize;
+use base::ByteSize;
 
 /// One table from one file.
 #[derive(Clone, Copy)]

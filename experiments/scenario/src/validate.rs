@@ -1,7 +1,7 @@
 //! Cross-field checks: reject scenarios whose runs would measure nothing.
 
 use super::{BalloonPolicy, Diagnostic, Scenario, ScenarioError, WorkloadKind};
-use crate::size::ByteSize;
+use base::ByteSize;
 
 const MIB: u64 = 1 << 20;
 

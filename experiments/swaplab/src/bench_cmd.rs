@@ -5,12 +5,12 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use base::ByteSize;
 use bench::balloon::BalloonBenchOptions;
 use bench::boot_bench::BootBenchOptions;
 use bench::host_swap::HostSwapOptions;
 use bench::qemu::QEMU;
 use runner::probe_run::plan::DEFAULT_STORE_DIR;
-use scenario::size::ByteSize;
 
 use crate::sandbox_cmd::SandboxFlag;
 

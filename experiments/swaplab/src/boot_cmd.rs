@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use base::ByteSize;
 use runner::boot::cmd::{self, BootOptions};
 use runner::boot::GuestFailure;
 use runner::cli::UsageError;
-use scenario::size::ByteSize;
 
 use crate::sandbox_cmd::SandboxFlag;
 

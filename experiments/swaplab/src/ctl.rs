@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use vmm::api::{Reply, Request, Size};
 
+use base::ByteSize;
 use runner::cli::usage;
-use scenario::size::ByteSize;
 
 /// The longest reply line [`request`] accepts.
 pub const MAX_REPLY: usize = 16 << 20;

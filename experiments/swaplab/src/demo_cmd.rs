@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use base::ByteSize;
 use demo::DemoOptions;
-use scenario::size::ByteSize;
 
 use crate::sandbox_cmd::SandboxFlag;
 

@@ -11,13 +11,13 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use base::ByteSize;
 use hostsys::signals::SignalScope;
 use runner::cli::usage;
 use runner::probe_run::kernel::{self, KernelSettings};
 use runner::probe_run::plan::{run_plan, Injections, SwapPlan, DEFAULT_STORE_DIR};
 use runner::probe_run::summary::HostSwapMode;
 use runner::probe_run::ProbeConfig;
-use scenario::size::ByteSize;
 use swapper::kswap::SwapKind;
 use swapper::{PolicyKind, StoreKind, SwapperConfig};
 use workloads::probe::Pattern;

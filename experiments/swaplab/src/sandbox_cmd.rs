@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use base::ByteSize;
 use sandbox::forward::{self, ForwardSocket};
 use sandbox::{
     initramfs, job, prepare, run_in_sandbox, SandboxConfig, SandboxError, SandboxMode,
     DEFAULT_CPUS, DEFAULT_TIMEOUT, ENV_FORWARD_SOCK_PREFIX,
 };
-use scenario::size::ByteSize;
 
 /// `swaplab sandbox`.
 #[derive(clap::Args, Debug)]

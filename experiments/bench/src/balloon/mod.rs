@@ -30,11 +30,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::boot_bench::median;
+use base::ByteSize;
 use driver::{measure, BalloonBenchError};
 use runner::boot::BootFiles;
 use runner::cli::usage;
 use sandbox::SandboxMode;
-use scenario::size::ByteSize;
 use vm::{guest_command, start_qemu, start_swaplab, Setup, Vm};
 
 /// `swaplab bench balloon`.

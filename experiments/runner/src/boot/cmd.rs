@@ -18,8 +18,8 @@ use super::console::Show;
 pub use super::options::BootOptions;
 use super::{run_guest_with, verdict, BootFiles, GuestRun, GuestSpec, ENV_IMAGE_DIR};
 use crate::cli::usage;
+use base::ByteSize;
 use sandbox::{self, needs_sandbox_here, SandboxConfig, SandboxMode};
-use scenario::size::ByteSize;
 use vmm::devices::serial::ChannelHook;
 
 /// Longest accepted `--timeout` (a typo guard).

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use base::ByteSize;
 use sandbox::SandboxMode;
-use scenario::size::ByteSize;
 
 /// What `swaplab boot` boots and how: the guest, its devices, where it runs.
 #[derive(Debug, Clone)]

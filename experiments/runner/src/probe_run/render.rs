@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
+use base::ByteSize;
 use report::stats::fmt_ns;
-use scenario::size::ByteSize;
 
 use super::ProbeResult;
 

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::kernel::KernelRun;
 use super::uffd::UffdRun;
 use super::Latency;
+use base::ByteSize;
 use report::stats::fmt_ns;
-use scenario::size::ByteSize;
 
 /// How the host swaps test RAM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use super::machine::{run_machine, MachineOptions};
 use crate::boot::console::Show;
 use crate::boot::options::BootOptions;
 use crate::cli::usage;
-use scenario::size::ByteSize;
+use base::ByteSize;
 use scenario::{
     BalloonConfig, BalloonPolicy, GuestConfig, HostConfig, Mitigation, Scenario, StoreChoice,
     WorkloadConfig, WorkloadKind,

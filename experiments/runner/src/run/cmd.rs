@@ -22,9 +22,9 @@ use crate::boot::BootFiles;
 use crate::cli::usage;
 use ::report::data::Outcome;
 use ::report::progress::RunEnd;
+use base::ByteSize;
 use hostsys::signals::{signal_name, SignalScope};
 use sandbox::{needs_sandbox_here, SandboxError, SandboxMode};
-use scenario::size::ByteSize;
 use scenario::{self, Matrix, Scenario};
 
 /// Arguments.
