@@ -24,6 +24,8 @@ use workloads::probe::Pattern;
 
 /// Most fault-handler threads accepted.
 const MAX_HANDLERS: usize = 64;
+/// Longest busy-poll accepted, µs.
+const MAX_SPIN_US: u32 = 10_000;
 /// Largest prefetch cluster accepted.
 const MAX_PREFETCH: u32 = 4096;
 /// Smallest limit the swapper takes (16 pages).
@@ -252,6 +254,7 @@ fn uffd_only_flags(a: &SwapArgs) -> Vec<&'static str> {
         (a.policy.is_some(), "--policy"),
         (a.prefetch.is_some(), "--prefetch"),
         (a.handlers.is_some(), "--handlers"),
+        (a.spin_us.is_some(), "--spin-us"),
         (a.checksums, "--checksums"),
         (a.no_checksums, "--no-checksums"),
         (a.o_direct, "--o-direct"),
@@ -385,6 +388,12 @@ pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
             "--prefetch must be at most {MAX_PREFETCH} pages, got {prefetch}"
         )));
     }
+    let spin_us = a.spin_us.unwrap_or(0);
+    if spin_us > MAX_SPIN_US {
+        return Err(usage(format!(
+            "--spin-us must be at most {MAX_SPIN_US} (10 ms), got {spin_us}"
+        )));
+    }
     let config = SwapperConfig {
         limit_bytes: limit,
         store: match store {
@@ -398,6 +407,7 @@ pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
         policy: a.policy.unwrap_or(PolicyArg::Clock).into(),
         prefetch,
         handler_threads: handlers,
+        handler_spin_us: spin_us,
         checksums: !a.no_checksums,
         ..Default::default()
     };
