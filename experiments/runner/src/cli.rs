@@ -15,6 +15,16 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
+/// Writes `text` to standard output and flushes it: a full disk or a closed
+/// pipe is an error the command reports (exit 1), not a panic as with `print!`.
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| anyhow::anyhow!("writing to standard output: {e}"))
+}
+
 /// Turn a subcommand's result into an exit code, printing the whole cause chain.
 pub fn finish(result: anyhow::Result<()>) -> ExitCode {
     finish_status(result.map(|()| 0))

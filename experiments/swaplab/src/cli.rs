@@ -12,19 +12,26 @@ pub fn clap_exit(e: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
+            // The first line, with the indented lines that continue it (clap's list of
+            // missing arguments) joined on.
+            let mut lines = rendered.lines().skip_while(|l| l.trim().is_empty());
+            let mut first = lines
+                .next()
                 .unwrap_or("error: invalid arguments")
-                .trim();
+                .trim()
+                .to_string();
+            for more in lines.take_while(|l| l.starts_with(' ') && !l.trim().is_empty()) {
+                first.push(' ');
+                first.push_str(more.trim());
+            }
             // Keep the list of allowed values, when clap gives one, on the same line.
             let hint = rendered
                 .lines()
                 .map(str::trim)
-                .find(|l| l.starts_with("[possible values:"))
+                .find(|l| l.starts_with("[possible values:") && !first.contains(*l))
                 .map(|l| format!(" {l}"))
                 .unwrap_or_default();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             eprintln!("swaplab: {first}{hint}");
             ExitCode::from(2)
         }

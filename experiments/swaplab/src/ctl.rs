@@ -293,14 +293,14 @@ pub fn main(args: &CtlArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return runner::cli::finish(Err(e)),
     };
-    println!(
-        "{}",
-        if args.pretty {
-            reply.to_pretty()
-        } else {
-            reply.to_line()
-        }
-    );
+    let text = if args.pretty {
+        reply.to_pretty()
+    } else {
+        reply.to_line()
+    };
+    if let Err(e) = runner::cli::print_out(&format!("{text}\n")) {
+        return runner::cli::finish(Err(e));
+    }
     match &reply.outcome {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

@@ -14,9 +14,9 @@ pub struct DoctorArgs {
 pub fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     let report = probe_host();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        runner::cli::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", render(&report));
+        runner::cli::print_out(&render(&report))?;
     }
     Ok(())
 }

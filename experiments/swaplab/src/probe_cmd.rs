@@ -217,9 +217,9 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let scope = SignalScope::new().context("watching for Ctrl-C")?;
     let out = run_plan(&config, &plan, &scope)?;
     if args.json || matches!(plan, SwapPlan::KernelChild { .. }) {
-        println!("{}", serde_json::to_string_pretty(&out.json)?);
+        runner::cli::print_out(&format!("{}\n", serde_json::to_string_pretty(&out.json)?))?;
     } else {
-        print!("{}", out.text);
+        runner::cli::print_out(&out.text)?;
     }
     if let Some(why) = out.integrity_failure {
         anyhow::bail!(why);

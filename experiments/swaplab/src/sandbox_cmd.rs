@@ -141,19 +141,19 @@ pub fn main(args: &SandboxArgs) -> ExitCode {
     for e in &args.env {
         job::apply_env_arg(&mut env, e, |k| std::env::var_os(k));
     }
+    if args.prepare {
+        return match cli_config(args, env).and_then(|cfg| prepare(&cfg)) {
+            Ok(image) => runner::cli::finish(runner::cli::print_out(&format!(
+                "L1 kernel {} ({}), initramfs {}{}\n",
+                image.kernel_version,
+                image.vmlinux.display(),
+                image.initramfs.display(),
+                if image.built { " (built now)" } else { "" }
+            ))),
+            Err(e) => failed(&e),
+        };
+    }
     let result = cli_config(args, env).and_then(|cfg| {
-        if args.prepare {
-            return prepare(&cfg).map(|image| {
-                println!(
-                    "L1 kernel {} ({}), initramfs {}{}",
-                    image.kernel_version,
-                    image.vmlinux.display(),
-                    image.initramfs.display(),
-                    if image.built { " (built now)" } else { "" }
-                );
-                0
-            });
-        }
         run_in_sandbox(
             &cfg,
             args.command.clone(),
@@ -164,11 +164,14 @@ pub fn main(args: &SandboxArgs) -> ExitCode {
     });
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("swaplab: sandbox: {}", error_chain(&e));
-            ExitCode::from(e.exit_code())
-        }
+        Err(e) => failed(&e),
     }
+}
+
+/// Reports a sandbox failure; its exit status.
+fn failed(e: &SandboxError) -> ExitCode {
+    eprintln!("swaplab: sandbox: {}", error_chain(e));
+    ExitCode::from(e.exit_code())
 }
 
 /// An error and its causes, joined with ": ".

@@ -65,3 +65,29 @@ fn bad_flag_is_one_line_and_status_2() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("--bogus"));
 }
+
+#[test]
+fn a_full_stdout_is_an_error_not_a_panic() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full exists on Linux");
+    let out = Command::new(env!("CARGO_BIN_EXE_swaplab"))
+        .arg("doctor")
+        .stdout(full)
+        .output()
+        .expect("run swaplab");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("writing to standard output"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_arguments_are_named_on_the_one_line() {
+    let out = swaplab(&["sandbox"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("not provided: <CMD>"), "{err}");
+}
