@@ -113,25 +113,13 @@ pub struct Point {
     pub ts_us: f64,
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal (serde_json's escaping).
 pub fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    match serde_json::to_string(s) {
+        Ok(quoted) => out.push_str(&quoted),
+        // Serialising a str cannot fail; an empty string keeps the JSON valid.
+        Err(_) => out.push_str("\"\""),
     }
-    out.push('"');
 }
 
 /// Writes Chrome trace-event JSON to `W` as events arrive.
