@@ -1,8 +1,10 @@
 //! Swap-file store: slot `n` lives at byte offset `n * 4096` of a sparse file.
 //!
-//! The file is named `swaplab-swap-<pid>-<n>.img` (so
-//! [`crate::kswap::sweep_leftovers`] can recognise files of crashed runs) and
-//! removed when the store is dropped. Discarded slots are hole-punched so the
+//! The file holds guest memory, so it is private from the start: created
+//! `O_TMPFILE` with mode 0600 (it never has a name, and even a SIGKILL leaves
+//! nothing behind); on a filesystem without `O_TMPFILE` (9p, some FUSE) it is
+//! created `O_EXCL|O_NOFOLLOW` with mode 0600 as `swaplab-swap-<pid>-<n>.img`
+//! and unlinked at once. Discarded slots are hole-punched so the
 //! disk space comes back. With `direct`, the file is opened `O_DIRECT`:
 //! transfers bypass the host page cache (unaligned buffers go through a
 //! bounce page). A short transfer is an error, never silently accepted.
@@ -29,37 +31,73 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Creates a new swap file for `capacity` pages in `dir`.
+    /// Creates a new swap file for `capacity` pages in `dir`, private and
+    /// without a name (see the module documentation).
     pub fn create(dir: &Path, capacity: u32, direct: bool) -> Result<Self, StoreError> {
-        let pid = std::process::id();
-        let mut n = 0u32;
-        let (file, path) = loop {
-            let path = dir.join(format!("{FILE_PREFIX}{pid}-{n}.img"));
-            let mut opts = OpenOptions::new();
-            opts.read(true).write(true).create_new(true);
-            if direct {
-                opts.custom_flags(libc::O_DIRECT);
+        let direct_flag = if direct { libc::O_DIRECT } else { 0 };
+        let tmp = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE | direct_flag)
+            .open(dir);
+        let file = match tmp {
+            Ok(f) => f,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR)) => {
+                Self::create_unlinked(dir, direct_flag)?
             }
-            match opts.open(&path) {
-                Ok(f) => break (f, path),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,
-                Err(source) => return Err(StoreError::Create { path, source }),
+            Err(source) => {
+                return Err(StoreError::Create {
+                    path: dir.to_path_buf(),
+                    source,
+                })
             }
         };
         if let Err(source) = file.set_len(capacity as u64 * PAGE_SIZE as u64) {
-            let _ = std::fs::remove_file(&path);
-            return Err(StoreError::Create { path, source });
+            return Err(StoreError::Create {
+                path: dir.to_path_buf(),
+                source,
+            });
         }
         Ok(Self {
             file,
-            path,
+            path: dir.to_path_buf(),
             capacity,
             direct,
             occ: Occupancy::new(capacity),
         })
     }
 
-    /// Path of the swap file.
+    /// A new 0600 file in `dir` under a fresh name, unlinked as soon as it is open.
+    fn create_unlinked(dir: &Path, flags: i32) -> Result<File, StoreError> {
+        let pid = std::process::id();
+        for n in 0..10_000u32 {
+            let path = dir.join(format!("{FILE_PREFIX}{pid}-{n}.img"));
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | flags)
+                .open(&path);
+            match opened {
+                Ok(f) => {
+                    return match std::fs::remove_file(&path) {
+                        Ok(()) => Ok(f),
+                        Err(source) => Err(StoreError::Create { path, source }),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(source) => return Err(StoreError::Create { path, source }),
+            }
+        }
+        Err(StoreError::Create {
+            path: dir.to_path_buf(),
+            source: std::io::Error::from_raw_os_error(libc::EEXIST),
+        })
+    }
+
+    /// The directory the (nameless) swap file lives in.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -187,14 +225,6 @@ impl Store for FileStore {
     }
 }
 
-impl Drop for FileStore {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!("cannot remove swap file {}: {e}", self.path.display());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,18 +239,22 @@ mod tests {
     }
 
     #[test]
-    fn file_is_named_and_removed_on_drop() {
+    fn the_file_is_private_and_has_no_name() {
+        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let a = FileStore::create(dir.path(), 4, false).unwrap();
         let b = FileStore::create(dir.path(), 4, false).unwrap();
-        assert_ne!(a.path(), b.path());
-        let name = a.path().file_name().unwrap().to_str().unwrap().to_string();
-        assert!(name.starts_with(FILE_PREFIX), "{name}");
-        let (pa, pb) = (a.path().to_owned(), b.path().to_owned());
-        assert!(pa.exists());
-        drop(a);
-        drop(b);
-        assert!(!pa.exists() && !pb.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        for s in [&a, &b] {
+            let meta = s.file.metadata().unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o600);
+            assert_eq!(meta.nlink(), 0, "the file has no name");
+            assert_eq!(meta.len(), 4 * PAGE_SIZE as u64);
+        }
+        let fallback = FileStore::create_unlinked(dir.path(), 0).unwrap();
+        assert_eq!(fallback.metadata().unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fallback.metadata().unwrap().nlink(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
