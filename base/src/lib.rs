@@ -20,6 +20,7 @@ mod counters;
 pub mod size;
 pub mod stats;
 pub mod sync;
+pub mod tier;
 
 pub use countdown::Countdown;
 pub use size::{ByteSize, SizeError};

@@ -1,6 +1,6 @@
 //! `swaplab doctor`: what this host offers, as text or JSON.
 
-use sandbox::host::{probe_host, HostReport, SwapArea};
+use sandbox::host::{probe_host, HostReport, KvmFlavour, SwapArea};
 
 /// Arguments of `swaplab doctor`.
 #[derive(clap::Args, Debug)]
@@ -8,17 +8,38 @@ pub struct DoctorArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print only the test tiers this host has, comma-separated (kvm, userfaultfd,
+    /// root, qemu): what `scripts/test.sh` requires to run, never skip.
+    #[arg(long, conflicts_with = "json")]
+    pub tiers: bool,
 }
 
 /// Run `swaplab doctor`.
 pub fn run(args: &DoctorArgs) -> anyhow::Result<()> {
     let report = probe_host();
+    if args.tiers {
+        return runner::cli::print_out(&format!("{}\n", tiers(&report).join(",")));
+    }
     if args.json {
         runner::cli::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
         runner::cli::print_out(&render(&report))?;
     }
     Ok(())
+}
+
+/// The test tiers (`base::tier`) this host has.
+pub fn tiers(r: &HostReport) -> Vec<&'static str> {
+    use base::tier::Tier;
+    [
+        (r.kvm != KvmFlavour::None, Tier::Kvm),
+        (r.userfaultfd, Tier::Userfaultfd),
+        (nix::unistd::geteuid().is_root(), Tier::Root),
+        (r.qemu, Tier::Qemu),
+    ]
+    .into_iter()
+    .filter_map(|(has, tier)| has.then_some(tier.name()))
+    .collect()
 }
 
 fn yes(b: bool) -> &'static str {

@@ -9,6 +9,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 fn finite(v: &Value, key: &str) -> f64 {
     let x = v[key]
         .as_f64()
@@ -19,8 +21,7 @@ fn finite(v: &Value, key: &str) -> f64 {
 
 #[test]
 fn bench_host_swap_json_has_finite_ratios() {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("SKIPPED: /dev/kvm is absent on this host");
+    if !common::have_kvm() {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_swaplab"))

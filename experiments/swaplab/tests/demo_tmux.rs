@@ -30,11 +30,9 @@ const SCRIPT: &str = "\
 ";
 
 /// Why the test cannot run here, if it cannot.
-fn unavailable() -> Option<String> {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        return Some("tmux is not installed (scripts/setup.sh installs it)".into());
-    }
-    common::linux_guest_tier().err()
+/// Whether tmux and a Linux guest are here (the test skips otherwise).
+fn available() -> bool {
+    common::have_program("tmux", "tmux") && common::linux_guest().is_some()
 }
 
 /// A detached tmux session, killed on drop (its pane's processes get SIGHUP;
@@ -170,8 +168,7 @@ fn number_after_reads_screen_values() {
 
 #[test]
 fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
-    if let Some(why) = unavailable() {
-        eprintln!("SKIPPED: {why}");
+    if !available() {
         return;
     }
     let dir = common::temp_dir("demo-tmux");

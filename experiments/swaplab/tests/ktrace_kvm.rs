@@ -16,17 +16,10 @@ use std::time::Instant;
 use runner::probe_run::{run_probe, ProbeConfig, ProbeHooks};
 use runner::run::ktrace::{monotonic_ns, mounted, Ktrace, KtraceConfig, TRACEFS};
 
+mod common;
+
 fn can_run() -> bool {
-    // SAFETY: geteuid has no arguments and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: kernel tracing needs root");
-        return false;
-    }
-    if !Path::new("/dev/kvm").exists() {
-        eprintln!("SKIPPED: /dev/kvm is absent on this host");
-        return false;
-    }
-    true
+    common::have_root("kernel tracing") && common::have_kvm()
 }
 
 fn tracefs_mounted() -> bool {

@@ -14,17 +14,10 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
+mod common;
+
 fn usable() -> bool {
-    if !Path::new("/dev/kvm").exists() {
-        eprintln!("SKIPPED: /dev/kvm is absent on this host");
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: --host-swap kernel needs root");
-        return false;
-    }
-    true
+    common::have_kvm() && common::have_root("--host-swap kernel")
 }
 
 fn cmd(args: &[&str]) -> Command {

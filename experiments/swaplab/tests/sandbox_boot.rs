@@ -13,12 +13,7 @@ fn swaplab() -> Command {
 }
 
 fn qemu_missing() -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).any(|d| d.join("qemu-system-x86_64").is_file());
-    if !found {
-        eprintln!("skipped: qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)");
-    }
-    !found
+    !common::have_program("qemu-system-x86_64", "qemu-system-x86")
 }
 
 fn text(b: &[u8]) -> String {

@@ -1,7 +1,7 @@
 //! `swaplab sandbox --forward-socket`: a Unix socket on the host whose
 //! connections reach a server listening in L1. The server is a few lines of
 //! Perl (perl-base is essential on Debian, and L1's root is the host's).
-//! Skipped (with a printed reason) where QEMU or Perl is missing.
+//! Skipped (`base::tier::skip`) where QEMU or Perl is missing.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,13 +9,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 
+mod common;
+
 fn missing(program: &str, package: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path).any(|d| d.join(program).is_file());
-    if !found {
-        eprintln!("skipped: {program} is not installed (apt-get install {package})");
-    }
-    !found
+    !common::have_program(program, package)
 }
 
 /// Serves two connections on $SWAPLAB_FORWARD_SOCK_0, answering each line

@@ -5,6 +5,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use base::tier::{skip, Tier as Need};
 use serde_json::Value;
 
 /// Run the built `swaplab` with these arguments.
@@ -66,12 +67,41 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     );
 }
 
-/// Whether KVM tests can run; prints why not.
+/// Whether KVM tests can run; otherwise the test skips (`base::tier::skip`,
+/// which fails it on a machine whose tiers the run requires).
 pub fn have_kvm() -> bool {
     if std::path::Path::new("/dev/kvm").exists() {
         return true;
     }
-    eprintln!("SKIPPED: /dev/kvm is absent on this host");
+    skip(Need::Kvm, "/dev/kvm is absent on this host");
+    false
+}
+
+/// Whether this process runs as root; otherwise the test skips.
+pub fn have_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    skip(Need::Root, &format!("{what} needs root"));
+    false
+}
+
+/// Whether `program` is on PATH; otherwise the test skips (QEMU is the `qemu`
+/// tier, anything else a `tool`).
+pub fn have_program(program: &str, package: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| d.join(program).is_file()) {
+        return true;
+    }
+    let need = if program.starts_with("qemu-system") {
+        Need::Qemu
+    } else {
+        Need::Tool
+    };
+    skip(
+        need,
+        &format!("{program} is not installed (apt-get install {package})"),
+    );
     false
 }
 
@@ -132,20 +162,35 @@ pub enum Tier {
     Sandbox,
 }
 
-/// Where a stock Linux guest boots here, or why it cannot.
-pub fn linux_guest_tier() -> Result<Tier, String> {
+/// Where a stock Linux guest boots here; `None` (and the test skips) where it
+/// cannot.
+pub fn linux_guest() -> Option<Tier> {
+    match linux_guest_tier() {
+        Ok(t) => Some(t),
+        Err((need, why)) => {
+            skip(need, &why);
+            None
+        }
+    }
+}
+
+/// Where a stock Linux guest boots here, or what is missing and why.
+pub fn linux_guest_tier() -> Result<Tier, (Need, String)> {
     use sandbox::host::{kvm_flavour, KvmFlavour};
     if !std::path::Path::new("/dev/kvm").exists() {
-        return Err("/dev/kvm is absent".into());
+        return Err((Need::Kvm, "/dev/kvm is absent".into()));
     }
     match kvm_flavour() {
         (KvmFlavour::Hardware, _) => Ok(Tier::Native),
         (_, why) => {
             let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
             if !qemu.is_ok_and(|o| o.status.success()) {
-                return Err(format!(
-                    "this host's KVM cannot boot a stock kernel ({why}) and \
-                     qemu-system-x86_64 is not installed for the sandbox"
+                return Err((
+                    Need::Qemu,
+                    format!(
+                        "this host's KVM cannot boot a stock kernel ({why}) and \
+                         qemu-system-x86_64 is not installed for the sandbox"
+                    ),
                 ));
             }
             Ok(Tier::Sandbox)
