@@ -73,19 +73,10 @@ impl Series {
     }
 }
 
-/// Median (mean of the middle two for an even count); NaN for none.
+/// Median of the finite values (mean of the middle two for an even count);
+/// NaN for none, so a missing figure prints as such.
 pub fn median(v: &[f64]) -> f64 {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
+    base::stats::midpoint_median(v).unwrap_or(f64::NAN)
 }
 
 /// The benchmark's result.

@@ -22,6 +22,7 @@ use swapper::kswap::SwapKind;
 use swapper::{PolicyKind, StoreKind, SwapperConfig};
 use workloads::probe::Pattern;
 
+use base::stats::midpoint_median;
 use base::ByteSize;
 use hostsys::signals::SignalScope;
 use report::stats::fmt_ns;
@@ -64,11 +65,7 @@ fn chosen_cpu(a: &HostSwapOptions) -> anyhow::Result<Option<usize>> {
             .parse()
             .map(Some)
             .map_err(|_| usage(format!("--cpu takes a CPU number or none, got {n}"))),
-        None => {
-            // SAFETY: sched_getcpu has no preconditions.
-            let c = unsafe { libc::sched_getcpu() };
-            Ok(usize::try_from(c).ok())
-        }
+        None => Ok(nix::sched::sched_getcpu().ok()),
     }
 }
 
@@ -277,20 +274,6 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 struct Bench<'a> {
     args: &'a HostSwapOptions,
     scope: &'a SignalScope,
@@ -497,7 +480,7 @@ pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<Host
         sequential_throughput_ratio_file: pick("file", "sequential", |c| c.throughput_ratio),
         zipf_fault_ratio,
         zipf_guest_fault_ratio,
-        idle_throughput_ratio: median(idle),
+        idle_throughput_ratio: midpoint_median(&idle),
         runs: b.runs,
         comparisons,
     })

@@ -10,13 +10,15 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use runner::boot::console::{GuestConsole, Marks, Show};
 use runner::boot::BootFiles;
+
+use hostsys::child::ChildSetup;
+use nix::sys::signal::Signal;
 
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -101,15 +103,6 @@ pub fn args(files: &BootFiles, cmdline: &str, mem: u64, cpus: u32) -> Vec<OsStri
     a
 }
 
-/// In the child before exec: get SIGKILL when this process dies.
-fn die_with_parent() -> std::io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG only sets a flag on the calling process.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Start `qemu` (or another VMM) with `args`: stdin closed, stdout (the serial
 /// console) and stderr piped, killed when this process dies.
 pub fn spawn(qemu: &OsStr, args: &[OsString]) -> Result<Child, QemuRunError> {
@@ -118,11 +111,12 @@ pub fn spawn(qemu: &OsStr, args: &[OsString]) -> Result<Child, QemuRunError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: `die_with_parent` only calls prctl, which is async-signal-safe and does
-    // not allocate, as required between fork and exec.
-    unsafe {
-        cmd.pre_exec(die_with_parent);
+    // In the child before exec: get SIGKILL when this process dies.
+    ChildSetup {
+        death_signal: Some(Signal::SIGKILL),
+        ..ChildSetup::default()
     }
+    .apply(&mut cmd);
     cmd.spawn().map_err(|source| QemuRunError::Spawn {
         program: qemu.to_string_lossy().into_owned(),
         source,

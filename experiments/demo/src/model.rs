@@ -233,15 +233,10 @@ impl Model {
     }
 }
 
-/// The `p`-quantile (0..=1) of `v` (nearest rank); `None` if empty.
+/// The `p`-quantile (0..=1) of `v` (nearest rank, [`base::stats::percentile_of`]
+/// at `100·p`); `None` if empty.
 pub fn quantile(v: &[u64], p: f64) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_unstable();
-    let i = ((p.clamp(0.0, 1.0) * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
-    Some(s[i])
+    base::stats::percentile_of(v, p * 100.0)
 }
 
 #[cfg(test)]

@@ -10,9 +10,12 @@
 //! [`read_keys`] says `None` then, and the demo quits.
 
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::sync::Once;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use ratatui::crossterm::{cursor, execute, terminal};
 
 /// Restores the terminal: leaves the alternate screen, shows the cursor,
@@ -56,41 +59,34 @@ impl Drop for TermGuard {
 /// Waits up to `timeout` for input on standard input and returns the bytes
 /// read (possibly none); `None` when the terminal hung up or input ended.
 pub fn read_keys(timeout: Duration) -> io::Result<Option<Vec<u8>>> {
-    let mut p = libc::pollfd {
-        fd: libc::STDIN_FILENO,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let stdin = io::stdin();
+    let fd = stdin.as_fd();
+    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut p, 1, ms) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::Interrupted => Ok(Some(Vec::new())),
-            _ => Err(e),
-        };
-    }
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    let n = match poll(&mut p, timeout) {
+        Ok(n) => n,
+        Err(Errno::EINTR) => return Ok(Some(Vec::new())),
+        Err(e) => return Err(e.into()),
+    };
     if n == 0 {
         return Ok(Some(Vec::new()));
     }
-    if p.revents & libc::POLLIN == 0 {
+    if !p[0]
+        .revents()
+        .is_some_and(|r| r.contains(PollFlags::POLLIN))
+    {
         // POLLHUP, POLLERR or POLLNVAL without data: the terminal is gone.
         return Ok(None);
     }
+    // Straight from the descriptor, past std's buffer (which would keep keys
+    // poll cannot see).
     let mut buf = [0u8; 64];
-    // SAFETY: reads at most buf.len() bytes into buf, which outlives the call.
-    let r = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
-    match r {
-        0 => Ok(None),
-        r if r < 0 => {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => Ok(Some(Vec::new())),
-                _ => Ok(None),
-            }
-        }
-        r => Ok(Some(buf[..r as usize].to_vec())),
+    match nix::unistd::read(fd, &mut buf) {
+        Ok(0) => Ok(None),
+        Ok(r) => Ok(Some(buf[..r].to_vec())),
+        Err(Errno::EINTR | Errno::EAGAIN) => Ok(Some(Vec::new())),
+        Err(_) => Ok(None),
     }
 }
 

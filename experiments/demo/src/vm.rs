@@ -12,6 +12,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::DemoOptions;
 use base::ByteSize;
@@ -101,9 +103,8 @@ impl VmChild {
         if self.exited().is_some() {
             return;
         }
-        // SAFETY: kill only sends a signal; the child is not reaped yet
-        // (checked just above), so its pid is still ours.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        // The child is not reaped yet (checked just above), so its pid is still ours.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         if self.wait_for(grace).is_none() {
             let _ = self.child.kill();
             self.reaped = self.child.wait().ok();
@@ -132,10 +133,9 @@ fn boot_options(args: &DemoOptions, sock: &Path) -> anyhow::Result<BootOptions> 
 
 /// `swaplab demo --serve`: runs the demo's VM until the guest powers off.
 pub fn serve(args: &DemoOptions) -> anyhow::Result<u8> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's parent-death
-    // signal: if the demo dies without stopping us, we get SIGTERM (and the
-    // sandbox stops QEMU).
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    // If the demo dies without stopping us, we get SIGTERM (and the sandbox
+    // stops QEMU).
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     let sock = args
         .api_sock
         .clone()

@@ -1,4 +1,4 @@
-//! Pinning a thread to a CPU.
+//! Pinning a thread to a CPU, and reading its time-stamp counter.
 
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
@@ -25,6 +25,14 @@ pub fn pin_to_cpu(cpu: usize) -> Result<(), CpuError> {
     let mut one = CpuSet::new();
     one.set(cpu).map_err(|_| CpuError::NotAllowed(cpu))?;
     sched_setaffinity(Pid::from_raw(0), &one).map_err(|e| CpuError::Sys("sched_setaffinity", e))
+}
+
+/// The time-stamp counter (`RDTSC`).
+#[cfg(target_arch = "x86_64")]
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC reads a counter and touches no memory; Linux does not set
+    // CR4.TSD for user space, so it does not fault.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 #[cfg(test)]

@@ -1,4 +1,12 @@
-//! Process-level plumbing the swaplab commands share: signal handling, CPU pinning.
+//! Process-level plumbing the swaplab commands share: signal handling, child
+//! processes, CPU pinning and the few memory queries nix does not wrap.
+//!
+//! This is the experiments' one small sys module: system calls go through nix
+//! everywhere else, and the few that nix leaves raw (`mincore`, a cold hint,
+//! `pre_exec`, `rdtsc`) are wrapped here, each `unsafe` block with a
+//! `// SAFETY:` comment, behind a safe API.
 
+pub mod child;
 pub mod cpu;
+pub mod mem;
 pub mod signals;

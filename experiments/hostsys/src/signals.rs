@@ -10,10 +10,16 @@
 //! not block the signals would take them with their default action.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// What to do when a signal arrives (runs on the watcher thread).
 pub type SignalAction = Box<dyn Fn(i32) + Send>;
@@ -57,68 +63,56 @@ impl State {
 
 /// Signals caught for the duration of a run; see the module docs.
 pub struct SignalScope {
-    old_mask: libc::sigset_t,
-    stop: OwnedFd,
+    old_mask: SigSet,
+    stop: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
     state: Arc<State>,
 }
 
-fn cvt(r: libc::c_int, what: &str) -> io::Result<libc::c_int> {
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        Err(io::Error::new(e.kind(), format!("{what}: {e}")))
-    } else {
-        Ok(r)
+fn sys(what: &str) -> impl FnOnce(Errno) -> io::Error + '_ {
+    move |e| {
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("{what}: {e}"))
     }
 }
 
-fn watched() -> libc::sigset_t {
-    // SAFETY: a zeroed sigset_t is valid storage for sigemptyset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: initialises the local set.
-    unsafe { libc::sigemptyset(&mut set) };
-    for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: adds a valid signal number to the local set.
-        unsafe { libc::sigaddset(&mut set, s) };
+fn watched() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
     }
     set
+}
+
+/// Sets this thread's signal mask to `mask` (nothing to report if it fails:
+/// `mask` is a mask this thread had).
+fn restore_mask(mask: &SigSet) {
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
 }
 
 impl SignalScope {
     /// Blocks `SIGINT`, `SIGTERM` and `SIGHUP` in this thread and starts watching them.
     pub fn new() -> io::Result<Self> {
         let set = watched();
-        // SAFETY: a zeroed sigset_t is a valid output buffer for pthread_sigmask.
-        let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: changes only this thread's mask; both sets are valid.
-        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old_mask) };
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
+        let mut old_mask = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old_mask))?;
         let restore = |e: io::Error| {
-            // SAFETY: restores this thread's previous mask.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+            restore_mask(&old_mask);
             e
         };
-        // SAFETY: creates a new signalfd for `set`; the fd is owned below.
-        let sfd = cvt(
-            unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) },
-            "signalfd",
-        )
-        .map_err(restore)?;
-        // SAFETY: `sfd` is a fresh descriptor nobody else owns.
-        let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
-        // SAFETY: creates a new eventfd; the fd is owned below.
-        let efd =
-            cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) }, "eventfd").map_err(restore)?;
-        // SAFETY: `efd` is a fresh descriptor nobody else owns.
-        let stop = unsafe { OwnedFd::from_raw_fd(efd) };
-        let stop_watch = stop.try_clone().map_err(restore)?;
+        let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)
+            .map_err(sys("signalfd"))
+            .map_err(restore)?;
+        let stop = EventFd::from_flags(EfdFlags::EFD_CLOEXEC)
+            .map_err(sys("eventfd"))
+            .map_err(restore)?;
+        let stop = Arc::new(stop);
+        let stop_watch = stop.clone();
         let state = Arc::new(State::default());
         let st = state.clone();
         let thread = std::thread::Builder::new()
             .name("swaplab-signals".into())
-            .spawn(move || watch(sfd, stop_watch, st))
+            .spawn(move || watch(sfd, &stop_watch, st))
             .map_err(restore)?;
         Ok(Self {
             old_mask,
@@ -170,44 +164,25 @@ impl SignalHandle {
     }
 }
 
-fn watch(sfd: OwnedFd, stop: OwnedFd, state: Arc<State>) {
+fn watch(sfd: SignalFd, stop: &EventFd, state: Arc<State>) {
     loop {
         let mut fds = [
-            libc::pollfd {
-                fd: sfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
         ];
-        // SAFETY: `fds` is a valid array of two pollfds for the duration of the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if r < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        if fds[1].revents().is_some_and(|r| !r.is_empty()) {
             return;
         }
-        if fds[1].revents != 0 {
-            return;
-        }
-        if fds[0].revents & libc::POLLIN != 0 {
-            // SAFETY: a zeroed signalfd_siginfo is a valid read buffer.
-            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let len = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: reads at most `len` bytes into `info`.
-            let n = unsafe {
-                libc::read(
-                    sfd.as_raw_fd(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    len,
-                )
-            };
-            if n == len as isize {
+        if fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN))
+        {
+            if let Ok(Some(info)) = sfd.read_signal() {
                 state.on_signal(info.ssi_signo as i32);
             }
         }
@@ -216,15 +191,13 @@ fn watch(sfd: OwnedFd, stop: OwnedFd, state: Arc<State>) {
 
 impl Drop for SignalScope {
     fn drop(&mut self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes to our eventfd.
-        unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        let _ = self.stop.write(1);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        // SAFETY: restores this thread's previous mask (a signal still pending is then
+        // Restores this thread's previous mask (a signal still pending is then
         // delivered with its normal disposition, after the run has cleaned up).
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+        restore_mask(&self.old_mask);
     }
 }
 
@@ -266,13 +239,8 @@ mod tests {
             assert_eq!(rx2.try_recv(), Ok(libc::SIGTERM));
             drop(scope);
             // The old mask is back: SIGTERM is not blocked in this thread.
-            // SAFETY: a zeroed sigset_t is valid output storage.
-            let mut cur: libc::sigset_t = unsafe { std::mem::zeroed() };
-            // SAFETY: reads this thread's mask (no change: null new set).
-            unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut cur) };
-            // SAFETY: `cur` is an initialised set.
-            let blocked = unsafe { libc::sigismember(&cur, libc::SIGTERM) };
-            assert_eq!(blocked, 0);
+            let cur = SigSet::thread_get_mask().unwrap();
+            assert!(!cur.contains(Signal::SIGTERM));
         })
         .join()
         .unwrap();

@@ -29,12 +29,17 @@
 //! tmpfs of its own (the host's `/run` is not visible in L1).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 /// Directory of the default inner paths (a tmpfs in L1).
 pub const INNER_DIR: &str = "/run/swaplab";
@@ -229,31 +234,26 @@ fn send_data(port: &mut impl Write, conn: u32, data: &[u8]) -> std::io::Result<(
     Ok(())
 }
 
-fn pollfd(fd: libc::c_int, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
-/// poll(2), retried on EINTR; `None` waits forever.
-fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> std::io::Result<()> {
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+/// poll(2) on `(fd, events)` pairs until one is ready, retried on EINTR; the
+/// returned events of each.
+fn poll(fds: &[(BorrowedFd<'_>, PollFlags)]) -> std::io::Result<Vec<PollFlags>> {
+    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|&(fd, ev)| PollFd::new(fd, ev)).collect();
     loop {
-        // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if r >= 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
+        match nix::poll::poll(&mut pfds, PollTimeout::NONE) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
+    Ok(pfds
+        .iter()
+        .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+        .collect())
 }
 
-const READABLE: libc::c_short = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
+const READABLE: PollFlags = PollFlags::POLLIN
+    .union(PollFlags::POLLHUP)
+    .union(PollFlags::POLLERR);
 
 /// The host side of one forwarded socket: the listening socket at the host
 /// path and the thread that relays its connections to L1. Dropping it stops
@@ -263,32 +263,14 @@ pub struct HostForward {
     path: PathBuf,
     /// (device, inode) of the socket file we created.
     file_id: (u64, u64),
-    stop: OwnedFd,
+    stop: Arc<EventFd>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// A socketpair, both ends close-on-exec.
 fn socketpair() -> Result<(UnixStream, OwnedFd), ForwardError> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` is a valid array of two ints for socketpair to fill.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(io("creating a socketpair", Path::new(""))(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: socketpair succeeded: both descriptors are open and owned by nobody else.
-    let ours = unsafe { UnixStream::from_raw_fd(fds[0]) };
-    // SAFETY: as above, for the other end.
-    let theirs = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-    Ok((ours, theirs))
+    let (ours, theirs) = UnixStream::pair().map_err(io("creating a socketpair", Path::new("")))?;
+    Ok((ours, theirs.into()))
 }
 
 /// Bind a listening socket at `path`, replacing a stale socket file.
@@ -315,26 +297,20 @@ impl HostForward {
     fn start(host: &Path, port: UnixStream) -> Result<Self, ForwardError> {
         let listener = listen(host)?;
         let meta = std::fs::symlink_metadata(host).map_err(io("checking", host))?;
-        // SAFETY: creates a new eventfd; it is owned below.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            let _ = std::fs::remove_file(host);
-            return Err(io("creating an eventfd", host)(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `efd` is a fresh descriptor nobody else owns.
-        let stop = unsafe { OwnedFd::from_raw_fd(efd) };
+        let stop = match EventFd::from_flags(EfdFlags::EFD_CLOEXEC) {
+            Ok(efd) => Arc::new(efd),
+            Err(e) => {
+                let _ = std::fs::remove_file(host);
+                return Err(io("creating an eventfd", host)(e.into()));
+            }
+        };
         let mut me = HostForward {
             path: host.to_path_buf(),
             file_id: (meta.dev(), meta.ino()),
             stop,
             thread: None,
         };
-        let stop = me
-            .stop
-            .try_clone()
-            .map_err(io("duplicating eventfd", host))?;
+        let stop = me.stop.clone();
         let name = host.display().to_string();
         let thread = std::thread::Builder::new()
             .name("swaplab-forward".into())
@@ -363,9 +339,7 @@ impl HostForward {
 
 impl Drop for HostForward {
     fn drop(&mut self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes to our eventfd.
-        unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        let _ = self.stop.write(1);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -402,28 +376,28 @@ fn read_frames(
 fn host_loop(
     listener: &UnixListener,
     mut port: UnixStream,
-    stop: &OwnedFd,
+    stop: &EventFd,
 ) -> Result<(), ForwardError> {
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; MAX_FRAME];
     let mut conn: u32 = 0;
     loop {
-        let mut fds = [
-            pollfd(stop.as_raw_fd(), libc::POLLIN),
-            pollfd(port.as_raw_fd(), libc::POLLIN),
-            pollfd(listener.as_raw_fd(), libc::POLLIN),
-        ];
-        poll(&mut fds, None).map_err(io("poll", Path::new("")))?;
-        if fds[0].revents != 0 {
+        let rev = poll(&[
+            (stop.as_fd(), PollFlags::POLLIN),
+            (port.as_fd(), PollFlags::POLLIN),
+            (listener.as_fd(), PollFlags::POLLIN),
+        ])
+        .map_err(io("poll", Path::new("")))?;
+        if !rev[0].is_empty() {
             return Ok(());
         }
-        if fds[1].revents & READABLE != 0 {
+        if rev[1].intersects(READABLE) {
             // Between connections: only late frames of finished ones arrive.
             if read_frames(&mut port, &mut reader, &mut buf)?.is_none() {
                 return Ok(());
             }
         }
-        if fds[2].revents & libc::POLLIN != 0 {
+        if rev[2].contains(PollFlags::POLLIN) {
             let client = match listener.accept() {
                 Ok((c, _)) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -446,25 +420,27 @@ fn serve_client(
     port: &mut UnixStream,
     reader: &mut FrameReader,
     buf: &mut [u8],
-    stop: &OwnedFd,
+    stop: &EventFd,
 ) -> Result<Next, ForwardError> {
     let port_err = |e| io("writing the forwarding port", Path::new(""))(e);
     send(port, &Frame::Open(conn)).map_err(port_err)?;
     let mut client_eof = false;
     loop {
-        let mut fds = [
-            pollfd(stop.as_raw_fd(), libc::POLLIN),
-            pollfd(port.as_raw_fd(), libc::POLLIN),
-            pollfd(
-                client.as_raw_fd(),
-                if client_eof { 0 } else { libc::POLLIN },
-            ),
-        ];
-        poll(&mut fds, None).map_err(io("poll", Path::new("")))?;
-        if fds[0].revents != 0 {
+        let client_events = if client_eof {
+            PollFlags::empty()
+        } else {
+            PollFlags::POLLIN
+        };
+        let rev = poll(&[
+            (stop.as_fd(), PollFlags::POLLIN),
+            (port.as_fd(), PollFlags::POLLIN),
+            (client.as_fd(), client_events),
+        ])
+        .map_err(io("poll", Path::new("")))?;
+        if !rev[0].is_empty() {
             return Ok(Next::Stop);
         }
-        if fds[1].revents & READABLE != 0 {
+        if rev[1].intersects(READABLE) {
             let Some(frames) = read_frames(port, reader, buf)? else {
                 return Ok(Next::Stop);
             };
@@ -485,8 +461,8 @@ fn serve_client(
                 }
             }
         }
-        let rev = fds[2].revents;
-        if !client_eof && rev & READABLE != 0 {
+        let rev = rev[2];
+        if !client_eof && rev.intersects(READABLE) {
             match client.read(buf) {
                 Ok(0) => {
                     client_eof = true;
@@ -499,7 +475,7 @@ fn serve_client(
                     return Ok(Next::Continue);
                 }
             }
-        } else if client_eof && rev & (libc::POLLHUP | libc::POLLERR) != 0 {
+        } else if client_eof && rev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
             // The client closed both ways: nobody will read a reply.
             send(port, &Frame::Close(conn)).map_err(port_err)?;
             return Ok(Next::Continue);
@@ -579,12 +555,13 @@ pub fn l1_bridge(port_name: &str, inner: &Path) -> Result<(), ForwardError> {
     let mut current: Option<(u32, UnixStream)> = None;
     let port_err = |e| io("writing", &dev)(e);
     loop {
-        let mut fds = vec![pollfd(port.as_raw_fd(), libc::POLLIN)];
+        let mut fds = vec![(port.as_fd(), PollFlags::POLLIN)];
         if let Some((_, s)) = &current {
-            fds.push(pollfd(s.as_raw_fd(), libc::POLLIN));
+            fds.push((s.as_fd(), PollFlags::POLLIN));
         }
-        poll(&mut fds, None).map_err(io("poll", &dev))?;
-        if fds[0].revents & READABLE != 0 {
+        let rev = poll(&fds).map_err(io("poll", &dev))?;
+        drop(fds);
+        if rev[0].intersects(READABLE) {
             let n = match port.read(&mut buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
@@ -623,7 +600,7 @@ pub fn l1_bridge(port_name: &str, inner: &Path) -> Result<(), ForwardError> {
                 }
             }
         }
-        if fds.len() > 1 && fds[1].revents & READABLE != 0 {
+        if rev.len() > 1 && rev[1].intersects(READABLE) {
             if let Some((c, s)) = current.as_mut() {
                 let c = *c;
                 match s.read(&mut buf) {

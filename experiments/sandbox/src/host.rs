@@ -213,36 +213,12 @@ pub fn uffd_feature_names(mask: u64) -> Vec<String> {
         .collect()
 }
 
-#[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-const UFFD_API: u64 = 0xAA;
-/// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
-const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
-
-/// Ask the kernel which userfaultfd features it supports; `None` if userfaultfd is unusable.
+/// Ask the kernel which userfaultfd features it supports; `None` if userfaultfd is
+/// unusable (neither the syscall nor `/dev/userfaultfd` gives one).
 pub fn userfaultfd_features() -> Option<Vec<String>> {
-    // SAFETY: the userfaultfd syscall takes only flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    if fd < 0 {
-        return None;
-    }
-    let fd = fd as libc::c_int;
-    let mut api = UffdioApi {
-        api: UFFD_API,
-        features: 0,
-        ioctls: 0,
-    };
-    // SAFETY: `fd` is a userfaultfd we own and `api` is a live, correctly laid out
-    // `struct uffdio_api` that the kernel fills in.
-    let rc = unsafe { libc::ioctl(fd, UFFDIO_API, &mut api as *mut UffdioApi) };
-    // SAFETY: `fd` is owned here and closed exactly once.
-    unsafe { libc::close(fd) };
-    (rc == 0).then(|| uffd_feature_names(api.features))
+    swapper::uffd::Uffd::offered_features(swapper::uffd::Source::Any)
+        .ok()
+        .map(uffd_feature_names)
 }
 
 fn tracefs_mount() -> Option<String> {

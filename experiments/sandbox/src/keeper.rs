@@ -73,8 +73,7 @@ pub fn hold() -> Result<(), KeeperError> {
     }
     let _vms = idle_vms()?;
     loop {
-        // SAFETY: pause only waits for a signal.
-        unsafe { libc::pause() };
+        nix::unistd::pause();
     }
 }
 

@@ -13,11 +13,16 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use hostsys::child::ChildSetup;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
 
 use super::job::qemu_opt_escape;
 use super::protocol::{self, Event, LineSplitter};
@@ -259,65 +264,29 @@ pub fn qemu_args(
 
 /// A pipe, both ends close-on-exec: `(read, write)`.
 fn pipe() -> Result<(File, OwnedFd), QemuError> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    if rc != 0 {
-        return Err(sys("creating a pipe")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    let read = unsafe { File::from_raw_fd(fds[0]) };
-    // SAFETY: as above, for the write end.
-    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-    Ok((read, write))
+    let (read, write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| sys("creating a pipe")(e.into()))?;
+    Ok((read.into(), write))
 }
 
-/// Runs in the child between fork and exec: die with the parent, unblock every
-/// signal (the parent may block SIGINT/SIGTERM to catch them on a signalfd, and
-/// a blocked mask survives exec: QEMU would ignore them), and let the pipes'
-/// write ends survive exec. Only async-signal-safe calls, no allocation.
-fn child_setup(parent: libc::pid_t, keep: &[RawFd]) -> std::io::Result<()> {
-    // SAFETY: a zeroed sigset_t is valid storage for sigemptyset, which fills it.
-    let mut none: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `none` is a valid sigset_t owned by this frame.
-    unsafe { libc::sigemptyset(&mut none) };
-    // SAFETY: sets this (single-threaded, forked) process's mask from a valid set.
-    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
-    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } != parent {
-        // The parent died before PR_SET_PDEATHSIG took effect.
-        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    for &fd in keep {
-        // SAFETY: `fd` is open in this process (inherited over fork); F_SETFD
-        // with 0 only clears close-on-exec.
-        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-fn spawn(launch: &Launch, args: Vec<OsString>, keep: Vec<RawFd>) -> Result<Child, QemuError> {
+/// Starts QEMU. In the child before exec: unblock every signal (the parent may
+/// block SIGINT/SIGTERM to catch them on a signalfd, and a blocked mask survives
+/// exec: QEMU would ignore them), die with the parent, and keep `keep` (the
+/// pipes' and sockets' QEMU ends) over exec. This process's copies of `keep`
+/// are closed when this returns, so only QEMU holds them.
+fn spawn(launch: &Launch, args: Vec<OsString>, keep: Vec<OwnedFd>) -> Result<Child, QemuError> {
     let mut cmd = Command::new(&launch.qemu);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: `child_setup` only makes async-signal-safe calls (prctl, getppid,
-    // fcntl) and does not allocate, as required between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || child_setup(parent, &keep));
+    ChildSetup {
+        unblock_signals: true,
+        death_signal: Some(Signal::SIGKILL),
+        keep,
+        ..ChildSetup::default()
     }
+    .apply(&mut cmd);
     cmd.spawn().map_err(|source| {
         let program = launch.qemu.to_string_lossy().into_owned();
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -372,15 +341,15 @@ pub fn run(
         .map(|p| (p.name.clone(), p.fd.as_raw_fd()))
         .collect();
     let args = qemu_args(launch, fds, &port_fds, root_security_model);
-    let mut keep = vec![fds.console, fds.status, fds.stdout, fds.stderr];
-    keep.extend(port_fds.iter().map(|p| p.1));
+    let mut keep = vec![con_w, st_w, out_w, err_w];
+    keep.extend(ports.into_iter().map(|p| p.fd));
     let start = Instant::now();
+    // Only QEMU may hold the write ends, so that its exit means EOF everywhere:
+    // `spawn` closes ours.
     let mut child = spawn(launch, args, keep)?;
     if let Some(f) = on_pid {
         f(Some(child.id()));
     }
-    // Only QEMU may hold the write ends, so that its exit means EOF everywhere.
-    drop((con_w, st_w, out_w, err_w, ports));
     let qemu_err: File = match child.stderr.take() {
         Some(e) => OwnedFd::from(e).into(),
         None => return Err(sys("QEMU stderr")(std::io::ErrorKind::Other.into())),
@@ -490,26 +459,24 @@ impl Supervisor<'_> {
                 continue;
             }
             let timeout_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-            let mut pfds: Vec<libc::pollfd> = open
-                .iter()
-                .map(|&i| libc::pollfd {
-                    fd: streams[i].1.as_ref().map_or(-1, |f| f.as_raw_fd()),
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
-            // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
-            let n =
-                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+            let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX);
+            let ready: Vec<bool> = {
+                let mut pfds: Vec<PollFd<'_>> = open
+                    .iter()
+                    .filter_map(|&i| streams[i].1.as_ref())
+                    .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                match poll(&mut pfds, timeout) {
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(sys("poll")(e.into())),
                 }
-                return Err(sys("poll")(e));
-            }
-            for (p, &i) in pfds.iter().zip(&open) {
-                if p.revents == 0 {
+                pfds.iter()
+                    .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+                    .collect()
+            };
+            for (&ready, &i) in ready.iter().zip(&open) {
+                if !ready {
                     continue;
                 }
                 let kind = streams[i].0;
@@ -582,10 +549,7 @@ impl Supervisor<'_> {
 pub fn host_tsc_khz() -> Option<u64> {
     #[cfg(target_arch = "x86_64")]
     {
-        fn rdtsc() -> u64 {
-            // SAFETY: RDTSC has no preconditions on x86_64 (CR4.TSD is not set for Linux user space).
-            unsafe { core::arch::x86_64::_rdtsc() }
-        }
+        use hostsys::cpu::rdtsc;
         // A (time, tsc) pair read within a few microseconds of each other.
         let sample = || {
             for _ in 0..10 {

@@ -30,11 +30,14 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+
+use hostsys::child::{ChildSetup, Reaper};
+use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::signal::Signal;
 
 use serde::{Deserialize, Serialize};
 use swapper::kswap::{
@@ -193,10 +196,9 @@ impl ColdSweeper {
                 // A periodic task: wakes every period, or at once when told to stop.
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(period)
                 {
-                    // SAFETY: test RAM stays mapped until this thread is joined (in the
-                    // last pass's hook or the run's finish hook); MADV_COLD only changes
-                    // LRU hints, never contents.
-                    unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_COLD) };
+                    // Test RAM stays mapped until this thread is joined (in the last
+                    // pass's hook or the run's finish hook).
+                    let _ = hostsys::mem::advise_cold(addr, len);
                     sweeps += 1;
                 }
                 sweeps
@@ -259,24 +261,16 @@ fn status_kb(key: &str) -> u64 {
         * 1024
 }
 
+/// This process's (major, minor) page faults so far; zeros if unreadable.
 fn rusage_faults() -> (u64, u64) {
-    // SAFETY: a zeroed rusage is a valid output buffer.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: fills `ru` for this process.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    (ru.ru_majflt as u64, ru.ru_minflt as u64)
+    getrusage(UsageWho::RUSAGE_SELF).map_or((0, 0), |ru| {
+        (ru.major_page_faults() as u64, ru.minor_page_faults() as u64)
+    })
 }
 
-/// Pages of `[addr, addr + len)` in memory, per `mincore`.
+/// Pages of `[addr, addr + len)` in memory, per `mincore`; 0 if unreadable.
 fn resident_pages(addr: usize, len: usize) -> u64 {
-    let mut vec = vec![0u8; len.div_ceil(4096)];
-    // SAFETY: the range is test RAM, mapped for the whole run (the hook calling this
-    // runs inside it); `vec` has one byte per page.
-    let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
-    if r != 0 {
-        return 0;
-    }
-    vec.iter().filter(|&&b| b & 1 != 0).count() as u64
+    hostsys::mem::resident_pages(addr, len).unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -449,57 +443,16 @@ pub struct KernelRun {
 
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// A child that is killed and reaped if still running when dropped.
-struct ChildGuard {
-    child: Child,
-    pidfd: Option<Arc<OwnedFd>>,
-    reaped: bool,
-}
-
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    // SAFETY: a non-negative return is a fresh descriptor nobody else owns.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn pidfd_kill(fd: &OwnedFd) {
-    // SAFETY: sends SIGKILL to the process the pidfd refers to (ESRCH if it is gone;
-    // a pidfd never refers to a reused pid).
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-}
-
-impl ChildGuard {
-    fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        let st = self.child.wait()?;
-        self.reaped = true;
-        Ok(st)
-    }
-}
+struct ChildGuard(Reaper);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if !self.reaped {
-            match &self.pidfd {
-                Some(fd) => pidfd_kill(fd),
-                None => {
-                    let _ = self.child.kill();
-                }
-            }
-            let _ = self.child.wait();
-        }
+        // Does nothing to a child already reaped.
+        let _ = self.0.kill();
     }
 }
 
@@ -580,28 +533,6 @@ pub fn run_kernel_probe(
     Ok(run)
 }
 
-/// In the forked child, before exec: join the cgroup (writing "0" to its `cgroup.procs`
-/// moves the writer), die with the parent, unblock the signals the parent watches.
-fn child_setup(procs_fd: i32) -> std::io::Result<()> {
-    // Join the cgroup first, so everything the VMM touches is charged there.
-    // SAFETY: writes one byte from a static buffer to an open descriptor.
-    if unsafe { libc::write(procs_fd, b"0".as_ptr().cast(), 1) } != 1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // Die with the parent: a killed parent leaves no VMM running in the cgroup.
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number and affects only this process.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a zeroed sigset_t is valid storage for sigemptyset.
-    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: initialises the local set.
-    unsafe { libc::sigemptyset(&mut empty) };
-    // SAFETY: sets this (single-threaded, about to exec) process's mask from a valid set.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
-    Ok(())
-}
-
 fn run_child(
     ks: &KernelSwap,
     settings: &KernelSettings,
@@ -614,7 +545,6 @@ fn run_child(
         .write(true)
         .open(&procs_path)
         .map_err(io_err(format!("opening {}", procs_path.display())))?;
-    let procs_fd = procs.as_raw_fd();
     let mut command = Command::new(&cmd.program);
     command
         .args(&cmd.args)
@@ -625,31 +555,32 @@ fn run_child(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: `child_setup` runs in the forked child before exec and only makes
-    // async-signal-safe calls (write, prctl, sigprocmask) on memory prepared before the
-    // fork; `procs_fd` stays open in the parent until after spawn returns.
-    unsafe { command.pre_exec(move || child_setup(procs_fd)) };
+    // In the child: join the cgroup first, so everything the VMM touches is charged
+    // there; die with the parent, so a killed parent leaves no VMM running in the
+    // cgroup; unblock the signals the parent watches.
+    ChildSetup {
+        join_cgroup: Some(procs.into()),
+        unblock_signals: true,
+        death_signal: Some(Signal::SIGKILL),
+        ..ChildSetup::default()
+    }
+    .apply(&mut command);
     let vm_before = vmstat(&["pswpin", "pswpout", "pgmajfault"]);
     let spawned = command
         .spawn()
         .map_err(io_err(format!("starting {}", cmd.program.display())))?;
-    drop(procs);
-    let pidfd = pidfd_open(spawned.id()).map(Arc::new);
-    let mut guard = ChildGuard {
-        child: spawned,
-        pidfd: pidfd.clone(),
-        reaped: false,
-    };
+    // Closes our copy of `cgroup.procs`.
+    drop(command);
+    let mut guard = ChildGuard(Reaper::new(spawned));
     tracing::info!(
         "kernel swap: child {} in cgroup {}, swapping to {}",
-        guard.child.id(),
+        guard.0.child_mut().id(),
         ks.cgroup.path().display(),
         ks.swap.path().display()
     );
-    if let Some(fd) = pidfd {
-        scope.set_action(Some(Box::new(move |_| pidfd_kill(&fd))));
-    }
-    let mut stderr = guard.child.stderr.take().expect("piped");
+    let killer = guard.0.kill_handle();
+    scope.set_action(Some(Box::new(move |_| killer.signal(Signal::SIGKILL))));
+    let mut stderr = guard.0.child_mut().stderr.take().expect("piped");
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stderr.read_to_string(&mut s);
@@ -657,12 +588,13 @@ fn run_child(
     });
     let mut out = String::new();
     let read = guard
-        .child
+        .0
+        .child_mut()
         .stdout
         .take()
         .expect("piped")
         .read_to_string(&mut out);
-    let status = guard.wait();
+    let status = guard.0.wait();
     scope.set_action(None);
     let err_text = err_reader.join().unwrap_or_default();
     read.map_err(io_err("reading the child's output"))?;

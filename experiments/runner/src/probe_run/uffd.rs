@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use base::lock;
+
 use serde::Serialize;
 use swapper::status::CounterSnapshot;
 use swapper::{FatalError, GuestRegion, Swapper, SwapperConfig, SwapperStatus, ThreadKind};
@@ -112,10 +114,6 @@ struct Shared {
     at_run_end: Mutex<Option<(SwapperStatus, Option<u64>)>>,
     /// Set by `on_finish`: the fatal errors and the status after shutdown.
     finished: Mutex<Option<(Vec<FatalError>, SwapperStatus)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs `config` with the swapper (`swap`, whose `on_fatal` is replaced) on test RAM.

@@ -40,17 +40,7 @@ pub struct VmApi {
 }
 
 /// Pages of `[addr, addr + len)` resident in host memory (`mincore`).
-pub fn resident_pages(addr: usize, len: usize) -> std::io::Result<u64> {
-    let pages = len.div_ceil(4096);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `vec` has one byte per page of the range; mincore only reads
-    // the page tables of this process's range and writes `vec`.
-    let r = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(vec.iter().filter(|b| **b & 1 != 0).count() as u64)
-}
+pub use hostsys::mem::resident_pages;
 
 /// Host memory holding guest RAM: the swapper's count when it manages RAM
 /// (`status` not passive; pages it moved aside included), else the page

@@ -18,14 +18,18 @@
 //! Timestamps come from the text format, which has microsecond resolution.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::io::{ErrorKind, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use base::Stop;
+use nix::mount::{umount2, MntFlags, MsFlags};
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_gettime, ClockId};
 
 /// Where tracefs lives.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -300,13 +304,9 @@ pub fn parse_line(line: &str) -> Option<Line<'_>> {
 
 /// CLOCK_MONOTONIC now, ns.
 fn clock_monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC always exists; a zero reading would only skew the offset.
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap_or(TimeSpec::new(0, 0));
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// `t` on CLOCK_MONOTONIC, ns (Rust's [`Instant`] is CLOCK_MONOTONIC on
@@ -350,39 +350,29 @@ struct MountGuard(PathBuf);
 
 impl MountGuard {
     fn mount(path: &Path) -> Result<Self, String> {
-        let target = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-        // SAFETY: all pointers are valid NUL-terminated strings for the call;
-        // no data argument.
-        let r = unsafe {
-            libc::mount(
-                c"nodev".as_ptr(),
-                target.as_ptr(),
-                c"tracefs".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if r != 0 {
-            return Err(format!(
+        nix::mount::mount(
+            Some("nodev"),
+            path,
+            Some("tracefs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| {
+            format!(
                 "tracefs is not mounted and mounting it at {} failed: {}",
                 path.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
+                std::io::Error::from(e)
+            )
+        })?;
         Ok(Self(path.to_path_buf()))
     }
 }
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        let Ok(target) = CString::new(self.0.as_os_str().as_bytes()) else {
-            return;
-        };
-        // SAFETY: a valid path string; unmounting only what we mounted.
-        if unsafe { libc::umount2(target.as_ptr(), 0) } != 0 {
+        if umount2(&self.0, MntFlags::empty()).is_err() {
             // Busy (a file still open somewhere): detach it now, it goes when closed.
-            // SAFETY: as above.
-            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            let _ = umount2(&self.0, MntFlags::MNT_DETACH);
         }
     }
 }
@@ -394,34 +384,6 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Ktr
 
 fn write_file(path: &Path, value: &str) -> Result<(), KtraceError> {
     std::fs::write(path, value).map_err(io_err("writing", path))
-}
-
-/// Stop flag for the reader (waits on a condition variable, not sleeps).
-#[derive(Default)]
-struct Stop {
-    flag: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Stop {
-    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
-        self.flag.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits up to `d`; true once stopped.
-    fn wait(&self, d: Duration) -> bool {
-        let g = self.lock();
-        let (g, _) = self
-            .cv
-            .wait_timeout_while(g, d, |s| !*s)
-            .unwrap_or_else(|e| e.into_inner());
-        *g
-    }
-
-    fn stop(&self) {
-        *self.lock() = true;
-        self.cv.notify_all();
-    }
 }
 
 /// How often the reader drains the kernel's buffer.
@@ -462,7 +424,7 @@ fn reader(
         if stopping {
             break;
         }
-        if stop.wait(DRAIN_EVERY) {
+        if stop.wait_timeout(DRAIN_EVERY) {
             // Stop recording, then read what is left.
             let _ = std::fs::write(&tracing_on, "0");
             stopping = true;
@@ -589,8 +551,7 @@ fn enable(instance: &Path, spec: &str) -> Result<bool, KtraceError> {
 
 /// This thread's id.
 fn gettid() -> i32 {
-    // SAFETY: gettid has no arguments and cannot fail.
-    unsafe { libc::gettid() }
+    nix::unistd::gettid().as_raw()
 }
 
 impl Ktrace {

@@ -36,8 +36,8 @@ pub fn maybe_inject_l1_panic(out: &Path, index: u32, dir: &Path) {
         return;
     }
     eprintln!("swaplab: {ENV_INJECT_L1_PANIC}={index}: crashing L1's kernel");
-    // SAFETY: sync has no preconditions; it flushes the 9p writes made so far.
-    unsafe { libc::sync() };
+    // Flushes the 9p writes made so far.
+    nix::unistd::sync();
     let _ = std::fs::write("/proc/sysrq-trigger", b"c");
 }
 
