@@ -12,11 +12,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::machine::{run_machine, Interrupter, MachineOptions};
+use super::analyze::analyze;
+use super::clock::utc_stamp;
+use super::interrupt::Interrupter;
+use super::machine::{run_machine, MachineOptions};
 use super::report::{self, progress::LiveProgress};
+use super::result::RunResult;
 use super::resume::{self, Earlier};
 use super::trace::session::Tracing;
-use super::{analyze, result::RunResult};
 use crate::boot::console::Show;
 use crate::boot::BootFiles;
 use crate::cli::usage;
@@ -192,28 +195,6 @@ fn default_out() -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     PathBuf::from("results").join(utc_stamp(secs))
-}
-
-/// `YYYYmmdd-HHMMSS` (UTC) for Unix time `secs`.
-pub fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// How many times L1 is started for one matrix when its kernel panics mid-matrix.
@@ -439,16 +420,4 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
         return Ok(128 + sig as u8);
     }
     Ok(u8::from(failed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_stamps() {
-        assert_eq!(utc_stamp(0), "19700101-000000");
-        assert_eq!(utc_stamp(951_782_400 + 3661), "20000229-010101");
-        assert_eq!(utc_stamp(1795219200), "20261121-000000");
-    }
 }
