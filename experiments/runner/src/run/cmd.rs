@@ -269,6 +269,50 @@ fn panic_text(line: &str) -> &str {
     line.split_once("] ").map_or(line, |(_, rest)| rest).trim()
 }
 
+/// `--resume`: the run the earlier attempt finished in `dir`, if it is to be
+/// kept; otherwise says on `progress` why it runs again (and adds `label` to
+/// `rerun` when the earlier attempt was cut off in it).
+fn kept_run(
+    s: &Scenario,
+    dir: &Path,
+    label: &str,
+    progress: &LiveProgress,
+    rerun: &mut Vec<String>,
+) -> Option<RunResult> {
+    match resume::earlier(dir, s) {
+        Earlier::Absent => None,
+        Earlier::Kept(r) => Some(*r),
+        Earlier::Unfinished => {
+            progress.note(&format!(
+                "{label}: the earlier attempt did not finish it; running it again"
+            ));
+            rerun.push(label.to_string());
+            None
+        }
+        Earlier::Unusable(why) => {
+            progress.note(&format!("{label}: not kept ({why}); running it again"));
+            None
+        }
+    }
+}
+
+/// The result of a run that could not run: why (the whole cause chain), also
+/// written to `dir`'s result.json and told to the trace.
+fn failed_run(
+    s: &Scenario,
+    dir: &Path,
+    label: &str,
+    e: &anyhow::Error,
+    tracing: &mut Tracing,
+) -> RunResult {
+    let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let why = why.join(": ");
+    tracing.failed_run(label, &why);
+    let r = report::failed_run(s, &why);
+    let _ = write_json(&dir.join("result.json"), &r);
+    r
+}
+
 /// Runs the matrix `args` asks for: 0 when every run finished and verified
 /// its pages, 1 when one failed; usage errors (bad scenario files included)
 /// are [`crate::cli::UsageError`]s.
@@ -324,21 +368,7 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
             let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
             let dir = out.join(&s.name).join(rep.to_string());
             let kept = if args.resume {
-                match resume::earlier(&dir, s) {
-                    Earlier::Absent => None,
-                    Earlier::Kept(r) => Some(*r),
-                    Earlier::Unfinished => {
-                        progress.note(&format!(
-                            "{label}: the earlier attempt did not finish it; running it again"
-                        ));
-                        rerun.push(label.clone());
-                        None
-                    }
-                    Earlier::Unusable(why) => {
-                        progress.note(&format!("{label}: not kept ({why}); running it again"));
-                        None
-                    }
-                }
+                kept_run(s, &dir, &label, &progress, &mut rerun)
             } else {
                 None
             };
@@ -361,17 +391,7 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
                     Some(&interrupter),
                 ),
             };
-            let r = match run {
-                Ok(r) => r,
-                Err(e) => {
-                    let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                    let why = why.join(": ");
-                    tracing.failed_run(&label, &why);
-                    let r = report::failed_run(s, &why);
-                    let _ = write_json(&dir.join("result.json"), &r);
-                    r
-                }
-            };
+            let r = run.unwrap_or_else(|e| failed_run(s, &dir, &label, &e, &mut tracing));
             let outcome = report::outcome(&r);
             let end = report::run_end(&outcome);
             progress.get().end_run(if ran {
