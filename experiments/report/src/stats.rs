@@ -1,5 +1,8 @@
-//! Small statistics: spread over repetitions, percentiles, CDF points.
+//! Small statistics: spread over repetitions, latency summaries, CDF points
+//! (percentiles and medians are `base`'s).
 
+use base::percentile;
+use base::stats::midpoint_median;
 use serde::Serialize;
 
 use super::data::{Bucket, LatencySamples, LatencySummary};
@@ -29,11 +32,7 @@ pub fn spread(values: &[f64]) -> Option<Spread> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
+    let median = midpoint_median(&v)?;
     let mean = v.iter().sum::<f64>() / n as f64;
     let stddev = if n > 1 {
         (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
@@ -50,24 +49,15 @@ pub fn spread(values: &[f64]) -> Option<Spread> {
     })
 }
 
-/// Nearest-rank percentile `q` (0–100) of sorted `values`; 0 when empty.
-pub fn percentile(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((q / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// Percentiles of raw latency samples (ns), for runners that keep samples.
 pub fn summarize(samples: &[u64]) -> LatencySummary {
     let mut v = samples.to_vec();
     v.sort_unstable();
     LatencySummary {
         count: v.len() as u64,
-        p50_ns: percentile(&v, 50.0),
-        p90_ns: percentile(&v, 90.0),
-        p99_ns: percentile(&v, 99.0),
+        p50_ns: percentile(&v, 50.0).unwrap_or(0),
+        p90_ns: percentile(&v, 90.0).unwrap_or(0),
+        p99_ns: percentile(&v, 99.0).unwrap_or(0),
         max_ns: v.last().copied().unwrap_or(0),
     }
 }
@@ -186,6 +176,11 @@ mod tests {
         // Non-finite values are ignored, not propagated.
         let s = spread(&[1.0, f64::INFINITY, 3.0]).unwrap();
         assert_eq!((s.n, s.median), (2, 2.0));
+    }
+
+    /// Percentiles as [`summarize`] takes them: 0 when there are no samples.
+    fn percentile(sorted: &[u64], q: f64) -> u64 {
+        base::percentile(sorted, q).unwrap_or(0)
     }
 
     #[test]

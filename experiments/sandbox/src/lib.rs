@@ -426,57 +426,7 @@ pub fn run_in_sandbox(
     if !qemu::qemu_available(&cfg.qemu) {
         return Err(qemu::QemuError::NotInstalled(cfg.qemu.to_string_lossy().into_owned()).into());
     }
-    let cwd = match &cfg.cwd {
-        Some(c) => c.clone(),
-        None => std::env::current_dir().map_err(SandboxError::Cwd)?,
-    };
-    let mut env = match &cfg.env {
-        Some(e) => e.clone(),
-        None => job::default_env(std::env::vars_os()),
-    };
-    // L1's root is the host's, so what the command leaves in its temporary
-    // directory (a run's scratch files, a guest swap image) would stay on the
-    // host when L1 is stopped mid-command (Ctrl-C, its time limit, a panic).
-    // It gets a directory of its own instead, inside the one it would have
-    // used, and the directory goes when the sandbox ends.
-    let l1_tmp = {
-        let base = env
-            .iter()
-            .find(|(k, _)| k == "TMPDIR")
-            .map_or_else(std::env::temp_dir, |(_, v)| PathBuf::from(v));
-        tempfile::Builder::new()
-            .prefix("swaplab-l1-tmp-")
-            .tempdir_in(&base)
-            .map_err(|e| {
-                SandboxError::Config(format!(
-                    "cannot create L1's temporary directory in {}: {e}",
-                    base.display()
-                ))
-            })?
-    };
-    env.retain(|(k, _)| k != "TMPDIR");
-    env.push(("TMPDIR".into(), l1_tmp.path().as_os_str().to_owned()));
-    let mut job = job::Job::new(argv, &cwd, env)?;
-    if !cfg.forwards.is_empty() || cfg.hold_kvm {
-        let exe = match &cfg.bridge_exe {
-            Some(e) => e.clone().into_os_string(),
-            None => reexec::current_exe()?,
-        };
-        if cfg.hold_kvm {
-            job.background
-                .push(vec![exe.clone(), "sandbox".into(), "--l1-hold-kvm".into()]);
-        }
-        for (i, f) in cfg.forwards.iter().enumerate() {
-            let mut spec = OsString::from(format!("{}=", forward::port_name(i)));
-            spec.push(&f.inner);
-            job.background.push(vec![
-                exe.clone(),
-                "sandbox".into(),
-                "--l1-bridge".into(),
-                spec,
-            ]);
-        }
-    }
+    let (job, _l1_tmp) = l1_job(cfg, argv)?;
     let image = prepare(cfg)?;
     let launch = qemu::Launch {
         qemu: cfg.qemu.clone(),
@@ -493,12 +443,7 @@ pub fn run_in_sandbox(
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let model = if root { "passthrough" } else { "none" };
-    let mut console_file = match &cfg.console_log {
-        Some(p) => Some(std::fs::File::create(p).map_err(|e| {
-            SandboxError::Config(format!("cannot create console log {}: {e}", p.display()))
-        })?),
-        None => None,
-    };
+    let mut console_file = console_log(cfg)?;
     let limits = Limits {
         total: cfg.timeout,
         boot: BOOT_TIMEOUT,
@@ -568,21 +513,103 @@ pub fn run_in_sandbox(
         built_initramfs: image.built,
     };
     if cfg.verbose {
-        for (t, e) in &report.events {
-            eprintln!("swaplab sandbox: {:7.3} s  {e:?}", t.as_secs_f64());
-        }
-        eprintln!(
-            "swaplab sandbox: L1 ({} MiB, {} vCPUs, kernel {}) booted to the command in {}; total {:.2} s; exit {}",
-            cfg.mem >> 20,
-            cfg.cpus,
-            image.kernel_version,
-            run.boot_time
-                .map_or("?".into(), |t| format!("{:.2} s", t.as_secs_f64())),
-            run.total_time.as_secs_f64(),
-            code
-        );
+        log_run(cfg, &report, &image, &run);
     }
     Ok(run)
+}
+
+/// The job L1 runs: `argv` in the configured (or current) directory and
+/// environment, with the bridges and the KVM holder `cfg` asks for in the
+/// background; and L1's temporary directory, which goes when it is dropped
+/// (keep it until the sandbox has ended).
+fn l1_job(
+    cfg: &SandboxConfig,
+    argv: Vec<OsString>,
+) -> Result<(job::Job, tempfile::TempDir), SandboxError> {
+    let cwd = match &cfg.cwd {
+        Some(c) => c.clone(),
+        None => std::env::current_dir().map_err(SandboxError::Cwd)?,
+    };
+    let mut env = match &cfg.env {
+        Some(e) => e.clone(),
+        None => job::default_env(std::env::vars_os()),
+    };
+    // L1's root is the host's, so what the command leaves in its temporary
+    // directory (a run's scratch files, a guest swap image) would stay on the
+    // host when L1 is stopped mid-command (Ctrl-C, its time limit, a panic).
+    // It gets a directory of its own instead, inside the one it would have
+    // used, and the directory goes when the sandbox ends.
+    let l1_tmp = {
+        let base = env
+            .iter()
+            .find(|(k, _)| k == "TMPDIR")
+            .map_or_else(std::env::temp_dir, |(_, v)| PathBuf::from(v));
+        tempfile::Builder::new()
+            .prefix("swaplab-l1-tmp-")
+            .tempdir_in(&base)
+            .map_err(|e| {
+                SandboxError::Config(format!(
+                    "cannot create L1's temporary directory in {}: {e}",
+                    base.display()
+                ))
+            })?
+    };
+    env.retain(|(k, _)| k != "TMPDIR");
+    env.push(("TMPDIR".into(), l1_tmp.path().as_os_str().to_owned()));
+    let mut job = job::Job::new(argv, &cwd, env)?;
+    if !cfg.forwards.is_empty() || cfg.hold_kvm {
+        let exe = match &cfg.bridge_exe {
+            Some(e) => e.clone().into_os_string(),
+            None => reexec::current_exe()?,
+        };
+        if cfg.hold_kvm {
+            job.background
+                .push(vec![exe.clone(), "sandbox".into(), "--l1-hold-kvm".into()]);
+        }
+        for (i, f) in cfg.forwards.iter().enumerate() {
+            let mut spec = OsString::from(format!("{}=", forward::port_name(i)));
+            spec.push(&f.inner);
+            job.background.push(vec![
+                exe.clone(),
+                "sandbox".into(),
+                "--l1-bridge".into(),
+                spec,
+            ]);
+        }
+    }
+    Ok((job, l1_tmp))
+}
+
+/// The console log file, if one is configured.
+fn console_log(cfg: &SandboxConfig) -> Result<Option<std::fs::File>, SandboxError> {
+    match &cfg.console_log {
+        Some(p) => Ok(Some(std::fs::File::create(p).map_err(|e| {
+            SandboxError::Config(format!("cannot create console log {}: {e}", p.display()))
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// `--verbose`: QEMU's events and a line on L1's boot and the run.
+fn log_run(
+    cfg: &SandboxConfig,
+    report: &qemu::Report,
+    image: &initramfs::L1Image,
+    run: &SandboxRun,
+) {
+    for (t, e) in &report.events {
+        eprintln!("swaplab sandbox: {:7.3} s  {e:?}", t.as_secs_f64());
+    }
+    eprintln!(
+        "swaplab sandbox: L1 ({} MiB, {} vCPUs, kernel {}) booted to the command in {}; total {:.2} s; exit {}",
+        cfg.mem >> 20,
+        cfg.cpus,
+        image.kernel_version,
+        run.boot_time
+            .map_or("?".into(), |t| format!("{:.2} s", t.as_secs_f64())),
+        run.total_time.as_secs_f64(),
+        run.exit_code
+    );
 }
 
 /// Listen at every forwarded host path; the forwarders (which remove their

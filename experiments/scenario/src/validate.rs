@@ -44,6 +44,15 @@ impl Scenario {
     /// Checks that the values make a meaningful run together (see the module
     /// doc). Parsing calls this; call it again for scenarios built in code.
     pub fn validate(&self) -> Result<(), ScenarioError> {
+        self.validate_sizes()?;
+        self.validate_workload()?;
+        let balloon = self.validate_balloon()?;
+        self.validate_fit(balloon)?;
+        self.validate_host()
+    }
+
+    /// Guest RAM is big enough, and the counts are not zero.
+    fn validate_sizes(&self) -> Result<(), ScenarioError> {
         let mem = self.guest.mem.0;
         if mem < MIN_GUEST_MEM {
             return Err(self.invalid(
@@ -66,7 +75,12 @@ impl Scenario {
                 return Err(self.invalid(key, "must be at least 1".to_string()));
             }
         }
+        Ok(())
+    }
 
+    /// The workload's options suit its kind, its time fits in the run's
+    /// and what it reads fits on the disk.
+    fn validate_workload(&self) -> Result<(), ScenarioError> {
         if self.workload.write_ratio < 1.0 && self.workload.kind != WorkloadKind::Touch {
             return Err(self.invalid(
                 "workload.write_ratio",
@@ -116,7 +130,12 @@ impl Scenario {
                 Some(_) => {}
             }
         }
+        Ok(())
+    }
 
+    /// The balloon's target leaves the guest OS its RAM; the target, bytes.
+    fn validate_balloon(&self) -> Result<u64, ScenarioError> {
+        let mem = self.guest.mem.0;
         let balloon = match self.balloon.policy {
             BalloonPolicy::Manual { target } | BalloonPolicy::Churn { target, .. } => target.0,
             BalloonPolicy::None | BalloonPolicy::Auto => 0,
@@ -134,7 +153,13 @@ impl Scenario {
                 ),
             ));
         }
+        Ok(balloon)
+    }
 
+    /// The working set fits in guest RAM and swap, besides the guest OS and
+    /// a `balloon` of that many bytes.
+    fn validate_fit(&self, balloon: u64) -> Result<(), ScenarioError> {
+        let mem = self.guest.mem.0;
         let swap = self.guest.swap.map_or(0, |s| s.0);
         let ws = self.workload.bytes();
         let room = mem - GUEST_OS_RESERVE - balloon + swap;
@@ -167,7 +192,15 @@ impl Scenario {
                 ),
             ));
         }
+        Ok(())
+    }
 
+    /// The host limit makes the host swap (and not thrash), mitigations are
+    /// listed once, and the auto balloon has a host limit to react to.
+    fn validate_host(&self) -> Result<(), ScenarioError> {
+        let mem = self.guest.mem.0;
+        let swap = self.guest.swap.map_or(0, |s| s.0);
+        let ws = self.workload.bytes();
         match &self.host {
             Some(h) => {
                 let limit = h.limit.0;

@@ -82,7 +82,7 @@ impl GuestConsole {
     }
 
     fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
-        self.marks.lock().unwrap_or_else(|e| e.into_inner())
+        base::lock(&self.marks)
     }
 
     fn end_line(&mut self) {

@@ -227,7 +227,7 @@ pub fn run_guest_with(
     }
     let report = vm.start()?.wait(Some(spec.timeout))?;
     let ended = Instant::now();
-    let marks = marks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let marks = base::lock(&marks).clone();
     Ok(GuestRun {
         report,
         marks,

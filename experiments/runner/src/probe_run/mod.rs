@@ -20,8 +20,9 @@ pub mod uffd;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use base::lock;
 use serde::Serialize;
-use vmm::vm_memory::{Bytes, GuestAddress};
+use vmm::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm::{
     create_guest_memory, ExitCount, ExitReason, FlatGuest, GuestMemoryExt, HostRegion, RegionSpec,
     VcpuStartHook, Vm, VmConfig, VmHandle,
@@ -328,10 +329,7 @@ fn steady_state(stats: &[device::PassAccum], passes: &[PassResult]) -> SteadySta
 }
 
 /// Check every page the host handed out: its tag and its access counter.
-fn verify_pages(
-    mem: &vmm::vm_memory::GuestMemoryMmap,
-    counts: &[u32],
-) -> Result<(u64, u64), ProbeError> {
+fn verify_pages(mem: &GuestMemoryMmap, counts: &[u32]) -> Result<(u64, u64), ProbeError> {
     let (mut checked, mut mismatched) = (0, 0);
     for (page, &expect) in counts.iter().enumerate() {
         if expect == 0 {
@@ -350,66 +348,15 @@ fn verify_pages(
 
 /// Run a probe guest as `config` says.
 pub fn run_probe(config: &ProbeConfig, hooks: ProbeHooks) -> Result<ProbeResult, ProbeError> {
-    if config.mem_bytes == 0 || config.mem_bytes % 4096 != 0 {
-        return Err(ProbeError::Config(format!(
-            "test RAM must be a non-zero multiple of 4 KiB, got {} bytes",
-            config.mem_bytes
-        )));
-    }
-    if config.passes == 0 {
-        return Err(ProbeError::Config("a probe needs at least one pass".into()));
-    }
+    check_config(config)?;
     let pages = config.mem_bytes / 4096;
     let plan = AccessPlan::new(config.pattern, pages, config.seed)?;
-    let code = workloads::probe::assemble()?;
-
-    let mem = create_guest_memory(&[
-        RegionSpec::new(abi::CONTROL_BASE, abi::CONTROL_SIZE),
-        RegionSpec::new(abi::TEST_RAM_BASE, config.mem_bytes),
-    ])?;
-    mem.write_slice(&code, GuestAddress(abi::CODE_ADDR))?;
-    let cb = abi::CONTROL_BLOCK_ADDR;
-    mem.write_obj(abi::TEST_RAM_BASE, GuestAddress(cb + abi::CB_RAM_BASE))?;
-    mem.write_obj(0u64, GuestAddress(cb + abi::CB_COUNT))?;
-    let test_ram = mem.host_region_of(abi::TEST_RAM_BASE)?;
+    let (mem, test_ram) = load_guest(config)?;
     // Dropped before `mem` (reverse declaration order) on every path out of here.
     let _finish = FinishGuard(hooks.on_finish);
 
-    let tids = Arc::new(Mutex::new(Vec::new()));
-    let on_vcpu_start: VcpuStartHook = {
-        let tids = tids.clone();
-        let user = hooks.on_vcpu_start.clone();
-        Arc::new(move |index, tid| {
-            tids.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((index, tid));
-            if let Some(user) = &user {
-                user(index, tid);
-            }
-        })
-    };
-    let mut vm = Vm::new(
-        mem.clone(),
-        VmConfig {
-            vcpus: 1,
-            on_vcpu_start: Some(on_vcpu_start),
-        },
-    )?;
-    let flat = FlatGuest {
-        tables_addr: abi::TABLES_ADDR,
-        tables_size: abi::TABLES_SIZE,
-        map: vec![
-            (abi::CONTROL_BASE, abi::CONTROL_SIZE),
-            (abi::DOORBELL_ADDR, 4096),
-            (abi::TEST_RAM_BASE, config.mem_bytes),
-        ],
-        entry: abi::CODE_ADDR,
-        stack_top: abi::STACK_TOP,
-        args: vec![],
-    };
-    vmm::flat::setup(&mem, vm.vcpu(0)?, &flat)?;
+    let (mut vm, tids) = build_vm(config, &mem, hooks.on_vcpu_start)?;
     let tsc = tsc::resolve(vm.tsc_khz().ok()).ok_or(ProbeError::Tsc)?;
-
     let device = Arc::new(Mutex::new(ProbeDevice::new(
         mem.clone(),
         plan,
@@ -428,46 +375,17 @@ pub fn run_probe(config: &ProbeConfig, hooks: ProbeHooks) -> Result<ProbeResult,
     }
     let report = running.wait()?;
 
-    let dev = device.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = lock(&device);
     if !dev.finished() {
         return Err(ProbeError::Incomplete {
             passes_done: dev.pass_stats.iter().filter(|p| p.ended.is_some()).count(),
             passes: config.passes,
         });
     }
-    let passes: Vec<PassResult> = (1u32..)
-        .zip(&dev.pass_stats)
-        .map(|(pass, p)| PassResult {
-            pass,
-            accesses: p.hist.len(),
-            pages: p.distinct,
-            new_pages: p.new_pages,
-            wall_ns: p
-                .ended
-                .map(|e| u64::try_from((e - p.started).as_nanos()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
-            latency_ns: latency(&p.hist),
-            faulted_accesses: p.faults.len(),
-            fault_latency_ns: latency(&p.faults),
-        })
-        .collect();
+    let passes = pass_results(&dev.pass_stats);
     let steady = steady_state(&dev.pass_stats, &passes);
-
-    let bad_tags: u64 = mem.read_obj(GuestAddress(cb + abi::CB_BAD_TAGS))?;
-    let last_bad = if bad_tags > 0 {
-        Some((
-            mem.read_obj(GuestAddress(cb + abi::CB_LAST_BAD_PAGE))?,
-            mem.read_obj(GuestAddress(cb + abi::CB_LAST_BAD_VALUE))?,
-        ))
-    } else {
-        None
-    };
-    let (pages_checked, pages_mismatched) = if config.verify {
-        verify_pages(&mem, &dev.counts)?
-    } else {
-        (0, 0)
-    };
-    let mut vcpu_tids: Vec<(u32, i32)> = tids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let integrity = integrity(config, &mem, &dev.counts)?;
+    let mut vcpu_tids: Vec<(u32, i32)> = lock(&tids).clone();
     vcpu_tids.sort_unstable();
 
     let ks = &report.kvm_stats;
@@ -491,15 +409,134 @@ pub fn run_probe(config: &ProbeConfig, hooks: ProbeHooks) -> Result<ProbeResult,
             vm: ks.vm.as_ref().map(|s| s.values.clone()).unwrap_or_default(),
             vcpu: ks.vcpu_totals(),
         },
-        integrity: Integrity {
-            ok: bad_tags == 0 && pages_mismatched == 0,
-            bad_tags,
-            last_bad,
-            pages_checked,
-            pages_mismatched,
-        },
+        integrity,
         vcpu_tids: vcpu_tids.into_iter().map(|(_, t)| t).collect(),
         test_ram,
+    })
+}
+
+/// Rejects test RAM that is not whole pages and a probe without passes.
+fn check_config(config: &ProbeConfig) -> Result<(), ProbeError> {
+    if config.mem_bytes == 0 || config.mem_bytes % 4096 != 0 {
+        return Err(ProbeError::Config(format!(
+            "test RAM must be a non-zero multiple of 4 KiB, got {} bytes",
+            config.mem_bytes
+        )));
+    }
+    if config.passes == 0 {
+        return Err(ProbeError::Config("a probe needs at least one pass".into()));
+    }
+    Ok(())
+}
+
+/// Guest memory with the probe's code and control block in place, and where
+/// test RAM is mapped in the host.
+fn load_guest(config: &ProbeConfig) -> Result<(GuestMemoryMmap, HostRegion), ProbeError> {
+    let code = workloads::probe::assemble()?;
+    let mem = create_guest_memory(&[
+        RegionSpec::new(abi::CONTROL_BASE, abi::CONTROL_SIZE),
+        RegionSpec::new(abi::TEST_RAM_BASE, config.mem_bytes),
+    ])?;
+    mem.write_slice(&code, GuestAddress(abi::CODE_ADDR))?;
+    let cb = abi::CONTROL_BLOCK_ADDR;
+    mem.write_obj(abi::TEST_RAM_BASE, GuestAddress(cb + abi::CB_RAM_BASE))?;
+    mem.write_obj(0u64, GuestAddress(cb + abi::CB_COUNT))?;
+    let test_ram = mem.host_region_of(abi::TEST_RAM_BASE)?;
+    Ok((mem, test_ram))
+}
+
+/// (vCPU index, TID) of every vCPU started.
+type VcpuTids = Arc<Mutex<Vec<(u32, i32)>>>;
+
+/// The one-vCPU VM over `mem`, set up to run the flat probe code, and the
+/// TIDs its vCPUs will have (each also goes to `on_vcpu_start`).
+fn build_vm(
+    config: &ProbeConfig,
+    mem: &GuestMemoryMmap,
+    on_vcpu_start: Option<VcpuStartHook>,
+) -> Result<(Vm, VcpuTids), ProbeError> {
+    let tids = VcpuTids::default();
+    let hook: VcpuStartHook = {
+        let tids = tids.clone();
+        Arc::new(move |index, tid| {
+            lock(&tids).push((index, tid));
+            if let Some(user) = &on_vcpu_start {
+                user(index, tid);
+            }
+        })
+    };
+    let vm = Vm::new(
+        mem.clone(),
+        VmConfig {
+            vcpus: 1,
+            on_vcpu_start: Some(hook),
+        },
+    )?;
+    let flat = FlatGuest {
+        tables_addr: abi::TABLES_ADDR,
+        tables_size: abi::TABLES_SIZE,
+        map: vec![
+            (abi::CONTROL_BASE, abi::CONTROL_SIZE),
+            (abi::DOORBELL_ADDR, 4096),
+            (abi::TEST_RAM_BASE, config.mem_bytes),
+        ],
+        entry: abi::CODE_ADDR,
+        stack_top: abi::STACK_TOP,
+        args: vec![],
+    };
+    vmm::flat::setup(mem, vm.vcpu(0)?, &flat)?;
+    Ok((vm, tids))
+}
+
+/// One result per pass, numbered from 1.
+fn pass_results(stats: &[device::PassAccum]) -> Vec<PassResult> {
+    (1u32..)
+        .zip(stats)
+        .map(|(pass, p)| PassResult {
+            pass,
+            accesses: p.hist.len(),
+            pages: p.distinct,
+            new_pages: p.new_pages,
+            wall_ns: p
+                .ended
+                .map(|e| u64::try_from((e - p.started).as_nanos()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+            latency_ns: latency(&p.hist),
+            faulted_accesses: p.faults.len(),
+            fault_latency_ns: latency(&p.faults),
+        })
+        .collect()
+}
+
+/// What the guest found wrong (from its control block) and, with
+/// `config.verify`, what the host finds on every page it handed out
+/// (`counts`: accesses per page).
+fn integrity(
+    config: &ProbeConfig,
+    mem: &GuestMemoryMmap,
+    counts: &[u32],
+) -> Result<Integrity, ProbeError> {
+    let cb = abi::CONTROL_BLOCK_ADDR;
+    let bad_tags: u64 = mem.read_obj(GuestAddress(cb + abi::CB_BAD_TAGS))?;
+    let last_bad = if bad_tags > 0 {
+        Some((
+            mem.read_obj(GuestAddress(cb + abi::CB_LAST_BAD_PAGE))?,
+            mem.read_obj(GuestAddress(cb + abi::CB_LAST_BAD_VALUE))?,
+        ))
+    } else {
+        None
+    };
+    let (pages_checked, pages_mismatched) = if config.verify {
+        verify_pages(mem, counts)?
+    } else {
+        (0, 0)
+    };
+    Ok(Integrity {
+        ok: bad_tags == 0 && pages_mismatched == 0,
+        bad_tags,
+        last_bad,
+        pages_checked,
+        pages_mismatched,
     })
 }
 

@@ -2,7 +2,7 @@
 //! host swapper when there is one, so its residency stays right), and the
 //! scenario's policy, stepped by the sampler.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use balloon::{
@@ -10,13 +10,14 @@ use balloon::{
     Decision, MadviseReleaser, ManualPolicy, Observation, PageReleaser, SwapperReleaser,
 };
 use serde_json::{json, Value};
-use swapper::{Swapper, ThreadKind, ThreadRegistry};
+use swapper::{Swapper, ThreadKind};
 use vm_memory::GuestMemoryMmap;
 use vmm::linux::LinuxVm;
 use vmm::GuestMemoryExt;
 
-use super::machine::{MachineError, BALLOON_DEVICE};
+use super::error::MachineError;
 use super::spec::free_page_reporting;
+use super::threads::{LateRegistry, BALLOON_DEVICE};
 use scenario::{BalloonPolicy as Choice, Scenario};
 
 /// A balloon device in a running VM and its policy.
@@ -73,7 +74,7 @@ pub fn attach(
     spec: &Scenario,
     swapper: Option<&Arc<Swapper>>,
     memory: &GuestMemoryMmap,
-    registry: &Arc<Mutex<Option<ThreadRegistry>>>,
+    registry: &LateRegistry,
     epoch: Instant,
 ) -> Result<Option<BalloonRun>, MachineError> {
     let reporting = free_page_reporting(spec);
@@ -110,11 +111,7 @@ pub fn attach(
     cfg.epoch = epoch;
     cfg.on_thread_start = Some({
         let registry = registry.clone();
-        Box::new(move |tid| {
-            if let Some(r) = registry.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                r.register(tid, ThreadKind::Device(BALLOON_DEVICE));
-            }
-        })
+        Box::new(move |tid| registry.register(tid, ThreadKind::Device(BALLOON_DEVICE)))
     });
     let (dev, handle) = Balloon::new(cfg);
     vm.add_virtio("balloon", Box::new(dev))?;

@@ -12,11 +12,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::machine::{run_machine, Interrupter, MachineOptions};
+use super::analyze::analyze;
+use super::clock::utc_stamp;
+use super::interrupt::Interrupter;
+use super::machine::{run_machine, MachineOptions};
 use super::report::{self, progress::LiveProgress};
+use super::result::RunResult;
 use super::resume::{self, Earlier};
 use super::trace::session::Tracing;
-use super::{analyze, result::RunResult};
 use crate::boot::console::Show;
 use crate::boot::BootFiles;
 use crate::cli::usage;
@@ -194,28 +197,6 @@ fn default_out() -> PathBuf {
     PathBuf::from("results").join(utc_stamp(secs))
 }
 
-/// `YYYYmmdd-HHMMSS` (UTC) for Unix time `secs`.
-pub fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 /// How many times L1 is started for one matrix when its kernel panics mid-matrix.
 const L1_MATRIX_ATTEMPTS: u32 = 3;
 
@@ -288,6 +269,50 @@ fn panic_text(line: &str) -> &str {
     line.split_once("] ").map_or(line, |(_, rest)| rest).trim()
 }
 
+/// `--resume`: the run the earlier attempt finished in `dir`, if it is to be
+/// kept; otherwise says on `progress` why it runs again (and adds `label` to
+/// `rerun` when the earlier attempt was cut off in it).
+fn kept_run(
+    s: &Scenario,
+    dir: &Path,
+    label: &str,
+    progress: &LiveProgress,
+    rerun: &mut Vec<String>,
+) -> Option<RunResult> {
+    match resume::earlier(dir, s) {
+        Earlier::Absent => None,
+        Earlier::Kept(r) => Some(*r),
+        Earlier::Unfinished => {
+            progress.note(&format!(
+                "{label}: the earlier attempt did not finish it; running it again"
+            ));
+            rerun.push(label.to_string());
+            None
+        }
+        Earlier::Unusable(why) => {
+            progress.note(&format!("{label}: not kept ({why}); running it again"));
+            None
+        }
+    }
+}
+
+/// The result of a run that could not run: why (the whole cause chain), also
+/// written to `dir`'s result.json and told to the trace.
+fn failed_run(
+    s: &Scenario,
+    dir: &Path,
+    label: &str,
+    e: &anyhow::Error,
+    tracing: &mut Tracing,
+) -> RunResult {
+    let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let why = why.join(": ");
+    tracing.failed_run(label, &why);
+    let r = report::failed_run(s, &why);
+    let _ = write_json(&dir.join("result.json"), &r);
+    r
+}
+
 /// Runs the matrix `args` asks for: 0 when every run finished and verified
 /// its pages, 1 when one failed; usage errors (bad scenario files included)
 /// are [`crate::cli::UsageError`]s.
@@ -343,21 +368,7 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
             let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
             let dir = out.join(&s.name).join(rep.to_string());
             let kept = if args.resume {
-                match resume::earlier(&dir, s) {
-                    Earlier::Absent => None,
-                    Earlier::Kept(r) => Some(*r),
-                    Earlier::Unfinished => {
-                        progress.note(&format!(
-                            "{label}: the earlier attempt did not finish it; running it again"
-                        ));
-                        rerun.push(label.clone());
-                        None
-                    }
-                    Earlier::Unusable(why) => {
-                        progress.note(&format!("{label}: not kept ({why}); running it again"));
-                        None
-                    }
-                }
+                kept_run(s, &dir, &label, &progress, &mut rerun)
             } else {
                 None
             };
@@ -380,17 +391,7 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
                     Some(&interrupter),
                 ),
             };
-            let r = match run {
-                Ok(r) => r,
-                Err(e) => {
-                    let why: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                    let why = why.join(": ");
-                    tracing.failed_run(&label, &why);
-                    let r = report::failed_run(s, &why);
-                    let _ = write_json(&dir.join("result.json"), &r);
-                    r
-                }
-            };
+            let r = run.unwrap_or_else(|e| failed_run(s, &dir, &label, &e, &mut tracing));
             let outcome = report::outcome(&r);
             let end = report::run_end(&outcome);
             progress.get().end_run(if ran {
@@ -439,16 +440,4 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
         return Ok(128 + sig as u8);
     }
     Ok(u8::from(failed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_stamps() {
-        assert_eq!(utc_stamp(0), "19700101-000000");
-        assert_eq!(utc_stamp(951_782_400 + 3661), "20000229-010101");
-        assert_eq!(utc_stamp(1795219200), "20261121-000000");
-    }
 }

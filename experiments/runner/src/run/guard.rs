@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use swapper::Swapper;
 use vmm::VmHandle;
 
-use super::machine::Interrupter;
+use base::lock;
+
+use super::interrupt::Interrupter;
 
 /// How long after its time limit a run may take to stop before the guard
 /// acts, and again before it gives up.
@@ -57,10 +59,6 @@ struct Shared {
 pub struct StallGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-}
-
-fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl StallGuard {

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use base::lock;
 use serde_json::{json, Value};
 use swapper::FaultRecord;
 
@@ -43,16 +44,12 @@ impl Recent {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Keeps the total latency of each record, by path.
     pub fn push_faults(&self, records: &[FaultRecord]) {
         if records.is_empty() {
             return;
         }
-        let mut g = self.lock();
+        let mut g = lock(&self.inner);
         // Only the newest ones can survive: skip the rest without touching them.
         let skip = records.len().saturating_sub(FAULTS_PER_PATH * 8);
         for r in &records[skip..] {
@@ -68,7 +65,7 @@ impl Recent {
     pub fn push_event(&self, source: &str, text: &str) {
         let t = self.started.elapsed().as_secs_f64();
         let text: String = text.chars().take(MAX_EVENT_TEXT).collect();
-        let mut g = self.lock();
+        let mut g = lock(&self.inner);
         let seq = g.next_seq;
         g.next_seq += 1;
         if g.events.len() == EVENTS {
@@ -80,7 +77,7 @@ impl Recent {
     /// The `vm.recent` result: `faults` {path: [ns, …] oldest first},
     /// `events` [{seq, t_s, source, text}, …] oldest first.
     pub fn snapshot(&self) -> Value {
-        let g = self.lock();
+        let g = lock(&self.inner);
         let faults: serde_json::Map<String, Value> = g
             .faults
             .iter()

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use super::clock::rfc3339;
 use super::result::{GuestReport, HostSample, RunResult};
 use report::data::{
     self, counters, Environment, LatencySamples, LatencySummary, MatrixResults, Outcome,
@@ -55,7 +56,7 @@ pub const LINKED_FILES: &[(&str, &str)] = &[
     ("trace.json", "trace of every run for Perfetto (trace.json)"),
 ];
 
-/// Outcome text [`super::analyze`] writes for a run that timed out.
+/// Outcome text [`super::analyze::analyze`] writes for a run that timed out.
 const TIMEOUT_TEXT: &str = "did not power off within";
 
 /// The report's outcome for a run: failed when it did not end `ok` or when
@@ -296,7 +297,7 @@ pub fn report_run(r: &RunResult, repetition: u32) -> data::RunResult {
 }
 
 /// The report's environment from a result's `environment` block
-/// ([`super::environment`]) plus what only the matrix knows.
+/// ([`super::analyze::environment`]) plus what only the matrix knows.
 pub fn environment(env: &Value, guest_kernel: &str, date: &str, commit: &str) -> Environment {
     let s = |k: &str| env.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let sandbox = env.get("sandbox").and_then(Value::as_bool).unwrap_or(false);
@@ -350,7 +351,7 @@ pub fn failed_run(spec: &Scenario, why: &str) -> RunResult {
     RunResult {
         scenario: spec.name.clone(),
         outcome: why.to_string(),
-        environment: super::environment(),
+        environment: super::analyze::environment(),
         spec: spec.clone(),
         runtime_s: 0.0,
         guest_pswpin: 0,
@@ -374,20 +375,6 @@ pub fn failed_run(spec: &Scenario, why: &str) -> RunResult {
         double_paging: Vec::new(),
         vm: None,
     }
-}
-
-/// `YYYYmmdd-HHMMSS` → RFC 3339 (`YYYY-mm-ddTHH:MM:SSZ`).
-pub fn rfc3339(unix_secs: u64) -> String {
-    let s = super::cmd::utc_stamp(unix_secs);
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    )
 }
 
 /// The guest kernel of the image in `image_dir` (package, version and
@@ -474,7 +461,7 @@ pub fn matrix_info(names: &[String]) -> MatrixInfo {
 pub fn matrix_environment(results: &[RunResult], started: SystemTime) -> Environment {
     let env = results
         .first()
-        .map_or_else(super::environment, |r| r.environment.clone());
+        .map_or_else(super::analyze::environment, |r| r.environment.clone());
     let kernel = if results.iter().any(|r| r.outcome == "ok") {
         crate::boot::BootFiles::resolve(None, None, None, false)
             .ok()

@@ -36,8 +36,9 @@ use swapper::{FaultPath, FaultRecord, ThreadKind};
 use vmm::virtio::blk::{BlkKind, BlkRecord};
 
 use super::ktrace::KtraceCapture;
-use super::machine::{RawRun, BALLOON_DEVICE, BLK_DEVICE};
+use super::machine::RawRun;
 use super::result::HostSample;
+use super::threads::{BALLOON_DEVICE, BLK_DEVICE};
 use report::trace_event::{Arg, Point, Scope, Slice, TimeUnit, TraceError, TraceWriter};
 
 mod plan;

@@ -2,17 +2,12 @@
 //! date while a run goes on: a small thread redraws it every second.
 
 use std::io::Stderr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use base::{lock, Stop};
 use report::progress::Progress;
-
-#[derive(Default)]
-struct Stop {
-    flag: Mutex<bool>,
-    cv: Condvar,
-}
 
 /// A progress display on stderr with a ticking thread.
 pub struct LiveProgress {
@@ -21,30 +16,19 @@ pub struct LiveProgress {
     ticker: Option<JoinHandle<()>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl LiveProgress {
     /// A display for `total_runs` runs (redrawn every second on a terminal).
     pub fn start(total_runs: u64) -> Self {
         let progress = Arc::new(Mutex::new(Progress::stderr(total_runs)));
-        let stop = Arc::new(Stop::default());
+        let stop = Arc::new(Stop::new());
         let ticker = {
             let (progress, stop) = (progress.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("swaplab-progress".into())
-                .spawn(move || loop {
-                    let g = lock(&stop.flag);
-                    let (g, _) = stop
-                        .cv
-                        .wait_timeout_while(g, Duration::from_secs(1), |s| !*s)
-                        .unwrap_or_else(|e| e.into_inner());
-                    if *g {
-                        return;
+                .spawn(move || {
+                    while !stop.wait_timeout(Duration::from_secs(1)) {
+                        lock(&progress).tick();
                     }
-                    drop(g);
-                    lock(&progress).tick();
                 })
                 .ok()
         };
@@ -89,8 +73,7 @@ impl LiveProgress {
     }
 
     fn stop_ticker(&mut self) {
-        *lock(&self.stop.flag) = true;
-        self.stop.cv.notify_all();
+        self.stop.stop();
         if let Some(t) = self.ticker.take() {
             let _ = t.join();
         }
