@@ -376,24 +376,19 @@ pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
             "--kernel-cold-sweep and --internal-child-arg need --host-swap kernel",
         ));
     }
+    uffd_plan(a, limit, store, dir)
+}
+
+/// The userfaultfd swapper's plan: the uffd-only flags, checked.
+fn uffd_plan(a: &SwapArgs, limit: u64, store: StoreArg, dir: PathBuf) -> anyhow::Result<SwapPlan> {
     let handlers = a.handlers.unwrap_or(1);
     if !(1..=MAX_HANDLERS).contains(&handlers) {
         return Err(usage(format!(
             "--handlers must be between 1 and {MAX_HANDLERS}, got {handlers}"
         )));
     }
-    let prefetch = a.prefetch.unwrap_or(0);
-    if prefetch > MAX_PREFETCH {
-        return Err(usage(format!(
-            "--prefetch must be at most {MAX_PREFETCH} pages, got {prefetch}"
-        )));
-    }
-    let spin_us = a.spin_us.unwrap_or(0);
-    if spin_us > MAX_SPIN_US {
-        return Err(usage(format!(
-            "--spin-us must be at most {MAX_SPIN_US} (10 ms), got {spin_us}"
-        )));
-    }
+    let prefetch = at_most("--prefetch", a.prefetch.unwrap_or(0), MAX_PREFETCH)?;
+    let spin_us = at_most("--spin-us", a.spin_us.unwrap_or(0), MAX_SPIN_US)?;
     let config = SwapperConfig {
         limit_bytes: limit,
         store: match store {
@@ -421,6 +416,14 @@ pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
             write_errors: a.inject_write_errors.unwrap_or(0),
         },
     })
+}
+
+/// `value` of `flag`, a usage error above `max`.
+fn at_most(flag: &str, value: u32, max: u32) -> anyhow::Result<u32> {
+    if value > max {
+        return Err(usage(format!("{flag} must be at most {max}, got {value}")));
+    }
+    Ok(value)
 }
 
 /// `1536M` → "1.5 GiB".
