@@ -2,10 +2,10 @@
 //! [`base::size::parse`].
 
 use crate::fatal::FatalHook;
+use crate::page::PAGE_SIZE;
 use crate::policy::PolicyKind;
 use crate::store::faulty::FaultInjector;
 use crate::store::StoreKind;
-use crate::PAGE_SIZE;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;

@@ -22,8 +22,8 @@
 //! "external zap" path of [`crate::fault`]).
 
 use crate::core::{bump, Shared};
+use crate::page::PAGE_SIZE;
 use crate::page_state::{PageIdx, PageState};
-use crate::PAGE_SIZE;
 
 /// What a discard did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

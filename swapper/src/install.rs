@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use nix::errno::Errno;
 
 use crate::core::{bump, Shared};
+use crate::page::PAGE_SIZE;
 use crate::page_state::PageState;
-use crate::PAGE_SIZE;
 
 /// What [`Shared::install_page`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

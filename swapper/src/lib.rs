@@ -92,6 +92,7 @@ mod handler;
 pub mod install;
 pub mod integrity;
 pub mod kswap;
+mod page;
 pub mod page_state;
 pub mod pagemap;
 pub mod policy;
@@ -112,6 +113,7 @@ pub use config::{FatalAction, PrefetchMode, SwapperConfig};
 pub use discard::DiscardStats;
 pub use fatal::{FatalError, FatalHook, FatalKind};
 pub use install::Installed;
+pub use page::PAGE_SIZE;
 pub use policy::PolicyKind;
 pub use region::GuestRegion;
 pub use registry::{ThreadKind, ThreadRegistry};
@@ -120,6 +122,3 @@ pub use store::faulty::FaultInjector;
 pub use store::StoreKind;
 pub use swapper::{Swapper, SwapperError};
 pub use trace::{FaultPath, FaultRecord, LatencySummary, PathHistograms};
-
-/// Page size the swapper works in (x86-64 base pages).
-pub const PAGE_SIZE: usize = 4096;

@@ -1,7 +1,7 @@
 //! Guest regions and the mapping between host addresses and page indices.
 
+use crate::page::PAGE_SIZE;
 use crate::page_state::PageIdx;
-use crate::PAGE_SIZE;
 use thiserror::Error;
 
 /// A host mapping the swapper manages (private anonymous memory).

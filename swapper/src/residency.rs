@@ -45,9 +45,9 @@
 //! first touches never fault.
 
 use crate::core::{bump, Shared};
+use crate::page::PAGE_SIZE;
 use crate::page_state::{PageEntry, PageIdx, PageState};
 use crate::pagemap::{PageRegion, Query};
-use crate::PAGE_SIZE;
 use std::sync::atomic::Ordering;
 
 /// Longest run zero-mapped in one ioctl.

@@ -12,9 +12,9 @@
 //! slot with `MADV_DONTNEED` never waits for an event reader, and touching an
 //! empty slot by mistake is a loud `SIGBUS`/`EFAULT`, not a silent hang.
 
+use crate::page::PAGE_SIZE;
 use crate::slots::SlotAllocator;
 use crate::uffd::{Uffd, UffdError, FEATURE_MOVE, FEATURE_SIGBUS};
-use crate::PAGE_SIZE;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use thiserror::Error;
 

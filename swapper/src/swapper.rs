@@ -6,6 +6,7 @@ use crate::core::Shared;
 use crate::discard::DiscardStats;
 use crate::fatal::{FatalError, FatalSink};
 use crate::install::Installed;
+use crate::page::PAGE_SIZE;
 use crate::page_state::{PageEntry, PageState};
 use crate::pagemap::{Pagemap, PagemapError};
 use crate::policy::{new_policy, PolicyParams};
@@ -21,7 +22,6 @@ use crate::trace::{
     FaultPath, FaultRecord, LatencySummary, PathHistograms, SharedHistograms, TraceRing,
 };
 use crate::uffd::{self, Uffd, UffdError};
-use crate::PAGE_SIZE;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

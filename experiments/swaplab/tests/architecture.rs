@@ -5,11 +5,13 @@
 //!   (or a submodule) of B's module through `use crate::…`/`super::…`/`self::…`, a
 //!   relative `use child::…`, or a path in code (`crate::a::f(`, `super::x::Y`,
 //!   `child::f(`, or through a name a `use` bound); re-exports (`pub use x::Y`) are
-//!   followed to the file that defines the module. A bare `mod b;` is not an import,
-//!   and neither is a module naming its own submodules (`pub use device::Balloon`,
-//!   `child::run()` in a `mod.rs`: that is the module tree); children naming their
-//!   ancestors and siblings naming each other are. Paths into other crates are ignored. Strongly connected components (Tarjan) of
-//!   more than one file are cycles;
+//!   followed to the file that defines the module. A bare `mod b;` is not an import;
+//!   every path is, in any direction: a module naming its own submodules
+//!   (`pub use device::Balloon`, `child::run()` in a `mod.rs`), children naming their
+//!   ancestors, siblings naming each other. So a `lib.rs`/`mod.rs` that re-exports its
+//!   children must not define what they use (move it to a module of its own). Paths
+//!   into other crates are ignored. Strongly connected components (Tarjan) of more
+//!   than one file are cycles;
 //! - **an `unsafe` budget for the crates under `experiments/`**: `unsafe {` blocks and
 //!   `unsafe impl`s in production code, at most [`MAX_EXPERIMENTS_UNSAFE`];
 //! - **no long functions**: no production function spans more than [`MAX_FN_LINES`]
@@ -907,8 +909,6 @@ fn import_edges(sources: &Sources) -> BTreeMap<(PathBuf, PathBuf), String> {
                 }
             }
         }
-        let file_mod: HashMap<&PathBuf, &Vec<String>> =
-            tree.files.iter().map(|(f, m)| (f, m)).collect();
         for (file, modpath) in &tree.files {
             for r in &sources.scans[file].refs {
                 let mut m = modpath.clone();
@@ -923,14 +923,10 @@ fn import_edges(sources: &Sources) -> BTreeMap<(PathBuf, PathBuf), String> {
                 let Some(to) = tree.mods.get(&target) else {
                     continue;
                 };
-                // A module owns its submodules: re-exporting or calling into them
-                // (`pub use device::Balloon`, `child::run()`) is the module tree, like
-                // `mod child;`, not an import. Children naming their ancestors, and
-                // siblings and cousins naming each other, are imports.
-                let to_mod = file_mod[to];
-                if to_mod.len() > modpath.len() && to_mod.starts_with(modpath) {
-                    continue;
-                }
+                // Every direction counts: a module re-exporting or calling into its
+                // submodules (`pub use device::Balloon`, `child::run()`) imports them,
+                // just as children naming their ancestors and siblings naming each
+                // other do. Only a bare `mod child;` (no path) is not an import.
                 if to != file {
                     edges
                         .entry((file.clone(), to.clone()))
@@ -1453,8 +1449,8 @@ fn finds_cycles_through_relative_paths_and_aliases() {
 }
 
 #[test]
-fn a_parent_using_its_children_is_not_a_cycle() {
-    // mod.rs re-exports and calls its child; the child uses the parent's types.
+fn a_parent_and_child_naming_each_other_are_a_cycle() {
+    // mod.rs calls its child; the child uses a type the parent defines: mutual import.
     let found = synthetic_cycles(&[
         ("src/main.rs", "mod run;\nfn main() { run::go(); }\n"),
         (
@@ -1466,7 +1462,51 @@ fn a_parent_using_its_children_is_not_a_cycle() {
             "use crate::run as r;\npub fn start() -> r::Cfg { r::Cfg }\n",
         ),
     ]);
+    assert_eq!(found, [["src/run/machine.rs", "src/run/mod.rs"]]);
+    // The same through a re-export: lib.rs re-exports its child, which names a
+    // constant lib.rs defines.
+    let found = synthetic_cycles(&[
+        (
+            "src/lib.rs",
+            "mod fault;\npub use fault::Fault;\npub const PAGE: usize = 4096;\n",
+        ),
+        ("src/fault.rs", "pub struct Fault([u8; crate::PAGE]);\n"),
+    ]);
+    assert_eq!(found, [["src/fault.rs", "src/lib.rs"]]);
+}
+
+#[test]
+fn a_parent_re_exporting_its_children_is_not_a_cycle() {
+    // A parent that only declares `mod child;` does not import it; one that
+    // re-exports or calls a child imports it, but without the child reaching back
+    // (it names a sibling that holds the shared item) there is no cycle.
+    let found = synthetic_cycles(&[
+        (
+            "src/lib.rs",
+            "mod quiet;\nmod page;\nmod fault;\npub use fault::Fault;\npub use page::PAGE;\n\
+             pub fn f() -> Fault { fault::make() }\n",
+        ),
+        ("src/quiet.rs", "pub struct Q;\n"),
+        ("src/page.rs", "pub const PAGE: usize = 4096;\n"),
+        (
+            "src/fault.rs",
+            "use crate::page::PAGE;\npub struct Fault([u8; PAGE]);\n\
+             pub fn make() -> Fault { Fault([0; PAGE]) }\n",
+        ),
+    ]);
     assert!(found.is_empty(), "{found:?}");
+    let sources = synthetic(&[
+        ("src/lib.rs", "mod quiet;\npub struct Top;\n"),
+        ("src/quiet.rs", "pub fn f() -> crate::Top { crate::Top }\n"),
+    ]);
+    let edges: Vec<(String, String)> = import_edges(&sources)
+        .into_keys()
+        .map(|(a, b)| (a.display().to_string(), b.display().to_string()))
+        .collect();
+    assert_eq!(
+        edges,
+        [("src/quiet.rs".to_string(), "src/lib.rs".to_string())]
+    );
 }
 
 #[test]
@@ -1516,13 +1556,18 @@ fn path_attribute_children_resolve() {
     ]);
     assert!(sources.missing.is_empty(), "{:?}", sources.missing);
     // z.rs was found beside x.rs (a #[path] file's children live in its directory);
-    // tool.rs -> x.rs -> z.rs are the module tree, z.rs naming the root is an import.
+    // tool.rs calls x.rs, x.rs calls z.rs, and z.rs names the root: one cycle.
     let edges: Vec<(String, String)> = import_edges(&sources)
         .into_keys()
         .map(|(a, b)| (a.display().to_string(), b.display().to_string()))
         .collect();
+    let edge = |a: &str, b: &str| (a.to_string(), b.to_string());
     assert_eq!(
         edges,
-        [("src/shared/z.rs".to_string(), "src/bin/tool.rs".to_string())]
+        [
+            edge("src/bin/tool.rs", "src/shared/x.rs"),
+            edge("src/shared/x.rs", "src/shared/z.rs"),
+            edge("src/shared/z.rs", "src/bin/tool.rs"),
+        ]
     );
 }

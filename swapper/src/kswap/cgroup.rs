@@ -1,7 +1,8 @@
 //! Memory cgroup guard (v1 `memory` hierarchy or v2 with the memory
 //! controller).
 
-use super::{io_err, KswapError, PREFIX};
+use super::error::{io_err, KswapError};
+use super::names::PREFIX;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! Swap device guard: zram or a swap file, formatted and enabled; disabled
 //! and removed on drop.
 
-use super::{io_err, KswapError, PREFIX};
+use super::error::{io_err, KswapError};
+use super::names::PREFIX;
 use std::ffi::CString;
 use std::fs::{self, OpenOptions};
 use std::io::Write;

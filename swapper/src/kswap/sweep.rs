@@ -1,8 +1,9 @@
 //! Removing what a crashed run left behind.
 
 use super::cgroup::{evacuate_and_remove, hierarchy};
+use super::error::KswapError;
+use super::names::{pid_alive, pid_in_name, PREFIX};
 use super::swapdev::{active_swaps, read_label, release_zram, swapoff, SWAPFILE_PREFIX};
-use super::{pid_alive, pid_in_name, KswapError, PREFIX};
 use crate::store::file::FILE_PREFIX;
 use std::collections::HashMap;
 use std::fs;

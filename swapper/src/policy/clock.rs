@@ -1,7 +1,9 @@
 //! Second-chance CLOCK with software reference bits (see the module docs of
 //! [`crate::policy`] for how it decides).
 
-use super::{Members, Policy, PolicyKind, Victim};
+use super::kind::PolicyKind;
+use super::members::Members;
+use super::traits::{Policy, Victim};
 use crate::page_state::PageIdx;
 use std::collections::VecDeque;
 

@@ -1,6 +1,8 @@
 //! FIFO: evict in the order pages became resident.
 
-use super::{Members, Policy, PolicyKind, Victim};
+use super::kind::PolicyKind;
+use super::members::Members;
+use super::traits::{Policy, Victim};
 use crate::page_state::PageIdx;
 use std::collections::VecDeque;
 

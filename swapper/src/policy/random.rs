@@ -1,6 +1,8 @@
 //! Random: evict a uniformly chosen resident page.
 
-use super::{Policy, PolicyKind, Rng, Victim};
+use super::kind::PolicyKind;
+use super::rng::Rng;
+use super::traits::{Policy, Victim};
 use crate::page_state::PageIdx;
 
 const ABSENT: u32 = u32::MAX;

@@ -15,9 +15,10 @@
 //! - held reads: every read blocks until released (a hung disk), so a fault
 //!   waits on the store for as long as a test wants.
 
-use super::{Store, StoreError};
+use super::backend::Store;
+use super::error::StoreError;
+use crate::page::PAGE_SIZE;
 use crate::slots::Slot;
-use crate::PAGE_SIZE;
 use base::sync::lock;
 use base::Countdown;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};

@@ -9,9 +9,11 @@
 //! transfers bypass the host page cache (unaligned buffers go through a
 //! bounce page). A short transfer is an error, never silently accepted.
 
-use super::{check_len, AlignedPage, Occupancy, Store, StoreError};
+use super::backend::{check_len, AlignedPage, Store};
+use super::error::StoreError;
+use super::occupancy::Occupancy;
+use crate::page::PAGE_SIZE;
 use crate::slots::Slot;
-use crate::PAGE_SIZE;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};

@@ -1,8 +1,10 @@
 //! lz4-compressed in-memory store (what zram does, in userspace).
 
-use super::{check_len, Occupancy, Store, StoreError};
+use super::backend::{check_len, Store};
+use super::error::StoreError;
+use super::occupancy::Occupancy;
+use crate::page::PAGE_SIZE;
 use crate::slots::Slot;
-use crate::PAGE_SIZE;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 

@@ -1,8 +1,10 @@
 //! Uncompressed in-memory store.
 
-use super::{check_len, Occupancy, Store, StoreError};
+use super::backend::{check_len, Store};
+use super::error::StoreError;
+use super::occupancy::Occupancy;
+use crate::page::PAGE_SIZE;
 use crate::slots::Slot;
-use crate::PAGE_SIZE;
 use std::sync::Mutex;
 
 /// Copies of pages in host memory (one heap page per used slot).

@@ -491,158 +491,204 @@ struct Tally {
     failed_io: u64,
 }
 
-/// The `blk_request` fuzz target.
-pub fn blk_request(data: &[u8]) {
-    let mut inp = Input::new(data);
-    let cfg = inp.u8();
-    let (read_only, discard, event_idx) = (cfg & 1 != 0, cfg & 2 != 0, cfg & 4 != 0);
-    let mem = guest_memory(LOW, HIGH, HIGH_LEN);
-    let ring = Ring { size: QSIZE };
-    let disk = SharedDisk::patterned(DISK);
-    let inj = BlkFaultInjector::new();
-    let backend = FaultyBackend::new(Box::new(disk.clone()), inj.clone());
-    let mut blk = SyncBlk::new(
-        mem.clone(),
-        ring.queue(0, event_idx),
-        Box::new(backend),
-        read_only,
-        discard,
-        VirtioInterrupt::new(Arc::new(CountingLine::default())),
-    )
-    .expect("eventfd");
-    let mut model = disk.contents();
-    let mut tally = Tally::default();
-    let mut k = 0u16;
-    while !inp.is_empty() && k < 32 {
-        let req = read_req(&mut inp);
-        let mut alloc = Alloc::new();
-        let (mut descs, pieces, status_at) = lay_out(&mem, &req, &mut alloc);
-        if let Some(g) = req.garbage {
-            mangle(&mut descs, g);
-        }
-        publish(&mem, &ring, &descs, req.indirect, &mut alloc, k);
-        arm(&inj, req.fault);
-        let before = snapshot(&mem);
-        blk.process();
-        inj.clear();
-        k += 1;
-        assert_eq!(blk.completed(), u64::from(k), "one request, one completion");
-        assert_eq!(ring.used_idx(&mem), k, "one used entry per request");
-        let (id, used_len) = ring.used(&mem, k - 1);
-        assert_eq!(id, 0, "the used entry names the chain's head");
-        let mut st = [0u8];
-        mem.read_slice(&mut st, GuestAddress(status_at))
-            .expect("status in RAM");
-        let st = st[0];
-        let writable: u64 = descs
-            .iter()
-            .filter(|d| d.write)
-            .map(|d| u64::from(d.len))
-            .sum();
-        assert!(
-            u64::from(used_len) <= writable,
-            "used length {used_len} > writable {writable}"
-        );
+/// The device under test and what it runs on.
+struct Rig {
+    mem: GuestMemoryMmap,
+    ring: Ring,
+    disk: SharedDisk,
+    inj: Arc<BlkFaultInjector>,
+    blk: SyncBlk,
+}
 
-        // Guest memory: only the used ring and device-writable buffers change.
-        let after = snapshot(&mem);
-        let allowed = |gpa: u64| {
-            (USED..ring.used_ring_end()).contains(&gpa)
-                || descs
-                    .iter()
-                    .any(|d| d.write && (d.addr..d.addr + u64::from(d.len)).contains(&gpa))
-        };
-        for (base, (b, a)) in [(0u64, (&before.0, &after.0)), (HIGH, (&before.1, &after.1))] {
-            if b != a {
-                for (i, (x, y)) in b.iter().zip(a.iter()).enumerate() {
-                    let gpa = base + i as u64;
-                    assert!(
-                        x == y || allowed(gpa),
-                        "device wrote {gpa:#x}, not a writable buffer"
-                    );
-                }
-            }
+impl Rig {
+    /// A fresh patterned disk behind a fault-injecting backend, served by the
+    /// request engine on one queue.
+    fn new(read_only: bool, discard: bool, event_idx: bool) -> Self {
+        let mem = guest_memory(LOW, HIGH, HIGH_LEN);
+        let ring = Ring { size: QSIZE };
+        let disk = SharedDisk::patterned(DISK);
+        let inj = BlkFaultInjector::new();
+        let backend = FaultyBackend::new(Box::new(disk.clone()), inj.clone());
+        let blk = SyncBlk::new(
+            mem.clone(),
+            ring.queue(0, event_idx),
+            Box::new(backend),
+            read_only,
+            discard,
+            VirtioInterrupt::new(Arc::new(CountingLine::default())),
+        )
+        .expect("eventfd");
+        Self {
+            mem,
+            ring,
+            disk,
+            inj,
+            blk,
         }
-
-        let disk_now = disk.contents();
-        if req.garbage.is_some() {
-            assert!(
-                st == S_IOERR || st == S_UNSUPP,
-                "mangled request answered {st}: {req:?}"
-            );
-            assert!(disk_now == model, "a refused request changed the disk");
-            continue;
-        }
-        let (want, faulted) = expect(&req, read_only, discard);
-        assert_eq!(
-            st, want,
-            "status of {req:?} (read-only {read_only}, discard {discard})"
-        );
-        let dlen = req.data.len();
-        let data_written = match (req.kind, st) {
-            (Kind::In, S_OK) => dlen,
-            (Kind::GetId, S_OK) => dlen.min(ID.len()),
-            _ => 0,
-        } as u64;
-        let w = writable;
-        let want_used = if data_written == w - 1 {
-            w
-        } else {
-            data_written
-        };
-        assert_eq!(
-            u64::from(used_len),
-            want_used,
-            "used length of {req:?} ({st})"
-        );
-        let got = gather(&mem, &pieces);
-        let start = req.sector.wrapping_mul(SECTOR) as usize;
-        match (req.kind, st) {
-            (Kind::In, S_OK) => {
-                assert!(
-                    got == model[start..start + dlen],
-                    "read data differ from the disk"
-                );
-                tally.reads += 1;
-            }
-            (Kind::In, _) | (Kind::GetId, S_IOERR) => {
-                assert!(
-                    got.iter().all(|&b| b == UNTOUCHED),
-                    "a failed read wrote data"
-                );
-            }
-            (Kind::GetId, _) => {
-                let n = dlen.min(ID.len());
-                assert_eq!(&got[..n], &ID[..n]);
-                assert!(got[n..].iter().all(|&b| b == UNTOUCHED));
-                tally.get_ids += 1;
-            }
-            (Kind::Out, S_OK) => {
-                model[start..start + dlen].copy_from_slice(&req.data);
-                tally.writes += 1;
-            }
-            (Kind::Out, _) if faulted && req.fault == Fault::ShortWrite => {
-                let half = (dlen / 2) & !511;
-                model[start..start + half].copy_from_slice(&req.data[..half]);
-            }
-            (Kind::Flush, S_OK) => tally.flushes += 1,
-            (Kind::Discard, S_OK) => {
-                for s in &req.segs {
-                    let a = (s.sector * SECTOR) as usize;
-                    model[a..a + s.sectors as usize * SECTOR as usize].fill(0);
-                }
-                tally.discards += 1;
-            }
-            _ => {}
-        }
-        tally.failed_io += u64::from(faulted);
-        assert!(
-            disk.contents() == model,
-            "disk differs from the model after {req:?} ({st})"
-        );
     }
+}
+
+/// One request's chain as laid out, and the device's answer.
+struct Served {
+    pieces: Vec<D>,
+    status: u8,
+    used_len: u32,
+    writable: u64,
+}
+
+/// Lays `req` out as chain number `k` (counting from 0), lets the device process
+/// it, and checks the completion: one used entry naming the head, a used length
+/// within the chain's writable bytes, guest memory changed only where allowed.
+fn serve(rig: &mut Rig, req: &Req, k: u16) -> Served {
+    let mem = &rig.mem;
+    let mut alloc = Alloc::new();
+    let (mut descs, pieces, status_at) = lay_out(mem, req, &mut alloc);
+    if let Some(g) = req.garbage {
+        mangle(&mut descs, g);
+    }
+    publish(mem, &rig.ring, &descs, req.indirect, &mut alloc, k);
+    arm(&rig.inj, req.fault);
+    let before = snapshot(mem);
+    rig.blk.process();
+    rig.inj.clear();
+    let k = k + 1;
+    assert_eq!(
+        rig.blk.completed(),
+        u64::from(k),
+        "one request, one completion"
+    );
+    assert_eq!(rig.ring.used_idx(mem), k, "one used entry per request");
+    let (id, used_len) = rig.ring.used(mem, k - 1);
+    assert_eq!(id, 0, "the used entry names the chain's head");
+    let mut st = [0u8];
+    mem.read_slice(&mut st, GuestAddress(status_at))
+        .expect("status in RAM");
+    let writable: u64 = descs
+        .iter()
+        .filter(|d| d.write)
+        .map(|d| u64::from(d.len))
+        .sum();
+    assert!(
+        u64::from(used_len) <= writable,
+        "used length {used_len} > writable {writable}"
+    );
+    check_writes_confined(mem, &rig.ring, &descs, &before);
+    Served {
+        pieces,
+        status: st[0],
+        used_len,
+        writable,
+    }
+}
+
+/// Guest memory: only the used ring and device-writable buffers change.
+fn check_writes_confined(
+    mem: &GuestMemoryMmap,
+    ring: &Ring,
+    descs: &[D],
+    before: &(Vec<u8>, Vec<u8>),
+) {
+    let after = snapshot(mem);
+    let allowed = |gpa: u64| {
+        (USED..ring.used_ring_end()).contains(&gpa)
+            || descs
+                .iter()
+                .any(|d| d.write && (d.addr..d.addr + u64::from(d.len)).contains(&gpa))
+    };
+    for (base, (b, a)) in [(0u64, (&before.0, &after.0)), (HIGH, (&before.1, &after.1))] {
+        if b != a {
+            for (i, (x, y)) in b.iter().zip(a.iter()).enumerate() {
+                let gpa = base + i as u64;
+                assert!(
+                    x == y || allowed(gpa),
+                    "device wrote {gpa:#x}, not a writable buffer"
+                );
+            }
+        }
+    }
+}
+
+/// Checks a well-formed request's status, used length and data (read back from
+/// `mem`) against the model, applies what it did to the model disk and counts it in
+/// `tally`; returns whether its backend fault fired.
+fn check_answer(
+    req: &Req,
+    served: &Served,
+    mem: &GuestMemoryMmap,
+    model: &mut [u8],
+    (read_only, discard): (bool, bool),
+    tally: &mut Tally,
+) -> bool {
+    let st = served.status;
+    let (want, faulted) = expect(req, read_only, discard);
+    assert_eq!(
+        st, want,
+        "status of {req:?} (read-only {read_only}, discard {discard})"
+    );
+    let dlen = req.data.len();
+    let data_written = match (req.kind, st) {
+        (Kind::In, S_OK) => dlen,
+        (Kind::GetId, S_OK) => dlen.min(ID.len()),
+        _ => 0,
+    } as u64;
+    let w = served.writable;
+    let want_used = if data_written == w - 1 {
+        w
+    } else {
+        data_written
+    };
+    assert_eq!(
+        u64::from(served.used_len),
+        want_used,
+        "used length of {req:?} ({st})"
+    );
+    let got = gather(mem, &served.pieces);
+    let start = req.sector.wrapping_mul(SECTOR) as usize;
+    match (req.kind, st) {
+        (Kind::In, S_OK) => {
+            assert!(
+                got == model[start..start + dlen],
+                "read data differ from the disk"
+            );
+            tally.reads += 1;
+        }
+        (Kind::In, _) | (Kind::GetId, S_IOERR) => {
+            assert!(
+                got.iter().all(|&b| b == UNTOUCHED),
+                "a failed read wrote data"
+            );
+        }
+        (Kind::GetId, _) => {
+            let n = dlen.min(ID.len());
+            assert_eq!(&got[..n], &ID[..n]);
+            assert!(got[n..].iter().all(|&b| b == UNTOUCHED));
+            tally.get_ids += 1;
+        }
+        (Kind::Out, S_OK) => {
+            model[start..start + dlen].copy_from_slice(&req.data);
+            tally.writes += 1;
+        }
+        (Kind::Out, _) if faulted && req.fault == Fault::ShortWrite => {
+            let half = (dlen / 2) & !511;
+            model[start..start + half].copy_from_slice(&req.data[..half]);
+        }
+        (Kind::Flush, S_OK) => tally.flushes += 1,
+        (Kind::Discard, S_OK) => {
+            for s in &req.segs {
+                let a = (s.sector * SECTOR) as usize;
+                model[a..a + s.sectors as usize * SECTOR as usize].fill(0);
+            }
+            tally.discards += 1;
+        }
+        _ => {}
+    }
+    faulted
+}
+
+/// At the end: the device's counters match the model's tally.
+fn check_counters(blk: &SyncBlk, requests: u16, tally: &Tally) {
     let c = blk.counters();
-    assert_eq!(c.requests, u64::from(k));
+    assert_eq!(c.requests, u64::from(requests));
     assert_eq!(
         (c.reads, c.writes, c.flushes, c.get_ids, c.discards),
         (
@@ -659,6 +705,46 @@ pub fn blk_request(data: &[u8]) {
         tally.failed_io,
         "{c:?}"
     );
+}
+
+/// The `blk_request` fuzz target.
+pub fn blk_request(data: &[u8]) {
+    let mut inp = Input::new(data);
+    let cfg = inp.u8();
+    let (read_only, discard, event_idx) = (cfg & 1 != 0, cfg & 2 != 0, cfg & 4 != 0);
+    let mut rig = Rig::new(read_only, discard, event_idx);
+    let mut model = rig.disk.contents();
+    let mut tally = Tally::default();
+    let mut k = 0u16;
+    while !inp.is_empty() && k < 32 {
+        let req = read_req(&mut inp);
+        let served = serve(&mut rig, &req, k);
+        k += 1;
+        let st = served.status;
+        let disk_now = rig.disk.contents();
+        if req.garbage.is_some() {
+            assert!(
+                st == S_IOERR || st == S_UNSUPP,
+                "mangled request answered {st}: {req:?}"
+            );
+            assert!(disk_now == model, "a refused request changed the disk");
+            continue;
+        }
+        let faulted = check_answer(
+            &req,
+            &served,
+            &rig.mem,
+            &mut model,
+            (read_only, discard),
+            &mut tally,
+        );
+        tally.failed_io += u64::from(faulted);
+        assert!(
+            rig.disk.contents() == model,
+            "disk differs from the model after {req:?} ({st})"
+        );
+    }
+    check_counters(&rig.blk, k, &tally);
 }
 
 /// Encodes one request in the target's input format.

@@ -210,60 +210,78 @@ pub fn virtqueue(data: &[u8]) {
     }
 }
 
+/// A virtio-blk request header: type and sector.
+fn hdr(t: u32, sector: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..4].copy_from_slice(&t.to_le_bytes());
+    h[8..].copy_from_slice(&sector.to_le_bytes());
+    h
+}
+
+/// A descriptor as `(addr, len, flags)`; [`build`] fills in the next link.
+type Desc = (u64, u32, u16);
+
+/// One input: ring size (log2), feature flags, the first avail index, chains of
+/// descriptors (the next link filled in) and guest-memory patches `(gpa, bytes)`.
+fn build(
+    size_log: u8,
+    flags: u8,
+    next: u16,
+    chains: &[Vec<Desc>],
+    patches: &[(u32, Vec<u8>)],
+) -> Vec<u8> {
+    let size = 1usize << size_log;
+    let mut e = Encoder::default();
+    e.u8(size_log)
+        .u8(flags)
+        .u16(next)
+        .u8(chains.len() as u8)
+        .u16(0);
+    let mut table = vec![0u8; 16 * size];
+    let mut heads = Vec::new();
+    let mut i = 0usize;
+    for chain in chains {
+        heads.push(i as u16);
+        for (k, &(addr, len, f)) in chain.iter().enumerate() {
+            let last = k + 1 == chain.len();
+            let fl = if last { f } else { f | F_NEXT };
+            let d = &mut table[16 * i..16 * i + 16];
+            d[..8].copy_from_slice(&addr.to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d[12..14].copy_from_slice(&fl.to_le_bytes());
+            d[14..16].copy_from_slice(&((i + 1) as u16).to_le_bytes());
+            i += 1;
+        }
+    }
+    e.bytes(&table);
+    let mut avail = vec![0u16; size];
+    for (k, h) in heads.iter().enumerate() {
+        avail[(usize::from(next) + k) % size] = *h;
+    }
+    for a in avail {
+        e.u16(a);
+    }
+    for (at, bytes) in patches {
+        e.u32(*at).u8(bytes.len() as u8).bytes(bytes);
+    }
+    e.0
+}
+
 /// Seeds: valid chains of each request type, indirect, split headers, a wrapped
 /// ring, and a few broken ones.
 pub(super) fn seeds() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let hdr = |t: u32, sector: u64| {
-        let mut h = [0u8; 16];
-        h[..4].copy_from_slice(&t.to_le_bytes());
-        h[8..].copy_from_slice(&sector.to_le_bytes());
-        h
-    };
-    // (size log2, flags, next, chains of (addr, len, flags) with the next link
-    // filled in, patches)
-    type Desc = (u64, u32, u16);
-    let build =
-        |size_log: u8, flags: u8, next: u16, chains: &[Vec<Desc>], patches: &[(u32, Vec<u8>)]| {
-            let size = 1usize << size_log;
-            let mut e = Encoder::default();
-            e.u8(size_log)
-                .u8(flags)
-                .u16(next)
-                .u8(chains.len() as u8)
-                .u16(0);
-            let mut table = vec![0u8; 16 * size];
-            let mut heads = Vec::new();
-            let mut i = 0usize;
-            for chain in chains {
-                heads.push(i as u16);
-                for (k, &(addr, len, f)) in chain.iter().enumerate() {
-                    let last = k + 1 == chain.len();
-                    let fl = if last { f } else { f | F_NEXT };
-                    let d = &mut table[16 * i..16 * i + 16];
-                    d[..8].copy_from_slice(&addr.to_le_bytes());
-                    d[8..12].copy_from_slice(&len.to_le_bytes());
-                    d[12..14].copy_from_slice(&fl.to_le_bytes());
-                    d[14..16].copy_from_slice(&((i + 1) as u16).to_le_bytes());
-                    i += 1;
-                }
-            }
-            e.bytes(&table);
-            let mut avail = vec![0u16; size];
-            for (k, h) in heads.iter().enumerate() {
-                avail[(usize::from(next) + k) % size] = *h;
-            }
-            for a in avail {
-                e.u16(a);
-            }
-            for (at, bytes) in patches {
-                e.u32(*at).u8(bytes.len() as u8).bytes(bytes);
-            }
-            e.0
-        };
+    let mut out = vec![each_request_type()];
+    out.extend(with_features());
+    out.push(discard_two_segments());
+    out.push(indirect_chain());
+    out.extend(broken_chains());
+    out
+}
+
+/// A read, a write, a flush and a GET_ID.
+fn each_request_type() -> Vec<u8> {
     let w = F_WRITE;
-    // A read, a write, a flush and a GET_ID.
-    out.push(build(
+    build(
         4,
         0,
         0,
@@ -279,8 +297,13 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
             (0x8200, hdr(VIRTIO_BLK_T_FLUSH, 0).to_vec()),
             (0x8300, hdr(VIRTIO_BLK_T_GET_ID, 0).to_vec()),
         ],
-    ));
-    // The same with event idx, read-only and discard negotiated, and a wrapped index.
+    )
+}
+
+/// The same with event idx, read-only and discard negotiated, and a wrapped index.
+fn with_features() -> Vec<Vec<u8>> {
+    let w = F_WRITE;
+    let mut out = Vec::new();
     for (flags, next) in [(1u8, 0xfffeu16), (2, 7), (5, 0x8000)] {
         out.push(build(
             3,
@@ -306,21 +329,30 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
             ],
         ));
     }
-    // A discard of two segments.
+    out
+}
+
+/// A discard of two segments.
+fn discard_two_segments() -> Vec<u8> {
+    let w = F_WRITE;
     let mut seg = Vec::new();
     for (s, n) in [(4u64, 8u32), (40, 2)] {
         seg.extend_from_slice(&s.to_le_bytes());
         seg.extend_from_slice(&n.to_le_bytes());
         seg.extend_from_slice(&0u32.to_le_bytes());
     }
-    out.push(build(
+    build(
         2,
         4,
         0,
         &[vec![(0x8000, 16, 0), (0x8800, 32, 0), (0x9f00, 1, w)]],
         &[(0x8000, hdr(11, 0).to_vec()), (0x8800, seg)],
-    ));
-    // An indirect chain: the table at 0xc000 holds header, data, status.
+    )
+}
+
+/// An indirect chain: the table at 0xc000 holds header, data, status.
+fn indirect_chain() -> Vec<u8> {
+    let w = F_WRITE;
     let mut ind = Vec::new();
     for (k, (addr, len, f)) in [(0x8000u64, 16u32, 0u16), (0x9000, 512, w), (0x9f00, 1, w)]
         .into_iter()
@@ -332,15 +364,20 @@ pub(super) fn seeds() -> Vec<Vec<u8>> {
         ind.extend_from_slice(&fl.to_le_bytes());
         ind.extend_from_slice(&((k + 1) as u16).to_le_bytes());
     }
-    out.push(build(
+    build(
         1,
         0,
         0,
         &[vec![(0xc000, 48, 4)]],
         &[(0x8000, hdr(VIRTIO_BLK_T_IN, 2).to_vec()), (0xc000, ind)],
-    ));
-    // Broken: a loop, a head out of range, a buffer in the hole, data in the high
-    // region, a status byte outside RAM, an unknown type.
+    )
+}
+
+/// Broken: a loop, a head out of range, a buffer in the hole, data in the high
+/// region, a status byte outside RAM, an unknown type.
+fn broken_chains() -> Vec<Vec<u8>> {
+    let w = F_WRITE;
+    let mut out = Vec::new();
     let mut lp = build(
         1,
         0,

@@ -22,9 +22,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Child, Command as Process, Stdio};
 
 use super::args::Flags;
+use super::error::GuestError;
 use super::json::{emit, line, Value};
 use super::output::{self, stop_requested};
-use super::GuestError;
 
 /// Longest command line kept; longer input is cut (and then fails to parse).
 const MAX_COMMAND: usize = 256;

@@ -1,7 +1,7 @@
 //! A small `--flag value` parser for the guest subcommands (no clap: the static guest
 //! build stays std-only).
 
-use super::GuestError;
+use super::error::GuestError;
 
 fn usage(msg: String) -> GuestError {
     GuestError::Usage(msg)

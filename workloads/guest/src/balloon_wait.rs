@@ -8,9 +8,10 @@
 use std::io::Write;
 
 use super::clock::monotonic_ns;
+use super::error::GuestError;
 use super::json::{emit, line, Value};
 use super::report::read;
-use super::{args::Flags, output, GuestError};
+use super::{args::Flags, output};
 
 /// Arguments of `balloon-wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
+use super::error::GuestError;
 use super::json::{line, Value};
-use super::GuestError;
 
 /// The `/proc/meminfo` fields we report, in KiB.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

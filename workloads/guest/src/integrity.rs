@@ -15,9 +15,10 @@
 use std::io::Write;
 
 use super::clock::{monotonic_ns, Rate};
+use super::error::GuestError;
 use super::json::{emit, line, Value};
 use super::touch::PAGE;
-use super::{args::Flags, output, GuestError};
+use super::{args::Flags, output};
 
 /// Bad pages reported per line.
 pub const MAX_BAD_REPORTED: usize = 8;

@@ -76,13 +76,13 @@ pub fn line(kind: &str, fields: &[(&str, Value<'_>)]) -> String {
 
 /// Write `line` and a newline to `out` in one `write` call where the writer allows
 /// (a file or a tty: concurrent writers' lines do not interleave).
-pub fn emit(out: &mut dyn std::io::Write, line: &str) -> Result<(), super::GuestError> {
+pub fn emit(out: &mut dyn std::io::Write, line: &str) -> Result<(), super::error::GuestError> {
     let mut buf = String::with_capacity(line.len() + 1);
     buf.push_str(line);
     buf.push('\n');
     out.write_all(buf.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(super::GuestError::io("writing a result line"))
+        .map_err(super::error::GuestError::io("writing a result line"))
 }
 
 #[cfg(test)]

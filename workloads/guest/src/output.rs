@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::GuestError;
+use super::error::GuestError;
 
 /// The environment variable naming the result channel.
 pub const CHANNEL_ENV: &str = "SWAPLAB_CHANNEL";

@@ -9,9 +9,10 @@
 use std::io::Write;
 
 use super::clock::{boottime_ns, monotonic_ns};
+use super::error::GuestError;
 use super::info::parse_meminfo;
 use super::json::{emit, line, Value};
-use super::{args::Flags, output, GuestError};
+use super::{args::Flags, output};
 
 /// `/proc/vmstat` counters reported by exact name.
 pub const VMSTAT_KEYS: &[&str] = &[

@@ -17,9 +17,10 @@
 use std::io::Write;
 
 use super::clock::Rate;
+use super::error::GuestError;
 use super::hist::Histogram;
 use super::json::{emit, line, Value};
-use super::{args::Flags, clock, output, GuestError};
+use super::{args::Flags, clock, output};
 use crate::pattern::{AccessPlan, Pattern};
 use crate::rng::SplitMix64;
 

@@ -1,0 +1,45 @@
+//! Choosing a store: [`StoreKind`] and [`open`].
+
+use super::backend::Store;
+use super::error::StoreError;
+use super::{file, lz4, memory};
+use std::path::PathBuf;
+
+/// Which store to open.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A swap file created in `dir`.
+    File {
+        /// Directory for the file (must not be tmpfs if `direct`).
+        dir: PathBuf,
+        /// Open with `O_DIRECT` (bypass the host page cache).
+        direct: bool,
+    },
+    /// Uncompressed copies in memory.
+    Memory,
+    /// lz4-compressed copies in memory.
+    Lz4,
+}
+
+impl StoreKind {
+    /// Short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::File { .. } => "file",
+            Self::Memory => "memory",
+            Self::Lz4 => "lz4",
+        }
+    }
+}
+
+/// Opens a store of `kind` with `capacity` slots.
+pub fn open(kind: &StoreKind, capacity: u32) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match kind {
+        StoreKind::File { dir, direct } => {
+            Box::new(file::FileStore::create(dir, capacity, *direct)?)
+        }
+        StoreKind::Memory => Box::new(memory::MemoryStore::new(capacity)),
+        StoreKind::Lz4 => Box::new(lz4::Lz4Store::new(capacity)),
+    })
+}
