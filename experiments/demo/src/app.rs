@@ -17,7 +17,7 @@ use super::script::{self, Player};
 use super::term::TermGuard;
 use super::ui::{self, Controls};
 use super::vm::VmChild;
-use super::DemoOptions;
+use crate::options::DemoOptions;
 use hostsys::signals::{signal_name, SignalScope};
 
 /// The guest keeps at least this much memory outside the balloon.

@@ -15,7 +15,7 @@ use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::DemoOptions;
+use crate::options::DemoOptions;
 use base::ByteSize;
 use runner::boot::cmd::BootOptions;
 
@@ -41,7 +41,7 @@ pub fn serve_args(args: &DemoOptions, sock: &Path) -> Vec<OsString> {
     push("--cpus", args.cpus.to_string());
     push("--guest-swap", args.guest_swap.to_string());
     push("--timeout", args.timeout.to_string());
-    push("--host-limits", super::limits_arg(&args.limits()));
+    push("--host-limits", crate::options::limits_arg(&args.limits()));
     v.push("--api-sock".into());
     v.push(sock.as_os_str().to_owned());
     v.push(format!("--sandbox={}", args.sandbox.name()).into());
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn the_child_gets_the_machine_and_the_socket() {
-        let args = crate::default_options();
+        let args = crate::options::default_options();
         let v: Vec<String> = serve_args(&args, Path::new("/tmp/x.sock"))
             .into_iter()
             .map(|s| s.into_string().unwrap())

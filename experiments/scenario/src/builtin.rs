@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::{parse, Matrix, ScenarioError, Source};
+use crate::model::{Matrix, ScenarioError};
+use crate::parse::parse;
+use crate::source::Source;
 
 /// Built-in files: (name, contents). `default` is the standard matrix.
 pub const BUILTIN: &[(&str, &str)] = &[

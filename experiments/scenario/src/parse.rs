@@ -8,7 +8,7 @@ use workloads::probe::Pattern;
 
 use super::reader::{Item, Layer, Section};
 use super::source::{did_you_mean, Source};
-use super::{
+use crate::model::{
     BalloonConfig, BalloonPolicy, GuestConfig, HostConfig, Matrix, Mitigation, PolicyKind, Pos,
     Scenario, ScenarioError, StoreChoice, WorkloadConfig, WorkloadKind,
 };
@@ -535,7 +535,7 @@ pub fn parse_matrix(
                 .origin
                 .get("name")
                 .map_or_else(String::new, |p| format!(" (first at {p})"));
-            return Err(ScenarioError::Invalid(super::Diagnostic {
+            return Err(ScenarioError::Invalid(crate::model::Diagnostic {
                 pos: here,
                 key: Some("name".to_string()),
                 message: format!("scenario name {:?} is used twice{there}", s.name),

@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::source::{did_you_mean, Source};
-use super::{Pos, ScenarioError};
+use crate::model::{Pos, ScenarioError};
 use base::ByteSize;
 
 /// One table from one file.

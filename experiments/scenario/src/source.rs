@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::{Diagnostic, Pos, ScenarioError};
+use crate::model::{Diagnostic, Pos, ScenarioError};
 
 /// One TOML text and the name it is reported under (a path, or `builtin:NAME`).
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
 //! Scenario and matrix parsing: built-in files, located errors, cross-field checks.
 
 use super::*;
+use base::ByteSize;
+use workloads::probe::Pattern;
 
 /// A valid scenario; tests replace or append lines.
 const BASE: &str = r#"name = "t"

@@ -1,6 +1,6 @@
 //! Cross-field checks: reject scenarios whose runs would measure nothing.
 
-use super::{BalloonPolicy, Diagnostic, Scenario, ScenarioError, WorkloadKind};
+use crate::model::{BalloonPolicy, Diagnostic, Scenario, ScenarioError, WorkloadKind};
 use base::ByteSize;
 
 const MIB: u64 = 1 << 20;

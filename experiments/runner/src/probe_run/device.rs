@@ -46,7 +46,7 @@ pub enum DoorbellError {
 /// Latencies and counts of one pass.
 pub(crate) struct PassAccum {
     pub hist: Histogram<u64>,
-    /// Accesses of at least [`super::FAULT_THRESHOLD_NS`]: the ones that took a host
+    /// Accesses of at least [`crate::probe_run::hooks::FAULT_THRESHOLD_NS`]: the ones that took a host
     /// page fault (a resident access is well under a microsecond, the cheapest host
     /// fault several).
     pub faults: Histogram<u64>,
@@ -82,7 +82,7 @@ pub(crate) struct ProbeDevice {
     pub pass_stats: Vec<PassAccum>,
     /// Called with the 1-based pass number when a pass ends (on the vCPU thread, guest
     /// stopped).
-    on_pass_end: Option<super::PassEndHook>,
+    on_pass_end: Option<crate::probe_run::hooks::PassEndHook>,
 }
 
 impl ProbeDevice {
@@ -91,7 +91,7 @@ impl ProbeDevice {
         plan: AccessPlan,
         passes: u32,
         tsc_khz: u64,
-        on_pass_end: Option<super::PassEndHook>,
+        on_pass_end: Option<crate::probe_run::hooks::PassEndHook>,
     ) -> Self {
         let pages = plan.pages() as usize;
         Self {
@@ -181,7 +181,7 @@ impl ProbeDevice {
             let cycles = u64::from_le_bytes(c.try_into().expect("8 bytes"));
             let ns = cycles_to_ns(cycles, self.tsc_khz);
             stats.hist.saturating_record(ns);
-            if ns >= super::FAULT_THRESHOLD_NS {
+            if ns >= crate::probe_run::hooks::FAULT_THRESHOLD_NS {
                 stats.faults.saturating_record(ns);
             }
         }

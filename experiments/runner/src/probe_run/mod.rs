@@ -10,6 +10,7 @@
 //! [`abi::TEST_RAM_BASE`], so a swapper can manage exactly the memory under test.
 
 mod device;
+pub mod hooks;
 pub mod kernel;
 pub mod plan;
 pub mod render;
@@ -25,35 +26,14 @@ use serde::Serialize;
 use vmm::vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm::{
     create_guest_memory, ExitCount, ExitReason, FlatGuest, GuestMemoryExt, HostRegion, RegionSpec,
-    VcpuStartHook, Vm, VmConfig, VmHandle,
+    VcpuStartHook, Vm, VmConfig,
 };
 use workloads::probe::abi;
 use workloads::probe::{AccessPlan, Pattern};
 
 use device::ProbeDevice;
+pub use hooks::{FinishHook, HookError, PassEndHook, StartedHook, TestRamHook, FAULT_THRESHOLD_NS};
 pub use tsc::{TscFreq, TscSource};
-
-/// An error a hook returns to abort the run.
-pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Receives test RAM's host placement before any vCPU runs.
-pub type TestRamHook = Box<dyn FnOnce(&HostRegion) -> Result<(), HookError>>;
-
-/// Receives a handle to the running VM.
-pub type StartedHook = Box<dyn FnOnce(VmHandle)>;
-
-/// Called once as [`run_probe`] ends on every path (success, error, panic) after guest
-/// memory was created, while test RAM is still mapped.
-pub type FinishHook = Box<dyn FnOnce()>;
-
-/// Called with the 1-based number of each pass as it ends, on the vCPU thread while the
-/// guest waits (so it may take its time: nothing it does is inside a timed access).
-pub type PassEndHook = Arc<dyn Fn(u32) + Send + Sync>;
-
-/// Accesses at least this slow took a host page fault: a resident access costs well
-/// under a microsecond (p99 ≈ 0.5 µs under PVM), the cheapest host fault (first touch
-/// of anonymous memory) ≈ 4 µs.
-pub const FAULT_THRESHOLD_NS: u64 = 2_000;
 
 /// Errors from running a probe.
 #[derive(Debug, thiserror::Error)]
@@ -543,6 +523,7 @@ fn integrity(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmm::VmHandle;
 
     fn have_kvm() -> bool {
         if std::path::Path::new("/dev/kvm").exists() {

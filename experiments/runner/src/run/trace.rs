@@ -32,17 +32,17 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use swapper::{FaultPath, FaultRecord, ThreadKind};
-use vmm::virtio::blk::{BlkKind, BlkRecord};
+use swapper::{FaultPath, ThreadKind};
+use vmm::virtio::blk::BlkKind;
 
-use super::ktrace::KtraceCapture;
-use super::machine::RawRun;
-use super::result::HostSample;
 use super::threads::{BALLOON_DEVICE, BLK_DEVICE};
 use report::trace_event::{Arg, Point, Scope, Slice, TimeUnit, TraceError, TraceWriter};
 
 mod plan;
+mod records;
 pub mod session;
+
+pub use records::RunTrace;
 
 #[cfg(test)]
 use plan::thin;
@@ -72,42 +72,6 @@ pub enum TraceFileError {
     /// Writing failed.
     #[error("writing the trace")]
     Write(#[from] TraceError),
-}
-
-/// One run's records, as the trace needs them.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunTrace<'a> {
-    /// Host fault records.
-    pub faults: &'a [FaultRecord],
-    /// blk request records.
-    pub requests: &'a [BlkRecord],
-    /// Host timeline (times from the guest's start).
-    pub timeline: &'a [HostSample],
-    /// The guest's start, ns after the epoch.
-    pub start_ns: u64,
-    /// Kernel events and CLOCK_MONOTONIC at the epoch, ns.
-    pub ktrace: Option<(&'a KtraceCapture, u64)>,
-    /// Records the swapper and blk rings dropped before they were drained.
-    pub ring_dropped: u64,
-}
-
-impl<'a> RunTrace<'a> {
-    /// A raw run's records (and its kernel events, if recorded).
-    pub fn from_raw(raw: &'a RawRun, ktrace: Option<&'a KtraceCapture>) -> Self {
-        let start_ns = raw
-            .guest
-            .started
-            .checked_duration_since(raw.epoch)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Self {
-            faults: &raw.faults,
-            requests: &raw.requests,
-            timeline: &raw.timeline,
-            start_ns,
-            ktrace: ktrace.map(|k| (k, super::ktrace::monotonic_ns(raw.epoch))),
-            ring_dropped: raw.dropped,
-        }
-    }
 }
 
 /// What [`MatrixTrace::add_run`] wrote.

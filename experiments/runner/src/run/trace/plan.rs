@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use swapper::{FaultPath, FaultRecord, ThreadKind};
 use vmm::virtio::blk::BlkKind;
 
-use super::RunTrace;
+use super::records::RunTrace;
 use crate::run::join::{self, BlkSpan, HostFault};
 use crate::run::ktrace::KtraceCapture;
 use crate::run::result::HostSample;

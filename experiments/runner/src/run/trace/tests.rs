@@ -6,6 +6,9 @@ use serde_json::Value;
 
 use super::*;
 use crate::run::ktrace::{KEvent, KtraceCapture};
+use crate::run::result::HostSample;
+use swapper::FaultRecord;
+use vmm::virtio::blk::BlkRecord;
 
 const VCPU_TID: i32 = 101;
 const BLK_TID: i32 = 202;

@@ -1,0 +1,348 @@
+//! The scenario model: what a scenario or matrix file says, once parsed and
+//! validated (see the crate documentation for the file format).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use workloads::probe::Pattern;
+
+use base::ByteSize;
+
+/// Where something is in a source file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pos {
+    /// The file's name (a path, or `scenarios/NAME.toml` for a built-in).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.col)
+    }
+}
+
+/// One problem in a scenario file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where (absent for scenarios built in code).
+    pub pos: Option<Pos>,
+    /// The dotted key concerned (`host.policy`), if any.
+    pub key: Option<String>,
+    /// What is wrong, and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.pos {
+            Some(p) => write!(f, "{p}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file is not valid TOML.
+    #[error("{0}")]
+    Syntax(Diagnostic),
+    /// An unknown key, a value of the wrong type or out of range.
+    #[error("{0}")]
+    Schema(Diagnostic),
+    /// Values that are fine alone but make the run meaningless together.
+    #[error("{0}")]
+    Invalid(Diagnostic),
+    /// A scenario file could not be read.
+    #[error("cannot read scenario file {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Neither a file nor a built-in scenario.
+    #[error("no scenario file or built-in scenario named {name:?} (built-in: {known})")]
+    NotFound {
+        /// What was asked for.
+        name: String,
+        /// The built-in names, comma-separated.
+        known: String,
+    },
+}
+
+impl ScenarioError {
+    /// The diagnostic, for errors about a file's contents.
+    pub fn diagnostic(&self) -> Option<&Diagnostic> {
+        match self {
+            Self::Syntax(d) | Self::Schema(d) | Self::Invalid(d) => Some(d),
+            Self::Io { .. } | Self::NotFound { .. } => None,
+        }
+    }
+}
+
+/// Where the host swapper keeps evicted pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreChoice {
+    /// A swap file (`swapper::StoreKind::File`).
+    File,
+    /// Plain copies in memory.
+    Memory,
+    /// lz4-compressed copies in memory (zram-like).
+    Lz4,
+}
+
+/// A mitigation of one of the host-swap anomalies VSwapper (ASPLOS 2014) named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mitigation {
+    /// Do not write back a page that is unchanged since it was read from the store.
+    SilentWrites,
+    /// Do not read a page from the store that the guest is about to overwrite whole.
+    StaleReads,
+    /// Do not read a page from the store that the guest frees or zeroes: the
+    /// stale-reads install, plus free page reporting through a balloon (the
+    /// guest reports free 32 KiB blocks, the host discards them, and a later
+    /// fault on one is a zero fill).
+    FalseReads,
+    /// Keep guest-sequential pages sequential in the store (and read them ahead).
+    DecayedSequentiality,
+    /// Drop guest page-cache pages that have a copy on the guest's disk instead of swapping them.
+    FalseAnonymity,
+}
+
+impl Mitigation {
+    /// Every mitigation with its name in scenario files.
+    pub const ALL: [(&'static str, Mitigation); 5] = [
+        ("silent-writes", Self::SilentWrites),
+        ("stale-reads", Self::StaleReads),
+        ("false-reads", Self::FalseReads),
+        ("decayed-sequentiality", Self::DecayedSequentiality),
+        ("false-anonymity", Self::FalseAnonymity),
+    ];
+
+    /// The name in scenario files.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+/// The guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestConfig {
+    /// Guest RAM.
+    #[serde(with = "as_text")]
+    pub mem: ByteSize,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Size of the guest's swap disk; `None`: no guest swap.
+    #[serde(with = "opt_text")]
+    pub swap: Option<ByteSize>,
+}
+
+/// Which page the host swapper evicts (the runner maps it to the swapper's own kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// First in, first out.
+    Fifo,
+    /// Uniform random.
+    Random,
+    /// Second-chance clock with software reference bits.
+    Clock,
+}
+
+/// Host swapping (the userfaultfd swapper on guest RAM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostConfig {
+    /// Resident limit of guest RAM.
+    #[serde(with = "as_text")]
+    pub limit: ByteSize,
+    /// Backing store.
+    pub store: StoreChoice,
+    /// Eviction policy.
+    pub policy: PolicyKind,
+    /// Prefetch cluster (0 = off).
+    pub prefetch: u32,
+    /// Mitigations switched on, sorted, no duplicates.
+    pub mitigations: Vec<Mitigation>,
+}
+
+/// What the balloon does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "policy")]
+pub enum BalloonPolicy {
+    /// No balloon device.
+    None,
+    /// Inflate to `target` once the guest is up.
+    Manual {
+        /// Memory the balloon takes from the guest.
+        #[serde(with = "as_text")]
+        target: ByteSize,
+    },
+    /// Inflate and deflate with host memory pressure.
+    Auto,
+    /// Inflate to `target` and deflate to 0, turn about, every `period_s`.
+    Churn {
+        /// How far the balloon inflates.
+        #[serde(with = "as_text")]
+        target: ByteSize,
+        /// Seconds between changes.
+        period_s: u32,
+    },
+}
+
+/// The balloon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalloonConfig {
+    /// What it does.
+    #[serde(flatten)]
+    pub policy: BalloonPolicy,
+    /// Guest statistics interval in ms (0 = no statistics).
+    pub stats_interval_ms: u32,
+}
+
+/// Which guest program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// Write every page of the working set once per pass.
+    Touch,
+    /// Touch, then check every page's contents.
+    Integrity,
+}
+
+/// What runs in the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadConfig {
+    /// The program.
+    pub kind: WorkloadKind,
+    /// Working-set size in MiB.
+    pub mb: u64,
+    /// Access order.
+    #[serde(with = "as_text")]
+    pub pattern: Pattern,
+    /// Passes over the working set.
+    pub passes: u32,
+    /// Seed of the random patterns.
+    pub seed: u64,
+    /// Probability that an access after a page's first touch writes it
+    /// (1: every access writes; 0: read-only after the first pass).
+    pub write_ratio: f64,
+    /// MiB of the guest's disk read (buffered, into the guest's page cache)
+    /// after the workload; 0: none. Needs `guest.swap` at least as large.
+    pub disk_read_mb: u64,
+    /// `integrity` only: verify round after round for this many seconds
+    /// instead of `passes` rounds; 0: use `passes`.
+    pub duration_s: u64,
+}
+
+impl WorkloadConfig {
+    /// Working-set size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.mb.saturating_mul(1 << 20)
+    }
+}
+
+/// One experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Short name (`[a-z0-9][a-z0-9_-]*`).
+    pub name: String,
+    /// One line for the report.
+    pub description: String,
+    /// Runs of this scenario.
+    pub repetitions: u32,
+    /// Per-repetition timeout in seconds.
+    pub timeout_s: u64,
+    /// The guest.
+    pub guest: GuestConfig,
+    /// Host swapping; `None`: off.
+    pub host: Option<HostConfig>,
+    /// The balloon.
+    pub balloon: BalloonConfig,
+    /// The workload.
+    pub workload: WorkloadConfig,
+    /// Where each key was set (dotted key → position; `""` is the scenario
+    /// itself), for error messages. Empty for scenarios built in code.
+    #[serde(skip)]
+    pub origin: BTreeMap<String, Pos>,
+}
+
+/// The scenarios one `swaplab run` goes through, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Matrix {
+    /// The file it came from.
+    pub source: String,
+    /// One line for the report.
+    pub description: String,
+    /// The scenarios (names unique).
+    pub scenarios: Vec<Scenario>,
+}
+
+impl Matrix {
+    /// Total repetitions over all scenarios (for progress display).
+    pub fn total_runs(&self) -> u64 {
+        self.scenarios
+            .iter()
+            .map(|s| u64::from(s.repetitions))
+            .sum()
+    }
+}
+
+/// Values written as their display text (`160M`, `zipf:0.99`) and read back
+/// with `FromStr`, so a result's `spec` reads back as the scenario it was.
+mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: serde::Deserializer<'de>,
+    {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`as_text`] for an optional value (`null` when absent).
+mod opt_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: serde::Serializer>(
+        v: &Option<T>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: serde::Deserializer<'de>,
+    {
+        let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        text.map(|t| t.parse().map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
