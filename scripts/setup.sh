@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring tmux)
+PKGS=(busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring tmux librsvg2-bin)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -13,7 +13,8 @@ echo "test: cargo fmt --check" >&2
 cargo fmt --all --check
 echo "test: cargo clippy" >&2
 cargo clippy --quiet --workspace --all-targets -- -D warnings
-SWAPLAB_REQUIRE_TIERS="$(./target/release/swaplab doctor --tiers)"
+# setup.sh installed every program the tests drive: the `tool` tier is required too.
+SWAPLAB_REQUIRE_TIERS="$(./target/release/swaplab doctor --tiers),tool"
 SWAPLAB_SKIP_LOG="$(mktemp "${TMPDIR:-/tmp}/swaplab-skips-XXXXXX")"
 export SWAPLAB_REQUIRE_TIERS SWAPLAB_SKIP_LOG
 trap 'rm -f "$SWAPLAB_SKIP_LOG"' EXIT

@@ -23,7 +23,10 @@ fn uffd_available() -> bool {
         .unwrap_or(false);
     let ok = std::path::Path::new("/dev/userfaultfd").exists() || root;
     if !ok {
-        eprintln!("SKIPPED: no /dev/userfaultfd and not root");
+        base::tier::skip(
+            base::tier::Tier::Userfaultfd,
+            "no /dev/userfaultfd and not root",
+        );
     }
     ok
 }

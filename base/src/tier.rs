@@ -8,6 +8,9 @@
 //! machine has it, so the test must run). Every skip is also appended to the
 //! file named by [`ENV_SKIP_LOG`], from which the script prints a summary of
 //! the run's skips with their reasons.
+//!
+//! `scripts/test.sh` also requires `tool` (its setup installs every program the
+//! tests drive).
 
 use std::io::Write;
 
@@ -28,9 +31,15 @@ pub enum Tier {
     Root,
     /// `qemu-system-x86_64` (the nested sandbox, the QEMU comparisons).
     Qemu,
-    /// A program the test drives that `scripts/setup.sh` does not install.
+    /// A program the test drives (`scripts/setup.sh` installs every one).
     Tool,
+    /// `O_DIRECT` and hole punching on the disk-backed [`DISK_TMP`].
+    DirectIo,
 }
+
+/// Where tests put files that need a disk-backed file system (`O_DIRECT`,
+/// hole punching): `/var/tmp`, which is not tmpfs on Debian.
+pub const DISK_TMP: &str = "/var/tmp";
 
 impl Tier {
     /// The name used in [`ENV_REQUIRE`].
@@ -41,6 +50,7 @@ impl Tier {
             Self::Root => "root",
             Self::Qemu => "qemu",
             Self::Tool => "tool",
+            Self::DirectIo => "direct_io",
         }
     }
 }

@@ -37,7 +37,7 @@ fn is_root() -> bool {
         })
         .unwrap_or(false);
     if !root {
-        eprintln!("SKIPPED: kswap tests need root");
+        base::tier::skip(base::tier::Tier::Root, "kswap tests need root");
     }
     root
 }

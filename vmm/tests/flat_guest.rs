@@ -23,7 +23,7 @@ fn have_kvm() -> bool {
     if std::path::Path::new("/dev/kvm").exists() {
         return true;
     }
-    eprintln!("SKIPPED: /dev/kvm is absent on this host");
+    base::tier::skip(base::tier::Tier::Kvm, "/dev/kvm is absent on this host");
     false
 }
 

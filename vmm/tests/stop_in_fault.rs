@@ -96,7 +96,7 @@ impl BusDevice for Bell {
 #[test]
 fn stop_interrupts_a_vcpu_blocked_in_a_userfault() {
     if !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("SKIPPED: /dev/kvm is absent on this host");
+        base::tier::skip(base::tier::Tier::Kvm, "/dev/kvm is absent on this host");
         return;
     }
     const RAM: u64 = 4 << 20;
@@ -116,7 +116,10 @@ fn stop_interrupts_a_vcpu_blocked_in_a_userfault() {
     let uffd = match register_missing(test_ram.host_addr, test_ram.len) {
         Ok(fd) => fd,
         Err(e) => {
-            eprintln!("SKIPPED: userfaultfd unavailable: {e}");
+            base::tier::skip(
+                base::tier::Tier::Userfaultfd,
+                &format!("userfaultfd unavailable: {e}"),
+            );
             return;
         }
     };

@@ -45,7 +45,10 @@ fn guest_image_boots_runs_the_command_and_powers_off() {
     {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("skipped: qemu-system-x86_64 not installed (Debian package qemu-system-x86)");
+            base::tier::skip(
+                base::tier::Tier::Qemu,
+                "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)",
+            );
             return;
         }
         Err(e) => panic!("starting qemu: {e}"),

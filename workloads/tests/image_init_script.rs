@@ -47,7 +47,7 @@ fn run_init_env(modules: &[&str], cmdline: &str, env: &[(&str, &str)]) -> Option
     let bb = match busybox::find(None) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("skipped: {e}");
+            base::tier::skip(base::tier::Tier::Tool, &e.to_string());
             return None;
         }
     };

@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn an_idle_vm_can_be_created_and_closed() {
         if !std::path::Path::new("/dev/kvm").exists() {
-            eprintln!("skipped: /dev/kvm is absent");
+            base::tier::skip(base::tier::Tier::Kvm, "/dev/kvm is absent");
             return;
         }
         let held = idle_vms().unwrap();

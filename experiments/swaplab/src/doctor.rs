@@ -1,5 +1,7 @@
 //! `swaplab doctor`: what this host offers, as text or JSON.
 
+use std::path::Path;
+
 use sandbox::host::{probe_host, HostReport, KvmFlavour, SwapArea};
 
 /// Arguments of `swaplab doctor`.
@@ -36,10 +38,34 @@ pub fn tiers(r: &HostReport) -> Vec<&'static str> {
         (r.userfaultfd, Tier::Userfaultfd),
         (nix::unistd::geteuid().is_root(), Tier::Root),
         (r.qemu, Tier::Qemu),
+        (direct_io(Path::new(base::tier::DISK_TMP)), Tier::DirectIo),
     ]
     .into_iter()
     .filter_map(|(has, tier)| has.then_some(tier.name()))
     .collect()
+}
+
+/// Whether `dir` takes `O_DIRECT` files and punches holes in them.
+fn direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = tempfile::Builder::new()
+        .prefix("swaplab-doctor-")
+        .tempfile_in(dir)
+    else {
+        return false;
+    };
+    let direct = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(file.path());
+    let punched = nix::fcntl::fallocate(
+        file.as_file(),
+        nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+            | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        0,
+        4096,
+    );
+    direct.is_ok() && punched.is_ok()
 }
 
 fn yes(b: bool) -> &'static str {

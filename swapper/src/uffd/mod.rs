@@ -498,7 +498,7 @@ mod tests {
         let u = match Uffd::create_via(Source::Device, FEATURE_THREAD_ID) {
             Ok(u) => u,
             Err(e @ UffdError::Device(_)) => {
-                eprintln!("skipped: {e}");
+                base::tier::skip(base::tier::Tier::Userfaultfd, &e.to_string());
                 return;
             }
             Err(e) => panic!("{e}"),
@@ -515,7 +515,10 @@ mod tests {
         let bogus = 1 << 62;
         match Uffd::create(FEATURE_THREAD_ID | bogus) {
             Err(UffdError::Features { missing, .. }) => assert_eq!(missing, bogus),
-            Err(e @ UffdError::Open { .. }) => eprintln!("skipped: no userfaultfd here: {e}"),
+            Err(e @ UffdError::Open { .. }) => base::tier::skip(
+                base::tier::Tier::Userfaultfd,
+                &format!("no userfaultfd here: {e}"),
+            ),
             other => panic!("{other:?}"),
         }
     }

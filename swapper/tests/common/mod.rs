@@ -11,7 +11,10 @@ use swapper::{FaultInjector, GuestRegion, StoreKind, Swapper, SwapperConfig, PAG
 pub fn uffd_available() -> bool {
     let ok = std::path::Path::new("/dev/userfaultfd").exists() || unsafe_free_euid_is_root();
     if !ok {
-        eprintln!("SKIPPED: no /dev/userfaultfd and not root");
+        base::tier::skip(
+            base::tier::Tier::Userfaultfd,
+            "no /dev/userfaultfd and not root",
+        );
     }
     ok
 }

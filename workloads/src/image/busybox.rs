@@ -190,7 +190,9 @@ mod tests {
                 b.install(&mut ib).unwrap();
                 assert!(ib.contains("sbin/insmod") && ib.contains("bin/busybox"));
             }
-            Err(BusyboxError::Missing(_)) => eprintln!("skipped: busybox-static not installed"),
+            Err(BusyboxError::Missing(_)) => {
+                base::tier::skip(base::tier::Tier::Tool, "busybox-static is not installed")
+            }
             Err(e) => panic!("{e}"),
         }
     }

@@ -408,7 +408,10 @@ mod tests {
         let elf = build(ET_EXEC, 0xffff_ffff_8100_0000, Some(&notes), false, &[]);
         for codec in [Codec::Xz, Codec::Zstd] {
             let Some(payload) = kernel_style_payload(codec, &elf) else {
-                eprintln!("skipped {codec}: tool not installed");
+                base::tier::skip(
+                    base::tier::Tier::Tool,
+                    &format!("the {codec} compressor is not installed"),
+                );
                 continue;
             };
             let img = fake_bzimage(&payload, 0x020f);

@@ -448,7 +448,7 @@ mod tests {
         match crate::image::tools::run(tool, &["-t", "--quiet"], Some(&out), None) {
             Ok(list) => assert_eq!(String::from_utf8_lossy(&list), "etc\netc/motd\nmotd\n"),
             Err(crate::image::tools::ToolError::Missing { .. }) => {
-                eprintln!("skipped: cpio not installed")
+                base::tier::skip(base::tier::Tier::Tool, "cpio is not installed")
             }
             Err(e) => panic!("cpio rejected our archive: {e}"),
         }

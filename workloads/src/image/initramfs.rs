@@ -298,9 +298,10 @@ mod tests {
                     assert_eq!(crate::image::bzimage::Codec::detect(&z), Some(codec));
                     assert_eq!(codec.decompress(&z).unwrap(), plain);
                 }
-                Err(InitramfsError::Compress(ToolError::Missing { .. })) => {
-                    eprintln!("skipped {c:?}")
-                }
+                Err(InitramfsError::Compress(ToolError::Missing { .. })) => base::tier::skip(
+                    base::tier::Tier::Tool,
+                    &format!("the {c:?} compressor is not installed"),
+                ),
                 Err(e) => panic!("{e}"),
             }
         }

@@ -589,7 +589,9 @@ kernel/arch/x86/kvm/kvm-amd.ko: kernel/arch/x86/kvm/kvm.ko kernel/virt/lib/irqby
         let ko = fake_ko("");
         let xz = match crate::image::tools::run(crate::image::tools::XZ, &["-c"], Some(&ko), None) {
             Ok(x) => x,
-            Err(ToolError::Missing { .. }) => return eprintln!("skipped: xz not installed"),
+            Err(ToolError::Missing { .. }) => {
+                return base::tier::skip(base::tier::Tier::Tool, "xz is not installed")
+            }
             Err(e) => panic!("{e}"),
         };
         let path = dir.path().join("kernel/zram.ko.xz");

@@ -314,7 +314,10 @@ fn plots_render_with_rsvg_convert() {
         .arg("--version")
         .output()
     else {
-        eprintln!("skipped: rsvg-convert not installed (apt-get install librsvg2-bin)");
+        base::tier::skip(
+            base::tier::Tier::Tool,
+            "rsvg-convert is not installed (apt-get install librsvg2-bin)",
+        );
         return;
     };
     assert!(out.status.success());

@@ -529,7 +529,7 @@ mod tests {
         if std::path::Path::new("/dev/kvm").exists() {
             return true;
         }
-        eprintln!("SKIPPED: /dev/kvm is absent on this host");
+        base::tier::skip(base::tier::Tier::Kvm, "/dev/kvm is absent on this host");
         false
     }
 

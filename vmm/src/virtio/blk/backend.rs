@@ -250,7 +250,7 @@ mod tests {
     use super::*;
 
     fn image(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
-        let f = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+        let f = tempfile::NamedTempFile::new_in(base::tier::DISK_TMP).unwrap();
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
         std::fs::write(f.path(), &data).unwrap();
         (f, data)
@@ -261,7 +261,10 @@ mod tests {
         match RawFile::open(path, false, true) {
             Ok(f) => Some(f),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                eprintln!("skipped: {} does not support O_DIRECT", path.display());
+                base::tier::skip(
+                    base::tier::Tier::DirectIo,
+                    &format!("{} does not support O_DIRECT", path.display()),
+                );
                 None
             }
             Err(e) => panic!("open O_DIRECT: {e}"),
@@ -300,7 +303,10 @@ mod tests {
         let (f, mut data) = image(64 * 1024);
         let mut r = RawFile::open(f.path(), false, false).unwrap();
         if !r.supports_discard() {
-            eprintln!("skipped: the temp file system cannot punch holes");
+            base::tier::skip(
+                base::tier::Tier::DirectIo,
+                &format!("{} cannot punch holes", base::tier::DISK_TMP),
+            );
             return;
         }
         r.discard(8192, 8192 + 100).unwrap();

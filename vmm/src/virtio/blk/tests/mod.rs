@@ -129,7 +129,7 @@ impl Rig {
     }
 
     pub fn with(opts: Opts) -> Self {
-        let file = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+        let file = tempfile::NamedTempFile::new_in(base::tier::DISK_TMP).unwrap();
         let image = pattern(opts.disk);
         std::fs::write(file.path(), &image).unwrap();
         let mut cfg = BlkConfig::new(file.path());

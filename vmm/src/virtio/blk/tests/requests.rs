@@ -152,13 +152,16 @@ fn config_space_features_flush_and_get_id() {
 
 #[test]
 fn direct_disks_advertise_4k_blocks_and_still_take_512_byte_requests() {
-    let file = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+    let file = tempfile::NamedTempFile::new_in(base::tier::DISK_TMP).unwrap();
     std::fs::write(file.path(), [0u8; 8192]).unwrap();
     let mut probe = BlkConfig::new(file.path());
     probe.direct = true;
     if let Err(BlkError::Open { source, .. }) = Blk::new(probe) {
         if source.raw_os_error() == Some(libc::EINVAL) {
-            eprintln!("skipped: the temp file system refuses O_DIRECT");
+            base::tier::skip(
+                base::tier::Tier::DirectIo,
+                &format!("{} refuses O_DIRECT", base::tier::DISK_TMP),
+            );
             return;
         }
         panic!("{source}");
@@ -202,7 +205,10 @@ fn discard_zeroes_the_range_when_negotiated_and_is_unsupported_otherwise() {
     let mut rig = Rig::new();
     let offered = rig.blk.features() & (1 << VIRTIO_BLK_F_DISCARD) != 0;
     if !offered {
-        eprintln!("skipped: the temp file system cannot punch holes");
+        base::tier::skip(
+            base::tier::Tier::DirectIo,
+            "the blk image's file system cannot punch holes",
+        );
         return;
     }
     let mut cfg = [0u8; 12];
