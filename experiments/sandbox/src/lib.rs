@@ -98,6 +98,9 @@ pub const DEFAULT_CPUS: u32 = 2;
 /// Default limit for the whole run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
 /// Limit from QEMU's start to the command starting.
+/// Longest time limit L1 takes (30 days): every duration is bounded.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// L1's own boot time limit.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Set in L1 for a re-executed swaplab command that had `--api-sock PATH`:
 /// the path in L1 to listen on instead of PATH (which is on the host; the
@@ -385,8 +388,12 @@ impl SandboxConfig {
                 self.cpus
             )));
         }
-        if self.timeout.is_zero() {
-            return Err(SandboxError::Config("the timeout must be positive".into()));
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return Err(SandboxError::Config(format!(
+                "the timeout must be 1 to {} seconds, not {}",
+                MAX_TIMEOUT.as_secs(),
+                self.timeout.as_secs()
+            )));
         }
         for (i, f) in self.forwards.iter().enumerate() {
             forward::check_path(&f.host)?;

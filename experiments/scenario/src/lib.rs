@@ -100,6 +100,7 @@
 //! A file with a `scenario` array (or `defaults`) is a matrix; any other file is one
 //! scenario, run as a matrix of one.
 
+pub mod bounds;
 mod builtin;
 mod model;
 mod parse;

@@ -8,6 +8,7 @@ use workloads::probe::Pattern;
 
 use super::reader::{Item, Layer, Section};
 use super::source::{did_you_mean, Source};
+use crate::bounds;
 use crate::model::{
     BalloonConfig, BalloonPolicy, GuestConfig, HostConfig, Matrix, Mitigation, PolicyKind, Pos,
     Scenario, ScenarioError, StoreChoice, WorkloadConfig, WorkloadKind,
@@ -125,13 +126,18 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
             None => default,
         })
     };
-    let repetitions = uint(root, "repetitions", 1..=100, DEFAULT_REPETITIONS)? as u32;
-    let timeout_s = uint(root, "timeout_s", 1..=86_400, DEFAULT_TIMEOUT_S)?;
+    let repetitions = uint(
+        root,
+        "repetitions",
+        bounds::REPETITIONS,
+        DEFAULT_REPETITIONS,
+    )? as u32;
+    let timeout_s = uint(root, "timeout_s", bounds::TIMEOUT_S, DEFAULT_TIMEOUT_S)?;
 
     let g = root.sub("guest")?;
-    let cpus = uint(&g, "cpus", 1..=32, 1)? as u32;
+    let cpus = uint(&g, "cpus", bounds::CPUS, 1)? as u32;
     let w = root.sub("workload")?;
-    let passes = uint(&w, "passes", 1..=1000, 1)? as u32;
+    let passes = uint(&w, "passes", bounds::PASSES, 1)? as u32;
     let seed = uint(&w, "seed", 0..=u64::MAX, 1)?;
     let disk_read_mb = uint(&w, "disk_read_mb", 0..=64 * 1024, 0)?;
     let duration_s = uint(&w, "duration_s", 0..=86_400, 0)?;
@@ -151,7 +157,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         }
         None => 1.0,
     };
-    let mb = match w.uint("mb", 1..=64 * 1024)? {
+    let mb = match w.uint("mb", bounds::WORKLOAD_MB)? {
         Some((v, item)) => {
             note(&mut origin, &item);
             v
@@ -174,10 +180,10 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
     }
 
     let guest = GuestConfig {
-        mem: size_or(&g, "mem", 128 * MIB..=64 * GIB, &mut origin)?
+        mem: size_or(&g, "mem", bounds::GUEST_MEM, &mut origin)?
             .unwrap_or(ByteSize(DEFAULT_GUEST_MEM)),
         cpus,
-        swap: size_or(&g, "swap", MIB..=64 * GIB, &mut origin)?,
+        swap: size_or(&g, "swap", bounds::GUEST_SWAP, &mut origin)?,
     };
     let host = host(&h, prefetch, &mut origin)?;
     let balloon = BalloonConfig {
@@ -253,7 +259,7 @@ fn host(
     prefetch: u32,
     origin: &mut BTreeMap<String, Pos>,
 ) -> Result<Option<HostConfig>, ScenarioError> {
-    let Some(limit) = size_or(h, "limit", 0..=64 * GIB, origin)? else {
+    let Some(limit) = size_or(h, "limit", bounds::HOST_LIMIT, origin)? else {
         // Defaults may carry store/policy for the scenarios that swap; a
         // scenario's own [host] without a limit would silently do nothing.
         if let Some(l) = h.own().filter(|l| !l.table.is_empty()) {

@@ -1,5 +1,6 @@
 //! Cross-field checks: reject scenarios whose runs would measure nothing.
 
+use crate::bounds;
 use crate::model::{BalloonPolicy, Diagnostic, Scenario, ScenarioError, WorkloadKind};
 use base::ByteSize;
 
@@ -64,15 +65,47 @@ impl Scenario {
                 ),
             ));
         }
-        for (key, v) in [
-            ("repetitions", u64::from(self.repetitions)),
-            ("timeout_s", self.timeout_s),
-            ("guest.cpus", u64::from(self.guest.cpus)),
-            ("workload.mb", self.workload.mb),
-            ("workload.passes", u64::from(self.workload.passes)),
+        for (key, v, range) in [
+            (
+                "repetitions",
+                u64::from(self.repetitions),
+                bounds::REPETITIONS,
+            ),
+            ("timeout_s", self.timeout_s, bounds::TIMEOUT_S),
+            ("guest.cpus", u64::from(self.guest.cpus), bounds::CPUS),
+            ("workload.mb", self.workload.mb, bounds::WORKLOAD_MB),
+            (
+                "workload.passes",
+                u64::from(self.workload.passes),
+                bounds::PASSES,
+            ),
         ] {
-            if v == 0 {
-                return Err(self.invalid(key, "must be at least 1".to_string()));
+            if !range.contains(&v) {
+                return Err(self.invalid(
+                    key,
+                    format!("{v} is out of range ({}..={})", range.start(), range.end()),
+                ));
+            }
+        }
+        let sizes = [
+            ("guest.mem", Some(self.guest.mem), bounds::GUEST_MEM),
+            ("guest.swap", self.guest.swap, bounds::GUEST_SWAP),
+            (
+                "host.limit",
+                self.host.as_ref().map(|h| h.limit),
+                bounds::HOST_LIMIT,
+            ),
+        ];
+        for (key, v, range) in sizes {
+            if let Some(v) = v.filter(|v| !range.contains(&v.0)) {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "{v} is out of range ({}..={})",
+                        ByteSize(*range.start()),
+                        ByteSize(*range.end())
+                    ),
+                ));
             }
         }
         Ok(())

@@ -65,6 +65,20 @@ pub fn validate(args: &BootOptions) -> anyhow::Result<()> {
     if let Some(cmd) = &args.run {
         workloads::image::init::run_param(cmd).map_err(|e| usage(format!("--run: {e}")))?;
     }
+    if let Some(l) = args.host_limit {
+        if l.bytes() >= mem || l.bytes() < 32 << 20 {
+            return Err(usage(format!(
+                "--host-limit {l} must be at least 32M and below --mem {}",
+                args.mem
+            )));
+        }
+    }
+    // Files this host writes: fail here, not after the sandbox has booted.
+    for (flag, path) in [("--console", &args.console), ("--channel", &args.channel)] {
+        if let Some(p) = path {
+            std::fs::File::create(p).map_err(|e| usage(format!("{flag} {}: {e}", p.display())))?;
+        }
+    }
     Ok(())
 }
 
@@ -106,7 +120,8 @@ pub fn run_args_in_sandbox(
     cfg.mem = cfg.mem.max(guest_mem + L1_HEADROOM);
     cfg.timeout = cfg
         .timeout
-        .max(guest_timeout + sandbox::BOOT_TIMEOUT + L1_EXTRA_TIME);
+        .max(guest_timeout + sandbox::BOOT_TIMEOUT + L1_EXTRA_TIME)
+        .min(sandbox::MAX_TIMEOUT);
     let mut env = sandbox::job::default_env(std::env::vars_os());
     if let Some(dir) = &files.image_dir {
         env.retain(|(k, _)| k != ENV_IMAGE_DIR);
@@ -148,11 +163,6 @@ pub fn run(args: &BootOptions) -> anyhow::Result<u8> {
         args.cmdline.as_deref(),
         args.bzimage,
     )?;
-    if let Some(p) = &args.channel {
-        // Fail here, not after the sandbox has booted, on an unwritable path.
-        std::fs::File::create(p)
-            .with_context(|| format!("cannot create channel file {}", p.display()))?;
-    }
     let timeout = Duration::from_secs(args.timeout);
     if needs_sandbox_here(args.sandbox) {
         return run_in_sandbox(&files, args.mem.bytes(), timeout);

@@ -225,6 +225,8 @@ fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u
             o
         }
     };
+    // An unwritable --out fails here, not after L1 has booted.
+    std::fs::create_dir_all(&out).map_err(|e| usage(format!("--out {}: {e}", out.display())))?;
     let mut attempt = 1;
     loop {
         let result = crate::boot::cmd::run_args_in_sandbox(&files, 2 * mem, time, argv.clone());

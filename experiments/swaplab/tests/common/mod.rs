@@ -128,7 +128,12 @@ pub fn u(v: &Value) -> u64 {
 pub fn assert_usage_error(args: &[&str], needle: &str) {
     let mut all = vec!["probe"];
     all.extend_from_slice(args);
-    let out = swaplab(&all);
+    assert_cli_usage_error(&all, needle);
+}
+
+/// `swaplab ARGS` fails with exit status 2 and one stderr line containing `needle`.
+pub fn assert_cli_usage_error(all: &[&str], needle: &str) {
+    let out = swaplab(all);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{all:?}: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
