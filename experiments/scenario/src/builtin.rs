@@ -47,8 +47,35 @@ pub fn builtin(name: &str) -> Option<Source> {
         .map(|(n, text)| Source::new(format!("scenarios/{n}.toml"), *text))
 }
 
+/// Largest scenario or matrix file read (the built-in ones are about 2 KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a scenario file: a regular file of at most [`MAX_FILE_BYTES`] of UTF-8
+/// (a device, a FIFO or a huge file is refused before it is read).
 fn read(path: &Path) -> Result<Source, std::io::Error> {
-    let text = std::fs::read_to_string(path)?;
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let too_big = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} KiB", MAX_FILE_BYTES >> 10),
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    // A file that grows while it is read is cut off here, not read without end.
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::new(ErrorKind::InvalidData, "not UTF-8 text"))?;
     Ok(Source::new(path.display().to_string(), text))
 }
 

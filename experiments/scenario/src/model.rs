@@ -37,12 +37,24 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+/// Longest message a [`Diagnostic`] prints: it quotes the file's text (a key,
+/// a value), which can be as long as the file.
+pub const MAX_MESSAGE: usize = 400;
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.pos {
-            Some(p) => write!(f, "{p}: {}", self.message),
-            None => f.write_str(&self.message),
+        if let Some(p) = &self.pos {
+            write!(f, "{p}: ")?;
         }
+        let m = &self.message;
+        if m.len() <= MAX_MESSAGE {
+            return f.write_str(m);
+        }
+        let mut end = MAX_MESSAGE;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{}… ({} more bytes)", &m[..end], m.len() - end)
     }
 }
 

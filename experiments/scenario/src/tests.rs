@@ -721,3 +721,33 @@ fn scenario_serialises_in_file_terms() {
     assert_eq!(v["balloon"]["policy"], "none");
     assert!(v.get("origin").is_none());
 }
+
+#[test]
+fn referenced_files_must_be_small_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let matrix = dir.path().join("m.toml");
+    std::fs::write(&matrix, "[[scenario]]\nfile = \"/dev/zero\"\n").unwrap();
+    let e = load(matrix.to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; (builtin::MAX_FILE_BYTES + 1) as usize]).unwrap();
+    std::fs::write(&matrix, "[[scenario]]\nfile = \"big.toml\"\n").unwrap();
+    let e = load(matrix.to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("larger than 1024 KiB"), "{e}");
+    let e = load(big.to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("larger than 1024 KiB"), "{e}");
+    let e = load("/dev/zero").unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+}
+
+#[test]
+fn a_huge_key_gives_a_short_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k.toml");
+    let key = "k".repeat(500_000);
+    std::fs::write(&file, format!("name = \"x\"\n{key} = 1\n")).unwrap();
+    let e = load(file.to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("unknown key \"kkk"), "{}", &e[..200]);
+    assert!(e.len() < 1000, "{} bytes", e.len());
+    assert!(e.contains("more bytes)"), "{e}");
+}
