@@ -179,11 +179,12 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
     }
     match (&outcome, log) {
         (Err(_), Some(log)) if args.log.is_none() => {
-            // Keep the log of a failed run: the scratch directory goes away.
-            let kept =
-                std::env::temp_dir().join(format!("swaplab-demo-{}.log", std::process::id()));
-            if std::fs::copy(&log, &kept).is_ok() {
-                eprintln!("swaplab: the VM's output is in {}", kept.display());
+            // Keep the log of a failed run: the scratch directory goes away. A
+            // new file of a random name (O_EXCL, mode 0600), never a predictable
+            // one in a world-writable directory.
+            match keep_log(&log) {
+                Ok(kept) => eprintln!("swaplab: the VM's output is in {}", kept.display()),
+                Err(e) => eprintln!("swaplab: cannot keep the VM's output: {e}"),
             }
         }
         (_, Some(log)) if args.log.is_some() => {
@@ -200,6 +201,17 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         anyhow::bail!("stopped by {}", signal_name(sig));
     }
     outcome
+}
+
+/// Copies `log` to a new private file in the temporary directory; its path.
+fn keep_log(log: &std::path::Path) -> std::io::Result<PathBuf> {
+    let mut kept = tempfile::Builder::new()
+        .prefix("swaplab-demo-")
+        .suffix(".log")
+        .tempfile()?;
+    std::io::copy(&mut std::fs::File::open(log)?, kept.as_file_mut())?;
+    let (_, path) = kept.keep().map_err(|e| e.error)?;
+    Ok(path)
 }
 
 fn run_screen(

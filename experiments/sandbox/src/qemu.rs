@@ -2,8 +2,11 @@
 //!
 //! QEMU gets five pipes and nothing else from the host: the kernel console
 //! (serial), the status port and the command's stdout and stderr ports
-//! (virtio-serial), and its own stderr. The job travels in fw_cfg. So no
-//! temporary file exists on the host, and a killed swaplab leaves nothing
+//! (virtio-serial), and its own stderr. The job travels in fw_cfg, read from
+//! a sealed memfd QEMU inherits (not its command line, which every user can
+//! read in /proc: the job holds the command's environment, `--env` values
+//! included). So no temporary file exists on the host, and a killed swaplab
+//! leaves nothing
 //! behind; QEMU itself dies with its parent (`PR_SET_PDEATHSIG`). Forwarded
 //! sockets ([`super::forward`]) add one socketpair end per port.
 //!
@@ -187,6 +190,8 @@ pub struct ChildFds {
     pub stdout: RawFd,
     /// Command stderr.
     pub stderr: RawFd,
+    /// The job (a memfd).
+    pub job: RawFd,
 }
 
 /// A virtio-serial port backed by a connected socket QEMU inherits.
@@ -256,10 +261,28 @@ pub fn qemu_args(
     a.push("-initrd".into());
     a.push(launch.initramfs.clone().into_os_string());
     a.push("-fw_cfg".into());
-    let mut fw = OsString::from("name=opt/swaplab/job,string=");
-    fw.push(qemu_opt_escape(&launch.job));
-    a.push(fw);
+    a.push(format!("name=opt/swaplab/job,file=/proc/self/fd/{}", fds.job).into());
     a
+}
+
+/// The job in an anonymous memory file, sealed read-only, for QEMU to read.
+fn job_file(job: &[u8]) -> Result<OwnedFd, QemuError> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create(
+        "swaplab-job",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| sys("creating the job's memfd")(e.into()))?;
+    let mut file = File::from(fd);
+    file.write_all(job)
+        .map_err(sys("writing the job's memfd"))?;
+    let seals = nix::fcntl::SealFlag::F_SEAL_WRITE
+        | nix::fcntl::SealFlag::F_SEAL_GROW
+        | nix::fcntl::SealFlag::F_SEAL_SHRINK
+        | nix::fcntl::SealFlag::F_SEAL_SEAL;
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_ADD_SEALS(seals))
+        .map_err(|e| sys("sealing the job's memfd")(e.into()))?;
+    Ok(file.into())
 }
 
 /// A pipe, both ends close-on-exec: `(read, write)`.
@@ -330,18 +353,20 @@ pub fn run(
     let (st_r, st_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    let job = job_file(&launch.job)?;
     let fds = ChildFds {
         console: con_w.as_raw_fd(),
         status: st_w.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
+        job: job.as_raw_fd(),
     };
     let port_fds: Vec<(String, RawFd)> = ports
         .iter()
         .map(|p| (p.name.clone(), p.fd.as_raw_fd()))
         .collect();
     let args = qemu_args(launch, fds, &port_fds, root_security_model);
-    let mut keep = vec![con_w, st_w, out_w, err_w];
+    let mut keep = vec![con_w, st_w, out_w, err_w, job];
     keep.extend(ports.into_iter().map(|p| p.fd));
     let start = Instant::now();
     // Only QEMU may hold the write ends, so that its exit means EOF everywhere:
@@ -610,6 +635,7 @@ mod tests {
             status: 11,
             stdout: 12,
             stderr: 13,
+            job: 15,
         };
         let ports = [("swaplab.fwd.0".to_string(), 14)];
         let a: Vec<String> = qemu_args(&launch(), fds, &ports, "passthrough")
@@ -630,7 +656,11 @@ mod tests {
         assert!(after("-device").contains(&"virtserialport,chardev=port0,name=swaplab.fwd.0"));
         assert_eq!(
             after("-fw_cfg"),
-            ["name=opt/swaplab/job,string=echo a,,b\n"]
+            ["name=opt/swaplab/job,file=/proc/self/fd/15"]
+        );
+        assert!(
+            !a.iter().any(|w| w.contains("echo a")),
+            "the job is not on QEMU's command line: {a:?}"
         );
         let cmdline = after("-append")[0];
         assert!(cmdline.contains("tsc_early_khz=2596000"), "{cmdline}");
