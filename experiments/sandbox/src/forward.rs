@@ -288,7 +288,12 @@ fn listen(path: &Path) -> Result<UnixListener, ForwardError> {
             Err(e) => return Err(io("probing existing socket", path)(e)),
         }
     }
-    UnixListener::bind(path).map_err(io("listening on", path))
+    let listener = UnixListener::bind(path).map_err(io("listening on", path))?;
+    // Only this user may connect, as with the native control socket.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("setting the permissions of", path))?;
+    Ok(listener)
 }
 
 impl HostForward {
@@ -695,6 +700,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("api.sock");
         let (fwd, l1_end) = HostForward::create(&sock).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only this user may connect");
         let mut l1 = UnixStream::from(l1_end);
         let mut reader = FrameReader::default();
         let mut next = |l1: &mut UnixStream| -> Frame {
