@@ -409,6 +409,41 @@ impl SandboxConfig {
     }
 }
 
+/// Prefix of L1's temporary directories: `swaplab-l1-tmp-<pid>-<random>`, the
+/// pid being the host process that made it.
+pub const L1_TMP_PREFIX: &str = "swaplab-l1-tmp-";
+
+/// Removes the L1 temporary directories in `dir` whose host process is gone
+/// (a sandbox killed with SIGKILL cannot remove its own). Best effort: a
+/// directory that cannot be removed stays, with a warning.
+pub fn sweep_l1_tmp(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(L1_TMP_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if alive || !is_dir {
+            continue;
+        }
+        match std::fs::remove_dir_all(e.path()) {
+            Ok(()) => removed.push(e.path()),
+            Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
+        }
+    }
+    removed
+}
+
 /// A finished sandbox run.
 #[derive(Debug, Clone)]
 pub struct SandboxRun {
@@ -551,8 +586,9 @@ fn l1_job(
             .iter()
             .find(|(k, _)| k == "TMPDIR")
             .map_or_else(std::env::temp_dir, |(_, v)| PathBuf::from(v));
+        sweep_l1_tmp(&base);
         tempfile::Builder::new()
-            .prefix("swaplab-l1-tmp-")
+            .prefix(&format!("{L1_TMP_PREFIX}{}-", std::process::id()))
             .tempdir_in(&base)
             .map_err(|e| {
                 SandboxError::Config(format!(
@@ -782,6 +818,23 @@ pub fn prepare(cfg: &SandboxConfig) -> Result<initramfs::L1Image, SandboxError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn l1_tmp_dirs_of_dead_processes_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid above the kernel's pid_max (4194304) never runs.
+        let dead = dir.path().join(format!("{L1_TMP_PREFIX}4999999-abc"));
+        let ours = dir
+            .path()
+            .join(format!("{L1_TMP_PREFIX}{}-abc", std::process::id()));
+        let other = dir.path().join("swaplab-other-1");
+        for d in [&dead, &ours, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(dead.join("swap.img"), b"x").unwrap();
+        assert_eq!(sweep_l1_tmp(dir.path()), vec![dead.clone()]);
+        assert!(!dead.exists() && ours.exists() && other.exists());
+    }
     use std::path::Path;
 
     fn os(args: &[&str]) -> Vec<OsString> {

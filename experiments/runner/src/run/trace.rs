@@ -72,6 +72,9 @@ pub enum TraceFileError {
     /// Writing failed.
     #[error("writing the trace")]
     Write(#[from] TraceError),
+    /// Flushing the finished trace or moving it into place failed.
+    #[error("completing the trace")]
+    Complete(#[from] std::io::Error),
 }
 
 /// What [`MatrixTrace::add_run`] wrote.

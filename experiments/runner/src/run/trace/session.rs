@@ -3,7 +3,7 @@
 //! (a trace that cannot be written never fails a run).
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{MatrixTrace, RunTrace};
@@ -12,7 +12,12 @@ use crate::run::machine::RawRun;
 
 /// Tracing for one `swaplab run`.
 pub struct Tracing {
+    /// `trace.json`, which exists only once the trace is complete.
     path: PathBuf,
+    /// Where it is written until then (`trace.json.partial`): a run stopped
+    /// by SIGKILL or a dying L1 leaves a file that says it is partial, never
+    /// an empty or cut `trace.json`.
+    partial: PathBuf,
     trace: Option<MatrixTrace<BufWriter<File>>>,
     ktrace: Option<KtraceConfig>,
     note: Box<dyn FnMut(&str) + Send>,
@@ -23,7 +28,8 @@ impl Tracing {
     /// around each run. `note` receives one-line messages for the user.
     pub fn new(out_dir: &Path, ktrace: bool, mut note: Box<dyn FnMut(&str) + Send>) -> Self {
         let path = out_dir.join("trace.json");
-        let trace = match MatrixTrace::create(&path) {
+        let partial = out_dir.join("trace.json.partial");
+        let trace = match MatrixTrace::create(&partial) {
             Ok(t) => Some(t),
             Err(e) => {
                 note(&format!("no trace.json: {}", chain(&e)));
@@ -32,6 +38,7 @@ impl Tracing {
         };
         Self {
             path,
+            partial,
             trace,
             ktrace: ktrace.then(KtraceConfig::default),
             note,
@@ -102,14 +109,19 @@ impl Tracing {
     fn fail(&mut self, e: &super::TraceFileError) {
         (self.note)(&format!("trace.json abandoned: {}", chain(e)));
         self.trace = None;
-        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.partial);
     }
 
     /// Closes `trace.json`; its path if it was written.
     pub fn finish(mut self) -> Option<PathBuf> {
         let t = self.trace.take()?;
-        match t.finish() {
-            Ok(_) => Some(self.path.clone()),
+        let done = t.finish().and_then(|mut w| {
+            w.flush()?;
+            std::fs::rename(&self.partial, &self.path)?;
+            Ok(())
+        });
+        match done {
+            Ok(()) => Some(self.path.clone()),
             Err(e) => {
                 self.fail(&e);
                 None
