@@ -279,9 +279,17 @@ pub struct SandboxConfig {
     /// and go without KVM patching L1's code. On unless
     /// `SWAPLAB_SANDBOX_HOLD_KVM=0` (see [`keeper`]).
     pub hold_kvm: bool,
+    /// QEMU's TCG threading: `single` runs every L1 vCPU on one host thread
+    /// (no cross-vCPU code-patching races), `multi` one thread per vCPU.
+    /// From `SWAPLAB_SANDBOX_TCG_THREAD` (see [`ENV_TCG_THREAD`]).
+    pub tcg_thread: String,
     /// Print boot and run times to stderr.
     pub verbose: bool,
 }
+
+/// Environment variable choosing QEMU's TCG threading for L1: `multi` (the
+/// default) or `single`.
+pub const ENV_TCG_THREAD: &str = "SWAPLAB_SANDBOX_TCG_THREAD";
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -299,6 +307,10 @@ impl Default for SandboxConfig {
             forwards: Vec::new(),
             bridge_exe: None,
             hold_kvm: std::env::var(ENV_HOLD_KVM).map_or(true, |v| v.trim() != "0"),
+            tcg_thread: std::env::var(ENV_TCG_THREAD)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "multi".into()),
             verbose: false,
         }
     }
@@ -386,6 +398,12 @@ impl SandboxConfig {
             return Err(SandboxError::Config(format!(
                 "L1 vCPUs must be 1 to 64, not {}",
                 self.cpus
+            )));
+        }
+        if !matches!(self.tcg_thread.as_str(), "single" | "multi") {
+            return Err(SandboxError::Config(format!(
+                "{ENV_TCG_THREAD}={:?}: expected single or multi",
+                self.tcg_thread
             )));
         }
         if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
@@ -479,6 +497,7 @@ pub fn run_in_sandbox(
         job: job.script(),
         tsc_khz: qemu::host_tsc_khz(),
         extra_cmdline: cfg.kernel_args.clone(),
+        tcg_thread: cfg.tcg_thread.clone(),
     };
     // As root, 9p keeps owners and modes as L1 sets them; otherwise files are
     // created as the calling user.

@@ -96,6 +96,8 @@ pub struct Launch {
     pub tsc_khz: Option<u64>,
     /// Extra kernel command-line words.
     pub extra_cmdline: Vec<String>,
+    /// TCG threading (`single` or `multi`).
+    pub tcg_thread: String,
 }
 
 /// Where output goes.
@@ -220,7 +222,8 @@ pub fn qemu_args(
         "none",
         "-no-reboot",
     ]);
-    push(&["-M", MACHINE, "-accel", "tcg", "-cpu", "max"]);
+    let accel = format!("tcg,thread={}", launch.tcg_thread);
+    push(&["-M", MACHINE, "-accel", &accel, "-cpu", "max"]);
     push(&["-m", &format!("{}M", launch.mem_mib)]);
     push(&["-smp", &launch.cpus.to_string()]);
     push(&["-chardev", &format!("file,id=con,path={}", fd(fds.console))]);
@@ -625,6 +628,7 @@ mod tests {
             job: b"echo a,b\n".to_vec(),
             tsc_khz: Some(2_596_000),
             extra_cmdline: vec![],
+            tcg_thread: "multi".into(),
         }
     }
 
