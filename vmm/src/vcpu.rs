@@ -13,8 +13,26 @@ use crate::stop::{unblock_kick_signal, KickRegistration, Shared};
 /// What a triple fault's report says besides RIP: the stack pointer and
 /// the control registers and descriptor table that decide how (and whether)
 /// the guest could take an exception.
-fn shutdown_state(rsp: Option<u64>, sregs: Option<kvm_bindings::kvm_sregs>) -> String {
+///
+/// On AMD SVM, KVM reinitialises the vCPU when it intercepts a shutdown (the
+/// VMCB is undefined after one), so what reads back is the x86 reset state:
+/// RIP 0xfff0 with paging off. The report says so, instead of presenting the
+/// reset vector as where the guest faulted.
+fn shutdown_state(
+    rip: Option<u64>,
+    rsp: Option<u64>,
+    sregs: Option<kvm_bindings::kvm_sregs>,
+) -> String {
     let mut parts = Vec::new();
+    let reset =
+        rip == Some(0xfff0) && sregs.is_some_and(|s| s.cr0 & 1 == 0 && s.cr3 == 0 && s.efer == 0);
+    if reset {
+        parts.push(
+            "registers read back in the x86 reset state: KVM on AMD SVM reinitialises a vCPU \
+             on a shutdown, so where the guest faulted is unknown;"
+                .to_string(),
+        );
+    }
     if let Some(rsp) = rsp {
         parts.push(format!("rsp {rsp:#x}"));
     }
@@ -203,7 +221,11 @@ fn run_loop(ctx: &mut VcpuContext, tid: i32) -> Result<VcpuReport, VcpuError> {
                 return Err(VcpuError::TripleFault {
                     vcpu,
                     rip: regs.map_or(0, |r| r.rip),
-                    state: shutdown_state(regs.map(|r| r.rsp), ctx.fd.get_sregs().ok()),
+                    state: shutdown_state(
+                        regs.map(|r| r.rip),
+                        regs.map(|r| r.rsp),
+                        ctx.fd.get_sregs().ok(),
+                    ),
                 });
             }
             Ok(VcpuExit::FailEntry(reason, cpu)) => {
@@ -286,4 +308,27 @@ fn dispatch(
 
 fn nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shutdown_read_back_in_the_reset_state_says_so() {
+        let mut s = kvm_bindings::kvm_sregs {
+            cr0: 0x6000_0010,
+            ..Default::default()
+        };
+        let reset = shutdown_state(Some(0xfff0), Some(0), Some(s));
+        assert!(reset.contains("reset state"), "{reset}");
+        assert!(reset.contains("cr0 0x60000010"), "{reset}");
+        s.cr0 = 0x8005_0033;
+        s.cr3 = 0x1000;
+        s.efer = 0xd01;
+        let paged = shutdown_state(Some(0xffff_ffff_8100_0000), Some(0x1000), Some(s));
+        assert!(!paged.contains("reset state"), "{paged}");
+        assert!(paged.starts_with("rsp 0x1000 cr0 0x80050033"), "{paged}");
+        assert_eq!(shutdown_state(None, None, None), "no register state");
+    }
 }
