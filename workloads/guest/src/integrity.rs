@@ -172,7 +172,10 @@ pub fn run_with(
                 break;
             }
         }
-        if output::stop_requested() {
+        // The first round always runs whole: a stop (the scenario's
+        // duration_s) that comes while the memory is still being filled, or
+        // during that round, must not end the run with nothing verified.
+        if round > 0 && output::stop_requested() {
             stopped = true;
             break;
         }
@@ -182,9 +185,9 @@ pub fn run_with(
         let (mut errors, mut bad, mut offsets) = (0u64, Vec::new(), Vec::new());
         let mut checked = 0u64;
         for (i, page) in buf.chunks_exact_mut(PAGE).enumerate() {
-            // A stop ends the round early (a round under heavy swapping can
-            // take minutes); the pages checked so far still count.
-            if i % STOP_CHECK_PAGES == 0 && output::stop_requested() {
+            // A stop ends a later round early (a round under heavy swapping
+            // can take minutes); the pages checked so far still count.
+            if round > 1 && i % STOP_CHECK_PAGES == 0 && output::stop_requested() {
                 stopped = true;
                 break;
             }

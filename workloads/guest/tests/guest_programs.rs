@@ -143,3 +143,19 @@ fn usage_errors_exit_2_and_integrity_failures_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/swaplab-no-such-tty"));
 }
+
+#[test]
+fn a_stop_during_the_first_round_still_verifies_every_page_once() {
+    // SIGTERM right after the fill: the first round runs whole all the same
+    // (a scenario's duration_s must never end a run with nothing verified).
+    let (code, lines) = stop_after(&["integrity", "--mb", "64", "--rounds", "0"], 1);
+    assert_eq!(code, Some(0), "{lines:?}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["kind"], "integrity_done", "{lines:?}");
+    assert_eq!(last["stopped"], true);
+    assert!(last["rounds"].as_u64().unwrap() >= 1, "{last}");
+    assert!(
+        last["pages_verified"].as_u64().unwrap() >= 64 * 256,
+        "{last}"
+    );
+}

@@ -39,7 +39,8 @@ pub fn workload_command(s: &Scenario) -> String {
             c
         }
         WorkloadKind::Integrity if w.duration_s > 0 => format!(
-            // Until stopped: SIGTERM ends it after the round it is in.
+            // Until stopped: SIGTERM ends it, within the round it is in, but
+            // never before one whole round is verified.
             "swaplab-guest integrity --mb {} --rounds 0 --seed {} & W=$!; sleep {}; kill -TERM $W; wait $W",
             w.mb, w.seed, w.duration_s
         ),
