@@ -9,7 +9,7 @@
 //! - On the host, swaplab itself listens at the host path ([`HostForward`]) and
 //!   talks to QEMU through a socketpair (`-chardev socket,fd=N` on a
 //!   virtserialport). So the port is connected from L1's boot on, and L1 can
-//!   block reading it.
+//!   wait on it.
 //! - In L1 the job starts a bridge ([`l1_bridge`]; the swaplab binary's hidden
 //!   `swaplab sandbox --l1-bridge PORT=INNER`) before the command. For each
 //!   host connection it connects to the inner path, retrying for up to
@@ -17,7 +17,8 @@
 //! - Connections are served at once and independently, with the bounds of
 //!   the native control-socket server (`vmm::api::server::ServerLimits`'
 //!   defaults): at most [`MAX_CLIENTS`] clients (one more is accepted and
-//!   closed with nothing sent), each nonblocking, with at most
+//!   closed with nothing sent: the relay does not speak the server's protocol,
+//!   so it cannot send the native `unavailable` reply), each nonblocking, with at most
 //!   [`MAX_PENDING_OUTPUT`] bytes waiting for it. Both ends are one `poll(2)`
 //!   loop each: the host side over the listener, the port and every client;
 //!   the bridge over the port and one inner connection per connection number
@@ -29,8 +30,8 @@
 //!   [`WRITE_TIMEOUT`], is dropped and the other side gets its `Close`. There
 //!   is no flow control per connection over the port, so dropping is the only
 //!   bound (the native server instead stops reading such a client). Local ends
-//!   are read only while the port's outgoing buffer is under
-//!   [`PORT_OUT_LIMIT`]: all connections share the port's pace. An idle
+//!   are read only while the port's outgoing buffer is under `PORT_OUT_LIMIT`
+//!   (1 MiB): all connections share the port's pace. An idle
 //!   client costs a slot and nothing else.
 //! - Over the port both sides speak [`Frame`]s: `Open`, `Data`, `Shut`
 //!   (half-close: no more data this way), `Close`, each with the connection's
@@ -575,7 +576,7 @@ fn flush_all<P: Read + Write + AsFd>(
     now: Instant,
 ) {
     peers.retain(|&conn, p| {
-        let mut st = if p.pending() > 0 || p.closing {
+        let mut st = if p.pending() > 0 || p.closing || p.shut_pending {
             p.flush(now)
         } else {
             PeerState::Live
@@ -1216,6 +1217,51 @@ mod tests {
         assert_eq!(read_line(&mut b), "re:b3\n");
         drop(fwd);
         bridge.join().unwrap(); // the port closed: the bridge ends
+    }
+
+    #[test]
+    fn a_half_close_reaches_the_server_and_its_close_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fwd, sock, bridge) = stack(dir.path());
+        let mut a = client(&sock);
+        a.write_all(b"one\n").unwrap();
+        assert_eq!(read_line(&mut a), "re:one\n");
+        // A half-close with nothing else to send.
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = String::new();
+        a.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "", "the server saw the end and closed");
+        let mut b = client(&sock);
+        b.write_all(b"last\n").unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        b.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "re:last\n");
+        drop(fwd);
+        bridge.join().unwrap();
+    }
+
+    #[test]
+    fn a_peer_that_takes_nothing_for_the_write_timeout_is_dropped() {
+        let (ours, _never_read) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (port_end, mut other) = UnixStream::pair().unwrap();
+        port_end.set_nonblocking(true).unwrap();
+        let mut port = Port::new(port_end);
+        let mut peers = BTreeMap::new();
+        let mut peer = Peer::new(Some(ours));
+        let now = Instant::now();
+        assert!(peer.queue(&vec![0u8; MAX_PENDING_OUTPUT], now));
+        assert_eq!(peer.flush(now), PeerState::Live);
+        assert!(peer.pending() > 0, "the socket buffer is full");
+        peers.insert(5, peer);
+        flush_all(&mut peers, &mut port, now + WRITE_TIMEOUT / 2);
+        assert!(peers.contains_key(&5), "not yet");
+        flush_all(&mut peers, &mut port, now + WRITE_TIMEOUT);
+        assert!(peers.is_empty());
+        port.flush().unwrap();
+        let mut reader = FrameReader::default();
+        assert!(wait_for(&mut other, &mut reader, &Frame::Close(5)).is_empty());
     }
 
     #[test]
