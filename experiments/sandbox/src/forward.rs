@@ -9,14 +9,30 @@
 //! - On the host, swaplab itself listens at the host path ([`HostForward`]) and
 //!   talks to QEMU through a socketpair (`-chardev socket,fd=N` on a
 //!   virtserialport). So the port is connected from L1's boot on, and L1 can
-//!   block reading it.
+//!   wait on it.
 //! - In L1 the job starts a bridge ([`l1_bridge`]; the swaplab binary's hidden
 //!   `swaplab sandbox --l1-bridge PORT=INNER`) before the command. For each
 //!   host connection it connects to the inner path, retrying for up to
 //!   [`INNER_CONNECT_WAIT`] while the server is not listening yet.
-//! - Connections are served one at a time (a virtio-serial port is one byte
-//!   stream): further clients wait in the listen backlog until the current one
-//!   is done. Enough for a line request/reply protocol.
+//! - Connections are served at once and independently, with the bounds of
+//!   the native control-socket server (`vmm::api::server::ServerLimits`'
+//!   defaults): at most [`MAX_CLIENTS`] clients (one more is accepted and
+//!   closed with nothing sent: the relay does not speak the server's protocol,
+//!   so it cannot send the native `unavailable` reply), each nonblocking, with at most
+//!   [`MAX_PENDING_OUTPUT`] bytes waiting for it. Both ends are one `poll(2)`
+//!   loop each: the host side over the listener, the port and every client;
+//!   the bridge over the port and one inner connection per connection number
+//!   (connected by a short-lived thread each, so a server that is not
+//!   listening yet delays only its own connection).
+//! - The port is read whenever it has bytes, so one connection never stops
+//!   the others: a local end (host client or inner connection) that lets more
+//!   than [`MAX_PENDING_OUTPUT`] bytes pile up, or takes none of them for
+//!   [`WRITE_TIMEOUT`], is dropped and the other side gets its `Close`. There
+//!   is no flow control per connection over the port, so dropping is the only
+//!   bound (the native server instead stops reading such a client). Local ends
+//!   are read only while the port's outgoing buffer is under `PORT_OUT_LIMIT`
+//!   (1 MiB): all connections share the port's pace. An idle
+//!   client costs a slot and nothing else.
 //! - Over the port both sides speak [`Frame`]s: `Open`, `Data`, `Shut`
 //!   (half-close: no more data this way), `Close`, each with the connection's
 //!   number, so bytes of a finished connection never reach the next one.
@@ -28,6 +44,7 @@
 //! Inner paths default to `/run/swaplab/forward-N.sock`: L1's `/run` is a
 //! tmpfs of its own (the host's `/run` is not visible in L1).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -49,8 +66,16 @@ pub const PORT_PREFIX: &str = "swaplab.fwd.";
 pub const INNER_CONNECT_WAIT: Duration = Duration::from_secs(120);
 /// Largest frame payload.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// A client that does not read its replies for this long is dropped.
-const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (the native control socket's `max_clients`).
+pub const MAX_CLIENTS: usize = 16;
+/// Bytes kept for a client (or inner connection) that does not read them; past
+/// this it is dropped (the native control socket's `max_pending_output`).
+pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
+/// A client (or inner connection) that takes none of its pending bytes for
+/// this long is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Local ends are not read while this many bytes wait to go out on the port.
+const PORT_OUT_LIMIT: usize = 1 << 20;
 /// How long the L1 bridge waits for its virtio-serial port to appear.
 const PORT_WAIT: Duration = Duration::from_secs(10);
 /// Poll interval while waiting for the port or the inner socket.
@@ -222,24 +247,24 @@ impl FrameReader {
     }
 }
 
-fn send(port: &mut impl Write, frame: &Frame) -> std::io::Result<()> {
-    port.write_all(&frame.encode())
-}
-
-/// Send `data` as `Data` frames of at most [`MAX_FRAME`] bytes.
-fn send_data(port: &mut impl Write, conn: u32, data: &[u8]) -> std::io::Result<()> {
-    for chunk in data.chunks(MAX_FRAME) {
-        send(port, &Frame::Data(conn, chunk.to_vec()))?;
-    }
-    Ok(())
-}
-
-/// poll(2) on `(fd, events)` pairs until one is ready, retried on EINTR; the
-/// returned events of each.
-fn poll(fds: &[(BorrowedFd<'_>, PollFlags)]) -> std::io::Result<Vec<PollFlags>> {
+/// poll(2) on `(fd, events)` pairs until one is ready or `timeout` passes
+/// (`None`: no limit), retried on EINTR; the returned events of each.
+fn poll(
+    fds: &[(BorrowedFd<'_>, PollFlags)],
+    timeout: Option<Duration>,
+) -> std::io::Result<Vec<PollFlags>> {
     let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|&(fd, ev)| PollFd::new(fd, ev)).collect();
+    let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        match nix::poll::poll(&mut pfds, PollTimeout::NONE) {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            // Round up, so a deadline less than 1 ms away does not spin.
+            Some(d) => PollTimeout::try_from(
+                d.saturating_duration_since(Instant::now()) + Duration::from_micros(999),
+            )
+            .unwrap_or(PollTimeout::MAX),
+        };
+        match nix::poll::poll(&mut pfds, timeout) {
             Ok(_) => break,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
@@ -254,6 +279,326 @@ fn poll(fds: &[(BorrowedFd<'_>, PollFlags)]) -> std::io::Result<Vec<PollFlags>> 
 const READABLE: PollFlags = PollFlags::POLLIN
     .union(PollFlags::POLLHUP)
     .union(PollFlags::POLLERR);
+const GONE: PollFlags = PollFlags::POLLHUP
+    .union(PollFlags::POLLERR)
+    .union(PollFlags::POLLNVAL);
+
+fn would_block(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// The forwarding port (nonblocking): frames read from it and frames waiting
+/// to be written to it.
+struct Port<P> {
+    io: P,
+    reader: FrameReader,
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+impl<P: Read + Write + AsFd> Port<P> {
+    fn new(io: P) -> Self {
+        Port {
+            io,
+            reader: FrameReader::default(),
+            out: Vec::new(),
+            out_pos: 0,
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Whether connections may be read: their bytes would go to the port, and
+    /// the port's buffer is bounded by [`PORT_OUT_LIMIT`].
+    fn accepts_data(&self) -> bool {
+        self.pending() < PORT_OUT_LIMIT
+    }
+
+    fn events(&self) -> PollFlags {
+        if self.pending() > 0 {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        }
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        self.out.extend_from_slice(&frame.encode());
+    }
+
+    /// Queue `data` as `Data` frames of at most [`MAX_FRAME`] bytes.
+    fn send_data(&mut self, conn: u32, data: &[u8]) {
+        for chunk in data.chunks(MAX_FRAME) {
+            self.send(&Frame::Data(conn, chunk.to_vec()));
+        }
+    }
+
+    /// Write what the port takes without blocking.
+    fn flush(&mut self) -> std::io::Result<()> {
+        while self.pending() > 0 {
+            match self.io.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.pending() == 0 {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos >= MAX_FRAME {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Read what the port has (one read); `None` at EOF (the other side is gone).
+    fn read(&mut self, buf: &mut [u8]) -> Result<Option<Vec<Frame>>, ForwardError> {
+        match self.io.read(buf) {
+            Ok(0) => Ok(None),
+            Ok(n) => self.reader.feed(&buf[..n]).map(Some),
+            Err(e) if would_block(&e) => Ok(Some(Vec::new())),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(None),
+            Err(e) => Err(io("reading the forwarding port", Path::new(""))(e)),
+        }
+    }
+}
+
+/// One relayed connection's local end: a host client, or in L1 the inner
+/// connection. Nonblocking; bytes for it wait in `out`, at most
+/// [`MAX_PENDING_OUTPUT`].
+struct Peer {
+    /// `None` in L1 while the inner socket is being connected.
+    stream: Option<UnixStream>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// We read its EOF (and sent `Shut`).
+    read_done: bool,
+    /// The other side sent `Shut`: shut our write side once `out` is sent.
+    shut_pending: bool,
+    /// The other side sent `Close`: drop it once `out` is sent.
+    closing: bool,
+    /// Since when output has waited without any of it being taken.
+    stalled_since: Option<Instant>,
+}
+
+/// What became of a [`Peer`] after some I/O.
+#[derive(Debug, PartialEq, Eq)]
+enum PeerState {
+    Live,
+    /// Done normally after the other side's `Close`: forget it, send nothing.
+    Finished,
+    /// Failed, hung up, over its buffer or stalled: forget it and send `Close`.
+    Dropped,
+}
+
+impl Peer {
+    fn new(stream: Option<UnixStream>) -> Self {
+        Peer {
+            stream,
+            out: Vec::new(),
+            out_pos: 0,
+            read_done: false,
+            shut_pending: false,
+            closing: false,
+            stalled_since: None,
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    fn wants_read(&self, port_ok: bool) -> bool {
+        self.stream.is_some() && port_ok && !self.read_done && !self.closing
+    }
+
+    fn events(&self, port_ok: bool) -> PollFlags {
+        let mut ev = PollFlags::empty();
+        if self.wants_read(port_ok) {
+            ev |= PollFlags::POLLIN;
+        }
+        if self.pending() > 0 {
+            ev |= PollFlags::POLLOUT;
+        }
+        ev
+    }
+
+    /// Queue bytes for it; false once more than [`MAX_PENDING_OUTPUT`] wait.
+    fn queue(&mut self, data: &[u8], now: Instant) -> bool {
+        if self.pending() == 0 {
+            self.stalled_since = Some(now);
+        }
+        self.out.extend_from_slice(data);
+        self.pending() <= MAX_PENDING_OUTPUT
+    }
+
+    /// When it is dropped for not taking its output.
+    fn deadline(&self) -> Option<Instant> {
+        // While connecting, the wait is bounded by [`INNER_CONNECT_WAIT`].
+        self.stream.as_ref()?;
+        self.stalled_since.map(|t| t + WRITE_TIMEOUT)
+    }
+
+    /// Send what it takes without blocking, then shut or finish it if asked.
+    fn flush(&mut self, now: Instant) -> PeerState {
+        let Some(mut stream) = self.stream.as_ref() else {
+            // Still connecting (L1): the bytes wait; a `Close` ends it now.
+            return if self.closing && self.pending() == 0 {
+                PeerState::Finished
+            } else {
+                PeerState::Live
+            };
+        };
+        let before = self.pending();
+        while self.pending() > 0 {
+            match stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return PeerState::Dropped,
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return PeerState::Dropped,
+            }
+        }
+        if self.pending() == 0 {
+            self.out.clear();
+            self.out_pos = 0;
+            self.stalled_since = None;
+            if self.closing {
+                return PeerState::Finished;
+            }
+            if self.shut_pending {
+                self.shut_pending = false;
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+        } else if self.pending() < before {
+            self.stalled_since = Some(now);
+            if self.out_pos >= MAX_FRAME {
+                self.out.drain(..self.out_pos);
+                self.out_pos = 0;
+            }
+        }
+        PeerState::Live
+    }
+
+    /// One read into `buf`, its bytes (or its EOF as `Shut`) queued on `port`.
+    fn read_to<P: Read + Write + AsFd>(
+        &mut self,
+        conn: u32,
+        port: &mut Port<P>,
+        buf: &mut [u8],
+    ) -> PeerState {
+        let Some(stream) = self.stream.as_mut() else {
+            return PeerState::Live;
+        };
+        match stream.read(buf) {
+            Ok(0) => {
+                self.read_done = true;
+                port.send(&Frame::Shut(conn));
+            }
+            Ok(n) => port.send_data(conn, &buf[..n]),
+            Err(e) if would_block(&e) => {}
+            Err(_) => return PeerState::Dropped,
+        }
+        PeerState::Live
+    }
+
+    /// Serve it after poll reported `rev`.
+    fn service<P: Read + Write + AsFd>(
+        &mut self,
+        conn: u32,
+        rev: PollFlags,
+        port: &mut Port<P>,
+        buf: &mut [u8],
+        now: Instant,
+    ) -> PeerState {
+        if self.stream.is_none() || rev.is_empty() {
+            return PeerState::Live;
+        }
+        // A hung-up peer is read even while the port is full, so poll does not
+        // spin on it; what it can still give is bounded by its socket buffer.
+        let hup = rev.intersects(GONE) && !self.read_done && !self.closing;
+        if (rev.intersects(READABLE) && self.wants_read(port.accepts_data())) || hup {
+            let st = self.read_to(conn, port, buf);
+            if st != PeerState::Live {
+                return st;
+            }
+        }
+        let st = self.flush(now);
+        if st != PeerState::Live {
+            return st;
+        }
+        // Gone both ways with nothing left to say: nobody will read a reply.
+        if rev.intersects(GONE) && self.read_done && self.pending() == 0 {
+            return if self.closing {
+                PeerState::Finished
+            } else {
+                PeerState::Dropped
+            };
+        }
+        PeerState::Live
+    }
+}
+
+/// Handle one frame from the other side for `peer`: queue its bytes, or note
+/// its `Shut`/`Close`. Returns what became of the peer; its pending output is
+/// sent by the caller's flush pass.
+fn deliver(peer: &mut Peer, frame: Frame, now: Instant) -> PeerState {
+    match frame {
+        Frame::Data(_, d) if !peer.closing && !peer.queue(&d, now) => return PeerState::Dropped,
+        Frame::Shut(_) => peer.shut_pending = true,
+        Frame::Close(_) => peer.closing = true,
+        _ => {}
+    }
+    PeerState::Live
+}
+
+/// The earliest write deadline among `peers`, as a poll timeout from `now`.
+fn next_timeout<'a>(peers: impl Iterator<Item = &'a Peer>, now: Instant) -> Option<Duration> {
+    peers
+        .filter_map(Peer::deadline)
+        .min()
+        .map(|d| d.saturating_duration_since(now))
+}
+
+/// Flush every peer with output, drop the ones over their write deadline;
+/// `Close` for the dropped ones goes to `port`.
+fn flush_all<P: Read + Write + AsFd>(
+    peers: &mut BTreeMap<u32, Peer>,
+    port: &mut Port<P>,
+    now: Instant,
+) {
+    peers.retain(|&conn, p| {
+        let mut st = if p.pending() > 0 || p.closing || p.shut_pending {
+            p.flush(now)
+        } else {
+            PeerState::Live
+        };
+        if st == PeerState::Live && p.deadline().is_some_and(|d| d <= now) {
+            st = PeerState::Dropped;
+        }
+        finish(conn, st, port)
+    });
+}
+
+/// Keep a peer in `st`? Sends `Close` for a dropped one.
+fn finish<P: Read + Write + AsFd>(conn: u32, st: PeerState, port: &mut Port<P>) -> bool {
+    match st {
+        PeerState::Live => true,
+        PeerState::Finished => false,
+        PeerState::Dropped => {
+            port.send(&Frame::Close(conn));
+            false
+        }
+    }
+}
 
 /// The host side of one forwarded socket: the listening socket at the host
 /// path and the thread that relays its connections to L1. Dropping it stops
@@ -357,134 +702,119 @@ impl Drop for HostForward {
     }
 }
 
-/// Why the host loop stopped.
-enum Next {
-    Continue,
-    Stop,
-}
-
-/// Read what the port has; `None` at EOF (QEMU is gone).
-fn read_frames(
-    port: &mut UnixStream,
-    reader: &mut FrameReader,
-    buf: &mut [u8],
-) -> Result<Option<Vec<Frame>>, ForwardError> {
-    match port.read(buf) {
-        Ok(0) => Ok(None),
-        Ok(n) => reader.feed(&buf[..n]).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(Some(Vec::new())),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(None),
-        Err(e) => Err(io("reading the forwarding port", Path::new(""))(e)),
+/// Accept every pending connection: up to [`MAX_CLIENTS`] are served (`Open`
+/// to L1), further ones are accepted and closed at once with nothing sent.
+/// Returns false if accepting failed in a way that may repeat at once (e.g.
+/// out of file descriptors), so the caller backs off.
+fn accept_all(
+    listener: &UnixListener,
+    clients: &mut BTreeMap<u32, Peer>,
+    last_conn: &mut u32,
+    port: &mut Port<UnixStream>,
+) -> bool {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if clients.len() >= MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
+                    continue; // dropped: closed with nothing sent
+                }
+                // A number no live connection has (they are at most MAX_CLIENTS).
+                let mut conn = last_conn.wrapping_add(1);
+                while clients.contains_key(&conn) {
+                    conn = conn.wrapping_add(1);
+                }
+                *last_conn = conn;
+                port.send(&Frame::Open(conn));
+                clients.insert(conn, Peer::new(Some(stream)));
+            }
+            Err(e) if would_block(&e) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+            Err(e) => {
+                eprintln!("swaplab sandbox: forwarding: accept failed: {e}; pausing accepts");
+                return false;
+            }
+        }
     }
 }
 
+/// The host relay: one poll loop over the stop eventfd, the port, the listener
+/// and every client, until stopped or QEMU closes the port.
 fn host_loop(
     listener: &UnixListener,
-    mut port: UnixStream,
+    port: UnixStream,
     stop: &EventFd,
 ) -> Result<(), ForwardError> {
-    let mut reader = FrameReader::default();
-    let mut buf = vec![0u8; MAX_FRAME];
-    let mut conn: u32 = 0;
-    loop {
-        let rev = poll(&[
-            (stop.as_fd(), PollFlags::POLLIN),
-            (port.as_fd(), PollFlags::POLLIN),
-            (listener.as_fd(), PollFlags::POLLIN),
-        ])
-        .map_err(io("poll", Path::new("")))?;
-        if !rev[0].is_empty() {
-            return Ok(());
-        }
-        if rev[1].intersects(READABLE) {
-            // Between connections: only late frames of finished ones arrive.
-            if read_frames(&mut port, &mut reader, &mut buf)?.is_none() {
-                return Ok(());
-            }
-        }
-        if rev[2].contains(PollFlags::POLLIN) {
-            let client = match listener.accept() {
-                Ok((c, _)) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io("accepting on", Path::new(""))(e)),
-            };
-            conn = conn.wrapping_add(1);
-            let _ = client.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
-            if let Next::Stop = serve_client(client, conn, &mut port, &mut reader, &mut buf, stop)?
-            {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Relay one client until it or the L1 side is done.
-fn serve_client(
-    mut client: UnixStream,
-    conn: u32,
-    port: &mut UnixStream,
-    reader: &mut FrameReader,
-    buf: &mut [u8],
-    stop: &EventFd,
-) -> Result<Next, ForwardError> {
+    let nonblocking = |e| io("making nonblocking", Path::new(""))(e);
+    listener.set_nonblocking(true).map_err(nonblocking)?;
+    port.set_nonblocking(true).map_err(nonblocking)?;
     let port_err = |e| io("writing the forwarding port", Path::new(""))(e);
-    send(port, &Frame::Open(conn)).map_err(port_err)?;
-    let mut client_eof = false;
+    let mut port = Port::new(port);
+    let mut clients: BTreeMap<u32, Peer> = BTreeMap::new();
+    let mut last_conn: u32 = 0;
+    let mut accept_paused_until: Option<Instant> = None;
+    let mut buf = vec![0u8; MAX_FRAME];
     loop {
-        let client_events = if client_eof {
+        let now = Instant::now();
+        if accept_paused_until.is_some_and(|t| t <= now) {
+            accept_paused_until = None;
+        }
+        let port_ok = port.accepts_data();
+        let listen_ev = if accept_paused_until.is_some() {
             PollFlags::empty()
         } else {
             PollFlags::POLLIN
         };
-        let rev = poll(&[
+        let conns: Vec<u32> = clients.keys().copied().collect();
+        let mut fds = vec![
             (stop.as_fd(), PollFlags::POLLIN),
-            (port.as_fd(), PollFlags::POLLIN),
-            (client.as_fd(), client_events),
-        ])
-        .map_err(io("poll", Path::new("")))?;
+            (port.io.as_fd(), port.events()),
+            (listener.as_fd(), listen_ev),
+        ];
+        fds.extend(clients.values().map(|c| {
+            let fd = c.stream.as_ref().map(|s| s.as_fd());
+            (fd.unwrap_or(stop.as_fd()), c.events(port_ok))
+        }));
+        let timeout = next_timeout(clients.values(), now);
+        let timeout = match (timeout, accept_paused_until) {
+            (t, Some(p)) => Some(t.unwrap_or(Duration::MAX).min(p - now)),
+            (t, None) => t,
+        };
+        let rev = poll(&fds, timeout).map_err(io("poll", Path::new("")))?;
+        drop(fds);
         if !rev[0].is_empty() {
-            return Ok(Next::Stop);
+            return Ok(());
         }
+        let now = Instant::now();
         if rev[1].intersects(READABLE) {
-            let Some(frames) = read_frames(port, reader, buf)? else {
-                return Ok(Next::Stop);
+            let Some(frames) = port.read(&mut buf)? else {
+                return Ok(()); // QEMU is gone
             };
             for f in frames {
-                match f {
-                    Frame::Data(c, d) if c == conn => {
-                        let written = client.write_all(&d);
-                        if written.is_err() {
-                            send(port, &Frame::Close(conn)).map_err(port_err)?;
-                            return Ok(Next::Continue);
-                        }
+                let conn = f.conn();
+                // A finished connection's frames, or nonsense from L1: ignored.
+                if let Some(c) = clients.get_mut(&conn) {
+                    let st = deliver(c, f, now);
+                    if !finish(conn, st, &mut port) {
+                        clients.remove(&conn);
                     }
-                    Frame::Shut(c) if c == conn => {
-                        let _ = client.shutdown(std::net::Shutdown::Write);
-                    }
-                    Frame::Close(c) if c == conn => return Ok(Next::Continue),
-                    _ => {} // a finished connection's, or nonsense from L1: ignored
                 }
             }
         }
-        let rev = rev[2];
-        if !client_eof && rev.intersects(READABLE) {
-            match client.read(buf) {
-                Ok(0) => {
-                    client_eof = true;
-                    send(port, &Frame::Shut(conn)).map_err(port_err)?;
-                }
-                Ok(n) => send_data(port, conn, &buf[..n]).map_err(port_err)?,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    send(port, &Frame::Close(conn)).map_err(port_err)?;
-                    return Ok(Next::Continue);
+        if rev[2].contains(PollFlags::POLLIN)
+            && !accept_all(listener, &mut clients, &mut last_conn, &mut port)
+        {
+            accept_paused_until = Some(now + Duration::from_millis(100));
+        }
+        for (conn, rev) in conns.iter().zip(&rev[3..]) {
+            if let Some(c) = clients.get_mut(conn) {
+                let st = c.service(*conn, *rev, &mut port, &mut buf, now);
+                if !finish(*conn, st, &mut port) {
+                    clients.remove(conn);
                 }
             }
-        } else if client_eof && rev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
-            // The client closed both ways: nobody will read a reply.
-            send(port, &Frame::Close(conn)).map_err(port_err)?;
-            return Ok(Next::Continue);
         }
+        flush_all(&mut clients, &mut port, now);
+        port.flush().map_err(port_err)?;
     }
 }
 
@@ -550,73 +880,129 @@ pub fn l1_bridge(port_name: &str, inner: &Path) -> Result<(), ForwardError> {
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     }
     let dev = find_port(port_name)?;
-    let mut port = std::fs::OpenOptions::new()
+    use std::os::unix::fs::OpenOptionsExt;
+    let port = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(&dev)
         .map_err(io("opening", &dev))?;
-    let mut reader = FrameReader::default();
+    bridge_loop(port, inner)
+}
+
+/// An inner connection made by a connector thread: (connection, its `Open`'s
+/// token, the stream or why not).
+type Connected = (u32, u64, Result<UnixStream, ForwardError>);
+
+/// The bridge's poll loop over `port` (nonblocking), the connector threads'
+/// wake-up eventfd and every inner connection, until the port closes.
+fn bridge_loop<P: Read + Write + AsFd>(port: P, inner: &Path) -> Result<(), ForwardError> {
+    let port_err = |e| io("writing the forwarding port", Path::new(""))(e);
+    let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map_err(|e| io("creating an eventfd", Path::new(""))(e.into()))?;
+    let wake = Arc::new(wake);
+    let (tx, rx) = std::sync::mpsc::channel::<Connected>();
+    let mut port = Port::new(port);
+    let mut conns: BTreeMap<u32, Peer> = BTreeMap::new();
+    // The token of each connection's `Open`, so a late connector result of an
+    // earlier connection with the same number is not taken for this one.
+    let mut tokens: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut next_token: u64 = 0;
     let mut buf = vec![0u8; MAX_FRAME];
-    let mut current: Option<(u32, UnixStream)> = None;
-    let port_err = |e| io("writing", &dev)(e);
     loop {
-        let mut fds = vec![(port.as_fd(), PollFlags::POLLIN)];
-        if let Some((_, s)) = &current {
-            fds.push((s.as_fd(), PollFlags::POLLIN));
-        }
-        let rev = poll(&fds).map_err(io("poll", &dev))?;
+        let now = Instant::now();
+        let port_ok = port.accepts_data();
+        let ids: Vec<u32> = conns.keys().copied().collect();
+        let mut fds = vec![
+            (port.io.as_fd(), port.events()),
+            (wake.as_fd(), PollFlags::POLLIN),
+        ];
+        // A connection still being connected has no fd yet: the eventfd with
+        // no events stands in (it never reports anything then).
+        fds.extend(conns.values().map(|c| match &c.stream {
+            Some(s) => (s.as_fd(), c.events(port_ok)),
+            None => (wake.as_fd(), PollFlags::empty()),
+        }));
+        let timeout = next_timeout(conns.values(), now);
+        let rev = poll(&fds, timeout).map_err(io("poll", Path::new("")))?;
         drop(fds);
+        let now = Instant::now();
         if rev[0].intersects(READABLE) {
-            let n = match port.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io("reading", &dev)(e)),
+            let Some(frames) = port.read(&mut buf)? else {
+                return Ok(()); // the host side is gone
             };
-            for f in reader.feed(&buf[..n])? {
-                let same = current.as_ref().is_some_and(|(c, _)| *c == f.conn());
-                match f {
-                    Frame::Open(c) => {
-                        current = None;
-                        match connect_inner(inner) {
-                            Ok(s) => current = Some((c, s)),
-                            Err(e) => {
-                                eprintln!("swaplab sandbox bridge: {e}");
-                                send(&mut port, &Frame::Close(c)).map_err(port_err)?;
-                            }
+            for f in frames {
+                let conn = f.conn();
+                if let Frame::Open(c) = f {
+                    // A reused number: the old connection is over.
+                    conns.remove(&c);
+                    if conns.len() >= MAX_CLIENTS {
+                        port.send(&Frame::Close(c));
+                        continue;
+                    }
+                    next_token += 1;
+                    let token = next_token;
+                    let (tx, wake, inner) = (tx.clone(), Arc::clone(&wake), inner.to_path_buf());
+                    let spawned = std::thread::Builder::new()
+                        .name("swaplab-bridge-connect".into())
+                        .spawn(move || {
+                            let _ = tx.send((c, token, connect_inner(&inner)));
+                            let _ = wake.write(1);
+                        });
+                    match spawned {
+                        Ok(_) => {
+                            conns.insert(c, Peer::new(None));
+                            tokens.insert(c, token);
+                        }
+                        Err(e) => {
+                            eprintln!("swaplab sandbox bridge: cannot start a connector: {e}");
+                            port.send(&Frame::Close(c));
                         }
                     }
-                    Frame::Data(c, d) if same => {
-                        let ok = current
-                            .as_mut()
-                            .is_some_and(|(_, s)| s.write_all(&d).is_ok());
-                        if !ok {
-                            current = None;
-                            send(&mut port, &Frame::Close(c)).map_err(port_err)?;
-                        }
+                } else if let Some(p) = conns.get_mut(&conn) {
+                    let st = deliver(p, f, now);
+                    if !finish(conn, st, &mut port) {
+                        conns.remove(&conn);
                     }
-                    Frame::Shut(_) if same => {
-                        if let Some((_, s)) = &current {
-                            let _ = s.shutdown(std::net::Shutdown::Write);
-                        }
-                    }
-                    Frame::Close(_) if same => current = None,
-                    _ => {}
                 }
             }
         }
-        if rev.len() > 1 && rev[1].intersects(READABLE) {
-            if let Some((c, s)) = current.as_mut() {
-                let c = *c;
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        current = None;
-                        send(&mut port, &Frame::Close(c)).map_err(port_err)?;
+        if !rev[1].is_empty() {
+            let _ = wake.read();
+        }
+        while let Ok((c, token, result)) = rx.try_recv() {
+            let Some(p) = conns.get_mut(&c).filter(|_| tokens.get(&c) == Some(&token)) else {
+                continue; // closed meanwhile
+            };
+            match result.and_then(|s| {
+                s.set_nonblocking(true)
+                    .map_err(io("making nonblocking", inner))?;
+                Ok(s)
+            }) {
+                Ok(s) => {
+                    p.stream = Some(s);
+                    if p.pending() > 0 {
+                        p.stalled_since = Some(now);
                     }
-                    Ok(n) => send_data(&mut port, c, &buf[..n]).map_err(port_err)?,
+                }
+                Err(e) => {
+                    eprintln!("swaplab sandbox bridge: {e}");
+                    conns.remove(&c);
+                    port.send(&Frame::Close(c));
                 }
             }
         }
+        for (conn, rev) in ids.iter().zip(&rev[2..]) {
+            if let Some(p) = conns.get_mut(conn) {
+                let st = p.service(*conn, *rev, &mut port, &mut buf, now);
+                if !finish(*conn, st, &mut port) {
+                    conns.remove(conn);
+                }
+            }
+        }
+        flush_all(&mut conns, &mut port, now);
+        tokens.retain(|c, _| conns.contains_key(c));
+        port.flush().map_err(port_err)?;
     }
 }
 
@@ -734,5 +1120,261 @@ mod tests {
         }
         drop(fwd);
         assert!(!sock.exists());
+    }
+
+    const TEST_WAIT: Duration = Duration::from_secs(30);
+
+    /// Read frames from a fake other side until `want` comes; the ones before.
+    fn wait_for(port: &mut UnixStream, reader: &mut FrameReader, want: &Frame) -> Vec<Frame> {
+        port.set_read_timeout(Some(TEST_WAIT)).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; MAX_FRAME];
+        loop {
+            let n = port.read(&mut buf).expect("a frame within the wait");
+            assert!(n > 0, "port closed while waiting for {want:?}");
+            for f in reader.feed(&buf[..n]).unwrap() {
+                if &f == want {
+                    return seen;
+                }
+                seen.push(f);
+            }
+        }
+    }
+
+    /// An inner server: per connection, one reply line per request line:
+    /// `re:LINE`, or 16 KiB for `big`; after `sleep` it stops reading.
+    fn inner_server(path: &Path) {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { return };
+                std::thread::spawn(move || {
+                    use std::io::BufRead;
+                    let mut w = s.try_clone().unwrap();
+                    for line in std::io::BufReader::new(s).lines() {
+                        let Ok(line) = line else { return };
+                        let reply = match line.as_str() {
+                            "sleep" => {
+                                std::thread::sleep(Duration::from_secs(120));
+                                return;
+                            }
+                            "big" => format!("{}\n", "x".repeat(16 * 1024)),
+                            l => format!("re:{l}\n"),
+                        };
+                        if w.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Both sides over a socketpair (QEMU's place), with a real inner server.
+    fn stack(dir: &Path) -> (HostForward, PathBuf, JoinHandle<()>) {
+        let sock = dir.join("host.sock");
+        let inner = dir.join("inner.sock");
+        inner_server(&inner);
+        let (fwd, l1_end) = HostForward::create(&sock).unwrap();
+        let port = UnixStream::from(l1_end);
+        port.set_nonblocking(true).unwrap();
+        let bridge = std::thread::spawn(move || bridge_loop(port, &inner).unwrap());
+        (fwd, sock, bridge)
+    }
+
+    fn client(sock: &Path) -> UnixStream {
+        let c = UnixStream::connect(sock).unwrap();
+        c.set_read_timeout(Some(TEST_WAIT)).unwrap();
+        c
+    }
+
+    fn read_line(c: &mut UnixStream) -> String {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while c.read(&mut b).expect("a reply within the wait") == 1 {
+            line.push(b[0]);
+            if b[0] == b'\n' {
+                break;
+            }
+        }
+        String::from_utf8(line).unwrap()
+    }
+
+    #[test]
+    fn two_clients_interleave_and_both_get_their_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fwd, sock, bridge) = stack(dir.path());
+        let mut a = client(&sock);
+        let mut b = client(&sock);
+        a.write_all(b"a1\n").unwrap();
+        b.write_all(b"b1\n").unwrap();
+        assert_eq!(read_line(&mut b), "re:b1\n");
+        a.write_all(b"a2\n").unwrap();
+        assert_eq!(read_line(&mut a), "re:a1\n");
+        assert_eq!(read_line(&mut a), "re:a2\n");
+        b.write_all(b"b2\nb3\n").unwrap();
+        assert_eq!(read_line(&mut b), "re:b2\n");
+        assert_eq!(read_line(&mut b), "re:b3\n");
+        drop(fwd);
+        bridge.join().unwrap(); // the port closed: the bridge ends
+    }
+
+    #[test]
+    fn a_half_close_reaches_the_server_and_its_close_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fwd, sock, bridge) = stack(dir.path());
+        let mut a = client(&sock);
+        a.write_all(b"one\n").unwrap();
+        assert_eq!(read_line(&mut a), "re:one\n");
+        // A half-close with nothing else to send.
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = String::new();
+        a.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "", "the server saw the end and closed");
+        let mut b = client(&sock);
+        b.write_all(b"last\n").unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        b.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "re:last\n");
+        drop(fwd);
+        bridge.join().unwrap();
+    }
+
+    #[test]
+    fn a_peer_that_takes_nothing_for_the_write_timeout_is_dropped() {
+        let (ours, _never_read) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (port_end, mut other) = UnixStream::pair().unwrap();
+        port_end.set_nonblocking(true).unwrap();
+        let mut port = Port::new(port_end);
+        let mut peers = BTreeMap::new();
+        let mut peer = Peer::new(Some(ours));
+        let now = Instant::now();
+        assert!(peer.queue(&vec![0u8; MAX_PENDING_OUTPUT], now));
+        assert_eq!(peer.flush(now), PeerState::Live);
+        assert!(peer.pending() > 0, "the socket buffer is full");
+        peers.insert(5, peer);
+        flush_all(&mut peers, &mut port, now + WRITE_TIMEOUT / 2);
+        assert!(peers.contains_key(&5), "not yet");
+        flush_all(&mut peers, &mut port, now + WRITE_TIMEOUT);
+        assert!(peers.is_empty());
+        port.flush().unwrap();
+        let mut reader = FrameReader::default();
+        assert!(wait_for(&mut other, &mut reader, &Frame::Close(5)).is_empty());
+    }
+
+    #[test]
+    fn a_client_that_never_reads_is_dropped_and_others_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fwd, sock, bridge) = stack(dir.path());
+        let flooder = client(&sock);
+        flooder.set_write_timeout(Some(TEST_WAIT)).unwrap();
+        let flood = std::thread::spawn(move || {
+            let mut f = flooder;
+            // Pipelined requests for 16 KiB replies, never reading one.
+            for _ in 0..100_000 {
+                if let Err(e) = f.write_all(b"big\n") {
+                    return e.kind();
+                }
+            }
+            std::io::ErrorKind::Other
+        });
+        let mut b = client(&sock);
+        let mut round = 0;
+        while !flood.is_finished() {
+            round += 1;
+            b.write_all(format!("b{round}\n").as_bytes()).unwrap();
+            assert_eq!(read_line(&mut b), format!("re:b{round}\n"));
+        }
+        let kind = flood.join().unwrap();
+        assert!(
+            matches!(
+                kind,
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "the flooder was dropped, not {kind:?}"
+        );
+        b.write_all(b"after\n").unwrap();
+        assert_eq!(read_line(&mut b), "re:after\n");
+        drop(fwd);
+        bridge.join().unwrap();
+    }
+
+    /// The host side against a fake L1: an idle client blocks nobody, and
+    /// clients past the limit are closed with nothing sent.
+    #[test]
+    fn host_side_idle_client_blocks_nobody_and_clients_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("api.sock");
+        let (fwd, l1_end) = HostForward::create(&sock).unwrap();
+        let mut l1 = UnixStream::from(l1_end);
+        let mut reader = FrameReader::default();
+        let mut idle = client(&sock);
+        wait_for(&mut l1, &mut reader, &Frame::Open(1));
+        let mut b = client(&sock);
+        wait_for(&mut l1, &mut reader, &Frame::Open(2));
+        b.write_all(b"ping\n").unwrap();
+        wait_for(&mut l1, &mut reader, &Frame::Data(2, b"ping\n".to_vec()));
+        l1.write_all(&Frame::Data(2, b"pong\n".to_vec()).encode())
+            .unwrap();
+        assert_eq!(read_line(&mut b), "pong\n");
+        // The idle one is still served.
+        l1.write_all(&Frame::Data(1, b"late\n".to_vec()).encode())
+            .unwrap();
+        assert_eq!(read_line(&mut idle), "late\n");
+
+        let mut more = Vec::new();
+        for n in 3..=MAX_CLIENTS as u32 {
+            more.push(client(&sock));
+            wait_for(&mut l1, &mut reader, &Frame::Open(n));
+        }
+        let mut extra = client(&sock);
+        let mut got = Vec::new();
+        extra.read_to_end(&mut got).unwrap();
+        assert!(got.is_empty(), "closed with nothing sent");
+        // A slot freed by a client that leaves is reused.
+        drop(b);
+        wait_for(&mut l1, &mut reader, &Frame::Close(2));
+        let _again = client(&sock);
+        wait_for(&mut l1, &mut reader, &Frame::Open(MAX_CLIENTS as u32 + 1));
+        drop(fwd);
+    }
+
+    /// The bridge against a fake host: an inner server that stops reading
+    /// loses its connection once its buffer is full; the others are served.
+    #[test]
+    fn bridge_drops_an_inner_connection_that_does_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("inner.sock");
+        inner_server(&inner);
+        let (mut host, port) = UnixStream::pair().unwrap();
+        port.set_nonblocking(true).unwrap();
+        let bridge = std::thread::spawn(move || bridge_loop(port, &inner).unwrap());
+        let mut reader = FrameReader::default();
+        let send = |host: &mut UnixStream, f: Frame| host.write_all(&f.encode()).unwrap();
+        send(&mut host, Frame::Open(1));
+        send(&mut host, Frame::Data(1, b"sleep\n".to_vec()));
+        send(&mut host, Frame::Open(2));
+        send(&mut host, Frame::Data(2, b"b1\n".to_vec()));
+        wait_for(&mut host, &mut reader, &Frame::Data(2, b"re:b1\n".to_vec()));
+        let chunk = vec![b'y'; MAX_FRAME];
+        for _ in 0..(4 * MAX_PENDING_OUTPUT / MAX_FRAME) {
+            send(&mut host, Frame::Data(1, chunk.clone()));
+        }
+        send(&mut host, Frame::Data(2, b"b2\n".to_vec()));
+        let before = wait_for(&mut host, &mut reader, &Frame::Data(2, b"re:b2\n".to_vec()));
+        let mut all = before;
+        if !all.contains(&Frame::Close(1)) {
+            all = wait_for(&mut host, &mut reader, &Frame::Close(1));
+            assert!(all.is_empty(), "{all:?}");
+        }
+        // An idle connection (3) does not hold up a new one (4) either.
+        send(&mut host, Frame::Open(3));
+        send(&mut host, Frame::Open(4));
+        send(&mut host, Frame::Data(4, b"d\n".to_vec()));
+        wait_for(&mut host, &mut reader, &Frame::Data(4, b"re:d\n".to_vec()));
+        drop(host);
+        bridge.join().unwrap();
     }
 }

@@ -98,6 +98,86 @@ fn host_socket_reaches_a_server_in_l1() {
     assert!(!sock.exists(), "the host socket outlived the sandbox");
 }
 
+/// Serves connections on $SWAPLAB_FORWARD_SOCK_0 at once (one select loop),
+/// answering each line with `echo: LINE`, until two of them have closed.
+const CONCURRENT_SERVER: &str = r#"
+use IO::Socket::UNIX;
+use IO::Select;
+my $path = $ENV{SWAPLAB_FORWARD_SOCK_0} or die "SWAPLAB_FORWARD_SOCK_0 is not set";
+my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $path, Listen => 5)
+    or die "listen $path: $!";
+my $sel = IO::Select->new($s);
+my %buf;
+my $done = 0;
+while ($done < 2) {
+    for my $fh ($sel->can_read) {
+        if ($fh == $s) { my $c = $s->accept or die "accept: $!"; $sel->add($c); $buf{$c} = ""; next; }
+        my $r = sysread($fh, my $d, 4096);
+        if (!$r) { $sel->remove($fh); close $fh; $done++; next; }
+        $buf{$fh} .= $d;
+        while ($buf{$fh} =~ s/^(.*\n)//) { syswrite($fh, "echo: $1"); }
+    }
+}
+print "served 2 connections at once\n";
+"#;
+
+#[test]
+fn an_idle_client_does_not_block_another() {
+    if missing("qemu-system-x86_64", "qemu-system-x86") || missing("perl", "perl-base") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let mut child = sandbox(&[
+        "--forward-socket".as_ref(),
+        sock.as_os_str(),
+        "--".as_ref(),
+        "perl".as_ref(),
+        "-e".as_ref(),
+        CONCURRENT_SERVER.as_ref(),
+    ])
+    .spawn()
+    .unwrap();
+    let (mut stderr, seen) = wait_for_forwarding(&mut child);
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+    let connect = || {
+        let stream = UnixStream::connect(&sock).unwrap();
+        // Generous: L1 boots and the server starts while the first waits.
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(240)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        (stream, reader)
+    };
+    // The first client connects and says nothing; the second is served.
+    let (mut idle, mut idle_reader) = connect();
+    let (mut busy, mut busy_reader) = connect();
+    assert_eq!(request(&mut busy, &mut busy_reader, "b1\n"), "echo: b1\n");
+    assert_eq!(request(&mut idle, &mut idle_reader, "a1\n"), "echo: a1\n");
+    assert_eq!(request(&mut busy, &mut busy_reader, "b2\n"), "echo: b2\n");
+    drop((idle, idle_reader, busy, busy_reader));
+
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let stderr = rest.join().unwrap();
+    assert!(status.success(), "{status}\n{seen}{stderr}");
+    assert!(
+        stdout.contains("served 2 connections at once"),
+        "{stdout}\n{seen}{stderr}"
+    );
+    assert!(!sock.exists(), "the host socket outlived the sandbox");
+}
+
 /// `swaplab sandbox --verbose ARGS`, with stdout and stderr piped.
 fn sandbox(args: &[&OsStr]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_swaplab"));
