@@ -2,9 +2,9 @@
 //! everything on the screen once per interval and runs the actions the UI
 //! sends it, each exchange on a fresh connection that is closed right after.
 //!
-//! One connection per exchange, never held open: in the nested sandbox the
-//! socket is forwarded one connection at a time, so a held connection would
-//! block `swaplab ctl` (and any other client) for as long as the demo runs.
+//! One connection per exchange, never held open: a held connection would take
+//! one of the control socket's client slots (16, natively and through the
+//! nested sandbox's forwarding) for as long as the demo runs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -24,7 +24,7 @@
 //!
 //! Unix sockets can be forwarded out of L1 ([`forward`]): a listening socket
 //! at a host path whose connections reach a socket the command listens on in
-//! L1, one connection at a time. A re-executed swaplab command with
+//! L1, up to 16 clients at once, each served independently. A re-executed swaplab command with
 //! `--api-sock PATH` gets this transparently: PATH is forwarded and the
 //! command finds where to listen in L1 in [`ENV_API_SOCK_INNER`].
 //!
@@ -347,7 +347,7 @@ impl SandboxConfig {
 
     /// Make `host` on the host a listening Unix socket whose connections
     /// reach the returned path in L1, where the command must listen (a path on
-    /// L1's own tmpfs `/run`). Connections are served one at a time. The host
+    /// L1's own tmpfs `/run`). Up to 16 connections are served at once, independently. The host
     /// socket file exists while the sandbox runs and is removed when it ends.
     pub fn forward_socket(&mut self, host: impl Into<PathBuf>) -> PathBuf {
         let inner = forward::default_inner(self.forwards.len());

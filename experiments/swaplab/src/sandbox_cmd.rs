@@ -50,7 +50,7 @@ pub struct SandboxArgs {
     /// Make HOST_PATH a listening Unix socket on this host whose connections
     /// reach INNER_PATH in L1, where the command must listen (default
     /// /run/swaplab/forward-N.sock, on L1's own tmpfs). The command finds the
-    /// inner paths in SWAPLAB_FORWARD_SOCK_0, _1, ... One connection at a time.
+    /// inner paths in SWAPLAB_FORWARD_SOCK_0, _1, ... Up to 16 clients at once, each served on its own.
     /// HOST_PATH is removed when the sandbox ends. Repeatable.
     #[arg(long, value_name = "HOST_PATH[=INNER_PATH]")]
     pub forward_socket: Vec<PathBuf>,
