@@ -48,6 +48,49 @@ impl Countdown {
     }
 }
 
+/// What every fault injector keeps besides its countdowns: how many
+/// operations it sabotaged, and slow operations (armed like a countdown,
+/// each sleeping for a set time).
+#[derive(Debug, Default)]
+pub struct Sabotage {
+    injected: AtomicU64,
+    slow_ops: Countdown,
+    slow_ns: AtomicU64,
+}
+
+impl Sabotage {
+    /// Counts one sabotaged operation.
+    pub fn hit(&self) {
+        self.injected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Operations sabotaged (failed, shortened or slowed) so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(Ordering::Relaxed)
+    }
+
+    /// The next `n` operations first sleep for `delay` ([`FOREVER`]: all).
+    pub fn slow(&self, n: u64, delay: std::time::Duration) {
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.slow_ns.store(ns, Ordering::Release);
+        self.slow_ops.arm(n);
+    }
+
+    /// Disarms slow operations.
+    pub fn clear_slow(&self) {
+        self.slow_ops.clear();
+    }
+
+    /// Sleeps (and counts a hit) if a slow operation is armed.
+    pub fn maybe_slow(&self) {
+        if self.slow_ops.take() {
+            self.hit();
+            let ns = self.slow_ns.load(Ordering::Acquire);
+            std::thread::sleep(std::time::Duration::from_nanos(ns));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +142,24 @@ mod tests {
             .map(|t| t.join().unwrap())
             .sum();
         assert_eq!(fired, 1000);
+    }
+
+    #[test]
+    fn sabotage_counts_hits_and_slows_only_armed_operations() {
+        let s = Sabotage::default();
+        s.maybe_slow();
+        assert_eq!(s.injected(), 0);
+        s.slow(2, std::time::Duration::from_millis(1));
+        let t = std::time::Instant::now();
+        s.maybe_slow();
+        s.maybe_slow();
+        s.maybe_slow();
+        assert!(t.elapsed() >= std::time::Duration::from_millis(2));
+        assert_eq!(s.injected(), 2);
+        s.slow(FOREVER, std::time::Duration::ZERO);
+        s.clear_slow();
+        s.maybe_slow();
+        s.hit();
+        assert_eq!(s.injected(), 3);
     }
 }

@@ -22,7 +22,7 @@ pub mod stats;
 pub mod sync;
 pub mod tier;
 
-pub use countdown::Countdown;
+pub use countdown::{Countdown, Sabotage};
 pub use size::{ByteSize, SizeError};
 pub use stats::{median, percentile};
 pub use sync::{lock, read, write, Stop};

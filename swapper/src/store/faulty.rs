@@ -20,8 +20,8 @@ use super::error::StoreError;
 use crate::page::PAGE_SIZE;
 use crate::slots::Slot;
 use base::sync::lock;
-use base::Countdown;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use base::{Countdown, Sabotage};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,9 +35,7 @@ pub struct FaultInjector {
     read_errno: AtomicI32,
     corrupt_reads: Countdown,
     short_reads: Countdown,
-    slow_ops: Countdown,
-    slow_ns: AtomicU64,
-    injected: AtomicU64,
+    sabotage: Sabotage,
     hold: Mutex<Hold>,
     hold_cv: Condvar,
 }
@@ -85,9 +83,7 @@ impl FaultInjector {
 
     /// The next `n` reads or writes first sleep for `delay` (a slow disk).
     pub fn slow(&self, n: u64, delay: std::time::Duration) {
-        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-        self.slow_ns.store(ns, Ordering::Release);
-        self.slow_ops.arm(n);
+        self.sabotage.slow(n, delay);
     }
 
     /// From now on every read blocks before touching the store, until
@@ -140,27 +136,23 @@ impl FaultInjector {
             &self.read_errors,
             &self.corrupt_reads,
             &self.short_reads,
-            &self.slow_ops,
         ] {
             c.clear();
         }
+        self.sabotage.clear_slow();
     }
 
-    /// Number of operations sabotaged so far.
+    /// Operations sabotaged (failed, shortened or slowed) so far.
     pub fn injected(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
+        self.sabotage.injected()
     }
 
     fn hit(&self) {
-        self.injected.fetch_add(1, Ordering::Relaxed);
+        self.sabotage.hit();
     }
 
     fn maybe_slow(&self) {
-        if self.slow_ops.take() {
-            self.hit();
-            let ns = self.slow_ns.load(Ordering::Acquire);
-            std::thread::sleep(std::time::Duration::from_nanos(ns));
-        }
+        self.sabotage.maybe_slow();
     }
 }
 

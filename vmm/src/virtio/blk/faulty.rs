@@ -16,11 +16,11 @@
 //! The device turns every failure into `VIRTIO_BLK_S_IOERR` for that request only.
 
 use std::io;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base::Countdown;
+use base::{Countdown, Sabotage};
 
 use super::backend::BlkBackend;
 
@@ -37,10 +37,8 @@ pub struct BlkFaultInjector {
     discard_errno: AtomicI32,
     short_reads: Countdown,
     short_writes: Countdown,
-    slow_ops: Countdown,
-    slow_ns: AtomicU64,
+    sabotage: Sabotage,
     pass: Countdown,
-    injected: AtomicU64,
 }
 
 impl BlkFaultInjector {
@@ -85,9 +83,7 @@ impl BlkFaultInjector {
 
     /// The next `n` operations of any kind first sleep for `delay`.
     pub fn slow(&self, n: u64, delay: Duration) {
-        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-        self.slow_ns.store(ns, Ordering::Release);
-        self.slow_ops.arm(n);
+        self.sabotage.slow(n, delay);
     }
 
     /// The next `n` operations of any kind run untouched; faults armed meanwhile
@@ -106,27 +102,23 @@ impl BlkFaultInjector {
             &self.discard_errors,
             &self.short_reads,
             &self.short_writes,
-            &self.slow_ops,
         ] {
             c.clear();
         }
+        self.sabotage.clear_slow();
     }
 
     /// Operations sabotaged (failed, shortened or slowed) so far.
     pub fn injected(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
+        self.sabotage.injected()
     }
 
     fn hit(&self) {
-        self.injected.fetch_add(1, Ordering::Relaxed);
+        self.sabotage.hit();
     }
 
-    /// Sleeps if a slow operation is armed.
     fn maybe_slow(&self) {
-        if self.slow_ops.take() {
-            self.hit();
-            std::thread::sleep(Duration::from_nanos(self.slow_ns.load(Ordering::Acquire)));
-        }
+        self.sabotage.maybe_slow();
     }
 
     /// `Err(errno)` if the countdown `n` fires.
