@@ -501,8 +501,7 @@ pub fn run_in_sandbox(
     };
     // As root, 9p keeps owners and modes as L1 sets them; otherwise files are
     // created as the calling user.
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     let model = if root { "passthrough" } else { "none" };
     let mut console_file = console_log(cfg)?;
     let limits = Limits {
@@ -524,8 +523,9 @@ pub fn run_in_sandbox(
         if let Some(h) = &handle {
             h.set_action(pid.map(|p| -> hostsys::signals::SignalAction {
                 Box::new(move |_| {
-                    // SAFETY: kill only sends a signal; `p` is QEMU, our child, not yet reaped.
-                    unsafe { libc::kill(p as libc::pid_t, libc::SIGTERM) };
+                    // `p` is QEMU, our child, not yet reaped (so not a reused pid).
+                    let pid = nix::unistd::Pid::from_raw(p as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
                 })
             }));
         }
