@@ -281,6 +281,7 @@ fn a_full_store_filesystem_fails_the_run_naming_the_unheld_limit() {
         u(&v["slack_pages"]),
     );
     assert!(peak > limit + slack, "{peak} {limit} {slack}");
+    assert!(u(&v["end_resident_pages"]) > limit + slack, "{v}");
     assert!(
         last.contains(&format!(
             "peaked at {peak} pages against a limit of {limit} + {slack} slack"

@@ -167,17 +167,24 @@ pub struct RunResult {
 }
 
 /// Why a run's host limit was not held, if it was not: the swapper's peak
-/// residency went beyond `limit + slack` and the swapper counted overshoots
-/// (pages it took beyond the cap because it could evict nothing, e.g. a store
-/// failing its writes). Both are needed because a scenario may lower the limit
-/// while it runs: the peak is over the whole run, the limit the final one, so
-/// a peak reached under an earlier, higher limit is no breach by itself.
+/// residency went beyond `limit + slack`, was still beyond it at the end (it
+/// could not get it back, e.g. its store failing every write), and the swapper
+/// counted overshoots (pages it took beyond the cap because it could evict
+/// nothing). The overshoots are needed because a scenario may lower the limit
+/// while it runs: then the limit is the final one, and residency above it is
+/// what the evictor had not yet brought down, not a breach.
 pub fn limit_failure(s: &swapper::SwapperStatus) -> Option<String> {
-    let held =
-        crate::probe_run::summary::limit_held(s.peak_resident_pages, s.limit_pages, s.slack_pages);
+    use crate::probe_run::summary::{limit_held, limit_not_held_message};
+    let held = limit_held(
+        s.peak_resident_pages,
+        s.committed_pages,
+        s.limit_pages,
+        s.slack_pages,
+    );
     (!held && s.limit_overshoots > 0).then(|| {
-        crate::probe_run::summary::limit_not_held_message(
+        limit_not_held_message(
             s.peak_resident_pages,
+            s.committed_pages,
             s.limit_pages,
             s.slack_pages,
             s.counters.write_errors,
@@ -251,6 +258,7 @@ mod tests {
             limit_pages: limit,
             slack_pages: 256,
             peak_resident_pages: peak,
+            committed_pages: peak,
             limit_overshoots: overshoots,
             ..Default::default()
         };
@@ -265,10 +273,14 @@ mod tests {
         assert_eq!(limit_failure(&status(4000, 4096, 3, 3)), None);
         // A peak above a limit lowered later, without overshoots, is no breach.
         assert_eq!(limit_failure(&status(8192, 4096, 0, 0)), None);
+        // An overshoot the swapper recovered from by the end is no breach.
+        let mut recovered = status(8192, 4096, 5, 5);
+        recovered.committed_pages = 4000;
+        assert_eq!(limit_failure(&recovered), None);
         let why = limit_failure(&status(16384, 4096, 12000, 11000)).expect("not held");
         assert!(
             why.starts_with(
-                "the host limit was not held: resident peaked at 16384 pages against a limit of 4096 + 256 slack"
+                "the host limit was not held: resident peaked at 16384 pages against a limit of 4096 + 256 slack, still 16384 at the end"
             ),
             "{why}"
         );

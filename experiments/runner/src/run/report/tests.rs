@@ -211,9 +211,10 @@ fn a_run_whose_host_limit_was_not_held_failed_and_the_report_says_why() {
     st.limit_pages = 4096;
     st.slack_pages = 256;
     st.peak_resident_pages = 16384;
+    st.committed_pages = 16300;
     st.limit_overshoots = 12000;
     st.counters.write_errors = 11000;
-    let why = "the host limit was not held: resident peaked at 16384 pages against a limit of 4096 + 256 slack";
+    let why = "the host limit was not held: resident peaked at 16384 pages against a limit of 4096 + 256 slack, still 16300 at the end";
     assert!(
         matches!(&outcome(&r), Outcome::Failed(w) if w.starts_with(why) && w.contains("11000 store writes failed")),
         "{:?}",
