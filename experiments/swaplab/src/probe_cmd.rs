@@ -221,8 +221,8 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     } else {
         runner::cli::print_out(&out.text)?;
     }
-    if let Some(why) = out.integrity_failure {
-        anyhow::bail!(why);
+    if !out.failures.is_empty() {
+        anyhow::bail!(out.failures.join("; "));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_usage_error, have_kvm, probe_json, swaplab, u};
+use common::{assert_usage_error, have_kvm, have_root, probe_json, swaplab, u};
 use serde_json::Value;
 
 /// What every swapped run must show: pages went out and came back, residency stayed
@@ -29,6 +29,7 @@ fn assert_swapped_ok(v: &Value, what: &str) {
         scanned <= limit + slack,
         "{what}: page tables say {scanned} resident > {limit} + {slack}"
     );
+    assert_eq!(v["limit_held"], true, "{what}");
     assert_eq!(u(&v["integrity_errors"]), 0, "{what}");
     assert_eq!(v["integrity"]["ok"], true, "{what}: {}", v["integrity"]);
     assert_eq!(
@@ -200,6 +201,97 @@ fn store_write_failures_lose_no_page() {
     assert_eq!(v["integrity"]["ok"], true);
     assert_eq!(u(&v["integrity_errors"]), 0);
     assert!(u(&v["evictions"]) > 0);
+}
+
+/// A tmpfs mounted on a directory, unmounted when dropped (on every path, a failed
+/// assertion's unwinding included).
+struct TmpfsMount(std::path::PathBuf);
+
+impl TmpfsMount {
+    fn new(dir: &std::path::Path, size: &str) -> Self {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount -t tmpfs on {}: {st}", dir.display());
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Busy (a child still holds a file): detach it so it goes when released.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// A file store on a full filesystem cannot hold the limit: every write fails, so the
+/// swapper keeps the pages resident (none is lost) and residency grows past
+/// limit + slack. The run says so and fails (exit 1), it does not end 0.
+#[test]
+fn a_full_store_filesystem_fails_the_run_naming_the_unheld_limit() {
+    if !have_kvm() || !have_root("mounting a tmpfs") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let _mount = TmpfsMount::new(dir.path(), "1M");
+    let out = swaplab(&[
+        "probe",
+        "--json",
+        "--mem",
+        "64M",
+        "--host-limit",
+        "16M",
+        "--store",
+        "file",
+        "--store-path",
+        dir.path().to_str().unwrap(),
+        "--passes",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("swaplab: the host limit was not held: resident peaked at"),
+        "{last}"
+    );
+    assert!(
+        last.contains("against a limit of 4096 + 256 slack"),
+        "{last}"
+    );
+    assert!(last.contains("store writes failed"), "{last}");
+    // The result is still printed, and says the same.
+    let v: Value = serde_json::from_slice(&out.stdout).expect("probe --json prints JSON");
+    assert_eq!(v["limit_held"], false, "{v}");
+    let (peak, limit, slack) = (
+        u(&v["peak_resident_pages"]),
+        u(&v["host_limit_pages"]),
+        u(&v["slack_pages"]),
+    );
+    assert!(peak > limit + slack, "{peak} {limit} {slack}");
+    assert!(u(&v["end_resident_pages"]) > limit + slack, "{v}");
+    assert!(
+        last.contains(&format!(
+            "peaked at {peak} pages against a limit of {limit} + {slack} slack"
+        )),
+        "{last}"
+    );
+    assert!(u(&v["write_errors"]) > 0, "{v}");
+    // No page was lost.
+    assert_eq!(v["integrity"]["ok"], true, "{}", v["integrity"]);
+    assert_eq!(u(&v["integrity_errors"]), 0);
 }
 
 /// A sequential write scan with prefetch takes about one fault per cluster.

@@ -69,8 +69,9 @@ pub struct ProbeOutput {
     pub text: String,
     /// The host-swap summary, if the host swapped.
     pub summary: Option<SwapSummary>,
-    /// Why the data cannot be trusted, if it cannot.
-    pub integrity_failure: Option<String>,
+    /// Why the run failed, if it did, one line per reason: test RAM came back wrong
+    /// (integrity), or the host limit was not held. Empty for a good run.
+    pub failures: Vec<String>,
 }
 
 fn probe_integrity(r: &ProbeResult) -> Option<String> {
@@ -144,7 +145,7 @@ pub fn run_plan(
                 json: serde_json::to_value(&r)?,
                 text: render_text(&r),
                 summary: None,
-                integrity_failure: probe_integrity(&r),
+                failures: probe_integrity(&r).into_iter().collect(),
             })
         }
         SwapPlan::KernelChild {
@@ -171,7 +172,7 @@ pub fn run_plan(
                 json,
                 text,
                 summary: None,
-                integrity_failure: probe_integrity(&r),
+                failures: probe_integrity(&r).into_iter().collect(),
             })
         }
         SwapPlan::Uffd {
@@ -217,11 +218,15 @@ pub fn run_plan(
                 (m.integrity_errors > 0)
                     .then(|| format!("{} checksum mismatches on swap-in", m.integrity_errors))
             });
+            let failures = integrity_failure
+                .into_iter()
+                .chain(summary::limit_failure(&m))
+                .collect();
             Ok(ProbeOutput {
                 json,
                 text,
                 summary: Some(m),
-                integrity_failure,
+                failures,
             })
         }
         SwapPlan::Kernel {
@@ -249,11 +254,15 @@ pub fn run_plan(
                     m.integrity_errors
                 )
             });
+            let failures = integrity_failure
+                .into_iter()
+                .chain(summary::limit_failure(&m))
+                .collect();
             Ok(ProbeOutput {
                 json,
                 text,
                 summary: Some(m),
-                integrity_failure,
+                failures,
             })
         }
     }

@@ -76,10 +76,81 @@ pub struct SwapSummary {
     /// Pages whose content was wrong. uffd: checksum mismatches on swap-in (never
     /// served); kernel: the probe's own tag and counter checks (no checksums there).
     pub integrity_errors: u64,
+    /// Resident test-RAM pages when the guest finished (uffd: committed pages; kernel:
+    /// test RAM resident in the cgroup).
+    #[serde(default)]
+    pub end_resident_pages: u64,
+    /// Whether the limit held: false when residency went past `host_limit_pages +
+    /// slack_pages` and was still past it when the guest finished (the swapper could
+    /// not get it back, e.g. its store's filesystem is full). The run then fails: its
+    /// numbers were not measured under the limit asked for. An overshoot the swapper
+    /// recovered from (store writes failed for a while, then worked) shows in
+    /// `peak_resident_pages` and `limit_overshoots` and does not fail the run.
+    #[serde(default = "yes")]
+    pub limit_held: bool,
+    /// Store writes that failed (uffd; the swapper keeps such a page resident rather
+    /// than lose it, so a store that fails every write cannot hold the limit).
+    /// Kernel: 0.
+    #[serde(default)]
+    pub write_errors: u64,
+    /// Times the swapper had to take a page beyond `limit + slack` because it could
+    /// evict nothing (uffd). Kernel: 0.
+    #[serde(default)]
+    pub limit_overshoots: u64,
     /// Fault latency by path. uffd: the swapper's service time (event read to wake-up);
     /// both: `guest`, the latency the guest measured for faulted accesses in the passes
     /// after the first (fault, service, vCPU wake-up).
     pub fault_latency_ns: BTreeMap<String, PathLatency>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Whether a limit held: residency (`peak` at most, `end` when the run finished)
+/// never went past `limit + slack`, or came back within it by the end.
+pub fn limit_held(peak: u64, end: u64, limit: u64, slack: u64) -> bool {
+    let cap = limit.saturating_add(slack);
+    peak <= cap || end <= cap
+}
+
+/// Why a limit was not held, in one line: the peak against the limit, residency at
+/// the end, and the cause the swapper counted (failed store writes, or evictions it
+/// could not make).
+pub fn limit_not_held_message(
+    peak: u64,
+    end: u64,
+    limit: u64,
+    slack: u64,
+    write_errors: u64,
+    overshoots: u64,
+) -> String {
+    let cause = if write_errors > 0 {
+        format!(
+            " ({write_errors} store writes failed, so the pages stayed resident; is the store's filesystem full?)"
+        )
+    } else if overshoots > 0 {
+        format!(" ({overshoots} times the swapper found no page it could evict)")
+    } else {
+        String::new()
+    };
+    format!(
+        "the host limit was not held: resident peaked at {peak} pages against a limit of {limit} + {slack} slack, still {end} at the end{cause}"
+    )
+}
+
+/// Why `m`'s run cannot count because its limit was not held, if it was not.
+pub fn limit_failure(m: &SwapSummary) -> Option<String> {
+    (!m.limit_held).then(|| {
+        limit_not_held_message(
+            m.peak_resident_pages,
+            m.end_resident_pages,
+            m.host_limit_pages,
+            m.slack_pages,
+            m.write_errors,
+            m.limit_overshoots,
+        )
+    })
 }
 
 fn guest_latency(l: &Latency, count: u64) -> PathLatency {
@@ -136,6 +207,17 @@ pub fn uffd_summary(run: &UffdRun, limit_bytes: u64) -> SwapSummary {
         peak_resident_pages: st.peak_resident_pages,
         store_bytes: st.store_bytes,
         integrity_errors: run.swap.final_status.counters.integrity_errors,
+        // The limit never changes during a probe, so the run's peak is measured
+        // against the limit it had all along.
+        end_resident_pages: st.committed_pages,
+        limit_held: limit_held(
+            st.peak_resident_pages,
+            st.committed_pages,
+            st.limit_pages,
+            st.slack_pages,
+        ),
+        write_errors: st.counters.write_errors,
+        limit_overshoots: st.limit_overshoots,
         fault_latency_ns,
     }
 }
@@ -169,14 +251,30 @@ pub fn kernel_summary(run: &KernelRun) -> SwapSummary {
         p99: get_u64(p, &["steady", "fault_latency_ns", "p99"]),
         max: get_u64(p, &["steady", "fault_latency_ns", "max"]),
     };
+    let host_limit_pages = child.guest_limit_bytes / 4096;
+    let slack_pages = child.growth_allowance_bytes / 4096;
+    let peak_resident_pages = r.cgroup_peak_bytes.saturating_sub(child.vmm_overhead_bytes) / 4096;
+    let end_resident_pages = child
+        .at_run_end
+        .as_ref()
+        .map_or(0, |e| e.test_ram_resident_bytes / 4096);
     SwapSummary {
         host_swap: "kernel".into(),
         host_limit_bytes: child.guest_limit_bytes,
-        host_limit_pages: child.guest_limit_bytes / 4096,
-        slack_pages: child.growth_allowance_bytes / 4096,
+        host_limit_pages,
+        slack_pages,
         evictions: sum(|p| p.pswpout),
         swap_ins,
-        peak_resident_pages: r.cgroup_peak_bytes.saturating_sub(child.vmm_overhead_bytes) / 4096,
+        peak_resident_pages,
+        end_resident_pages,
+        limit_held: limit_held(
+            peak_resident_pages,
+            end_resident_pages,
+            host_limit_pages,
+            slack_pages,
+        ),
+        write_errors: 0,
+        limit_overshoots: 0,
         store_bytes: child.at_run_end.as_ref().map_or(0, |e| e.vm_swap_bytes),
         integrity_errors: get_u64(p, &["integrity", "bad_tags"])
             + get_u64(p, &["integrity", "pages_mismatched"]),
@@ -189,6 +287,9 @@ fn mib(b: u64) -> String {
 }
 
 fn render_common(s: &mut String, m: &SwapSummary) {
+    if let Some(why) = limit_failure(m) {
+        let _ = writeln!(s, "  FAILED: {why}");
+    }
     let ins: Vec<String> = m
         .swap_ins
         .iter()
@@ -330,4 +431,91 @@ pub fn render_kernel(run: &KernelRun, m: &SwapSummary) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(peak: u64, write_errors: u64, overshoots: u64) -> SwapSummary {
+        let end = peak;
+        SwapSummary {
+            host_swap: "uffd".into(),
+            host_limit_bytes: 16 << 20,
+            host_limit_pages: 4096,
+            slack_pages: 256,
+            peak_resident_pages: peak,
+            end_resident_pages: end,
+            limit_held: limit_held(peak, end, 4096, 256),
+            write_errors,
+            limit_overshoots: overshoots,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_limit_is_held_up_to_limit_plus_slack() {
+        assert!(limit_held(0, 0, 4096, 256));
+        assert!(limit_held(4096 + 256, 4096 + 256, 4096, 256));
+        assert!(!limit_held(4096 + 257, 4096 + 257, 4096, 256));
+        assert!(limit_held(u64::MAX, u64::MAX, u64::MAX, 1));
+        // An overshoot the swapper recovered from by the end (store writes failed for
+        // a while, then worked) holds.
+        assert!(limit_held(6000, 4000, 4096, 256));
+        assert_eq!(limit_failure(&summary(4352, 0, 0)), None);
+    }
+
+    #[test]
+    fn an_unheld_limit_names_the_peak_the_limit_and_the_failed_writes() {
+        let m = summary(16384, 12000, 12100);
+        let why = limit_failure(&m).expect("not held");
+        assert!(
+            why.starts_with(
+                "the host limit was not held: resident peaked at 16384 pages against a limit of 4096 + 256 slack, still 16384 at the end"
+            ),
+            "{why}"
+        );
+        assert!(why.contains("12000 store writes failed"), "{why}");
+        // Without write errors, the overshoots are the cause named.
+        let why = limit_failure(&summary(5000, 0, 7)).expect("not held");
+        assert!(
+            why.contains("7 times the swapper found no page it could evict"),
+            "{why}"
+        );
+        assert!(!why.contains("store writes"), "{why}");
+    }
+
+    #[test]
+    fn the_json_says_whether_the_limit_held() {
+        let j = serde_json::to_value(summary(16384, 3, 4)).unwrap();
+        assert_eq!(j["limit_held"], false);
+        assert_eq!(j["peak_resident_pages"], 16384);
+        assert_eq!(j["host_limit_pages"], 4096);
+        assert_eq!(j["slack_pages"], 256);
+        assert_eq!(j["write_errors"], 3);
+        assert_eq!(j["limit_overshoots"], 4);
+        // A summary written before the field existed reads as held.
+        let mut old = j.clone();
+        let o = old.as_object_mut().unwrap();
+        o.remove("limit_held");
+        o.remove("end_resident_pages");
+        o.remove("write_errors");
+        o.remove("limit_overshoots");
+        let back: SwapSummary = serde_json::from_value(old).unwrap();
+        assert!(back.limit_held);
+        assert_eq!(back.write_errors, 0);
+    }
+
+    #[test]
+    fn the_text_reports_an_unheld_limit() {
+        let mut s = String::new();
+        render_common(&mut s, &summary(4000, 0, 0));
+        assert!(!s.contains("FAILED"), "{s}");
+        let mut s = String::new();
+        render_common(&mut s, &summary(16384, 9, 9));
+        assert!(
+            s.contains("FAILED: the host limit was not held: resident peaked at 16384 pages"),
+            "{s}"
+        );
+    }
 }

@@ -59,8 +59,9 @@ pub const LINKED_FILES: &[(&str, &str)] = &[
 /// Outcome text [`super::analyze::analyze`] writes for a run that timed out.
 const TIMEOUT_TEXT: &str = "did not power off within";
 
-/// The report's outcome for a run: failed when it did not end `ok` or when
-/// any page came back with wrong content (its numbers would not count).
+/// The report's outcome for a run: failed when it did not end `ok`, when
+/// any page came back with wrong content, or when the host swapper did not
+/// hold its limit (its numbers would not count).
 pub fn outcome(r: &RunResult) -> Outcome {
     if r.outcome != "ok" {
         if r.outcome.contains(TIMEOUT_TEXT) {
@@ -73,6 +74,9 @@ pub fn outcome(r: &RunResult) -> Outcome {
             "{} pages came back with wrong content (integrity errors)",
             r.integrity_errors
         ));
+    }
+    if let Some(why) = r.swapper.as_ref().and_then(super::result::limit_failure) {
+        return Outcome::Failed(why);
     }
     Outcome::Ok
 }

@@ -166,6 +166,33 @@ pub struct RunResult {
     pub vm: Option<serde_json::Value>,
 }
 
+/// Why a run's host limit was not held, if it was not: the swapper's peak
+/// residency went beyond `limit + slack`, was still beyond it at the end (it
+/// could not get it back, e.g. its store failing every write), and the swapper
+/// counted overshoots (pages it took beyond the cap because it could evict
+/// nothing). The overshoots are needed because a scenario may lower the limit
+/// while it runs: then the limit is the final one, and residency above it is
+/// what the evictor had not yet brought down, not a breach.
+pub fn limit_failure(s: &swapper::SwapperStatus) -> Option<String> {
+    use crate::probe_run::summary::{limit_held, limit_not_held_message};
+    let held = limit_held(
+        s.peak_resident_pages,
+        s.committed_pages,
+        s.limit_pages,
+        s.slack_pages,
+    );
+    (!held && s.limit_overshoots > 0).then(|| {
+        limit_not_held_message(
+            s.peak_resident_pages,
+            s.committed_pages,
+            s.limit_pages,
+            s.slack_pages,
+            s.counters.write_errors,
+            s.limit_overshoots,
+        )
+    })
+}
+
 fn fmt_ns(ns: u64) -> String {
     report::stats::fmt_ns(ns)
 }
@@ -224,5 +251,39 @@ mod tests {
         assert!((989_000..=991_000).contains(&l.p99_ns), "{l:?}");
         assert!(l.max_ns >= 1_000_000 && l.max_ns < 1_001_000);
         assert_eq!(PathLatency::of([]).count, 0);
+    }
+
+    fn status(peak: u64, limit: u64, overshoots: u64, write_errors: u64) -> swapper::SwapperStatus {
+        let mut s = swapper::SwapperStatus {
+            limit_pages: limit,
+            slack_pages: 256,
+            peak_resident_pages: peak,
+            committed_pages: peak,
+            limit_overshoots: overshoots,
+            ..Default::default()
+        };
+        s.counters.write_errors = write_errors;
+        s
+    }
+
+    #[test]
+    fn a_run_holds_its_limit_unless_the_swapper_overshot_past_it() {
+        assert_eq!(limit_failure(&status(4096 + 256, 4096, 0, 0)), None);
+        // Forced reservations that stayed within the cap are no breach.
+        assert_eq!(limit_failure(&status(4000, 4096, 3, 3)), None);
+        // A peak above a limit lowered later, without overshoots, is no breach.
+        assert_eq!(limit_failure(&status(8192, 4096, 0, 0)), None);
+        // An overshoot the swapper recovered from by the end is no breach.
+        let mut recovered = status(8192, 4096, 5, 5);
+        recovered.committed_pages = 4000;
+        assert_eq!(limit_failure(&recovered), None);
+        let why = limit_failure(&status(16384, 4096, 12000, 11000)).expect("not held");
+        assert!(
+            why.starts_with(
+                "the host limit was not held: resident peaked at 16384 pages against a limit of 4096 + 256 slack, still 16384 at the end"
+            ),
+            "{why}"
+        );
+        assert!(why.contains("11000 store writes failed"), "{why}");
     }
 }

@@ -203,6 +203,35 @@ fn outcomes() {
     );
 }
 
+#[test]
+fn a_run_whose_host_limit_was_not_held_failed_and_the_report_says_why() {
+    let mut r = host_run(1.0);
+    assert_eq!(outcome(&r), Outcome::Ok);
+    let st = r.swapper.as_mut().unwrap();
+    st.limit_pages = 4096;
+    st.slack_pages = 256;
+    st.peak_resident_pages = 16384;
+    st.committed_pages = 16300;
+    st.limit_overshoots = 12000;
+    st.counters.write_errors = 11000;
+    let why = "the host limit was not held: resident peaked at 16384 pages against a limit of 4096 + 256 slack, still 16300 at the end";
+    assert!(
+        matches!(&outcome(&r), Outcome::Failed(w) if w.starts_with(why) && w.contains("11000 store writes failed")),
+        "{:?}",
+        outcome(&r)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let info = MatrixInfo {
+        name: "mine".into(),
+        description: String::new(),
+        notes: Vec::new(),
+    };
+    write_report(dir.path(), &info, Environment::default(), &[r]).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("`double-paging` repetition 1: failed"), "{md}");
+    assert!(md.contains(why), "{md}");
+}
+
 fn matrix() -> (MatrixResults, Vec<RunResult>) {
     let mut a = [host_run(10.0), host_run(30.0), host_run(99.0)];
     a[2].outcome = "the guest did not power off within 9 s and was stopped".into();
