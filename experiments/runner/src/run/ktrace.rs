@@ -177,6 +177,26 @@ impl KtraceCapture {
         self.events.len() < max_events && kept(self.window_stride, ts_ns)
     }
 
+    /// Keeps `tid`'s thread name. The kernel prints `<...>` for a thread
+    /// missing from its small cache of names (which fills lazily, after a
+    /// context switch); then the name comes from this process's own task
+    /// list while the thread lives (events are limited to this process's
+    /// threads), else from a later event that carries it.
+    fn note_comm(&mut self, tid: i32, comm: &str) {
+        const UNKNOWN: &str = "<...>";
+        if self.comms.get(&tid).is_some_and(|c| c != UNKNOWN) {
+            return;
+        }
+        let name = if comm == UNKNOWN {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_else(|_| UNKNOWN.to_string())
+        } else {
+            comm.to_string()
+        };
+        self.comms.insert(tid, name);
+    }
+
     /// Adds one line of `trace_pipe` text.
     pub fn add_line(&mut self, line: &str, max_events: usize) {
         match parse_line(line) {
@@ -186,9 +206,7 @@ impl KtraceCapture {
                     return;
                 }
                 let name = self.intern(p.event);
-                self.comms
-                    .entry(p.tid)
-                    .or_insert_with(|| p.comm.to_string());
+                self.note_comm(p.tid, p.comm);
                 self.events.push(KEvent {
                     mono_ns: p.ts_ns,
                     tid: p.tid,

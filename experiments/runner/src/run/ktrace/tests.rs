@@ -146,3 +146,30 @@ fn a_full_capture_keeps_whole_windows_spread_over_the_run() {
     assert_eq!(windows.first(), Some(&0));
     assert_eq!(windows.last(), Some(&56));
 }
+
+#[test]
+fn a_thread_name_the_kernel_did_not_cache_is_found_or_filled_in_later() {
+    let mut c = KtraceCapture::default();
+    // This thread: the kernel's `<...>` is replaced by its name from /proc.
+    let me = nix::unistd::gettid().as_raw();
+    let mine = std::fs::read_to_string(format!("/proc/self/task/{me}/comm")).unwrap();
+    c.add_line(&format!("<...>-{me} [001] d..2. 1.000001: kvm_exit: x"), 10);
+    assert_eq!(c.comms[&me], mine.trim_end());
+    // A thread that is gone keeps `<...>` until an event carries its name.
+    let gone = 4_999_999;
+    c.add_line(
+        &format!("<...>-{gone} [001] d..2. 1.000002: kvm_exit: x"),
+        10,
+    );
+    assert_eq!(c.comms[&gone], "<...>");
+    c.add_line(
+        &format!("vcpu0-{gone} [001] d..2. 1.000003: kvm_exit: x"),
+        10,
+    );
+    assert_eq!(c.comms[&gone], "vcpu0");
+    c.add_line(
+        &format!("<...>-{gone} [001] d..2. 1.000004: kvm_exit: x"),
+        10,
+    );
+    assert_eq!(c.comms[&gone], "vcpu0");
+}
