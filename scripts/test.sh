@@ -16,8 +16,10 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 # setup.sh installed every program the tests drive: the `tool` tier is required too.
 SWAPLAB_REQUIRE_TIERS="$(./target/release/swaplab doctor --tiers),tool"
 SWAPLAB_SKIP_LOG="$(mktemp "${TMPDIR:-/tmp}/swaplab-skips-XXXXXX")"
-export SWAPLAB_REQUIRE_TIERS SWAPLAB_SKIP_LOG
-trap 'rm -f "$SWAPLAB_SKIP_LOG"' EXIT
+# Tests that ran again because the nested sandbox's L1 died under them.
+SWAPLAB_RETRY_LOG="$(mktemp "${TMPDIR:-/tmp}/swaplab-retries-XXXXXX")"
+export SWAPLAB_REQUIRE_TIERS SWAPLAB_SKIP_LOG SWAPLAB_RETRY_LOG
+trap 'rm -f "$SWAPLAB_SKIP_LOG" "$SWAPLAB_RETRY_LOG"' EXIT
 echo "test: cargo test (this machine has the tiers: ${SWAPLAB_REQUIRE_TIERS:-none}; a skip of one fails the run)" >&2
 status=0
 cargo test --workspace --release 2>&1 || status=$?
@@ -27,5 +29,10 @@ if [ "$skips" -gt 0 ]; then
     # tier, test, reason -> "tier: reason (N tests)"
     awk -F'\t' '{n[$1": "$3]++} END {for (k in n) printf "test:   %s (%d)\n", k, n[k]}' \
         "$SWAPLAB_SKIP_LOG" | sort >&2
+fi
+retries=$(wc -l <"$SWAPLAB_RETRY_LOG")
+echo "test: ${retries} tests RETRYING after the sandbox's L1 died under them" >&2
+if [ "$retries" -gt 0 ]; then
+    awk -F'\t' '{printf "test:   %s: %s\n", $1, $2}' "$SWAPLAB_RETRY_LOG" >&2
 fi
 exit "$status"

@@ -124,6 +124,15 @@ pub const ENV_FORWARD_SOCK_PREFIX: &str = "SWAPLAB_FORWARD_SOCK_";
 /// under the command. Callers that can run their work again look for this.
 pub const L1_PANICKED: &str = "the L1 kernel panicked";
 
+/// How a [`SandboxError::TripleFault`] begins: a vCPU of L1 (emulated by
+/// TCG) triple-faulted, which stops L1 as a reset would.
+pub const L1_TRIPLE_FAULTED: &str = "L1's emulated CPU triple-faulted";
+
+/// The beginnings of the errors that say L1 itself died under the command
+/// (its kernel panicked, or its CPU triple-faulted): callers that can run
+/// their work again in a fresh L1 look for these.
+pub const L1_DIED: [&str; 2] = [L1_PANICKED, L1_TRIPLE_FAULTED];
+
 /// `0` turns off [`SandboxConfig::hold_kvm`].
 pub const ENV_HOLD_KVM: &str = "SWAPLAB_SANDBOX_HOLD_KVM";
 
@@ -171,6 +180,16 @@ pub enum SandboxError {
         line: String,
         /// The oops that led to it ([`protocol::panic_report`]).
         oops: String,
+    },
+    /// A vCPU of L1 triple-faulted (QEMU logged it, and stopped L1).
+    #[error("{L1_TRIPLE_FAULTED} (QEMU logged \"{}\"; last L1 stage: {stage}){}\nQEMU's log:\n  {}", qemu::TRIPLE_FAULT, detail("", .console), .log.replace('\n', "\n  "))]
+    TripleFault {
+        /// The last stage L1 reported.
+        stage: String,
+        /// What QEMU logged from the triple fault on.
+        log: String,
+        /// The end of the kernel console.
+        console: String,
     },
     /// L1's init failed.
     #[error("L1 init failed in stage {stage}: {message}")]
@@ -235,6 +254,24 @@ fn detail(stderr: &str, console: &str) -> String {
 }
 
 impl SandboxError {
+    /// What killed L1 under the command, when L1 itself died, in words that
+    /// follow "the sandbox's": "L1 kernel panicked (…)" or "L1 CPU
+    /// triple-faulted (…)".
+    pub fn l1_died(&self) -> Option<String> {
+        match self {
+            SandboxError::Panic { line, .. } => Some(format!(
+                "L1 kernel panicked ({})",
+                line.split_once("] ")
+                    .map_or(line.as_str(), |(_, rest)| rest)
+                    .trim()
+            )),
+            SandboxError::TripleFault { .. } => {
+                Some("L1 CPU triple-faulted (QEMU TCG's emulation; QEMU logged it)".to_string())
+            }
+            _ => None,
+        }
+    }
+
     /// The exit status a command-line tool should use for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -547,7 +584,7 @@ pub fn run_in_sandbox(
         match boot_panic(&report) {
             Some(line) if attempt < L1_BOOT_ATTEMPTS && caught.is_none() => {
                 eprintln!(
-                    "swaplab: the sandbox's L1 kernel panicked while booting, before the \
+                    "swaplab: the sandbox's L1 died while booting, before the \
                      command started ({line}); starting it again"
                 );
                 attempt += 1;
@@ -703,7 +740,8 @@ fn start_forwards(
 /// How many times L1 is started when its kernel panics before the command runs.
 pub const L1_BOOT_ATTEMPTS: u32 = 2;
 
-/// The panic line, if L1's kernel panicked before the command started.
+/// What killed L1 before the command started, if its kernel panicked (the
+/// panic line) or its emulated CPU triple-faulted.
 pub fn boot_panic(report: &Report) -> Option<&str> {
     let started = report
         .events
@@ -713,6 +751,7 @@ pub fn boot_panic(report: &Report) -> Option<&str> {
         return None;
     }
     protocol::find_panic(&report.console_tail)
+        .or_else(|| report.l1_triple_fault.as_ref().map(|_| L1_TRIPLE_FAULTED))
 }
 
 /// Turn a report into the command's status or an error naming what went wrong.
@@ -752,6 +791,13 @@ pub fn interpret(report: &Report, timeout: Duration) -> Result<u8, SandboxError>
         return Err(SandboxError::Panic {
             line: line.to_string(),
             oops: protocol::panic_report(&report.console_tail).unwrap_or_default(),
+        });
+    }
+    if let Some(log) = &report.l1_triple_fault {
+        return Err(SandboxError::TripleFault {
+            stage,
+            log: log.clone(),
+            console,
         });
     }
     if let Some(line) = report
@@ -909,6 +955,7 @@ mod tests {
             qemu_status: std::process::ExitStatus::from_raw(0),
             console_tail: format!("[    1.04] VFS: Disk quotas\n{panic}\n"),
             qemu_stderr: String::new(),
+            l1_triple_fault: None,
             expired: None,
             elapsed: Duration::from_secs(2),
         };

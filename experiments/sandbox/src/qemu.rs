@@ -41,6 +41,20 @@ pub const ROOT_TAG: &str = "hostroot";
 const CONSOLE_TAIL: usize = 64 * 1024;
 /// QEMU stderr bytes kept for error messages.
 const QEMU_STDERR_MAX: usize = 16 * 1024;
+/// How much of QEMU's `-d cpu_reset` log is kept (the resets at start-up
+/// log a register dump per vCPU, about 2 KiB each).
+const QEMU_LOG_MAX: usize = 64 * 1024;
+/// The line QEMU 7.2 logs (`-d cpu_reset`) when a vCPU of L1 triple-faults.
+pub const TRIPLE_FAULT: &str = "Triple fault";
+
+/// What QEMU's log says about an L1 triple fault: the "Triple fault" line
+/// and, when a CPU reset dump follows it, that dump (the state it was in).
+fn triple_fault(log: &[u8]) -> Option<String> {
+    let log = String::from_utf8_lossy(log);
+    let at = log.rfind(TRIPLE_FAULT)?;
+    let tail: Vec<&str> = log[at..].lines().take(40).collect();
+    Some(tail.join("\n"))
+}
 /// How long to wait for QEMU's pipes to close after killing it.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// How long L1 may take to power off after reporting the end of the command.
@@ -139,6 +153,9 @@ pub struct Report {
     pub console_tail: String,
     /// The last part of QEMU's own stderr.
     pub qemu_stderr: String,
+    /// The register dump QEMU logged when L1's CPU triple-faulted (it then
+    /// stops L1, as `-no-reboot` asks): empty when none did.
+    pub l1_triple_fault: Option<String>,
     /// Set when QEMU was killed for exceeding a limit.
     pub expired: Option<Expired>,
     /// Wall time from QEMU's start to its exit.
@@ -194,6 +211,8 @@ pub struct ChildFds {
     pub stderr: RawFd,
     /// The job (a memfd).
     pub job: RawFd,
+    /// QEMU's own log (`-D`): CPU resets and the triple fault behind one.
+    pub log: RawFd,
 }
 
 /// A virtio-serial port backed by a connected socket QEMU inherits.
@@ -222,6 +241,10 @@ pub fn qemu_args(
         "none",
         "-no-reboot",
     ]);
+    // A triple fault in L1 is a reset, which -no-reboot turns into an exit
+    // with status 0, indistinguishable from a power-off but for this log:
+    // QEMU writes "Triple fault" under -d cpu_reset (see TRIPLE_FAULT).
+    push(&["-d", "cpu_reset", "-D", &fd(fds.log)]);
     let accel = format!("tcg,thread={}", launch.tcg_thread);
     push(&["-M", MACHINE, "-accel", &accel, "-cpu", "max"]);
     push(&["-m", &format!("{}M", launch.mem_mib)]);
@@ -330,6 +353,7 @@ enum Kind {
     Stdout,
     Stderr,
     QemuStderr,
+    QemuLog,
 }
 
 /// Keep the last `max` bytes of a stream.
@@ -356,6 +380,7 @@ pub fn run(
     let (st_r, st_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    let (log_r, log_w) = pipe()?;
     let job = job_file(&launch.job)?;
     let fds = ChildFds {
         console: con_w.as_raw_fd(),
@@ -363,13 +388,14 @@ pub fn run(
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
         job: job.as_raw_fd(),
+        log: log_w.as_raw_fd(),
     };
     let port_fds: Vec<(String, RawFd)> = ports
         .iter()
         .map(|p| (p.name.clone(), p.fd.as_raw_fd()))
         .collect();
     let args = qemu_args(launch, fds, &port_fds, root_security_model);
-    let mut keep = vec![con_w, st_w, out_w, err_w, job];
+    let mut keep = vec![con_w, st_w, out_w, err_w, job, log_w];
     keep.extend(ports.into_iter().map(|p| p.fd));
     let start = Instant::now();
     // Only QEMU may hold the write ends, so that its exit means EOF everywhere:
@@ -388,6 +414,7 @@ pub fn run(
         (Kind::Stdout, Some(out_r)),
         (Kind::Stderr, Some(err_r)),
         (Kind::QemuStderr, Some(qemu_err)),
+        (Kind::QemuLog, Some(log_r)),
     ];
     let mut sup = Supervisor {
         start,
@@ -397,6 +424,7 @@ pub fn run(
         console_lines: LineSplitter::default(),
         console_tail: Vec::new(),
         qemu_stderr: Vec::new(),
+        qemu_log: Vec::new(),
         out_broken: false,
         err_broken: false,
     };
@@ -414,6 +442,7 @@ pub fn run(
         qemu_status: status,
         console_tail: String::from_utf8_lossy(&sup.console_tail).into_owned(),
         qemu_stderr: String::from_utf8_lossy(&sup.qemu_stderr).into_owned(),
+        l1_triple_fault: triple_fault(&sup.qemu_log),
         expired,
         elapsed: start.elapsed(),
     })
@@ -427,6 +456,7 @@ struct Supervisor<'a> {
     console_lines: LineSplitter,
     console_tail: Vec<u8>,
     qemu_stderr: Vec<u8>,
+    qemu_log: Vec<u8>,
     out_broken: bool,
     err_broken: bool,
 }
@@ -555,6 +585,7 @@ impl Supervisor<'_> {
                 }
             }
             Kind::QemuStderr => keep_tail(&mut self.qemu_stderr, data, QEMU_STDERR_MAX),
+            Kind::QemuLog => keep_tail(&mut self.qemu_log, data, QEMU_LOG_MAX),
         }
     }
 
@@ -633,6 +664,19 @@ mod tests {
     }
 
     #[test]
+    fn a_triple_fault_is_found_in_qemus_log_with_what_follows() {
+        let boot = "CPU Reset (CPU 0)\nEAX=00000000 EBX=00000000\n";
+        assert_eq!(triple_fault(boot.as_bytes()), None);
+        let log = format!("{boot}Triple fault\nCPU Reset (CPU 1)\nRIP=ffffffff81000000\n");
+        let found = triple_fault(log.as_bytes()).unwrap();
+        assert!(
+            found.starts_with("Triple fault\nCPU Reset (CPU 1)"),
+            "{found}"
+        );
+        assert!(found.contains("RIP=ffffffff81000000"), "{found}");
+    }
+
+    #[test]
     fn args_wire_pipes_job_and_kernel() {
         let fds = ChildFds {
             console: 10,
@@ -640,6 +684,7 @@ mod tests {
             stdout: 12,
             stderr: 13,
             job: 15,
+            log: 16,
         };
         let ports = [("swaplab.fwd.0".to_string(), 14)];
         let a: Vec<String> = qemu_args(&launch(), fds, &ports, "passthrough")
@@ -654,6 +699,8 @@ mod tests {
         };
         assert_eq!(after("-kernel"), ["/k/vmlinux"]);
         assert_eq!(after("-m"), ["3072M"]);
+        assert_eq!(after("-d"), ["cpu_reset"]);
+        assert_eq!(after("-D"), ["/proc/self/fd/16"]);
         assert!(after("-chardev").contains(&"file,id=stdout,path=/proc/self/fd/12"));
         assert!(after("-device").contains(&"virtserialport,chardev=status,name=swaplab.status"));
         assert!(after("-chardev").contains(&"socket,id=port0,fd=14"));

@@ -129,3 +129,37 @@ fn a_kernel_panic_is_a_clear_error_not_a_hang() {
     assert!(err.contains("the L1 kernel panicked"), "{}", show(&out));
     assert!(err.contains("Kernel panic - not syncing"), "{}", show(&out));
 }
+
+#[test]
+fn an_l1_triple_fault_is_named_not_taken_for_a_power_off() {
+    if qemu_missing() {
+        return;
+    }
+    // reboot=t makes L1's kernel restart by triple-faulting on purpose;
+    // sysrq b restarts at once. QEMU (-no-reboot) then exits 0, as after a
+    // power-off: only its log tells the two apart.
+    let out = swaplab()
+        .args([
+            "sandbox",
+            "--mem",
+            "512M",
+            "--timeout",
+            "300",
+            "--kernel-arg",
+            "reboot=t",
+            "--",
+            "sh",
+            "-c",
+            "echo b > /proc/sysrq-trigger",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(sandbox::L1_TRIPLE_FAULTED) && err.contains("QEMU's log:\n  Triple fault"),
+        "{}",
+        show(&out)
+    );
+    assert!(err.contains("last L1 stage: run"), "{}", show(&out));
+}

@@ -230,10 +230,13 @@ fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u
     let mut attempt = 1;
     loop {
         let result = crate::boot::cmd::run_args_in_sandbox(&files, 2 * mem, time, argv.clone());
-        let panic = match &result {
-            Err(e) => match e.downcast_ref::<SandboxError>() {
-                Some(SandboxError::Panic { line, .. }) => line.clone(),
-                _ => return result,
+        let died = match &result {
+            Err(e) => match e
+                .downcast_ref::<SandboxError>()
+                .and_then(SandboxError::l1_died)
+            {
+                Some(why) => why,
+                None => return result,
             },
             Ok(_) => return result,
         };
@@ -255,7 +258,7 @@ fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u
         if let Some(i) = argv.iter().position(|a| a == "--resume-reason") {
             argv.drain(i..(i + 2).min(argv.len()));
         }
-        let reason = format!("the sandbox's L1 kernel panicked ({})", panic_text(&panic));
+        let reason = format!("the sandbox's {died}");
         add_args(&mut argv, ["--resume-reason".into(), reason.into()]);
     }
 }
@@ -264,11 +267,6 @@ fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u
 fn add_args<const N: usize>(argv: &mut Vec<OsString>, extra: [OsString; N]) {
     let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
     argv.splice(at..at, extra);
-}
-
-/// The panic message without the kernel's timestamp.
-fn panic_text(line: &str) -> &str {
-    line.split_once("] ").map_or(line, |(_, rest)| rest).trim()
 }
 
 /// `--resume`: the run the earlier attempt finished in `dir`, if it is to be

@@ -204,10 +204,12 @@ pub fn linux_guest_tier() -> Result<Tier, (Need, String)> {
 }
 
 /// Runs a test's `body` again, once, when it failed because the nested
-/// sandbox's L1 kernel died under it (its panic message carries swaplab's
-/// "the L1 kernel panicked" error). L1 is a Linux emulated by QEMU TCG; its
-/// kernel has panicked now and then on a loaded host, in interrupt context,
-/// whatever ran in it. Any other failure, or a second L1 panic, fails the test.
+/// sandbox's L1 died under it: its kernel panicked ("the L1 kernel
+/// panicked") or its emulated CPU triple-faulted (QEMU logged "Triple
+/// fault"), see `sandbox::L1_DIED`. L1 is a Linux emulated by QEMU TCG; it
+/// has died so now and then on a loaded host, in interrupt context, whatever
+/// ran in it. Any other failure, or a second death, fails the test; the retry
+/// is printed ("RETRYING") and counted by scripts/test.sh.
 pub fn retry_if_l1_panicked(body: impl Fn()) {
     let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&body));
     let Err(payload) = first else {
@@ -218,11 +220,32 @@ pub fn retry_if_l1_panicked(body: impl Fn()) {
         .map(String::as_str)
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or_default();
-    if !message.contains(sandbox::L1_PANICKED) {
+    let Some(how) = sandbox::L1_DIED.iter().find(|m| message.contains(**m)) else {
         std::panic::resume_unwind(payload);
-    }
-    eprintln!(
-        "RETRYING: the sandbox's L1 kernel panicked under the test (above); running it once more"
-    );
+    };
+    eprintln!("RETRYING: {how} under the test (above); running it once more");
+    note_retry(how);
     body();
+}
+
+/// Appends a retry to the file `SWAPLAB_RETRY_LOG` names (scripts/test.sh
+/// sets it and prints every retry at the end: cargo shows a passing test's
+/// output to no one).
+fn note_retry(how: &str) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os("SWAPLAB_RETRY_LOG").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_string();
+    let line = format!("{test}\t{how}\n");
+    let appended = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = appended {
+        panic!("cannot note the retry in {}: {e}", path.to_string_lossy());
+    }
 }
