@@ -10,13 +10,16 @@
 //!   and the [`Stop`] flag that a periodic thread waits on.
 //! - [`stats`]: nearest-rank [`percentile`] / [`median`], and the midpoint
 //!   median of measurements.
+//! - [`scratch`]: scratch directories named after their process, and the
+//!   sweep of those whose process was killed.
 //!
-//! Dependencies: std and thiserror only; no unsafe code.
+//! Dependencies: std, thiserror and tempfile only; no unsafe code.
 
 #![forbid(unsafe_code)]
 
 pub mod countdown;
 mod counters;
+pub mod scratch;
 pub mod size;
 pub mod stats;
 pub mod sync;

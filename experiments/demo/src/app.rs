@@ -151,10 +151,7 @@ pub fn run(args: &DemoOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("swaplab-demo-")
-        .tempdir()
-        .context("creating a scratch directory")?;
+    let scratch = base::scratch::dir("swaplab-demo-").context("creating a scratch directory")?;
     let (sock, mut vm) = match &args.attach {
         Some(p) => (p.clone(), None),
         None => {

@@ -472,31 +472,7 @@ pub const L1_TMP_PREFIX: &str = "swaplab-l1-tmp-";
 /// (a sandbox killed with SIGKILL cannot remove its own). Best effort: a
 /// directory that cannot be removed stays, with a warning.
 pub fn sweep_l1_tmp(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return removed;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(L1_TMP_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if alive || !is_dir {
-            continue;
-        }
-        match std::fs::remove_dir_all(e.path()) {
-            Ok(()) => removed.push(e.path()),
-            Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
-        }
-    }
-    removed
+    base::scratch::sweep(dir, L1_TMP_PREFIX)
 }
 
 /// A finished sandbox run.
@@ -642,16 +618,12 @@ fn l1_job(
             .iter()
             .find(|(k, _)| k == "TMPDIR")
             .map_or_else(std::env::temp_dir, |(_, v)| PathBuf::from(v));
-        sweep_l1_tmp(&base);
-        tempfile::Builder::new()
-            .prefix(&format!("{L1_TMP_PREFIX}{}-", std::process::id()))
-            .tempdir_in(&base)
-            .map_err(|e| {
-                SandboxError::Config(format!(
-                    "cannot create L1's temporary directory in {}: {e}",
-                    base.display()
-                ))
-            })?
+        base::scratch::dir_in(&base, L1_TMP_PREFIX).map_err(|e| {
+            SandboxError::Config(format!(
+                "cannot create L1's temporary directory in {}: {e}",
+                base.display()
+            ))
+        })?
     };
     env.retain(|(k, _)| k != "TMPDIR");
     env.push(("TMPDIR".into(), l1_tmp.path().as_os_str().to_owned()));

@@ -208,9 +208,7 @@ pub fn bench_balloon(args: &BalloonBenchOptions, files: BootFiles) -> anyhow::Re
     let mut ours = Series::default();
     let mut theirs = Series::default();
     for i in 0..args.runs {
-        let dir = tempfile::Builder::new()
-            .prefix("swaplab-bench-balloon-")
-            .tempdir_in(socket_dir())?;
+        let dir = base::scratch::dir_in(&socket_dir(), "swaplab-bench-balloon-")?;
         let (inf, def) = one_run(start_swaplab(&setup, dir.path()), bytes, poll, setup.limit)
             .map_err(|e| anyhow::anyhow!("swaplab run {}: {e}", i + 1))?;
         ours.push(mib, inf, def);

@@ -72,10 +72,7 @@ pub fn boot_with_devices(args: &BootOptions) -> anyhow::Result<u8> {
 /// Boots `spec` (a [`scenario`] of `args`, possibly changed, e.g. given a guest
 /// swap disk) running `args`' command; its exit status.
 pub fn boot_scenario(args: &BootOptions, spec: &Scenario) -> anyhow::Result<u8> {
-    let scratch = tempfile::Builder::new()
-        .prefix("swaplab-boot-")
-        .tempdir()
-        .context("creating a scratch directory")?;
+    let scratch = base::scratch::dir("swaplab-boot-").context("creating a scratch directory")?;
     let command = args
         .run
         .clone()

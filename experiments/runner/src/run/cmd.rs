@@ -132,9 +132,7 @@ fn scratch_dir() -> anyhow::Result<tempfile::TempDir> {
     } else {
         std::env::temp_dir()
     };
-    tempfile::Builder::new()
-        .prefix("swaplab-run-")
-        .tempdir_in(&base)
+    base::scratch::dir_in(&base, "swaplab-run-")
         .with_context(|| format!("creating a scratch directory in {}", base.display()))
 }
 
