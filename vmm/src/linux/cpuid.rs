@@ -7,6 +7,9 @@
 //!   x2APIC ID = vCPU index;
 //! - leaf 4 (Intel caches): cores per package; leaf 0x8000_0008 ECX (AMD): core count;
 //!   leaf 0x8000_001E (AMD): extended APIC ID and core ID.
+//!
+//! [`hide_xsave`] takes XSAVE and the features that need it away, for hosts
+//! whose (emulated) SVM lets a guest's `XSETBV` through without an exit.
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
@@ -104,6 +107,65 @@ pub fn fixup_entries(entries: &mut [kvm_cpuid_entry2], topo: Topology) {
     }
 }
 
+// CPUID.1:ECX
+const LEAF1_ECX_FMA: u32 = 1 << 12;
+const LEAF1_ECX_XSAVE: u32 = 1 << 26;
+const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+const LEAF1_ECX_AVX: u32 = 1 << 28;
+const LEAF1_ECX_F16C: u32 = 1 << 29;
+// CPUID.7.0:EBX: AVX2 (5) and the AVX-512 family (16, 17, 21, 26, 27, 28, 30, 31).
+const LEAF7_EBX_XSTATE: u32 =
+    1 << 5 | 1 << 16 | 1 << 17 | 1 << 21 | 1 << 26 | 1 << 27 | 1 << 28 | 1 << 30 | 1 << 31;
+// CPUID.7.0:ECX: AVX512_VBMI (1), PKU (3), OSPKE (4), AVX512_VBMI2 (6), VAES (9),
+// VPCLMULQDQ (10), AVX512_VNNI (11), AVX512_BITALG (12), AVX512_VPOPCNTDQ (14).
+const LEAF7_ECX_XSTATE: u32 =
+    1 << 1 | 1 << 3 | 1 << 4 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 14;
+// CPUID.7.0:EDX: AVX512_4VNNIW (2), AVX512_4FMAPS (3), AVX512_VP2INTERSECT (8),
+// AMX_BF16 (22), AVX512_FP16 (23), AMX_TILE (24), AMX_INT8 (25).
+const LEAF7_EDX_XSTATE: u32 = 1 << 2 | 1 << 3 | 1 << 8 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25;
+// CPUID.7.1:EAX: AVX_VNNI (4), AVX512_BF16 (5).
+const LEAF7_1_EAX_XSTATE: u32 = 1 << 4 | 1 << 5;
+// CPUID.0x8000_0001:ECX (AMD): XOP (11), FMA4 (16).
+const EXT1_ECX_XSTATE: u32 = 1 << 11 | 1 << 16;
+
+/// Takes XSAVE away from `entries`: CPUID.1 XSAVE/OSXSAVE, every feature whose
+/// state lives only in the XSAVE area (AVX and its kin, AVX-512, AMX, PKU),
+/// and leaf 0xD. The guest then never runs `XSETBV` and keeps its SSE state
+/// with `FXSAVE`.
+///
+/// For L1 hypervisors emulated by QEMU TCG (the nested sandbox): QEMU 7.2's
+/// SVM does not intercept `XSETBV`, so the guest's write reaches the emulated
+/// XCR0 behind L1's KVM, which then answers CPUID 0xD for the wrong XCR0 (the
+/// guest warns "XSAVE consistency problem" at boot and disables XSAVE) and
+/// switches XCR0 around guest entries from a value the guest never set.
+pub fn hide_xsave(entries: &mut [kvm_cpuid_entry2]) {
+    for e in entries.iter_mut() {
+        match (e.function, e.index) {
+            (1, _) => {
+                e.ecx &= !(LEAF1_ECX_FMA
+                    | LEAF1_ECX_XSAVE
+                    | LEAF1_ECX_OSXSAVE
+                    | LEAF1_ECX_AVX
+                    | LEAF1_ECX_F16C);
+            }
+            (7, 0) => {
+                e.ebx &= !LEAF7_EBX_XSTATE;
+                e.ecx &= !LEAF7_ECX_XSTATE;
+                e.edx &= !LEAF7_EDX_XSTATE;
+            }
+            (7, 1) => e.eax &= !LEAF7_1_EAX_XSTATE,
+            (0xd, _) => {
+                e.eax = 0;
+                e.ebx = 0;
+                e.ecx = 0;
+                e.edx = 0;
+            }
+            (0x8000_0001, _) => e.ecx &= !EXT1_ECX_XSTATE,
+            _ => {}
+        }
+    }
+}
+
 /// A copy of `supported` with the fix-ups for `topo`.
 pub fn for_vcpu(supported: &CpuId, topo: Topology) -> CpuId {
     let mut c = supported.clone();
@@ -141,6 +203,38 @@ mod tests {
             entry(0x8000_0008, 0),
             entry(0x8000_001e, 0),
         ]
+    }
+
+    #[test]
+    fn hiding_xsave_leaves_sse_and_takes_avx_pku_and_leaf_0xd() {
+        let mut l1 = entry(1, 0);
+        let sse3_ssse3_sse41_sse42 = 1 | 1 << 9 | 1 << 19 | 1 << 20;
+        l1.ecx = u32::MAX;
+        l1.edx = u32::MAX;
+        let mut l7 = entry(7, 0);
+        l7.ebx = u32::MAX;
+        l7.ecx = u32::MAX;
+        let mut ld0 = entry(0xd, 0);
+        ld0.eax = 0x207;
+        ld0.ebx = 0x240;
+        ld0.ecx = 0xa88;
+        let mut ld9 = entry(0xd, 9);
+        ld9.eax = 8;
+        ld9.ebx = 0xa80;
+        let mut v = vec![l1, l7, ld0, ld9];
+        hide_xsave(&mut v);
+        assert_eq!(
+            v[0].ecx & (LEAF1_ECX_XSAVE | LEAF1_ECX_OSXSAVE | LEAF1_ECX_AVX),
+            0
+        );
+        assert_eq!(v[0].ecx & sse3_ssse3_sse41_sse42, sse3_ssse3_sse41_sse42);
+        assert_eq!(v[0].edx, u32::MAX, "FXSR, SSE and SSE2 stay");
+        assert_eq!(v[1].ebx & (1 << 5), 0, "AVX2");
+        assert_eq!(v[1].ecx & (1 << 3), 0, "PKU");
+        assert_eq!(v[1].ebx & 1, 1, "FSGSBASE stays");
+        for d in &v[2..] {
+            assert_eq!((d.eax, d.ebx, d.ecx, d.edx), (0, 0, 0, 0));
+        }
     }
 
     #[test]

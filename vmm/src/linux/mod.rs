@@ -108,6 +108,10 @@ pub struct LinuxConfig {
     /// [`serial::MAX_CHANNEL_LINE`] are cut and counted ([`LinuxVm::channel_counters`]).
     /// Keep it quick: the writing vCPU waits for it.
     pub channel: Option<ChannelHook>,
+    /// Offer XSAVE (and AVX, PKU, ...) to the guest (default). Off for L1
+    /// hypervisors that let the guest's `XSETBV` through, as QEMU TCG's
+    /// emulated SVM does in the nested sandbox: see [`cpuid::hide_xsave`].
+    pub xsave: bool,
 }
 
 impl std::fmt::Debug for LinuxConfig {
@@ -119,6 +123,7 @@ impl std::fmt::Debug for LinuxConfig {
             .field("mem_bytes", &self.mem_bytes)
             .field("vcpus", &self.vcpus)
             .field("channel", &self.channel.is_some())
+            .field("xsave", &self.xsave)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +142,7 @@ impl LinuxConfig {
             console_tail: DEFAULT_CONSOLE_TAIL,
             on_vcpu_start: None,
             channel: None,
+            xsave: true,
         }
     }
 
@@ -207,7 +213,7 @@ impl LinuxVm {
             },
             IrqChip { pit: true },
         )?;
-        set_cpuid(&vm)?;
+        set_cpuid(&vm, config.xsave)?;
 
         let mem = vm.memory().clone();
         let kernel = loader::load_kernel(&mem, &config.kernel)?;
@@ -431,7 +437,7 @@ impl LinuxVm {
     }
 }
 
-fn set_cpuid(vm: &Vm) -> Result<(), LinuxError> {
+fn set_cpuid(vm: &Vm, xsave: bool) -> Result<(), LinuxError> {
     let kvm_err = |op| move |source| VmError::Kvm { op, source };
     let supported = vm
         .kvm()
@@ -440,7 +446,7 @@ fn set_cpuid(vm: &Vm) -> Result<(), LinuxError> {
     let tsc_deadline = vm.kvm().check_extension(Cap::TscDeadlineTimer);
     let count = vm.vcpu_count();
     for index in 0..count {
-        let c = cpuid::for_vcpu(
+        let mut c = cpuid::for_vcpu(
             &supported,
             cpuid::Topology {
                 index,
@@ -448,6 +454,9 @@ fn set_cpuid(vm: &Vm) -> Result<(), LinuxError> {
                 tsc_deadline,
             },
         );
+        if !xsave {
+            cpuid::hide_xsave(c.as_mut_slice());
+        }
         vm.vcpu(index)?
             .set_cpuid2(&c)
             .map_err(kvm_err("KVM_SET_CPUID2"))?;

@@ -19,7 +19,7 @@ use base::lock;
 use swapper::{FatalError, FaultRecord, GuestRegion, Swapper, SwapperStatus, ThreadKind};
 use vm_memory::GuestMemoryMmap;
 use vmm::api::ApiServer;
-use vmm::linux::{LinuxConfig, LinuxVm};
+use vmm::linux::LinuxVm;
 use vmm::virtio::blk::{Blk, BlkConfig, BlkHandle, BlkRecord, PageInstaller};
 use vmm::GuestMemoryExt;
 use workloads::image::init;
@@ -273,7 +273,8 @@ fn build_vm(
     cmdline: String,
     hooks: &Hooks,
 ) -> Result<(LinuxVm, Arc<Mutex<Marks>>), MachineError> {
-    let mut config = LinuxConfig::new(&files.kernel, spec.guest.mem.bytes(), spec.guest.cpus);
+    let mut config =
+        crate::boot::linux_config(&files.kernel, spec.guest.mem.bytes(), spec.guest.cpus);
     config.initrd = files.initrd.clone();
     config.cmdline = cmdline;
     let log =
