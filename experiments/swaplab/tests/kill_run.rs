@@ -23,13 +23,13 @@ timeout_s = 300
 [guest]
 mem = "128M"
 [host]
-limit = "80M"
+limit = "64M"
 policy = "random"
 [workload]
 kind = "touch"
-mb = 48
+mb = 24
 pattern = "random"
-passes = 2
+passes = 1
 "#;
 
 /// Moments are drawn in [0, KILL_WINDOW): L1 takes about 6 s to boot here,
