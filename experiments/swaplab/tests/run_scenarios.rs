@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 
 use common::{linux_guest_tier, swaplab, swaplab_with_env, temp_dir, Tier};
-use runner::run::resume::ENV_INJECT_L1_PANIC;
+use runner::run::resume::{ENV_INJECT_L1_PANIC, ENV_INJECT_TRIPLE_FAULT};
 use serde_json::Value;
 
 fn text(b: &[u8]) -> String {
@@ -285,7 +285,8 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
     let out_dir = dir.path().join("out");
     // In the sandbox, L1's kernel is crashed as the third run starts: the
     // matrix must resume in a fresh L1, keep the two finished runs and run
-    // the third again (see swaplab::run::resume).
+    // the third again (see swaplab::run::resume). And the fifth run's guest
+    // triple-faults first thing: the run goes once more, counted.
     let out = swaplab_with_env(
         &[
             "run",
@@ -293,7 +294,7 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
             "--out",
             out_dir.to_str().unwrap(),
         ],
-        &[(ENV_INJECT_L1_PANIC, "3")],
+        &[(ENV_INJECT_L1_PANIC, "3"), (ENV_INJECT_TRIPLE_FAULT, "5")],
     );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
@@ -313,6 +314,21 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
             note.contains("2 of 6 runs were kept")
                 && note.contains("run again from the start: host-swap-mitigated repetition 1/1"),
             "{note}"
+        );
+        let note = report
+            .lines()
+            .find(|l| l.contains("runs ran a second time after the guest triple-faulted"))
+            .unwrap_or_else(|| panic!("no triple-fault note\n{report}"));
+        assert!(note.contains("double-paging repetition 1/1"), "{note}");
+        assert!(
+            stderr.contains("double-paging repetition 1/1: the guest rebooted (triple fault)"),
+            "{stderr}"
+        );
+        let first = out_dir.join("double-paging/1-triple-fault/result.json");
+        let first: Value = serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+        assert!(
+            first["outcome"].as_str().unwrap().contains("triple fault"),
+            "{first}"
         );
     }
     // The summary: one table per run with every path.

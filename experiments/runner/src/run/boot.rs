@@ -91,6 +91,7 @@ pub fn boot_scenario(args: &BootOptions, spec: &Scenario) -> anyhow::Result<u8> 
             command: Some(command),
             console_to_stdout: true,
             interrupter: None,
+            triple_fault_first: false,
         },
     )
     .context("booting the guest")?;

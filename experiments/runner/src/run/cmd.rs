@@ -21,7 +21,7 @@ use super::result::RunResult;
 use super::resume::{self, Earlier};
 use super::trace::session::Tracing;
 use crate::boot::console::Show;
-use crate::boot::BootFiles;
+use crate::boot::{BootFiles, TRIPLE_FAULT};
 use crate::cli::usage;
 use ::report::data::Outcome;
 use ::report::progress::RunEnd;
@@ -144,6 +144,7 @@ pub fn run_one(
     api_sock: Option<&Path>,
     mut tracing: Option<(&mut Tracing, &str)>,
     interrupter: Option<&Interrupter>,
+    triple_fault_first: bool,
 ) -> anyhow::Result<RunResult> {
     let scratch = scratch_dir()?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -157,6 +158,7 @@ pub fn run_one(
         command: None,
         console_to_stdout: false,
         interrupter: interrupter.cloned(),
+        triple_fault_first,
     };
     // runreport: kernel tracing around the machine, the run's trace after it.
     let ktrace = tracing.as_mut().and_then(|(t, _)| t.start_run());
@@ -261,6 +263,19 @@ fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u
     }
 }
 
+/// Whether `r` failed only by a guest triple fault in the nested sandbox,
+/// where that is a known residue of L1's emulated SVM: no guest panic or
+/// oops came before it (that would be the verdict instead), every page the
+/// workload verified was right and the host swapper lost no page (no store
+/// read failed, no checksum mismatched).
+fn emulation_residue(r: &RunResult) -> bool {
+    sandbox::in_sandbox()
+        && r.outcome.contains(TRIPLE_FAULT)
+        && r.integrity_errors == 0
+        && r.guest.integrity_errors == 0
+        && r.swapper.as_ref().is_none_or(|s| s.fatal_errors == 0)
+}
+
 /// Adds options to `swaplab run`'s arguments (after the subcommand, before a `--`).
 fn add_args<const N: usize>(argv: &mut Vec<OsString>, extra: [OsString; N]) {
     let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
@@ -357,6 +372,9 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
     let mut kept_runs = 0;
     let mut index = 0;
     let mut rerun: Vec<String> = Vec::new();
+    // Runs that went once more after an emulation residue (a guest triple
+    // fault in the sandbox): counted in the report, never hidden.
+    let mut residue_reruns: Vec<String> = Vec::new();
     'matrix: for s in &scenarios {
         for rep in 1..=s.repetitions {
             if signals.caught().is_some() {
@@ -387,9 +405,35 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
                     args.api_sock.as_deref(),
                     Some((&mut tracing, &label)),
                     Some(&interrupter),
+                    resume::inject_triple_fault(index),
                 ),
             };
-            let r = run.unwrap_or_else(|e| failed_run(s, &dir, &label, &e, &mut tracing));
+            let mut r = run.unwrap_or_else(|e| failed_run(s, &dir, &label, &e, &mut tracing));
+            if ran && emulation_residue(&r) && signals.caught().is_none() {
+                let kept_at = dir.with_file_name(format!("{rep}-triple-fault"));
+                let _ = std::fs::remove_dir_all(&kept_at);
+                let kept = std::fs::rename(&dir, &kept_at).is_ok();
+                progress.note(&format!(
+                    "{label}: {TRIPLE_FAULT} in the nested sandbox, a known residue of L1's \
+                     emulated SVM (QEMU TCG); running it once more{}",
+                    if kept {
+                        format!(" (the first attempt is kept in {})", kept_at.display())
+                    } else {
+                        String::new()
+                    }
+                ));
+                residue_reruns.push(label.clone());
+                r = run_one(
+                    s,
+                    &dir,
+                    show,
+                    args.api_sock.as_deref(),
+                    Some((&mut tracing, &label)),
+                    Some(&interrupter),
+                    false,
+                )
+                .unwrap_or_else(|e| failed_run(s, &dir, &label, &e, &mut tracing));
+            }
             let outcome = report::outcome(&r);
             let end = report::run_end(&outcome);
             progress.get().end_run(if ran {
@@ -424,6 +468,15 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
         &rerun,
         args.resume_reason.as_deref(),
     ));
+    if !residue_reruns.is_empty() {
+        info.notes.push(format!(
+            "{} of {total} runs ran a second time after the guest triple-faulted in the \
+             nested sandbox, a known residue of L1's SVM as QEMU TCG emulates it (the \
+             first attempt is kept beside it, `<repetition>-triple-fault/`): {}",
+            residue_reruns.len(),
+            residue_reruns.join(", ")
+        ));
+    }
     if let Err(e) = report::write_report(&out, &info, env, &results) {
         progress.note(&format!("no report: {e}"));
     }

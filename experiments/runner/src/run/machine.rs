@@ -94,6 +94,10 @@ pub struct MachineOptions<'a> {
     pub console_to_stdout: bool,
     /// Lets the caller stop the run (the guest is aborted, the run fails).
     pub interrupter: Option<Interrupter>,
+    /// Make the guest triple-fault before its command (its kernel restarts
+    /// with `reboot=t`, by a triple fault, on sysrq b): the test hook of
+    /// [`super::resume::ENV_INJECT_TRIPLE_FAULT`].
+    pub triple_fault_first: bool,
 }
 
 /// Runs `spec` once, under a [`StallGuard`].
@@ -118,7 +122,7 @@ fn assemble_and_run(
 ) -> Result<RawRun, MachineError> {
     guard.stage("assembling the machine");
     let files = BootFiles::resolve(None, None, None, false)?;
-    let cmdline = guest_cmdline(spec, &files, opts.command.as_deref())?;
+    let cmdline = guest_cmdline(spec, &files, opts.command.as_deref(), opts.triple_fault_first)?;
     let hooks = Hooks::new(opts.api_sock.is_some());
     let (mut vm, marks) = build_vm(spec, &opts, &files, cmdline, &hooks)?;
     let channel_input = vm.channel_input();
@@ -221,6 +225,7 @@ fn guest_cmdline(
     spec: &Scenario,
     files: &BootFiles,
     command: Option<&str>,
+    triple_fault_first: bool,
 ) -> Result<String, MachineError> {
     let mut base = files.cmdline.clone();
     if spec.guest.swap.is_some() {
@@ -237,7 +242,11 @@ fn guest_cmdline(
     // data would never land in a host-evicted frame. Off, as on kernels of
     // the VSwapper era, so the stale/false reads and their mitigation show.
     base.push_str(" init_on_alloc=0");
-    let command = command.map_or_else(|| guest_command(spec), str::to_string);
+    let mut command = command.map_or_else(|| guest_command(spec), str::to_string);
+    if triple_fault_first {
+        base.push_str(" reboot=t");
+        command = format!("echo b > /proc/sysrq-trigger; {command}");
+    }
     Ok(init::cmdline_with_run(&base, Some(&command))?)
 }
 

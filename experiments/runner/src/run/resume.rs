@@ -41,6 +41,17 @@ pub fn maybe_inject_l1_panic(out: &Path, index: u32, dir: &Path) {
     let _ = std::fs::write("/proc/sysrq-trigger", b"c");
 }
 
+/// Makes the guest of the run with this 1-based index (in the nested sandbox
+/// only) triple-fault before its command, once: a test of how the matrix
+/// takes that emulation residue ([`crate::boot::TRIPLE_FAULT`]).
+pub const ENV_INJECT_TRIPLE_FAULT: &str = "SWAPLAB_INJECT_TRIPLE_FAULT";
+
+/// Whether [`ENV_INJECT_TRIPLE_FAULT`] names the run with this index.
+pub fn inject_triple_fault(index: u32) -> bool {
+    let wanted = std::env::var(ENV_INJECT_TRIPLE_FAULT).ok();
+    sandbox::in_sandbox() && wanted.and_then(|v| v.trim().parse::<u32>().ok()) == Some(index)
+}
+
 /// What an earlier attempt left in a run's directory.
 #[derive(Debug)]
 pub enum Earlier {

@@ -206,7 +206,8 @@ pub fn linux_guest_tier() -> Result<Tier, (Need, String)> {
 /// Runs a test's `body` again, once, when it failed because the nested
 /// sandbox's L1 died under it: its kernel panicked ("the L1 kernel
 /// panicked") or its emulated CPU triple-faulted (QEMU logged "Triple
-/// fault"), see `sandbox::L1_DIED`. L1 is a Linux emulated by QEMU TCG; it
+/// fault"), see `sandbox::L1_DIED`; or because the guest triple-faulted in
+/// the sandbox (`runner::boot::TRIPLE_FAULT`), a residue of L1's emulated SVM. L1 is a Linux emulated by QEMU TCG; it
 /// has died so now and then on a loaded host, in interrupt context, whatever
 /// ran in it. Any other failure, or a second death, fails the test; the retry
 /// is printed ("RETRYING") and counted by scripts/test.sh.
@@ -220,7 +221,15 @@ pub fn retry_if_l1_panicked(body: impl Fn()) {
         .map(String::as_str)
         .or_else(|| payload.downcast_ref::<&str>().copied())
         .unwrap_or_default();
-    let Some(how) = sandbox::L1_DIED.iter().find(|m| message.contains(**m)) else {
+    let l2_residue = (linux_guest_tier() == Ok(Tier::Sandbox)
+        && message.contains(runner::boot::TRIPLE_FAULT))
+    .then_some("the guest triple-faulted in the sandbox (a residue of L1's emulated SVM)");
+    let Some(how) = sandbox::L1_DIED
+        .iter()
+        .copied()
+        .find(|m| message.contains(*m))
+        .or(l2_residue)
+    else {
         std::panic::resume_unwind(payload);
     };
     eprintln!("RETRYING: {how} under the test (above); running it once more");
