@@ -22,6 +22,7 @@ use vmm::virtio::null::NullDevice;
 use workloads::image::init::{self, GuestEnd};
 use workloads::image::{ensure_image, GuestImage, ImageOptions};
 
+use crate::run::ktrace::ShutdownWatch;
 use console::{GuestConsole, Marks, Show};
 
 /// Environment variable naming an image directory to use as is (set for the re-run
@@ -163,6 +164,10 @@ pub struct GuestRun {
     pub ended: Instant,
     /// What came through the result channel, if the guest had one.
     pub channel: Option<ChannelStats>,
+    /// The guest's shutdown exits (triple faults) as KVM's trace recorded
+    /// them, with the RIP the registers read back after one no longer show:
+    /// in the nested sandbox ([`watch_shutdowns`]); empty elsewhere.
+    pub shutdown: Vec<String>,
 }
 
 impl GuestRun {
@@ -225,6 +230,7 @@ pub fn run_guest_with(
     for (i, &ty) in spec.null_devices.iter().enumerate() {
         vm.add_virtio(&format!("null{i}"), Box::new(NullDevice::new(ty)))?;
     }
+    let watch = watch_shutdowns();
     let report = vm.start()?.wait(Some(spec.timeout))?;
     let ended = Instant::now();
     let marks = base::lock(&marks).clone();
@@ -234,6 +240,7 @@ pub fn run_guest_with(
         started,
         ended,
         channel: channel.map(|c| c.snapshot()),
+        shutdown: watch.map(ShutdownWatch::finish).unwrap_or_default(),
     })
 }
 
@@ -314,7 +321,12 @@ pub fn verdict(run: &GuestRun, expect_command: bool) -> Result<u8, GuestFailure>
             ))
         }
         (GuestOutcome::Rebooted { how }, _) if how == "triple_fault" => {
-            Err(fail(TRIPLE_FAULT.to_string(), 1))
+            let seen = if run.shutdown.is_empty() {
+                String::new()
+            } else {
+                format!(" (KVM's trace: {})", run.shutdown.join("; "))
+            };
+            Err(fail(format!("{TRIPLE_FAULT}{seen}"), 1))
         }
         (GuestOutcome::Rebooted { how }, _) => Err(fail(
             format!(
@@ -337,6 +349,14 @@ pub fn verdict(run: &GuestRun, expect_command: bool) -> Result<u8, GuestFailure>
         )),
         (GuestOutcome::Stopped, _) => Err(fail("the guest was stopped".into(), 1)),
     }
+}
+
+/// In the nested sandbox, a watch on KVM's trace for the guest's triple
+/// faults, started on the thread that then starts the vCPUs: on AMD, KVM
+/// resets a vCPU on its shutdown exit, and only its `kvm_exit` event keeps
+/// the RIP. Elsewhere `None` (there, `--ktrace` records every exit).
+pub fn watch_shutdowns() -> Option<ShutdownWatch> {
+    sandbox::in_sandbox().then(ShutdownWatch::start).flatten()
 }
 
 /// How a guest's triple fault (with no kernel panic before it) reads in a
@@ -376,6 +396,7 @@ mod tests {
             started: now,
             ended: now,
             channel: None,
+            shutdown: Vec::new(),
         }
     }
 
@@ -429,5 +450,14 @@ mod tests {
             .unwrap_err()
             .message
             .contains("rebooted (triple fault)"));
+        let mut traced = reboot;
+        traced.shutdown = vec!["vcpu 2 reason shutdown rip 0xffffffff81001234".into()];
+        let m = verdict(&traced, false).unwrap_err().message;
+        assert!(
+            m.starts_with(&format!(
+                "{TRIPLE_FAULT} (KVM's trace: vcpu 2 reason shutdown rip 0xffffffff81001234)"
+            )),
+            "{m}"
+        );
     }
 }

@@ -263,6 +263,49 @@ fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u
     }
 }
 
+/// One repetition to run afresh.
+struct Fresh<'a> {
+    s: &'a Scenario,
+    dir: &'a Path,
+    label: &'a str,
+    show: Show,
+    api_sock: Option<&'a Path>,
+    interrupter: &'a Interrupter,
+}
+
+impl Fresh<'_> {
+    /// Runs it ([`run_one`]); a run that could not be made is a failed run.
+    fn run(&self, tracing: &mut Tracing, triple_fault_first: bool) -> RunResult {
+        run_one(
+            self.s,
+            self.dir,
+            self.show,
+            self.api_sock,
+            Some((&mut *tracing, self.label)),
+            Some(self.interrupter),
+            triple_fault_first,
+        )
+        .unwrap_or_else(|e| failed_run(self.s, self.dir, self.label, &e, tracing))
+    }
+}
+
+/// Moves a run that ended in an [`emulation_residue`] aside, to
+/// `<rep>-triple-fault/` beside `dir`, so it runs once more in `dir`; the
+/// progress note that says so.
+fn set_aside(dir: &Path, rep: u32, label: &str) -> String {
+    let kept_at = dir.with_file_name(format!("{rep}-triple-fault"));
+    let _ = std::fs::remove_dir_all(&kept_at);
+    let kept = if std::fs::rename(dir, &kept_at).is_ok() {
+        format!(" (the first attempt is kept in {})", kept_at.display())
+    } else {
+        String::new()
+    };
+    format!(
+        "{label}: {TRIPLE_FAULT} in the nested sandbox, a known residue of L1's emulated SVM \
+         (QEMU TCG); running it once more{kept}"
+    )
+}
+
 /// Whether `r` failed only by a guest triple fault in the nested sandbox,
 /// where that is a known residue of L1's emulated SVM: no guest panic or
 /// oops came before it (that would be the verdict instead), every page the
@@ -393,46 +436,25 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
             if ran {
                 resume::maybe_inject_l1_panic(&out, index, &dir);
             }
-            let run = match kept {
+            let fresh = Fresh {
+                s,
+                dir: &dir,
+                label: &label,
+                show,
+                api_sock: args.api_sock.as_deref(),
+                interrupter: &interrupter,
+            };
+            let mut r = match kept {
                 Some(r) => {
                     kept_runs += 1;
-                    Ok(r)
+                    r
                 }
-                None => run_one(
-                    s,
-                    &dir,
-                    show,
-                    args.api_sock.as_deref(),
-                    Some((&mut tracing, &label)),
-                    Some(&interrupter),
-                    resume::inject_triple_fault(index),
-                ),
+                None => fresh.run(&mut tracing, resume::inject_triple_fault(index)),
             };
-            let mut r = run.unwrap_or_else(|e| failed_run(s, &dir, &label, &e, &mut tracing));
             if ran && emulation_residue(&r) && signals.caught().is_none() {
-                let kept_at = dir.with_file_name(format!("{rep}-triple-fault"));
-                let _ = std::fs::remove_dir_all(&kept_at);
-                let kept = std::fs::rename(&dir, &kept_at).is_ok();
-                progress.note(&format!(
-                    "{label}: {TRIPLE_FAULT} in the nested sandbox, a known residue of L1's \
-                     emulated SVM (QEMU TCG); running it once more{}",
-                    if kept {
-                        format!(" (the first attempt is kept in {})", kept_at.display())
-                    } else {
-                        String::new()
-                    }
-                ));
+                progress.note(&set_aside(&dir, rep, &label));
                 residue_reruns.push(label.clone());
-                r = run_one(
-                    s,
-                    &dir,
-                    show,
-                    args.api_sock.as_deref(),
-                    Some((&mut tracing, &label)),
-                    Some(&interrupter),
-                    false,
-                )
-                .unwrap_or_else(|e| failed_run(s, &dir, &label, &e, &mut tracing));
+                r = fresh.run(&mut tracing, false);
             }
             let outcome = report::outcome(&r);
             let end = report::run_end(&outcome);

@@ -87,6 +87,9 @@ pub struct KtraceConfig {
     pub tracefs: PathBuf,
     /// Whether to mount tracefs at `tracefs` when it is not mounted.
     pub mount: bool,
+    /// A tracefs filter expression set on each single event enabled (not on
+    /// `system:*`): only the events it matches are recorded.
+    pub filter: Option<String>,
 }
 
 impl Default for KtraceConfig {
@@ -97,6 +100,7 @@ impl Default for KtraceConfig {
             max_events: 300_000,
             tracefs: PathBuf::from(TRACEFS),
             mount: true,
+            filter: None,
         }
     }
 }
@@ -548,8 +552,9 @@ fn make_instance(root: &Path) -> Result<PathBuf, KtraceError> {
     )))
 }
 
-/// Enables `spec` (`sys:event` or `sys:*`) in `instance`; false if absent.
-fn enable(instance: &Path, spec: &str) -> Result<bool, KtraceError> {
+/// Enables `spec` (`sys:event` or `sys:*`) in `instance`, with `filter` on a
+/// single event; false if absent.
+fn enable(instance: &Path, spec: &str, filter: Option<&str>) -> Result<bool, KtraceError> {
     let Some((sys, event)) = spec.split_once(':') else {
         return Ok(false);
     };
@@ -563,8 +568,56 @@ fn enable(instance: &Path, spec: &str) -> Result<bool, KtraceError> {
     if !file.exists() {
         return Ok(false);
     }
+    if let Some(filter) = filter.filter(|_| event != "*") {
+        write_file(&dir.join("filter"), filter)?;
+    }
     write_file(&file, "1")?;
     Ok(true)
+}
+
+/// The filter on `kvm:kvm_exit` that keeps only a guest's shutdown: the
+/// triple-fault exit (`SVM_EXIT_SHUTDOWN`, 0x7f, on AMD; exit reason 2 on
+/// Intel).
+pub const SHUTDOWN_FILTER: &str =
+    "(isa == 2 && exit_reason == 127) || (isa == 1 && exit_reason == 2)";
+
+/// What KVM's trace saw of a guest's triple fault: on AMD, KVM reinitialises
+/// the vCPU on the shutdown exit, so the registers the VMM reads back are
+/// the reset state; the `kvm_exit` event was recorded before that, with the
+/// guest's RIP. Records only shutdown exits ([`SHUTDOWN_FILTER`]) of this
+/// process's threads, so it costs nothing while the guest runs.
+pub struct ShutdownWatch(Ktrace);
+
+impl ShutdownWatch {
+    /// Starts watching (on the thread that will create the vCPU threads);
+    /// `None` when kernel tracing is unavailable (not root, no tracefs, no
+    /// `kvm:kvm_exit`): the watch is a diagnosis, never a requirement.
+    pub fn start() -> Option<Self> {
+        let cfg = KtraceConfig {
+            events: vec!["kvm:kvm_exit".into()],
+            buffer_kb: 64,
+            max_events: 64,
+            filter: Some(SHUTDOWN_FILTER.into()),
+            ..KtraceConfig::default()
+        };
+        Ktrace::start(&cfg).ok().map(Self)
+    }
+
+    /// Stops watching; the shutdown exits seen, as KVM printed them (`vcpu 0
+    /// reason shutdown rip 0xffffffff81000000 info1 …`).
+    pub fn finish(self) -> Vec<String> {
+        let cap = self.0.stop();
+        cap.events
+            .iter()
+            .map(|e| {
+                e.detail
+                    .split(" info1 ")
+                    .next()
+                    .unwrap_or(&e.detail)
+                    .to_string()
+            })
+            .collect()
+    }
 }
 
 /// This thread's id.
@@ -598,7 +651,7 @@ impl Ktrace {
         )?;
         write_file(&f("options/event-fork"), "1")?;
         for spec in &cfg.events {
-            if enable(&k.instance, spec)? {
+            if enable(&k.instance, spec, cfg.filter.as_deref())? {
                 k.enabled.push(spec.clone());
             } else {
                 k.missing.push(spec.clone());

@@ -29,6 +29,7 @@ use super::balloon;
 use super::error::MachineError;
 use super::guard::StallGuard;
 use super::interrupt::Interrupter;
+use super::ktrace::ShutdownWatch;
 use super::recent::{agent_event, Recent};
 use super::result::HostSample;
 use super::sampler::{keep, Collected, Sampler, Sources};
@@ -122,7 +123,12 @@ fn assemble_and_run(
 ) -> Result<RawRun, MachineError> {
     guard.stage("assembling the machine");
     let files = BootFiles::resolve(None, None, None, false)?;
-    let cmdline = guest_cmdline(spec, &files, opts.command.as_deref(), opts.triple_fault_first)?;
+    let cmdline = guest_cmdline(
+        spec,
+        &files,
+        opts.command.as_deref(),
+        opts.triple_fault_first,
+    )?;
     let hooks = Hooks::new(opts.api_sock.is_some());
     let (mut vm, marks) = build_vm(spec, &opts, &files, cmdline, &hooks)?;
     let channel_input = vm.channel_input();
@@ -150,6 +156,7 @@ fn assemble_and_run(
         epoch,
     )?;
 
+    let watch = crate::boot::watch_shutdowns();
     let running = vm.start()?;
     guard.vm(running.handle());
     guard.stage("running the guest");
@@ -204,6 +211,7 @@ fn assemble_and_run(
             started,
             ended,
             channel: None,
+            shutdown: watch.map(ShutdownWatch::finish).unwrap_or_default(),
         },
         channel,
         faults: collected.faults,
