@@ -68,6 +68,8 @@
 //! L1's own clock shows `/init` starting at 2.90 s vs 2.88 s.
 
 pub mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod host;
 pub mod initramfs;
 pub mod job;

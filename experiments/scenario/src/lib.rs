@@ -102,6 +102,8 @@
 
 pub mod bounds;
 mod builtin;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod model;
 mod parse;
 mod reader;

@@ -751,3 +751,21 @@ fn a_huge_key_gives_a_short_error() {
     assert!(e.len() < 1000, "{} bytes", e.len());
     assert!(e.contains("more bytes)"), "{e}");
 }
+
+#[test]
+fn a_spec_reads_back_from_its_json_exactly() {
+    // Resuming a matrix compares a saved result's `spec`, read back from its JSON
+    // text, with the scenario as it serializes now: a float must read back to the
+    // same bits, or the run is taken for one with other settings and run again.
+    for ratio in [
+        "0.9999999999999999",
+        "1.2345678901234571e-13",
+        "0.3",
+        "1e-300",
+    ] {
+        let s = scenario(&with("passes", &format!("write_ratio = {ratio}"))).unwrap();
+        let text = serde_json::to_string_pretty(&s).unwrap();
+        let read: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, serde_json::to_value(&s).unwrap(), "{ratio}");
+    }
+}
