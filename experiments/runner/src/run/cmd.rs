@@ -452,7 +452,11 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
                 None => fresh.run(&mut tracing, resume::inject_triple_fault(index)),
             };
             if ran && emulation_residue(&r) && signals.caught().is_none() {
-                progress.note(&set_aside(&dir, rep, &label));
+                let note = set_aside(&dir, rep, &label);
+                progress.note(&note);
+                if !resume::inject_triple_fault(index) {
+                    resume::note_retry(&note);
+                }
                 residue_reruns.push(label.clone());
                 r = fresh.run(&mut tracing, false);
             }
