@@ -305,21 +305,28 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
                 && stderr.contains("starting L1 again to resume the matrix"),
             "{stderr}"
         );
+        // L1 may also die on its own (a residue of its emulation, resumed
+        // the same way): the note then tells that resume too, after this one.
         let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
         let note = report
             .lines()
-            .find(|l| l.starts_with("> **Note.** Resumed after the sandbox's L1 kernel panicked"))
-            .unwrap_or_else(|| panic!("no resume note\n{report}"));
+            .find(|l| l.starts_with("> **Note.** Resumed"))
+            .unwrap_or_else(|| panic!("no resume note\n{report}\n{stderr}"));
         assert!(
-            note.contains("2 of 6 runs were kept")
-                && note.contains("run again from the start: host-swap-mitigated repetition 1/1"),
-            "{note}"
+            note.contains(
+                "after the sandbox's L1 kernel panicked (sysrq triggered crash) (cut off and \
+                 run again from the start: host-swap-mitigated repetition 1/1)"
+            ),
+            "{note}\n{stderr}"
         );
         let note = report
             .lines()
             .find(|l| l.contains("runs ran a second time after the guest triple-faulted"))
-            .unwrap_or_else(|| panic!("no triple-fault note\n{report}"));
-        assert!(note.contains("double-paging repetition 1/1"), "{note}");
+            .unwrap_or_else(|| panic!("no triple-fault note\n{report}\n{stderr}"));
+        assert!(
+            note.contains("double-paging repetition 1/1"),
+            "{note}\n{stderr}"
+        );
         assert!(
             stderr.contains("double-paging repetition 1/1: the guest rebooted (triple fault)"),
             "{stderr}"

@@ -244,6 +244,15 @@ fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u
             return result;
         }
         attempt += 1;
+        // A death the test suite asked for is no retry worth listing.
+        let injected = std::env::var_os(resume::ENV_INJECT_L1_PANIC).is_some()
+            && died.contains(resume::INJECTED_PANIC);
+        if !injected {
+            resume::note_retry(&format!(
+                "resumed the matrix in {} after the sandbox's {died}",
+                out.display()
+            ));
+        }
         if let Err(e) = &result {
             eprintln!("swaplab: {e:#}");
         }
@@ -326,14 +335,14 @@ fn add_args<const N: usize>(argv: &mut Vec<OsString>, extra: [OsString; N]) {
 }
 
 /// `--resume`: the run the earlier attempt finished in `dir`, if it is to be
-/// kept; otherwise says on `progress` why it runs again (and adds `label` to
-/// `rerun` when the earlier attempt was cut off in it).
+/// kept; otherwise says on `progress` why it runs again (and records in
+/// `history` that the earlier attempt was cut off in it, if it was).
 fn kept_run(
     s: &Scenario,
     dir: &Path,
     label: &str,
     progress: &LiveProgress,
-    rerun: &mut Vec<String>,
+    history: &mut resume::History,
 ) -> Option<RunResult> {
     match resume::earlier(dir, s) {
         Earlier::Absent => None,
@@ -342,7 +351,7 @@ fn kept_run(
             progress.note(&format!(
                 "{label}: the earlier attempt did not finish it; running it again"
             ));
-            rerun.push(label.to_string());
+            history.record(resume::Event::CutOff(label.to_string()));
             None
         }
         Earlier::Unusable(why) => {
@@ -414,10 +423,10 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
     // --resume: runs kept from the earlier attempt, and those it cut off.
     let mut kept_runs = 0;
     let mut index = 0;
-    let mut rerun: Vec<String> = Vec::new();
-    // Runs that went once more after an emulation residue (a guest triple
-    // fault in the sandbox): counted in the report, never hidden.
-    let mut residue_reruns: Vec<String> = Vec::new();
+    // Every attempt's resumes and the runs that went once more after an
+    // emulation residue (a guest triple fault in the sandbox): counted in the
+    // report, never hidden.
+    let mut history = resume::History::open(&out, args.resume, args.resume_reason.as_deref());
     'matrix: for s in &scenarios {
         for rep in 1..=s.repetitions {
             if signals.caught().is_some() {
@@ -427,7 +436,7 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
             let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
             let dir = out.join(&s.name).join(rep.to_string());
             let kept = if args.resume {
-                kept_run(s, &dir, &label, &progress, &mut rerun)
+                kept_run(s, &dir, &label, &progress, &mut history)
             } else {
                 None
             };
@@ -457,7 +466,7 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
                 if !resume::inject_triple_fault(index) {
                     resume::note_retry(&note);
                 }
-                residue_reruns.push(label.clone());
+                history.record(resume::Event::Residue(label.clone()));
                 r = fresh.run(&mut tracing, false);
             }
             let outcome = report::outcome(&r);
@@ -488,21 +497,7 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
     tracing.finish();
     let env = report::matrix_environment(&results, started);
     let mut info = report::matrix_info(&args.scenarios);
-    info.notes.extend(resume::note(
-        kept_runs,
-        total,
-        &rerun,
-        args.resume_reason.as_deref(),
-    ));
-    if !residue_reruns.is_empty() {
-        info.notes.push(format!(
-            "{} of {total} runs ran a second time after the guest triple-faulted in the \
-             nested sandbox, a known residue of L1's SVM as QEMU TCG emulates it (the \
-             first attempt is kept beside it, `<repetition>-triple-fault/`): {}",
-            residue_reruns.len(),
-            residue_reruns.join(", ")
-        ));
-    }
+    info.notes.extend(history.notes(kept_runs, total));
     if let Err(e) = report::write_report(&out, &info, env, &results) {
         progress.note(&format!("no report: {e}"));
     }

@@ -4,7 +4,7 @@
 //! kernel dies mid-matrix (TCG-emulated L1 has panicked now and then under
 //! load, taking the matrix with it); a user can resume one stopped by Ctrl-C.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -16,6 +16,9 @@ use scenario::Scenario;
 /// L1's kernel (`echo c > /proc/sysrq-trigger`) as its N-th run starts, once
 /// per output directory. Outside the sandbox it does nothing.
 pub const ENV_INJECT_L1_PANIC: &str = "SWAPLAB_INJECT_L1_PANIC";
+
+/// What L1's kernel says as it panics by [`ENV_INJECT_L1_PANIC`].
+pub const INJECTED_PANIC: &str = "sysrq triggered crash";
 
 /// Marks an output directory whose injected panic has happened.
 const INJECTED_MARK: &str = ".l1-panic-injected";
@@ -113,28 +116,144 @@ pub fn parse(text: &str, s: &Scenario) -> Result<RunResult, String> {
     Ok(r)
 }
 
-/// The report's note on a resumed matrix, if anything was resumed: how many
-/// runs were kept, which ran again from the start, and why (`reason`, from
-/// whoever restarted the matrix).
-pub fn note(kept: usize, total: u32, rerun: &[String], reason: Option<&str>) -> Option<String> {
-    if kept == 0 && rerun.is_empty() {
-        return None;
+/// Where a matrix's output directory keeps what every attempt at it went
+/// through (one event per line, written the moment it happens), so that the
+/// report made by the last attempt tells them all: L1 may die more than once
+/// in one matrix, and each attempt may rerun a run after a guest triple fault.
+pub const HISTORY_FILE: &str = "attempts.tsv";
+
+/// One thing an attempt at a matrix went through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// This attempt resumed an earlier one, after what (from whoever restarted
+    /// the matrix; none when a user gave `--resume`).
+    Resumed(Option<String>),
+    /// The earlier attempt was cut off in this run: it runs again from the start.
+    CutOff(String),
+    /// This run went once more after an emulation residue (a guest triple
+    /// fault in the nested sandbox).
+    Residue(String),
+}
+
+impl Event {
+    fn line(&self) -> String {
+        let clean = |t: &str| t.replace(['\n', '\t'], " ");
+        match self {
+            Event::Resumed(why) => format!("resumed\t{}\n", clean(why.as_deref().unwrap_or(""))),
+            Event::CutOff(label) => format!("cut-off\t{}\n", clean(label)),
+            Event::Residue(label) => format!("residue\t{}\n", clean(label)),
+        }
     }
-    let mut n = String::from("Resumed");
-    if let Some(r) = reason {
-        n.push_str(&format!(" after {r}"));
+
+    fn parse(line: &str) -> Option<Event> {
+        let (kind, what) = line.split_once('\t')?;
+        let what = what.to_string();
+        match kind {
+            "resumed" => Some(Event::Resumed(Some(what).filter(|w| !w.is_empty()))),
+            "cut-off" => Some(Event::CutOff(what)),
+            "residue" => Some(Event::Residue(what)),
+            _ => None,
+        }
     }
-    n.push_str(&format!(
-        ": {kept} of {total} runs were kept from the earlier attempt's result.json"
-    ));
-    if !rerun.is_empty() {
-        n.push_str(&format!(
-            "; cut off and run again from the start: {}",
-            rerun.join(", ")
-        ));
+}
+
+/// The events of every attempt at one matrix, in `<out>/`[`HISTORY_FILE`].
+#[derive(Debug)]
+pub struct History {
+    path: PathBuf,
+    events: Vec<Event>,
+}
+
+impl History {
+    /// A fresh matrix starts an empty history; a resumed one reads the
+    /// earlier attempts' and adds [`Event::Resumed`] with `reason`.
+    pub fn open(out: &Path, resume: bool, reason: Option<&str>) -> History {
+        let path = out.join(HISTORY_FILE);
+        let mut h = History {
+            path,
+            events: Vec::new(),
+        };
+        if resume {
+            if let Ok(text) = std::fs::read_to_string(&h.path) {
+                h.events = text.lines().filter_map(Event::parse).collect();
+            }
+            h.record(Event::Resumed(reason.map(str::to_string)));
+        } else {
+            let _ = std::fs::write(&h.path, b"");
+        }
+        h
     }
-    n.push_str(". trace.json holds only the runs made after resuming.");
-    Some(n)
+
+    /// Adds `e`, to the file at once (best effort: a run is not failed for
+    /// its note; a report made without it still says what this attempt saw).
+    pub fn record(&mut self, e: Event) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            let _ = f.write_all(e.line().as_bytes());
+        }
+        self.events.push(e);
+    }
+
+    /// The report's notes: every resume (after what, and which runs were cut
+    /// off and ran again from the start), how many of the `total` runs were
+    /// kept from earlier attempts (`kept`, this attempt's count), and every
+    /// run that went once more after a guest triple fault.
+    pub fn notes(&self, kept: usize, total: u32) -> Vec<String> {
+        let mut notes = Vec::new();
+        // (reason, runs cut off) per resume, in order.
+        let mut resumes: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
+        let mut residues = Vec::new();
+        for e in &self.events {
+            match e {
+                Event::Resumed(why) => resumes.push((why.as_deref(), Vec::new())),
+                Event::CutOff(label) => match resumes.last_mut() {
+                    Some((_, cut)) => cut.push(label),
+                    None => resumes.push((None, vec![label])),
+                },
+                Event::Residue(label) => residues.push(label.as_str()),
+            }
+        }
+        let cut_off = resumes.iter().any(|(_, cut)| !cut.is_empty());
+        if kept > 0 || cut_off {
+            let each: Vec<String> = resumes
+                .iter()
+                .map(|(why, cut)| {
+                    let mut n = why.map_or_else(String::new, |w| format!(" after {w}"));
+                    if !cut.is_empty() {
+                        n.push_str(&format!(
+                            " (cut off and run again from the start: {})",
+                            cut.join(", ")
+                        ));
+                    }
+                    n
+                })
+                .filter(|n| !n.is_empty())
+                .collect();
+            let times = match resumes.len() {
+                1 => String::new(),
+                n => format!(" {n} times"),
+            };
+            notes.push(format!(
+                "Resumed{times}{}: {kept} of {total} runs were kept from the earlier \
+                 attempts' result.json. trace.json holds only the runs made after the last resume.",
+                each.join(", then")
+            ));
+        }
+        if !residues.is_empty() {
+            notes.push(format!(
+                "{} of {total} runs ran a second time after the guest triple-faulted in the \
+                 nested sandbox, a known residue of L1's SVM as QEMU TCG emulates it (the \
+                 first attempt is kept beside it, `<repetition>-triple-fault/`): {}",
+                residues.len(),
+                residues.join(", ")
+            ));
+        }
+        notes
+    }
 }
 
 #[cfg(test)]
@@ -193,22 +312,46 @@ mod tests {
     }
 
     #[test]
-    fn the_note_says_what_was_kept_and_rerun() {
-        assert_eq!(note(0, 18, &[], None), None);
-        let n = note(
-            7,
-            18,
-            &["balloon repetition 2/3".into()],
-            Some("an L1 kernel panic"),
-        )
-        .unwrap();
-        assert!(
-            n.starts_with("Resumed after an L1 kernel panic: 7 of 18 runs"),
-            "{n}"
+    fn the_notes_tell_every_attempt_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = History::open(tmp.path(), false, None);
+        assert!(h.notes(0, 18).is_empty());
+        let mut h = History::open(tmp.path(), true, Some("an L1 kernel panic"));
+        h.record(Event::CutOff("balloon repetition 2/3".into()));
+        h.record(Event::Residue("host-swap repetition 1/3".into()));
+        // The second resume reads what the first wrote.
+        let mut h = History::open(tmp.path(), true, Some("an L1 triple fault"));
+        h.record(Event::CutOff("guest-swap repetition 1/1".into()));
+        let notes = h.notes(7, 18);
+        assert_eq!(
+            notes[0],
+            "Resumed 2 times after an L1 kernel panic (cut off and run again from the start: \
+             balloon repetition 2/3), then after an L1 triple fault (cut off and run again \
+             from the start: guest-swap repetition 1/1): 7 of 18 runs were kept from the \
+             earlier attempts' result.json. trace.json holds only the runs made after the \
+             last resume."
         );
         assert!(
-            n.contains("run again from the start: balloon repetition 2/3"),
-            "{n}"
+            notes[1].starts_with("1 of 18 runs ran a second time")
+                && notes[1].ends_with(": host-swap repetition 1/3"),
+            "{}",
+            notes[1]
+        );
+        // A fresh start forgets the earlier attempts.
+        let h = History::open(tmp.path(), false, None);
+        assert!(h.notes(0, 18).is_empty());
+    }
+
+    #[test]
+    fn a_resume_that_kept_nothing_and_cut_nothing_off_says_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = History::open(tmp.path(), true, None);
+        assert!(h.notes(0, 4).is_empty());
+        let h = History::open(tmp.path(), true, None);
+        assert_eq!(
+            h.notes(2, 4)[0],
+            "Resumed 2 times: 2 of 4 runs were kept from the earlier attempts' result.json. \
+             trace.json holds only the runs made after the last resume."
         );
     }
 }
