@@ -6,8 +6,9 @@
 //! The script is run as `sh -c JOB` with an empty environment and the status
 //! port open on fd 3 (a virtio port can be opened only once); it exports the
 //! variables, changes directory, checks that the command can start (reporting
-//! `cannot-start CODE MESSAGE` on fd 3 if not), closes fd 3, starts the helpers
-//! in [`Job::background`] (the socket-forwarding bridges) and `exec`s the command.
+//! `cannot-start CODE MESSAGE` on fd 3 if not), closes fd 3, runs the helpers
+//! in [`Job::setup`] (the KVM keeper) to completion, starts those in
+//! [`Job::background`] (the socket-forwarding bridges) and `exec`s the command.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -46,6 +47,12 @@ pub struct Job {
     pub cwd: PathBuf,
     /// The whole environment of the command (plus [`MARKER_ENV`], added by [`Job::script`]).
     pub env: Vec<(OsString, OsString)>,
+    /// Commands run to completion before the command and the background
+    /// ones (same directory and environment, stdin from `/dev/null`, output
+    /// to the command's stderr); one that fails has said why there, and the
+    /// command still runs. A helper that must outlive its setup (the KVM
+    /// keeper) forks and leaves the child holding what it set up.
+    pub setup: Vec<Vec<OsString>>,
     /// Commands started in the background just before the command (same
     /// directory and environment, stdin from `/dev/null`, output to the
     /// command's stderr). They end when L1 powers off.
@@ -135,6 +142,7 @@ impl Job {
             argv,
             cwd: cwd.to_path_buf(),
             env,
+            setup: Vec::new(),
             background: Vec::new(),
         })
     }
@@ -179,6 +187,13 @@ impl Job {
             b"case $p in /*|*/*) [ -x \"$p\" ] && [ ! -d \"$p\" ] || cannot 126 \"not executable: $p\";; esac\n",
         );
         s.extend_from_slice(b"exec 3>&-\n");
+        for argv in self.setup.iter().filter(|a| !a.is_empty()) {
+            for a in argv {
+                s.extend_from_slice(&shell_quote(a));
+                s.push(b' ');
+            }
+            s.extend_from_slice(b"</dev/null >&2\n");
+        }
         for argv in self.background.iter().filter(|a| !a.is_empty()) {
             for a in argv {
                 s.extend_from_slice(&shell_quote(a));
@@ -312,13 +327,20 @@ mod tests {
         let mut job = Job::new(argv, Path::new("/usr"), env).unwrap();
         job.background
             .push(vec![os("sh"), os("-c"), os("echo \"bg $PWD $X\"")]);
+        // A failing setup command is told on stderr; the rest still runs,
+        // after it.
+        job.setup.push(vec![
+            os("sh"),
+            os("-c"),
+            os("echo \"setup $PWD $X\"; exit 1"),
+        ]);
         let (code, out, err, st) = run_script(&job, "t1");
         assert_eq!(code, 3);
         assert_eq!(out, "it's|/usr|1|a b\n");
         assert_eq!(st, "");
         // The background command runs in the same directory and environment, its
         // output on stderr (`output()` reads until it, too, has closed stderr).
-        assert_eq!(err, "bg /usr it's\n");
+        assert_eq!(err, "setup /usr it's\nbg /usr it's\n");
     }
 
     #[test]

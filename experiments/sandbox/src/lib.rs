@@ -95,8 +95,17 @@ use qemu::{Expired, Limits, Report, Sinks, SocketPort};
 
 /// Default L1 memory: room for an L2 guest of a couple of GiB.
 pub const DEFAULT_MEM: u64 = 3 << 30;
-/// Default L1 vCPUs (each is a host thread under multi-threaded TCG).
-pub const DEFAULT_CPUS: u32 = 2;
+/// Default L1 vCPUs: one. Every L1 kernel panic on record was an `int3`
+/// of a code patch (jump label, static call) seen by another L1 vCPU after
+/// the patch had ended: cross-vCPU code modification under QEMU's
+/// multi-threaded TCG. With one vCPU nothing runs beside a patch. Measured
+/// side by side on this 2-core host: the test suite's 6-run matrix took
+/// 305 s with one vCPU against 349 s with two; an L1 boot ~5.8 s against
+/// ~4.8 s (`SWAPLAB_SANDBOX_CPUS` or `--cpus` gives more; one host thread
+/// each). Single-threaded TCG (`SWAPLAB_SANDBOX_TCG_THREAD=single`) with two
+/// vCPUs was no option: the same matrix was still in its first run after
+/// 7 minutes, each vCPU waiting for the other's time slice on every IPI.
+pub const DEFAULT_CPUS: u32 = 1;
 /// Default limit for the whole run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
 /// Limit from QEMU's start to the command starting.
@@ -636,7 +645,8 @@ fn l1_job(
             None => reexec::current_exe()?,
         };
         if cfg.hold_kvm {
-            job.background
+            // Set up before the command starts (see keeper::hold).
+            job.setup
                 .push(vec![exe.clone(), "sandbox".into(), "--l1-hold-kvm".into()]);
         }
         for (i, f) in cfg.forwards.iter().enumerate() {

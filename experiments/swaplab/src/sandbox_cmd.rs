@@ -57,7 +57,7 @@ pub struct SandboxArgs {
     /// Run the L1 side of a forwarded socket (started in L1 by the sandbox itself).
     #[arg(long, value_name = "PORT=INNER_PATH", hide = true, conflicts_with_all = ["command", "prepare"])]
     pub l1_bridge: Option<String>,
-    /// Hold an idle VM open until killed (started in L1 by the sandbox itself; see sandbox::keeper).
+    /// Hold idle VMs and L1's tracepoints for L1's life, in a forked child (run in L1 by the sandbox itself before the command; see sandbox::keeper).
     #[arg(long, hide = true, conflicts_with_all = ["command", "prepare", "l1_bridge"])]
     pub l1_hold_kvm: bool,
     /// Print L1's stages with times, and how long it took to boot and to run the command.

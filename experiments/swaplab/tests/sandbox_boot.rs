@@ -42,10 +42,15 @@ fn command_runs_in_l1_with_kvm_and_host_files() {
         grep -q '^kvm_amd ' /proc/modules && echo "kvm_amd: loaded"
         grep -qw swaplab.sandbox=1 /proc/cmdline && echo "cmdline-marker: yes"
         echo "env-marker: $SWAPLAB_SANDBOX"
-        # The KVM keeper (sandbox::keeper, asked for below) holds two idle vCPUs open.
-        vcpus() {{ ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c 'anon_inode:kvm-vcpu'; }}
-        i=0; while [ "$(vcpus)" -lt 2 ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.1; done
-        echo "idle-vcpus: $(vcpus)"
+        # The KVM keeper (sandbox::keeper, asked for below) ran before this
+        # command: it holds two idle vCPUs open, and two tracing instances
+        # with the KVM events on (tracing off).
+        echo "idle-vcpus: $(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c 'anon_inode:kvm-vcpu')"
+        for i in 0 1; do
+            d=/sys/kernel/tracing/instances/swaplab-keeper-$i
+            echo "keeper-$i: $(cat $d/events/kvm/enable $d/events/kvmmmu/enable $d/tracing_on | tr '\n' ' ')"
+        done
+        echo "l1-cpus: $(nproc)"
         echo "pwd: $PWD"
         echo "from-l1 $(uname -r)" > '{file}'
         echo "to-stderr" >&2
@@ -79,6 +84,9 @@ fn command_runs_in_l1_with_kvm_and_host_files() {
         "cmdline-marker: yes",
         "env-marker: 1",
         "idle-vcpus: 2",
+        "keeper-0: 1 1 0 ",
+        "keeper-1: 1 1 0 ",
+        "l1-cpus: 1",
         &format!("pwd: {}", env!("CARGO_MANIFEST_DIR")),
     ] {
         assert!(
