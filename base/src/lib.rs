@@ -12,6 +12,8 @@
 //!   median of measurements.
 //! - [`scratch`]: scratch directories named after their process, and the
 //!   sweep of those whose process was killed.
+//! - [`retry_log`]: the line a retry after an emulation residue leaves for
+//!   the test script's summary.
 //!
 //! Dependencies: std, thiserror and tempfile only; no unsafe code.
 
@@ -19,6 +21,7 @@
 
 pub mod countdown;
 mod counters;
+pub mod retry_log;
 pub mod scratch;
 pub mod size;
 pub mod stats;

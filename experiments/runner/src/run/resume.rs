@@ -55,19 +55,11 @@ pub fn inject_triple_fault(index: u32) -> bool {
     sandbox::in_sandbox() && wanted.and_then(|v| v.trim().parse::<u32>().ok()) == Some(index)
 }
 
-/// Appends `what` (one line) to the file `SWAPLAB_RETRY_LOG` names, if it
-/// is set: scripts/test.sh lists every retry at the end of a test run, and a
-/// matrix run that went once more inside a passing test would show nowhere
-/// else. Best effort: a run is not failed for its note.
+/// Notes a retry in the test script's log ([`base::retry_log`]): a matrix
+/// run that went once more inside a passing test would show nowhere else.
+/// Best effort: a run is not failed for its note.
 pub fn note_retry(what: &str) {
-    use std::io::Write;
-    let Some(path) = std::env::var_os("SWAPLAB_RETRY_LOG").filter(|p| !p.is_empty()) else {
-        return;
-    };
-    let line = format!("swaplab run\t{}\n", what.replace(['\n', '\t'], " "));
-    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
-        let _ = f.write_all(line.as_bytes());
-    }
+    let _ = base::retry_log::note("swaplab run", what);
 }
 
 /// What an earlier attempt left in a run's directory.

@@ -237,24 +237,14 @@ pub fn retry_if_l1_panicked(body: impl Fn()) {
     body();
 }
 
-/// Appends a retry to the file `SWAPLAB_RETRY_LOG` names (scripts/test.sh
-/// sets it and prints every retry at the end: cargo shows a passing test's
-/// output to no one).
+/// Notes a retry in the test script's log ([`base::retry_log`]), under this
+/// test's name.
 fn note_retry(how: &str) {
-    use std::io::Write;
-    let Some(path) = std::env::var_os("SWAPLAB_RETRY_LOG").filter(|p| !p.is_empty()) else {
-        return;
-    };
     let test = std::thread::current()
         .name()
         .unwrap_or("unknown test")
         .to_string();
-    let line = format!("{test}\t{how}\n");
-    let appended = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| f.write_all(line.as_bytes()));
-    if let Err(e) = appended {
-        panic!("cannot note the retry in {}: {e}", path.to_string_lossy());
+    if let Err(e) = base::retry_log::note(&test, how) {
+        panic!("cannot note the retry in ${}: {e}", base::retry_log::ENV);
     }
 }
