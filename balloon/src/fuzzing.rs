@@ -390,19 +390,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn corpus() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/balloon")
-    }
-
     #[test]
     fn balloon_corpus() {
-        let mut n = 0;
-        for entry in std::fs::read_dir(corpus()).expect("balloon corpus") {
-            let path = entry.expect("entry").path();
-            balloon(&std::fs::read(&path).expect("corpus file"));
-            n += 1;
-        }
-        assert!(n > 0);
+        base::corpus::replay("balloon", balloon);
         for s in seeds() {
             balloon(&s);
         }
@@ -415,9 +405,6 @@ mod tests {
     #[test]
     #[ignore]
     fn write_seeds() {
-        std::fs::create_dir_all(corpus()).expect("corpus dir");
-        for (i, s) in seeds().iter().enumerate() {
-            std::fs::write(corpus().join(format!("seed-{i:02}")), s).expect("write seed");
-        }
+        base::corpus::write_seeds("balloon", &seeds()).expect("write seeds");
     }
 }

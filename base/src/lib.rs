@@ -12,6 +12,8 @@
 //!   median of measurements.
 //! - [`scratch`]: scratch directories named after their process, and the
 //!   sweep of those whose process was killed.
+//! - [`corpus`]: where the committed fuzz corpora are, their replay in
+//!   `cargo test` and the seeds' regeneration.
 //! - [`retry_log`]: the line a retry after an emulation residue leaves for
 //!   the test script's summary.
 //!
@@ -19,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod corpus;
 pub mod countdown;
 mod counters;
 pub mod retry_log;

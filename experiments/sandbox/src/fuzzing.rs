@@ -249,21 +249,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn corpus() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/frames")
-    }
-
     #[test]
     fn frames_corpus() {
-        let mut files: Vec<_> = std::fs::read_dir(corpus())
-            .expect("frames corpus")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        files.sort();
-        assert!(!files.is_empty());
-        for f in &files {
-            frames(&std::fs::read(f).expect("corpus file"));
-        }
+        base::corpus::replay("frames", frames);
         for s in seeds() {
             frames(&s);
         }
@@ -291,9 +279,6 @@ mod tests {
     #[test]
     #[ignore]
     fn write_seeds() {
-        std::fs::create_dir_all(corpus()).expect("corpus dir");
-        for (i, s) in seeds().iter().enumerate() {
-            std::fs::write(corpus().join(format!("seed-{i:02}")), s).expect("write seed");
-        }
+        base::corpus::write_seeds("frames", &seeds()).expect("write seeds");
     }
 }

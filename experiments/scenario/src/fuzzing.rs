@@ -264,21 +264,9 @@ pub fn seeds() -> Vec<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn corpus() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/scenario")
-    }
-
     #[test]
     fn scenario_corpus() {
-        let mut files: Vec<_> = std::fs::read_dir(corpus())
-            .expect("scenario corpus")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        files.sort();
-        assert!(!files.is_empty());
-        for f in &files {
-            reader(&std::fs::read(f).expect("corpus file"));
-        }
+        base::corpus::replay("scenario", reader);
         for tiny in [&[][..], &[0xff], &[0; 64], &[b'['; 64]] {
             reader(tiny);
         }
@@ -318,9 +306,6 @@ mod tests {
     #[test]
     #[ignore]
     fn write_seeds() {
-        std::fs::create_dir_all(corpus()).expect("corpus dir");
-        for (i, s) in seeds().iter().enumerate() {
-            std::fs::write(corpus().join(format!("seed-{i:02}")), s).expect("write seed");
-        }
+        base::corpus::write_seeds("scenario", &seeds()).expect("write seeds");
     }
 }

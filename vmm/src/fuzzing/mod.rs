@@ -27,36 +27,11 @@ mod queue;
 #[cfg(test)]
 mod tests;
 
-use std::path::{Path, PathBuf};
-
 pub use api::api;
 pub use blk::blk_request;
 pub use harness::{guest_memory, CountingLine, Encoder, Input, SharedDisk};
 pub use mmio::mmio;
 pub use queue::virtqueue;
-
-/// Where the committed seed corpus of `target` lives.
-pub fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
-}
-
-/// Runs `body` on every file of `target`'s committed corpus; returns how many.
-pub fn replay(target: &str, body: impl Fn(&[u8])) -> usize {
-    let dir = corpus_dir(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    for f in &files {
-        let data = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        body(&data);
-    }
-    files.len()
-}
 
 /// The seed inputs of each target, built from valid (and a few invalid) requests.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {

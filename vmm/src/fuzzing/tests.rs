@@ -4,12 +4,7 @@
 use super::*;
 
 fn replay_target(target: &str, body: fn(&[u8])) {
-    let n = replay(target, body);
-    assert!(
-        n > 0,
-        "no corpus for {target} in {}",
-        corpus_dir(target).display()
-    );
+    base::corpus::replay(target, body);
     // The generated seeds run too (they are in the corpus unless it was pruned).
     for s in seeds(target) {
         body(&s);
@@ -52,10 +47,6 @@ fn empty_and_tiny_inputs() {
 #[ignore]
 fn write_seeds() {
     for t in TARGETS {
-        let dir = corpus_dir(t);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (i, s) in seeds(t).iter().enumerate() {
-            std::fs::write(dir.join(format!("seed-{i:02}")), s).unwrap();
-        }
+        base::corpus::write_seeds(t, &seeds(t)).unwrap();
     }
 }
