@@ -143,6 +143,9 @@ const BASE: &[i64] = &[
     libc::SYS_sched_getaffinity,
     libc::SYS_sched_setaffinity,
     libc::SYS_getrandom,
+    libc::SYS_getcpu,
+    // the kernel-swap baseline's vCPU reads the process's major faults
+    libc::SYS_getrusage,
     libc::SYS_exit,
     libc::SYS_exit_group,
     // time
@@ -329,6 +332,29 @@ pub fn enter(class: ThreadClass) {
         eprintln!("swaplab: seccomp: {e}; rerun with --no-seccomp to run without filters");
         std::process::exit(1);
     }
+}
+
+/// For tests: runs test `test` of the calling test binary again, alone, in a
+/// child process whose `class` threads make the probe's forbidden syscall. The
+/// caller asserts on the output (status [`EXIT_STATUS`], [`probe_message`] on
+/// stderr). In the child ([`PROBE_ENV`] set) a test calling this should return
+/// at once.
+pub fn rerun_test_with_probe(
+    test: &str,
+    class: ThreadClass,
+) -> std::io::Result<std::process::Output> {
+    std::process::Command::new(std::env::current_exe()?)
+        .args(["--exact", test, "--test-threads=1", "--nocapture"])
+        .env(PROBE_ENV, class.name())
+        .output()
+}
+
+/// The start of the line a thread named `thread` leaves when the probe trips.
+pub fn probe_message(thread: &str) -> String {
+    format!(
+        "swaplab: seccomp: thread {thread} made a forbidden syscall {} ({PROBE_SYSCALL})",
+        syscall_name(PROBE_SYSCALL)
+    )
 }
 
 /// Longest thread name kept for the message (Linux's own limit is 15 bytes).
