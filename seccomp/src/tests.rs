@@ -157,3 +157,12 @@ fn probe_hook_trips_the_named_class_only() {
         String::from_utf8_lossy(&miss.stderr)
     );
 }
+
+#[test]
+#[ignore = "prints the allow-lists (for the README)"]
+fn print_allow_lists() {
+    for class in ThreadClass::ALL {
+        let names: Vec<&str> = class.allowed().into_iter().map(syscall_name).collect();
+        println!("{class} ({}): {}", names.len(), names.join(" "));
+    }
+}
