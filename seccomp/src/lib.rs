@@ -106,7 +106,9 @@ impl ThreadClass {
             // Device activation runs on a vCPU and spawns the blk and balloon
             // workers, which inherit this filter: it holds what they need too.
             ThreadClass::Vcpu => &[IOCTL, SPAWN, EVENTS_CREATE, STORE, PROC],
-            ThreadClass::BlkWorker => &[STORE],
+            // With the false-read mitigation a whole page a disk read fills
+            // goes to the swapper, which installs it (`UFFDIO_COPY`).
+            ThreadClass::BlkWorker => &[IOCTL, STORE],
             ThreadClass::Balloon => &[IOCTL, STORE, TIMERS],
             ThreadClass::ControlSocket => &[IOCTL, SOCKET_IO, STORE, PROC],
             ThreadClass::SwapperHandler | ThreadClass::SwapperEvictor => &[IOCTL, STORE],
@@ -199,8 +201,8 @@ const BASE: &[i64] = &[
     libc::SYS_getcwd,
 ];
 
-/// `ioctl(2)`: `KVM_*` on a vCPU, `UFFDIO_*` in the swapper and in page
-/// release, `FIONBIO` on sockets.
+/// `ioctl(2)`: `KVM_*` on a vCPU, `UFFDIO_*` in the swapper, in page release
+/// and in the blk worker's page install, `FIONBIO` on sockets.
 const IOCTL: &[i64] = &[libc::SYS_ioctl];
 
 /// Spawning a thread, which then names itself and installs its own filter.

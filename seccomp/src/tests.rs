@@ -166,3 +166,19 @@ fn print_allow_lists() {
         println!("{class} ({}): {}", names.len(), names.join(" "));
     }
 }
+
+#[test]
+fn classes_that_reach_the_swapper_may_use_its_ioctls() {
+    // UFFDIO_COPY from the blk worker's page install (false-read mitigation),
+    // the balloon's page release, a lower limit set over the control socket.
+    for class in [
+        ThreadClass::BlkWorker,
+        ThreadClass::Balloon,
+        ThreadClass::ControlSocket,
+        ThreadClass::SwapperHandler,
+        ThreadClass::SwapperEvictor,
+    ] {
+        assert!(class.allowed().contains(&libc::SYS_ioctl), "{class}");
+        assert!(class.allowed().contains(&libc::SYS_fallocate), "{class}");
+    }
+}
