@@ -231,6 +231,7 @@ impl Balloon {
         let thread = std::thread::Builder::new()
             .name("balloon".into())
             .spawn(move || {
+                seccomp::enter(seccomp::ThreadClass::Balloon);
                 if let Some(h) = hook {
                     (lock(&h))(nix::unistd::gettid().as_raw());
                 }

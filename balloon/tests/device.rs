@@ -501,3 +501,21 @@ fn random_descriptors_never_break_the_device() {
     });
     assert_eq!(rig.content(DATA_PFN), (false, true));
 }
+
+/// With `SWAPLAB_SECCOMP_PROBE=balloon` the balloon worker thread makes a syscall its seccomp filter
+/// forbids right after installing it: the process ends with status 159 and one
+/// line naming the thread and the syscall.
+#[test]
+fn seccomp_probe_stops_the_process_naming_the_thread() {
+    if std::env::var_os(seccomp::PROBE_ENV).is_some() {
+        return;
+    }
+    let out = seccomp::rerun_test_with_probe(
+        "inflate_releases_exactly_the_named_pages",
+        seccomp::ThreadClass::Balloon,
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(seccomp::EXIT_STATUS), "{err}");
+    assert!(err.contains(&seccomp::probe_message("balloon")), "{err}");
+}

@@ -197,13 +197,19 @@ impl Swapper {
         let s = shared.clone();
         sw.evictor = Some(spawn(
             "swapper-evict".into(),
-            Box::new(move || crate::evictor::run(s)),
+            Box::new(move || {
+                seccomp::enter(seccomp::ThreadClass::SwapperEvictor);
+                crate::evictor::run(s)
+            }),
         )?);
         for i in 0..shared.cfg.handler_threads {
             let (s, st) = (shared.clone(), stop.clone());
             sw.threads.push(spawn(
                 format!("swapper-fault-{i}"),
-                Box::new(move || crate::handler::run(s, st)),
+                Box::new(move || {
+                    seccomp::enter(seccomp::ThreadClass::SwapperHandler);
+                    crate::handler::run(s, st)
+                }),
             )?);
         }
         Ok(sw)

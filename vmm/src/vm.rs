@@ -361,7 +361,10 @@ impl Vm {
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run(ctx));
+                .spawn(move || {
+                    seccomp::enter(seccomp::ThreadClass::Vcpu);
+                    vcpu::run(ctx)
+                });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(source) => {

@@ -550,3 +550,21 @@ fn replaces_a_stale_socket_but_not_a_live_one() {
     drop(first);
     assert!(!path.exists());
 }
+
+/// With `SWAPLAB_SECCOMP_PROBE=api` the control socket thread makes a syscall its seccomp filter
+/// forbids right after installing it: the process ends with status 159 and one
+/// line naming the thread and the syscall.
+#[test]
+fn seccomp_probe_stops_the_process_naming_the_thread() {
+    if std::env::var_os(seccomp::PROBE_ENV).is_some() {
+        return;
+    }
+    let out = seccomp::rerun_test_with_probe(
+        "request_reply_round_trip",
+        seccomp::ThreadClass::ControlSocket,
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(seccomp::EXIT_STATUS), "{err}");
+    assert!(err.contains(&seccomp::probe_message("api-server")), "{err}");
+}

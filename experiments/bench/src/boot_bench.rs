@@ -36,6 +36,9 @@ pub struct BootBenchOptions {
     /// Print JSON instead of a table.
     pub json: bool,
     pub sandbox: SandboxMode,
+    /// Run the VMM's threads under their seccomp filters (`--no-seccomp` turns
+    /// this off).
+    pub seccomp: bool,
 }
 
 /// The command each guest runs (then `/init` powers off).
@@ -212,6 +215,7 @@ pub fn render_text(b: &BootBench) -> String {
 /// Runs the benchmark as `args` say: 0, 1 on failure, 2 on a usage error.
 pub fn run(args: &BootBenchOptions) -> anyhow::Result<u8> {
     validate(args)?;
+    seccomp::set_enabled(args.seccomp);
     let how = crate::SideBySide {
         sandbox: args.sandbox,
         mem: args.mem.bytes(),

@@ -55,6 +55,9 @@ pub struct HostSwapOptions {
     pub cpu: Option<String>,
     /// Print one JSON object instead of tables.
     pub json: bool,
+    /// Run the VMM's and the swapper's threads under their seccomp filters
+    /// (`--no-seccomp` turns this off).
+    pub seccomp: bool,
 }
 
 /// The CPU to pin to: `--cpu N`, none for `--cpu none`, else the current one.
@@ -330,6 +333,7 @@ impl Bench<'_> {
             passes,
             seed: 1,
             verify: false,
+            seccomp: self.args.seccomp,
         };
         let (medium, workload, swap, policy) = labels;
         if !self.args.json {

@@ -38,6 +38,9 @@ pub struct DemoOptions {
     /// Run the demo's VM (the child the demo starts); no terminal UI.
     pub serve: bool,
     pub sandbox: SandboxMode,
+    /// Run the VMM's threads under their seccomp filters (`--no-seccomp` turns
+    /// this off).
+    pub seccomp: bool,
 }
 
 impl DemoOptions {
@@ -142,5 +145,6 @@ pub(crate) fn default_options() -> DemoOptions {
         timeout: 3600,
         serve: false,
         sandbox: SandboxMode::Auto,
+        seccomp: true,
     }
 }

@@ -45,6 +45,9 @@ pub fn serve_args(args: &DemoOptions, sock: &Path) -> Vec<OsString> {
     v.push("--api-sock".into());
     v.push(sock.as_os_str().to_owned());
     v.push(format!("--sandbox={}", args.sandbox.name()).into());
+    if !args.seccomp {
+        v.push("--no-seccomp".into());
+    }
     v
 }
 
@@ -125,6 +128,7 @@ fn boot_options(args: &DemoOptions, sock: &Path) -> anyhow::Result<BootOptions> 
         host_limit: Some(ByteSize(args.limits()[0])),
         run: Some(GUEST_COMMAND.into()),
         api_sock: Some(sock.to_path_buf()),
+        seccomp: args.seccomp,
         ..BootOptions::guest_image(args.mem, args.cpus, args.timeout, args.sandbox)
     };
     runner::boot::cmd::validate(&boot)?;

@@ -67,6 +67,8 @@ pub struct BenchBootArgs {
     pub json: bool,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
+    #[command(flatten)]
+    pub seccomp: crate::cli::SeccompFlag,
 }
 
 impl BenchBootArgs {
@@ -80,6 +82,7 @@ impl BenchBootArgs {
             qemu: self.qemu.clone(),
             json: self.json,
             sandbox: self.sandbox.mode(),
+            seccomp: self.seccomp.enabled(),
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct BenchBalloonArgs {
     pub json: bool,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
+    #[command(flatten)]
+    pub seccomp: crate::cli::SeccompFlag,
 }
 
 impl BenchBalloonArgs {
@@ -133,6 +138,7 @@ impl BenchBalloonArgs {
             qemu: self.qemu.clone(),
             json: self.json,
             sandbox: self.sandbox.mode(),
+            seccomp: self.seccomp.enabled(),
         }
     }
 }
@@ -171,6 +177,8 @@ pub struct HostSwapArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub seccomp: crate::cli::SeccompFlag,
 }
 
 impl HostSwapArgs {
@@ -187,6 +195,7 @@ impl HostSwapArgs {
             store_path: self.store_path.clone(),
             cpu: self.cpu.clone(),
             json: self.json,
+            seccomp: self.seccomp.enabled(),
         }
     }
 }

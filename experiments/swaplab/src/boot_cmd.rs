@@ -71,6 +71,8 @@ pub struct BootArgs {
     pub null_device: Vec<u32>,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
+    #[command(flatten)]
+    pub seccomp: crate::cli::SeccompFlag,
 }
 
 impl BootArgs {
@@ -94,6 +96,7 @@ impl BootArgs {
             host_limit: self.host_limit,
             null_device: self.null_device.clone(),
             sandbox: self.sandbox.mode(),
+            seccomp: self.seccomp.enabled(),
         }
     }
 }

@@ -47,3 +47,19 @@ pub fn init_tracing() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// `--no-seccomp`, shared by every subcommand that runs a VMM.
+#[derive(clap::Args, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeccompFlag {
+    /// Run the VMM's threads (vCPUs, device workers, control socket, host swapper)
+    /// without their seccomp filters.
+    #[arg(long)]
+    pub no_seccomp: bool,
+}
+
+impl SeccompFlag {
+    /// Whether the filters are on.
+    pub fn enabled(self) -> bool {
+        !self.no_seccomp
+    }
+}

@@ -56,6 +56,8 @@ pub struct DemoArgs {
     pub serve: bool,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
+    #[command(flatten)]
+    pub seccomp: crate::cli::SeccompFlag,
 }
 
 impl DemoArgs {
@@ -77,6 +79,7 @@ impl DemoArgs {
             timeout: self.timeout,
             serve: self.serve,
             sandbox: self.sandbox.mode(),
+            seccomp: self.seccomp.enabled(),
         }
     }
 }

@@ -55,6 +55,8 @@ pub struct ProbeArgs {
     /// Skip the host's check of every touched page afterwards.
     #[arg(long)]
     pub no_verify: bool,
+    #[command(flatten)]
+    pub seccomp: crate::cli::SeccompFlag,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -204,6 +206,7 @@ pub fn config_from_args(args: &ProbeArgs, host_mem: Option<u64>) -> anyhow::Resu
         passes: args.passes as u32,
         seed: args.seed,
         verify: !args.no_verify,
+        seccomp: args.seccomp.enabled(),
     })
 }
 
@@ -453,6 +456,7 @@ mod tests {
             passes,
             seed: 1,
             no_verify: false,
+            seccomp: Default::default(),
             json: false,
             cpu: None,
             swap: SwapArgs::default(),

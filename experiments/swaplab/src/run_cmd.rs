@@ -65,6 +65,8 @@ pub struct RunArgs {
     pub resume_reason: Option<String>,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
+    #[command(flatten)]
+    pub seccomp: crate::cli::SeccompFlag,
 }
 
 impl RunArgs {
@@ -94,5 +96,8 @@ impl RunArgs {
 /// Run `swaplab run`: 0 when every run finished and verified its pages, 1 when
 /// one failed, 2 on usage errors (bad scenario files included).
 pub fn main(args: &RunArgs) -> ExitCode {
+    // `RunOptions` has no field for it yet: the process-wide switch is set here
+    // (the sandbox re-runs these arguments as given).
+    seccomp::set_enabled(args.seccomp.enabled());
     runner::cli::finish_status(cmd::run(&args.options()))
 }

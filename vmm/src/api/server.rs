@@ -139,7 +139,10 @@ impl ApiServer {
         let thread_wake = Arc::clone(&wake);
         let thread = std::thread::Builder::new()
             .name("api-server".into())
-            .spawn(move || serve(listener, &thread_wake, &*handler, limits));
+            .spawn(move || {
+                seccomp::enter(seccomp::ThreadClass::ControlSocket);
+                serve(listener, &thread_wake, &*handler, limits)
+            });
         let thread = match thread {
             Ok(t) => t,
             Err(e) => {

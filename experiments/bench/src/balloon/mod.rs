@@ -60,6 +60,9 @@ pub struct BalloonBenchOptions {
     /// Print JSON instead of a table.
     pub json: bool,
     pub sandbox: SandboxMode,
+    /// Run the VMM's threads under their seccomp filters (`--no-seccomp` turns
+    /// this off).
+    pub seccomp: bool,
 }
 
 /// Most runs accepted.
@@ -158,6 +161,7 @@ fn validate(args: &BalloonBenchOptions) -> anyhow::Result<()> {
     let boot = runner::boot::cmd::BootOptions {
         run: Some(guest_command(touch)),
         balloon: true,
+        seccomp: args.seccomp,
         ..runner::boot::cmd::BootOptions::guest_image(
             args.mem,
             args.cpus,
@@ -289,6 +293,7 @@ pub fn render_text(b: &BalloonBench) -> String {
 /// Runs the benchmark as `args` say: 0, 1 on failure, 2 on a usage error.
 pub fn run(args: &BalloonBenchOptions) -> anyhow::Result<u8> {
     validate(args)?;
+    seccomp::set_enabled(args.seccomp);
     let how = super::SideBySide {
         sandbox: args.sandbox,
         mem: args.mem.bytes(),

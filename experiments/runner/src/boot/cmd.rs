@@ -156,6 +156,7 @@ pub fn warn_if_pvm() {
 /// [`GuestFailure`] carries the status for a guest that failed.
 pub fn run(args: &BootOptions) -> anyhow::Result<u8> {
     validate(args)?;
+    seccomp::set_enabled(args.seccomp);
     check_files(args.kernel.as_deref(), args.initrd.as_deref())?;
     let files = BootFiles::resolve(
         args.kernel.as_deref(),

@@ -49,6 +49,9 @@ pub struct BootOptions {
     pub null_device: Vec<u32>,
     /// Where the guest runs.
     pub sandbox: SandboxMode,
+    /// Run the VMM's threads under their seccomp filters (`--no-seccomp` turns
+    /// this off).
+    pub seccomp: bool,
 }
 
 impl BootOptions {
@@ -73,6 +76,7 @@ impl BootOptions {
             host_limit: None,
             null_device: Vec::new(),
             sandbox,
+            seccomp: true,
         }
     }
 }

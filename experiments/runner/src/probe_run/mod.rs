@@ -88,6 +88,9 @@ pub struct ProbeConfig {
     pub seed: u64,
     /// Check every touched page's tag and access counter from the host afterwards.
     pub verify: bool,
+    /// Run the VMM's and the swapper's threads under their seccomp filters
+    /// (`--no-seccomp` turns this off).
+    pub seccomp: bool,
 }
 
 impl Default for ProbeConfig {
@@ -98,6 +101,7 @@ impl Default for ProbeConfig {
             passes: 2,
             seed: 1,
             verify: true,
+            seccomp: true,
         }
     }
 }
@@ -329,6 +333,7 @@ fn verify_pages(mem: &GuestMemoryMmap, counts: &[u32]) -> Result<(u64, u64), Pro
 /// Run a probe guest as `config` says.
 pub fn run_probe(config: &ProbeConfig, hooks: ProbeHooks) -> Result<ProbeResult, ProbeError> {
     check_config(config)?;
+    seccomp::set_enabled(config.seccomp);
     let pages = config.mem_bytes / 4096;
     let plan = AccessPlan::new(config.pattern, pages, config.seed)?;
     let (mem, test_ram) = load_guest(config)?;
@@ -540,6 +545,7 @@ mod tests {
             passes: 2,
             seed: 3,
             verify: true,
+            seccomp: true,
         }
     }
 

@@ -111,6 +111,9 @@ pub fn child_args(config: &ProbeConfig, extra: &[String]) -> Vec<String> {
     if !config.verify {
         v.push("--no-verify".into());
     }
+    if !config.seccomp {
+        v.push("--no-seccomp".into());
+    }
     v.extend(extra.iter().cloned());
     v
 }

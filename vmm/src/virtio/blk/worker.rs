@@ -71,6 +71,7 @@ impl WorkerCtl {
         let thread = std::thread::Builder::new()
             .name("vmm-blk".into())
             .spawn(move || {
+                seccomp::enter(seccomp::ThreadClass::BlkWorker);
                 let tid = nix::unistd::gettid().as_raw();
                 setup.shared.tid.store(tid, Ordering::SeqCst);
                 if let Some(f) = setup.on_start {

@@ -95,3 +95,21 @@ fn config_errors_are_reported() {
     let blk = Blk::new(BlkConfig::new(f.path())).unwrap();
     assert_eq!(blk.capacity(), 0);
 }
+
+/// With `SWAPLAB_SECCOMP_PROBE=blk` the virtio-blk worker thread makes a syscall its seccomp filter
+/// forbids right after installing it: the process ends with status 159 and one
+/// line naming the thread and the syscall.
+#[test]
+fn seccomp_probe_stops_the_process_naming_the_thread() {
+    if std::env::var_os(seccomp::PROBE_ENV).is_some() {
+        return;
+    }
+    let out = seccomp::rerun_test_with_probe(
+        "virtio::blk::tests::lifecycle::one_worker_thread_across_resets_named_and_announced_once",
+        seccomp::ThreadClass::BlkWorker,
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(seccomp::EXIT_STATUS), "{err}");
+    assert!(err.contains(&seccomp::probe_message("vmm-blk")), "{err}");
+}
