@@ -665,6 +665,7 @@ impl HostForward {
         let thread = std::thread::Builder::new()
             .name("swaplab-forward".into())
             .spawn(move || {
+                seccomp::enter(seccomp::ThreadClass::SandboxRelay);
                 if let Err(e) = host_loop(&listener, port, &stop) {
                     eprintln!("swaplab sandbox: forwarding {name} stopped: {e}");
                 }
@@ -946,6 +947,7 @@ fn bridge_loop<P: Read + Write + AsFd>(port: P, inner: &Path) -> Result<(), Forw
                     let spawned = std::thread::Builder::new()
                         .name("swaplab-bridge-connect".into())
                         .spawn(move || {
+                            seccomp::enter(seccomp::ThreadClass::SandboxRelay);
                             let _ = tx.send((c, token, connect_inner(&inner)));
                             let _ = wake.write(1);
                         });

@@ -89,6 +89,7 @@ impl RunArgs {
             resume: self.resume,
             resume_reason: self.resume_reason.clone(),
             sandbox: self.sandbox.mode(),
+            seccomp: self.seccomp.enabled(),
         }
     }
 }
@@ -96,8 +97,5 @@ impl RunArgs {
 /// Run `swaplab run`: 0 when every run finished and verified its pages, 1 when
 /// one failed, 2 on usage errors (bad scenario files included).
 pub fn main(args: &RunArgs) -> ExitCode {
-    // `RunOptions` has no field for it yet: the process-wide switch is set here
-    // (the sandbox re-runs these arguments as given).
-    seccomp::set_enabled(args.seccomp.enabled());
     runner::cli::finish_status(cmd::run(&args.options()))
 }

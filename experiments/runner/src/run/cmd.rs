@@ -71,6 +71,9 @@ pub struct RunOptions {
     /// Why the matrix is resumed, for the report (set by swaplab when it restarts L1).
     pub resume_reason: Option<String>,
     pub sandbox: SandboxMode,
+    /// Run the VMM's threads under their seccomp filters (`--no-seccomp` turns
+    /// them off).
+    pub seccomp: bool,
 }
 
 /// Loads the scenarios and applies the command line's overrides; every error
@@ -382,6 +385,7 @@ fn failed_run(
 /// its pages, 1 when one failed; usage errors (bad scenario files included)
 /// are [`crate::cli::UsageError`]s.
 pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
+    seccomp::set_enabled(args.seccomp);
     let scenarios = load(args)?;
     if needs_sandbox_here(args.sandbox) {
         return run_in_sandbox(args, &scenarios);
