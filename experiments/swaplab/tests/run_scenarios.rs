@@ -314,8 +314,9 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
             .unwrap_or_else(|| panic!("no resume note\n{report}\n{stderr}"));
         assert!(
             note.contains(
-                "after the sandbox's L1 kernel panicked (sysrq triggered crash) (cut off and \
-                 run again from the start: host-swap-mitigated repetition 1/1)"
+                "after the sandbox's L1 kernel panicked (Kernel panic - not syncing: sysrq \
+                 triggered crash) (cut off and run again from the start: host-swap-mitigated \
+                 repetition 1/1)"
             ),
             "{note}\n{stderr}"
         );
