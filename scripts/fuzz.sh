@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run every fuzz target in fuzz/ (cargo-fuzz, nightly) for MINUTES minutes each
-# (default 10), one after the other, and print one line per target: executions,
-# executions per second, coverage, corpus size and crashes.
+# (default 10), or for RUNS executions each, one after the other, and print one
+# line per target: executions, executions per second, coverage, corpus size,
+# crashes and time taken.
 #
-#   scripts/fuzz.sh [MINUTES [TARGET...]]     (TARGETs: only these)
+#   scripts/fuzz.sh [MINUTES [TARGET...]]        (TARGETs: only these)
+#   scripts/fuzz.sh --runs RUNS [TARGET...]      (a campaign of RUNS execs each)
 #
 # Each target starts from its committed seeds (fuzz/corpus/<target>/, read only) and
 # what earlier runs found (fuzz/work/<target>/, not committed, where new inputs go).
@@ -14,12 +16,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MINUTES=${1:-10}
-if ! [[ "$MINUTES" =~ ^[1-9][0-9]*$ ]]; then
-    echo "usage: scripts/fuzz.sh [MINUTES [TARGET...]]   (minutes per target, default 10)" >&2
+usage() {
+    echo "usage: scripts/fuzz.sh [MINUTES [TARGET...]]   (minutes per target, 1..=10080, default 10)" >&2
+    echo "       scripts/fuzz.sh --runs RUNS [TARGET...]  (executions per target, 1..=10^10)" >&2
     exit 2
+}
+# libFuzzer stops at whichever limit comes first: -max_total_time or -runs.
+if [[ "${1:-}" == --runs ]]; then
+    RUNS=${2:-}
+    # At most 10^10 executions (11 digits; no leading zero).
+    [[ "$RUNS" =~ ^[1-9][0-9]{0,10}$ ]] && ((RUNS <= 10000000000)) || usage
+    shift 2
+    limit=(-runs="$RUNS")
+    what="$RUNS executions"
+else
+    MINUTES=${1:-10}
+    # A week at most.
+    [[ "$MINUTES" =~ ^[1-9][0-9]{0,4}$ ]] && ((MINUTES <= 10080)) || usage
+    shift $(($# > 0))
+    limit=(-max_total_time=$((MINUTES * 60)))
+    what="$MINUTES min"
 fi
-shift $(($# > 0))
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "fuzz: installing the nightly toolchain (cargo-fuzz needs it)" >&2
@@ -70,10 +87,12 @@ for t in "${targets[@]}"; do
     mkdir -p "work/$t" "artifacts/$t"
     log="work/$t.log"
     before=$(artifacts "$t")
-    echo "fuzz: $t for $MINUTES min (log: fuzz/$log)" >&2
+    echo "fuzz: $t for $what (log: fuzz/$log)" >&2
     rc=0
+    start=$SECONDS
     cargo +nightly fuzz run "$t" "work/$t" "corpus/$t" -- \
-        -max_total_time=$((MINUTES * 60)) -print_final_stats=1 2>"$log" || rc=$?
+        "${limit[@]}" -print_final_stats=1 2>"$log" || rc=$?
+    took=$((SECONDS - start))
     new=$(comm -13 <(echo "$before") <(artifacts "$t") | grep -c . || true)
     execs=$(final_stat number_of_executed_units "$log")
     rate=$(final_stat average_exec_per_sec "$log")
@@ -82,8 +101,8 @@ for t in "${targets[@]}"; do
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     corp=$(sed -n 's/.* corp: \([^ ]*\).*/\1/p' <<<"$last")
-    line=$(printf '%-12s execs %-10s execs/s %-7s cov %-6s ft %-6s corpus %-12s crashes %s' \
-        "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$new")
+    line=$(printf '%-12s execs %-10s execs/s %-7s cov %-6s ft %-6s corpus %-12s crashes %s  %ss' \
+        "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$new" "$took")
     if ((new > 0)); then
         line+="  ($(comm -13 <(echo "$before") <(artifacts "$t") | sed 's|^|fuzz/|' | tr '\n' ' '))"
         failed=1
@@ -96,6 +115,6 @@ for t in "${targets[@]}"; do
 done
 
 echo
-echo "fuzz: $MINUTES min per target"
+echo "fuzz: $what per target"
 printf '%s\n' "${summary[@]}"
 exit "$failed"
