@@ -507,15 +507,9 @@ fn random_descriptors_never_break_the_device() {
 /// line naming the thread and the syscall.
 #[test]
 fn seccomp_probe_stops_the_process_naming_the_thread() {
-    if std::env::var_os(seccomp::PROBE_ENV).is_some() {
-        return;
-    }
-    let out = seccomp::rerun_test_with_probe(
+    seccomp::assert_probe_stops(
         "inflate_releases_exactly_the_named_pages",
         seccomp::ThreadClass::Balloon,
-    )
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(seccomp::EXIT_STATUS), "{err}");
-    assert!(err.contains(&seccomp::probe_message("balloon")), "{err}");
+        "balloon",
+    );
 }

@@ -325,9 +325,8 @@ pub fn apply(class: ThreadClass) -> Result<(), Error> {
     let probe = std::env::var(PROBE_ENV).is_ok_and(|v| v == class.name());
     seccompiler::apply_filter(&program).map_err(|source| Error { class, source })?;
     if probe {
-        // SAFETY: getpgid(0) reads the caller's process group; it has no
-        // memory arguments. The filter traps it before it runs.
-        unsafe { libc::syscall(PROBE_SYSCALL, 0) };
+        // getpgid(0) (`PROBE_SYSCALL`): the filter traps it before it runs.
+        let _ = nix::unistd::getpgid(None);
     }
     Ok(())
 }
@@ -343,18 +342,28 @@ pub fn enter(class: ThreadClass) {
 }
 
 /// For tests: runs test `test` of the calling test binary again, alone, in a
-/// child process whose `class` threads make the probe's forbidden syscall. The
-/// caller asserts on the output (status [`EXIT_STATUS`], [`probe_message`] on
-/// stderr). In the child ([`PROBE_ENV`] set) a test calling this should return
-/// at once.
-pub fn rerun_test_with_probe(
-    test: &str,
-    class: ThreadClass,
-) -> std::io::Result<std::process::Output> {
-    std::process::Command::new(std::env::current_exe()?)
+/// child process whose `class` threads make the probe's forbidden syscall, and
+/// asserts that the child ended with status [`EXIT_STATUS`] and left
+/// [`probe_message`] for a thread named `thread` on stderr. In that child
+/// ([`PROBE_ENV`] set) it returns at once, so the test calling it passes there.
+///
+/// # Panics
+/// When the child cannot be run or did not stop as described (a test's
+/// failure), with the child's stderr.
+#[track_caller]
+pub fn assert_probe_stops(test: &str, class: ThreadClass, thread: &str) {
+    if std::env::var_os(PROBE_ENV).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
         .args(["--exact", test, "--test-threads=1", "--nocapture"])
         .env(PROBE_ENV, class.name())
         .output()
+        .expect("rerunning the test with the seccomp probe");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_STATUS), "{test}: {err}");
+    assert!(err.contains(&probe_message(thread)), "{test}: {err}");
 }
 
 /// The start of the line a thread named `thread` leaves when the probe trips.
@@ -387,24 +396,20 @@ fn remember_thread_name() {
 static HANDLER: Once = Once::new();
 
 fn install_sigsys_handler() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     HANDLER.call_once(|| {
-        // SAFETY: an all-zero `sigaction` is a valid value (no flags, empty
-        // mask) that is filled in below.
-        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-        act.sa_sigaction = on_sigsys as *const () as usize;
-        act.sa_flags = libc::SA_SIGINFO;
-        // SAFETY: `act.sa_mask` is a valid signal set to empty.
-        unsafe { libc::sigemptyset(&mut act.sa_mask) };
-        // SAFETY: installs an async-signal-safe handler for SIGSYS; `act` is a
-        // valid, initialised sigaction and the old one is not asked for.
-        let rc = unsafe { libc::sigaction(libc::SIGSYS, &act, std::ptr::null_mut()) };
-        if rc != 0 {
+        let act = SigAction::new(
+            SigHandler::SigAction(on_sigsys),
+            SaFlags::SA_SIGINFO,
+            SigSet::empty(),
+        );
+        // SAFETY: `on_sigsys` is async-signal-safe (a thread-local read, stack
+        // buffers, `write` and `_exit`), and nothing else in the process
+        // handles SIGSYS.
+        if let Err(e) = unsafe { sigaction(Signal::SIGSYS, &act) } {
             // Without the handler SIGSYS still ends the process (its default
             // action), only without the message.
-            eprintln!(
-                "swaplab: seccomp: cannot install the SIGSYS handler: {}",
-                std::io::Error::last_os_error()
-            );
+            eprintln!("swaplab: seccomp: cannot install the SIGSYS handler: {e}");
         }
     });
 }
@@ -495,11 +500,13 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     };
     let (name, len) = THREAD_NAME.with(|c| c.get());
     let line = message(&name[..len], nr);
-    // SAFETY: writes `line.len` initialised bytes of a stack buffer to fd 2.
-    unsafe { libc::write(2, line.buf.as_ptr().cast(), line.len) };
+    // SAFETY: fd 2 (stderr) stays open for the life of the process; it is
+    // borrowed only for this one write.
+    let stderr = unsafe { std::os::fd::BorrowedFd::borrow_raw(2) };
+    let _ = nix::unistd::write(stderr, &line.buf[..line.len]);
     // SAFETY: ends the process without running anything else (no atexit,
-    // no destructors), which is what a handler may do.
-    unsafe { libc::_exit(EXIT_STATUS) };
+    // no destructors), which is what a handler may do. (nix has no `_exit`.)
+    unsafe { libc::_exit(EXIT_STATUS) }
 }
 
 #[cfg(test)]

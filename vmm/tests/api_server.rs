@@ -556,15 +556,9 @@ fn replaces_a_stale_socket_but_not_a_live_one() {
 /// line naming the thread and the syscall.
 #[test]
 fn seccomp_probe_stops_the_process_naming_the_thread() {
-    if std::env::var_os(seccomp::PROBE_ENV).is_some() {
-        return;
-    }
-    let out = seccomp::rerun_test_with_probe(
+    seccomp::assert_probe_stops(
         "request_reply_round_trip",
         seccomp::ThreadClass::ControlSocket,
-    )
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(seccomp::EXIT_STATUS), "{err}");
-    assert!(err.contains(&seccomp::probe_message("api-server")), "{err}");
+        "api-server",
+    );
 }

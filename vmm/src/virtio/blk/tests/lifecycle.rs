@@ -101,15 +101,9 @@ fn config_errors_are_reported() {
 /// line naming the thread and the syscall.
 #[test]
 fn seccomp_probe_stops_the_process_naming_the_thread() {
-    if std::env::var_os(seccomp::PROBE_ENV).is_some() {
-        return;
-    }
-    let out = seccomp::rerun_test_with_probe(
+    seccomp::assert_probe_stops(
         "virtio::blk::tests::lifecycle::one_worker_thread_across_resets_named_and_announced_once",
         seccomp::ThreadClass::BlkWorker,
-    )
-    .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(seccomp::EXIT_STATUS), "{err}");
-    assert!(err.contains(&seccomp::probe_message("vmm-blk")), "{err}");
+        "vmm-blk",
+    );
 }
