@@ -8,11 +8,15 @@
 //! `parse` error and ends the connection; a parsed request survives a round trip
 //! through [`Request::to_line`]; the server is still there afterwards.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use serde_json::{json, Value};
 
@@ -87,31 +91,89 @@ fn model(data: &[u8]) -> Vec<Reply> {
     out
 }
 
-static SOCKETS: AtomicU64 = AtomicU64::new(0);
+/// The server every input goes to, started once per process: an input gets a
+/// connection of its own, and the server keeps nothing across connections.
+/// (Started per input, with its thread, it held the target to ~100 inputs/s.)
+/// Its socket is in a scratch directory named after this process, removed when
+/// the process exits (and swept by the next process making one, if this one was
+/// killed).
+static SERVER: OnceLock<(PathBuf, ApiServer)> = OnceLock::new();
+
+fn server_path() -> &'static Path {
+    &SERVER
+        .get_or_init(|| {
+            let dir = base::scratch::dir("swaplab-fuzz-api-")
+                .expect("a scratch directory")
+                .keep();
+            // SAFETY: registers a plain function without arguments, which
+            // libc runs once at exit.
+            unsafe { libc::atexit(remove_server_dir) };
+            let path = dir.join("api.sock");
+            let server = ApiServer::start(&path, Arc::new(handle)).expect("control socket server");
+            (path, server)
+        })
+        .0
+}
+
+/// At exit: removes the server's scratch directory.
+extern "C" fn remove_server_dir() {
+    if let Some(dir) = SERVER.get().and_then(|(path, _)| path.parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// Sends `input` on a fresh connection, shuts the sending side, and reads
+/// until the server closes: everything it replied. One thread, non-blocking:
+/// the server may reply (and fill the socket) before it has read everything,
+/// and may close early (a too-long line), after which writing fails.
+fn exchange(path: &Path, input: &[u8]) -> Vec<u8> {
+    let conn = UnixStream::connect(path).expect("connect");
+    conn.set_nonblocking(true).expect("non-blocking");
+    let mut sent = 0;
+    let mut sending = true;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    // A deadlock guard only: the server answers at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if sending && sent == input.len() {
+            let _ = conn.shutdown(Shutdown::Write);
+            sending = false;
+        }
+        let events = if sending {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        };
+        let mut fds = [PollFd::new(conn.as_fd(), events)];
+        poll(&mut fds, PollTimeout::from(1000u16)).expect("poll");
+        assert!(Instant::now() < deadline, "no end of replies within 30 s");
+        let ready = fds[0].revents().unwrap_or(PollFlags::empty());
+        if sending && ready.intersects(PollFlags::POLLOUT | PollFlags::POLLERR | PollFlags::POLLHUP)
+        {
+            match (&conn).write(&input[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => sending = false,
+            }
+        }
+        if ready.intersects(PollFlags::POLLIN | PollFlags::POLLERR | PollFlags::POLLHUP) {
+            match (&conn).read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // Reset by a server that closed with input unread.
+                Err(_) => return got,
+            }
+        }
+    }
+}
 
 /// The `api` fuzz target.
 pub fn api(data: &[u8]) {
     let expected = model(data);
-    let path = std::env::temp_dir().join(format!(
-        "swaplab-fuzz-api-{}-{}.sock",
-        std::process::id(),
-        SOCKETS.fetch_add(1, Ordering::Relaxed)
-    ));
-    let server = ApiServer::start(&path, Arc::new(handle)).expect("control socket server");
-    let mut conn = UnixStream::connect(&path).expect("connect");
-    // A deadlock guard only: the server answers at once.
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut writer = conn.try_clone().expect("clone");
-    let input = data.to_vec();
-    let w = std::thread::spawn(move || {
-        // The server may close early (too-long line): then writing fails.
-        let _ = writer.write_all(&input);
-        let _ = writer.shutdown(std::net::Shutdown::Write);
-    });
-    let mut got = Vec::new();
-    let _ = conn.read_to_end(&mut got);
-    w.join().expect("writer thread");
+    let path = server_path();
+    let got = exchange(path, data);
     let text = std::str::from_utf8(&got).expect("replies are UTF-8");
     let replies: Vec<Reply> = text
         .lines()
@@ -126,21 +188,14 @@ pub fn api(data: &[u8]) {
         assert_eq!(g, w, "reply {i}");
     }
     // The server still serves others.
-    let mut other = UnixStream::connect(&path).expect("connect again");
-    other
-        .write_all(b"{\"cmd\":\"vm.stats\",\"id\":1}\n")
-        .expect("write");
-    other.shutdown(std::net::Shutdown::Write).expect("shutdown");
-    let mut s = String::new();
-    other
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    other.read_to_string(&mut s).expect("read");
+    let probe = b"{\"cmd\":\"vm.stats\",\"id\":1}";
+    let mut line = probe.to_vec();
+    line.push(b'\n');
+    let s = String::from_utf8(exchange(path, &line)).expect("replies are UTF-8");
     assert_eq!(
         Reply::from_line(s.trim_end()).ok(),
-        Some(model_reply(b"{\"cmd\":\"vm.stats\",\"id\":1}"))
+        Some(model_reply(probe))
     );
-    server.stop();
 }
 
 /// Seeds: every command with and without ids and arguments, pipelined, with CRLF,
