@@ -166,9 +166,9 @@ const BASE: &[i64] = &[
     libc::SYS_getpid,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
-    // a sleep or a poll with a timeout that a signal interrupted goes on
-    // through restart_syscall (the api fuzz target's timer signal found it:
-    // the control socket's poll)
+    // a sleep or a poll with a timeout that a signal without a handler
+    // interrupted goes on through restart_syscall (the api fuzz target found
+    // it: the control socket's poll)
     libc::SYS_restart_syscall,
     libc::SYS_rt_sigaction,
     libc::SYS_sigaltstack,
