@@ -34,8 +34,10 @@
 //! page ends the run (SIGBUS, exit status 3).
 //!
 //! A wrong page is a read whose content differs from what was last written
-//! to that page. Exit status: 0 when no page was wrong and every
-//! configuration reached its share; 1 otherwise (the reason printed); 2 for
+//! to that page. An untracked page is one still resident at shutdown that the
+//! eviction policy had lost track of (it could never be evicted again). Exit
+//! status: 0 when no page was wrong or untracked and every configuration
+//! reached its share; 1 otherwise (the reason printed); 2 for
 //! a bad command line.
 
 use std::io::Write;
@@ -451,6 +453,7 @@ struct Outcome {
     write_errors: u64,
     verified: u64,
     wrong: u64,
+    untracked: u64,
     fatal: u64,
     passes: u64,
     reached: bool,
@@ -594,6 +597,7 @@ fn run_config(
         write_errors: c.write_errors,
         verified: state.verified.load(Relaxed),
         wrong: state.wrong.load(Relaxed),
+        untracked: st.resident_pages.abs_diff(st.policy_pages),
         fatal: fatal
             .load(Relaxed)
             .max(st.fatal_errors)
@@ -605,7 +609,7 @@ fn run_config(
     println!(
         "soak: {label} swap_ins={} (store {}) evictions={} clean_drops={} faults_injected={} \
          (write_errors={}; armed: {} error, {} torn, of which {} long and {} outages; {} slow) \
-         verified={} wrong={} fatal={} passes={} elapsed={:.1}s rate={:.0}/s",
+         verified={} wrong={} untracked={} fatal={} passes={} elapsed={:.1}s rate={:.0}/s",
         out.swap_ins,
         out.store_reads,
         out.evictions,
@@ -619,6 +623,7 @@ fn run_config(
         armed.slow_bursts,
         out.verified,
         out.wrong,
+        out.untracked,
         out.fatal,
         out.passes,
         out.elapsed.as_secs_f64(),
@@ -703,6 +708,13 @@ fn run(args: &Args) -> Result<(), String> {
         if o.wrong > 0 {
             failures.push(format!("{}: {} wrong pages", conf.label(), o.wrong));
         }
+        if o.untracked > 0 {
+            failures.push(format!(
+                "{}: {} resident pages the policy lost track of",
+                conf.label(),
+                o.untracked
+            ));
+        }
         if o.fatal > 0 {
             failures.push(format!("{}: {} fatal errors", conf.label(), o.fatal));
         }
@@ -721,14 +733,15 @@ fn run(args: &Args) -> Result<(), String> {
         total.write_errors += o.write_errors;
         total.verified += o.verified;
         total.wrong += o.wrong;
+        total.untracked += o.untracked;
         total.fatal += o.fatal;
         total.passes += o.passes;
     }
     total.elapsed = t.elapsed();
     println!(
         "soak: total configurations={n} swap_ins={} (store {}) evictions={} clean_drops={} \
-         faults_injected={} (write_errors={}) verified={} wrong={} fatal={} passes={} \
-         elapsed={:.1}s rate={:.0}/s",
+         faults_injected={} (write_errors={}) verified={} wrong={} untracked={} fatal={} \
+         passes={} elapsed={:.1}s rate={:.0}/s",
         total.swap_ins,
         total.store_reads,
         total.evictions,
@@ -737,6 +750,7 @@ fn run(args: &Args) -> Result<(), String> {
         total.write_errors,
         total.verified,
         total.wrong,
+        total.untracked,
         total.fatal,
         total.passes,
         total.elapsed.as_secs_f64(),

@@ -249,17 +249,22 @@ impl Shared {
         let c = |s| self.count_of(s);
         let slots_used = self.slots.lock().unwrap_or_else(|e| e.into_inner()).used();
         let limits = self.limits();
+        let (policy, policy_pages) = {
+            let p = self.policy();
+            (p.kind().name().to_string(), p.len() as u64)
+        };
         SwapperStatus {
             passive: self.passive,
             released: self.released.load(Ordering::Relaxed),
             store: self.store.kind().to_string(),
-            policy: self.policy().kind().name().to_string(),
+            policy,
             region_pages: self.regions.pages() as u64,
             limit_pages: limits.limit,
             slack_pages: limits.slack,
             headroom_pages: limits.headroom,
             committed_pages: self.budget.committed(),
             resident_pages: self.budget.resident(),
+            policy_pages,
             peak_resident_pages: self.budget.peak_committed(),
             peak_known_resident_pages: self.budget.peak_resident(),
             limit_overshoots: self.budget.overshoots(),

@@ -286,19 +286,32 @@ impl Shared {
 
     /// Evicts until known-resident pages are at or below `target`, `max`
     /// pages were freed, or no progress is possible. Returns pages freed.
+    /// Each round over the target is counted, and so is why one stopped short
+    /// (write backoff, no victim, too many busy victims), so a stalled evictor
+    /// explains itself in the status.
     pub(crate) fn reclaim_to(&self, target: u64, max: u64) -> u64 {
         let mut freed = 0;
-        if self.passive || self.writes_backing_off() {
+        if self.passive || self.budget.resident() <= target {
+            return 0;
+        }
+        bump!(self, evictor_rounds);
+        if self.writes_backing_off() {
+            bump!(self, evictor_backoffs);
             return 0;
         }
         let mut idle = 0u32;
         let mut budget_steps = 4 * self.policy().len() as u64 + 64;
-        while self.budget.resident() > target && freed < max && budget_steps > 0 && idle < 64 {
+        while self.budget.resident() > target && freed < max && budget_steps > 0 {
             if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if idle >= 64 {
+                bump!(self, evictor_busy_stops);
                 break;
             }
             budget_steps -= 1;
             let Some(v) = self.policy().select(false) else {
+                bump!(self, evictor_no_victim);
                 break;
             };
             match self.act(v, true) {

@@ -81,6 +81,17 @@ base::counters! {
             eexist,
             /// Victims skipped because the page was busy or could not be moved.
             busy_victims,
+            /// Evictor rounds that found known-resident pages over the target.
+            evictor_rounds,
+            /// Of those, rounds that did not evict because store writes were
+            /// backing off after a failure.
+            evictor_backoffs,
+            /// Of those, rounds that stopped over the target because the policy
+            /// had no page left to offer (every resident page is tracked, so this
+            /// means everything resident was already being acted on).
+            evictor_no_victim,
+            /// Of those, rounds that stopped after 64 busy victims in a row.
+            evictor_busy_stops,
         }
     }
 }
@@ -131,6 +142,11 @@ pub struct SwapperStatus {
     pub committed_pages: u64,
     /// Pages known resident now (resident + staged).
     pub resident_pages: u64,
+    /// Pages the eviction policy tracks now. Every known-resident page is
+    /// tracked, except victims being acted on at that instant: once the
+    /// swapper is idle (or shut down) this equals `resident_pages`.
+    #[serde(default)]
+    pub policy_pages: u64,
     /// Highest committed value: resident memory never exceeded this.
     pub peak_resident_pages: u64,
     /// Highest known-resident value.

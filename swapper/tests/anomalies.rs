@@ -36,7 +36,7 @@ fn read_only_passes(dirty_tracking: bool) -> status::CounterSnapshot {
         }
     });
     quiesce(&sw);
-    let end = sw.shutdown();
+    let end = shutdown(sw);
     assert_eq!(end.counters.integrity_errors, 0);
     end.counters
 }
@@ -72,7 +72,7 @@ fn sequential_reads_of_randomly_evicted_pages_show_decayed_sequentiality() {
             order.iter().for_each(|&p| fill(base + p * PAGE_SIZE, p, 9));
             (0..PAGES).for_each(|p| assert_eq!(check(base + p * PAGE_SIZE, p, 9), 0));
         });
-        sw.shutdown().counters
+        shutdown(sw).counters
     };
     // Filled in order: fifo evicts in order, slots follow pages.
     let seq = run((0..PAGES).collect());
@@ -123,7 +123,7 @@ fn install_page_replaces_a_stale_store_read() {
     vcpus(&sw, 1, move |_| {
         (1..PAGES).for_each(|p| assert_eq!(check(base + p * PAGE_SIZE, p, 1), 0))
     });
-    assert_eq!(sw.shutdown().counters.integrity_errors, 0);
+    assert_eq!(shutdown(sw).counters.integrity_errors, 0);
 }
 
 /// Reads a page on a registered vCPU thread.

@@ -65,7 +65,7 @@ fn trace_ring_and_store_stay_bounded_under_a_fault_storm() {
     }
     let last = recs.last().expect("records").seq;
     assert!(last + 1 >= dropped + TRACE as u64, "every record numbered");
-    let end = sw.shutdown();
+    let end = shutdown(sw);
     assert_eq!(end.counters.integrity_errors, 0);
     assert!(end.trace_dropped >= dropped);
 }

@@ -88,7 +88,7 @@ fn round_trip(store: StoreKind, policy: PolicyKind) {
         .filter(|r| r.path == FaultPath::Store)
         .all(|r| matches!(r.thread, ThreadKind::Vcpu(0 | 1)) && r.store_read_ns > 0));
     let sw = Arc::try_unwrap(sw).ok().unwrap();
-    let end = sw.shutdown();
+    let end = shutdown(sw);
     assert_eq!(end.fatal_errors, 0);
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use swapper::*;
 
 const PAGES: usize = 2048;
@@ -25,18 +25,6 @@ fn check_all(sw: &Swapper, base: usize, seed: u64) {
             assert_eq!(check(base + p * PAGE_SIZE, p, seed), 0, "page {p} lost");
         }
     });
-}
-
-/// Polls `cond` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    cond()
 }
 
 /// Arms `arm`, dirties every page, and checks none was lost. With `recover`, then
@@ -61,7 +49,7 @@ fn write_failures_keep_pages(store: StoreKind, arm: impl Fn(&FaultInjector), rec
     // reported as overshoots).
     assert!(st.limit_overshoots > 0, "{st:?}");
     if !recover {
-        let end = sw.shutdown();
+        let end = shutdown(sw);
         assert_eq!(end.counters.integrity_errors, 0);
         return;
     }
@@ -69,14 +57,9 @@ fn write_failures_keep_pages(store: StoreKind, arm: impl Fn(&FaultInjector), rec
     // content survives another trip through the store.
     inj.clear();
     let target = st.limit_pages;
-    assert!(
-        eventually(Duration::from_secs(20), || sw.status().resident_pages
-            <= target),
-        "{:?}",
-        sw.status()
-    );
+    settle(&sw, |s| s.resident_pages <= target).unwrap_or_else(|e| panic!("{e}"));
     check_all(&sw, map.addr, 2);
-    let end = sw.shutdown();
+    let end = shutdown(sw);
     assert_eq!(end.counters.integrity_errors, 0);
     eprintln!(
         "write errors {} overshoots {} peak {}",
@@ -182,11 +165,7 @@ fn fatal_read(arm: impl Fn(&FaultInjector), expect_error: Option<&str>) {
             fill(base + p * PAGE_SIZE, p, 5);
         }
     });
-    assert!(eventually(Duration::from_secs(10), || sw
-        .status()
-        .pages
-        .evicted
-        > 1000));
+    settle(&sw, |s| s.pages.evicted > 1000).unwrap_or_else(|e| panic!("{e}"));
     arm(&inj);
     // A device thread reads page 0 through the kernel.
     let reg = sw.registry();
@@ -304,6 +283,6 @@ fn slow_store_loses_no_page_and_shows_in_the_trace() {
         .count();
     assert!(slow > 100, "{slow} of {} swap-ins slow", from_store.len());
     inj.clear();
-    let end = sw.shutdown();
+    let end = shutdown(sw);
     assert_eq!(end.counters.integrity_errors, 0);
 }

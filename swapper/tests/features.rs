@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use swapper::*;
 
 fn start(map: &Mapping, cfg: SwapperConfig) -> Swapper {
@@ -18,17 +18,6 @@ fn pages_cfg(limit_pages: u64) -> SwapperConfig {
         checksums: true,
         ..Default::default()
     }
-}
-
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    cond()
 }
 
 #[test]
@@ -79,7 +68,7 @@ fn discard_returns_memory_and_frees_slots() {
         }
     });
     assert!(sw.status().pages.ballooned < 500);
-    sw.shutdown();
+    shutdown(sw);
 }
 
 #[test]
@@ -106,21 +95,17 @@ fn external_madvise_is_seen_as_remove() {
     };
     assert_eq!(r, 0);
     // madvise returns once a handler has read the event; processing follows.
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            let st = sw.status();
-            st.counters.remove_events >= 1 && st.store_slots == 0
-        }),
-        "stale store copies not freed (had {slots}): {:?}",
-        sw.status()
-    );
+    settle(&sw, |st| {
+        st.counters.remove_events >= 1 && st.store_slots == 0
+    })
+    .unwrap_or_else(|e| panic!("stale store copies not freed (had {slots}): {e}"));
     vcpus(&sw, 1, move |_| {
         for p in 0..n {
             assert_eq!(touch_read(base + p * PAGE_SIZE), 0, "page {p}");
         }
     });
     assert!(sw.fatal_errors().is_empty());
-    sw.shutdown();
+    shutdown(sw);
 }
 
 #[test]
@@ -136,11 +121,7 @@ fn zero_pages_are_not_stored() {
     vcpus(&sw, 1, move |_| {
         (0..n).for_each(|p| touch_write(base + p * PAGE_SIZE, 0))
     });
-    assert!(eventually(Duration::from_secs(10), || sw
-        .status()
-        .counters
-        .zero_pages
-        > 700));
+    settle(&sw, |st| st.counters.zero_pages > 700).unwrap_or_else(|e| panic!("{e}"));
     let st = sw.status();
     assert_eq!(st.store_slots, 0, "{st:?}");
     assert_eq!(st.store_bytes, 0);
@@ -149,7 +130,7 @@ fn zero_pages_are_not_stored() {
     vcpus(&sw, 1, move |_| {
         (0..n).for_each(|p| assert_eq!(touch_read(base + p * PAGE_SIZE), 0))
     });
-    sw.shutdown();
+    shutdown(sw);
 }
 
 #[test]
@@ -165,11 +146,7 @@ fn pages_zeroed_after_coming_back_from_the_store_are_false_reads() {
     vcpus(&sw, 1, move |_| {
         (0..n).for_each(|p| touch_write(base + p * PAGE_SIZE, p as u64 + 1))
     });
-    assert!(eventually(Duration::from_secs(10), || sw
-        .status()
-        .counters
-        .evictions
-        > 700));
+    settle(&sw, |st| st.counters.evictions > 700).unwrap_or_else(|e| panic!("{e}"));
     // Read each back (most from the store), then zero it, as a guest
     // freeing memory would: the read was for nothing.
     vcpus(&sw, 1, move |_| {
@@ -178,19 +155,14 @@ fn pages_zeroed_after_coming_back_from_the_store_are_false_reads() {
             touch_write(base + p * PAGE_SIZE, 0);
         })
     });
-    assert!(
-        eventually(Duration::from_secs(10), || sw.status().counters.false_reads
-            > 500),
-        "{:?}",
-        sw.status().counters
-    );
+    settle(&sw, |st| st.counters.false_reads > 500).unwrap_or_else(|e| panic!("{e}"));
     let c = sw.status().counters;
     assert!(c.false_reads <= c.zero_pages && c.false_reads <= c.swapin_store + c.swapin_minor);
     vcpus(&sw, 1, move |_| {
         (0..n).for_each(|p| assert_eq!(touch_read(base + p * PAGE_SIZE), 0))
     });
     assert!(sw.fatal_errors().is_empty());
-    sw.shutdown();
+    shutdown(sw);
 }
 
 #[test]
@@ -235,7 +207,7 @@ fn rereading_clean_pages_writes_nothing() {
         b.counters.wp_faults, a.counters.wp_faults,
         "no writes, no WP faults"
     );
-    sw.shutdown();
+    shutdown(sw);
 }
 
 #[test]
@@ -256,23 +228,20 @@ fn first_touch_takes_no_fault_when_memory_fits() {
     let st = sw.status();
     assert!(st.passive, "fits within the limit: nothing registered");
     assert_eq!(st.counters.faults, 0, "{st:?}");
-    assert!(eventually(Duration::from_secs(5), || sw
-        .status()
-        .resident_pages
-        == n as u64));
+    settle(&sw, |st| st.resident_pages == n as u64).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sw.status().committed_pages, n as u64);
     // Discard still returns memory.
     let d = sw.discard(base, n / 2 * PAGE_SIZE).unwrap();
     assert_eq!(d.pages, n as u64 / 2);
     assert_eq!(sw.scanned_resident_pages().unwrap(), n as u64 / 2);
     assert_eq!(touch_read(base), 0);
-    let st = sw.shutdown();
+    let st = shutdown(sw);
     assert_eq!(st.counters.evictions, 0);
     // One page more than limit + slack: active (registered, zero-map pool).
     let map = Mapping::new(16384 + 1024 + 1);
     let sw = start(&map, pages_cfg(16384));
     assert!(!sw.status().passive);
-    sw.shutdown();
+    shutdown(sw);
 }
 
 /// First-touch writes over 4x the limit, as fast as one thread can go:
@@ -322,7 +291,7 @@ fn slack_bounds_residency_under_first_touch_storm() {
             assert_eq!(touch_read(base + p * PAGE_SIZE), 1 + p as u64);
         }
     });
-    sw.shutdown();
+    shutdown(sw);
 }
 
 #[test]
@@ -350,7 +319,7 @@ fn strict_limit_with_zero_slack() {
     let st = sw.status();
     sampler.assert_within(512);
     assert!(st.peak_resident_pages <= 512, "{st:?}");
-    sw.shutdown();
+    shutdown(sw);
 }
 
 fn sequential_reread(prefetch: u32, mode: PrefetchMode) -> SwapperStatus {
@@ -374,7 +343,7 @@ fn sequential_reread(prefetch: u32, mode: PrefetchMode) -> SwapperStatus {
     });
     let b = sw.status();
     let trace = sw.drain_trace();
-    sw.shutdown();
+    shutdown(sw);
     if prefetch > 0 {
         assert!(trace.iter().any(|r| r.prefetched > 0));
         assert_eq!(
@@ -456,7 +425,7 @@ fn skewed(policy: PolicyKind) -> (u64, u64) {
         }
     });
     let b = sw.status();
-    sw.shutdown();
+    shutdown(sw);
     (
         b.counters.swapin_store - a.counters.swapin_store,
         b.counters.swapin_minor - a.counters.swapin_minor,
@@ -568,7 +537,7 @@ fn concurrent_discards_madvise_and_faults() {
         "concurrent discard: {} REMOVE events, {} EAGAIN retries, {} discarded pages",
         st.counters.remove_events, st.counters.eagain_retries, st.counters.discarded_pages
     );
-    sw.shutdown();
+    shutdown(sw);
 }
 
 /// Guest RAM split in two regions (below and above a hole), one swapper,
@@ -620,5 +589,5 @@ fn two_regions_share_one_limit() {
     }
     assert!(trace.iter().any(|r| (r.page as usize) < first));
     assert!(trace.iter().any(|r| (r.page as usize) >= first));
-    sw.shutdown();
+    shutdown(sw);
 }

@@ -66,7 +66,7 @@ fn million_page_round_trip() {
         }
     });
     let elapsed = t.elapsed();
-    let st = sw.shutdown();
+    let st = shutdown(sw);
     eprintln!(
         "million-page round trip: {passes} passes in {elapsed:.1?}: {} swap-ins ({} store, {} prefetch hits, {} minor), \
          {} evictions written, {} clean drops, {} write-protect faults, peak committed {} (limit {} + slack {})",

@@ -62,7 +62,7 @@ fn shutdown_cleans_up(dir: &std::path::Path) {
     // The swap file holds guest memory: it is open but has no name in `dir`.
     assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "no named file");
     assert_eq!(open_files_in(dir), 1, "the swap file is open");
-    let st = sw.shutdown();
+    let st = shutdown(sw);
     assert!(st.counters.evictions > 500);
     assert!(swapper_threads().is_empty(), "threads joined");
     assert_eq!(open_files_in(dir), 0, "swap file closed");
@@ -143,7 +143,7 @@ fn several_swappers_at_once() {
         }
     });
     for sw in sws {
-        let st = sw.shutdown();
+        let st = shutdown(sw);
         assert!(st.counters.evictions > 1000, "{st:?}");
         assert!(st.peak_resident_pages <= st.limit_pages + st.slack_pages);
         assert_eq!(st.fatal_errors, 0);
@@ -203,7 +203,7 @@ fn trace_and_histograms() {
     let json = serde_json::to_value(&st).unwrap();
     assert!(json["counters"]["swapin_store"].as_u64().unwrap() > 0);
     assert!(json["latency"]["store"]["p99_ns"].as_u64().unwrap() > 0);
-    sw.shutdown();
+    shutdown(sw);
 }
 
 /// Memory written before the swapper starts (a VMM loading a kernel) is
@@ -235,7 +235,7 @@ fn prepopulated_memory_is_imported() {
             }
         }
     });
-    sw.shutdown();
+    shutdown(sw);
 }
 
 #[test]

@@ -69,6 +69,6 @@ fn release_frees_a_thread_whose_fault_waits_on_a_hung_store() {
 
     // The store comes back: the handler finishes, and the swapper shuts down.
     inj.release_reads();
-    let end = sw.shutdown();
+    let end = shutdown(sw);
     assert!(end.released);
 }

@@ -67,7 +67,7 @@ fn lowering_the_limit_evicts_and_raising_it_gives_room_back() {
     assert_eq!(high.limit_pages, 1024);
     assert!(high.resident_pages > 256, "{}", high.resident_pages);
     assert_eq!(high.counters.integrity_errors, 0);
-    sw.shutdown();
+    shutdown(sw);
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn limits_outside_the_range_are_refused() {
     assert!(sw.set_limit(15 * page).is_err());
     assert_eq!(sw.status().limit_pages, 512);
     assert_eq!(sw.set_limit(16 * page).unwrap().limit, 16);
-    sw.shutdown();
+    shutdown(sw);
 
     // Passive: everything fits, nothing is registered.
     let map = Mapping::new(64);
@@ -91,5 +91,5 @@ fn limits_outside_the_range_are_refused() {
     assert!(sw.status().passive);
     let e = sw.set_limit(32 * page).unwrap_err().to_string();
     assert!(e.contains("passive"), "{e}");
-    sw.shutdown();
+    shutdown(sw);
 }

@@ -349,3 +349,73 @@ pub fn assert_consistent(st: &swapper::SwapperStatus) {
         "{st:?}"
     );
 }
+
+/// How long the swapper may change nothing at all before [`settle`] gives up.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest [`settle`] waits, however busy the swapper keeps.
+pub const SETTLE_CAP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What changes when the swapper does any work: its counters (less the evictor's
+/// round counts, which tick even while it stands still) and its page counts.
+fn work_done(
+    st: &swapper::SwapperStatus,
+) -> (
+    swapper::status::CounterSnapshot,
+    swapper::status::PageCounts,
+) {
+    let mut c = st.counters.clone();
+    c.evictor_rounds = 0;
+    c.evictor_backoffs = 0;
+    c.evictor_no_victim = 0;
+    c.evictor_busy_stops = 0;
+    c.scans = 0;
+    (c, st.pages.clone())
+}
+
+/// Waits for the background threads to bring the swapper to `cond`: a
+/// liveness check, not a speed check. It waits as long as the swapper keeps
+/// working (a loaded host or a slow disk only makes it slower) and fails only
+/// when nothing changed for [`STALL`], or after [`SETTLE_CAP`]. Returns the
+/// status that met `cond`, or the last status seen with how long the swapper
+/// had stood still.
+pub fn settle(
+    sw: &Swapper,
+    mut cond: impl FnMut(&swapper::SwapperStatus) -> bool,
+) -> Result<swapper::SwapperStatus, String> {
+    let start = std::time::Instant::now();
+    let mut last = sw.status();
+    let mut since = std::time::Instant::now();
+    loop {
+        if cond(&last) {
+            return Ok(last);
+        }
+        if since.elapsed() >= STALL || start.elapsed() >= SETTLE_CAP {
+            return Err(format!(
+                "not settled after {:.1} s, with no work done for the last {:.1} s: {last:?}",
+                start.elapsed().as_secs_f64(),
+                since.elapsed().as_secs_f64()
+            ));
+        }
+        // Polling a condition, not standing in for synchronisation: the evictor
+        // has no completion to wait on, and a hot status loop would slow it.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let st = sw.status();
+        if work_done(&st) != work_done(&last) {
+            since = std::time::Instant::now();
+        }
+        last = st;
+    }
+}
+
+/// Shuts `sw` down and checks the policy's bookkeeping: once the threads are
+/// stopped every known-resident page is one the policy tracks (a page missing
+/// from it could never be evicted again, and residency would stay over the
+/// limit for good). Returns the final status.
+pub fn shutdown(sw: Swapper) -> swapper::SwapperStatus {
+    let end = sw.shutdown();
+    assert_eq!(
+        end.policy_pages, end.resident_pages,
+        "pages resident but not tracked by the policy: {end:?}"
+    );
+    end
+}
