@@ -29,6 +29,7 @@ pub mod scratch;
 pub mod size;
 pub mod stats;
 pub mod sync;
+pub mod threads;
 pub mod tier;
 
 pub use countdown::{Countdown, Sabotage};

@@ -24,7 +24,7 @@ pub mod linux;
 pub mod memory;
 pub mod stats;
 mod stop;
-pub mod threads;
+pub use base::threads;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

@@ -391,9 +391,11 @@ pub fn settle(
         }
         if since.elapsed() >= STALL || start.elapsed() >= SETTLE_CAP {
             return Err(format!(
-                "not settled after {:.1} s, with no work done for the last {:.1} s: {last:?}",
+                "not settled after {:.1} s, with no work done for the last {:.1} s: {last:?}\n\
+                 threads (tid comm state wchan [kernel stack]):\n{}",
                 start.elapsed().as_secs_f64(),
-                since.elapsed().as_secs_f64()
+                since.elapsed().as_secs_f64(),
+                base::threads::dump()
             ));
         }
         // Polling a condition, not standing in for synchronisation: the evictor

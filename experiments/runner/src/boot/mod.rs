@@ -22,6 +22,7 @@ use vmm::virtio::null::NullDevice;
 use workloads::image::init::{self, GuestEnd};
 use workloads::image::{ensure_image, GuestImage, ImageOptions};
 
+use crate::run::guard::StallGuard;
 use crate::run::ktrace::ShutdownWatch;
 use console::{GuestConsole, Marks, Show};
 
@@ -41,6 +42,10 @@ pub enum BootError {
     /// The VM failed.
     #[error(transparent)]
     Vm(#[from] vmm::linux::LinuxError),
+    /// The guest did not end, nor stop, within its time limit and the stall
+    /// guard's slack ([`crate::run::guard`]); its log has every thread's stack.
+    #[error("{0}")]
+    Stalled(String),
     /// The console log file could not be created.
     #[error("cannot create console log {path}")]
     ConsoleLog {
@@ -225,22 +230,36 @@ pub fn run_guest_with(
         None if spec.channel => Some(Box::new(|_: &str| {})),
         None => None,
     };
+    // Bounds everything below (assembly, the guest, its stop) by the time
+    // limit plus the guard's slack: a boot never hangs, and one that stalls
+    // logs every thread's kernel stack first.
+    let guard = StallGuard::start("boot", spec.timeout);
+    guard.stage("assembling the guest");
     let mut vm = LinuxVm::new(config)?;
     let channel = vm.channel_counters();
     for (i, &ty) in spec.null_devices.iter().enumerate() {
         vm.add_virtio(&format!("null{i}"), Box::new(NullDevice::new(ty)))?;
     }
     let watch = watch_shutdowns();
-    let report = vm.start()?.wait(Some(spec.timeout))?;
+    let running = vm.start()?;
+    guard.vm(running.handle());
+    guard.stage("running the guest");
+    let report = running.wait(Some(spec.timeout));
+    guard.vm_ended();
     let ended = Instant::now();
+    guard.stage("ending the guest");
+    let shutdown = watch.map(ShutdownWatch::finish).unwrap_or_default();
+    if let Some(reason) = guard.finish() {
+        return Err(BootError::Stalled(reason));
+    }
     let marks = base::lock(&marks).clone();
     Ok(GuestRun {
-        report,
+        report: report?,
         marks,
         started,
         ended,
         channel: channel.map(|c| c.snapshot()),
-        shutdown: watch.map(ShutdownWatch::finish).unwrap_or_default(),
+        shutdown,
     })
 }
 
