@@ -136,6 +136,11 @@ impl SharedDisk {
         self.lock().clone()
     }
 
+    /// Whether the contents equal `other` (compared in place, no copy).
+    pub fn equals(&self, other: &[u8]) -> bool {
+        self.lock().as_slice() == other
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
         lock(&self.0)
     }
