@@ -24,6 +24,7 @@ pub mod backend;
 pub mod faulty;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+pub mod overlay;
 pub mod request;
 mod serve;
 mod shared;
@@ -33,7 +34,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,7 @@ use virtio_queue::QueueT;
 
 pub use backend::{BlkBackend, RawFile, DIRECT_ALIGN};
 pub use faulty::{BlkFaultInjector, FaultyBackend};
+pub use overlay::{Overlay, OVERLAY_BLOCK};
 pub use request::{InvalidReason, ID_BYTES, SECTOR_SIZE, S_IOERR, S_OK, S_UNSUPP};
 pub use trace::{
     BlkCounters, BlkIoErrors, BlkKind, BlkRecord, BlkTrace, DEFAULT_TRACE_CAPACITY, STATUS_NONE,
@@ -97,6 +99,17 @@ pub enum BlkError {
         id: String,
         /// Its length in bytes.
         len: usize,
+    },
+    /// The copy-on-write overlay of an image could not be set up.
+    #[error("cannot set up a copy-on-write overlay of disk image {path} in {}", .scratch_dir.display())]
+    Overlay {
+        /// The base image.
+        path: PathBuf,
+        /// Where its top layer was to be created.
+        scratch_dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
     /// The backend reports a block size the driver cannot use.
     #[error("block size {0} is not a power of two between 512 and 4096")]
@@ -240,6 +253,20 @@ impl Blk {
             }
         })?;
         Self::with_backend(cfg, Box::new(file))
+    }
+
+    /// A device on a private, writable copy-on-write view of the image `cfg.path`
+    /// (an [`Overlay`], whose top layer is an anonymous file in `scratch_dir`): the
+    /// image is only read, and the guest's changes vanish with the device.
+    /// `cfg.direct` is ignored (the base is shared through the page cache).
+    pub fn overlay(cfg: BlkConfig, scratch_dir: &Path) -> Result<Self, BlkError> {
+        let overlay =
+            Overlay::open(&cfg.path, scratch_dir).map_err(|source| BlkError::Overlay {
+                path: cfg.path.clone(),
+                scratch_dir: scratch_dir.to_path_buf(),
+                source,
+            })?;
+        Self::with_backend(cfg, Box::new(overlay))
     }
 
     /// A device on `backend` (e.g. a [`FaultyBackend`]); `cfg.path` only names the
