@@ -10,7 +10,8 @@ use workloads::image::{busybox, init};
 
 const STUBS: &str = r#"
 log() { echo "$*" >> "$SWAPLAB_TEST_LOG"; }
-mount() { log "mount $*"; }
+mount() { log "mount $*"; case "$*" in *ext4*) [ -z "$SWAPLAB_TEST_MOUNT_FAIL" ] || { echo "mount: wrong fs type"; return 1; } ;; esac; }
+chroot() { log "chroot $1"; shift; busybox "$@"; }
 mkdir() { :; }
 cd() { :; }
 sync() { :; }
@@ -26,6 +27,7 @@ stty() { log "stty $*"; }
 test() {
     case "$1" in
         -b|-c) case " $SWAPLAB_TEST_HAVE " in *" $2 "*) return 0 ;; esac; return 1 ;;
+        -f) case "$2" in /newroot/*) [ -n "$SWAPLAB_TEST_ROOTFS" ]; return ;; esac; [ "$@" ] ;;
         *) [ "$@" ] ;;
     esac
 }
@@ -54,7 +56,21 @@ fn run_init_env(modules: &[&str], cmdline: &str, env: &[(&str, &str)]) -> Option
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let modules: Vec<String> = modules.iter().map(|s| s.to_string()).collect();
-    std::fs::write(d.join("init"), init::script(&modules).unwrap()).unwrap();
+    let root_modules = [
+        "/lib/modules/v/crc16.ko".to_string(),
+        "/lib/modules/v/ext4.ko".into(),
+    ];
+    std::fs::write(
+        d.join("init"),
+        init::script(&modules, &root_modules).unwrap(),
+    )
+    .unwrap();
+    // Two virtio disks, as /sys/block shows them: the swap disk, the root disk.
+    for (dev, serial) in [("vda", "swaplab-swap"), ("vdb", "swaplab-root")] {
+        let b = d.join("sys-block").join(dev);
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(b.join("serial"), format!("{serial}\n")).unwrap();
+    }
     std::fs::write(d.join("stubs"), STUBS).unwrap();
     std::fs::write(d.join("cmdline"), format!("{cmdline}\n")).unwrap();
     std::fs::write(
@@ -71,6 +87,7 @@ fn run_init_env(modules: &[&str], cmdline: &str, env: &[(&str, &str)]) -> Option
         .current_dir(d)
         .env("SWAPLAB_CMDLINE_FILE", d.join("cmdline"))
         .env("SWAPLAB_TEST_LOG", d.join("log"))
+        .env("SWAPLAB_SYS_BLOCK", d.join("sys-block"))
         .env(
             "SWAPLAB_SWAPS_FILE",
             std::env::current_dir().unwrap().join(d.join("swaps")),
@@ -181,7 +198,11 @@ fn script_is_valid_busybox_sh_syntax() {
     let Ok(bb) = busybox::find(None) else { return };
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("init");
-    std::fs::write(&p, init::script(&["/lib/modules/x.ko".into()]).unwrap()).unwrap();
+    std::fs::write(
+        &p,
+        init::script(&["/lib/modules/x.ko".into()], &[]).unwrap(),
+    )
+    .unwrap();
     let st = Command::new(&bb.path)
         .args(["sh", "-n"])
         .arg(Path::new(&p))
@@ -197,6 +218,7 @@ fn params(swap: Option<&str>, channel: bool, cmd: &str) -> String {
             run: Some(cmd.into()),
             swap: swap.map(str::to_string),
             channel,
+            root: None,
         },
     )
     .unwrap()
@@ -342,5 +364,97 @@ fn the_channel_is_exported_to_the_command_in_raw_mode() {
         Some(init::GuestEnd::Failed(
             "swaplab.channel=1 but /dev/ttyS1 does not exist".into()
         ))
+    );
+}
+
+fn with_root(swap: Option<&str>, serial: &str, cmd: &str) -> String {
+    init::cmdline_with(
+        "console=ttyS0 quiet",
+        &init::InitParams {
+            run: Some(cmd.into()),
+            swap: swap.map(str::to_string),
+            channel: false,
+            root: Some(serial.into()),
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_root_disk_is_found_by_serial_mounted_and_entered() {
+    let Some(r) = run_init_env(
+        &["/lib/modules/v/virtio_blk.ko"],
+        &with_root(Some("/dev/vda"), "swaplab-root", "echo in-root; exit 4"),
+        &[
+            ("SWAPLAB_TEST_HAVE", "/dev/vda"),
+            ("SWAPLAB_TEST_ROOTFS", "1"),
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        r.console.contains("SWAPLAB-ROOT ok /dev/vdb\nin-root\n"),
+        "{}",
+        r.console
+    );
+    assert_eq!(init::find_end(&r.console), Some(init::GuestEnd::Exited(4)));
+    let log: Vec<&str> = r.log.lines().collect();
+    let at = |needle: &str| {
+        log.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in {log:#?}"))
+    };
+    // Swap first, then the root modules, the mount, the binds, chroot.
+    assert!(at("swapon /dev/vda") < at("insmod /lib/modules/v/crc16.ko"));
+    assert!(at("crc16.ko") < at("ext4.ko"));
+    assert!(at("ext4.ko") < at("mount -t ext4 -o noatime /dev/vdb /newroot"));
+    for bind in [
+        "/proc /newroot/proc",
+        "/sys /newroot/sys",
+        "/dev /newroot/dev",
+    ] {
+        assert!(at(bind) < at("chroot /newroot"), "{bind}");
+    }
+    assert!(at("/usr/bin/swaplab-guest /newroot/usr/local/bin/swaplab-guest") < at("chroot"));
+}
+
+#[test]
+fn root_disk_failures_end_the_run_with_a_reason() {
+    let fails = |cmdline: &str, env: &[(&str, &str)]| -> String {
+        let r = run_init_env(&[], cmdline, env).expect("busybox");
+        assert!(!r.console.contains("should-not-run"), "{}", r.console);
+        assert!(!r.log.contains("chroot"), "{}", r.log);
+        match init::find_end(&r.console) {
+            Some(init::GuestEnd::Failed(why)) => why,
+            other => panic!("{other:?}: {}", r.console),
+        }
+    };
+    // Without busybox this records the skip (and fails where the tier is required).
+    if run_init_env(&[], "quiet", &[]).is_none() {
+        return;
+    }
+    let cmd = "echo should-not-run";
+    let have = ("SWAPLAB_TEST_HAVE", "/dev/vda");
+    let rootfs = ("SWAPLAB_TEST_ROOTFS", "1");
+    assert_eq!(
+        fails(&with_root(None, "other-serial", cmd), &[rootfs]),
+        "root: no virtio disk with serial other-serial"
+    );
+    assert_eq!(
+        fails(
+            &with_root(Some("/dev/vda"), "swaplab-swap", cmd),
+            &[have, rootfs]
+        ),
+        "root: /dev/vda is both the root disk and the swap device"
+    );
+    let why = fails(&with_root(None, "swaplab-root", cmd), &[]);
+    assert!(why.contains("/dev/vdb is not a swaplab root disk"), "{why}");
+    let why = fails(
+        &with_root(None, "swaplab-root", cmd),
+        &[rootfs, ("SWAPLAB_TEST_MOUNT_FAIL", "1")],
+    );
+    assert!(
+        why.starts_with("root: mount /dev/vdb: mount: wrong fs type"),
+        "{why}"
     );
 }

@@ -36,6 +36,7 @@ pub mod init;
 pub mod initramfs;
 pub mod kernel;
 pub mod modules;
+pub mod rootfs;
 pub mod tools;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,10 @@ pub const DEFAULT_MODULES: &[&str] = &[
     "virtio_balloon",
     "virtio_console",
 ];
+/// Modules `/init` loads only for a root disk (`swaplab.root`), with their
+/// dependencies: ext4 and the checksum its metadata and journal use
+/// (a soft dependency `modules.dep` does not list).
+pub const ROOT_MODULES: &[&str] = &["crc32c_generic", "ext4"];
 /// Manifest format version; part of the image key.
 pub const SCHEMA: u32 = 1;
 /// Environment variable naming a busybox binary to use instead of [`busybox::DEFAULT_PATH`].
@@ -197,6 +202,9 @@ pub struct Manifest {
     pub pvh_entry_hex: String,
     /// Modules `/init` loads, in order.
     pub modules: Vec<ManifestModule>,
+    /// Modules `/init` loads after those for a root disk ([`ROOT_MODULES`]).
+    #[serde(default)]
+    pub root_modules: Vec<ManifestModule>,
     /// busybox version banner.
     pub busybox_version: String,
     /// busybox SHA-256.
@@ -263,6 +271,7 @@ struct Inputs<'a> {
     guest_programs: &'a [ManifestProgram],
     init_sha256: &'a str,
     modules: &'a [ManifestModule],
+    root_modules: &'a [ManifestModule],
     compression: Compression,
 }
 
@@ -291,14 +300,21 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
     };
     let k = kernel::ensure_kernel_with(&cache_dir, &opts.metapackage, opts.progress)?;
     let names: Vec<&str> = opts.modules.iter().map(String::as_str).collect();
-    let mods = modules::closure(&k.modules_dir, &names)?;
-    let manifest_modules: Vec<ManifestModule> = mods
+    let base_mods = modules::closure(&k.modules_dir, &names)?;
+    let all_names: Vec<&str> = names.iter().chain(ROOT_MODULES).copied().collect();
+    let all_mods = modules::closure(&k.modules_dir, &all_names)?;
+    let in_guest = |m: &modules::ModulePath| ManifestModule {
+        name: m.name.clone(),
+        path: format!("/lib/modules/{}/{}", k.version, m.uncompressed_rel()),
+    };
+    let manifest_modules: Vec<ManifestModule> = base_mods.iter().map(in_guest).collect();
+    // The root disk's modules: those of the whole closure the base set lacks, in load order.
+    let root_mods: Vec<&modules::ModulePath> = all_mods
         .iter()
-        .map(|m| ManifestModule {
-            name: m.name.clone(),
-            path: format!("/lib/modules/{}/{}", k.version, m.uncompressed_rel()),
-        })
+        .filter(|m| !base_mods.iter().any(|b| b.name == m.name))
         .collect();
+    let root_modules: Vec<ManifestModule> = root_mods.iter().map(|m| in_guest(m)).collect();
+    let mods: Vec<&modules::ModulePath> = base_mods.iter().chain(root_mods).collect();
     let env_busybox = std::env::var_os(ENV_BUSYBOX)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
@@ -320,8 +336,9 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
             sha256: p.sha256.clone(),
         })
         .collect();
-    let init_paths: Vec<String> = manifest_modules.iter().map(|m| m.path.clone()).collect();
-    let init_script = init::script(&init_paths)?;
+    let paths =
+        |ms: &[ManifestModule]| -> Vec<String> { ms.iter().map(|m| m.path.clone()).collect() };
+    let init_script = init::script(&paths(&manifest_modules), &paths(&root_modules))?;
     let init_sha256 = cache::sha256_hex(init_script.as_bytes());
     let key = image_key(&Inputs {
         schema: SCHEMA,
@@ -331,6 +348,7 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
         guest_programs: &manifest_programs,
         init_sha256: &init_sha256,
         modules: &manifest_modules,
+        root_modules: &root_modules,
         compression: opts.compression,
     });
     let images = cache_dir.join("images");
@@ -358,7 +376,10 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
     for p in &programs {
         b.add_file_from(&format!("usr/bin/{}", p.name), 0o755, &p.path)?;
     }
-    for (m, mm) in mods.iter().zip(&manifest_modules) {
+    for (m, mm) in mods
+        .iter()
+        .zip(manifest_modules.iter().chain(&root_modules))
+    {
         b.add_file(&mm.path, 0o644, &m.read()?)?;
     }
     b.add_file("init", 0o755, init_script.as_bytes())?;
@@ -400,6 +421,7 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
         pvh_entry: k.pvh_entry,
         pvh_entry_hex: format!("{:#x}", k.pvh_entry),
         modules: manifest_modules,
+        root_modules,
         busybox_version: bb.version.clone(),
         busybox_sha256: bb.sha256.clone(),
         guest_programs: manifest_programs,
@@ -443,6 +465,7 @@ mod tests {
             guest_programs: progs,
             init_sha256: "init",
             modules: mods,
+            root_modules: &[],
             compression: c,
         }
     }
