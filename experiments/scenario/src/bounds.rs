@@ -24,3 +24,8 @@ pub const HOST_LIMIT: RangeInclusive<u64> = 0..=64 * GIB;
 pub const WORKLOAD_MB: RangeInclusive<u64> = 1..=64 * 1024;
 /// `workload.passes`.
 pub const PASSES: RangeInclusive<u64> = 1..=1000;
+/// `workload.command`, bytes: it travels base64-encoded on the guest's
+/// kernel command line (2047 bytes in all).
+pub const COMMAND_BYTES: usize = 768;
+/// `workload.metric`, bytes.
+pub const METRIC_BYTES: usize = 256;

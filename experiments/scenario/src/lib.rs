@@ -104,6 +104,7 @@ pub mod bounds;
 mod builtin;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod metric;
 mod model;
 mod parse;
 mod reader;

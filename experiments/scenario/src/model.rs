@@ -159,6 +159,11 @@ pub struct GuestConfig {
     /// Size of the guest's swap disk; `None`: no guest swap.
     #[serde(with = "opt_text")]
     pub swap: Option<ByteSize>,
+    /// The workload runs on the guest root disk (a Debian userland on a
+    /// virtio-blk disk, copy-on-write per run). Not a key of its own: the
+    /// `command` workload sets it.
+    #[serde(default)]
+    pub root_disk: bool,
 }
 
 /// Which page the host swapper evicts (the runner maps it to the swapper's own kind).
@@ -231,6 +236,9 @@ pub enum WorkloadKind {
     Touch,
     /// Touch, then check every page's contents.
     Integrity,
+    /// Any program on the root disk (`workload.command`); its exit status
+    /// decides success, `workload.metric` takes a number from its output.
+    Command,
 }
 
 /// What runs in the guest.
@@ -256,6 +264,13 @@ pub struct WorkloadConfig {
     /// `integrity` only: verify round after round for this many seconds
     /// instead of `passes` rounds; 0: use `passes`.
     pub duration_s: u64,
+    /// `command` only: the shell command, run on the root disk in `/root`.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// `command` only: a regular expression over the command's output; its
+    /// first capture group (or the whole match) is the run's metric.
+    #[serde(default)]
+    pub metric: Option<String>,
 }
 
 impl WorkloadConfig {

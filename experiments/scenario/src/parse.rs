@@ -45,6 +45,8 @@ const WORKLOAD_KEYS: &[&str] = &[
     "write_ratio",
     "disk_read_mb",
     "duration_s",
+    "command",
+    "metric",
 ];
 const MATRIX_KEYS: &[&str] = &["description", "defaults", "scenario"];
 
@@ -157,11 +159,26 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         }
         None => 1.0,
     };
+    let kind = choice(
+        &w,
+        "kind",
+        &[
+            ("touch", WorkloadKind::Touch),
+            ("integrity", WorkloadKind::Integrity),
+            ("command", WorkloadKind::Command),
+        ],
+        &mut origin,
+    )?
+    .unwrap_or(WorkloadKind::Touch);
+    let command = text(&w, "command", bounds::COMMAND_BYTES, &mut origin)?;
+    let metric = text(&w, "metric", bounds::METRIC_BYTES, &mut origin)?;
     let mb = match w.uint("mb", bounds::WORKLOAD_MB)? {
         Some((v, item)) => {
             note(&mut origin, &item);
             v
         }
+        // A command's working set is its own business.
+        None if kind == WorkloadKind::Command => 0,
         None => {
             let at = w.own().map_or(own.at, |l| l.at);
             return Err(own.src.schema(
@@ -184,6 +201,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
             .unwrap_or(ByteSize(DEFAULT_GUEST_MEM)),
         cpus,
         swap: size_or(&g, "swap", bounds::GUEST_SWAP, &mut origin)?,
+        root_disk: kind == WorkloadKind::Command,
     };
     let host = host(&h, prefetch, &mut origin)?;
     let balloon = BalloonConfig {
@@ -191,16 +209,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         stats_interval_ms: stats_interval_ms as u32,
     };
     let workload = WorkloadConfig {
-        kind: choice(
-            &w,
-            "kind",
-            &[
-                ("touch", WorkloadKind::Touch),
-                ("integrity", WorkloadKind::Integrity),
-            ],
-            &mut origin,
-        )?
-        .unwrap_or(WorkloadKind::Touch),
+        kind,
         mb,
         pattern: match w.parsed("pattern", str::parse::<Pattern>)? {
             Some((p, item)) => {
@@ -214,6 +223,8 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         write_ratio,
         disk_read_mb,
         duration_s,
+        command,
+        metric,
     };
     let s = Scenario {
         name,
@@ -228,6 +239,23 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
     };
     s.validate()?;
     Ok(s)
+}
+
+/// A string of at most `max` bytes, if set.
+fn text(
+    sec: &Section<'_, '_>,
+    key: &str,
+    max: usize,
+    origin: &mut BTreeMap<String, Pos>,
+) -> Result<Option<String>, ScenarioError> {
+    let Some((v, item)) = sec.str(key)? else {
+        return Ok(None);
+    };
+    if v.len() > max {
+        return Err(item.error(format_args!("{} bytes, at most {max}", v.len())));
+    }
+    note(origin, &item);
+    Ok(Some(v.to_string()))
 }
 
 fn size_or(

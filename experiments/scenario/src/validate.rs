@@ -73,7 +73,16 @@ impl Scenario {
             ),
             ("timeout_s", self.timeout_s, bounds::TIMEOUT_S),
             ("guest.cpus", u64::from(self.guest.cpus), bounds::CPUS),
-            ("workload.mb", self.workload.mb, bounds::WORKLOAD_MB),
+            (
+                "workload.mb",
+                self.workload.mb,
+                // A command need not say how much memory it uses.
+                if self.workload.kind == WorkloadKind::Command {
+                    0..=*bounds::WORKLOAD_MB.end()
+                } else {
+                    bounds::WORKLOAD_MB
+                },
+            ),
             (
                 "workload.passes",
                 u64::from(self.workload.passes),
@@ -111,9 +120,64 @@ impl Scenario {
         Ok(())
     }
 
+    /// `workload.command` and `workload.metric` come with the command
+    /// workload and only with it; the command is a non-empty line the guest
+    /// can run, the metric a regular expression that compiles.
+    fn validate_command(&self) -> Result<(), ScenarioError> {
+        let w = &self.workload;
+        if w.kind != WorkloadKind::Command {
+            for (key, set) in [
+                ("workload.command", w.command.is_some()),
+                ("workload.metric", w.metric.is_some()),
+            ] {
+                if set {
+                    return Err(self.invalid(
+                        key,
+                        "only the command workload takes it (set kind = \"command\")".to_string(),
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        match w.command.as_deref() {
+            None => {
+                return Err(self.invalid(
+                    "workload.command",
+                    "missing: the command workload needs the command to run, e.g. command = \"sysbench cpu run\"".to_string(),
+                ))
+            }
+            Some(c) if c.trim().is_empty() => {
+                return Err(self.invalid("workload.command", "is empty".to_string()))
+            }
+            Some(c) if c.len() > bounds::COMMAND_BYTES => {
+                return Err(self.invalid(
+                    "workload.command",
+                    format!("{} bytes, at most {}", c.len(), bounds::COMMAND_BYTES),
+                ))
+            }
+            Some(c) if c.contains('\0') => {
+                return Err(self.invalid("workload.command", "contains a NUL byte".to_string()))
+            }
+            Some(_) => {}
+        }
+        if let Some(m) = &w.metric {
+            if m.len() > bounds::METRIC_BYTES {
+                return Err(self.invalid(
+                    "workload.metric",
+                    format!("{} bytes, at most {}", m.len(), bounds::METRIC_BYTES),
+                ));
+            }
+            crate::metric::compile(m).map_err(|e| {
+                self.invalid("workload.metric", format!("not a regular expression: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
     /// The workload's options suit its kind, its time fits in the run's
     /// and what it reads fits on the disk.
     fn validate_workload(&self) -> Result<(), ScenarioError> {
+        self.validate_command()?;
         if self.workload.write_ratio < 1.0 && self.workload.kind != WorkloadKind::Touch {
             return Err(self.invalid(
                 "workload.write_ratio",
@@ -260,7 +324,9 @@ impl Scenario {
                 }
                 // Without guest swap, the guest touches about its OS and the
                 // working set; if that fits, the host has nothing to evict.
-                if swap == 0 && ws + GUEST_OS_RESERVE <= limit {
+                // (A command without workload.mb does not say what it uses.)
+                let unknown = self.workload.kind == WorkloadKind::Command && ws == 0;
+                if swap == 0 && !unknown && ws + GUEST_OS_RESERVE <= limit {
                     return Err(self.invalid(
                         "host.limit",
                         format!(
