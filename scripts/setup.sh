@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring tmux librsvg2-bin)
+PKGS=(busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring tmux librsvg2-bin mmdebstrap e2fsprogs)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -25,8 +25,10 @@ fi
 
 echo "setup: building swaplab (release)" >&2
 cargo build --release --quiet -p swaplab --bin swaplab
-echo "setup: building the guest image (cached)" >&2
-./target/release/swaplab image >&2
+echo "setup: building the guest image and root disk (cached)" >&2
+# The root disk (Debian bookworm with the applications, an ext4 image) is built
+# with mmdebstrap from Debian's archive on the first run only (about 100 s).
+./target/release/swaplab image --root-disk >&2
 # The nested sandbox's L1 kernel (bookworm-backports, through a private apt setup under
 # the cache; the host's apt sources are not changed) and initramfs. No network when cached.
 echo "setup: preparing the nested sandbox's L1 kernel (cached)" >&2

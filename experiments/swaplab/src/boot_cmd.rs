@@ -66,6 +66,11 @@ pub struct BootArgs {
     /// Host-swap guest RAM above this resident limit (the userfaultfd swapper).
     #[arg(long, value_name = "SIZE")]
     pub host_limit: Option<ByteSize>,
+    /// Run the command on the guest root disk (Debian bookworm with sysbench, pbzip2,
+    /// dbench, redis, gcc, make; `swaplab image --root-disk` builds it), a private
+    /// copy-on-write view per boot.
+    #[arg(long)]
+    pub root_disk: bool,
     /// Attach a do-nothing virtio device of this type (repeatable; for tests).
     #[arg(long, value_name = "TYPE", hide = true)]
     pub null_device: Vec<u32>,
@@ -94,6 +99,7 @@ impl BootArgs {
             api_sock: self.api_sock.clone(),
             balloon: self.balloon,
             host_limit: self.host_limit,
+            root_disk: self.root_disk,
             null_device: self.null_device.clone(),
             sandbox: self.sandbox.mode(),
             seccomp: self.seccomp.enabled(),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use workloads::image::initramfs::Compression;
 use workloads::image::modules::ModulesError;
+use workloads::image::rootfs::{ensure_rootfs, Rootfs, RootfsOptions};
 use workloads::image::{ensure_image, GuestImage, ImageError, ImageOptions, DEFAULT_MODULES};
 
 /// Arguments.
@@ -31,6 +32,9 @@ pub struct ImageArgs {
     /// Cache directory (default: $SWAPLAB_CACHE, else $XDG_CACHE_HOME/swaplab, else ~/.cache/swaplab).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Also build (or find) the guest root disk: Debian with the applications, an ext4 image.
+    #[arg(long)]
+    pub root_disk: bool,
 }
 
 fn progress(msg: &str) {
@@ -102,13 +106,22 @@ fn run_inner(args: &ImageArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    let root = if args.root_disk {
+        Some(ensure_rootfs(&RootfsOptions {
+            cache_dir: opts.cache_dir.clone(),
+            force: args.force,
+            progress: Some(progress),
+        })?)
+    } else {
+        None
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&manifest_json(&img)?)?
-        )?;
+        let mut v = manifest_json(&img)?;
+        if let (Some(r), Some(obj)) = (&root, v.as_object_mut()) {
+            obj.insert("root_disk".into(), root_json(r)?);
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
     let m = &img.manifest;
@@ -149,5 +162,35 @@ fn run_inner(args: &ImageArgs) -> anyhow::Result<()> {
         "  cmdline    {} [swaplab.run=<base64 command>]",
         m.cmdline
     )?;
+    if let Some(r) = &root {
+        let m = &r.manifest;
+        let state = if r.built { "built" } else { "up to date" };
+        writeln!(out, "guest root disk {state}: {}", r.image.display())?;
+        writeln!(
+            out,
+            "  ext4       {} ({} allocated), Debian {}, {} packages, built in {:.0} s",
+            mib(m.bytes),
+            mib(m.allocated),
+            m.suite,
+            m.installed,
+            m.build_s
+        )?;
+        let apps: Vec<String> = m
+            .packages
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect();
+        writeln!(out, "  packages   {}", apps.join(", "))?;
+    }
     Ok(())
+}
+
+/// The root disk's manifest as JSON, with the image's absolute path and `built`.
+fn root_json(r: &Rootfs) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(&r.manifest)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("image".into(), r.image.display().to_string().into());
+        obj.insert("built".into(), r.built.into());
+    }
+    Ok(v)
 }

@@ -165,13 +165,17 @@ pub fn run(args: &BootOptions) -> anyhow::Result<u8> {
         args.bzimage,
     )?;
     let timeout = Duration::from_secs(args.timeout);
+    if args.root_disk {
+        // Missing or damaged: said here, before the guest (or L1) boots.
+        workloads::image::rootfs::find(None)?;
+    }
     if needs_sandbox_here(args.sandbox) {
         return run_in_sandbox(&files, args.mem.bytes(), timeout);
     }
     if args.sandbox == SandboxMode::Never {
         warn_if_pvm();
     }
-    if args.api_sock.is_some() || args.balloon || args.host_limit.is_some() {
+    if args.api_sock.is_some() || args.balloon || args.host_limit.is_some() || args.root_disk {
         return crate::run::boot::boot_with_devices(args);
     }
     let spec = GuestSpec {

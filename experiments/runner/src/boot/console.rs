@@ -41,6 +41,31 @@ pub struct Marks {
     pub end_at: Option<Instant>,
     /// What `/init` said about swap (`swaplab.swap`).
     pub swap: Option<SwapSetup>,
+    /// The root disk `/init` mounted (`swaplab.root`), as the guest names it.
+    pub root: Option<String>,
+    /// The command's output (console lines between the start and end
+    /// markers), its last [`OUTPUT_KEEP`] bytes.
+    pub output: String,
+    /// Bytes of output dropped from the front to keep it within [`OUTPUT_KEEP`].
+    pub output_dropped: u64,
+}
+
+/// How much of a command's output [`Marks::output`] keeps (the tail).
+pub const OUTPUT_KEEP: usize = 256 << 10;
+
+impl Marks {
+    fn keep_output(&mut self, text: &str) {
+        self.output.push_str(text);
+        self.output.push('\n');
+        if self.output.len() > OUTPUT_KEEP {
+            let mut cut = self.output.len() - OUTPUT_KEEP;
+            while !self.output.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.output.drain(..cut);
+            self.output_dropped += cut as u64;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +127,13 @@ impl GuestConsole {
                 let swap = init::find_swap(text);
                 self.marks().swap = swap;
             }
+            Phase::Command if text.starts_with(init::ROOT_MARKER) => {
+                let dev = text[init::ROOT_MARKER.len()..]
+                    .trim()
+                    .strip_prefix("ok ")
+                    .map(|d| d.trim().to_string());
+                self.marks().root = dev;
+            }
             Phase::Command => {
                 if let Some(end) = init::find_end(text) {
                     let marker = [init::EXIT_MARKER, init::FAIL_MARKER]
@@ -113,13 +145,19 @@ impl GuestConsole {
                         let _ = self.out.write_all(&text.as_bytes()[..marker]);
                     }
                     let mut m = self.marks();
+                    if marker > 0 {
+                        m.keep_output(&text[..marker]);
+                    }
                     m.end = Some(end);
                     m.end_at = Some(Instant::now());
                     drop(m);
                     self.phase = Phase::Done;
-                } else if self.show == Show::Command {
-                    let _ = self.out.write_all(text.as_bytes());
-                    let _ = self.out.write_all(b"\n");
+                } else {
+                    self.marks().keep_output(text);
+                    if self.show == Show::Command {
+                        let _ = self.out.write_all(text.as_bytes());
+                        let _ = self.out.write_all(b"\n");
+                    }
                 }
             }
             _ => {}
@@ -232,5 +270,30 @@ mod tests {
             Some(GuestEnd::Failed("insmod x.ko".into()))
         );
         assert!(buf.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_command_output_is_kept_for_its_metric_and_the_root_disk_noted() {
+        let (_, m) = feed(Show::Nothing);
+        assert_eq!(
+            m.output,
+            "[    2.600000] virtio_mmio: warning\nMemTotal: 500000 kB\n2\nno newline \n"
+        );
+        assert_eq!(m.root, None);
+        let (mut c, marks) = GuestConsole::new(Show::Nothing, Box::new(Buf::default()), None);
+        c.write_all(b"boot\nSWAPLAB-INIT uptime=1\nSWAPLAB-ROOT ok /dev/vdb\nrate 5\n")
+            .unwrap();
+        // Only the tail of a long output stays, cut at a character boundary.
+        let line = "\u{e9}".repeat(1000);
+        for _ in 0..(OUTPUT_KEEP / line.len() + 10) {
+            c.write_all(line.as_bytes()).unwrap();
+            c.write_all(b"\n").unwrap();
+        }
+        c.write_all(b"rate 7\nSWAPLAB-EXIT 0\n").unwrap();
+        let m = marks.lock().unwrap().clone();
+        assert_eq!(m.root.as_deref(), Some("/dev/vdb"));
+        assert!(m.output.len() <= OUTPUT_KEEP && m.output.len() > OUTPUT_KEEP - 4);
+        assert!(m.output_dropped > 0);
+        assert!(m.output.ends_with("rate 7\n") && !m.output.contains("rate 5"));
     }
 }

@@ -45,6 +45,9 @@ pub struct BootOptions {
     pub balloon: bool,
     /// Host-swap guest RAM above this resident limit (the userfaultfd swapper).
     pub host_limit: Option<ByteSize>,
+    /// Run the command on the guest root disk (Debian with the applications;
+    /// a copy-on-write view, so nothing it writes stays).
+    pub root_disk: bool,
     /// Attach a do-nothing virtio device of this type (repeatable; for tests).
     pub null_device: Vec<u32>,
     /// Where the guest runs.
@@ -73,6 +76,7 @@ impl BootOptions {
             verbose: false,
             api_sock: None,
             balloon: false,
+            root_disk: false,
             host_limit: None,
             null_device: Vec::new(),
             sandbox,

@@ -135,8 +135,13 @@ pub fn environment() -> serde_json::Value {
 
 /// Turns a raw run into its result.
 pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
+    let command = spec.workload.kind == scenario::WorkloadKind::Command;
     let outcome = match crate::boot::verdict(&raw.guest, true) {
         Ok(0) if raw.fatal.is_empty() => "ok".to_string(),
+        Ok(code) if raw.fatal.is_empty() && command => format!(
+            "the guest command exited with status {code}{}",
+            last_output(&raw.guest.marks.output)
+        ),
         Ok(code) if raw.fatal.is_empty() => format!("the guest workload exited with status {code}"),
         Ok(_) => format!("host swapper: {}", raw.fatal[0]),
         Err(e) => e.message.lines().next().unwrap_or_default().to_string(),
@@ -146,6 +151,19 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
     let outcome = match raw.swapper.as_ref().and_then(result::limit_failure) {
         Some(why) if outcome == "ok" => why,
         _ => outcome,
+    };
+    // The metric: a run whose number cannot be read did not measure it.
+    let (metric, outcome) = match spec.workload.metric.as_deref() {
+        Some(pattern) if outcome == "ok" => {
+            match scenario::metric::extract(pattern, &raw.guest.marks.output) {
+                Ok(v) => (Some(v), outcome),
+                Err(why) => (
+                    None,
+                    format!("{why}{}", last_output(&raw.guest.marks.output)),
+                ),
+            }
+        }
+        _ => (None, outcome),
     };
     let guest = guest_report(&raw.channel);
     let last = guest.samples.last();
@@ -238,7 +256,25 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
             .vm
             .as_ref()
             .and_then(|v| serde_json::to_value(v).ok()),
+        metric,
+        root_disk: raw.root_blk.clone(),
     }
+}
+
+/// The last lines of a command's output, for a failure message (the whole
+/// output is in the run's console log).
+fn last_output(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "; it printed nothing".to_string();
+    }
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    let text: String = tail.join(" / ").chars().take(300).collect();
+    format!("; its last output: {text}")
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub fn scenario(args: &BootOptions) -> Scenario {
             mem: args.mem,
             cpus: args.cpus,
             swap: None,
+            root_disk: args.root_disk,
         },
         host: args.host_limit.map(|limit| HostConfig {
             limit,
@@ -54,6 +55,8 @@ pub fn scenario(args: &BootOptions) -> Scenario {
             write_ratio: 1.0,
             disk_read_mb: 0,
             duration_s: 0,
+            command: None,
+            metric: None,
         },
         origin: Default::default(),
     }
@@ -63,7 +66,7 @@ pub fn scenario(args: &BootOptions) -> Scenario {
 pub fn boot_with_devices(args: &BootOptions) -> anyhow::Result<u8> {
     if args.kernel.is_some() || args.initrd.is_some() || args.cmdline.is_some() || args.bzimage {
         return Err(usage(
-            "--api-sock, --balloon and --host-limit boot the guest image; drop --kernel, --initrd, --cmdline and --bzimage",
+            "--api-sock, --balloon, --host-limit and --root-disk boot the guest image; drop --kernel, --initrd, --cmdline and --bzimage",
         ));
     }
     boot_scenario(args, &scenario(args))

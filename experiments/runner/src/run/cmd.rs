@@ -387,6 +387,10 @@ fn failed_run(
 pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
     seccomp::set_enabled(args.seccomp);
     let scenarios = load(args)?;
+    if scenarios.iter().any(|s| s.guest.root_disk) {
+        // Missing or damaged: said here, before any guest (or L1) boots.
+        workloads::image::rootfs::find(None)?;
+    }
     if needs_sandbox_here(args.sandbox) {
         return run_in_sandbox(args, &scenarios);
     }

@@ -33,6 +33,12 @@ pub enum MachineError {
     /// The blk device.
     #[error("creating the swap disk device")]
     Blk(#[from] vmm::virtio::blk::BlkError),
+    /// The guest root disk's image (`guest.root_disk`).
+    #[error(transparent)]
+    Rootfs(#[from] workloads::image::rootfs::RootfsError),
+    /// The guest root disk's device.
+    #[error("creating the guest root disk device")]
+    RootDisk(#[source] vmm::virtio::blk::BlkError),
     /// The guest command line.
     #[error("guest command line")]
     Cmdline(#[from] init::InitError),

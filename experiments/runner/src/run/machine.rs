@@ -34,7 +34,7 @@ use super::recent::{agent_event, Recent};
 use super::result::HostSample;
 use super::sampler::{keep, Collected, Sampler, Sources};
 use super::spec::{self, guest_command};
-use super::threads::{LateRegistry, BLK_DEVICE};
+use super::threads::{LateRegistry, BLK_DEVICE, ROOT_DEVICE};
 use crate::boot::console::{GuestConsole, Marks, Show};
 use crate::boot::{BootFiles, GuestRun};
 use scenario::Scenario;
@@ -57,6 +57,9 @@ pub struct RawRun {
     pub fatal: Vec<FatalError>,
     /// The blk counters at the end.
     pub blk: Option<serde_json::Value>,
+    /// The root disk's blk counters at the end, and the copy-on-write
+    /// blocks its run wrote (`guest.root_disk`).
+    pub root_blk: Option<serde_json::Value>,
     /// The balloon's metrics, last stats and policy decisions.
     pub balloon: Option<serde_json::Value>,
     /// Host timeline.
@@ -147,6 +150,7 @@ fn assemble_and_run(
         epoch,
     };
     let blk = attach_blk(&mut vm, spec, opts.scratch, &devices)?;
+    let root = attach_root(&mut vm, spec, opts.scratch, &devices)?;
     let balloon = balloon::attach(
         &mut vm,
         spec,
@@ -201,6 +205,7 @@ fn assemble_and_run(
     }
     let report = report?;
 
+    let root_blk = root.map(|h| serde_json::to_value(h.counters()).unwrap_or_default());
     let torn = tear_down(blk, swapper, memory, &mut collected);
     let channel = std::mem::take(&mut *lock(&hooks.channel));
     let marks = lock(&marks).clone();
@@ -220,6 +225,7 @@ fn assemble_and_run(
         swapper: torn.status,
         fatal: torn.fatal,
         blk: torn.blk,
+        root_blk,
         balloon,
         timeline: collected.timeline,
         guest_mem: spec.guest.mem.bytes(),
@@ -238,6 +244,10 @@ fn guest_cmdline(
     let mut base = files.cmdline.clone();
     if spec.guest.swap.is_some() {
         base.push_str(&format!(" swaplab.swap={}", spec::GUEST_DISK));
+    }
+    if spec.guest.root_disk {
+        base.push(' ');
+        base.push_str(&init::root_param(ROOT_SERIAL)?);
     }
     // Fewer async page faults: the vCPU thread takes more of its host faults
     // itself. KVM still hands some to kworkers (it halts a vCPU whose guest
@@ -411,6 +421,48 @@ fn attach_blk(
     })?;
     let handle = dev.handle();
     vm.add_virtio("swap", Box::new(dev))?;
+    Ok(Some(handle))
+}
+
+/// The root disk's serial (virtio-blk GET_ID), by which `/init` finds it.
+pub const ROOT_SERIAL: &str = "swaplab-root";
+
+/// Adds the guest's root disk to `vm` if the scenario runs on it: a
+/// copy-on-write view of the cached image (its writes go to a private file
+/// in `scratch` that nothing else sees and that goes with the run). Its
+/// worker is a device thread for the swapper, and with the false-read
+/// mitigation its reads install evicted pages like the swap disk's.
+fn attach_root(
+    vm: &mut LinuxVm,
+    spec: &Scenario,
+    scratch: &Path,
+    d: &Devices<'_>,
+) -> Result<Option<BlkHandle>, MachineError> {
+    if !spec.guest.root_disk {
+        return Ok(None);
+    }
+    let rootfs = workloads::image::rootfs::find(None)?;
+    let registry = d.registry.clone();
+    let dev = Blk::overlay(
+        BlkConfig {
+            id: ROOT_SERIAL.into(),
+            epoch: d.epoch,
+            on_thread_start: Some(Box::new(move |tid| {
+                registry.register(tid, ThreadKind::Device(ROOT_DEVICE))
+            })),
+            // Its requests are counted, not traced.
+            trace_capacity: 1,
+            install_page: d
+                .swapper
+                .filter(|_| spec::false_reads_mitigated(spec.host.as_ref()))
+                .map(|sw| install_hook(sw, d.memory)),
+            ..BlkConfig::new(&rootfs.image)
+        },
+        scratch,
+    )
+    .map_err(MachineError::RootDisk)?;
+    let handle = dev.handle();
+    vm.add_virtio("root", Box::new(dev))?;
     Ok(Some(handle))
 }
 

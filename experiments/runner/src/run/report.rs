@@ -378,6 +378,8 @@ pub fn failed_run(spec: &Scenario, why: &str) -> RunResult {
         timeline: Vec::new(),
         double_paging: Vec::new(),
         vm: None,
+        metric: None,
+        root_disk: None,
     }
 }
 

@@ -164,6 +164,12 @@ pub struct RunResult {
     pub double_paging: Vec<JoinedEvent>,
     /// VM exits and KVM stats.
     pub vm: Option<serde_json::Value>,
+    /// The number `workload.metric` took from the command's output.
+    #[serde(default)]
+    pub metric: Option<f64>,
+    /// The root disk's counters (`guest.root_disk`).
+    #[serde(default)]
+    pub root_disk: Option<serde_json::Value>,
 }
 
 /// Why a run's host limit was not held, if it was not: the swapper's peak
@@ -219,6 +225,19 @@ impl RunResult {
             "  integrity: {} pages verified, {} errors\n",
             self.pages_verified, self.integrity_errors
         ));
+        if let Some(d) = &self.root_disk {
+            let n = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            s.push_str(&format!(
+                "  root disk: reads {} ({} MiB)  writes {} ({} MiB)\n",
+                n("reads"),
+                n("bytes_read") >> 20,
+                n("writes"),
+                n("bytes_written") >> 20
+            ));
+        }
+        if let Some(m) = self.metric {
+            s.push_str(&format!("  metric: {m} (workload.metric)\n"));
+        }
         s.push_str(&format!(
             "  {:<28} {:>9} {:>10} {:>10}\n",
             "path", "count", "p50", "p99"

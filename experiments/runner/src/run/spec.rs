@@ -48,6 +48,9 @@ pub fn workload_command(s: &Scenario) -> String {
             "swaplab-guest integrity --mb {} --rounds {} --seed {}",
             w.mb, w.passes, w.seed
         ),
+        // A subshell: the command's `exit` or `cd` does not end the script
+        // around it (the reporter must still be stopped).
+        WorkloadKind::Command => format!("( {} )", w.command.as_deref().unwrap_or("false")),
     };
     if w.disk_read_mb > 0 {
         // Buffered: the guest's page cache takes frames the workload just

@@ -1,5 +1,5 @@
 //! Naming the machine's threads in the host swapper's thread registry: the
-//! device numbers ([`BLK_DEVICE`], [`BALLOON_DEVICE`]) its fault records and
+//! device numbers ([`BLK_DEVICE`], [`BALLOON_DEVICE`], [`ROOT_DEVICE`]) its fault records and
 //! the trace carry, and the registry the vCPUs and device workers join as
 //! they start ([`LateRegistry`]).
 
@@ -12,6 +12,8 @@ use swapper::{ThreadKind, ThreadRegistry};
 pub const BLK_DEVICE: u32 = 0;
 /// The balloon's worker.
 pub const BALLOON_DEVICE: u32 = 1;
+/// The root disk's worker (`guest.root_disk`).
+pub const ROOT_DEVICE: u32 = 2;
 
 /// The swapper's thread registry, filled in once the swapper has started
 /// (the VM and its devices are configured before it). Threads that start

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use swapper::{FaultPath, ThreadKind};
 use vmm::virtio::blk::BlkKind;
 
-use super::threads::{BALLOON_DEVICE, BLK_DEVICE};
+use super::threads::{BALLOON_DEVICE, BLK_DEVICE, ROOT_DEVICE};
 use report::trace_event::{Arg, Point, Scope, Slice, TimeUnit, TraceError, TraceWriter};
 
 mod plan;
@@ -113,7 +113,8 @@ fn thread_label(kind: ThreadKind, tid: i32) -> (String, i64) {
         ThreadKind::Vcpu(n) => (format!("vCPU {n}"), 2 * i64::from(n)),
         ThreadKind::Device(BLK_DEVICE) => ("blk worker (guest swap disk)".into(), 10_000),
         ThreadKind::Device(BALLOON_DEVICE) => ("balloon worker".into(), 10_001),
-        ThreadKind::Device(d) => (format!("device {d} worker"), 10_002 + i64::from(d)),
+        ThreadKind::Device(ROOT_DEVICE) => ("blk worker (guest root disk)".into(), 10_002),
+        ThreadKind::Device(d) => (format!("device {d} worker"), 10_003 + i64::from(d)),
         ThreadKind::Vmm => (format!("VMM thread {tid}"), 20_000),
         ThreadKind::Unknown => match kernel_thread(tid) {
             // E.g. a kworker faulting a page in for a vCPU (KVM's async page faults).
