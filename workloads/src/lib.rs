@@ -1,4 +1,5 @@
 //! workloads crate (see DESIGN.md).
+pub mod apps;
 pub mod image;
 pub mod probe;
 

@@ -12,6 +12,7 @@ const STUBS: &str = r#"
 log() { echo "$*" >> "$SWAPLAB_TEST_LOG"; }
 mount() { log "mount $*"; case "$*" in *ext4*) [ -z "$SWAPLAB_TEST_MOUNT_FAIL" ] || { echo "mount: wrong fs type"; return 1; } ;; esac; }
 chroot() { log "chroot $1"; shift; busybox "$@"; }
+ip() { log "ip $*"; }
 mkdir() { :; }
 cd() { :; }
 sync() { :; }
@@ -254,6 +255,7 @@ fn swap_is_made_and_switched_on_before_the_command() {
     assert_eq!(
         order,
         [
+            "ip link set lo up",
             "insmod /lib/modules/v/virtio_blk.ko",
             "mkswap /dev/vda",
             "swapon /dev/vda",

@@ -239,6 +239,9 @@ pub enum WorkloadKind {
     /// Any program on the root disk (`workload.command`); its exit status
     /// decides success, `workload.metric` takes a number from its output.
     Command,
+    /// An application from the registry (`workload.app`, see
+    /// [`workloads::apps`]) on the root disk, with its own metric and check.
+    App,
 }
 
 /// What runs in the guest.
@@ -271,12 +274,44 @@ pub struct WorkloadConfig {
     /// first capture group (or the whole match) is the run's metric.
     #[serde(default)]
     pub metric: Option<String>,
+    /// `app` only: the application's name in [`workloads::apps::APPS`].
+    #[serde(default)]
+    pub app: Option<String>,
 }
 
 impl WorkloadConfig {
     /// Working-set size in bytes.
     pub fn bytes(&self) -> u64 {
         self.mb.saturating_mul(1 << 20)
+    }
+
+    /// Whether the workload's memory use is known from `mb` (the synthetic
+    /// workloads): a command or an application uses what it uses, so the
+    /// checks that compare a working set with guest RAM or the host limit
+    /// are not made for them.
+    pub fn known_working_set(&self) -> bool {
+        matches!(self.kind, WorkloadKind::Touch | WorkloadKind::Integrity)
+    }
+
+    /// The application, for `kind = "app"` with a known name.
+    pub fn application(&self) -> Option<&'static workloads::apps::App> {
+        (self.kind == WorkloadKind::App)
+            .then(|| self.app.as_deref().and_then(workloads::apps::find))
+            .flatten()
+    }
+
+    /// The regular expression that takes the run's metric from the output:
+    /// `workload.metric`, or the application's.
+    pub fn metric_pattern(&self) -> Option<String> {
+        match self.application() {
+            Some(app) => Some(workloads::apps::metric_pattern(app)),
+            None => self.metric.clone(),
+        }
+    }
+
+    /// The metric's name: the application's (`runtime_s`, …), else `metric`.
+    pub fn metric_name(&self) -> &'static str {
+        self.application().map_or("metric", |a| a.metric)
     }
 }
 

@@ -47,6 +47,7 @@ const WORKLOAD_KEYS: &[&str] = &[
     "duration_s",
     "command",
     "metric",
+    "app",
 ];
 const MATRIX_KEYS: &[&str] = &["description", "defaults", "scenario"];
 
@@ -166,12 +167,28 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
             ("touch", WorkloadKind::Touch),
             ("integrity", WorkloadKind::Integrity),
             ("command", WorkloadKind::Command),
+            ("app", WorkloadKind::App),
         ],
         &mut origin,
     )?
     .unwrap_or(WorkloadKind::Touch);
     let command = text(&w, "command", bounds::COMMAND_BYTES, &mut origin)?;
     let metric = text(&w, "metric", bounds::METRIC_BYTES, &mut origin)?;
+    let app = match w.str("app")? {
+        Some((name, item)) => match workloads::apps::find(name) {
+            Some(a) => {
+                note(&mut origin, &item);
+                Some(a)
+            }
+            None => {
+                return Err(item.error(format_args!(
+                    "unknown application {name:?} (known: {})",
+                    workloads::apps::names().join(", ")
+                )))
+            }
+        },
+        None => None,
+    };
     let mb = match w.uint("mb", bounds::WORKLOAD_MB)? {
         Some((v, item)) => {
             note(&mut origin, &item);
@@ -179,6 +196,8 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         }
         // A command's working set is its own business.
         None if kind == WorkloadKind::Command => 0,
+        // An application's size has its default.
+        None if kind == WorkloadKind::App => app.map_or(0, |a| a.default_mb),
         None => {
             let at = w.own().map_or(own.at, |l| l.at);
             return Err(own.src.schema(
@@ -201,7 +220,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
             .unwrap_or(ByteSize(DEFAULT_GUEST_MEM)),
         cpus,
         swap: size_or(&g, "swap", bounds::GUEST_SWAP, &mut origin)?,
-        root_disk: kind == WorkloadKind::Command,
+        root_disk: matches!(kind, WorkloadKind::Command | WorkloadKind::App),
     };
     let host = host(&h, prefetch, &mut origin)?;
     let balloon = BalloonConfig {
@@ -225,6 +244,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         duration_s,
         command,
         metric,
+        app: app.map(|a| a.name.to_string()),
     };
     let s = Scenario {
         name,

@@ -309,7 +309,7 @@ fn each_bad_value_names_its_key() {
             "kind",
             "kind = \"stream\"",
             "workload.kind",
-            "expected touch, integrity or command",
+            "expected touch, integrity, command or app",
         ),
         (
             "mb",

@@ -77,7 +77,7 @@ impl Scenario {
                 "workload.mb",
                 self.workload.mb,
                 // A command need not say how much memory it uses.
-                if self.workload.kind == WorkloadKind::Command {
+                if !self.workload.known_working_set() {
                     0..=*bounds::WORKLOAD_MB.end()
                 } else {
                     bounds::WORKLOAD_MB
@@ -125,18 +125,49 @@ impl Scenario {
     /// can run, the metric a regular expression that compiles.
     fn validate_command(&self) -> Result<(), ScenarioError> {
         let w = &self.workload;
+        if w.kind != WorkloadKind::App && w.app.is_some() {
+            return Err(self.invalid(
+                "workload.app",
+                "only the app workload takes it (set kind = \"app\")".to_string(),
+            ));
+        }
         if w.kind != WorkloadKind::Command {
             for (key, set) in [
                 ("workload.command", w.command.is_some()),
                 ("workload.metric", w.metric.is_some()),
             ] {
                 if set {
-                    return Err(self.invalid(
-                        key,
-                        "only the command workload takes it (set kind = \"command\")".to_string(),
-                    ));
+                    let why = if w.kind == WorkloadKind::App {
+                        "an application has its own command and metric (use kind = \"command\" for your own)"
+                    } else {
+                        "only the command workload takes it (set kind = \"command\")"
+                    };
+                    return Err(self.invalid(key, why.to_string()));
                 }
             }
+        }
+        if w.kind == WorkloadKind::App {
+            let Some(app) = w.application() else {
+                return Err(self.invalid(
+                    "workload.app",
+                    format!(
+                        "missing or unknown: the app workload needs one of {}",
+                        workloads::apps::names().join(", ")
+                    ),
+                ));
+            };
+            if app.default_mb == 0 && w.mb != 0 {
+                return Err(self.invalid(
+                    "workload.mb",
+                    format!(
+                        "{} has no size in MiB (workload.passes sets how much it does)",
+                        app.name
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if w.kind != WorkloadKind::Command {
             return Ok(());
         }
         match w.command.as_deref() {
@@ -256,6 +287,10 @@ impl Scenario {
     /// The working set fits in guest RAM and swap, besides the guest OS and
     /// a `balloon` of that many bytes.
     fn validate_fit(&self, balloon: u64) -> Result<(), ScenarioError> {
+        if self.workload.kind == WorkloadKind::App {
+            // Its `mb` is data (a file set, an input), not necessarily memory.
+            return Ok(());
+        }
         let mem = self.guest.mem.0;
         let swap = self.guest.swap.map_or(0, |s| s.0);
         let ws = self.workload.bytes();
@@ -324,8 +359,10 @@ impl Scenario {
                 }
                 // Without guest swap, the guest touches about its OS and the
                 // working set; if that fits, the host has nothing to evict.
-                // (A command without workload.mb does not say what it uses.)
-                let unknown = self.workload.kind == WorkloadKind::Command && ws == 0;
+                // (A command without workload.mb, or an application, does
+                // not say what it uses.)
+                let unknown = !self.workload.known_working_set() && ws == 0
+                    || self.workload.kind == WorkloadKind::App;
                 if swap == 0 && !unknown && ws + GUEST_OS_RESERVE <= limit {
                     return Err(self.invalid(
                         "host.limit",

@@ -229,6 +229,68 @@ fn a_missing_or_damaged_root_disk_is_a_clear_error_before_booting() {
     assert!(!dir.path().join("o").join("results.json").exists());
 }
 
+/// Every application of the registry, small, one run each in one matrix:
+/// each reports its metric, which it prints only after checking its output.
+#[test]
+fn every_application_runs_checks_its_output_and_reports_its_metric() {
+    if common::linux_guest().is_none() {
+        return;
+    }
+    root_image();
+    common::retry_if_l1_panicked(app_cases);
+}
+
+fn app_cases() {
+    let dir = temp_dir("root-disk-apps");
+    let mut files = Vec::new();
+    for app in workloads::apps::APPS {
+        // The smallest sizes that still do each app's whole work.
+        let mb = match app.default_mb {
+            0 => String::new(),
+            _ => "mb = 8\n".to_string(),
+        };
+        let f = dir.path().join(format!("{}.toml", app.name));
+        std::fs::write(
+            &f,
+            format!(
+                "name = \"{}\"\nrepetitions = 1\ntimeout_s = 600\n[guest]\nmem = \"512M\"\n[workload]\nkind = \"app\"\napp = \"{}\"\n{mb}passes = 1\n",
+                app.name, app.name
+            ),
+        )
+        .unwrap();
+        files.push(f.to_str().unwrap().to_string());
+    }
+    let out_dir = dir.path().join("out");
+    let mut args: Vec<&str> = vec!["run"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--out", out_dir.to_str().unwrap()]);
+    let out = common::swaplab(&args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    let runs = results.as_array().unwrap();
+    assert_eq!(runs.len(), workloads::apps::APPS.len(), "{err}");
+    for app in workloads::apps::APPS {
+        let r = runs
+            .iter()
+            .find(|r| r["scenario"] == app.name)
+            .unwrap_or_else(|| panic!("no run of {}", app.name));
+        assert_eq!(r["outcome"], "ok", "{}: {r}", app.name);
+        assert_eq!(r["metric_name"], app.metric, "{}", app.name);
+        let m = r["metric"].as_f64().unwrap_or(0.0);
+        assert!(m > 0.0, "{}: metric {m}", app.name);
+        let log = std::fs::read_to_string(out_dir.join(app.name).join("1").join("console.log"))
+            .unwrap_or_default();
+        assert!(
+            log.contains(&format!("swaplab-app {} ok", app.name)),
+            "{}: no check line in its console log",
+            app.name
+        );
+    }
+}
+
 #[test]
 fn command_scenario_errors_name_the_key() {
     let dir = temp_dir("root-disk-keys");
@@ -252,6 +314,22 @@ fn command_scenario_errors_name_the_key() {
         (
             "[workload]\nkind = \"command\"\ncommand = \"true\"\nmetric = 7\n",
             "expected a string",
+        ),
+        (
+            "[workload]\nkind = \"app\"\napp = \"pbzip3\"\n",
+            "workload.app: unknown application \"pbzip3\" (known: sysbench-memory",
+        ),
+        (
+            "[workload]\nkind = \"app\"\n",
+            "workload.app: missing or unknown",
+        ),
+        (
+            "[workload]\nkind = \"app\"\napp = \"compile\"\nmb = 8\n",
+            "workload.mb: compile has no size in MiB",
+        ),
+        (
+            "[workload]\nkind = \"app\"\napp = \"redis\"\ncommand = \"true\"\n",
+            "workload.command: an application has its own command",
         ),
     ] {
         let file = dir.path().join("s.toml");

@@ -13,7 +13,7 @@
 //! | `swaplab.root=<serial>` | run the command on the root disk: the virtio-blk disk whose serial (GET_ID) is `<serial>`, an ext4 filesystem labelled `swaplab-root` ([`super::rootfs`]), mounted and entered with `chroot` |
 //!
 //! `/init` (a busybox `sh` script) mounts `/proc`, `/sys`, `/dev` (devtmpfs),
-//! `/tmp`, `/run`, loads the image's modules in order, decodes the command, sets up
+//! `/tmp`, `/run`, brings up the loopback interface, loads the image's modules in order, decodes the command, sets up
 //! the channel and swap if asked, runs the command with `sh -c`, and powers off.
 //!
 //! On the console it prints one marker line when it starts and one when it ends,
@@ -372,6 +372,9 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm /tmp /run /root
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=755 tmpfs /run
+
+# Loopback, for programs that talk to themselves (redis-benchmark to redis-server).
+ip link set lo up 2>/dev/null
 
 up=unknown
 read -r up _ < /proc/uptime

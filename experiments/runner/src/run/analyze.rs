@@ -135,7 +135,7 @@ pub fn environment() -> serde_json::Value {
 
 /// Turns a raw run into its result.
 pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
-    let command = spec.workload.kind == scenario::WorkloadKind::Command;
+    let command = !spec.workload.known_working_set();
     let outcome = match crate::boot::verdict(&raw.guest, true) {
         Ok(0) if raw.fatal.is_empty() => "ok".to_string(),
         Ok(code) if raw.fatal.is_empty() && command => format!(
@@ -153,9 +153,9 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         _ => outcome,
     };
     // The metric: a run whose number cannot be read did not measure it.
-    let (metric, outcome) = match spec.workload.metric.as_deref() {
+    let (metric, outcome) = match spec.workload.metric_pattern() {
         Some(pattern) if outcome == "ok" => {
-            match scenario::metric::extract(pattern, &raw.guest.marks.output) {
+            match scenario::metric::extract(&pattern, &raw.guest.marks.output) {
                 Ok(v) => (Some(v), outcome),
                 Err(why) => (
                     None,
@@ -256,6 +256,7 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
             .vm
             .as_ref()
             .and_then(|v| serde_json::to_value(v).ok()),
+        metric_name: metric.map(|_| spec.workload.metric_name().to_string()),
         metric,
         root_disk: raw.root_blk.clone(),
     }

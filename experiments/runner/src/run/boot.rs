@@ -57,6 +57,7 @@ pub fn scenario(args: &BootOptions) -> Scenario {
             duration_s: 0,
             command: None,
             metric: None,
+            app: None,
         },
         origin: Default::default(),
     }

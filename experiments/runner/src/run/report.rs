@@ -379,6 +379,7 @@ pub fn failed_run(spec: &Scenario, why: &str) -> RunResult {
         double_paging: Vec::new(),
         vm: None,
         metric: None,
+        metric_name: None,
         root_disk: None,
     }
 }

@@ -164,9 +164,14 @@ pub struct RunResult {
     pub double_paging: Vec<JoinedEvent>,
     /// VM exits and KVM stats.
     pub vm: Option<serde_json::Value>,
-    /// The number `workload.metric` took from the command's output.
+    /// The number `workload.metric` (or the application's) took from the
+    /// command's output.
     #[serde(default)]
     pub metric: Option<f64>,
+    /// Its name: the application's (`runtime_s`, `throughput_mb_s`,
+    /// `requests_per_s`), `metric` for a command.
+    #[serde(default)]
+    pub metric_name: Option<String>,
     /// The root disk's counters (`guest.root_disk`).
     #[serde(default)]
     pub root_disk: Option<serde_json::Value>,
@@ -236,7 +241,8 @@ impl RunResult {
             ));
         }
         if let Some(m) = self.metric {
-            s.push_str(&format!("  metric: {m} (workload.metric)\n"));
+            let name = self.metric_name.as_deref().unwrap_or("metric");
+            s.push_str(&format!("  {name}: {m}\n"));
         }
         s.push_str(&format!(
             "  {:<28} {:>9} {:>10} {:>10}\n",

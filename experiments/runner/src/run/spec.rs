@@ -51,6 +51,22 @@ pub fn workload_command(s: &Scenario) -> String {
         // A subshell: the command's `exit` or `cd` does not end the script
         // around it (the reporter must still be stopped).
         WorkloadKind::Command => format!("( {} )", w.command.as_deref().unwrap_or("false")),
+        WorkloadKind::App => match w.application() {
+            Some(app) => format!(
+                "( cd /root && {} )",
+                workloads::apps::command(
+                    app,
+                    &workloads::apps::AppParams {
+                        mb: w.mb,
+                        passes: w.passes,
+                        cpus: s.guest.cpus,
+                        sequential: w.pattern == workloads::probe::Pattern::Seq,
+                        seed: w.seed,
+                    },
+                )
+            ),
+            None => "false".to_string(),
+        },
     };
     if w.disk_read_mb > 0 {
         // Buffered: the guest's page cache takes frames the workload just
