@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use workloads::image::initramfs::Compression;
+use workloads::image::kernel::KernelSource;
 use workloads::image::modules::ModulesError;
 use workloads::image::rootfs::{ensure_rootfs, Rootfs, RootfsOptions};
 use workloads::image::{ensure_image, GuestImage, ImageError, ImageOptions, DEFAULT_MODULES};
@@ -32,6 +33,10 @@ pub struct ImageArgs {
     /// Cache directory (default: $SWAPLAB_CACHE, else $XDG_CACHE_HOME/swaplab, else ~/.cache/swaplab).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The guest kernel's Debian package, `NAME` from this host's apt or `NAME@SUITE` from
+    /// that suite of Debian's archive (e.g. `linux-image-amd64@bookworm-backports`, 6.12).
+    #[arg(long, value_name = "NAME[@SUITE]", default_value = workloads::image::kernel::DEFAULT_METAPACKAGE)]
+    pub kernel_package: String,
     /// Also build (or find) the guest root disk: Debian with the applications, an ext4 image.
     #[arg(long)]
     pub root_disk: bool,
@@ -51,7 +56,10 @@ pub fn options(args: &ImageArgs) -> anyhow::Result<ImageOptions> {
         }
         modules.push(m.clone());
     }
+    let (metapackage, source) = kernel_package(&args.kernel_package)?;
     Ok(ImageOptions {
+        metapackage,
+        source,
         cache_dir: args.cache_dir.clone(),
         force: args.force,
         modules,
@@ -59,8 +67,28 @@ pub fn options(args: &ImageArgs) -> anyhow::Result<ImageOptions> {
         busybox: args.busybox.clone(),
         compression,
         progress: Some(progress),
-        ..ImageOptions::default()
     })
+}
+
+/// `NAME` or `NAME@SUITE`: the package and where apt finds it.
+fn kernel_package(arg: &str) -> anyhow::Result<(String, KernelSource)> {
+    let (name, suite) = match arg.split_once('@') {
+        Some((n, s)) => (n, Some(s)),
+        None => (arg, None),
+    };
+    let ok = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 100
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.~".contains(c))
+    };
+    if !ok(name) || suite.is_some_and(|s| !ok(s)) {
+        return Err(runner::cli::usage(format!(
+            "--kernel-package {arg:?}: expected a Debian package name, optionally @SUITE (e.g. linux-image-amd64@bookworm-backports)"
+        )));
+    }
+    let source = suite.map_or(KernelSource::Host, KernelSource::debian_suite);
+    Ok((name.to_string(), source))
 }
 
 /// The manifest as JSON, with file names made absolute and `dir`/`built` added.

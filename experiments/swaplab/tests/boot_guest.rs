@@ -67,6 +67,40 @@ fn errors_found_before_booting_are_quick_and_clear() {
     }
 }
 
+/// A kernel of another release than the guest image's, booted with the
+/// image's initramfs, is refused before booting: its modules would not load.
+#[test]
+fn a_kernel_the_image_has_no_modules_for_is_refused_before_booting() {
+    let out = swaplab(&["image", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let release = v["kernel_version"].as_str().unwrap().to_string();
+    let mut vmlinux = std::fs::read(v["vmlinux"].as_str().unwrap()).unwrap();
+    // Another release of the same length in the banner: "6.1.0-57-amd64" -> "6.1.0-57-amdXX".
+    let banner = format!("Linux version {release} ");
+    let at = vmlinux
+        .windows(banner.len())
+        .position(|w| w == banner.as_bytes())
+        .expect("the banner");
+    let other = format!("{}XX", &release[..release.len() - 2]);
+    vmlinux[at + 14..at + 14 + release.len()].copy_from_slice(other.as_bytes());
+    let dir = common::temp_dir("boot-release");
+    let k = dir.path().join("vmlinux");
+    std::fs::write(&k, vmlinux).unwrap();
+    let start = Instant::now();
+    let out = swaplab(&["boot", "--kernel", k.to_str().unwrap(), "--run", "true"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "is kernel {other}, but the guest image's initramfs holds modules for {release}"
+        )) && err.contains("swaplab image --kernel-package"),
+        "{err}"
+    );
+    assert!(!err.contains("sandbox"), "booted first: {err}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
 /// Written by the guest to its result channel: quotes, a tab, JSON-looking text.
 const CHANNEL_LINE: &str = r#"exact line: {"a": 1}	'q' \ end"#;
 

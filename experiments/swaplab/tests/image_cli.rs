@@ -56,6 +56,9 @@ fn bad_arguments_exit_2_with_one_line() {
     for args in [
         &["image", "--module", "no_such_module_x"][..],
         &["image", "--compress", "lzma"],
+        &["image", "--kernel-package", "linux image"],
+        &["image", "--kernel-package", "linux-image-amd64@"],
+        &["image", "--kernel-package", "@bookworm-backports"],
     ] {
         let out = swaplab(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

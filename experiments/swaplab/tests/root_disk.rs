@@ -105,6 +105,11 @@ fn command_cases(image: &Path) {
     assert_eq!(good_runs.len(), 2, "{err}");
     for r in good_runs {
         assert_eq!(r["outcome"], "ok", "{r}\n{err}");
+        // Which guest kernel ran is recorded (the image's).
+        let k = r["environment"]["guest_kernel"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(k.contains("linux-image-"), "guest_kernel {k:?}");
         let metric = r["metric"].as_f64().expect("a metric");
         assert!(metric > 0.0, "{metric}");
         // The programs and their libraries came from the disk.

@@ -451,6 +451,24 @@ pub fn cached_kernels_from(
     found.into_iter().map(|(_, k)| k).collect()
 }
 
+/// The release (`uname -r`) of the kernel in `path`, if it can be told: a
+/// bzImage's header names it, an ELF vmlinux holds the `Linux version
+/// <release> ...` banner. `None` for anything else (or an unreadable file).
+pub fn release_of(path: &Path) -> Option<String> {
+    let data = std::fs::read(path).ok()?;
+    if let Ok(h) = crate::image::bzimage::SetupHeader::parse(&data) {
+        return h
+            .kernel_version
+            .and_then(|v| v.split_whitespace().next().map(str::to_string));
+    }
+    const BANNER: &[u8] = b"Linux version ";
+    let at = data.windows(BANNER.len()).position(|w| w == BANNER)? + BANNER.len();
+    let rest = &data[at..data.len().min(at + 100)];
+    let end = rest.iter().position(|&b| b == b' ' || b == 0)?;
+    let release = std::str::from_utf8(&rest[..end]).ok()?;
+    (!release.is_empty()).then(|| release.to_string())
+}
+
 /// [`ensure_kernel`] for [`DEFAULT_METAPACKAGE`].
 pub fn ensure_debian_kernel(cache: &Path) -> Result<KernelFiles, KernelError> {
     ensure_kernel(cache, DEFAULT_METAPACKAGE)
@@ -777,5 +795,19 @@ mod tests {
         let json =
             std::fs::read_to_string(cache.path().join("kernels/host-kernel/kernel.json")).unwrap();
         assert!(!json.contains("\"source\""), "{json}");
+    }
+
+    #[test]
+    fn a_kernel_release_is_read_from_its_banner() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("vmlinux");
+        let mut data = vec![0x7fu8, b'E', b'L', b'F'];
+        data.extend(vec![0u8; 5000]);
+        data.extend(b"Linux version 6.12.95+deb12-amd64 (debian-kernel@lists.debian.org) #1\0");
+        std::fs::write(&k, &data).unwrap();
+        assert_eq!(release_of(&k).as_deref(), Some("6.12.95+deb12-amd64"));
+        std::fs::write(&k, vec![0x5au8; 8192]).unwrap();
+        assert_eq!(release_of(&k), None);
+        assert_eq!(release_of(&dir.path().join("missing")), None);
     }
 }

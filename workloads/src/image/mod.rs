@@ -120,8 +120,12 @@ pub struct ImageOptions {
     pub busybox: Option<PathBuf>,
     /// Initramfs compression.
     pub compression: Compression,
-    /// Debian kernel metapackage.
+    /// Debian kernel package (a metapackage such as `linux-image-amd64`, or
+    /// a versioned one).
     pub metapackage: String,
+    /// Where apt finds it: the host's apt, or a suite of Debian's archive
+    /// through a private apt setup (`bookworm-backports` for its 6.12).
+    pub source: kernel::KernelSource,
     /// Called with a short message before each slow step.
     pub progress: Option<fn(&str)>,
 }
@@ -136,6 +140,7 @@ impl Default for ImageOptions {
             busybox: None,
             compression: Compression::None,
             metapackage: kernel::DEFAULT_METAPACKAGE.to_string(),
+            source: kernel::KernelSource::Host,
             progress: None,
         }
     }
@@ -298,7 +303,7 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
         Some(d) => d.clone(),
         None => cache::default_cache_dir()?,
     };
-    let k = kernel::ensure_kernel_with(&cache_dir, &opts.metapackage, opts.progress)?;
+    let k = kernel::ensure_kernel_from(&cache_dir, &opts.source, &opts.metapackage, opts.progress)?;
     let names: Vec<&str> = opts.modules.iter().map(String::as_str).collect();
     let base_mods = modules::closure(&k.modules_dir, &names)?;
     let all_names: Vec<&str> = names.iter().chain(ROOT_MODULES).copied().collect();

@@ -46,6 +46,20 @@ pub enum BootError {
     /// guard's slack ([`crate::run::guard`]); its log has every thread's stack.
     #[error("{0}")]
     Stalled(String),
+    /// `--kernel` is another release than the guest image's, whose
+    /// initramfs (used because no `--initrd` was given) holds modules for
+    /// its own kernel only: they would not load.
+    #[error("{kernel} is kernel {release}, but the guest image's initramfs holds modules for {image_release} (they would not load: \"invalid module format\"); build an image for this kernel's Debian package with `swaplab image --kernel-package NAME[@SUITE]` (e.g. linux-image-amd64@bookworm-backports) and boot it with {env}=<its directory>, or give a matching --initrd")]
+    ModulesMismatch {
+        /// The kernel file.
+        kernel: PathBuf,
+        /// Its release.
+        release: String,
+        /// The image's.
+        image_release: String,
+        /// The variable that picks an image directory.
+        env: &'static str,
+    },
     /// The console log file could not be created.
     #[error("cannot create console log {path}")]
     ConsoleLog {
@@ -86,6 +100,19 @@ impl BootFiles {
             Some(load_image()?)
         };
         let img = image.as_ref();
+        if let (Some(k), None, Some(i)) = (kernel, initrd, img) {
+            // The image's modules are for its own kernel.
+            if let Some(release) = workloads::image::kernel::release_of(k) {
+                if release != i.manifest.kernel_version {
+                    return Err(BootError::ModulesMismatch {
+                        kernel: k.to_path_buf(),
+                        release,
+                        image_release: i.manifest.kernel_version.clone(),
+                        env: ENV_IMAGE_DIR,
+                    });
+                }
+            }
+        }
         Ok(Self {
             kernel: kernel
                 .map(Path::to_path_buf)

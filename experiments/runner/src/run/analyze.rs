@@ -228,7 +228,13 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
     RunResult {
         scenario: spec.name.clone(),
         outcome,
-        environment: environment(),
+        environment: {
+            let mut e = environment();
+            if let (Some(k), Some(o)) = (&raw.guest_kernel, e.as_object_mut()) {
+                o.insert("guest_kernel".into(), k.clone().into());
+            }
+            e
+        },
         spec: spec.clone(),
         runtime_s: (raw.guest.ended - raw.guest.started).as_secs_f64(),
         guest_pswpin: last.and_then(|v| field(v, "pswpin")).unwrap_or(0),

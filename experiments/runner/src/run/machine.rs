@@ -68,6 +68,9 @@ pub struct RawRun {
     pub guest_mem: u64,
     /// The origin of fault and blk record times (the swapper's epoch).
     pub epoch: Instant,
+    /// The guest kernel: release, Debian package and version (from the
+    /// guest image's manifest).
+    pub guest_kernel: Option<String>,
 }
 
 /// Creates a sparse swap image of `bytes` in `dir`.
@@ -230,6 +233,17 @@ fn assemble_and_run(
         timeline: collected.timeline,
         guest_mem: spec.guest.mem.bytes(),
         epoch,
+        guest_kernel: files
+            .image_dir
+            .as_deref()
+            .and_then(|d| workloads::image::GuestImage::load(d).ok())
+            .map(|i| {
+                let m = i.manifest;
+                format!(
+                    "{} ({} {})",
+                    m.kernel_version, m.kernel_package, m.kernel_package_version
+                )
+            }),
     })
 }
 
