@@ -10,7 +10,7 @@
 //! | `pbzip2` | compresses the first `mb` MiB of the disk's `/usr` files and decompresses them, comparing with the input | input size | rounds | `runtime_s` |
 //! | `compile` | `make -j` of a generated C project (6 files of 80 loops each, `-O2`) and runs the program, checking its answer | — | builds | `runtime_s` |
 //! | `dbench` | `dbench` (`client.txt` load) with 2 clients per vCPU | — | 10 s each | `throughput_mb_s` |
-//! | `redis` | `redis-server` filled with `mb` MiB of 1 KiB values (`DEBUG POPULATE`), then `redis-benchmark` GETs of random keys; checks the key count | data size | requests: keys × passes | `requests_per_s` |
+//! | `redis` | `redis-server` filled with `mb` MiB of 1 KiB values (`DEBUG POPULATE`), then `redis-benchmark` GETs of random keys (16 pipelined); checks the key count | data size | requests: keys × passes | `requests_per_s` |
 //!
 //! Every command prints `swaplab-app <name> ok` after its check and its
 //! metric after that, as `<metric>=<value>`, so a metric only exists for a
@@ -178,7 +178,7 @@ pub fn command(app: &App, p: &AppParams) -> String {
             let keys = mb * 1024;
             let n = keys * u64::from(passes);
             format!(
-                "redis-server --daemonize yes --save '' --appendonly no --enable-debug-command yes --logfile /root/redis.log && i=0 && until redis-cli ping >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 100 ] || exit 9; sleep 0.1; done && redis-cli debug populate {keys} key 1024 >/dev/null && [ $(redis-cli dbsize) = {keys} ] && redis-benchmark -n {n} -q eval \"return redis.call('get','key:'..math.random(0,{}))\" 0 > rb.out; st=$?; redis-cli shutdown nosave; [ $st = 0 ] && cat rb.out && echo 'swaplab-app redis ok' && sed -n 's/.*: \\([0-9.]*\\) requests per second.*/requests_per_s=\\1/p' rb.out",
+                "redis-server --daemonize yes --save '' --appendonly no --enable-debug-command yes --logfile /root/redis.log && i=0 && until redis-cli ping >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 100 ] || exit 9; sleep 0.1; done && redis-cli debug populate {keys} key 1024 >/dev/null && [ $(redis-cli dbsize) = {keys} ] && redis-benchmark -n {n} -P 16 -q eval \"return redis.call('get','key:'..math.random(0,{}))\" 0 > rb.out; st=$?; redis-cli shutdown nosave; [ $st = 0 ] && cat rb.out && echo 'swaplab-app redis ok' && sed -n 's/.*: \\([0-9.]*\\) requests per second.*/requests_per_s=\\1/p' rb.out",
                 keys - 1
             )
         }

@@ -180,6 +180,33 @@ pub struct RunResult {
     /// Memory and swap rates over time.
     #[serde(default)]
     pub timeline: Vec<TimelineSample>,
+    /// The application's metric, for runs of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+}
+
+/// An application's number for one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// `runtime_s`, `throughput_mb_s`, `requests_per_s`, …
+    pub name: String,
+    /// The value.
+    pub value: f64,
+    /// Whether smaller is better (a runtime) rather than larger (a rate).
+    pub lower_is_better: bool,
+}
+
+/// Where a scenario sits in an application experiment: which application
+/// (`group`), under which memory arrangement, at which pressure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// The application (runs of one group are compared with its baseline).
+    pub group: String,
+    /// `baseline`, `guest-swap`, `host-swap`, `host-swap-mitigated` or `balloon`.
+    pub arrangement: String,
+    /// The fraction of the baseline guest's memory the host takes away
+    /// (0 for the baseline).
+    pub pressure: f64,
 }
 
 impl RunResult {
@@ -202,6 +229,9 @@ pub struct ScenarioResults {
     pub config: serde_json::Value,
     /// Repetitions in order.
     pub runs: Vec<RunResult>,
+    /// Its place in an application experiment, if it is part of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<Experiment>,
 }
 
 impl ScenarioResults {

@@ -6,6 +6,7 @@
 //! [`render_all`] turns a [`data::MatrixResults`] into every report file
 //! (names relative to the results directory); the runner writes them.
 
+pub mod apps;
 pub mod data;
 pub mod markdown;
 pub mod progress;
@@ -167,6 +168,25 @@ pub fn render_all(results: &MatrixResults, files: &[Link]) -> Vec<ReportFile> {
             let svg = svg::timeline(&title, &timeline_series(&run.timeline));
             add(format!("timeline-{}.svg", slug(&s.name)), title, svg);
         }
+    }
+    for e in apps::experiments(results) {
+        let lines: Vec<svg::SlowdownLine<'_>> = e
+            .lines
+            .iter()
+            .map(|(arr, pts)| svg::SlowdownLine {
+                label: arr,
+                points: pts
+                    .iter()
+                    .map(|p| (p.pressure, p.median, p.min, p.max))
+                    .collect(),
+            })
+            .collect();
+        let title = format!(
+            "{}: slowdown vs its unpressured baseline ({}, median and range over repetitions)",
+            e.group, e.metric
+        );
+        let svg = svg::slowdown(&title, &lines);
+        add(format!("apps-{}.svg", slug(&e.group)), title, svg);
     }
     let md = markdown::render(results, &figures, files);
     out.push(ReportFile {

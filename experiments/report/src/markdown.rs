@@ -289,6 +289,91 @@ fn failures(out: &mut String, r: &MatrixResults) {
     }
 }
 
+/// The application experiments: per application, slowdown and pages moved
+/// per arrangement and pressure level, then the literature's shapes.
+fn applications(out: &mut String, r: &MatrixResults) {
+    let exps = crate::apps::experiments(r);
+    if exps.is_empty() {
+        return;
+    }
+    out.push_str(
+        "## Applications\n\nEach application's metric against its unpressured baseline (slowdown: \
+         its runtime ratio, or the inverse ratio of a rate; median and range over the \
+         repetitions), and the pages each arrangement moved (host swap-ins + evictions + guest \
+         swap-ins + swap-outs, median). Pressure is the share of the baseline guest's memory \
+         the host takes away; every arrangement at a level has the same host-resident budget.\n\n",
+    );
+    for e in &exps {
+        let _ = writeln!(out, "### {}\n", cell(&e.group));
+        match e.baseline {
+            Some(b) => {
+                let _ = writeln!(
+                    out,
+                    "Baseline {}: {} ({}).\n",
+                    cell(&e.metric),
+                    crate::svg::trim_number(b),
+                    if e.lower_is_better {
+                        "lower is better"
+                    } else {
+                        "higher is better"
+                    }
+                );
+            }
+            None => {
+                out.push_str("No successful baseline run: no slowdown can be given.\n\n");
+                continue;
+            }
+        }
+        if e.lines.is_empty() {
+            out.push_str("No pressured runs of it.\n\n");
+            continue;
+        }
+        let mut levels: Vec<f64> = e
+            .lines
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|p| p.pressure))
+            .collect();
+        levels.sort_by(f64::total_cmp);
+        levels.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        let mut head = String::from("| arrangement |");
+        let mut rule = String::from("|---|");
+        for l in &levels {
+            let _ = write!(head, " {} |", crate::apps::pct(*l));
+            rule.push_str("---|");
+        }
+        let _ = writeln!(out, "{head}\n{rule}");
+        for (arr, pts) in &e.lines {
+            let mut line = format!("| {} |", cell(arr));
+            for l in &levels {
+                match pts.iter().find(|p| (p.pressure - l).abs() < 1e-9) {
+                    Some(p) => {
+                        let _ = write!(
+                            line,
+                            " {:.2}× ({:.2}–{:.2}, n={}); {} pages |",
+                            p.median,
+                            p.min,
+                            p.max,
+                            p.runs,
+                            fmt_count(p.pages_moved)
+                        );
+                    }
+                    None => line.push_str(" – |"),
+                }
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+        let shapes = crate::apps::shapes(e);
+        if shapes.is_empty() {
+            out.push_str("No level has both arrangements of a shape: nothing to compare.\n\n");
+        }
+        for s in shapes {
+            let _ = writeln!(out, "- {}", cell(&s));
+        }
+        out.push('\n');
+    }
+}
+
 /// Renders `report.md`: `figures` are embedded as images, `files` (results
 /// JSON, traces) listed as links; paths relative to the report.
 pub fn render(results: &MatrixResults, figures: &[Link], files: &[Link]) -> String {
@@ -303,6 +388,7 @@ pub fn render(results: &MatrixResults, figures: &[Link], files: &[Link]) -> Stri
     environment(&mut out, results);
     scenarios(&mut out, results);
     comparison(&mut out, results);
+    applications(&mut out, results);
     failures(&mut out, results);
     if !figures.is_empty() {
         out.push_str("## Figures\n\n");

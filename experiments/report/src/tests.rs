@@ -28,6 +28,7 @@ fn run(rep: u32, ok: bool, samples: &[(&str, Vec<u64>)], timeline: bool) -> RunR
         } else {
             Vec::new()
         },
+        metric: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn matrix() -> MatrixResults {
                     run(2, true, &[("host_swap_in", host.clone())], true),
                     run(3, true, &[("host_swap_in", host.clone())], false),
                 ],
+                experiment: None,
             },
             ScenarioResults {
                 name: "double paging!".into(),
@@ -60,12 +62,14 @@ fn matrix() -> MatrixResults {
                     &[("host_swap_in", host), ("guest_swap_out", blk)],
                     false,
                 )],
+                experiment: None,
             },
             ScenarioResults {
                 name: "baseline".into(),
                 description: String::new(),
                 config: serde_json::Value::Null,
                 runs: vec![run(1, true, &[], false)],
+                experiment: None,
             },
         ],
     }

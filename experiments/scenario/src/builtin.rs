@@ -29,6 +29,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("balloon", include_str!("../../../scenarios/balloon.toml")),
     ("soak", include_str!("../../../scenarios/soak.toml")),
+    ("papers", include_str!("../../../scenarios/papers.toml")),
 ];
 
 /// The names of the built-in files.

@@ -315,6 +315,10 @@ impl WorkloadConfig {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// One experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scenario {
@@ -326,6 +330,10 @@ pub struct Scenario {
     pub repetitions: u32,
     /// Per-repetition timeout in seconds.
     pub timeout_s: u64,
+    /// Whether `swaplab run --quick` runs it (a matrix leaves out what a
+    /// quick look can do without, e.g. middle pressure levels).
+    #[serde(default = "yes")]
+    pub quick: bool,
     /// The guest.
     pub guest: GuestConfig,
     /// Host swapping; `None`: off.

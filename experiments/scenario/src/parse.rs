@@ -20,6 +20,7 @@ const TOP_KEYS: &[&str] = &[
     "description",
     "repetitions",
     "timeout_s",
+    "quick",
     "guest",
     "host",
     "balloon",
@@ -28,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
 const DEFAULT_KEYS: &[&str] = &[
     "repetitions",
     "timeout_s",
+    "quick",
     "guest",
     "host",
     "balloon",
@@ -136,6 +138,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         DEFAULT_REPETITIONS,
     )? as u32;
     let timeout_s = uint(root, "timeout_s", bounds::TIMEOUT_S, DEFAULT_TIMEOUT_S)?;
+    let quick = root.boolean("quick")?;
 
     let g = root.sub("guest")?;
     let cpus = uint(&g, "cpus", bounds::CPUS, 1)? as u32;
@@ -246,11 +249,19 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         metric,
         app: app.map(|a| a.name.to_string()),
     };
+    let quick = match quick {
+        Some((b, item)) => {
+            note(&mut origin, &item);
+            b
+        }
+        None => true,
+    };
     let s = Scenario {
         name,
         description,
         repetitions,
         timeout_s,
+        quick,
         guest,
         host,
         balloon,

@@ -199,6 +199,20 @@ impl<'a, 'i> Section<'a, 'i> {
         }
     }
 
+    /// A boolean.
+    pub fn boolean(&self, key: &str) -> Result<Option<(bool, Item<'a, 'i>)>, ScenarioError> {
+        let Some(item) = self.get(key) else {
+            return Ok(None);
+        };
+        match item.value.get_ref() {
+            DeValue::Boolean(b) => Ok(Some((*b, item))),
+            other => Err(item.error(format_args!(
+                "expected true or false, found {}",
+                other.type_str()
+            ))),
+        }
+    }
+
     /// A size string within `range` bytes.
     pub fn size(
         &self,

@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// Override every scenario's repetitions.
     #[arg(long, value_name = "N")]
     pub repetitions: Option<u32>,
+    /// A quick look: one repetition of each scenario, and only the scenarios a matrix
+    /// keeps for it (`quick = false` leaves one out; `papers` keeps two pressure levels).
+    #[arg(long)]
+    pub quick: bool,
     /// Override the guest's RAM.
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<ByteSize>,
@@ -77,6 +81,7 @@ impl RunArgs {
             out: self.out.clone(),
             json: self.json,
             repetitions: self.repetitions,
+            quick: self.quick,
             mem: self.mem,
             guest_swap: self.guest_swap,
             host_limit: self.host_limit,

@@ -30,6 +30,7 @@ fn run(rep: u32, runtime_s: f64, faults: u64, p50_us: u64) -> RunResult {
         latency,
         samples: BTreeMap::new(),
         timeline: Vec::new(),
+        metric: None,
     }
 }
 
@@ -57,12 +58,14 @@ fn results(timing_grade: bool) -> MatrixResults {
                 description: "host | swaps".into(),
                 config: serde_json::Value::Null,
                 runs: vec![run(1, 12.0, 1000, 40), run(2, 11.0, 1200, 44), failed],
+                experiment: None,
             },
             ScenarioResults {
                 name: "baseline".into(),
                 description: "fits".into(),
                 config: serde_json::Value::Null,
                 runs: vec![run(1, 5.0, 7, 3), timed_out],
+                experiment: None,
             },
         ],
     }

@@ -8,6 +8,9 @@
 
 mod axis;
 mod canvas;
+mod slowdown;
+
+pub use slowdown::{slowdown, SlowdownLine};
 
 use axis::{byte_ticks, decades, fmt_rate, linear_ticks, log_ticks, thin_labels, Tick};
 pub use axis::{fmt_ns, trim_number};

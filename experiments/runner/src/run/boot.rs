@@ -22,6 +22,7 @@ pub fn scenario(args: &BootOptions) -> Scenario {
         description: String::new(),
         repetitions: 1,
         timeout_s: args.timeout,
+        quick: true,
         guest: GuestConfig {
             mem: args.mem,
             cpus: args.cpus,

@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub json: bool,
     /// Override every scenario's repetitions.
     pub repetitions: Option<u32>,
+    /// One repetition each, and only the scenarios with `quick` (the default).
+    pub quick: bool,
     /// Override the guest's RAM.
     pub mem: Option<ByteSize>,
     /// Override the guest swap disk size.
@@ -88,6 +90,9 @@ pub fn load(args: &RunOptions) -> anyhow::Result<Vec<Scenario>> {
     for name in &names {
         let m: Matrix = scenario::load(name).map_err(|e| usage(e.to_string()))?;
         for mut s in m.scenarios {
+            if args.quick && !s.quick {
+                continue;
+            }
             if out.iter().any(|o| o.name == s.name) {
                 return Err(usage(format!("scenario {:?} is named twice", s.name)));
             }
@@ -101,6 +106,9 @@ pub fn load(args: &RunOptions) -> anyhow::Result<Vec<Scenario>> {
 }
 
 fn overrides(args: &RunOptions, s: &mut Scenario) {
+    if args.quick {
+        s.repetitions = 1;
+    }
     if let Some(n) = args.repetitions {
         s.repetitions = n;
     }

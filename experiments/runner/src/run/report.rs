@@ -150,6 +150,16 @@ pub fn run_counters(r: &RunResult) -> BTreeMap<String, u64> {
             put("balloon_reported_pages", v);
         }
     }
+    if let Some(d) = &r.root_disk {
+        for (k, name) in [
+            ("bytes_read", "root_disk_read_bytes"),
+            ("bytes_written", "root_disk_write_bytes"),
+        ] {
+            if let Some(v) = json_u64(d, k) {
+                put(name, v);
+            }
+        }
+    }
     if let Some(v) = r.vm.as_ref().and_then(vm_exits) {
         put(counters::VM_EXITS, v);
     }
@@ -297,7 +307,60 @@ pub fn report_run(r: &RunResult, repetition: u32) -> data::RunResult {
             .map(|(k, v)| (k.clone(), LatencySamples::Raw(v.clone())))
             .collect(),
         timeline: run_timeline(r),
+        metric: r.metric.map(|value| report::data::Metric {
+            name: r.metric_name.clone().unwrap_or_else(|| "metric".into()),
+            value,
+            lower_is_better: r
+                .spec
+                .workload
+                .application()
+                .is_none_or(|a| a.lower_is_better),
+        }),
     }
+}
+
+/// Where `spec` sits in an application experiment, `base_mem` being the
+/// guest memory of its application's unpressured baseline: the arrangement
+/// from its configuration (a balloon; host swap with or without
+/// mitigations; a smaller guest that swaps itself; else the baseline) and
+/// the pressure, 1 − the host-resident budget (the host limit, or the
+/// smaller guest's RAM) / `base_mem`.
+pub fn experiment(spec: &Scenario, base_mem: u64) -> Option<report::data::Experiment> {
+    let app = spec.workload.application()?;
+    let mem = spec.guest.mem.bytes();
+    let (arrangement, budget) = match (&spec.host, &spec.balloon.policy) {
+        (Some(h), scenario::BalloonPolicy::Manual { .. }) => ("balloon", h.limit.bytes()),
+        (Some(h), _) if !h.mitigations.is_empty() => ("host-swap-mitigated", h.limit.bytes()),
+        (Some(h), _) => ("host-swap", h.limit.bytes()),
+        (None, _) if mem < base_mem => ("guest-swap", mem),
+        (None, _) => ("baseline", base_mem),
+    };
+    let pressure = if base_mem == 0 {
+        0.0
+    } else {
+        (1.0 - budget as f64 / base_mem as f64).max(0.0)
+    };
+    Some(report::data::Experiment {
+        group: app.name.to_string(),
+        arrangement: arrangement.to_string(),
+        pressure: (pressure * 1000.0).round() / 1000.0,
+    })
+}
+
+/// Per application, the guest memory of its unpressured baseline (the
+/// largest guest among its runs without host swap or balloon).
+fn baseline_mems(runs: &[RunResult]) -> BTreeMap<&'static str, u64> {
+    let mut out = BTreeMap::new();
+    for r in runs {
+        let s = &r.spec;
+        if let Some(app) = s.workload.application() {
+            if s.host.is_none() && matches!(s.balloon.policy, scenario::BalloonPolicy::None) {
+                let m = out.entry(app.name).or_insert(0);
+                *m = (*m).max(s.guest.mem.bytes());
+            }
+        }
+    }
+    out
 }
 
 /// The report's environment from a result's `environment` block
@@ -322,20 +385,25 @@ pub fn environment(env: &Value, guest_kernel: &str, date: &str, commit: &str) ->
 /// Groups `runs` by scenario (in order of first appearance; repetitions
 /// numbered in order within their scenario) into the report's data.
 pub fn matrix_results(info: &MatrixInfo, env: Environment, runs: &[RunResult]) -> MatrixResults {
+    let base = baseline_mems(runs);
     let mut scenarios: Vec<ScenarioResults> = Vec::new();
     for r in runs {
-        let i = match scenarios.iter().position(|s| s.name == r.scenario) {
-            Some(i) => i,
-            None => {
-                scenarios.push(ScenarioResults {
-                    name: r.scenario.clone(),
-                    description: r.spec.description.clone(),
-                    config: serde_json::to_value(&r.spec).unwrap_or(Value::Null),
-                    runs: Vec::new(),
-                });
-                scenarios.len() - 1
-            }
-        };
+        let i =
+            match scenarios.iter().position(|s| s.name == r.scenario) {
+                Some(i) => i,
+                None => {
+                    scenarios.push(ScenarioResults {
+                        name: r.scenario.clone(),
+                        description: r.spec.description.clone(),
+                        config: serde_json::to_value(&r.spec).unwrap_or(Value::Null),
+                        runs: Vec::new(),
+                        experiment: r.spec.workload.application().and_then(|a| {
+                            experiment(&r.spec, base.get(a.name).copied().unwrap_or(0))
+                        }),
+                    });
+                    scenarios.len() - 1
+                }
+            };
         let s = &mut scenarios[i];
         let rep = s.runs.len() as u32 + 1;
         s.runs.push(report_run(r, rep));

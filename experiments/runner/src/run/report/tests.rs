@@ -364,3 +364,44 @@ fn guest_kernel_from_the_image_manifest() {
         "linux-image-6.1.0-28-amd64 6.1.119-1 (6.1.0-28-amd64)"
     );
 }
+
+#[test]
+fn the_papers_matrix_maps_to_arrangements_and_equal_pressure_levels() {
+    let m = scenario::load("papers").unwrap();
+    let runs: Vec<RunResult> = m
+        .scenarios
+        .iter()
+        .map(|s| crate::run::report::failed_run(s, "not run"))
+        .collect();
+    let base = baseline_mems(&runs);
+    assert_eq!(base.len(), 3, "{base:?}");
+    let mut quick = 0;
+    for s in &m.scenarios {
+        let e = experiment(s, base[s.workload.app.as_deref().unwrap()]).unwrap();
+        // The names say what the configuration must give.
+        let want_arr = [
+            "host-swap-mitigated",
+            "guest-swap",
+            "host-swap",
+            "balloon",
+            "baseline",
+        ]
+        .into_iter()
+        .find(|a| s.name.contains(&format!("-{a}")))
+        .unwrap();
+        assert_eq!(e.arrangement, want_arr, "{}", s.name);
+        let want_p = match s.name.rsplit('-').next().unwrap() {
+            "25" => 0.25,
+            "50" => 0.5,
+            "37" => 0.375,
+            _ => 0.0,
+        };
+        assert_eq!(e.pressure, want_p, "{}", s.name);
+        assert_eq!(e.group, s.workload.app.clone().unwrap());
+        quick += usize::from(s.quick);
+        assert!(s.repetitions >= 3);
+    }
+    assert_eq!(m.scenarios.len(), 39);
+    // --quick: the baselines and the 25 % and 50 % levels.
+    assert_eq!(quick, 27);
+}
