@@ -38,14 +38,13 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
-use super::backend::BlkBackend;
+use super::backend::{punch_hole, BlkBackend};
 
 /// Copy-on-write granularity in bytes: a block is in one layer or the other.
 pub const OVERLAY_BLOCK: u64 = 4096;
@@ -231,28 +230,6 @@ fn create_named(dir: &Path) -> io::Result<(File, PathBuf)> {
         io::ErrorKind::AlreadyExists,
         "no unused name for the overlay top layer",
     ))
-}
-
-/// Punches a hole of `len` bytes at `offset` in `file` (keeping its size).
-fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    };
-    // SAFETY: fallocate only reads its integer arguments; the fd is owned by
-    // `file`, which is borrowed for the duration of the call.
-    let r = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off,
-            len,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Writes zeros to `[from, to)` of `file`.
