@@ -44,6 +44,8 @@ pub struct AppExperiment {
     pub lower_is_better: bool,
     /// The baseline's median metric (none: no successful baseline run).
     pub baseline: Option<f64>,
+    /// The baseline runs' own spread as slowdowns against their median (min, max).
+    pub baseline_spread: Option<(f64, f64)>,
     /// Per arrangement (in [`ARRANGEMENTS`] order), its points by pressure.
     pub lines: Vec<(String, Vec<Point>)>,
 }
@@ -115,6 +117,13 @@ fn experiment(r: &MatrixResults, group: &str) -> AppExperiment {
         .collect();
     let baseline = (!base.is_empty()).then(|| median(&mut base));
     let slowdown = |v: f64| baseline.map(|b| if lower_is_better { v / b } else { b / v });
+    let spread: Vec<f64> = base.iter().filter_map(|v| slowdown(*v)).collect();
+    let baseline_spread = (!spread.is_empty()).then(|| {
+        (
+            spread.iter().copied().fold(f64::INFINITY, f64::min),
+            spread.iter().copied().fold(0.0, f64::max),
+        )
+    });
     let lines = ARRANGEMENTS
         .iter()
         .map(|arr| {
@@ -162,6 +171,7 @@ fn experiment(r: &MatrixResults, group: &str) -> AppExperiment {
         metric,
         lower_is_better,
         baseline,
+        baseline_spread,
         lines,
     }
 }
@@ -314,6 +324,8 @@ mod tests {
         assert_eq!(e.len(), 1);
         let e = &e[0];
         assert_eq!(e.baseline, Some(11.0));
+        let (lo, hi) = e.baseline_spread.unwrap();
+        assert!((lo - 10.0 / 11.0).abs() < 1e-9 && (hi - 12.0 / 11.0).abs() < 1e-9);
         let hs = point(e, "host-swap", 0.5).unwrap();
         assert!((hs.median - 31.5 / 11.0).abs() < 1e-9);
         assert!((hs.min - 30.0 / 11.0).abs() < 1e-9 && (hs.max - 3.0).abs() < 1e-9);

@@ -170,21 +170,20 @@ pub fn render_all(results: &MatrixResults, files: &[Link]) -> Vec<ReportFile> {
         }
     }
     for e in apps::experiments(results) {
+        // Every line starts at the baseline (pressure 0, its own spread).
+        let origin = e.baseline_spread.map(|(lo, hi)| (0.0, 1.0, lo, hi));
         let lines: Vec<svg::SlowdownLine<'_>> = e
             .lines
             .iter()
             .map(|(arr, pts)| svg::SlowdownLine {
                 label: arr,
-                points: pts
-                    .iter()
-                    .map(|p| (p.pressure, p.median, p.min, p.max))
+                points: origin
+                    .into_iter()
+                    .chain(pts.iter().map(|p| (p.pressure, p.median, p.min, p.max)))
                     .collect(),
             })
             .collect();
-        let title = format!(
-            "{}: slowdown vs its unpressured baseline ({}, median and range over repetitions)",
-            e.group, e.metric
-        );
+        let title = format!("{}: slowdown vs unpressured ({})", e.group, e.metric);
         let svg = svg::slowdown(&title, &lines);
         add(format!("apps-{}.svg", slug(&e.group)), title, svg);
     }

@@ -15,7 +15,8 @@ pub struct SlowdownLine<'a> {
     pub points: Vec<(f64, f64, f64, f64)>,
 }
 
-/// The plot, with a dashed line at 1 (the baseline).
+/// The plot, with a dashed line at 1 (the baseline). Lines usually start at
+/// pressure 0 with the baseline's own spread.
 pub fn slowdown(title: &str, lines: &[SlowdownLine<'_>]) -> String {
     let frame = Frame {
         left: LEFT,
@@ -47,8 +48,15 @@ pub fn slowdown(title: &str, lines: &[SlowdownLine<'_>]) -> String {
         .filter(|v| finite(*v))
         .fold(1f64, f64::max);
     let (x_top, x_ticks) = linear_ticks(x_max * 100.0, 6, &|v| format!("{} %", trim_number(v)));
+    // Ticks are in percent, points in fractions.
+    x_axis(
+        &mut c,
+        &frame,
+        &x_ticks,
+        &|v| frame.x(v / x_top),
+        "memory the host takes away",
+    );
     let px = |p: f64| frame.x(p * 100.0 / x_top);
-    x_axis(&mut c, &frame, &x_ticks, &px, "memory the host takes away");
     let (y_top, y_ticks) = linear_ticks(y_max * 1.1, 6, &|v| format!("{}×", trim_number(v)));
     y_axis(
         &mut c,
@@ -70,9 +78,9 @@ pub fn slowdown(title: &str, lines: &[SlowdownLine<'_>]) -> String {
         Some("4 4"),
     );
     c.text(
-        frame.left + frame.width - 4.0,
+        frame.left + 6.0,
         py(1.0) - 4.0,
-        Anchor::End,
+        Anchor::Start,
         11.0,
         "baseline",
         None,
@@ -87,6 +95,8 @@ pub fn slowdown(title: &str, lines: &[SlowdownLine<'_>]) -> String {
         let pts: Vec<(f64, f64)> = l.points.iter().map(|p| (px(p.0), py(p.1))).collect();
         c.polyline(&pts, col, 2.0, None);
         for p in &l.points {
+            // A marker, so a line of one point shows.
+            c.rect(px(p.0) - 3.0, py(p.1) - 3.0, 6.0, 6.0, col, col);
             // The spread, with short caps; a small offset per line keeps bars apart.
             let x = px(p.0) + (i as f64 - 1.5) * 4.0;
             c.line(x, py(p.2), x, py(p.3), col, 1.5, None);
