@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::data::{counters, MatrixResults, RunResult, ScenarioResults};
-use crate::markdown::fmt_count;
+use crate::svg::fmt_count;
 
 /// The arrangements, in the order reports show them.
 pub const ARRANGEMENTS: &[&str] = &["guest-swap", "host-swap", "host-swap-mitigated", "balloon"];

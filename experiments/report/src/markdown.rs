@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::data::{counters, MatrixResults, Outcome, ScenarioResults};
 use super::stats::{spread, Spread};
-use super::svg::trim_number;
+use super::svg::{fmt_count, trim_number};
 
 /// A file the report links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,22 +22,6 @@ pub fn cell(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('|', "\\|")
         .replace(['\n', '\r'], " ")
-}
-
-/// A count: exact below 100 000, else 3 significant digits with k/M/G.
-pub fn fmt_count(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e9 {
-        format!("{}G", trim_number(v / 1e9))
-    } else if a >= 1e6 {
-        format!("{}M", trim_number(v / 1e6))
-    } else if a >= 1e5 {
-        format!("{}k", trim_number(v / 1e3))
-    } else if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
 }
 
 /// `median (min–max)`, or just the median when all repetitions agree, or `—`.

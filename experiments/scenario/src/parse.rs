@@ -163,35 +163,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         }
         None => 1.0,
     };
-    let kind = choice(
-        &w,
-        "kind",
-        &[
-            ("touch", WorkloadKind::Touch),
-            ("integrity", WorkloadKind::Integrity),
-            ("command", WorkloadKind::Command),
-            ("app", WorkloadKind::App),
-        ],
-        &mut origin,
-    )?
-    .unwrap_or(WorkloadKind::Touch);
-    let command = text(&w, "command", bounds::COMMAND_BYTES, &mut origin)?;
-    let metric = text(&w, "metric", bounds::METRIC_BYTES, &mut origin)?;
-    let app = match w.str("app")? {
-        Some((name, item)) => match workloads::apps::find(name) {
-            Some(a) => {
-                note(&mut origin, &item);
-                Some(a)
-            }
-            None => {
-                return Err(item.error(format_args!(
-                    "unknown application {name:?} (known: {})",
-                    workloads::apps::names().join(", ")
-                )))
-            }
-        },
-        None => None,
-    };
+    let (kind, command, metric, app) = program(&w, &mut origin)?;
     let mb = match w.uint("mb", bounds::WORKLOAD_MB)? {
         Some((v, item)) => {
             note(&mut origin, &item);
@@ -270,6 +242,53 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
     };
     s.validate()?;
     Ok(s)
+}
+
+/// What the workload runs: its kind, and for a command its command and
+/// metric, for an application the application (an unknown name is an error).
+#[allow(clippy::type_complexity)]
+fn program(
+    w: &Section<'_, '_>,
+    origin: &mut BTreeMap<String, Pos>,
+) -> Result<
+    (
+        WorkloadKind,
+        Option<String>,
+        Option<String>,
+        Option<&'static workloads::apps::App>,
+    ),
+    ScenarioError,
+> {
+    let kind = choice(
+        w,
+        "kind",
+        &[
+            ("touch", WorkloadKind::Touch),
+            ("integrity", WorkloadKind::Integrity),
+            ("command", WorkloadKind::Command),
+            ("app", WorkloadKind::App),
+        ],
+        origin,
+    )?
+    .unwrap_or(WorkloadKind::Touch);
+    let command = text(w, "command", bounds::COMMAND_BYTES, origin)?;
+    let metric = text(w, "metric", bounds::METRIC_BYTES, origin)?;
+    let app = match w.str("app")? {
+        Some((name, item)) => match workloads::apps::find(name) {
+            Some(a) => {
+                note(origin, &item);
+                Some(a)
+            }
+            None => {
+                return Err(item.error(format_args!(
+                    "unknown application {name:?} (known: {})",
+                    workloads::apps::names().join(", ")
+                )))
+            }
+        },
+        None => None,
+    };
+    Ok((kind, command, metric, app))
 }
 
 /// A string of at most `max` bytes, if set.

@@ -292,6 +292,40 @@ fn say(opts: &ImageOptions, msg: &str) {
     tracing::info!("{msg}");
 }
 
+/// The modules an image holds, in load order, and as the manifest records
+/// them: `names` with their dependencies (loaded at every boot), then those
+/// [`ROOT_MODULES`] add (loaded only for a root disk).
+#[allow(clippy::type_complexity)]
+fn image_modules(
+    k: &kernel::KernelFiles,
+    names: &[String],
+) -> Result<
+    (
+        Vec<modules::ModulePath>,
+        Vec<ManifestModule>,
+        Vec<ManifestModule>,
+    ),
+    ImageError,
+> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let base_mods = modules::closure(&k.modules_dir, &names)?;
+    let all_names: Vec<&str> = names.iter().chain(ROOT_MODULES).copied().collect();
+    let all_mods = modules::closure(&k.modules_dir, &all_names)?;
+    let in_guest = |m: &modules::ModulePath| ManifestModule {
+        name: m.name.clone(),
+        path: format!("/lib/modules/{}/{}", k.version, m.uncompressed_rel()),
+    };
+    let manifest_modules: Vec<ManifestModule> = base_mods.iter().map(in_guest).collect();
+    // The root disk's: those of the whole closure the base set lacks, in load order.
+    let root_mods: Vec<modules::ModulePath> = all_mods
+        .into_iter()
+        .filter(|m| !base_mods.iter().any(|b| b.name == m.name))
+        .collect();
+    let root_modules: Vec<ManifestModule> = root_mods.iter().map(in_guest).collect();
+    let mods = base_mods.into_iter().chain(root_mods).collect();
+    Ok((mods, manifest_modules, root_modules))
+}
+
 /// Make sure the guest image for `opts` exists in the cache and return it.
 ///
 /// Cheap when nothing changed: it resolves the kernel package (one apt query),
@@ -304,22 +338,7 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
         None => cache::default_cache_dir()?,
     };
     let k = kernel::ensure_kernel_from(&cache_dir, &opts.source, &opts.metapackage, opts.progress)?;
-    let names: Vec<&str> = opts.modules.iter().map(String::as_str).collect();
-    let base_mods = modules::closure(&k.modules_dir, &names)?;
-    let all_names: Vec<&str> = names.iter().chain(ROOT_MODULES).copied().collect();
-    let all_mods = modules::closure(&k.modules_dir, &all_names)?;
-    let in_guest = |m: &modules::ModulePath| ManifestModule {
-        name: m.name.clone(),
-        path: format!("/lib/modules/{}/{}", k.version, m.uncompressed_rel()),
-    };
-    let manifest_modules: Vec<ManifestModule> = base_mods.iter().map(in_guest).collect();
-    // The root disk's modules: those of the whole closure the base set lacks, in load order.
-    let root_mods: Vec<&modules::ModulePath> = all_mods
-        .iter()
-        .filter(|m| !base_mods.iter().any(|b| b.name == m.name))
-        .collect();
-    let root_modules: Vec<ManifestModule> = root_mods.iter().map(|m| in_guest(m)).collect();
-    let mods: Vec<&modules::ModulePath> = base_mods.iter().chain(root_mods).collect();
+    let (mods, manifest_modules, root_modules) = image_modules(&k, &opts.modules)?;
     let env_busybox = std::env::var_os(ENV_BUSYBOX)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);

@@ -190,6 +190,22 @@ pub fn thin_labels(labels: &mut [(f64, Option<String>)], font_size: f64, gap: f6
     }
 }
 
+/// A count: exact below 100 000, else 3 significant digits with k/M/G.
+pub fn fmt_count(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{}G", trim_number(v / 1e9))
+    } else if a >= 1e6 {
+        format!("{}M", trim_number(v / 1e6))
+    } else if a >= 1e5 {
+        format!("{}k", trim_number(v / 1e3))
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
