@@ -193,7 +193,10 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
 
     // The screen is up at 80x24 with its panels and help line.
     let first = session.wait_for("the demo's screen", Duration::from_secs(60), |s| {
-        s.contains("swaplab demo").then(|| s.to_string())
+        // The whole frame: tmux can be read while the first one is still
+        // being written (the title drawn, the panels not yet), so wait for
+        // its last line, the help line, too.
+        (s.contains("swaplab demo") && s.contains("quit")).then(|| s.to_string())
     });
     assert!(
         first.contains("Guest memory") && first.contains("Balloon"),
