@@ -293,6 +293,18 @@ impl WorkloadConfig {
         matches!(self.kind, WorkloadKind::Touch | WorkloadKind::Integrity)
     }
 
+    /// The memory the workload says it uses, for the checks against guest
+    /// RAM and the host limit: none for an application (its `mb` is data, a
+    /// file set or an input, not necessarily memory) or a command that gives
+    /// no `mb`.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        match self.kind {
+            WorkloadKind::App => None,
+            WorkloadKind::Command if self.mb == 0 => None,
+            _ => Some(self.bytes()),
+        }
+    }
+
     /// The application, for `kind = "app"` with a known name.
     pub fn application(&self) -> Option<&'static workloads::apps::App> {
         (self.kind == WorkloadKind::App)

@@ -287,13 +287,11 @@ impl Scenario {
     /// The working set fits in guest RAM and swap, besides the guest OS and
     /// a `balloon` of that many bytes.
     fn validate_fit(&self, balloon: u64) -> Result<(), ScenarioError> {
-        if self.workload.kind == WorkloadKind::App {
-            // Its `mb` is data (a file set, an input), not necessarily memory.
+        let Some(ws) = self.workload.memory_bytes() else {
             return Ok(());
-        }
+        };
         let mem = self.guest.mem.0;
         let swap = self.guest.swap.map_or(0, |s| s.0);
-        let ws = self.workload.bytes();
         let room = mem - GUEST_OS_RESERVE - balloon + swap;
         if ws > room {
             let mut sum = format!(
@@ -359,11 +357,9 @@ impl Scenario {
                 }
                 // Without guest swap, the guest touches about its OS and the
                 // working set; if that fits, the host has nothing to evict.
-                // (A command without workload.mb, or an application, does
-                // not say what it uses.)
-                let unknown = !self.workload.known_working_set() && ws == 0
-                    || self.workload.kind == WorkloadKind::App;
-                if swap == 0 && !unknown && ws + GUEST_OS_RESERVE <= limit {
+                // (Unless the workload does not say what it uses.)
+                let known = self.workload.memory_bytes().is_some();
+                if swap == 0 && known && ws + GUEST_OS_RESERVE <= limit {
                     return Err(self.invalid(
                         "host.limit",
                         format!(

@@ -266,6 +266,27 @@ impl GuestImage {
     }
 }
 
+/// How reports name the kernel of the image in `dir`: `PACKAGE VERSION
+/// (RELEASE)`, or the release alone, from its manifest read loosely (an
+/// older manifest may lack fields); empty when there is none.
+pub fn kernel_label(dir: &Path) -> String {
+    let Some(text) = std::fs::read_to_string(dir.join(MANIFEST)).ok() else {
+        return String::new();
+    };
+    let Ok(m) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return String::new();
+    };
+    let s = |k: &str| m.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+    match (
+        s("kernel_package"),
+        s("kernel_package_version"),
+        s("kernel_version"),
+    ) {
+        ("", _, release) => release.to_string(),
+        (pkg, ver, release) => format!("{pkg} {ver} ({release})"),
+    }
+}
+
 /// Everything that determines an image's bytes; hashed into its key.
 #[derive(Debug, Serialize)]
 struct Inputs<'a> {

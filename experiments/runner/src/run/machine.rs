@@ -68,8 +68,8 @@ pub struct RawRun {
     pub guest_mem: u64,
     /// The origin of fault and blk record times (the swapper's epoch).
     pub epoch: Instant,
-    /// The guest kernel: release, Debian package and version (from the
-    /// guest image's manifest).
+    /// The guest kernel: Debian package, version and release (from the
+    /// guest image's manifest, as the report names it).
     pub guest_kernel: Option<String>,
 }
 
@@ -236,14 +236,8 @@ fn assemble_and_run(
         guest_kernel: files
             .image_dir
             .as_deref()
-            .and_then(|d| workloads::image::GuestImage::load(d).ok())
-            .map(|i| {
-                let m = i.manifest;
-                format!(
-                    "{} ({} {})",
-                    m.kernel_version, m.kernel_package, m.kernel_package_version
-                )
-            }),
+            .map(workloads::image::kernel_label)
+            .filter(|k| !k.is_empty()),
     })
 }
 

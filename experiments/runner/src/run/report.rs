@@ -455,22 +455,9 @@ pub fn failed_run(spec: &Scenario, why: &str) -> RunResult {
 /// The guest kernel of the image in `image_dir` (package, version and
 /// release from its manifest); empty when unknown.
 pub fn guest_kernel(image_dir: Option<&Path>) -> String {
-    let Some(text) = image_dir.and_then(|d| std::fs::read_to_string(d.join("manifest.json")).ok())
-    else {
-        return String::new();
-    };
-    let Ok(m) = serde_json::from_str::<Value>(&text) else {
-        return String::new();
-    };
-    let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
-    match (
-        s("kernel_package"),
-        s("kernel_package_version"),
-        s("kernel_version"),
-    ) {
-        ("", _, release) => release.to_string(),
-        (pkg, ver, release) => format!("{pkg} {ver} ({release})"),
-    }
+    image_dir
+        .map(workloads::image::kernel_label)
+        .unwrap_or_default()
 }
 
 /// swaplab's source commit, `-dirty` when tracked files changed: asked of
