@@ -44,6 +44,7 @@
 //! | `guest.mem` | size, 128M–64G | `"256M"` | guest RAM |
 //! | `guest.cpus` | integer 1–32 | 1 | vCPUs |
 //! | `guest.swap` | size, 1M–64G | none | size of the guest's swap disk (a virtio-blk device the guest swaps to); absent: the guest has no swap |
+//! | `guest.kernel` | `NAME[@SUITE]` | the default image's (`linux-image-amd64`) | the guest kernel's Debian package, as `swaplab image --kernel-package` takes it (e.g. `"linux-image-amd64@bookworm-backports"`, 6.12); runs use the newest kernel of it in the cache (its image is built from it when missing) and never download one: a kernel never fetched is an error before anything boots |
 //! | `host.limit` | size | none | resident limit of guest RAM on the host, enforced by the userfaultfd swapper; absent: no host swapping (the rest of `[host]` then must not be given) |
 //! | `host.store` | `file`, `memory`, `lz4` | `memory` | where the host swapper keeps evicted pages (a swap file, plain memory, lz4-compressed memory) |
 //! | `host.policy` | `fifo`, `random`, `clock` | `clock` | which page the host swapper evicts |

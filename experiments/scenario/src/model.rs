@@ -164,6 +164,11 @@ pub struct GuestConfig {
     /// `command` workload sets it.
     #[serde(default)]
     pub root_disk: bool,
+    /// The guest kernel's Debian package, `NAME[@SUITE]` (`guest.kernel`; as
+    /// `swaplab image --kernel-package` takes it, which builds its image).
+    /// `None`: the default guest image's kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 /// Which page the host swapper evicts (the runner maps it to the swapper's own kind).

@@ -35,7 +35,7 @@ const DEFAULT_KEYS: &[&str] = &[
     "balloon",
     "workload",
 ];
-const GUEST_KEYS: &[&str] = &["mem", "cpus", "swap"];
+const GUEST_KEYS: &[&str] = &["mem", "cpus", "swap", "kernel"];
 const HOST_KEYS: &[&str] = &["limit", "store", "policy", "prefetch", "mitigations"];
 const BALLOON_KEYS: &[&str] = &["policy", "target", "period_s", "stats_interval_ms"];
 const WORKLOAD_KEYS: &[&str] = &[
@@ -196,6 +196,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         cpus,
         swap: size_or(&g, "swap", bounds::GUEST_SWAP, &mut origin)?,
         root_disk: matches!(kind, WorkloadKind::Command | WorkloadKind::App),
+        kernel: guest_kernel(&g, &mut origin)?,
     };
     let host = host(&h, prefetch, &mut origin)?;
     let balloon = BalloonConfig {
@@ -242,6 +243,19 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
     };
     s.validate()?;
     Ok(s)
+}
+
+/// `guest.kernel`: the guest kernel's Debian package, `NAME[@SUITE]`.
+fn guest_kernel(
+    g: &Section<'_, '_>,
+    origin: &mut BTreeMap<String, Pos>,
+) -> Result<Option<String>, ScenarioError> {
+    let Some((spec, item)) = g.str("kernel")? else {
+        return Ok(None);
+    };
+    workloads::image::kernel::parse_package_spec(spec).map_err(|e| item.error(e))?;
+    note(origin, &item);
+    Ok(Some(spec.to_string()))
 }
 
 /// What the workload runs: its kind, and for a command its command and

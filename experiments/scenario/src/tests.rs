@@ -258,6 +258,19 @@ fn each_bad_value_names_its_key() {
             "expected an integer, found string",
         ),
         ("swap", "swap = \"lots\"", "guest.swap", "bad size \"lots\""),
+        (
+            "swap",
+            "kernel = \"linux image\"",
+            "guest.kernel",
+            "expected a Debian kernel package name, optionally @SUITE",
+        ),
+        (
+            "swap",
+            "kernel = \"linux-image-amd64@\"",
+            "guest.kernel",
+            "expected a Debian kernel package name",
+        ),
+        ("swap", "kernel = 6", "guest.kernel", "expected a string"),
         ("limit", "limit = true", "host.limit", "found boolean"),
         (
             "store",
@@ -770,4 +783,22 @@ fn a_spec_reads_back_from_its_json_exactly() {
         let read: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(read, serde_json::to_value(&s).unwrap(), "{ratio}");
     }
+}
+
+#[test]
+fn guest_kernel_names_a_debian_package() {
+    let s = scenario(&BASE.replace(
+        "swap = \"512M\"",
+        "swap = \"512M\"\nkernel = \"linux-image-amd64@bookworm-backports\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.guest.kernel.as_deref(),
+        Some("linux-image-amd64@bookworm-backports")
+    );
+    // Unset: the default image, and nothing in the serialized settings.
+    let s = scenario(BASE).unwrap();
+    assert_eq!(s.guest.kernel, None);
+    let json = serde_json::to_string(&s.guest).unwrap();
+    assert!(!json.contains("kernel"), "{json}");
 }

@@ -67,28 +67,14 @@ pub fn options(args: &ImageArgs) -> anyhow::Result<ImageOptions> {
         busybox: args.busybox.clone(),
         compression,
         progress: Some(progress),
+        offline: false,
     })
 }
 
 /// `NAME` or `NAME@SUITE`: the package and where apt finds it.
 fn kernel_package(arg: &str) -> anyhow::Result<(String, KernelSource)> {
-    let (name, suite) = match arg.split_once('@') {
-        Some((n, s)) => (n, Some(s)),
-        None => (arg, None),
-    };
-    let ok = |t: &str| {
-        !t.is_empty()
-            && t.len() <= 100
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.~".contains(c))
-    };
-    if !ok(name) || suite.is_some_and(|s| !ok(s)) {
-        return Err(runner::cli::usage(format!(
-            "--kernel-package {arg:?}: expected a Debian package name, optionally @SUITE (e.g. linux-image-amd64@bookworm-backports)"
-        )));
-    }
-    let source = suite.map_or(KernelSource::Host, KernelSource::debian_suite);
-    Ok((name.to_string(), source))
+    workloads::image::kernel::parse_package_spec(arg)
+        .map_err(|e| runner::cli::usage(format!("--kernel-package {e}")))
 }
 
 /// The manifest as JSON, with file names made absolute and `dir`/`built` added.

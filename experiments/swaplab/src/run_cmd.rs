@@ -12,7 +12,7 @@ use crate::sandbox_cmd::SandboxFlag;
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Scenarios or matrices to run: built-in names (default, baseline, guest-swap,
-    /// host-swap, host-swap-mitigated, double-paging, balloon, soak) or TOML files.
+    /// host-swap, host-swap-mitigated, double-paging, balloon, soak, papers) or TOML files.
     /// None: the standard matrix (`default`).
     #[arg(value_name = "SCENARIO")]
     pub scenarios: Vec<String>,

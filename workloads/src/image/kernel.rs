@@ -47,6 +47,30 @@ pub enum KernelSource {
     Suite(AptSuite),
 }
 
+/// Parses `NAME` or `NAME@SUITE` (how `swaplab image --kernel-package` and a
+/// scenario's `guest.kernel` name a guest kernel): the Debian package and where
+/// apt finds it (the host's apt, or that suite of Debian's archive). The error
+/// says what was expected.
+pub fn parse_package_spec(spec: &str) -> Result<(String, KernelSource), String> {
+    let (name, suite) = match spec.split_once('@') {
+        Some((n, s)) => (n, Some(s)),
+        None => (spec, None),
+    };
+    let ok = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 100
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.~".contains(c))
+    };
+    if !ok(name) || suite.is_some_and(|s| !ok(s)) {
+        return Err(format!(
+            "{spec:?}: expected a Debian kernel package name, optionally @SUITE (e.g. linux-image-amd64@bookworm-backports)"
+        ));
+    }
+    let source = suite.map_or(KernelSource::Host, KernelSource::debian_suite);
+    Ok((name.to_string(), source))
+}
+
 impl KernelSource {
     /// `suite` of Debian's main archive.
     pub fn debian_suite(suite: &str) -> Self {

@@ -103,6 +103,12 @@ pub enum ImageError {
     /// An image directory without its files.
     #[error("{0}: image directory is incomplete (rebuild with `swaplab image --force`)")]
     Incomplete(PathBuf),
+    /// [`ImageOptions::offline`]: the kernel is not in the cache.
+    #[error("the guest kernel {spec} is not in the cache (runs never download one): fetch it and build its image with `swaplab image --kernel-package {spec}`")]
+    NotBuilt {
+        /// The package as `NAME[@SUITE]`.
+        spec: String,
+    },
 }
 
 /// What to build.
@@ -128,6 +134,10 @@ pub struct ImageOptions {
     pub source: kernel::KernelSource,
     /// Called with a short message before each slow step.
     pub progress: Option<fn(&str)>,
+    /// Use a kernel already in the cache, the newest one for `metapackage`
+    /// and `source`: never download one ([`ImageError::NotBuilt`] instead).
+    /// The image is still built from it when missing (local work only).
+    pub offline: bool,
 }
 
 impl Default for ImageOptions {
@@ -142,6 +152,7 @@ impl Default for ImageOptions {
             metapackage: kernel::DEFAULT_METAPACKAGE.to_string(),
             source: kernel::KernelSource::Host,
             progress: None,
+            offline: false,
         }
     }
 }
@@ -347,6 +358,28 @@ fn image_modules(
     Ok((mods, manifest_modules, root_modules))
 }
 
+/// The kernel `opts` asks for: fetched if needed, or with
+/// [`ImageOptions::offline`] the newest cached one.
+fn image_kernel(opts: &ImageOptions, cache_dir: &Path) -> Result<kernel::KernelFiles, ImageError> {
+    if !opts.offline {
+        return Ok(kernel::ensure_kernel_from(
+            cache_dir,
+            &opts.source,
+            &opts.metapackage,
+            opts.progress,
+        )?);
+    }
+    kernel::cached_kernels_from(cache_dir, &opts.source, &opts.metapackage)
+        .into_iter()
+        .next()
+        .ok_or_else(|| ImageError::NotBuilt {
+            spec: match &opts.source {
+                kernel::KernelSource::Host => opts.metapackage.clone(),
+                kernel::KernelSource::Suite(s) => format!("{}@{}", opts.metapackage, s.suite),
+            },
+        })
+}
+
 /// Make sure the guest image for `opts` exists in the cache and return it.
 ///
 /// Cheap when nothing changed: it resolves the kernel package (one apt query),
@@ -358,7 +391,7 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
         Some(d) => d.clone(),
         None => cache::default_cache_dir()?,
     };
-    let k = kernel::ensure_kernel_from(&cache_dir, &opts.source, &opts.metapackage, opts.progress)?;
+    let k = image_kernel(opts, &cache_dir)?;
     let (mods, manifest_modules, root_modules) = image_modules(&k, &opts.modules)?;
     let env_busybox = std::env::var_os(ENV_BUSYBOX)
         .filter(|v| !v.is_empty())

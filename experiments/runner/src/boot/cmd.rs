@@ -16,7 +16,9 @@ use anyhow::Context;
 
 use super::console::Show;
 pub use super::options::BootOptions;
-use super::{run_guest_with, verdict, BootFiles, GuestRun, GuestSpec, ENV_IMAGE_DIR};
+use super::{
+    run_guest_with, verdict, BootFiles, GuestRun, GuestSpec, ENV_IMAGE_DIR, ENV_KERNEL_IMAGES,
+};
 use crate::cli::usage;
 use base::ByteSize;
 use sandbox::{self, needs_sandbox_here, SandboxConfig, SandboxMode};
@@ -126,6 +128,16 @@ pub fn run_args_in_sandbox(
     if let Some(dir) = &files.image_dir {
         env.retain(|(k, _)| k != ENV_IMAGE_DIR);
         env.push((ENV_IMAGE_DIR.into(), dir.clone().into_os_string()));
+    }
+    if !files.kernel_images.is_empty() {
+        let mut listed = OsString::new();
+        for (spec, dir) in &files.kernel_images {
+            listed.push(format!("{spec}="));
+            listed.push(dir);
+            listed.push("\n");
+        }
+        env.retain(|(k, _)| k != ENV_KERNEL_IMAGES);
+        env.push((ENV_KERNEL_IMAGES.into(), listed));
     }
     cfg.env = Some(env);
     // `--api-sock PATH`: PATH is forwarded out of L1; the re-run listens on SWAPLAB_API_SOCK_INNER.

@@ -29,6 +29,10 @@ use console::{GuestConsole, Marks, Show};
 /// Environment variable naming an image directory to use as is (set for the re-run
 /// inside the sandbox, so L1 does not rebuild or re-hash the image).
 pub const ENV_IMAGE_DIR: &str = "SWAPLAB_BOOT_IMAGE";
+/// Environment variable with the images of scenarios' `guest.kernel`
+/// packages, one `NAME[@SUITE]=DIR` per line (set for the re-run inside the
+/// sandbox, found on the host before L1 boots).
+pub const ENV_KERNEL_IMAGES: &str = "SWAPLAB_KERNEL_IMAGES";
 
 /// Errors of a guest boot that are not the guest's doing.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,9 @@ pub enum BootError {
     /// The VM failed.
     #[error(transparent)]
     Vm(#[from] vmm::linux::LinuxError),
+    /// A guest kernel named in a way no Debian package is.
+    #[error("{0}")]
+    KernelSpec(String),
     /// The guest did not end, nor stop, within its time limit and the stall
     /// guard's slack ([`crate::run::guard`]); its log has every thread's stack.
     #[error("{0}")]
@@ -82,6 +89,9 @@ pub struct BootFiles {
     pub cmdline: String,
     /// The image directory these came from, if any.
     pub image_dir: Option<PathBuf>,
+    /// Images of other guest kernels a matrix's scenarios name
+    /// (`guest.kernel` → image directory), passed on to the sandbox's re-run.
+    pub kernel_images: Vec<(String, PathBuf)>,
 }
 
 impl BootFiles {
@@ -134,8 +144,63 @@ impl BootFiles {
                 .or_else(|| img.map(|i| i.manifest.cmdline.clone()))
                 .unwrap_or_else(|| init::DEFAULT_CMDLINE.to_string()),
             image_dir: image.map(|i| i.dir),
+            kernel_images: Vec::new(),
         })
     }
+
+    /// The files of the guest image for a scenario's `guest.kernel` (`None`:
+    /// the default image, as [`BootFiles::resolve`] finds it). A named
+    /// kernel must be in the cache (`swaplab image --kernel-package` fetched
+    /// it): runs never download one.
+    pub fn for_kernel(spec: Option<&str>) -> Result<Self, BootError> {
+        let Some(spec) = spec else {
+            return Self::resolve(None, None, None, false);
+        };
+        let img = kernel_image(spec)?;
+        Ok(Self {
+            kernel: img.vmlinux.clone(),
+            initrd: Some(img.initramfs.clone()),
+            cmdline: img.manifest.cmdline.clone(),
+            image_dir: Some(img.dir),
+            kernel_images: Vec::new(),
+        })
+    }
+}
+
+/// The built image of the kernel package `spec` (`NAME[@SUITE]`): the one
+/// [`ENV_KERNEL_IMAGES`] names, else found (or built from the cached kernel)
+/// in the cache.
+pub fn kernel_image(spec: &str) -> Result<GuestImage, BootError> {
+    let listed = std::env::var(ENV_KERNEL_IMAGES).unwrap_or_default();
+    if let Some(dir) = listed
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .find_map(|(k, d)| (k == spec).then_some(d))
+    {
+        return Ok(GuestImage::load(Path::new(dir))?);
+    }
+    let (metapackage, source) = workloads::image::kernel::parse_package_spec(spec)
+        .map_err(|e| BootError::KernelSpec(format!("guest.kernel {e}")))?;
+    Ok(ensure_image(&ImageOptions {
+        metapackage,
+        source,
+        offline: true,
+        progress: Some(|msg| eprintln!("swaplab: {msg}")),
+        ..ImageOptions::default()
+    })?)
+}
+
+/// The images of the distinct `specs`, as [`ENV_KERNEL_IMAGES`] lists them.
+pub fn kernel_images<'a>(
+    specs: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<(String, PathBuf)>, BootError> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for spec in specs {
+        if !out.iter().any(|(s, _)| s == spec) {
+            out.push((spec.to_string(), kernel_image(spec)?.dir));
+        }
+    }
+    Ok(out)
 }
 
 fn load_image() -> Result<GuestImage, BootError> {

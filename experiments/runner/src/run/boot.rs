@@ -28,6 +28,7 @@ pub fn scenario(args: &BootOptions) -> Scenario {
             cpus: args.cpus,
             swap: None,
             root_disk: args.root_disk,
+            kernel: None,
         },
         host: args.host_limit.map(|limit| HostConfig {
             limit,

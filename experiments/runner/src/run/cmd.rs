@@ -34,7 +34,7 @@ use scenario::{self, Matrix, Scenario};
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Scenarios or matrices to run: built-in names (default, baseline, guest-swap,
-    /// host-swap, host-swap-mitigated, double-paging, balloon, soak) or TOML files.
+    /// host-swap, host-swap-mitigated, double-paging, balloon, soak, papers) or TOML files.
     /// None: the standard matrix (`default`).
     pub scenarios: Vec<String>,
     /// Where results go (default: results/<UTC timestamp>).
@@ -216,8 +216,13 @@ const L1_MATRIX_ATTEMPTS: u32 = 3;
 /// under load) L1 is started again and the matrix resumes there
 /// ([`super::resume`]): finished runs are kept, the cut-off run runs again,
 /// and the report says so.
-fn run_in_sandbox(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
-    let files = BootFiles::resolve(None, None, None, false)?;
+fn run_in_sandbox(
+    args: &RunOptions,
+    scenarios: &[Scenario],
+    kernel_images: Vec<(String, PathBuf)>,
+) -> anyhow::Result<u8> {
+    let mut files = BootFiles::resolve(None, None, None, false)?;
+    files.kernel_images = kernel_images;
     let mem = scenarios
         .iter()
         .map(|s| s.guest.mem.bytes())
@@ -399,8 +404,11 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
         // Missing or damaged: said here, before any guest (or L1) boots.
         workloads::image::rootfs::find(None)?;
     }
+    // So are guest kernels that were never built.
+    let kernel_images =
+        crate::boot::kernel_images(scenarios.iter().filter_map(|s| s.guest.kernel.as_deref()))?;
     if needs_sandbox_here(args.sandbox) {
-        return run_in_sandbox(args, &scenarios);
+        return run_in_sandbox(args, &scenarios, kernel_images);
     }
     let out = args.out.clone().unwrap_or_else(default_out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

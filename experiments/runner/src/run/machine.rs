@@ -128,7 +128,7 @@ fn assemble_and_run(
     guard: &StallGuard,
 ) -> Result<RawRun, MachineError> {
     guard.stage("assembling the machine");
-    let files = BootFiles::resolve(None, None, None, false)?;
+    let files = BootFiles::for_kernel(spec.guest.kernel.as_deref())?;
     let cmdline = guest_cmdline(
         spec,
         &files,

@@ -516,22 +516,53 @@ pub fn matrix_info(names: &[String]) -> MatrixInfo {
     }
 }
 
+/// The guest kernels the runs recorded: one, or each with the scenarios that
+/// ran it (a matrix whose scenarios name kernels, `guest.kernel`); empty when
+/// no run recorded one.
+pub fn run_kernels(results: &[RunResult]) -> String {
+    let mut kernels: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in results {
+        let Some(k) = r.environment["guest_kernel"]
+            .as_str()
+            .filter(|k| !k.is_empty())
+        else {
+            continue;
+        };
+        match kernels.iter_mut().find(|(x, _)| *x == k) {
+            Some((_, names)) => {
+                if !names.contains(&r.scenario.as_str()) {
+                    names.push(&r.scenario);
+                }
+            }
+            None => kernels.push((k, vec![&r.scenario])),
+        }
+    }
+    if kernels.len() == 1 {
+        return kernels[0].0.to_string();
+    }
+    kernels
+        .iter()
+        .map(|(k, names)| format!("{k} ({})", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The environment of a matrix that started at `started`: where its runs
 /// ran (from their results, or this process when there are none), the
-/// guest kernel (from the guest image, looked up only when a run succeeded,
-/// so a missing image is not built just for the report) and the commit.
+/// guest kernels (as the runs recorded them, else from the guest image,
+/// looked up only when a run succeeded, so a missing image is not built just
+/// for the report) and the commit.
 pub fn matrix_environment(results: &[RunResult], started: SystemTime) -> Environment {
     let env = results
         .first()
         .map_or_else(super::analyze::environment, |r| r.environment.clone());
-    let kernel = if results.iter().any(|r| r.outcome == "ok") {
-        crate::boot::BootFiles::resolve(None, None, None, false)
+    let mut kernel = run_kernels(results);
+    if kernel.is_empty() && results.iter().any(|r| r.outcome == "ok") {
+        kernel = crate::boot::BootFiles::resolve(None, None, None, false)
             .ok()
             .map(|f| guest_kernel(f.image_dir.as_deref()))
-            .unwrap_or_default()
-    } else {
-        String::new()
-    };
+            .unwrap_or_default();
+    }
     let secs = started
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -366,6 +366,32 @@ fn guest_kernel_from_the_image_manifest() {
 }
 
 #[test]
+fn the_report_names_the_kernels_the_runs_recorded() {
+    let run = |scenario: &str, kernel: &str| {
+        let mut r = host_run(1.0);
+        r.scenario = scenario.into();
+        r.environment = serde_json::json!({ "guest_kernel": kernel });
+        r
+    };
+    assert_eq!(run_kernels(&[]), "");
+    assert_eq!(run_kernels(&[run("a", "")]), "");
+    let a = run("a", "6.1 (6.1.0-57-amd64)");
+    assert_eq!(
+        run_kernels(&[a.clone(), run("b", "6.1 (6.1.0-57-amd64)")]),
+        "6.1 (6.1.0-57-amd64)"
+    );
+    assert_eq!(
+        run_kernels(&[
+            a.clone(),
+            run("b", "6.12 (6.12.95)"),
+            a,
+            run("c", "6.12 (6.12.95)")
+        ]),
+        "6.1 (6.1.0-57-amd64) (a); 6.12 (6.12.95) (b, c)"
+    );
+}
+
+#[test]
 fn the_papers_matrix_maps_to_arrangements_and_equal_pressure_levels() {
     let m = scenario::load("papers").unwrap();
     let runs: Vec<RunResult> = m
