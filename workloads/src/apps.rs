@@ -10,7 +10,7 @@
 //! | `pbzip2` | compresses the first `mb` MiB of the disk's `/usr` files and decompresses them, comparing with the input | input size | rounds | `runtime_s` |
 //! | `compile` | `make -j` of a generated C project (6 files of 80 loops each, `-O2`) and runs the program, checking its answer | — | builds | `runtime_s` |
 //! | `dbench` | `dbench` (`client.txt` load) with 2 clients per vCPU | — | 10 s each | `throughput_mb_s` |
-//! | `redis` | `redis-server` filled with `mb` MiB of 1 KiB values (`DEBUG POPULATE`), then `redis-benchmark` GETs of random keys (16 pipelined); checks the key count | data size | requests: keys × passes | `requests_per_s` |
+//! | `redis` | `redis-server` filled with `mb` MiB of values of 4000 bytes, one 4 KiB allocation each (`DEBUG POPULATE`), then `redis-benchmark` GETs of random keys (16 pipelined), so each GET reads about one page of values; checks the key count | data size | requests: keys × passes | `requests_per_s` |
 //!
 //! Every command prints `swaplab-app <name> ok` after its check and its
 //! metric after that, as `<metric>=<value>`, so a metric only exists for a
@@ -70,7 +70,7 @@ pub const APPS: &[App] = &[
     },
     App {
         name: "redis",
-        about: "redis-server filled with 1 KiB values, redis-benchmark GETs of random keys",
+        about: "redis-server filled with page-sized values, redis-benchmark GETs of random keys",
         default_mb: 96,
         metric: "requests_per_s",
         lower_is_better: false,
@@ -175,16 +175,21 @@ pub fn command(app: &App, p: &AppParams) -> String {
             2 * cpus
         ),
         "redis" => {
-            let keys = mb * 1024;
+            // A value of 4000 bytes is one 4 KiB allocation (jemalloc's size
+            // class, with redis's string header): a page of values per key.
+            let keys = mb * 256;
             let n = keys * u64::from(passes);
             format!(
-                "redis-server --daemonize yes --save '' --appendonly no --enable-debug-command yes --logfile /root/redis.log && i=0 && until redis-cli ping >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 100 ] || exit 9; sleep 0.1; done && redis-cli debug populate {keys} key 1024 >/dev/null && [ $(redis-cli dbsize) = {keys} ] && redis-benchmark -n {n} -P 16 -q eval \"return redis.call('get','key:'..math.random(0,{}))\" 0 > rb.out; st=$?; redis-cli shutdown nosave; [ $st = 0 ] && cat rb.out && echo 'swaplab-app redis ok' && sed -n 's/.*: \\([0-9.]*\\) requests per second.*/requests_per_s=\\1/p' rb.out",
+                "redis-server --daemonize yes --save '' --appendonly no --enable-debug-command yes --logfile /root/redis.log && i=0 && until redis-cli ping >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 100 ] || exit 9; sleep 0.1; done && redis-cli debug populate {keys} key {REDIS_VALUE_BYTES} >/dev/null && [ $(redis-cli dbsize) = {keys} ] && redis-benchmark -n {n} -P 16 -q eval \"return redis.call('get','key:'..math.random(0,{}))\" 0 > rb.out; st=$?; redis-cli shutdown nosave; [ $st = 0 ] && cat rb.out && echo 'swaplab-app redis ok' && sed -n 's/.*: \\([0-9.]*\\) requests per second.*/requests_per_s=\\1/p' rb.out",
                 keys - 1
             )
         }
         other => format!("echo 'unknown app {other}' >&2; exit 2"),
     }
 }
+
+/// Bytes of each redis value: with its header, one 4 KiB allocation.
+pub const REDIS_VALUE_BYTES: u32 = 4000;
 
 /// The metric's regular expression for `app`: `<metric>=<number>` on a line
 /// of its own, which the command prints only after its check.
@@ -237,7 +242,7 @@ mod tests {
         );
         let redis = command(find("redis").unwrap(), &p);
         assert!(
-            redis.contains("populate 65536 key 1024") && redis.contains("-n 131072"),
+            redis.contains("populate 16384 key 4000") && redis.contains("-n 32768"),
             "{redis}"
         );
         let db = command(find("dbench").unwrap(), &p);
