@@ -185,6 +185,56 @@ impl Drop for Staging {
     }
 }
 
+/// One cached build: the entry `area/key` (`area` holds all entries of its
+/// kind) with its `marker` file (a manifest).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// The directory of all entries of this kind.
+    pub area: &'a Path,
+    /// The entry's name in it (a key of its inputs).
+    pub key: &'a str,
+    /// The file that marks it complete and in use (its mtime drives [`prune`]).
+    pub marker: &'a str,
+    /// How many entries of this kind the area keeps.
+    pub keep: usize,
+    /// Build even when the entry is there.
+    pub force: bool,
+}
+
+/// The cache's one way to find or build an entry: `load` it if it is there
+/// (marking it used); else, under the area's lock, `load` again (another
+/// process may have built it meanwhile), sweep what interrupted builds left,
+/// `build` into a staging directory that is renamed into place only when
+/// complete, keep the `keep` most recently used entries, and `load` the new
+/// one. Returns it and whether it was built.
+pub fn find_or_build<T, E: From<CacheError>>(
+    entry: Entry<'_>,
+    load: impl Fn(&Path) -> Result<T, E>,
+    build: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(T, bool), E> {
+    let dir = entry.area.join(entry.key);
+    if !entry.force {
+        if let Ok(found) = load(&dir) {
+            touch(&dir.join(entry.marker));
+            return Ok((found, false));
+        }
+    }
+    let _lock = lock(entry.area)?;
+    if !entry.force {
+        if let Ok(found) = load(&dir) {
+            return Ok((found, false)); // built by someone else while we waited
+        }
+    }
+    clean_stale(entry.area)?;
+    let staging = Staging::new(entry.area, entry.key)?;
+    build(staging.path())?;
+    staging.publish(&dir)?;
+    for old in prune(entry.area, entry.marker, entry.keep, &dir)? {
+        tracing::info!("removed old cache entry {}", old.display());
+    }
+    Ok((load(&dir)?, true))
+}
+
 /// Mark `file` as just used (its mtime drives [`prune`]); errors are ignored.
 pub fn touch(file: &Path) {
     if let Ok(f) = std::fs::OpenOptions::new().append(true).open(file) {

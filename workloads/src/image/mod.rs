@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use bzimage::Codec;
-use cache::{CacheError, Staging};
+use cache::CacheError;
 use initramfs::{Compression, InitramfsBuilder};
 
 /// Modules every guest image loads (with their dependencies).
@@ -430,99 +430,87 @@ pub fn ensure_image(opts: &ImageOptions) -> Result<GuestImage, ImageError> {
         compression: opts.compression,
     });
     let images = cache_dir.join("images");
-    let dir = images.join(&key);
-    if !opts.force {
-        if let Ok(img) = GuestImage::load(&dir) {
-            cache::touch(&dir.join(MANIFEST));
-            return Ok(img);
+    let entry = cache::Entry {
+        area: &images,
+        key: &key,
+        marker: MANIFEST,
+        keep: KEEP_IMAGES,
+        force: opts.force,
+    };
+    let (mut img, built) = cache::find_or_build(entry, GuestImage::load, |out| {
+        say(opts, &format!("building guest image {key}"));
+        let mut b = InitramfsBuilder::new();
+        b.add_base_layout()?;
+        bb.install(&mut b)?;
+        for p in &programs {
+            b.add_file_from(&format!("usr/bin/{}", p.name), 0o755, &p.path)?;
         }
-    }
-    let _lock = cache::lock(&images)?;
-    if !opts.force {
-        if let Ok(img) = GuestImage::load(&dir) {
-            return Ok(img); // built by someone else while we waited
+        for (m, mm) in mods
+            .iter()
+            .zip(manifest_modules.iter().chain(&root_modules))
+        {
+            b.add_file(&mm.path, 0o644, &m.read()?)?;
         }
-    }
-    cache::clean_stale(&images)?;
-    say(opts, &format!("building guest image {key}"));
-    let staging = Staging::new(&images, &key)?;
-    let out = staging.path();
-
-    let mut b = InitramfsBuilder::new();
-    b.add_base_layout()?;
-    bb.install(&mut b)?;
-    for p in &programs {
-        b.add_file_from(&format!("usr/bin/{}", p.name), 0o755, &p.path)?;
-    }
-    for (m, mm) in mods
-        .iter()
-        .zip(manifest_modules.iter().chain(&root_modules))
-    {
-        b.add_file(&mm.path, 0o644, &m.read()?)?;
-    }
-    b.add_file("init", 0o755, init_script.as_bytes())?;
-    b.add_file(
-        "etc/swaplab-image",
-        0o644,
-        format!("key={key}\nkernel={}\n", k.version).as_bytes(),
-    )?;
-    let cpio = opts.compression.apply(b.finish()?)?;
-    let initramfs_name = match opts.compression {
-        Compression::None => "initramfs.cpio",
-        Compression::Zstd => "initramfs.cpio.zst",
-        Compression::Gzip => "initramfs.cpio.gz",
-    };
-    let write = |name: &str, data: &[u8]| {
-        let p = out.join(name);
-        std::fs::write(&p, data).map_err(CacheError::io("writing", &p))
-    };
-    write(initramfs_name, &cpio)?;
-    cache::link_or_copy(&k.bzimage, &out.join("vmlinuz"))?;
-    cache::link_or_copy(&k.vmlinux, &out.join("vmlinux"))?;
-    let size = |name: &str| {
-        std::fs::metadata(out.join(name))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    };
-    let manifest = Manifest {
-        schema: SCHEMA,
-        key: key.clone(),
-        kernel_version: k.version.clone(),
-        kernel_version_string: k.record.version_string.clone(),
-        kernel_package: k.record.package.name.clone(),
-        kernel_package_version: k.record.package.version.clone(),
-        kernel_codec: k.record.codec,
-        bzimage: "vmlinuz".into(),
-        vmlinux: "vmlinux".into(),
-        initramfs: initramfs_name.into(),
-        initramfs_compression: opts.compression,
-        pvh_entry: k.pvh_entry,
-        pvh_entry_hex: format!("{:#x}", k.pvh_entry),
-        modules: manifest_modules,
-        root_modules,
-        busybox_version: bb.version.clone(),
-        busybox_sha256: bb.sha256.clone(),
-        guest_programs: manifest_programs,
-        init_sha256,
-        cmdline: init::DEFAULT_CMDLINE.to_string(),
-        sizes: Sizes {
-            bzimage: size("vmlinuz"),
-            vmlinux: size("vmlinux"),
-            initramfs: size(initramfs_name),
-        },
-    };
-    let manifest_path = dir.join(MANIFEST);
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|source| ImageError::Manifest {
-        path: manifest_path.clone(),
-        source,
+        b.add_file("init", 0o755, init_script.as_bytes())?;
+        b.add_file(
+            "etc/swaplab-image",
+            0o644,
+            format!("key={key}\nkernel={}\n", k.version).as_bytes(),
+        )?;
+        let cpio = opts.compression.apply(b.finish()?)?;
+        let initramfs_name = match opts.compression {
+            Compression::None => "initramfs.cpio",
+            Compression::Zstd => "initramfs.cpio.zst",
+            Compression::Gzip => "initramfs.cpio.gz",
+        };
+        let write = |name: &str, data: &[u8]| {
+            let p = out.join(name);
+            std::fs::write(&p, data).map_err(CacheError::io("writing", &p))
+        };
+        write(initramfs_name, &cpio)?;
+        cache::link_or_copy(&k.bzimage, &out.join("vmlinuz"))?;
+        cache::link_or_copy(&k.vmlinux, &out.join("vmlinux"))?;
+        let size = |name: &str| {
+            std::fs::metadata(out.join(name))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let manifest = Manifest {
+            schema: SCHEMA,
+            key: key.clone(),
+            kernel_version: k.version.clone(),
+            kernel_version_string: k.record.version_string.clone(),
+            kernel_package: k.record.package.name.clone(),
+            kernel_package_version: k.record.package.version.clone(),
+            kernel_codec: k.record.codec,
+            bzimage: "vmlinuz".into(),
+            vmlinux: "vmlinux".into(),
+            initramfs: initramfs_name.into(),
+            initramfs_compression: opts.compression,
+            pvh_entry: k.pvh_entry,
+            pvh_entry_hex: format!("{:#x}", k.pvh_entry),
+            modules: manifest_modules,
+            root_modules,
+            busybox_version: bb.version.clone(),
+            busybox_sha256: bb.sha256.clone(),
+            guest_programs: manifest_programs,
+            init_sha256,
+            cmdline: init::DEFAULT_CMDLINE.to_string(),
+            sizes: Sizes {
+                bzimage: size("vmlinuz"),
+                vmlinux: size("vmlinux"),
+                initramfs: size(initramfs_name),
+            },
+        };
+        let manifest_path = out.join(MANIFEST);
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|source| ImageError::Manifest {
+            path: manifest_path.clone(),
+            source,
+        })?;
+        write(MANIFEST, &json)?;
+        Ok(())
     })?;
-    write(MANIFEST, &json)?;
-    staging.publish(&dir)?;
-    for old in cache::prune(&images, MANIFEST, KEEP_IMAGES, &dir)? {
-        tracing::info!("removed old guest image {}", old.display());
-    }
-    let mut img = GuestImage::load(&dir)?;
-    img.built = true;
+    img.built = built;
     Ok(img)
 }
 

@@ -26,7 +26,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::image::apt::DEBIAN_ARCHIVE;
-use crate::image::cache::{self, CacheError, Staging};
+use crate::image::cache::{self, CacheError};
 use crate::image::tools::{self, Tool, ToolError};
 
 /// Root-disk format version; part of the key.
@@ -281,33 +281,33 @@ pub fn ensure_rootfs(opts: &RootfsOptions) -> Result<Rootfs, RootfsError> {
     };
     let dir = dir_in(&cache_dir);
     let parent = dir.parent().expect("dir_in has a parent").to_path_buf();
-    if !opts.force {
-        if let Ok(r) = Rootfs::load(&dir) {
-            cache::touch(&dir.join(MANIFEST));
-            return Ok(r);
-        }
-    }
-    let _lock = cache::lock(&parent)?;
-    if !opts.force {
-        if let Ok(r) = Rootfs::load(&dir) {
-            return Ok(r);
-        }
-    }
-    cache::clean_stale(&parent)?;
     let key = key();
+    let entry = cache::Entry {
+        area: &parent,
+        key: &key,
+        marker: MANIFEST,
+        keep: KEEP,
+        force: opts.force,
+    };
+    let (mut r, built) = cache::find_or_build(entry, Rootfs::load, |out| build(opts, &key, out))?;
+    r.built = built;
+    Ok(r)
+}
+
+/// Builds the root disk `key` into the empty directory `out`.
+fn build(opts: &RootfsOptions, key: &str, out: &Path) -> Result<(), RootfsError> {
     say(
         opts,
         &format!("building the guest root disk {key} (Debian {SUITE} with mmdebstrap, about two minutes)"),
     );
     let t0 = Instant::now();
-    let staging = Staging::new(&parent, &key)?;
-    let tree = staging.path().join("tree");
+    let tree = out.join("tree");
     debootstrap(&tree)?;
     let packages = versions(&tree)?;
     let installed = count_installed(&tree);
-    finish_tree(&tree, &key)?;
+    finish_tree(&tree, key)?;
     say(opts, "writing the root disk's ext4 image");
-    let image = staging.path().join(IMAGE);
+    let image = out.join(IMAGE);
     make_ext4(&tree, &image)?;
     std::fs::remove_dir_all(&tree).map_err(CacheError::io("removing", &tree))?;
     let allocated = {
@@ -318,7 +318,7 @@ pub fn ensure_rootfs(opts: &RootfsOptions) -> Result<Rootfs, RootfsError> {
     };
     let manifest = RootfsManifest {
         schema: SCHEMA,
-        key: key.clone(),
+        key: key.to_string(),
         suite: SUITE.into(),
         archive: DEBIAN_ARCHIVE.into(),
         packages,
@@ -327,19 +327,13 @@ pub fn ensure_rootfs(opts: &RootfsOptions) -> Result<Rootfs, RootfsError> {
         allocated,
         build_s: (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     };
-    let mpath = staging.path().join(MANIFEST);
+    let mpath = out.join(MANIFEST);
     let json = serde_json::to_vec_pretty(&manifest).map_err(|source| RootfsError::Manifest {
         path: mpath.clone(),
         source,
     })?;
     std::fs::write(&mpath, json).map_err(CacheError::io("writing", &mpath))?;
-    staging.publish(&dir)?;
-    for old in cache::prune(&parent, MANIFEST, KEEP, &dir)? {
-        tracing::info!("removed old root disk {}", old.display());
-    }
-    let mut r = Rootfs::load(&dir)?;
-    r.built = true;
-    Ok(r)
+    Ok(())
 }
 
 /// `mmdebstrap` the userland into `tree` (created).
