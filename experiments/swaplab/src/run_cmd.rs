@@ -67,6 +67,15 @@ pub struct RunArgs {
     /// Why the matrix is resumed, for the report (set by swaplab when it restarts L1).
     #[arg(long, value_name = "TEXT", requires = "resume", hide = true)]
     pub resume_reason: Option<String>,
+    /// In the nested sandbox, run the matrix as N shards in N L1 VMs at once, then gather
+    /// their results into one report (each shard's trace: --out/shards/I/trace.json).
+    /// The L1s share this host's CPUs: faster, and noisier timings.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(cmd::MAX_SHARDS)))]
+    pub jobs: u32,
+    /// Run only every Nth run of the matrix, starting with the Ith (to spread a matrix over
+    /// machines: each writes its runs into --out DIR; then `--out DIR --resume` gathers them).
+    #[arg(long, value_name = "I/N", requires = "out")]
+    pub shard: Option<cmd::Shard>,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
     #[command(flatten)]
@@ -95,6 +104,8 @@ impl RunArgs {
             resume_reason: self.resume_reason.clone(),
             sandbox: self.sandbox.mode(),
             seccomp: self.seccomp.enabled(),
+            jobs: self.jobs,
+            shard: self.shard,
         }
     }
 }

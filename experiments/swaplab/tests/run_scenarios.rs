@@ -470,3 +470,125 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
         "the balloon did not churn: {m}"
     );
 }
+
+const SHARDED: &str = r#"
+description = "four small runs in two shards"
+[defaults]
+repetitions = 2
+timeout_s = 300
+[defaults.guest]
+mem = "128M"
+[defaults.workload]
+kind = "touch"
+mb = 16
+passes = 1
+
+[[scenario]]
+name = "plain"
+
+[[scenario]]
+name = "host-swapped"
+[scenario.host]
+limit = "72M"
+"#;
+
+/// `--jobs 2`: the matrix runs as two shards in two L1 VMs at once (shard I
+/// takes runs I, I+2, …), then one more L1 gathers them into one report.
+/// Bad combinations are usage errors before anything boots.
+#[test]
+fn jobs_run_shards_in_parallel_sandboxes_and_gather_them() {
+    common::assert_cli_usage_error(&["run", "--jobs", "0"], "--jobs");
+    common::assert_cli_usage_error(&["run", "--jobs", "17"], "--jobs");
+    common::assert_cli_usage_error(
+        &[
+            "run",
+            "--jobs",
+            "2",
+            "--shard",
+            "1/2",
+            "--out",
+            "/nonexistent",
+        ],
+        "give one",
+    );
+    common::assert_cli_usage_error(&["run", "--shard", "3/2", "--out", "/x"], "expected I/N");
+    common::assert_cli_usage_error(&["run", "--shard", "1/2"], "--out");
+    let Some(tier) = common::linux_guest() else {
+        return;
+    };
+    if tier == Tier::Native {
+        // Here guests run on this host's KVM, one at a time.
+        common::assert_cli_usage_error(&["run", "--jobs", "2"], "one at a time");
+        return;
+    }
+    common::retry_if_l1_panicked(sharded_matrix);
+}
+
+fn sharded_matrix() {
+    let dir = temp_dir("run-jobs");
+    let scratch = dir.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let file = dir.path().join("sharded.toml");
+    std::fs::write(&file, SHARDED).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = swaplab_with_env(
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--jobs",
+            "2",
+        ],
+        &[("TMPDIR", scratch.to_str().unwrap())],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let runs = |p: &Path| -> Vec<(String, u64)> {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}\n{err}", p.display()));
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert_eq!(r["outcome"], "ok", "{r}");
+                let rep = r["spec"]["repetitions"].as_u64().unwrap();
+                (r["scenario"].as_str().unwrap().to_string(), rep)
+            })
+            .collect()
+    };
+    // Every run once, gathered in matrix order...
+    assert_eq!(runs(&out_dir.join("results.json")).len(), 4, "{err}");
+    for rep in ["1", "2"] {
+        for s in ["plain", "host-swapped"] {
+            assert!(
+                out_dir.join(s).join(rep).join("result.json").is_file(),
+                "{s}/{rep}\n{err}"
+            );
+        }
+    }
+    // ...each shard's share of every scenario, run by its own L1.
+    for shard in ["1", "2"] {
+        let names: Vec<String> = runs(&out_dir.join("shards").join(shard).join("results.json"))
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(names, ["plain", "host-swapped"], "shard {shard}\n{err}");
+        assert!(out_dir
+            .join("shards")
+            .join(shard)
+            .join("trace.json")
+            .is_file());
+        assert!(
+            err.contains(&format!("[shard {shard}/2] swaplab: results in")),
+            "{err}"
+        );
+    }
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("2 shards in 2 sandboxes at once"),
+        "{report}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+}

@@ -118,6 +118,25 @@ pub fn run_args_in_sandbox(
     guest_timeout: Duration,
     args: Vec<OsString>,
 ) -> anyhow::Result<u8> {
+    run_args_in_sandbox_to(
+        files,
+        guest_mem,
+        guest_timeout,
+        args,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}
+
+/// [`run_args_in_sandbox`], the command's output going to `stdout` and `stderr`.
+pub fn run_args_in_sandbox_to(
+    files: &BootFiles,
+    guest_mem: u64,
+    guest_timeout: Duration,
+    args: Vec<OsString>,
+    stdout: &mut dyn std::io::Write,
+    stderr: &mut dyn std::io::Write,
+) -> anyhow::Result<u8> {
     let mut cfg = SandboxConfig::from_env()?;
     cfg.mem = cfg.mem.max(guest_mem + L1_HEADROOM);
     cfg.timeout = cfg
@@ -144,13 +163,8 @@ pub fn run_args_in_sandbox(
     cfg.forward_api_sock(&args)?;
     let mut argv: Vec<OsString> = vec![sandbox::reexec::current_exe()?];
     argv.extend(sandbox::reexec::reexec_args(args));
-    eprintln!("swaplab: {}", sandbox::NOTE);
-    let run = sandbox::run_in_sandbox(
-        &cfg,
-        argv,
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
-    )?;
+    writeln!(stderr, "swaplab: {}", sandbox::NOTE)?;
+    let run = sandbox::run_in_sandbox(&cfg, argv, stdout, stderr)?;
     Ok(run.exit_code)
 }
 

@@ -8,6 +8,7 @@
 //! one run.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -76,6 +77,57 @@ pub struct RunOptions {
     /// Run the VMM's threads under their seccomp filters (`--no-seccomp` turns
     /// them off).
     pub seccomp: bool,
+    /// In the nested sandbox: split the matrix into this many shards, each in
+    /// its own L1 at once, then gather them (1: one L1, the runs in order).
+    pub jobs: u32,
+    /// Run only this shard of the matrix (its result files go to `--out`, the
+    /// shard's own results, report and trace to `--out`/shards/I/).
+    pub shard: Option<Shard>,
+}
+
+/// Most shards (`--jobs`, `--shard`).
+pub const MAX_SHARDS: u32 = 16;
+
+/// `--shard I/N`: the runs of the matrix (every repetition of every scenario,
+/// in order, counted from 1) whose number is I modulo N (N for 0): every Nth
+/// run, so each shard gets its share of every scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1..=count.
+    pub index: u32,
+    /// 2..=[`MAX_SHARDS`].
+    pub count: u32,
+}
+
+impl Shard {
+    /// Whether the matrix's `nth` run (from 1) is this shard's.
+    pub fn has(&self, nth: u32) -> bool {
+        (nth - 1) % self.count + 1 == self.index
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{text:?}: expected I/N, 1 <= I <= N, 2 <= N <= {MAX_SHARDS} (e.g. 1/2)");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if !(2..=MAX_SHARDS).contains(&count) || !(1..=count).contains(&index) {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 /// Loads the scenarios and applies the command line's overrides; every error
@@ -243,48 +295,189 @@ fn run_in_sandbox(
     };
     // An unwritable --out fails here, not after L1 has booted.
     std::fs::create_dir_all(&out).map_err(|e| usage(format!("--out {}: {e}", out.display())))?;
-    let mut attempt = 1;
-    loop {
-        let result = crate::boot::cmd::run_args_in_sandbox(&files, 2 * mem, time, argv.clone());
-        let died = match &result {
-            Err(e) => match e
-                .downcast_ref::<SandboxError>()
-                .and_then(SandboxError::l1_died)
-            {
-                Some(why) => why,
-                None => return result,
-            },
-            Ok(_) => return result,
-        };
-        if attempt == L1_MATRIX_ATTEMPTS {
-            return result;
+    let l1 = L1Job {
+        files: &files,
+        mem: 2 * mem,
+        time,
+        out: &out,
+    };
+    if args.jobs > 1 {
+        if !args.resume {
+            // The shards add to one history; a fresh matrix starts it empty.
+            resume::History::open(&out, false, None);
         }
-        attempt += 1;
-        // A death the test suite asked for is no retry worth listing.
-        let injected = std::env::var_os(resume::ENV_INJECT_L1_PANIC).is_some()
-            && died.contains(resume::INJECTED_PANIC);
-        if !injected {
-            resume::note_retry(&format!(
-                "resumed the matrix in {} after the sandbox's {died}",
-                out.display()
-            ));
-        }
-        if let Err(e) = &result {
-            eprintln!("swaplab: {e:#}");
-        }
-        eprintln!(
-            "swaplab: starting L1 again to resume the matrix in {} (attempt {attempt} of {L1_MATRIX_ATTEMPTS})",
-            out.display()
-        );
+        run_shards(&l1, &argv, args.jobs);
+        // Then one more L1 gathers them (and runs what a shard did not).
         if !argv.iter().any(|a| a == "--resume") {
             add_args(&mut argv, ["--resume".into()]);
         }
-        // The reason is set once: a third attempt replaces the second's.
-        if let Some(i) = argv.iter().position(|a| a == "--resume-reason") {
-            argv.drain(i..(i + 2).min(argv.len()));
-        }
-        let reason = format!("the sandbox's {died}");
+        let reason = format!(
+            "running as {n} shards in {n} sandboxes at once (--jobs {n}; each shard's trace is \
+             shards/I/trace.json)",
+            n = args.jobs
+        );
         add_args(&mut argv, ["--resume-reason".into(), reason.into()]);
+    }
+    l1.attempts(argv, &mut std::io::stdout(), &mut std::io::stderr())
+}
+
+/// What every L1 of one matrix shares.
+struct L1Job<'a> {
+    files: &'a BootFiles,
+    mem: u64,
+    time: std::time::Duration,
+    out: &'a Path,
+}
+
+impl L1Job<'_> {
+    /// Runs `argv` in L1 and, when L1's kernel dies mid-matrix, starts L1
+    /// again to resume it (at most [`L1_MATRIX_ATTEMPTS`] times).
+    fn attempts(
+        &self,
+        mut argv: Vec<OsString>,
+        stdout: &mut dyn std::io::Write,
+        stderr: &mut dyn std::io::Write,
+    ) -> anyhow::Result<u8> {
+        let out = self.out;
+        let mut attempt = 1;
+        loop {
+            let result = crate::boot::cmd::run_args_in_sandbox_to(
+                self.files,
+                self.mem,
+                self.time,
+                argv.clone(),
+                stdout,
+                stderr,
+            );
+            let died = match &result {
+                Err(e) => match e
+                    .downcast_ref::<SandboxError>()
+                    .and_then(SandboxError::l1_died)
+                {
+                    Some(why) => why,
+                    None => return result,
+                },
+                Ok(_) => return result,
+            };
+            if attempt == L1_MATRIX_ATTEMPTS {
+                return result;
+            }
+            attempt += 1;
+            // A death the test suite asked for is no retry worth listing.
+            let injected = std::env::var_os(resume::ENV_INJECT_L1_PANIC).is_some()
+                && died.contains(resume::INJECTED_PANIC);
+            if !injected {
+                resume::note_retry(&format!(
+                    "resumed the matrix in {} after the sandbox's {died}",
+                    out.display()
+                ));
+            }
+            if let Err(e) = &result {
+                let _ = writeln!(stderr, "swaplab: {e:#}");
+            }
+            let _ = writeln!(
+                stderr,
+                "swaplab: starting L1 again to resume the matrix in {} (attempt {attempt} of {L1_MATRIX_ATTEMPTS})",
+                out.display()
+            );
+            if !argv.iter().any(|a| a == "--resume") {
+                add_args(&mut argv, ["--resume".into()]);
+            }
+            // The reason is set once: a third attempt replaces the second's.
+            if let Some(i) = argv.iter().position(|a| a == "--resume-reason") {
+                argv.drain(i..(i + 2).min(argv.len()));
+            }
+            let reason = format!("the sandbox's {died}");
+            add_args(&mut argv, ["--resume-reason".into(), reason.into()]);
+        }
+    }
+}
+
+/// Runs the matrix `argv` names as `jobs` shards, each in its own L1 at once
+/// (with its own resumes), their output lines prefixed `[shard I/N]`. A
+/// shard that fails says so; the gathering pass runs what it left.
+fn run_shards(l1: &L1Job<'_>, argv: &[OsString], jobs: u32) {
+    std::thread::scope(|scope| {
+        for index in 1..=jobs {
+            let shard = Shard { index, count: jobs };
+            let mut argv = argv.to_vec();
+            add_args(&mut argv, ["--shard".into(), shard.to_string().into()]);
+            scope.spawn(move || {
+                let tag = format!("[shard {shard}] ");
+                let mut out = Prefixed::new(&tag, Stream::Stdout);
+                let mut err = Prefixed::new(&tag, Stream::Stderr);
+                match l1.attempts(argv, &mut out, &mut err) {
+                    Ok(0) => {}
+                    Ok(code) => {
+                        err.line(&format!("swaplab: shard {shard} ended with status {code}"))
+                    }
+                    Err(e) => err.line(&format!("swaplab: shard {shard} failed: {e:#}")),
+                }
+            });
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Output of one shard: whole lines, each with the shard's tag, so that
+/// shards running at once do not cut into each other's lines.
+struct Prefixed<'a> {
+    tag: &'a str,
+    to: Stream,
+    pending: Vec<u8>,
+}
+
+impl<'a> Prefixed<'a> {
+    fn new(tag: &'a str, to: Stream) -> Self {
+        Prefixed {
+            tag,
+            to,
+            pending: Vec::new(),
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        let _ = self.write_all(format!("{text}\n").as_bytes());
+    }
+
+    fn emit(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(self.tag.len() + line.len());
+        buf.extend_from_slice(self.tag.as_bytes());
+        buf.extend_from_slice(line);
+        match self.to {
+            Stream::Stdout => std::io::stdout().lock().write_all(&buf),
+            Stream::Stderr => std::io::stderr().lock().write_all(&buf),
+        }
+    }
+}
+
+impl std::io::Write for Prefixed<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(data);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            self.emit(&line)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Prefixed<'_> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let mut rest = std::mem::take(&mut self.pending);
+            rest.push(b'\n');
+            let _ = self.emit(&rest);
+        }
     }
 }
 
@@ -394,6 +587,30 @@ fn failed_run(
     r
 }
 
+/// `--jobs` and `--shard` make sense together with the rest of the command
+/// line (in L1, the re-run has both and takes `--shard`).
+fn check_jobs(args: &RunOptions) -> anyhow::Result<()> {
+    if args.jobs <= 1 || sandbox::in_sandbox() {
+        return Ok(());
+    }
+    if args.shard.is_some() {
+        return Err(usage(
+            "--jobs and --shard: give one (--jobs makes the shards itself)",
+        ));
+    }
+    if args.api_sock.is_some() {
+        return Err(usage(
+            "--jobs runs several guests at once; --api-sock serves one",
+        ));
+    }
+    if !needs_sandbox_here(args.sandbox) {
+        return Err(usage(
+            "--jobs runs shards in nested sandboxes at once; here guests run on this host's KVM, one at a time (to spread a matrix, run --shard I/N yourself)",
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the matrix `args` asks for: 0 when every run finished and verified
 /// its pages, 1 when one failed; usage errors (bad scenario files included)
 /// are [`crate::cli::UsageError`]s.
@@ -407,11 +624,22 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
     // So are guest kernels that were never built.
     let kernel_images =
         crate::boot::kernel_images(scenarios.iter().filter_map(|s| s.guest.kernel.as_deref()))?;
+    check_jobs(args)?;
     if needs_sandbox_here(args.sandbox) {
         return run_in_sandbox(args, &scenarios, kernel_images);
     }
+    run_here(args, &scenarios)
+}
+
+/// Runs the matrix (or `--shard` of it) in this process.
+fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
     let out = args.out.clone().unwrap_or_else(default_out);
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // A shard's own results, report and trace; its runs' files go to `out`.
+    let mdir = match args.shard {
+        Some(sh) => out.join("shards").join(sh.index.to_string()),
+        None => out.clone(),
+    };
+    std::fs::create_dir_all(&mdir).with_context(|| format!("creating {}", mdir.display()))?;
     if sandbox::in_sandbox() && !args.resume {
         // Ctrl-C on the host stops L1 at once (QEMU takes the signal too): say
         // up front where the finished runs' result.json files are, to resume.
@@ -438,10 +666,12 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
         Box::new(move |sig| i.interrupt(&format!("interrupted by {}", signal_name(sig))))
     }));
     // runreport: progress display, trace.json, failed runs kept, report.md.
-    let total: u32 = scenarios.iter().map(|s| s.repetitions).sum();
+    let total = (1..=scenarios.iter().map(|s| s.repetitions).sum())
+        .filter(|&nth| args.shard.is_none_or(|sh| sh.has(nth)))
+        .count() as u32;
     let started = std::time::SystemTime::now();
     let progress = LiveProgress::start(u64::from(total));
-    let mut tracing = Tracing::new(&out, args.ktrace, progress.notifier());
+    let mut tracing = Tracing::new(&mdir, args.ktrace, progress.notifier());
     let mut results = Vec::new();
     let mut failed = false;
     // --resume: runs kept from the earlier attempt, and those it cut off.
@@ -450,11 +680,20 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
     // Every attempt's resumes and the runs that went once more after an
     // emulation residue (a guest triple fault in the sandbox): counted in the
     // report, never hidden.
-    let mut history = resume::History::open(&out, args.resume, args.resume_reason.as_deref());
-    'matrix: for s in &scenarios {
+    let reason = args.resume_reason.as_deref();
+    let mut history = match args.shard {
+        Some(_) => resume::History::open_shard(&out, args.resume, reason),
+        None => resume::History::open(&out, args.resume, reason),
+    };
+    let mut nth = 0;
+    'matrix: for s in scenarios {
         for rep in 1..=s.repetitions {
             if signals.caught().is_some() {
                 break 'matrix;
+            }
+            nth += 1;
+            if args.shard.is_some_and(|sh| !sh.has(nth)) {
+                continue;
             }
             progress.get().start_run(&s.name, rep, s.repetitions);
             let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
@@ -514,19 +753,19 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
             results.push(r);
         }
     }
-    write_json(&out.join("results.json"), &results)?;
+    write_json(&mdir.join("results.json"), &results)?;
     if let [only] = results.as_slice() {
-        write_json(&out.join("result.json"), only)?;
+        write_json(&mdir.join("result.json"), only)?;
     }
     tracing.finish();
     let env = report::matrix_environment(&results, started);
     let mut info = report::matrix_info(&args.scenarios);
     info.notes.extend(history.notes(kept_runs, total));
-    if let Err(e) = report::write_report(&out, &info, env, &results) {
+    if let Err(e) = report::write_report(&mdir, &info, env, &results) {
         progress.note(&format!("no report: {e}"));
     }
     progress.finish();
-    eprintln!("swaplab: results in {}", out.display());
+    eprintln!("swaplab: results in {}", mdir.display());
     if let Some(sig) = signals.caught() {
         eprintln!(
             "swaplab: {} after {} of {total} runs",
@@ -536,4 +775,38 @@ pub fn run(args: &RunOptions) -> anyhow::Result<u8> {
         return Ok(128 + sig as u8);
     }
     Ok(u8::from(failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_take_every_nth_run_and_parse_from_i_over_n() {
+        let s: Shard = "2/3".parse().unwrap();
+        assert_eq!(s, Shard { index: 2, count: 3 });
+        assert_eq!(s.to_string(), "2/3");
+        let mine: Vec<u32> = (1..=9).filter(|&n| s.has(n)).collect();
+        assert_eq!(mine, [2, 5, 8]);
+        // Every run in exactly one shard.
+        for n in 1..=50 {
+            let owners = (1..=4)
+                .filter(|&i| Shard { index: i, count: 4 }.has(n))
+                .count();
+            assert_eq!(owners, 1, "run {n}");
+        }
+        for bad in ["0/2", "3/2", "1/1", "1/17", "1", "a/b", "1/2/3", ""] {
+            let e = bad.parse::<Shard>().unwrap_err();
+            assert!(e.contains("expected I/N"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn prefixed_output_keeps_whole_lines() {
+        let mut p = Prefixed::new("[t] ", Stream::Stderr);
+        p.write_all(b"par").unwrap();
+        assert_eq!(p.pending, b"par");
+        p.write_all(b"tial\nnext\nla").unwrap();
+        assert_eq!(p.pending, b"la");
+    }
 }

@@ -176,6 +176,23 @@ impl History {
         h
     }
 
+    /// A shard's: the matrix's history, which its shards share (so the
+    /// report that gathers them counts every shard's events); never emptied
+    /// here. A resumed shard adds [`Event::Resumed`] with `reason`.
+    pub fn open_shard(out: &Path, resume: bool, reason: Option<&str>) -> History {
+        let path = out.join(HISTORY_FILE);
+        let mut h = History {
+            events: std::fs::read_to_string(&path)
+                .map(|t| t.lines().filter_map(Event::parse).collect())
+                .unwrap_or_default(),
+            path,
+        };
+        if resume {
+            h.record(Event::Resumed(reason.map(str::to_string)));
+        }
+        h
+    }
+
     /// Adds `e`, to the file at once (best effort: a run is not failed for
     /// its note; a report made without it still says what this attempt saw).
     pub fn record(&mut self, e: Event) {
