@@ -129,6 +129,34 @@ fn sigterm_stops_the_matrix_and_writes_what_ran() {
     assert!(left.is_empty(), "scratch files left: {left:?}");
 }
 
+/// `swaplab run` of the matrix `toml` (written to a file in a fresh temp
+/// dir) with `--out <dir>/out`, `extra` arguments, `env`, and `TMPDIR` set to
+/// `<dir>/tmp` (empty, for the caller to check that nothing is left there).
+fn run_matrix(
+    name: &str,
+    toml: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    let dir = temp_dir(name);
+    let scratch = dir.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let file = dir.path().join("matrix.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out_dir = dir.path().join("out");
+    let mut args = vec![
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let mut env = env.to_vec();
+    env.push(("TMPDIR", scratch.to_str().unwrap()));
+    let out = swaplab_with_env(&args, &env);
+    (dir, out_dir, out)
+}
+
 const MATRIX: &str = r#"
 description = "the test suite's small guest-swap / host-swap / double-paging matrix"
 [defaults]
@@ -279,21 +307,14 @@ fn check_common(r: &Value, mb: u64) {
 
 #[test]
 fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
-    let dir = temp_dir("run-matrix");
-    let file = dir.path().join("matrix.toml");
-    std::fs::write(&file, MATRIX).unwrap();
-    let out_dir = dir.path().join("out");
     // In the sandbox, L1's kernel is crashed as the third run starts: the
     // matrix must resume in a fresh L1, keep the two finished runs and run
     // the third again (see swaplab::run::resume). And the fifth run's guest
     // triple-faults first thing: the run goes once more, counted.
-    let out = swaplab_with_env(
-        &[
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
+    let (_dir, out_dir, out) = run_matrix(
+        "run-matrix",
+        MATRIX,
+        &[],
         &[(ENV_INJECT_L1_PANIC, "3"), (ENV_INJECT_TRIPLE_FAULT, "5")],
     );
     let stdout = text(&out.stdout);
@@ -525,23 +546,8 @@ fn jobs_run_shards_in_parallel_sandboxes_and_gather_them() {
 }
 
 fn sharded_matrix() {
-    let dir = temp_dir("run-jobs");
+    let (dir, out_dir, out) = run_matrix("run-jobs", SHARDED, &["--jobs", "2"], &[]);
     let scratch = dir.path().join("tmp");
-    std::fs::create_dir(&scratch).unwrap();
-    let file = dir.path().join("sharded.toml");
-    std::fs::write(&file, SHARDED).unwrap();
-    let out_dir = dir.path().join("out");
-    let out = swaplab_with_env(
-        &[
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--jobs",
-            "2",
-        ],
-        &[("TMPDIR", scratch.to_str().unwrap())],
-    );
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let runs = |p: &Path| -> Vec<(String, u64)> {
