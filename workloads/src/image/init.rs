@@ -360,6 +360,12 @@ fn root_block(root_list: &str) -> String {
     done
     mount -t tmpfs -o mode=755 tmpfs /newroot/run || root_fail "mounting /run"
     mount -o bind /usr/bin/swaplab-guest /newroot{guest_program} || root_fail "bind-mounting swaplab-guest"
+    # The booted kernel's modules (the image's, for its own kernel): the disk holds none.
+    kv=$(uname -r)
+    if [ -d "/lib/modules/$kv" ]; then
+        mkdir -p "/newroot/lib/modules/$kv"
+        mount -o bind "/lib/modules/$kv" "/newroot/lib/modules/$kv" || root_fail "bind-mounting /lib/modules/$kv"
+    fi
     echo "{ROOT_MARKER} ok $dev"
     chroot /newroot /bin/sh -c "cd /root && $cmd"
 "#
