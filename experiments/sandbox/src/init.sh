@@ -90,8 +90,14 @@ mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "mount /run"
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
 
 stage run
+# Heartbeat: while the command runs, "alive" every few seconds. The host
+# stops an L1 whose heartbeat stops (its kernel wedged: nothing in L1 runs).
+# In the background, so the command keeps the foreground's signals.
+(while :; do sleep 5; say alive; done) &
+beat=$!
 env -i chroot /newroot /bin/sh -c "$job" </dev/null >"$out" 2>"$err"
 rc=$?
+kill "$beat" 2>/dev/null
 # Flush what the command wrote through 9p's cache before saying it is done.
 sync
 say "exit $rc"

@@ -33,7 +33,7 @@ pub const L1_PARALLEL_MODULES: &[&str] = &["kvm_amd"];
 /// busybox applets `init.sh` uses.
 pub const APPLETS: &[&str] = &[
     "sh", "mount", "mkdir", "insmod", "cat", "echo", "sleep", "env", "chroot", "sync", "poweroff",
-    "reboot",
+    "reboot", "kill",
 ];
 
 /// Bump when the layout of the initramfs changes in a way the inputs do not show.

@@ -139,10 +139,14 @@ pub const L1_PANICKED: &str = "the L1 kernel panicked";
 /// TCG) triple-faulted, which stops L1 as a reset would.
 pub const L1_TRIPLE_FAULTED: &str = "L1's emulated CPU triple-faulted";
 
+/// How a [`SandboxError::Unresponsive`] begins: L1's heartbeat stopped (its
+/// kernel wedged, nothing in it ran), so it was stopped.
+pub const L1_UNRESPONSIVE: &str = "L1 stopped responding";
+
 /// The beginnings of the errors that say L1 itself died under the command
-/// (its kernel panicked, or its CPU triple-faulted): callers that can run
-/// their work again in a fresh L1 look for these.
-pub const L1_DIED: [&str; 2] = [L1_PANICKED, L1_TRIPLE_FAULTED];
+/// (its kernel panicked, its CPU triple-faulted, or it wedged): callers that
+/// can run their work again in a fresh L1 look for these.
+pub const L1_DIED: [&str; 3] = [L1_PANICKED, L1_TRIPLE_FAULTED, L1_UNRESPONSIVE];
 
 /// `0` turns off [`SandboxConfig::hold_kvm`].
 pub const ENV_HOLD_KVM: &str = "SWAPLAB_SANDBOX_HOLD_KVM";
@@ -228,6 +232,16 @@ pub enum SandboxError {
         /// The end of the kernel console.
         console: String,
     },
+    /// L1's heartbeat stopped for [`qemu::LIVENESS`]: it was stopped.
+    #[error("L1 stopped responding: no heartbeat for {secs} s while the command ran (last stage: {stage}); it was stopped{}", detail("", .console))]
+    Unresponsive {
+        /// Seconds without a heartbeat.
+        secs: u64,
+        /// The last stage L1 reported.
+        stage: String,
+        /// The end of the kernel console.
+        console: String,
+    },
     /// QEMU was stopped by a signal (Ctrl-C, SIGTERM) sent to it.
     #[error("QEMU was stopped by a signal before the command finished: {0}")]
     Interrupted(String),
@@ -279,6 +293,9 @@ impl SandboxError {
             SandboxError::TripleFault { .. } => {
                 Some("L1 CPU triple-faulted (QEMU TCG's emulation; QEMU logged it)".to_string())
             }
+            SandboxError::Unresponsive { secs, .. } => Some(format!(
+                "L1 stopped responding (no heartbeat for {secs} s: its kernel wedged)"
+            )),
             _ => None,
         }
     }
@@ -333,6 +350,9 @@ pub struct SandboxConfig {
     pub tcg_thread: String,
     /// Print boot and run times to stderr.
     pub verbose: bool,
+    /// How long L1 may go without a heartbeat before it is taken for wedged
+    /// and stopped (default [`qemu::LIVENESS`]; [`ENV_LIVENESS`]).
+    pub liveness: Duration,
 }
 
 /// Environment variable choosing QEMU's TCG threading for L1: `multi` (the
@@ -360,7 +380,25 @@ impl Default for SandboxConfig {
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "multi".into()),
             verbose: false,
+            liveness: qemu::LIVENESS,
         }
+    }
+}
+
+/// Environment variable: how long L1 may go without a heartbeat, seconds
+/// (10 to 3600; default [`qemu::LIVENESS`]).
+pub const ENV_LIVENESS: &str = "SWAPLAB_SANDBOX_LIVENESS";
+
+/// [`SandboxConfig::liveness`] from [`ENV_LIVENESS`], or the default.
+pub fn liveness_from_env() -> Result<Duration, SandboxError> {
+    let Some(v) = std::env::var(ENV_LIVENESS).ok().filter(|v| !v.is_empty()) else {
+        return Ok(qemu::LIVENESS);
+    };
+    match v.parse::<u64>() {
+        Ok(secs) if (10..=3600).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(SandboxError::Config(format!(
+            "{ENV_LIVENESS}={v:?} is not valid (seconds, 10 to 3600)"
+        ))),
     }
 }
 
@@ -385,6 +423,7 @@ impl SandboxConfig {
             c.timeout =
                 Duration::from_secs(v.parse().map_err(|_| bad("SWAPLAB_SANDBOX_TIMEOUT", &v))?);
         }
+        c.liveness = liveness_from_env()?;
         c.console_log = var("SWAPLAB_SANDBOX_CONSOLE").map(PathBuf::from);
         if let Some(v) = var(initramfs::ENV_KERNEL) {
             c.kernel =
@@ -531,6 +570,7 @@ pub fn run_in_sandbox(
     let limits = Limits {
         total: cfg.timeout,
         boot: BOOT_TIMEOUT,
+        liveness: cfg.liveness,
     };
     // While sockets are forwarded, Ctrl-C, SIGTERM and SIGHUP stop QEMU instead
     // of this process, so the run unwinds and the host socket files go away.
@@ -756,7 +796,7 @@ pub fn interpret(report: &Report, timeout: Duration) -> Result<u8, SandboxError>
                     message: message.clone(),
                 })
             }
-            Event::Stage(_) => {}
+            Event::Stage(_) | Event::Alive => {}
         }
     }
     let console = report.console_tail.clone();
@@ -764,6 +804,13 @@ pub fn interpret(report: &Report, timeout: Duration) -> Result<u8, SandboxError>
         let what = match expired {
             Expired::Boot => format!("L1 did not boot within {} s", BOOT_TIMEOUT.as_secs()),
             Expired::Total => format!("the sandbox timed out after {} s", timeout.as_secs()),
+            Expired::Unresponsive => {
+                return Err(SandboxError::Unresponsive {
+                    secs: report.liveness.as_secs(),
+                    stage,
+                    console,
+                })
+            }
         };
         return Err(SandboxError::Timeout {
             what,
@@ -941,6 +988,7 @@ mod tests {
             qemu_stderr: String::new(),
             l1_triple_fault: None,
             expired: None,
+            liveness: qemu::LIVENESS,
             elapsed: Duration::from_secs(2),
         };
         assert_eq!(boot_panic(&r), Some(panic));
@@ -950,5 +998,29 @@ mod tests {
         r.events.truncate(1);
         r.console_tail = "[    1.04] VFS: Disk quotas\n".into();
         assert_eq!(boot_panic(&r), None, "no panic");
+    }
+
+    #[test]
+    fn a_silent_l1_is_an_l1_death_that_says_so() {
+        use std::os::unix::process::ExitStatusExt;
+        let r = qemu::Report {
+            events: vec![(Duration::from_secs(5), protocol::Event::Stage("run".into()))],
+            qemu_status: std::process::ExitStatus::from_raw(9),
+            console_tail: "[  200.1] watchdog: BUG: soft lockup - CPU#0 stuck for 23s!\n".into(),
+            qemu_stderr: String::new(),
+            l1_triple_fault: None,
+            expired: Some(qemu::Expired::Unresponsive),
+            liveness: Duration::from_secs(120),
+            elapsed: Duration::from_secs(300),
+        };
+        let e = interpret(&r, Duration::from_secs(3600)).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with(L1_UNRESPONSIVE), "{text}");
+        assert!(
+            text.contains("no heartbeat for 120 s") && text.contains("soft lockup"),
+            "{text}"
+        );
+        assert!(L1_DIED.iter().any(|m| text.starts_with(m)));
+        assert!(e.l1_died().unwrap().contains("stopped responding"));
     }
 }

@@ -9,7 +9,9 @@
 //! - `fail STAGE: MESSAGE`: init failed and is powering off;
 //! - `cannot-start CODE MESSAGE`: the job could not start the command
 //!   (not found, not executable, no such directory) and exits with `CODE`;
-//! - `exit CODE`: the command finished with `CODE` (0-255; 128+N for signal N).
+//! - `exit CODE`: the command finished with `CODE` (0-255; 128+N for signal N);
+//! - `alive`: the heartbeat, every few seconds while the command runs (the
+//!   host stops an L1 whose heartbeat stops: see `qemu::LIVENESS`).
 //!
 //! Whatever is not one of these is ignored.
 
@@ -45,6 +47,8 @@ pub enum Event {
     },
     /// The command exited.
     Exit(u8),
+    /// L1 is alive (`alive`, every few seconds while the command runs).
+    Alive,
 }
 
 /// Parse one line; `Ok(None)` for lines that are not protocol lines.
@@ -70,6 +74,7 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, ProtocolError> {
             }
         }
         "exit" => Event::Exit(code(rest)?),
+        "alive" if rest.is_empty() => Event::Alive,
         _ => return Ok(None),
     }))
 }
@@ -246,5 +251,11 @@ mod tests {
         assert!(r.starts_with("BUG: x\n"), "{r}");
         assert!(r.contains("[... 142 lines ...]"), "{r}");
         assert!(r.ends_with("Kernel panic - not syncing: y"), "{r}");
+    }
+
+    #[test]
+    fn the_heartbeat_is_a_protocol_line() {
+        assert_eq!(parse_line("alive\n").unwrap(), Some(Event::Alive));
+        assert_eq!(parse_line("alive and well").unwrap(), None);
     }
 }

@@ -59,6 +59,11 @@ fn triple_fault(log: &[u8]) -> Option<String> {
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// How long L1 may take to power off after reporting the end of the command.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
+/// How long L1 may go without a heartbeat (`alive`, every 5 s while the
+/// command runs) before it is taken for wedged and stopped: far longer than
+/// any wait for a CPU in L1 (the heartbeat is a shell loop, scheduled like
+/// any task), short beside a run's own limits.
+pub const LIVENESS: Duration = Duration::from_secs(120);
 
 /// Errors running QEMU (not errors of L1: those are in the [`Report`]).
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +136,8 @@ pub struct Limits {
     pub total: Duration,
     /// From QEMU's start to the command starting (`stage run`).
     pub boot: Duration,
+    /// Longest wait for L1's heartbeat while the command runs.
+    pub liveness: Duration,
 }
 
 /// Which limit was hit.
@@ -140,6 +147,8 @@ pub enum Expired {
     Boot,
     /// The total limit.
     Total,
+    /// L1's heartbeat stopped for [`LIVENESS`].
+    Unresponsive,
 }
 
 /// What happened in one L1 run.
@@ -158,6 +167,8 @@ pub struct Report {
     pub l1_triple_fault: Option<String>,
     /// Set when QEMU was killed for exceeding a limit.
     pub expired: Option<Expired>,
+    /// The heartbeat limit it ran with ([`Limits::liveness`]).
+    pub liveness: Duration,
     /// Wall time from QEMU's start to its exit.
     pub elapsed: Duration,
 }
@@ -427,6 +438,7 @@ pub fn run(
         qemu_log: Vec::new(),
         out_broken: false,
         err_broken: false,
+        last_alive: None,
     };
     let result = sup.pump(&mut streams, &mut child, limits);
     // Whatever happened, QEMU must not outlive this call.
@@ -444,6 +456,7 @@ pub fn run(
         qemu_stderr: String::from_utf8_lossy(&sup.qemu_stderr).into_owned(),
         l1_triple_fault: triple_fault(&sup.qemu_log),
         expired,
+        liveness: limits.liveness,
         elapsed: start.elapsed(),
     })
 }
@@ -459,9 +472,25 @@ struct Supervisor<'a> {
     qemu_log: Vec<u8>,
     out_broken: bool,
     err_broken: bool,
+    /// The last heartbeat (or `stage run`, the first thing to count from).
+    last_alive: Option<Instant>,
 }
 
 impl Supervisor<'_> {
+    /// The event `e` came at `t`: recorded, except heartbeats, which only
+    /// move [`Supervisor::last_alive`].
+    fn event(&mut self, t: Duration, e: Event) {
+        match e {
+            Event::Alive => self.last_alive = Some(self.start + t),
+            e => {
+                if e == Event::Stage("run".into()) {
+                    self.last_alive = Some(self.start + t);
+                }
+                self.events.push((t, e));
+            }
+        }
+    }
+
     /// When L1 reported an outcome (exit, cannot-start, failure): from then on
     /// it only has to power off.
     fn finished_at(&self) -> Option<Instant> {
@@ -499,7 +528,11 @@ impl Supervisor<'_> {
             let deadline = match (killed_at, finished) {
                 (Some(t), _) => t + KILL_GRACE,
                 (None, Some(t)) => (t + POWEROFF_GRACE).min(self.start + limits.total),
-                (None, None) if self.booted() => self.start + limits.total,
+                (None, None) if self.booted() => {
+                    let total = self.start + limits.total;
+                    self.last_alive
+                        .map_or(total, |t| total.min(t + limits.liveness))
+                }
                 (None, None) => self.start + limits.total.min(limits.boot),
             };
             if now >= deadline {
@@ -509,6 +542,9 @@ impl Supervisor<'_> {
                 // After an outcome, a stuck power-off is not the command's failure.
                 expired = match finished {
                     Some(_) => None,
+                    None if self.booted() && now < self.start + limits.total => {
+                        Some(Expired::Unresponsive)
+                    }
                     None if self.booted() || limits.total <= limits.boot => Some(Expired::Total),
                     None => Some(Expired::Boot),
                 };
@@ -569,7 +605,7 @@ impl Supervisor<'_> {
             Kind::Status => {
                 for line in self.status_lines.feed(data) {
                     if let Ok(Some(e)) = protocol::parse_line(&line) {
-                        self.events.push((t, e));
+                        self.event(t, e);
                     }
                 }
             }
@@ -580,7 +616,7 @@ impl Supervisor<'_> {
                 keep_tail(&mut self.console_tail, data, CONSOLE_TAIL);
                 for line in self.console_lines.feed(data) {
                     if let Some(e) = protocol::parse_console_line(&line) {
-                        self.events.push((t, e));
+                        self.event(t, e);
                     }
                 }
             }
@@ -593,7 +629,7 @@ impl Supervisor<'_> {
         let t = self.start.elapsed();
         if let Some(line) = self.status_lines.finish() {
             if let Ok(Some(e)) = protocol::parse_line(&line) {
-                self.events.push((t, e));
+                self.event(t, e);
             }
         }
         if let Some(c) = self.sinks.console.as_mut() {

@@ -110,6 +110,7 @@ fn cli_config(
         kernel,
         forwards,
         verbose: args.verbose,
+        liveness: sandbox::liveness_from_env()?,
         ..SandboxConfig::default()
     })
 }

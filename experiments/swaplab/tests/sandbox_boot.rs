@@ -171,3 +171,50 @@ fn an_l1_triple_fault_is_named_not_taken_for_a_power_off() {
     );
     assert!(err.contains("last L1 stage: run"), "{}", show(&out));
 }
+
+#[test]
+fn an_l1_that_stops_responding_is_stopped_and_named() {
+    if qemu_missing() {
+        return;
+    }
+    // The command stops every other child of L1's init, the heartbeat among
+    // them, as a wedged L1 kernel would (nothing in L1 runs), then waits far
+    // longer than the heartbeat limit, here 15 s.
+    let start = Instant::now();
+    let out = swaplab()
+        .args([
+            "sandbox",
+            "--mem",
+            "512M",
+            "--timeout",
+            "600",
+            "--",
+            "sh",
+            "-c",
+            r#"for p in $(ps -o pid= --ppid 1); do [ "$p" = "$$" ] || kill -STOP "$p"; done; sleep 500"#,
+        ])
+        .env("SWAPLAB_SANDBOX_LIVENESS", "15")
+        .output()
+        .unwrap();
+    eprintln!("silent sandbox took {:.1} s", start.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("L1 stopped responding: no heartbeat for 15 s while the command ran"),
+        "{}",
+        show(&out)
+    );
+    assert!(err.starts_with("swaplab: ") || err.contains(sandbox::L1_UNRESPONSIVE));
+    // A bad limit is a configuration error, before anything boots.
+    let out = swaplab()
+        .args(["sandbox", "--", "true"])
+        .env("SWAPLAB_SANDBOX_LIVENESS", "5")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("SWAPLAB_SANDBOX_LIVENESS"),
+        "{}",
+        show(&out)
+    );
+}
