@@ -243,6 +243,11 @@ pub fn shapes(e: &AppExperiment) -> Vec<String> {
             let slow = b.median <= w.median;
             let moved = b.pages_moved <= w.pages_moved;
             let verdict = match (slow, moved) {
+                // Nothing paged: the level did not press this app, and the
+                // slowdowns differ by run-to-run variation only.
+                _ if b.pages_moved == 0.0 && w.pages_moved == 0.0 => {
+                    "**not exercised** (neither moved a page at this level: the slowdowns differ by run-to-run variation, not paging)"
+                }
                 (true, true) => "**held**",
                 (true, false) => "**held in slowdown, not in pages moved**",
                 (false, true) => "**held in pages moved, not in slowdown**",
@@ -344,6 +349,25 @@ mod tests {
             s[1]
         );
         assert!(s[1].contains("3.64× vs 2.86×"), "{}", s[1]);
+    }
+
+    #[test]
+    fn a_level_where_nothing_paged_is_not_taken_for_a_shape() {
+        let r = MatrixResults {
+            matrix: "m".into(),
+            description: String::new(),
+            notes: Vec::new(),
+            environment: Environment::default(),
+            scenarios: vec![
+                sc("baseline", 0.0, vec![run(10.0, 0)]),
+                sc("host-swap", 0.25, vec![run(9.0, 0)]),
+                sc("balloon", 0.25, vec![run(17.0, 0)]),
+            ],
+        };
+        let s = shapes(&experiments(&r)[0]);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!(s[0].contains("at 25 %: **not exercised**"), "{}", s[0]);
+        assert!(s[0].contains("1.70× vs 0.90×"), "{}", s[0]);
     }
 
     #[test]
