@@ -306,7 +306,7 @@ fn run_in_sandbox(
             // The shards add to one history; a fresh matrix starts it empty.
             resume::History::open(&out, false, None);
         }
-        run_shards(&l1, &argv, args.jobs);
+        run_shards(&l1, &argv, args.jobs)?;
         // Then one more L1 gathers them (and runs what a shard did not).
         if !argv.iter().any(|a| a == "--resume") {
             add_args(&mut argv, ["--resume".into()]);
@@ -395,27 +395,48 @@ impl L1Job<'_> {
 
 /// Runs the matrix `argv` names as `jobs` shards, each in its own L1 at once
 /// (with its own resumes), their output lines prefixed `[shard I/N]`. A
-/// shard that fails says so; the gathering pass runs what it left.
-fn run_shards(l1: &L1Job<'_>, argv: &[OsString], jobs: u32) {
-    std::thread::scope(|scope| {
-        for index in 1..=jobs {
-            let shard = Shard { index, count: jobs };
-            let mut argv = argv.to_vec();
-            add_args(&mut argv, ["--shard".into(), shard.to_string().into()]);
-            scope.spawn(move || {
-                let tag = format!("[shard {shard}] ");
-                let mut out = Prefixed::new(&tag, Stream::Stdout);
-                let mut err = Prefixed::new(&tag, Stream::Stderr);
-                match l1.attempts(argv, &mut out, &mut err) {
-                    Ok(0) => {}
-                    Ok(code) => {
-                        err.line(&format!("swaplab: shard {shard} ended with status {code}"))
+/// shard that fails says so, and the gathering pass runs what it left; but
+/// when a shard was interrupted (Ctrl-C, SIGTERM: QEMU was stopped by the
+/// signal), that error is returned and nothing more starts.
+fn run_shards(l1: &L1Job<'_>, argv: &[OsString], jobs: u32) -> anyhow::Result<()> {
+    let interrupted = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=jobs)
+            .map(|index| {
+                let shard = Shard { index, count: jobs };
+                let mut argv = argv.to_vec();
+                add_args(&mut argv, ["--shard".into(), shard.to_string().into()]);
+                scope.spawn(move || {
+                    let tag = format!("[shard {shard}] ");
+                    let mut out = Prefixed::new(&tag, Stream::Stdout);
+                    let mut err = Prefixed::new(&tag, Stream::Stderr);
+                    match l1.attempts(argv, &mut out, &mut err) {
+                        Ok(0) => None,
+                        Ok(code) => {
+                            err.line(&format!("swaplab: shard {shard} ended with status {code}"));
+                            None
+                        }
+                        Err(e)
+                            if matches!(
+                                e.downcast_ref::<SandboxError>(),
+                                Some(SandboxError::Interrupted(_))
+                            ) =>
+                        {
+                            Some(e)
+                        }
+                        Err(e) => {
+                            err.line(&format!("swaplab: shard {shard} failed: {e:#}"));
+                            None
+                        }
                     }
-                    Err(e) => err.line(&format!("swaplab: shard {shard} failed: {e:#}")),
-                }
-            });
-        }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .next()
     });
+    interrupted.map_or(Ok(()), Err)
 }
 
 #[derive(Clone, Copy)]
