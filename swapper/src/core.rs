@@ -16,6 +16,7 @@
 use crate::budget::{Budget, Limits};
 use crate::config::SwapperConfig;
 use crate::fatal::FatalSink;
+use crate::page_bits::PageBits;
 use crate::page_state::{PageEntry, PageIdx, PageState};
 use crate::pagemap::Pagemap;
 use crate::policy::Policy;
@@ -35,10 +36,13 @@ use std::time::Instant;
 /// Number of distinct [`PageState`] kinds (for per-state counts).
 const KINDS: usize = 7;
 
+/// The kind of `ZeroMapped` pages.
+const POOLED: usize = 1;
+
 fn kind(s: PageState) -> usize {
     match s {
         PageState::Absent => 0,
-        PageState::ZeroMapped => 1,
+        PageState::ZeroMapped => POOLED,
         PageState::Resident => 2,
         PageState::Staged { .. } => 3,
         PageState::Evicted => 4,
@@ -62,6 +66,9 @@ pub(crate) struct Shared {
     pub pagemap: Pagemap,
     pub table: Box<[Mutex<PageEntry>]>,
     pub state_counts: [AtomicU64; KINDS],
+    /// The pages in the zero-map pool (state `ZeroMapped`), kept by
+    /// [`Shared::settle`] with the per-state counts.
+    pub pooled: PageBits,
     pub budget: Budget,
     pub policy: Mutex<Box<dyn Policy>>,
     pub store: Box<dyn Store>,
@@ -165,6 +172,11 @@ impl Shared {
         if kb != ka {
             self.state_counts[kb].fetch_sub(1, Ordering::Relaxed);
             self.state_counts[ka].fetch_add(1, Ordering::Relaxed);
+            if ka == POOLED {
+                self.pooled.set(idx);
+            } else if kb == POOLED {
+                self.pooled.clear(idx);
+            }
         }
     }
 

@@ -290,7 +290,6 @@ impl Shared {
     /// (write backoff, no victim, too many busy victims), so a stalled evictor
     /// explains itself in the status.
     pub(crate) fn reclaim_to(&self, target: u64, max: u64) -> u64 {
-        let mut freed = 0;
         if self.passive || self.budget.resident() <= target {
             return 0;
         }
@@ -299,6 +298,16 @@ impl Shared {
             bump!(self, evictor_backoffs);
             return 0;
         }
+        let started = std::time::Instant::now();
+        let freed = self.reclaim_round(target, max);
+        bump!(self, evictor_ns, started.elapsed().as_nanos());
+        freed
+    }
+
+    /// The body of [`Self::reclaim_to`]: evicts until resident pages are at
+    /// `target` or `max` were freed.
+    fn reclaim_round(&self, target: u64, max: u64) -> u64 {
+        let mut freed = 0;
         let mut idle = 0u32;
         let mut budget_steps = 4 * self.policy().len() as u64 + 64;
         while self.budget.resident() > target && freed < max && budget_steps > 0 {

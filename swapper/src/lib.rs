@@ -93,6 +93,7 @@ pub mod install;
 pub mod integrity;
 pub mod kswap;
 mod page;
+mod page_bits;
 pub mod page_state;
 pub mod pagemap;
 pub mod policy;

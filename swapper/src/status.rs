@@ -5,6 +5,7 @@ base::counters! {
     pub struct Counters;
     /// A snapshot of [`Counters`].
     #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    #[serde(default)]
     pub struct CounterSnapshot {
         counters {
             /// Fault events read from the userfaultfd.
@@ -73,6 +74,9 @@ base::counters! {
             pool_reclaims,
             /// PAGEMAP_SCAN passes.
             scans,
+            /// Time spent in those passes (the kernel's page-table walk and
+            /// the promotion of what it found), nanoseconds.
+            scan_ns,
             /// Evictions done by a fault handler itself (no free budget).
             direct_reclaims,
             /// Operations retried after EAGAIN (a non-cooperative event pending).
@@ -92,6 +96,9 @@ base::counters! {
             evictor_no_victim,
             /// Of those, rounds that stopped after 64 busy victims in a row.
             evictor_busy_stops,
+            /// Time the evictor spent in those rounds (choosing, moving aside
+            /// and saving victims), nanoseconds.
+            evictor_ns,
         }
     }
 }

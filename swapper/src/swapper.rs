@@ -7,6 +7,7 @@ use crate::discard::DiscardStats;
 use crate::fatal::{FatalError, FatalSink};
 use crate::install::Installed;
 use crate::page::PAGE_SIZE;
+use crate::page_bits::PageBits;
 use crate::page_state::{PageEntry, PageState};
 use crate::pagemap::{Pagemap, PagemapError};
 use crate::policy::{new_policy, PolicyParams};
@@ -138,6 +139,7 @@ impl Swapper {
                 .map(|_| Mutex::new(PageEntry::default()))
                 .collect(),
             state_counts: Shared::init_counts(pages),
+            pooled: PageBits::new(pages),
             budget: Budget::new(limits),
             policy: Mutex::new(policy),
             store,
