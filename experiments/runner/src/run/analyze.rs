@@ -265,6 +265,7 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         metric_name: metric.map(|_| spec.workload.metric_name().to_string()),
         metric,
         root_disk: raw.root_blk.clone(),
+        host_cpu: raw.host_cpu.clone(),
     }
 }
 

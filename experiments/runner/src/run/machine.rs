@@ -26,6 +26,7 @@ use workloads::image::init;
 
 use super::api::VmApi;
 use super::balloon;
+use super::cpu::ThreadCpu;
 use super::error::MachineError;
 use super::guard::StallGuard;
 use super::interrupt::Interrupter;
@@ -64,6 +65,8 @@ pub struct RawRun {
     pub balloon: Option<serde_json::Value>,
     /// Host timeline.
     pub timeline: Vec<HostSample>,
+    /// Host CPU time by thread name while the guest ran.
+    pub host_cpu: Vec<ThreadCpu>,
     /// Guest RAM bytes.
     pub guest_mem: u64,
     /// The origin of fault and blk record times (the swapper's epoch).
@@ -231,6 +234,7 @@ fn assemble_and_run(
         root_blk,
         balloon,
         timeline: collected.timeline,
+        host_cpu: collected.host_cpu,
         guest_mem: spec.guest.mem.bytes(),
         epoch,
         guest_kernel: files

@@ -22,6 +22,7 @@ pub mod api;
 pub mod balloon;
 pub mod boot;
 pub mod clock;
+pub mod cpu;
 pub mod cmd;
 pub mod error;
 pub mod guard;

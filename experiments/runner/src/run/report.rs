@@ -449,6 +449,7 @@ pub fn failed_run(spec: &Scenario, why: &str) -> RunResult {
         metric: None,
         metric_name: None,
         root_disk: None,
+        host_cpu: Vec::new(),
     }
 }
 

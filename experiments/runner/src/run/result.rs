@@ -175,6 +175,10 @@ pub struct RunResult {
     /// The root disk's counters (`guest.root_disk`).
     #[serde(default)]
     pub root_disk: Option<serde_json::Value>,
+    /// Host CPU time by thread name while the guest ran, the busiest first
+    /// ([`super::cpu`]).
+    #[serde(default)]
+    pub host_cpu: Vec<super::cpu::ThreadCpu>,
 }
 
 /// Why a run's host limit was not held, if it was not: the swapper's peak

@@ -1,7 +1,8 @@
 //! The sampler: a thread that, every 250 ms while the guest runs, drains the
 //! swapper's and the swap disk's trace rings, records a host timeline sample
-//! (residency, balloon, host swap and disk totals) and steps the balloon's
-//! policy; and once more when stopped.
+//! (residency, balloon, host swap and disk totals), reads every thread's CPU
+//! time ([`super::cpu`]) and steps the balloon's policy; and once more when
+//! stopped.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -14,6 +15,7 @@ use vmm::HostRegion;
 
 use super::api::host_resident_bytes;
 use super::balloon::BalloonRun;
+use super::cpu::{CpuTracker, ThreadCpu};
 use super::recent::{balloon_events, Recent};
 use super::result::HostSample;
 
@@ -44,6 +46,8 @@ pub struct Collected {
     pub timeline: Vec<HostSample>,
     /// Records not kept (beyond [`MAX_KEPT_RECORDS`]).
     pub dropped: u64,
+    /// Host CPU time by thread name (filled by the last sample).
+    pub host_cpu: Vec<ThreadCpu>,
 }
 
 /// What the sampler reads.
@@ -79,12 +83,16 @@ impl Sampler {
         let thread = {
             let (stop, collected) = (stop.clone(), collected.clone());
             let mut sources = sources;
+            let mut cpu = CpuTracker::start();
             std::thread::Builder::new()
                 .name("swaplab-sampler".into())
                 .spawn(move || loop {
                     let done = stop.wait_timeout(PERIOD);
-                    sources.sample(&mut lock(&collected));
+                    let mut c = lock(&collected);
+                    sources.sample(&mut c);
+                    cpu.sample();
                     if done {
+                        c.host_cpu = cpu.finish();
                         return sources.balloon.map(|b| b.finish());
                     }
                 })
