@@ -123,29 +123,43 @@ impl BootFiles {
                 }
             }
         }
-        Ok(Self {
-            kernel: kernel
-                .map(Path::to_path_buf)
-                .or_else(|| {
-                    img.map(|i| {
-                        if bzimage {
-                            i.bzimage.clone()
-                        } else {
-                            i.vmlinux.clone()
-                        }
-                    })
-                })
-                .unwrap_or_default(),
-            initrd: initrd
-                .map(Path::to_path_buf)
-                .or_else(|| img.map(|i| i.initramfs.clone())),
-            cmdline: cmdline
-                .map(str::to_string)
-                .or_else(|| img.map(|i| i.manifest.cmdline.clone()))
-                .unwrap_or_else(|| init::DEFAULT_CMDLINE.to_string()),
-            image_dir: image.map(|i| i.dir),
+        let mut files = match image {
+            Some(i) => Self::of_image(i, bzimage),
+            // Only when all three are given: each is replaced below.
+            None => Self {
+                kernel: PathBuf::new(),
+                initrd: None,
+                cmdline: init::DEFAULT_CMDLINE.to_string(),
+                image_dir: None,
+                kernel_images: Vec::new(),
+            },
+        };
+        if let Some(k) = kernel {
+            files.kernel = k.to_path_buf();
+        }
+        if let Some(i) = initrd {
+            files.initrd = Some(i.to_path_buf());
+        }
+        if let Some(c) = cmdline {
+            files.cmdline = c.to_string();
+        }
+        Ok(files)
+    }
+
+    /// The files of the built image `img`: its vmlinux (its bzImage if
+    /// `bzimage`), initramfs and command line.
+    fn of_image(img: GuestImage, bzimage: bool) -> Self {
+        Self {
+            kernel: if bzimage {
+                img.bzimage.clone()
+            } else {
+                img.vmlinux.clone()
+            },
+            initrd: Some(img.initramfs.clone()),
+            cmdline: img.manifest.cmdline.clone(),
+            image_dir: Some(img.dir),
             kernel_images: Vec::new(),
-        })
+        }
     }
 
     /// The files of the guest image for a scenario's `guest.kernel` (`None`:
@@ -156,14 +170,7 @@ impl BootFiles {
         let Some(spec) = spec else {
             return Self::resolve(None, None, None, false);
         };
-        let img = kernel_image(spec)?;
-        Ok(Self {
-            kernel: img.vmlinux.clone(),
-            initrd: Some(img.initramfs.clone()),
-            cmdline: img.manifest.cmdline.clone(),
-            image_dir: Some(img.dir),
-            kernel_images: Vec::new(),
-        })
+        Ok(Self::of_image(kernel_image(spec)?, false))
     }
 }
 

@@ -160,20 +160,10 @@ impl History {
     /// A fresh matrix starts an empty history; a resumed one reads the
     /// earlier attempts' and adds [`Event::Resumed`] with `reason`.
     pub fn open(out: &Path, resume: bool, reason: Option<&str>) -> History {
-        let path = out.join(HISTORY_FILE);
-        let mut h = History {
-            path,
-            events: Vec::new(),
-        };
-        if resume {
-            if let Ok(text) = std::fs::read_to_string(&h.path) {
-                h.events = text.lines().filter_map(Event::parse).collect();
-            }
-            h.record(Event::Resumed(reason.map(str::to_string)));
-        } else {
-            let _ = std::fs::write(&h.path, b"");
+        if !resume {
+            let _ = std::fs::write(out.join(HISTORY_FILE), b"");
         }
-        h
+        Self::open_shard(out, resume, reason)
     }
 
     /// A shard's: the matrix's history, which its shards share (so the
