@@ -18,7 +18,11 @@ SWAPLAB_REQUIRE_TIERS="$(./target/release/swaplab doctor --tiers),tool"
 SWAPLAB_SKIP_LOG="$(mktemp "${TMPDIR:-/tmp}/swaplab-skips-XXXXXX")"
 # Tests that ran again because the nested sandbox's L1 died under them.
 SWAPLAB_RETRY_LOG="$(mktemp "${TMPDIR:-/tmp}/swaplab-retries-XXXXXX")"
-export SWAPLAB_REQUIRE_TIERS SWAPLAB_SKIP_LOG SWAPLAB_RETRY_LOG
+# cargo already runs tests side by side: each test's matrix runs in one
+# sandbox (`swaplab run --jobs auto` would start one per CPU); the --jobs test
+# asks for its shards itself.
+SWAPLAB_JOBS=1
+export SWAPLAB_REQUIRE_TIERS SWAPLAB_SKIP_LOG SWAPLAB_RETRY_LOG SWAPLAB_JOBS
 trap 'rm -f "$SWAPLAB_SKIP_LOG" "$SWAPLAB_RETRY_LOG"' EXIT
 echo "test: cargo test (this machine has the tiers: ${SWAPLAB_REQUIRE_TIERS:-none}; a skip of one fails the run)" >&2
 status=0

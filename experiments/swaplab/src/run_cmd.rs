@@ -69,9 +69,15 @@ pub struct RunArgs {
     pub resume_reason: Option<String>,
     /// In the nested sandbox, run the matrix as N shards in N L1 VMs at once, then gather
     /// their results into one report (each shard's trace: --out/shards/I/trace.json).
-    /// The L1s share this host's CPUs: faster, and noisier timings.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(cmd::MAX_SHARDS)))]
-    pub jobs: u32,
+    /// The L1s share this host's CPUs: faster, and noisier timings. `auto`: one shard per
+    /// CPU (at most one per run, and 16); 1 with --shard, --api-sock or no sandbox.
+    #[arg(
+        long,
+        value_name = "N|auto",
+        default_value = "auto",
+        env = "SWAPLAB_JOBS"
+    )]
+    pub jobs: cmd::Jobs,
     /// Run only every Nth run of the matrix, starting with the Ith (to spread a matrix over
     /// machines: each writes its runs into --out DIR; then `--out DIR --resume` gathers them).
     #[arg(long, value_name = "I/N", requires = "out")]

@@ -90,6 +90,7 @@ fn draw(i: u64) -> u64 {
 /// once it and everything it started are gone.
 fn kill_at(file: &Path, scratch: &Path, out: &Path, signal: i32, after: Duration) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_swaplab"))
+        .env("SWAPLAB_JOBS", "1")
         .arg("run")
         .arg(file)
         .arg("--out")
@@ -170,6 +171,7 @@ fn a_run_killed_at_any_moment_leaves_nothing_the_next_run_does_not_sweep() {
     }
     // The next run sweeps what the killed ones left, and works.
     let out = Command::new(env!("CARGO_BIN_EXE_swaplab"))
+        .env("SWAPLAB_JOBS", "1")
         .arg("run")
         .arg(&file)
         .arg("--out")

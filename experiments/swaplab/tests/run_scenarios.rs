@@ -520,6 +520,7 @@ limit = "72M"
 fn jobs_run_shards_in_parallel_sandboxes_and_gather_them() {
     common::assert_cli_usage_error(&["run", "--jobs", "0"], "--jobs");
     common::assert_cli_usage_error(&["run", "--jobs", "17"], "--jobs");
+    common::assert_cli_usage_error(&["run", "--jobs", "two"], "expected auto or a number");
     common::assert_cli_usage_error(
         &[
             "run",

@@ -78,57 +78,15 @@ pub struct RunOptions {
     /// them off).
     pub seccomp: bool,
     /// In the nested sandbox: split the matrix into this many shards, each in
-    /// its own L1 at once, then gather them (1: one L1, the runs in order).
-    pub jobs: u32,
+    /// its own L1 at once, then gather them (1: one L1, the runs in order;
+    /// `auto`: one per CPU, see [`Jobs::resolve`]).
+    pub jobs: Jobs,
     /// Run only this shard of the matrix (its result files go to `--out`, the
     /// shard's own results, report and trace to `--out`/shards/I/).
     pub shard: Option<Shard>,
 }
 
-/// Most shards (`--jobs`, `--shard`).
-pub const MAX_SHARDS: u32 = 16;
-
-/// `--shard I/N`: the runs of the matrix (every repetition of every scenario,
-/// in order, counted from 1) whose number is I modulo N (N for 0): every Nth
-/// run, so each shard gets its share of every scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    /// 1..=count.
-    pub index: u32,
-    /// 2..=[`MAX_SHARDS`].
-    pub count: u32,
-}
-
-impl Shard {
-    /// Whether the matrix's `nth` run (from 1) is this shard's.
-    pub fn has(&self, nth: u32) -> bool {
-        (nth - 1) % self.count + 1 == self.index
-    }
-}
-
-impl std::str::FromStr for Shard {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let bad =
-            || format!("{text:?}: expected I/N, 1 <= I <= N, 2 <= N <= {MAX_SHARDS} (e.g. 1/2)");
-        let (i, n) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count): (u32, u32) = (
-            i.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
-        if !(2..=MAX_SHARDS).contains(&count) || !(1..=count).contains(&index) {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
-    }
-}
-
-impl std::fmt::Display for Shard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
+pub use super::jobs::{Jobs, Shard, MAX_SHARDS};
 
 /// Loads the scenarios and applies the command line's overrides; every error
 /// (a typo'd key, a bad value, a meaningless override) before anything runs.
@@ -301,12 +259,22 @@ fn run_in_sandbox(
         time,
         out: &out,
     };
-    if args.jobs > 1 {
+    let runs: u32 = scenarios.iter().map(|s| s.repetitions).sum();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let shardable = args.shard.is_none() && args.api_sock.is_none();
+    let jobs = args.jobs.resolve(shardable, cpus, runs);
+    if jobs > 1 {
+        if args.jobs == Jobs::Auto {
+            eprintln!(
+                "swaplab: {runs} runs as {jobs} shards in {jobs} sandboxes at once, one per CPU \
+                 (--jobs auto; --jobs 1 runs them in one sandbox, in order, with quieter timings)"
+            );
+        }
         if !args.resume {
             // The shards add to one history; a fresh matrix starts it empty.
             resume::History::open(&out, false, None);
         }
-        run_shards(&l1, &argv, args.jobs)?;
+        run_shards(&l1, &argv, jobs)?;
         // Then one more L1 gathers them (and runs what a shard did not).
         if !argv.iter().any(|a| a == "--resume") {
             add_args(&mut argv, ["--resume".into()]);
@@ -314,7 +282,7 @@ fn run_in_sandbox(
         let reason = format!(
             "running as {n} shards in {n} sandboxes at once (--jobs {n}; each shard's trace is \
              shards/I/trace.json)",
-            n = args.jobs
+            n = jobs
         );
         add_args(&mut argv, ["--resume-reason".into(), reason.into()]);
     }
@@ -611,7 +579,7 @@ fn failed_run(
 /// `--jobs` and `--shard` make sense together with the rest of the command
 /// line (in L1, the re-run has both and takes `--shard`).
 fn check_jobs(args: &RunOptions) -> anyhow::Result<()> {
-    if args.jobs <= 1 || sandbox::in_sandbox() {
+    if !args.jobs.explicit_parallel() || sandbox::in_sandbox() {
         return Ok(());
     }
     if args.shard.is_some() {
@@ -801,26 +769,6 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shards_take_every_nth_run_and_parse_from_i_over_n() {
-        let s: Shard = "2/3".parse().unwrap();
-        assert_eq!(s, Shard { index: 2, count: 3 });
-        assert_eq!(s.to_string(), "2/3");
-        let mine: Vec<u32> = (1..=9).filter(|&n| s.has(n)).collect();
-        assert_eq!(mine, [2, 5, 8]);
-        // Every run in exactly one shard.
-        for n in 1..=50 {
-            let owners = (1..=4)
-                .filter(|&i| Shard { index: i, count: 4 }.has(n))
-                .count();
-            assert_eq!(owners, 1, "run {n}");
-        }
-        for bad in ["0/2", "3/2", "1/1", "1/17", "1", "a/b", "1/2/3", ""] {
-            let e = bad.parse::<Shard>().unwrap_err();
-            assert!(e.contains("expected I/N"), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn prefixed_output_keeps_whole_lines() {

@@ -19,6 +19,8 @@ pub fn swaplab_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_swaplab"))
             .args(args)
             .env("RUST_BACKTRACE", "1")
+            // One sandbox per test (cargo runs tests side by side already).
+            .env("SWAPLAB_JOBS", "1")
             .envs(env.iter().copied()),
         COMMAND_LIMIT,
     )
