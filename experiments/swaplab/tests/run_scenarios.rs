@@ -514,7 +514,8 @@ limit = "72M"
 "#;
 
 /// `--jobs 2`: the matrix runs as two shards in two L1 VMs at once (shard I
-/// takes runs I, I+2, …), then one more L1 gathers them into one report.
+/// takes runs I, I+2, …), then this process gathers them into one report
+/// (every run is there, so no third L1 is needed).
 /// Bad combinations are usage errors before anything boots.
 #[test]
 fn jobs_run_shards_in_parallel_sandboxes_and_gather_them() {
@@ -591,6 +592,12 @@ fn sharded_matrix() {
             "{err}"
         );
     }
+    // Every run was there: they were gathered here, with no third L1.
+    assert!(
+        !err.lines()
+            .any(|l| l.starts_with("swaplab: running in the nested sandbox")),
+        "{err}"
+    );
     let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
     assert!(
         report.contains("2 shards in 2 sandboxes at once"),
