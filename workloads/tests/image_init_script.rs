@@ -39,6 +39,8 @@ swapon() { log "swapon $*"; }
 struct Run {
     console: String,
     log: String,
+    /// What `/init` wrote to the kernel log (`SWAPLAB_KMSG`).
+    kmsg: String,
 }
 
 fn run_init(modules: &[&str], cmdline: &str) -> Option<Run> {
@@ -89,6 +91,7 @@ fn run_init_env(modules: &[&str], cmdline: &str, env: &[(&str, &str)]) -> Option
         .env("SWAPLAB_CMDLINE_FILE", d.join("cmdline"))
         .env("SWAPLAB_TEST_LOG", d.join("log"))
         .env("SWAPLAB_SYS_BLOCK", d.join("sys-block"))
+        .env("SWAPLAB_KMSG", d.join("kmsg"))
         .env(
             "SWAPLAB_SWAPS_FILE",
             std::env::current_dir().unwrap().join(d.join("swaps")),
@@ -106,6 +109,7 @@ fn run_init_env(modules: &[&str], cmdline: &str, env: &[(&str, &str)]) -> Option
     Some(Run {
         console: String::from_utf8_lossy(&out.stdout).into_owned(),
         log: std::fs::read_to_string(d.join("log")).unwrap_or_default(),
+        kmsg: std::fs::read_to_string(d.join("kmsg")).unwrap_or_default(),
     })
 }
 
@@ -131,6 +135,13 @@ fn runs_the_encoded_command_verbatim_and_reports_its_status() {
         r.console
     );
     assert_eq!(init::find_end(&r.console), Some(init::GuestEnd::Exited(7)));
+    // Also through the kernel's synchronous console write, which poweroff
+    // does not cut off; the parser finds it after the kernel's timestamp.
+    assert_eq!(r.kmsg, "<3>SWAPLAB-EXIT 7\n");
+    assert_eq!(
+        init::find_end("[   12.345678] SWAPLAB-EXIT 7\n"),
+        Some(init::GuestEnd::Exited(7))
+    );
     let insmods: Vec<&str> = r.log.lines().filter(|l| l.starts_with("insmod")).collect();
     assert_eq!(
         insmods,

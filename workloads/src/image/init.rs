@@ -390,6 +390,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 : "${{SWAPLAB_CMDLINE_FILE:=/proc/cmdline}}"
 : "${{SWAPLAB_SWAPS_FILE:=/proc/swaps}}"
 : "${{SWAPLAB_SYS_BLOCK:=/sys/block}}"
+: "${{SWAPLAB_KMSG:=/dev/kmsg}}"
 
 off() {{
     sync
@@ -498,7 +499,13 @@ if [ -n "$root" ]; then
     cd /root
     sh -c "$cmd"
 fi
-echo "{EXIT_MARKER} $?"
+rc=$?
+echo "{EXIT_MARKER} $rc"
+# The console tty drains by interrupts and poweroff does not wait for it, so
+# the marker could be lost with the guest's last bytes. The kernel's own
+# console write is synchronous: the marker goes through it too, at a level
+# `quiet` still prints.
+echo "<3>{EXIT_MARKER} $rc" >"$SWAPLAB_KMSG" 2>/dev/null
 off
 "#
     ))
@@ -708,7 +715,8 @@ mod tests {
         assert!(s.contains("for m in /lib/modules/v/ext4.ko; do"));
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("for m in /lib/modules/v/a.ko /lib/modules/v/b.ko; do"));
-        assert!(s.contains("SWAPLAB-EXIT $?"));
+        assert!(s.contains("echo \"SWAPLAB-EXIT $rc\""));
+        assert!(s.contains("echo \"<3>SWAPLAB-EXIT $rc\" >\"$SWAPLAB_KMSG\""));
         assert!(s.contains("swaplab.swap=*) swap="));
         assert!(s.contains("export SWAPLAB_CHANNEL=/dev/ttyS1"));
         assert!(matches!(
