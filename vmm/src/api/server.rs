@@ -411,10 +411,16 @@ fn refuse(stream: UnixStream, max: usize) {
     let _ = send_nosignal(stream.as_fd(), &line);
 }
 
-/// Accept every pending connection. Returns false if accepting failed in a way that may
-/// repeat at once (e.g. out of file descriptors), so the caller backs off.
-fn accept_all(listener: &UnixListener, clients: &mut Vec<Client>, limits: &ServerLimits) -> bool {
-    loop {
+/// Connections accepted (or refused) per turn of the loop. Bounded so that a client
+/// that reconnects as fast as it is refused cannot keep the loop from serving the
+/// admitted clients, and from noticing which of them left.
+const ACCEPTS_PER_TURN: usize = 64;
+
+/// Accept the pending connections, at most [`ACCEPTS_PER_TURN`]. Returns false if
+/// accepting failed in a way that may repeat at once (e.g. out of file descriptors), so
+/// the caller backs off.
+fn accept_some(listener: &UnixListener, clients: &mut Vec<Client>, limits: &ServerLimits) -> bool {
+    for _ in 0..ACCEPTS_PER_TURN {
         match listener.accept() {
             Ok((stream, _)) => {
                 if clients.len() >= limits.max_clients {
@@ -437,6 +443,7 @@ fn accept_all(listener: &UnixListener, clients: &mut Vec<Client>, limits: &Serve
             }
         }
     }
+    true
 }
 
 /// The server thread: serve until the wake eventfd fires.
@@ -483,9 +490,8 @@ fn serve(listener: UnixListener, wake: &EventFd, handler: &dyn ApiHandler, limit
         if !revents[0].is_empty() {
             return;
         }
-        if accept_paused || !revents[1].is_empty() {
-            accept_paused = !accept_all(&listener, &mut clients, &limits);
-        }
+        // The clients first, so that the slots of those that left are free before
+        // the listener's queue is looked at.
         let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
         for (c, rev) in clients.iter_mut().zip(&revents[2..]) {
             if rev.is_empty() {
@@ -501,6 +507,9 @@ fn serve(listener: UnixListener, wake: &EventFd, handler: &dyn ApiHandler, limit
             }
         }
         clients.retain(|c| !c.finished());
+        if accept_paused || !revents[1].is_empty() {
+            accept_paused = !accept_some(&listener, &mut clients, &limits);
+        }
     }
 }
 
