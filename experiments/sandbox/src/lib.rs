@@ -76,6 +76,7 @@ pub mod job;
 pub mod keeper;
 pub mod protocol;
 pub mod qemu;
+pub mod qmp;
 pub mod reexec;
 
 use std::ffi::OsString;
@@ -233,10 +234,13 @@ pub enum SandboxError {
         console: String,
     },
     /// L1's heartbeat stopped for [`qemu::LIVENESS`]: it was stopped.
-    #[error("L1 stopped responding: no heartbeat for {secs} s while the command ran (last stage: {stage}); it was stopped{}", detail("", .console))]
+    #[error("L1 stopped responding: no heartbeat for {secs} s while the command ran (last stage: {stage}); it was stopped{}{}", state_detail(.state), detail("", .console))]
     Unresponsive {
         /// Seconds without a heartbeat.
         secs: u64,
+        /// What QEMU said of L1's CPU once it fell silent (before the NMI
+        /// that did not wake it), if it could be asked.
+        state: Option<String>,
         /// The last stage L1 reported.
         stage: String,
         /// The end of the kernel console.
@@ -260,6 +264,21 @@ pub enum SandboxError {
 }
 
 /// The last lines of QEMU's stderr and the kernel console, for error messages.
+/// QEMU's view of a silent L1's CPU, for [`SandboxError::Unresponsive`]:
+/// its summary line, then the dump, indented.
+fn state_detail(state: &Option<String>) -> String {
+    match state {
+        None => String::new(),
+        Some(s) => format!(
+            "\nQEMU's view of L1 when it fell silent (an NMI did not wake it):\n  {}",
+            s.lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        ),
+    }
+}
+
 fn detail(stderr: &str, console: &str) -> String {
     let last = |s: &str, n: usize| {
         let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -807,6 +826,7 @@ pub fn interpret(report: &Report, timeout: Duration) -> Result<u8, SandboxError>
             Expired::Unresponsive => {
                 return Err(SandboxError::Unresponsive {
                     secs: report.liveness.as_secs(),
+                    state: report.l1_state.clone(),
                     stage,
                     console,
                 })
@@ -990,6 +1010,8 @@ mod tests {
             expired: None,
             liveness: qemu::LIVENESS,
             elapsed: Duration::from_secs(2),
+            stalls: Vec::new(),
+            l1_state: None,
         };
         assert_eq!(boot_panic(&r), Some(panic));
         r.events
@@ -1012,12 +1034,20 @@ mod tests {
             expired: Some(qemu::Expired::Unresponsive),
             liveness: Duration::from_secs(120),
             elapsed: Duration::from_secs(300),
+            stalls: Vec::new(),
+            l1_state: Some(
+                "CPU 0: RIP=ffffffff81e0f7cb CPL=0 interrupts off, halted\nRAX=0\n".into(),
+            ),
         };
         let e = interpret(&r, Duration::from_secs(3600)).unwrap_err();
         let text = e.to_string();
         assert!(text.starts_with(L1_UNRESPONSIVE), "{text}");
         assert!(
             text.contains("no heartbeat for 120 s") && text.contains("soft lockup"),
+            "{text}"
+        );
+        assert!(
+            text.contains("an NMI did not wake it):\n  CPU 0: RIP=ffffffff81e0f7cb CPL=0 interrupts off, halted\n  RAX=0"),
             "{text}"
         );
         assert!(L1_DIED.iter().any(|m| text.starts_with(m)));

@@ -65,6 +65,13 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 /// any task), short beside a run's own limits.
 pub const LIVENESS: Duration = Duration::from_secs(120);
 
+/// After this share of [`Limits::liveness`] without a heartbeat (30 s of the
+/// default 120 s), the supervisor asks QEMU what L1's CPU is doing and sends
+/// it an NMI: an L1 halted with its timer interrupt lost (a TCG emulation
+/// fault seen under two busy L1s) wakes up, and the run goes on; the stall is
+/// in [`Report::stalls`] either way.
+pub const NUDGE_DIVISOR: u32 = 4;
+
 /// Errors running QEMU (not errors of L1: those are in the [`Report`]).
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
@@ -171,6 +178,21 @@ pub struct Report {
     pub liveness: Duration,
     /// Wall time from QEMU's start to its exit.
     pub elapsed: Duration,
+    /// Silences of L1 that an NMI ended (see [`NUDGE_DIVISOR`]).
+    pub stalls: Vec<Stall>,
+    /// What QEMU said of L1's CPU when it last fell silent, if it did.
+    pub l1_state: Option<String>,
+}
+
+/// L1 went silent and an NMI woke it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stall {
+    /// When the silence began (the last heartbeat), since QEMU started.
+    pub from: Duration,
+    /// How long it lasted.
+    pub silent: Duration,
+    /// What QEMU said of L1's CPU before the NMI.
+    pub cpu: String,
 }
 
 impl Report {
@@ -224,6 +246,8 @@ pub struct ChildFds {
     pub job: RawFd,
     /// QEMU's own log (`-D`): CPU resets and the triple fault behind one.
     pub log: RawFd,
+    /// QEMU's end of the QMP monitor's socketpair ([`crate::qmp`]).
+    pub monitor: RawFd,
 }
 
 /// A virtio-serial port backed by a connected socket QEMU inherits.
@@ -256,6 +280,9 @@ pub fn qemu_args(
     // with status 0, indistinguishable from a power-off but for this log:
     // QEMU writes "Triple fault" under -d cpu_reset (see TRIPLE_FAULT).
     push(&["-d", "cpu_reset", "-D", &fd(fds.log)]);
+    // The monitor, spoken to only when L1 falls silent (see NUDGE_DIVISOR).
+    push(&["-chardev", &format!("socket,id=qmp,fd={}", fds.monitor)]);
+    push(&["-mon", "chardev=qmp,mode=control"]);
     let accel = format!("tcg,thread={}", launch.tcg_thread);
     push(&["-M", MACHINE, "-accel", &accel, "-cpu", "max"]);
     push(&["-m", &format!("{}M", launch.mem_mib)]);
@@ -392,6 +419,9 @@ pub fn run(
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (log_r, log_w) = pipe()?;
+    let (monitor, mon_theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(sys("creating the monitor's socketpair"))?;
+    let mon_theirs = OwnedFd::from(mon_theirs);
     let job = job_file(&launch.job)?;
     let fds = ChildFds {
         console: con_w.as_raw_fd(),
@@ -400,13 +430,14 @@ pub fn run(
         stderr: err_w.as_raw_fd(),
         job: job.as_raw_fd(),
         log: log_w.as_raw_fd(),
+        monitor: mon_theirs.as_raw_fd(),
     };
     let port_fds: Vec<(String, RawFd)> = ports
         .iter()
         .map(|p| (p.name.clone(), p.fd.as_raw_fd()))
         .collect();
     let args = qemu_args(launch, fds, &port_fds, root_security_model);
-    let mut keep = vec![con_w, st_w, out_w, err_w, job, log_w];
+    let mut keep = vec![con_w, st_w, out_w, err_w, job, log_w, mon_theirs];
     keep.extend(ports.into_iter().map(|p| p.fd));
     let start = Instant::now();
     // Only QEMU may hold the write ends, so that its exit means EOF everywhere:
@@ -439,6 +470,10 @@ pub fn run(
         out_broken: false,
         err_broken: false,
         last_alive: None,
+        qmp: crate::qmp::Qmp::new(monitor).ok(),
+        nudged: None,
+        stalls: Vec::new(),
+        l1_state: None,
     };
     let result = sup.pump(&mut streams, &mut child, limits);
     // Whatever happened, QEMU must not outlive this call.
@@ -458,6 +493,8 @@ pub fn run(
         expired,
         liveness: limits.liveness,
         elapsed: start.elapsed(),
+        stalls: sup.stalls,
+        l1_state: sup.l1_state,
     })
 }
 
@@ -474,6 +511,13 @@ struct Supervisor<'a> {
     err_broken: bool,
     /// The last heartbeat (or `stage run`, the first thing to count from).
     last_alive: Option<Instant>,
+    /// QEMU's monitor (none if it could not be set up).
+    qmp: Option<crate::qmp::Qmp>,
+    /// The silence going on was met with an NMI: when, and what QEMU said
+    /// of L1's CPU just before.
+    nudged: Option<(Instant, String)>,
+    stalls: Vec<Stall>,
+    l1_state: Option<String>,
 }
 
 impl Supervisor<'_> {
@@ -481,7 +525,24 @@ impl Supervisor<'_> {
     /// move [`Supervisor::last_alive`].
     fn event(&mut self, t: Duration, e: Event) {
         match e {
-            Event::Alive => self.last_alive = Some(self.start + t),
+            Event::Alive => {
+                let now = self.start + t;
+                if let Some((at, cpu)) = self.nudged.take() {
+                    let from = self.last_alive.unwrap_or(at);
+                    let silent = now.saturating_duration_since(from);
+                    self.say(&format!(
+                        "L1 answered again {:.1} s after the NMI; it was silent for {:.1} s",
+                        now.saturating_duration_since(at).as_secs_f64(),
+                        silent.as_secs_f64()
+                    ));
+                    self.stalls.push(Stall {
+                        from: from.saturating_duration_since(self.start),
+                        silent,
+                        cpu,
+                    });
+                }
+                self.last_alive = Some(now);
+            }
             e => {
                 if e == Event::Stage("run".into()) {
                     self.last_alive = Some(self.start + t);
@@ -498,6 +559,52 @@ impl Supervisor<'_> {
             .iter()
             .find(|(_, e)| !matches!(e, Event::Stage(_)))
             .map(|(t, _)| self.start + *t)
+    }
+
+    /// A line of the supervisor's own on the command's stderr.
+    fn say(&mut self, line: &str) {
+        if !self.err_broken {
+            let w = &mut self.sinks.stderr;
+            self.err_broken = writeln!(w, "swaplab sandbox: {line}")
+                .and_then(|()| w.flush())
+                .is_err();
+        }
+    }
+
+    /// L1 has been silent for `silent`: ask QEMU what its CPU does, keep
+    /// that, and send it an NMI.
+    fn nudge(&mut self, silent: Duration) {
+        let (cpu, nmi) = match self.qmp.as_mut() {
+            None => (
+                "QEMU's monitor is not set up".to_string(),
+                Err(String::new()),
+            ),
+            Some(q) => {
+                let regs = q.hmp("info registers -a");
+                let lapic = q.hmp("info lapic");
+                let cpu = match &regs {
+                    Ok(r) => crate::qmp::cpu_summary(r),
+                    Err(e) => e.clone(),
+                };
+                let mut state = format!("{cpu}\n");
+                for part in [regs, lapic] {
+                    state.push_str(&part.unwrap_or_else(|e| e));
+                    state.push('\n');
+                }
+                self.l1_state = Some(state);
+                (cpu, q.execute("inject-nmi", None).map(|_| ()))
+            }
+        };
+        let sent = match nmi {
+            Ok(()) => "sent it an NMI".to_string(),
+            Err(e) if e.is_empty() => "no NMI sent".to_string(),
+            Err(e) => format!("no NMI sent ({e})"),
+        };
+        self.say(&format!(
+            "L1 silent for {} s (no heartbeat); QEMU says {cpu}; {sent}",
+            silent.as_secs()
+        ));
+        self.nudged = Some((Instant::now(), cpu));
     }
 
     fn booted(&self) -> bool {
@@ -530,8 +637,19 @@ impl Supervisor<'_> {
                 (None, Some(t)) => (t + POWEROFF_GRACE).min(self.start + limits.total),
                 (None, None) if self.booted() => {
                     let total = self.start + limits.total;
-                    self.last_alive
-                        .map_or(total, |t| total.min(t + limits.liveness))
+                    // `stage run` (what `booted` means) set it.
+                    let alive = self.last_alive.unwrap_or(self.start);
+                    let nudge = alive + limits.liveness / NUDGE_DIVISOR;
+                    if self.nudged.is_none() && now >= nudge && now < total {
+                        self.nudge(now - alive);
+                        continue;
+                    }
+                    let next = if self.nudged.is_none() {
+                        nudge
+                    } else {
+                        alive + limits.liveness
+                    };
+                    total.min(next)
                 }
                 (None, None) => self.start + limits.total.min(limits.boot),
             };
@@ -721,6 +839,7 @@ mod tests {
             stderr: 13,
             job: 15,
             log: 16,
+            monitor: 17,
         };
         let ports = [("swaplab.fwd.0".to_string(), 14)];
         let a: Vec<String> = qemu_args(&launch(), fds, &ports, "passthrough")
@@ -740,6 +859,8 @@ mod tests {
         assert!(after("-chardev").contains(&"file,id=stdout,path=/proc/self/fd/12"));
         assert!(after("-device").contains(&"virtserialport,chardev=status,name=swaplab.status"));
         assert!(after("-chardev").contains(&"socket,id=port0,fd=14"));
+        assert!(after("-chardev").contains(&"socket,id=qmp,fd=17"));
+        assert_eq!(after("-mon"), ["chardev=qmp,mode=control"]);
         assert!(after("-device").contains(&"virtserialport,chardev=port0,name=swaplab.fwd.0"));
         assert_eq!(
             after("-fw_cfg"),

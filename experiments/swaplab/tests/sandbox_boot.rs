@@ -173,6 +173,52 @@ fn an_l1_triple_fault_is_named_not_taken_for_a_power_off() {
 }
 
 #[test]
+fn an_l1_that_falls_silent_gets_an_nmi_and_goes_on() {
+    if qemu_missing() {
+        return;
+    }
+    // The command stops the heartbeat (every other child of L1's init) until
+    // L1's NMI count rises, then lets it go on: the supervisor's NMI, sent a
+    // quarter of the heartbeat limit (here 40 s) into the silence, is what
+    // ends it. At most a minute of waiting, so a missing NMI fails the test.
+    let script = r#"stop() { for p in $(ps -o pid= --ppid 1); do [ "$p" = "$$" ] || kill -$1 "$p"; done; }
+nmis() { awk '/^ *NMI:/ { print $2 }' /proc/interrupts; }
+n=$(nmis); stop STOP; i=0
+while [ "$(nmis)" = "$n" ]; do i=$((i+1)); [ $i -le 60 ] || { stop CONT; echo "no NMI came" >&2; exit 3; }; sleep 1; done
+stop CONT; echo "NMIs: $n then $(nmis)""#;
+    let out = swaplab()
+        .args([
+            "sandbox",
+            "--mem",
+            "512M",
+            "--timeout",
+            "600",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("SWAPLAB_SANDBOX_LIVENESS", "40")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("swaplab sandbox: L1 silent for ")
+            && err.contains(" s (no heartbeat); QEMU says CPU 0: RIP=")
+            && err.contains("; sent it an NMI"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        err.contains("swaplab sandbox: L1 answered again"),
+        "{}",
+        show(&out)
+    );
+    assert!(text(&out.stdout).starts_with("NMIs: "), "{}", show(&out));
+}
+
+#[test]
 fn an_l1_that_stops_responding_is_stopped_and_named() {
     if qemu_missing() {
         return;
@@ -205,6 +251,23 @@ fn an_l1_that_stops_responding_is_stopped_and_named() {
         show(&out)
     );
     assert!(err.starts_with("swaplab: ") || err.contains(sandbox::L1_UNRESPONSIVE));
+    // A quarter of the way, QEMU was asked what L1's CPU does and L1 got an
+    // NMI (which cannot wake stopped processes); the error shows QEMU's view.
+    assert!(
+        err.contains("swaplab sandbox: L1 silent for ")
+            && err.contains(" s (no heartbeat); QEMU says CPU 0: RIP=")
+            && err.contains("; sent it an NMI"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        err.contains(
+            "QEMU's view of L1 when it fell silent (an NMI did not wake it):\n  CPU 0: RIP="
+        ),
+        "{}",
+        show(&out)
+    );
+    assert!(err.contains("LVT"), "info lapic's dump: {}", show(&out));
     // A bad limit is a configuration error, before anything boots.
     let out = swaplab()
         .args(["sandbox", "--", "true"])
