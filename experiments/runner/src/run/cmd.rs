@@ -522,21 +522,47 @@ impl Fresh<'_> {
     }
 }
 
-/// Moves a run that ended in an [`emulation_residue`] aside, to
-/// `<rep>-triple-fault/` beside `dir`, so it runs once more in `dir`; the
-/// progress note that says so.
-fn set_aside(dir: &Path, rep: u32, label: &str) -> String {
-    let kept_at = dir.with_file_name(format!("{rep}-triple-fault"));
+/// Why a run in the nested sandbox runs once more: a residue of L1's
+/// emulation, not of what the run measures.
+#[derive(Debug, Clone, PartialEq)]
+enum Residue {
+    /// The guest triple-faulted ([`emulation_residue`]).
+    TripleFault,
+    /// L1 stood still this long during the run ([`l1_stall`]).
+    L1Stall(f64),
+}
+
+impl Residue {
+    /// Where the first attempt is kept, beside the run's directory.
+    fn suffix(&self) -> &'static str {
+        match self {
+            Residue::TripleFault => "triple-fault",
+            Residue::L1Stall(_) => "l1-stall",
+        }
+    }
+}
+
+/// Moves a run that ended in a [`Residue`] aside, to `<rep>-<suffix>/`
+/// beside `dir`, so it runs once more in `dir`; the progress note that says so.
+fn set_aside(dir: &Path, rep: u32, label: &str, why: &Residue) -> String {
+    let kept_at = dir.with_file_name(format!("{rep}-{}", why.suffix()));
     let _ = std::fs::remove_dir_all(&kept_at);
     let kept = if std::fs::rename(dir, &kept_at).is_ok() {
         format!(" (the first attempt is kept in {})", kept_at.display())
     } else {
         String::new()
     };
-    format!(
-        "{label}: {TRIPLE_FAULT} in the nested sandbox, a known residue of L1's emulated SVM \
-         (QEMU TCG); running it once more{kept}"
-    )
+    match why {
+        Residue::TripleFault => format!(
+            "{label}: {TRIPLE_FAULT} in the nested sandbox, a known residue of L1's emulated SVM \
+             (QEMU TCG); running it once more{kept}"
+        ),
+        Residue::L1Stall(secs) => format!(
+            "{label}: L1 stood still for {secs:.1} s during it (no host sample; the nested \
+             sandbox's emulation stalled), so its times are not the workload's; running it \
+             once more{kept}"
+        ),
+    }
 }
 
 /// Whether `r` failed only by a guest triple fault in the nested sandbox,
@@ -550,6 +576,35 @@ fn emulation_residue(r: &RunResult) -> bool {
         && r.integrity_errors == 0
         && r.guest.integrity_errors == 0
         && r.swapper.as_ref().is_none_or(|s| s.fatal_errors == 0)
+}
+
+/// The host samples a run every 250 ms; a gap this long between two means
+/// the whole of L1 stood still (in the nested sandbox, its emulation stalled:
+/// runs have shown 32 s), and everything timed across it is the stall's.
+pub const L1_STALL_GAP_S: f64 = 5.0;
+
+/// The longest gap between two of `r`'s host samples, if it is a stall of
+/// L1 ([`L1_STALL_GAP_S`], in the nested sandbox only).
+fn l1_stall(r: &RunResult) -> Option<f64> {
+    let gap = longest_sample_gap(&r.timeline);
+    (sandbox::in_sandbox() && gap >= L1_STALL_GAP_S).then_some(gap)
+}
+
+/// The longest time between two consecutive samples, seconds.
+fn longest_sample_gap(timeline: &[super::result::HostSample]) -> f64 {
+    timeline
+        .windows(2)
+        .map(|w| w[1].t_s - w[0].t_s)
+        .fold(0.0, f64::max)
+}
+
+/// The residue `r` (just run) ended in, if any.
+fn residue(r: &RunResult) -> Option<Residue> {
+    if emulation_residue(r) {
+        Some(Residue::TripleFault)
+    } else {
+        l1_stall(r).map(Residue::L1Stall)
+    }
 }
 
 /// Adds options to `swaplab run`'s arguments (after the subcommand, before a `--`).
@@ -738,14 +793,22 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
                 }
                 None => fresh.run(&mut tracing, resume::inject_triple_fault(index)),
             };
-            if ran && emulation_residue(&r) && signals.caught().is_none() {
-                let note = set_aside(&dir, rep, &label);
-                progress.note(&note);
-                if !resume::inject_triple_fault(index) {
-                    resume::note_retry(&note);
+            match residue(&r) {
+                Some(why) if ran && signals.caught().is_none() => {
+                    let note = set_aside(&dir, rep, &label, &why);
+                    progress.note(&note);
+                    if !resume::inject_triple_fault(index) {
+                        resume::note_retry(&note);
+                    }
+                    history.record(match why {
+                        Residue::TripleFault => resume::Event::Residue(label.clone()),
+                        Residue::L1Stall(secs) => resume::Event::Stalled(format!(
+                            "{label} (no host sample for {secs:.1} s)"
+                        )),
+                    });
+                    r = fresh.run(&mut tracing, false);
                 }
-                history.record(resume::Event::Residue(label.clone()));
-                r = fresh.run(&mut tracing, false);
+                _ => {}
             }
             let outcome = report::outcome(&r);
             let end = report::run_end(&outcome);
@@ -795,6 +858,39 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gap_in_the_host_samples_is_a_stall_and_its_attempt_is_set_aside() {
+        use super::super::result::HostSample;
+        let at = |t_s| HostSample {
+            t_s,
+            ..HostSample::default()
+        };
+        let steady: Vec<HostSample> = (0..40).map(|i| at(f64::from(i) * 0.25)).collect();
+        assert!(longest_sample_gap(&steady) < 0.26);
+        let mut stalled = steady.clone();
+        stalled.push(at(10.0 + 32.5));
+        stalled.push(at(42.75));
+        assert!((longest_sample_gap(&stalled) - 32.75).abs() < 1e-9);
+        assert_eq!(longest_sample_gap(&[]), 0.0);
+        // Outside the sandbox a gap is not L1's: nothing runs again.
+        let mut r = report::failed_run(&scenario::load("baseline").unwrap().scenarios[0], "ok");
+        r.timeline = stalled;
+        assert_eq!(l1_stall(&r), None);
+        assert_eq!(residue(&r), None);
+        // Set aside: the directory moves to `<rep>-l1-stall/`.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("redis/1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("result.json"), "{}").unwrap();
+        let note = set_aside(&dir, 1, "redis repetition 1/1", &Residue::L1Stall(32.5));
+        assert!(
+            note.starts_with("redis repetition 1/1: L1 stood still for 32.5 s"),
+            "{note}"
+        );
+        assert!(!dir.exists());
+        assert!(tmp.path().join("redis/1-l1-stall/result.json").exists());
+    }
 
     #[test]
     fn prefixed_output_keeps_whole_lines() {

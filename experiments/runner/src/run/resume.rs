@@ -125,6 +125,9 @@ pub enum Event {
     /// This run went once more after an emulation residue (a guest triple
     /// fault in the nested sandbox).
     Residue(String),
+    /// This run went once more because L1 stood still during it (its label
+    /// and how long, in words): see `cmd::l1_stall`.
+    Stalled(String),
 }
 
 impl Event {
@@ -134,6 +137,7 @@ impl Event {
             Event::Resumed(why) => format!("resumed\t{}\n", clean(why.as_deref().unwrap_or(""))),
             Event::CutOff(label) => format!("cut-off\t{}\n", clean(label)),
             Event::Residue(label) => format!("residue\t{}\n", clean(label)),
+            Event::Stalled(what) => format!("stalled\t{}\n", clean(what)),
         }
     }
 
@@ -144,6 +148,7 @@ impl Event {
             "resumed" => Some(Event::Resumed(Some(what).filter(|w| !w.is_empty()))),
             "cut-off" => Some(Event::CutOff(what)),
             "residue" => Some(Event::Residue(what)),
+            "stalled" => Some(Event::Stalled(what)),
             _ => None,
         }
     }
@@ -206,6 +211,7 @@ impl History {
         // (reason, runs cut off) per resume, in order.
         let mut resumes: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
         let mut residues = Vec::new();
+        let mut stalls = Vec::new();
         for e in &self.events {
             match e {
                 Event::Resumed(why) => resumes.push((why.as_deref(), Vec::new())),
@@ -214,6 +220,7 @@ impl History {
                     None => resumes.push((None, vec![label])),
                 },
                 Event::Residue(label) => residues.push(label.as_str()),
+                Event::Stalled(what) => stalls.push(what.as_str()),
             }
         }
         let cut_off = resumes.iter().any(|(_, cut)| !cut.is_empty());
@@ -249,6 +256,16 @@ impl History {
                  first attempt is kept beside it, `<repetition>-triple-fault/`): {}",
                 residues.len(),
                 residues.join(", ")
+            ));
+        }
+        if !stalls.is_empty() {
+            notes.push(format!(
+                "{} of {total} runs ran a second time because L1 stood still during them (the \
+                 host's samples, every 250 ms, stopped for seconds: the nested sandbox's \
+                 emulation stalled, so the run's times were not its workload's; the first \
+                 attempt is kept beside it, `<repetition>-l1-stall/`): {}",
+                stalls.len(),
+                stalls.join(", ")
             ));
         }
         notes
@@ -318,6 +335,9 @@ mod tests {
         let mut h = History::open(tmp.path(), true, Some("an L1 kernel panic"));
         h.record(Event::CutOff("balloon repetition 2/3".into()));
         h.record(Event::Residue("host-swap repetition 1/3".into()));
+        h.record(Event::Stalled(
+            "redis repetition 1/1 (no host sample for 32.5 s)".into(),
+        ));
         // The second resume reads what the first wrote.
         let mut h = History::open(tmp.path(), true, Some("an L1 triple fault"));
         h.record(Event::CutOff("guest-swap repetition 1/1".into()));
@@ -335,6 +355,12 @@ mod tests {
                 && notes[1].ends_with(": host-swap repetition 1/3"),
             "{}",
             notes[1]
+        );
+        assert!(
+            notes[2].starts_with("1 of 18 runs ran a second time because L1 stood still")
+                && notes[2].ends_with(": redis repetition 1/1 (no host sample for 32.5 s)"),
+            "{}",
+            notes[2]
         );
         // A fresh start forgets the earlier attempts.
         let h = History::open(tmp.path(), false, None);
