@@ -251,6 +251,11 @@ impl<W: Write> Progress<W> {
         }
     }
 
+    /// Changes how many runs the display counts toward (when that was a guess).
+    pub fn set_total(&mut self, total_runs: u64) {
+        self.total = total_runs;
+    }
+
     /// Prints the summary line and returns the writer.
     pub fn finish(mut self) -> W {
         let now = (self.clock)();

@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// machines: each writes its runs into --out DIR; then `--out DIR --resume` gathers them).
     #[arg(long, value_name = "I/N", requires = "out")]
     pub shard: Option<cmd::Shard>,
+    /// With --shard: take the matrix's runs first come, first served with the other
+    /// shards of --out (set by swaplab for the shards of --jobs).
+    #[arg(long, requires = "shard", hide = true)]
+    pub claim_runs: bool,
     #[command(flatten)]
     pub sandbox: SandboxFlag,
     #[command(flatten)]
@@ -112,6 +116,7 @@ impl RunArgs {
             seccomp: self.seccomp.enabled(),
             jobs: self.jobs,
             shard: self.shard,
+            claim_runs: self.claim_runs,
         }
     }
 }

@@ -84,6 +84,9 @@ pub struct RunOptions {
     /// Run only this shard of the matrix (its result files go to `--out`, the
     /// shard's own results, report and trace to `--out`/shards/I/).
     pub shard: Option<Shard>,
+    /// With `shard`: take runs first come, first served with the other
+    /// shards writing to `out` ([`jobs::Claims`]), not every Nth.
+    pub claim_runs: bool,
 }
 
 pub use super::jobs::{Jobs, Shard, MAX_SHARDS};
@@ -398,7 +401,14 @@ fn run_shards(l1: &L1Job<'_>, argv: &[OsString], jobs: u32) -> anyhow::Result<()
             .map(|index| {
                 let shard = Shard { index, count: jobs };
                 let mut argv = argv.to_vec();
-                add_args(&mut argv, ["--shard".into(), shard.to_string().into()]);
+                add_args(
+                    &mut argv,
+                    [
+                        "--shard".into(),
+                        shard.to_string().into(),
+                        "--claim-runs".into(),
+                    ],
+                );
                 scope.spawn(move || {
                     let tag = format!("[shard {shard}] ");
                     let mut out = Prefixed::new(&tag, Stream::Stdout);
@@ -736,9 +746,19 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
         Box::new(move |sig| i.interrupt(&format!("interrupted by {}", signal_name(sig))))
     }));
     // runreport: progress display, trace.json, failed runs kept, report.md.
-    let total = (1..=scenarios.iter().map(|s| s.repetitions).sum())
-        .filter(|&nth| args.shard.is_none_or(|sh| sh.has(nth)))
-        .count() as u32;
+    let runs: u32 = scenarios.iter().map(|s| s.repetitions).sum();
+    let claims = match args.shard.filter(|_| args.claim_runs) {
+        Some(sh) => Some(
+            super::jobs::Claims::new(&out, sh)
+                .with_context(|| format!("creating the shards' claims in {}", out.display()))?,
+        ),
+        None => None,
+    };
+    let total = match (&claims, args.shard) {
+        (Some(c), _) => c.share(runs),
+        (None, Some(sh)) => (1..=runs).filter(|&nth| sh.has(nth)).count() as u32,
+        (None, None) => runs,
+    };
     let started = std::time::SystemTime::now();
     let progress = LiveProgress::start(u64::from(total));
     let mut tracing = Tracing::new(&mdir, args.ktrace, progress.notifier());
@@ -762,7 +782,17 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
                 break 'matrix;
             }
             nth += 1;
-            if args.shard.is_some_and(|sh| !sh.has(nth)) {
+            let mine = match (&claims, args.shard) {
+                (Some(c), _) => c.take(nth).unwrap_or_else(|e| {
+                    progress.note(&format!(
+                        "cannot claim run {nth} ({e}); it is left to the gathering pass"
+                    ));
+                    false
+                }),
+                (None, Some(sh)) => sh.has(nth),
+                (None, None) => true,
+            };
+            if !mine {
                 continue;
             }
             progress.get().start_run(&s.name, rep, s.repetitions);
@@ -830,6 +860,10 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
             failed |= outcome != Outcome::Ok;
             results.push(r);
         }
+    }
+    if claims.is_some() {
+        // The share was a guess; the summary line counts what this shard ran.
+        progress.get().set_total(results.len() as u64);
     }
     write_json(&mdir.join("results.json"), &results)?;
     if let [only] = results.as_slice() {

@@ -1,6 +1,8 @@
 //! Splitting a matrix: `--jobs` (shards in parallel sandboxes on this host)
 //! and `--shard I/N` (one shard, to spread a matrix over machines).
 
+use std::path::{Path, PathBuf};
+
 /// Most shards (`--jobs`, `--shard`).
 pub const MAX_SHARDS: u32 = 16;
 
@@ -19,6 +21,51 @@ impl Shard {
     /// Whether the matrix's `nth` run (from 1) is this shard's.
     pub fn has(&self, nth: u32) -> bool {
         (nth - 1) % self.count + 1 == self.index
+    }
+}
+
+/// The shards of `--jobs` take runs first come, first served, so that they
+/// end together however long each run takes (every Nth run left one shard
+/// 84 s behind the other in `papers --quick`). A run is claimed by creating
+/// its directory `<out>/shards/claims/<nth>/` (mkdir is atomic on the host's
+/// filesystem, also through L1's 9p mount) and, in it, a file named after
+/// the shard, by which a shard resumed in a fresh L1 knows its own runs.
+#[derive(Debug)]
+pub struct Claims {
+    dir: PathBuf,
+    shard: Shard,
+}
+
+impl Claims {
+    /// The claims of `shard` in the matrix writing to `out`.
+    pub fn new(out: &Path, shard: Shard) -> std::io::Result<Claims> {
+        let dir = out.join("shards").join("claims");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Claims { dir, shard })
+    }
+
+    /// Whether the matrix's `nth` run is this shard's: claimed by it before
+    /// (an earlier attempt), or now. A claim that cannot be made (an I/O
+    /// error) leaves the run to whoever gathers the shards.
+    pub fn take(&self, nth: u32) -> std::io::Result<bool> {
+        let run = self.dir.join(nth.to_string());
+        let mine = run.join(self.shard.index.to_string());
+        if mine.exists() {
+            return Ok(true);
+        }
+        match std::fs::create_dir(&run) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        std::fs::write(&mine, b"")?;
+        Ok(true)
+    }
+
+    /// About how many runs of `total` a shard takes (for its progress
+    /// display; the display's total is set to what it ran at the end).
+    pub fn share(&self, total: u32) -> u32 {
+        total.div_ceil(self.shard.count)
     }
 }
 
@@ -105,6 +152,36 @@ impl std::fmt::Display for Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_run_is_claimed_once_and_a_resumed_shard_keeps_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shard = |index| Claims::new(tmp.path(), Shard { index, count: 2 }).unwrap();
+        let (one, two) = (shard(1), shard(2));
+        // Whoever asks first takes a run.
+        assert!(one.take(1).unwrap());
+        assert!(!two.take(1).unwrap());
+        assert!(two.take(2).unwrap());
+        assert!(two.take(3).unwrap());
+        assert!(!one.take(2).unwrap() && !one.take(3).unwrap());
+        // A fresh attempt of shard 2 (its L1 died) finds its runs still its own.
+        let again = shard(2);
+        assert!(again.take(3).unwrap() && !again.take(1).unwrap());
+        assert!(one.take(4).unwrap());
+        assert_eq!(one.share(27), 14);
+        // Runs claimed at once from many threads: each by exactly one.
+        let claims: Vec<Claims> = (1..=4)
+            .map(|i| Claims::new(tmp.path(), Shard { index: i, count: 4 }).unwrap())
+            .collect();
+        let taken: Vec<u32> = std::thread::scope(|s| {
+            let hs: Vec<_> = claims
+                .iter()
+                .map(|c| s.spawn(move || (10..200).filter(|&n| c.take(n).unwrap()).count() as u32))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(taken.iter().sum::<u32>(), 190, "{taken:?}");
+    }
 
     #[test]
     fn jobs_parse_auto_and_bounded_numbers_only() {
