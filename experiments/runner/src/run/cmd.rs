@@ -608,6 +608,80 @@ fn longest_sample_gap(timeline: &[super::result::HostSample]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// A run that ended in residue `why` goes once more: its first attempt is
+/// set aside, and that is said, noted for the test log (unless the test
+/// injected it) and recorded in the matrix's history.
+fn once_more(
+    fresh: &Fresh<'_>,
+    rep: u32,
+    why: &Residue,
+    injected: bool,
+    progress: &LiveProgress,
+    history: &mut resume::History,
+) {
+    let label = fresh.label;
+    let note = set_aside(fresh.dir, rep, label, why);
+    progress.note(&note);
+    if !injected {
+        resume::note_retry(&note);
+    }
+    history.record(match why {
+        Residue::TripleFault => resume::Event::Residue(label.to_string()),
+        Residue::L1Stall(secs) => {
+            resume::Event::Stalled(format!("{label} (no host sample for {secs:.1} s)"))
+        }
+    });
+}
+
+/// Which of the matrix's runs this process runs: all, a `--shard`'s every
+/// Nth, or, for the shards of `--jobs`, those it claims first.
+enum Share {
+    All,
+    Every(Shard),
+    Claimed(super::jobs::Claims),
+}
+
+impl Share {
+    fn new(args: &RunOptions, out: &Path) -> anyhow::Result<Share> {
+        Ok(match args.shard {
+            None => Share::All,
+            Some(sh) if !args.claim_runs => Share::Every(sh),
+            Some(sh) => Share::Claimed(
+                super::jobs::Claims::new(out, sh)
+                    .with_context(|| format!("creating the shards' claims in {}", out.display()))?,
+            ),
+        })
+    }
+
+    /// How many of the matrix's `runs` it runs (about, when claimed).
+    fn total(&self, runs: u32) -> u32 {
+        match self {
+            Share::All => runs,
+            Share::Every(sh) => (1..=runs).filter(|&nth| sh.has(nth)).count() as u32,
+            Share::Claimed(c) => c.share(runs),
+        }
+    }
+
+    /// Whether [`Share::total`] was a guess.
+    fn guessed(&self) -> bool {
+        matches!(self, Share::Claimed(_))
+    }
+
+    /// Whether the `nth` run (from 1) is this process's.
+    fn mine(&self, nth: u32, progress: &LiveProgress) -> bool {
+        match self {
+            Share::All => true,
+            Share::Every(sh) => sh.has(nth),
+            Share::Claimed(c) => c.take(nth).unwrap_or_else(|e| {
+                progress.note(&format!(
+                    "cannot claim run {nth} ({e}); it is left to the gathering pass"
+                ));
+                false
+            }),
+        }
+    }
+}
+
 /// The residue `r` (just run) ended in, if any.
 fn residue(r: &RunResult) -> Option<Residue> {
     if emulation_residue(r) {
@@ -747,18 +821,8 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
     }));
     // runreport: progress display, trace.json, failed runs kept, report.md.
     let runs: u32 = scenarios.iter().map(|s| s.repetitions).sum();
-    let claims = match args.shard.filter(|_| args.claim_runs) {
-        Some(sh) => Some(
-            super::jobs::Claims::new(&out, sh)
-                .with_context(|| format!("creating the shards' claims in {}", out.display()))?,
-        ),
-        None => None,
-    };
-    let total = match (&claims, args.shard) {
-        (Some(c), _) => c.share(runs),
-        (None, Some(sh)) => (1..=runs).filter(|&nth| sh.has(nth)).count() as u32,
-        (None, None) => runs,
-    };
+    let share = Share::new(args, &out)?;
+    let total = share.total(runs);
     let started = std::time::SystemTime::now();
     let progress = LiveProgress::start(u64::from(total));
     let mut tracing = Tracing::new(&mdir, args.ktrace, progress.notifier());
@@ -782,17 +846,7 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
                 break 'matrix;
             }
             nth += 1;
-            let mine = match (&claims, args.shard) {
-                (Some(c), _) => c.take(nth).unwrap_or_else(|e| {
-                    progress.note(&format!(
-                        "cannot claim run {nth} ({e}); it is left to the gathering pass"
-                    ));
-                    false
-                }),
-                (None, Some(sh)) => sh.has(nth),
-                (None, None) => true,
-            };
-            if !mine {
+            if !share.mine(nth, &progress) {
                 continue;
             }
             progress.get().start_run(&s.name, rep, s.repetitions);
@@ -823,22 +877,12 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
                 }
                 None => fresh.run(&mut tracing, resume::inject_triple_fault(index)),
             };
-            match residue(&r) {
-                Some(why) if ran && signals.caught().is_none() => {
-                    let note = set_aside(&dir, rep, &label, &why);
-                    progress.note(&note);
-                    if !resume::inject_triple_fault(index) {
-                        resume::note_retry(&note);
-                    }
-                    history.record(match why {
-                        Residue::TripleFault => resume::Event::Residue(label.clone()),
-                        Residue::L1Stall(secs) => resume::Event::Stalled(format!(
-                            "{label} (no host sample for {secs:.1} s)"
-                        )),
-                    });
+            if ran && signals.caught().is_none() {
+                if let Some(why) = residue(&r) {
+                    let injected = resume::inject_triple_fault(index);
+                    once_more(&fresh, rep, &why, injected, &progress, &mut history);
                     r = fresh.run(&mut tracing, false);
                 }
-                _ => {}
             }
             let outcome = report::outcome(&r);
             let end = report::run_end(&outcome);
@@ -861,7 +905,7 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
             results.push(r);
         }
     }
-    if claims.is_some() {
+    if share.guessed() {
         // The share was a guess; the summary line counts what this shard ran.
         progress.get().set_total(results.len() as u64);
     }
