@@ -6,12 +6,14 @@
 //! It sleeps until a handler nudges it (room is short, or a first touch
 //! found the pool empty) or the scan interval elapses.
 //!
-//! **Scan duty cycle.** A pool scan walks the page tables of every region
-//! (`PAGEMAP_SCAN`). Natively that takes about a hundred microseconds per
-//! 256 MiB; in the nested sandbox, where the host kernel itself is
-//! emulated, it took 7.8 ms, and scanning at the 1 ms pressure interval
-//! spent 83 s of a 174 s run walking page tables on the one CPU the guest
-//! also needs. So the next scan never starts sooner than [`SCAN_DUTY`]
+//! **Scan duty cycle.** A pool scan walks the page tables of the pool's
+//! runs of pages (`PAGEMAP_SCAN`; see `Shared::promote_written`). It used to
+//! walk every region: natively about a hundred microseconds per 256 MiB, but
+//! in the nested sandbox, where the host kernel itself is emulated, 7.8 ms,
+//! and scanning at the 1 ms pressure interval spent 83 s of a 174 s run
+//! walking page tables on the one CPU the guest also needs (walking only the
+//! pool brought a scan there to 1.9 ms). Whatever a scan costs on this host,
+//! the next scan never starts sooner than [`SCAN_DUTY`]
 //! times the last scan's own duration after it: scans take at most
 //! 1/(1 + `SCAN_DUTY`) of the evictor's time, whatever a scan costs on this
 //! host. A scan asked for sooner (a fault found the pool empty, or

@@ -305,13 +305,18 @@ fn run_in_sandbox(
     l1.attempts(argv, &mut std::io::stdout(), &mut std::io::stderr())
 }
 
+/// Where repetition `rep` of `s` writes its files in the matrix's `out`.
+fn run_dir(out: &Path, s: &Scenario, rep: u32) -> PathBuf {
+    out.join(&s.name).join(rep.to_string())
+}
+
 /// Whether every run of `scenarios` has a result in `out` that `--resume`
 /// keeps (the same test the gathering pass makes).
 fn every_run_kept(out: &Path, scenarios: &[Scenario]) -> bool {
     scenarios.iter().all(|s| {
         (1..=s.repetitions).all(|rep| {
             matches!(
-                resume::earlier(&out.join(&s.name).join(rep.to_string()), s),
+                resume::earlier(&run_dir(out, s, rep), s),
                 Earlier::Kept(_)
             )
         })
@@ -851,7 +856,7 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
             }
             progress.get().start_run(&s.name, rep, s.repetitions);
             let label = format!("{} repetition {rep}/{}", s.name, s.repetitions);
-            let dir = out.join(&s.name).join(rep.to_string());
+            let dir = run_dir(&out, s, rep);
             let kept = if args.resume {
                 kept_run(s, &dir, &label, &progress, &mut history)
             } else {
