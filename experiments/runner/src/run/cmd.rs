@@ -314,12 +314,8 @@ fn run_dir(out: &Path, s: &Scenario, rep: u32) -> PathBuf {
 /// keeps (the same test the gathering pass makes).
 fn every_run_kept(out: &Path, scenarios: &[Scenario]) -> bool {
     scenarios.iter().all(|s| {
-        (1..=s.repetitions).all(|rep| {
-            matches!(
-                resume::earlier(&run_dir(out, s, rep), s),
-                Earlier::Kept(_)
-            )
-        })
+        (1..=s.repetitions)
+            .all(|rep| matches!(resume::earlier(&run_dir(out, s, rep), s), Earlier::Kept(_)))
     })
 }
 
