@@ -172,6 +172,38 @@ fn an_l1_triple_fault_is_named_not_taken_for_a_power_off() {
     assert!(err.contains("last L1 stage: run"), "{}", show(&out));
 }
 
+/// `swaplab sandbox -- sh -c script` with the heartbeat limit `liveness` (s).
+fn silent_sandbox(script: &str, liveness: &str) -> Output {
+    swaplab()
+        .args([
+            "sandbox",
+            "--mem",
+            "512M",
+            "--timeout",
+            "600",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("SWAPLAB_SANDBOX_LIVENESS", liveness)
+        .output()
+        .unwrap()
+}
+
+/// The supervisor said that L1 fell silent, what QEMU made of its CPU, and
+/// that it sent an NMI.
+fn assert_nmi_sent(out: &Output) {
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("swaplab sandbox: L1 silent for ")
+            && err.contains(" s (no heartbeat); QEMU says CPU 0: RIP=")
+            && err.contains("; sent it an NMI"),
+        "{}",
+        show(out)
+    );
+}
+
 #[test]
 fn an_l1_that_falls_silent_gets_an_nmi_and_goes_on() {
     if qemu_missing() {
@@ -186,30 +218,10 @@ nmis() { awk '/^ *NMI:/ { print $2 }' /proc/interrupts; }
 n=$(nmis); stop STOP; i=0
 while [ "$(nmis)" = "$n" ]; do i=$((i+1)); [ $i -le 60 ] || { stop CONT; echo "no NMI came" >&2; exit 3; }; sleep 1; done
 stop CONT; echo "NMIs: $n then $(nmis)""#;
-    let out = swaplab()
-        .args([
-            "sandbox",
-            "--mem",
-            "512M",
-            "--timeout",
-            "600",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .env("SWAPLAB_SANDBOX_LIVENESS", "40")
-        .output()
-        .unwrap();
+    let out = silent_sandbox(script, "40");
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("swaplab sandbox: L1 silent for ")
-            && err.contains(" s (no heartbeat); QEMU says CPU 0: RIP=")
-            && err.contains("; sent it an NMI"),
-        "{}",
-        show(&out)
-    );
+    assert_nmi_sent(&out);
     assert!(
         err.contains("swaplab sandbox: L1 answered again"),
         "{}",
@@ -227,21 +239,10 @@ fn an_l1_that_stops_responding_is_stopped_and_named() {
     // them, as a wedged L1 kernel would (nothing in L1 runs), then waits far
     // longer than the heartbeat limit, here 15 s.
     let start = Instant::now();
-    let out = swaplab()
-        .args([
-            "sandbox",
-            "--mem",
-            "512M",
-            "--timeout",
-            "600",
-            "--",
-            "sh",
-            "-c",
-            r#"for p in $(ps -o pid= --ppid 1); do [ "$p" = "$$" ] || kill -STOP "$p"; done; sleep 500"#,
-        ])
-        .env("SWAPLAB_SANDBOX_LIVENESS", "15")
-        .output()
-        .unwrap();
+    let out = silent_sandbox(
+        r#"for p in $(ps -o pid= --ppid 1); do [ "$p" = "$$" ] || kill -STOP "$p"; done; sleep 500"#,
+        "15",
+    );
     eprintln!("silent sandbox took {:.1} s", start.elapsed().as_secs_f64());
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = text(&out.stderr);
@@ -253,13 +254,7 @@ fn an_l1_that_stops_responding_is_stopped_and_named() {
     assert!(err.starts_with("swaplab: ") || err.contains(sandbox::L1_UNRESPONSIVE));
     // A quarter of the way, QEMU was asked what L1's CPU does and L1 got an
     // NMI (which cannot wake stopped processes); the error shows QEMU's view.
-    assert!(
-        err.contains("swaplab sandbox: L1 silent for ")
-            && err.contains(" s (no heartbeat); QEMU says CPU 0: RIP=")
-            && err.contains("; sent it an NMI"),
-        "{}",
-        show(&out)
-    );
+    assert_nmi_sent(&out);
     assert!(
         err.contains(
             "QEMU's view of L1 when it fell silent (an NMI did not wake it):\n  CPU 0: RIP="
