@@ -582,10 +582,13 @@ impl Supervisor<'_> {
             Some(q) => {
                 let regs = q.hmp("info registers -a");
                 let lapic = q.hmp("info lapic");
-                let cpu = match &regs {
+                let mut cpu = match &regs {
                     Ok(r) => crate::qmp::cpu_summary(r),
                     Err(e) => e.clone(),
                 };
+                if let Ok(l) = &lapic {
+                    cpu = format!("{cpu}; {}", crate::qmp::lapic_summary(l));
+                }
                 let mut state = format!("{cpu}\n");
                 for part in [regs, lapic] {
                     state.push_str(&part.unwrap_or_else(|e| e));

@@ -163,6 +163,21 @@ pub fn cpu_summary(registers: &str) -> String {
     }
 }
 
+/// The interrupts an `info lapic` dump shows requested (`IRR`) and in
+/// service (`ISR`): a vector requested for long with interrupts on is one the
+/// emulated CPU does not take.
+pub fn lapic_summary(lapic: &str) -> String {
+    let line = |name: &str| {
+        lapic
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(str::trim))
+            .filter(|v| !v.is_empty())
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!("LAPIC IRR {}, ISR {}", line("IRR"), line("ISR"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +276,9 @@ mod tests {
              CPU 1: RIP=00007f0000001000 CPL=3 interrupts on, running"
         );
         assert_eq!(cpu_summary("garbage"), "no CPU state in QEMU's answer");
+        let lapic = "dumping local APIC state for CPU 0 \nLVTT\t 0x000000ec one-shot\n\
+                     ESR\t 0x00000000\nISR\t (none)\nIRR\t 236 \nAPR 0x00 TPR 0x10\n";
+        assert_eq!(lapic_summary(lapic), "LAPIC IRR 236, ISR (none)");
+        assert_eq!(lapic_summary(""), "LAPIC IRR ?, ISR ?");
     }
 }
