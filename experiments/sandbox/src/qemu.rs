@@ -281,6 +281,8 @@ pub fn qemu_args(
     // QEMU writes "Triple fault" under -d cpu_reset (see TRIPLE_FAULT).
     push(&["-d", "cpu_reset", "-D", &fd(fds.log)]);
     // The monitor, spoken to only when L1 falls silent (see NUDGE_DIVISOR).
+    // Named threads (`CPU 0/TCG`, `worker`, …) for what a silent L1's QEMU is doing.
+    push(&["-name", "swaplab-l1,debug-threads=on"]);
     push(&["-chardev", &format!("socket,id=qmp,fd={}", fds.monitor)]);
     push(&["-mon", "chardev=qmp,mode=control"]);
     let accel = format!("tcg,thread={}", launch.tcg_thread);
@@ -384,6 +386,57 @@ fn spawn(launch: &Launch, args: Vec<OsString>, keep: Vec<OwnedFd>) -> Result<Chi
     })
 }
 
+/// What each of QEMU's threads is doing, from `/proc` (QEMU is our child):
+/// name, scheduler state, CPU seconds so far and, for one that sleeps, the
+/// innermost frames of its kernel stack, e.g. `CPU 0/TCG R 812.4s; qemu-system-x86
+/// S 40.1s in do_sys_poll<__x64_sys_ppoll`. Tells whether the emulation thread
+/// spins and what the main loop (which runs QEMU's timers) waits for.
+fn qemu_threads(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "QEMU's threads cannot be read".into();
+    };
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)
+        .unwrap_or(100) as f64;
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: the name may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let state = rest.first().copied().unwrap_or("?");
+        let cpu = [11, 12]
+            .iter()
+            .filter_map(|&i| rest.get(i).and_then(|v| v.parse::<f64>().ok()))
+            .sum::<f64>()
+            / ticks;
+        let mut line = format!("{name} {state} {cpu:.1}s");
+        if state != "R" {
+            let frames: Vec<String> = std::fs::read_to_string(dir.join("stack"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .map(|f| f.split('+').next().unwrap_or(f).to_string())
+                .filter(|f| !f.starts_with("__schedule") && f != "schedule")
+                .take(3)
+                .collect();
+            if !frames.is_empty() {
+                line.push_str(&format!(" in {}", frames.join("<")));
+            }
+        }
+        out.push(line);
+    }
+    out.join("; ")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Console,
@@ -471,6 +524,7 @@ pub fn run(
         err_broken: false,
         last_alive: None,
         qmp: crate::qmp::Qmp::new(monitor).ok(),
+        qemu_pid: child.id(),
         nudged: None,
         stalls: Vec::new(),
         l1_state: None,
@@ -513,6 +567,8 @@ struct Supervisor<'a> {
     last_alive: Option<Instant>,
     /// QEMU's monitor (none if it could not be set up).
     qmp: Option<crate::qmp::Qmp>,
+    /// QEMU's process id.
+    qemu_pid: u32,
     /// The silence going on was met with an NMI: when, and what QEMU said
     /// of L1's CPU just before.
     nudged: Option<(Instant, String)>,
@@ -589,7 +645,7 @@ impl Supervisor<'_> {
                 if let Ok(l) = &lapic {
                     cpu = format!("{cpu}; {}", crate::qmp::lapic_summary(l));
                 }
-                let mut state = format!("{cpu}\n");
+                let mut state = format!("{cpu}\nQEMU's threads: {}\n", qemu_threads(self.qemu_pid));
                 for part in [regs, lapic] {
                     state.push_str(&part.unwrap_or_else(|e| e));
                     state.push('\n');
@@ -598,13 +654,14 @@ impl Supervisor<'_> {
                 (cpu, q.execute("inject-nmi", None).map(|_| ()))
             }
         };
+        let threads = qemu_threads(self.qemu_pid);
         let sent = match nmi {
             Ok(()) => "sent it an NMI".to_string(),
             Err(e) if e.is_empty() => "no NMI sent".to_string(),
             Err(e) => format!("no NMI sent ({e})"),
         };
         self.say(&format!(
-            "L1 silent for {} s (no heartbeat); QEMU says {cpu}; {sent}",
+            "L1 silent for {} s (no heartbeat); QEMU says {cpu}; {sent}; QEMU's threads: {threads}",
             silent.as_secs()
         ));
         self.nudged = Some((Instant::now(), cpu));
@@ -864,6 +921,7 @@ mod tests {
         assert!(after("-chardev").contains(&"socket,id=port0,fd=14"));
         assert!(after("-chardev").contains(&"socket,id=qmp,fd=17"));
         assert_eq!(after("-mon"), ["chardev=qmp,mode=control"]);
+        assert_eq!(after("-name"), ["swaplab-l1,debug-threads=on"]);
         assert!(after("-device").contains(&"virtserialport,chardev=port0,name=swaplab.fwd.0"));
         assert_eq!(
             after("-fw_cfg"),
@@ -876,6 +934,14 @@ mod tests {
         let cmdline = after("-append")[0];
         assert!(cmdline.contains("tsc_early_khz=2596000"), "{cmdline}");
         assert!(cmdline.contains("swaplab.sandbox=1"), "{cmdline}");
+    }
+
+    #[test]
+    fn threads_are_named_with_their_state_and_time() {
+        let me = qemu_threads(std::process::id());
+        assert!(me.contains(" R ") || me.contains(" S "), "{me}");
+        assert!(me.split("; ").count() >= 1, "{me}");
+        assert_eq!(qemu_threads(u32::MAX), "QEMU's threads cannot be read");
     }
 
     #[test]
