@@ -221,8 +221,34 @@ fn default_out() -> PathBuf {
     PathBuf::from("results").join(utc_stamp(secs))
 }
 
-/// How many times L1 is started for one matrix when its kernel panics mid-matrix.
+/// How many times in a row L1 may die under one matrix (shard) without a run
+/// finishing in between before the matrix gives up: an L1 that dies before
+/// any run ends would die again. Deaths between which runs finish do not
+/// count against it (a long matrix under two L1s met three stalls in 40
+/// minutes, each after runs had finished), up to [`L1_MATRIX_MOST_ATTEMPTS`].
 const L1_MATRIX_ATTEMPTS: u32 = 3;
+
+/// The most L1s one matrix (shard) starts, whatever finished in between.
+const L1_MATRIX_MOST_ATTEMPTS: u32 = 12;
+
+/// How many runs have a `result.json` in the matrix directory `out`
+/// (`<scenario>/<repetition>/result.json`; set-aside attempts not counted).
+fn finished_runs(out: &Path) -> usize {
+    let Ok(scenarios) = std::fs::read_dir(out) else {
+        return 0;
+    };
+    scenarios
+        .flatten()
+        .filter_map(|s| std::fs::read_dir(s.path()).ok())
+        .flat_map(|reps| reps.flatten())
+        .filter(|r| {
+            r.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                && r.path().join("result.json").is_file()
+        })
+        .count()
+}
 
 /// Run the matrix in the sandbox. The output directory is chosen here, so
 /// that when L1's kernel panics (it is emulated by TCG, and has, now and then,
@@ -329,7 +355,8 @@ struct L1Job<'a> {
 
 impl L1Job<'_> {
     /// Runs `argv` in L1 and, when L1's kernel dies mid-matrix, starts L1
-    /// again to resume it (at most [`L1_MATRIX_ATTEMPTS`] times).
+    /// again to resume it (at most [`L1_MATRIX_ATTEMPTS`] deaths in a row
+    /// with no run finished in between, [`L1_MATRIX_MOST_ATTEMPTS`] L1s in all).
     fn attempts(
         &self,
         mut argv: Vec<OsString>,
@@ -338,6 +365,9 @@ impl L1Job<'_> {
     ) -> anyhow::Result<u8> {
         let out = self.out;
         let mut attempt = 1;
+        // Deaths in a row with no run finished in between.
+        let mut fruitless = 0;
+        let mut finished = finished_runs(out);
         loop {
             let result = crate::boot::cmd::run_args_in_sandbox_to(
                 self.files,
@@ -357,7 +387,10 @@ impl L1Job<'_> {
                 },
                 Ok(_) => return result,
             };
-            if attempt == L1_MATRIX_ATTEMPTS {
+            let now = finished_runs(out);
+            fruitless = if now > finished { 1 } else { fruitless + 1 };
+            finished = now;
+            if fruitless == L1_MATRIX_ATTEMPTS || attempt == L1_MATRIX_MOST_ATTEMPTS {
                 return result;
             }
             attempt += 1;
@@ -375,7 +408,8 @@ impl L1Job<'_> {
             }
             let _ = writeln!(
                 stderr,
-                "swaplab: starting L1 again to resume the matrix in {} (attempt {attempt} of {L1_MATRIX_ATTEMPTS})",
+                "swaplab: starting L1 again to resume the matrix in {} (attempt {attempt}; \
+                 {fruitless} of at most {L1_MATRIX_ATTEMPTS} deaths in a row without a run finished)",
                 out.display()
             );
             if !argv.iter().any(|a| a == "--resume") {
@@ -937,6 +971,27 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_runs_are_the_result_files_of_repetitions() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(finished_runs(&tmp.path().join("absent")), 0);
+        for (dir, file) in [
+            ("redis/1", true),
+            ("redis/2", false),
+            ("redis/1-l1-stall", true),
+            ("dbench/3", true),
+            ("shards/1", false),
+        ] {
+            let d = tmp.path().join(dir);
+            std::fs::create_dir_all(&d).unwrap();
+            if file {
+                std::fs::write(d.join("result.json"), "{}").unwrap();
+            }
+        }
+        std::fs::write(tmp.path().join("report.md"), "").unwrap();
+        assert_eq!(finished_runs(tmp.path()), 2);
+    }
 
     #[test]
     fn a_gap_in_the_host_samples_is_a_stall_and_its_attempt_is_set_aside() {
