@@ -210,9 +210,9 @@ fn an_l1_that_falls_silent_gets_an_nmi_and_goes_on() {
         return;
     }
     // The command stops the heartbeat (every other child of L1's init) until
-    // L1's NMI count rises, then lets it go on: the supervisor's NMI, sent a
-    // quarter of the heartbeat limit (here 40 s) into the silence, is what
-    // ends it. At most a minute of waiting, so a missing NMI fails the test.
+    // L1's NMI count rises, then lets it go on: the supervisor's NMI, sent
+    // 12 s into the silence (an eighth of the heartbeat limit, here 40 s, but
+    // at least 12 s), is what ends it. At most a minute of waiting, so a missing NMI fails the test.
     let script = r#"stop() { for p in $(ps -o pid= --ppid 1); do [ "$p" = "$$" ] || kill -$1 "$p"; done; }
 nmis() { awk '/^ *NMI:/ { print $2 }' /proc/interrupts; }
 n=$(nmis); stop STOP; i=0
@@ -252,7 +252,7 @@ fn an_l1_that_stops_responding_is_stopped_and_named() {
         show(&out)
     );
     assert!(err.starts_with("swaplab: ") || err.contains(sandbox::L1_UNRESPONSIVE));
-    // A quarter of the way, QEMU was asked what L1's CPU does and L1 got an
+    // 12 s into the silence, QEMU was asked what L1's CPU does and L1 got an
     // NMI (which cannot wake stopped processes); the error shows QEMU's view.
     assert_nmi_sent(&out);
     assert!(
