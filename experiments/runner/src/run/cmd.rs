@@ -300,8 +300,9 @@ fn run_in_sandbox(
             );
         }
         if !args.resume {
-            // The shards add to one history; a fresh matrix starts it empty.
+            // A fresh matrix starts with empty histories and no run claimed.
             resume::History::open(&out, false, None);
+            let _ = std::fs::remove_dir_all(super::jobs::Claims::dir(&out));
         }
         run_shards(&l1, &argv, jobs)?;
         let reason = format!(
@@ -871,7 +872,7 @@ fn run_here(args: &RunOptions, scenarios: &[Scenario]) -> anyhow::Result<u8> {
     // report, never hidden.
     let reason = args.resume_reason.as_deref();
     let mut history = match args.shard {
-        Some(_) => resume::History::open_shard(&out, args.resume, reason),
+        Some(_) => resume::History::open_shard(&mdir, args.resume, reason),
         None => resume::History::open(&out, args.resume, reason),
     };
     let mut nth = 0;

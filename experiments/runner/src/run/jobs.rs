@@ -39,9 +39,14 @@ pub struct Claims {
 impl Claims {
     /// The claims of `shard` in the matrix writing to `out`.
     pub fn new(out: &Path, shard: Shard) -> std::io::Result<Claims> {
-        let dir = out.join("shards").join("claims");
+        let dir = Self::dir(out);
         std::fs::create_dir_all(&dir)?;
         Ok(Claims { dir, shard })
+    }
+
+    /// Where the claims of the matrix writing to `out` are.
+    pub fn dir(out: &Path) -> PathBuf {
+        out.join("shards").join("claims")
     }
 
     /// Whether the matrix's `nth` run is this shard's: claimed by it before

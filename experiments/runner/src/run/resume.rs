@@ -162,30 +162,66 @@ pub struct History {
 }
 
 impl History {
-    /// A fresh matrix starts an empty history; a resumed one reads the
-    /// earlier attempts' and adds [`Event::Resumed`] with `reason`.
+    /// The matrix's: a fresh matrix starts an empty history (its shards'
+    /// too); a resumed one reads the earlier attempts', its shards' included
+    /// (`shards/I/`[`HISTORY_FILE`], after its own), and adds
+    /// [`Event::Resumed`] with `reason` to its own file.
     pub fn open(out: &Path, resume: bool, reason: Option<&str>) -> History {
+        let shards = Self::shard_files(out);
         if !resume {
             let _ = std::fs::write(out.join(HISTORY_FILE), b"");
+            for f in &shards {
+                let _ = std::fs::remove_file(f);
+            }
         }
-        Self::open_shard(out, resume, reason)
-    }
-
-    /// A shard's: the matrix's history, which its shards share (so the
-    /// report that gathers them counts every shard's events); never emptied
-    /// here. A resumed shard adds [`Event::Resumed`] with `reason`.
-    pub fn open_shard(out: &Path, resume: bool, reason: Option<&str>) -> History {
-        let path = out.join(HISTORY_FILE);
-        let mut h = History {
-            events: std::fs::read_to_string(&path)
-                .map(|t| t.lines().filter_map(Event::parse).collect())
-                .unwrap_or_default(),
-            path,
-        };
+        let mut h = Self::read(out.join(HISTORY_FILE));
+        for f in &shards {
+            h.events.extend(Self::read(f.clone()).events);
+        }
         if resume {
             h.record(Event::Resumed(reason.map(str::to_string)));
         }
         h
+    }
+
+    /// A shard's, in its own directory `dir` (`<out>/shards/I/`): shards run
+    /// at once in L1s of their own, whose 9p mounts do not share a file's
+    /// end, so appends of two shards to one file overwrote each other. The
+    /// matrix's history ([`History::open`]) reads every shard's. A resumed
+    /// shard adds [`Event::Resumed`] with `reason`.
+    pub fn open_shard(dir: &Path, resume: bool, reason: Option<&str>) -> History {
+        let _ = std::fs::create_dir_all(dir);
+        let mut h = Self::read(dir.join(HISTORY_FILE));
+        if resume {
+            h.record(Event::Resumed(reason.map(str::to_string)));
+        }
+        h
+    }
+
+    /// The history in `path` (none if absent), to be added to there.
+    fn read(path: PathBuf) -> History {
+        History {
+            events: std::fs::read_to_string(&path)
+                .map(|t| t.lines().filter_map(Event::parse).collect())
+                .unwrap_or_default(),
+            path,
+        }
+    }
+
+    /// The shards' history files under `out`, in shard order.
+    fn shard_files(out: &Path) -> Vec<PathBuf> {
+        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(out.join("shards"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let i = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let f = e.path().join(HISTORY_FILE);
+                f.is_file().then_some((i, f))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, f)| f).collect()
     }
 
     /// Adds `e`, to the file at once (best effort: a run is not failed for
@@ -325,6 +361,40 @@ mod tests {
         assert!(matches!(earlier(&dir, &s), Earlier::Kept(_)));
         std::fs::write(dir.join("result.json"), "[]").unwrap();
         assert!(matches!(earlier(&dir, &s), Earlier::Unusable(_)));
+    }
+
+    #[test]
+    fn each_shard_keeps_its_own_history_and_the_matrix_reads_them_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path();
+        History::open(out, false, None);
+        let shard = |i: u32| out.join("shards").join(i.to_string());
+        let mut one = History::open_shard(&shard(1), false, None);
+        let mut two = History::open_shard(&shard(2), false, None);
+        // Interleaved, as two L1s write them.
+        one.record(Event::Stalled(
+            "a repetition 1/1 (no host sample for 30.0 s)".into(),
+        ));
+        two.record(Event::Residue("b repetition 1/1".into()));
+        one.record(Event::CutOff("c repetition 1/1".into()));
+        // Shard 1 resumed in a fresh L1 reads its own, not shard 2's.
+        let again = History::open_shard(&shard(1), true, Some("an L1 stall"));
+        assert_eq!(again.events.len(), 3, "{:?}", again.events);
+        // The gathering pass reads the matrix's and every shard's.
+        let all = History::open(out, true, Some("running as 2 shards"));
+        assert_eq!(
+            all.events,
+            [
+                Event::Stalled("a repetition 1/1 (no host sample for 30.0 s)".into()),
+                Event::CutOff("c repetition 1/1".into()),
+                Event::Resumed(Some("an L1 stall".into())),
+                Event::Residue("b repetition 1/1".into()),
+                Event::Resumed(Some("running as 2 shards".into())),
+            ]
+        );
+        // A fresh matrix forgets them all.
+        assert!(History::open(out, false, None).events.is_empty());
+        assert!(!shard(1).join(HISTORY_FILE).exists());
     }
 
     #[test]
