@@ -136,11 +136,16 @@ impl GuestConsole {
             }
             Phase::Command => {
                 if let Some(end) = init::find_end(text) {
-                    let marker = [init::EXIT_MARKER, init::FAIL_MARKER]
+                    // The first marker ends the output: /init also writes the
+                    // exit marker to the kernel log, whose console line can
+                    // land inside the tty's (`SWAPLAB-EXIT 0[    8.08] SWAPLAB-EXIT 0`)
+                    // or before it (`[    8.08] SWAPLAB-EXIT 0`).
+                    let first = [init::EXIT_MARKER, init::FAIL_MARKER]
                         .iter()
-                        .filter_map(|m| text.rfind(m))
+                        .filter_map(|m| text.find(m))
                         .min()
                         .unwrap_or(0);
+                    let marker = printk_prefix_start(&text[..first]);
                     if self.show == Show::Command && marker > 0 {
                         let _ = self.out.write_all(&text.as_bytes()[..marker]);
                     }
@@ -169,6 +174,26 @@ impl GuestConsole {
         if self.show != Show::Nothing {
             let _ = self.out.flush();
         }
+    }
+}
+
+/// Where a kernel log line's timestamp (`[    8.086337] `) ends `before`
+/// begins, or `before.len()` if it does not end with one.
+fn printk_prefix_start(before: &str) -> usize {
+    let Some(stamp) = before.strip_suffix("] ") else {
+        return before.len();
+    };
+    let Some(open) = stamp.rfind('[') else {
+        return before.len();
+    };
+    let inside = stamp[open + 1..].trim_start();
+    let is_time = !inside.is_empty()
+        && inside.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && inside.contains('.');
+    if is_time {
+        open
+    } else {
+        before.len()
     }
 }
 
@@ -257,6 +282,36 @@ mod tests {
         let (out, m) = feed(Show::Nothing);
         assert!(out.is_empty());
         assert!(m.init_at.is_some());
+    }
+
+    #[test]
+    fn the_kernel_logs_copy_of_the_exit_marker_never_joins_the_output() {
+        for (console, output) in [
+            // The kernel log's line inside the tty's (CI of session 15).
+            (
+                "meminfo\nSWAPLAB-EXIT 0[    8.086337] SWAPLAB-EXIT 0\n",
+                "meminfo\n",
+            ),
+            // The kernel log's line first.
+            (
+                "meminfo\n[    8.086337] SWAPLAB-EXIT 0\nSWAPLAB-EXIT 0\n",
+                "meminfo\n",
+            ),
+            // Output before the marker on its line, and a bracket that is not a time.
+            ("no newline [x] SWAPLAB-EXIT 0\n", "no newline [x] "),
+        ] {
+            let buf = Buf::default();
+            let (mut c, marks) = GuestConsole::new(Show::Command, Box::new(buf.clone()), None);
+            c.write_all(format!("SWAPLAB-INIT uptime=1\n{console}").as_bytes())
+                .unwrap();
+            let m = marks.lock().unwrap().clone();
+            assert_eq!(m.end, Some(GuestEnd::Exited(0)), "{console:?}");
+            assert_eq!(m.output.trim_end(), output.trim_end(), "{console:?}");
+            assert!(!m.output.contains("SWAPLAB"), "{console:?}");
+        }
+        assert_eq!(printk_prefix_start("ab[ 12.5] "), 2);
+        assert_eq!(printk_prefix_start("ab[] "), 5);
+        assert_eq!(printk_prefix_start("ab"), 2);
     }
 
     #[test]
