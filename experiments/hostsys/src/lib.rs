@@ -9,4 +9,5 @@
 pub mod child;
 pub mod cpu;
 pub mod mem;
+pub mod proc;
 pub mod signals;

@@ -30,20 +30,17 @@ pub struct ThreadCpu {
     pub sys_ms: u64,
 }
 
-/// Parses a `/proc/<pid>/task/<tid>/stat` line: the thread's name and its
-/// user and system time in clock ticks. `None` for a malformed line.
+/// A thread's name and CPU time from its `stat` line; `None` for a
+/// malformed line.
 fn parse_stat(line: &str) -> Option<(String, Ticks)> {
-    // The name is between the first '(' and the last ')' and may hold
-    // anything, spaces and parentheses included.
-    let open = line.find('(')?;
-    let close = line.rfind(')')?;
-    let name = line.get(open + 1..close)?.to_string();
-    // After the name: field 3 (state) onwards; utime and stime are fields
-    // 14 and 15.
-    let mut rest = line.get(close + 1..)?.split_ascii_whitespace().skip(11);
-    let user = rest.next()?.parse().ok()?;
-    let sys = rest.next()?.parse().ok()?;
-    Some((name, Ticks { user, sys }))
+    let t = hostsys::proc::parse_task_stat(line)?;
+    Some((
+        t.name,
+        Ticks {
+            user: t.user_ticks,
+            sys: t.sys_ticks,
+        },
+    ))
 }
 
 /// Per-thread CPU times of this process over a run.
@@ -60,11 +57,7 @@ pub struct CpuTracker {
 impl CpuTracker {
     /// Reads every thread's time now, as the run's starting point.
     pub fn start() -> Self {
-        let tick_ms = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .filter(|&t| t > 0 && t <= 1000)
-            .map_or(10, |t| (1000 / t) as u64);
+        let tick_ms = 1000 / hostsys::proc::clock_ticks_per_s();
         let mut me = Self {
             tick_ms,
             ..Self::default()
@@ -129,35 +122,6 @@ impl CpuTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LINE: &str =
-        "4242 (swapper-evict) S 1 2 3 0 -1 4194368 10 0 0 0 187 2271 0 0 20 0 9 0 100 0 0";
-
-    #[test]
-    fn a_stat_line_gives_name_user_and_system_ticks() {
-        let (name, t) = parse_stat(LINE).unwrap();
-        assert_eq!(name, "swapper-evict");
-        assert_eq!(
-            t,
-            Ticks {
-                user: 187,
-                sys: 2271
-            }
-        );
-        let odd = "7 (a) b (c)) R 1 2 3 0 -1 0 0 0 0 0 5 6 0 0";
-        assert_eq!(
-            parse_stat(odd).unwrap(),
-            ("a) b (c)".into(), Ticks { user: 5, sys: 6 })
-        );
-        for bad in [
-            "",
-            "12 swapper 1 2",
-            "1 (x) S 1 2",
-            "1 (x) S 1 2 3 4 5 6 7 8 9 10 u s",
-        ] {
-            assert_eq!(parse_stat(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn times_count_from_the_start_and_sum_by_name_busiest_first() {
