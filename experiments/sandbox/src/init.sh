@@ -56,18 +56,19 @@ wait $parallel || fail "loading the modules in /etc/swaplab-modules-parallel"
 stage ports
 tries=0
 while :; do
-    st= out= err=
+    st= out= err= kick=
     for p in /sys/class/virtio-ports/*; do
         [ -r "$p/name" ] || continue
         case "$(cat "$p/name")" in
         swaplab.status) st=/dev/${p##*/} ;;
         swaplab.stdout) out=/dev/${p##*/} ;;
         swaplab.stderr) err=/dev/${p##*/} ;;
+        swaplab.kick) kick=/dev/${p##*/} ;;
         esac
     done
-    [ -c "$st" ] && [ -c "$out" ] && [ -c "$err" ] && break
+    [ -c "$st" ] && [ -c "$out" ] && [ -c "$err" ] && [ -c "$kick" ] && break
     tries=$((tries + 1))
-    [ "$tries" -le 500 ] || fail "virtio-serial ports swaplab.{status,stdout,stderr} did not appear"
+    [ "$tries" -le 500 ] || fail "virtio-serial ports swaplab.{status,stdout,stderr,kick} did not appear"
     sleep 0.01
 done
 exec 3>"$st" || fail "cannot open $st"
@@ -90,14 +91,20 @@ mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "mount /run"
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
 
 stage run
-# Heartbeat: while the command runs, "alive" every few seconds. The host
+# Heartbeat: while the command runs, "alive" every second. The host
 # stops an L1 whose heartbeat stops (its kernel wedged: nothing in L1 runs).
 # In the background, so the command keeps the foreground's signals.
-(while :; do sleep 5; say alive; done) &
+(while :; do sleep 1; say alive; done) &
 beat=$!
+echo "$beat" >/newroot/run/swaplab-heartbeat.pid
+# Kicks: when the heartbeat stops, the host writes a line to swaplab.kick,
+# an interrupt for L1's CPU (see NUDGE_AFTER in qemu.rs). Reading them keeps
+# the port's buffers free; their count is in /run/swaplab-kicks.
+(n=0; while read -r _; do n=$((n + 1)); echo "$n" >/newroot/run/swaplab-kicks; done) <"$kick" &
+kicks=$!
 env -i chroot /newroot /bin/sh -c "$job" </dev/null >"$out" 2>"$err"
 rc=$?
-kill "$beat" 2>/dev/null
+kill "$beat" "$kicks" 2>/dev/null
 # Flush what the command wrote through 9p's cache before saying it is done.
 sync
 say "exit $rc"

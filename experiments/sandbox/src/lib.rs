@@ -238,7 +238,7 @@ pub enum SandboxError {
     Unresponsive {
         /// Seconds without a heartbeat.
         secs: u64,
-        /// What QEMU said of L1's CPU once it fell silent (before the NMI
+        /// What QEMU said of L1's CPU once it fell silent (before the kicks
         /// that did not wake it), if it could be asked.
         state: Option<String>,
         /// The last stage L1 reported.
@@ -270,7 +270,7 @@ fn state_detail(state: &Option<String>) -> String {
     match state {
         None => String::new(),
         Some(s) => format!(
-            "\nQEMU's view of L1 when it fell silent (an NMI did not wake it):\n  {}",
+            "\nQEMU's view of L1 when it fell silent (neither interrupts nor NMIs woke it):\n  {}",
             s.lines()
                 .filter(|l| !l.trim().is_empty())
                 .collect::<Vec<_>>()
@@ -555,6 +555,25 @@ pub struct SandboxRun {
     pub total_time: Duration,
     /// Whether the L1 initramfs was built by this run (not found in the cache).
     pub built_initramfs: bool,
+    /// Silences of L1 that ended after a kick (each also said on stderr as it ended).
+    pub stalls: Vec<qemu::Stall>,
+}
+
+/// The closing line on L1's silences (of [`qemu::KICK_AFTER`] or more), for a
+/// run that had any: times measured across one include it.
+fn stalls_line(stalls: &[qemu::Stall]) -> Option<String> {
+    let longest = stalls.iter().map(|s| s.silent).max()?;
+    let total: Duration = stalls.iter().map(|s| s.silent).sum();
+    let times = match stalls.len() {
+        1 => "once".to_string(),
+        n => format!("{n} times"),
+    };
+    Some(format!(
+        "swaplab sandbox: L1 fell silent {times} while the command ran ({:.1} s in all, the longest {:.1} s; {} s or more each) and a kick ended each silence; times measured across a silence include it",
+        total.as_secs_f64(),
+        longest.as_secs_f64(),
+        qemu::KICK_AFTER.as_secs()
+    ))
 }
 
 /// Run `argv` in the sandbox, streaming its stdout and stderr to `stdout` and `stderr`.
@@ -655,9 +674,14 @@ pub fn run_in_sandbox(
         boot_time: report.boot_time(),
         total_time: report.elapsed,
         built_initramfs: image.built,
+        stalls: report.stalls.clone(),
     };
     if cfg.verbose {
         log_run(cfg, &report, &image, &run);
+    }
+    if let Some(line) = stalls_line(&run.stalls) {
+        // Best effort, as for the command's own stderr.
+        let _ = writeln!(stderr, "{line}");
     }
     Ok(run)
 }
@@ -936,6 +960,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_closing_line_counts_the_silences_and_names_the_longest() {
+        assert_eq!(stalls_line(&[]), None);
+        let stall = |s: f64| qemu::Stall {
+            from: Duration::from_secs(60),
+            silent: Duration::from_secs_f64(s),
+            cpu: None,
+        };
+        let one = stalls_line(&[stall(30.8)]).unwrap();
+        assert!(
+            one.contains("fell silent once") && one.contains("30.8 s in all"),
+            "{one}"
+        );
+        let two = stalls_line(&[stall(20.0), stall(31.5)]).unwrap();
+        assert!(
+            two.contains("2 times") && two.contains("51.5 s in all, the longest 31.5 s"),
+            "{two}"
+        );
+    }
+
+    #[test]
     fn l1_tmp_dirs_of_dead_processes_are_swept() {
         let dir = tempfile::tempdir().unwrap();
         // A pid above the kernel's pid_max (4194304) never runs.
@@ -1047,7 +1091,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("an NMI did not wake it):\n  CPU 0: RIP=ffffffff81e0f7cb CPL=0 interrupts off, halted\n  RAX=0"),
+            text.contains("neither interrupts nor NMIs woke it):\n  CPU 0: RIP=ffffffff81e0f7cb CPL=0 interrupts off, halted\n  RAX=0"),
             "{text}"
         );
         assert!(L1_DIED.iter().any(|m| text.starts_with(m)));

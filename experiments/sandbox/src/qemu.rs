@@ -59,24 +59,37 @@ fn triple_fault(log: &[u8]) -> Option<String> {
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// How long L1 may take to power off after reporting the end of the command.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
-/// How long L1 may go without a heartbeat (`alive`, every 5 s while the
+/// How long L1 may go without a heartbeat (`alive`, every second while the
 /// command runs) before it is taken for wedged and stopped: far longer than
 /// any wait for a CPU in L1 (the heartbeat is a shell loop, scheduled like
 /// any task), short beside a run's own limits.
 pub const LIVENESS: Duration = Duration::from_secs(120);
 
-/// After this share of [`Limits::liveness`] without a heartbeat (15 s of the
-/// default 120 s), the supervisor asks QEMU what L1's CPU is doing and sends
-/// it an NMI, and another NMI each time as much again passes in silence. L1's
-/// emulated CPU sometimes stops taking interrupts while it runs (a TCG fault
-/// seen under two busy L1s: the timer's vector requested for 30 s and more,
-/// not taken); stalls have ended 0.8 and 6.8 s after an NMI, others not
-/// after one. The stall is in [`Report::stalls`] either way.
-pub const NUDGE_DIVISOR: u32 = 8;
+/// After this long without a heartbeat (one missed), the supervisor sends L1
+/// an interrupt (a line on the [`KICK_PORT`], which L1 reads), quietly: the
+/// interrupt ends the usual stall (see [`NUDGE_AFTER`]) at once.
+pub const KICK_AFTER: Duration = Duration::from_secs(2);
 
-/// The shortest silence met with an NMI, whatever the heartbeat limit: the
-/// heartbeat comes every 5 s, and a busy L1 may send it late.
-pub const NUDGE_MIN: Duration = Duration::from_secs(12);
+/// After this long without a heartbeat, the supervisor asks QEMU what L1's
+/// CPU is doing, says so, and sends L1 another interrupt; then an interrupt
+/// and an NMI each time as much again passes in silence.
+///
+/// Why: L1's emulated CPU sometimes stops taking its interrupts (a QEMU TCG
+/// fault seen under two busy L1s, in QEMU 7.2 and 10.0 alike: the LAPIC
+/// timer's vector requested and deliverable for 30 s and more, not taken).
+/// The stalls examined had the CPU in the L2 guest (their RIPs are L2 kernel
+/// code, `copy_user_enhanced_fast_string`, `native_safe_halt`, or L2 user
+/// space), where an interrupt for L1 should force an exit to L1 and did not.
+/// A new interrupt makes QEMU look at the pending ones again; an NMI forces
+/// the exit (KVM intercepts NMIs). With only an NMI at 15 s, stalls had ended
+/// 0.8 to 40 s after it, some not at all. The stall is in [`Report::stalls`]
+/// either way.
+pub const NUDGE_AFTER: Duration = Duration::from_secs(4);
+
+/// The port L1 reads kicks from.
+pub const KICK_PORT: &str = "swaplab.kick";
+/// What one kick writes to it.
+const KICK: &[u8] = b"kick\n";
 
 /// Errors running QEMU (not errors of L1: those are in the [`Report`]).
 #[derive(Debug, thiserror::Error)]
@@ -184,21 +197,21 @@ pub struct Report {
     pub liveness: Duration,
     /// Wall time from QEMU's start to its exit.
     pub elapsed: Duration,
-    /// Silences of L1 that an NMI ended (see [`NUDGE_DIVISOR`]).
+    /// Silences of L1 that ended after a kick (see [`NUDGE_AFTER`]).
     pub stalls: Vec<Stall>,
     /// What QEMU said of L1's CPU when it last fell silent, if it did.
     pub l1_state: Option<String>,
 }
 
-/// L1 went silent and an NMI woke it.
+/// L1 went silent and a kick woke it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stall {
     /// When the silence began (the last heartbeat), since QEMU started.
     pub from: Duration,
     /// How long it lasted.
     pub silent: Duration,
-    /// What QEMU said of L1's CPU before the NMI.
-    pub cpu: String,
+    /// What QEMU said of L1's CPU, if the silence lasted [`NUDGE_AFTER`].
+    pub cpu: Option<String>,
 }
 
 impl Report {
@@ -254,6 +267,8 @@ pub struct ChildFds {
     pub log: RawFd,
     /// QEMU's end of the QMP monitor's socketpair ([`crate::qmp`]).
     pub monitor: RawFd,
+    /// QEMU's end of the kick port's socketpair ([`KICK_PORT`]).
+    pub kick: RawFd,
 }
 
 /// A virtio-serial port backed by a connected socket QEMU inherits.
@@ -286,7 +301,7 @@ pub fn qemu_args(
     // with status 0, indistinguishable from a power-off but for this log:
     // QEMU writes "Triple fault" under -d cpu_reset (see TRIPLE_FAULT).
     push(&["-d", "cpu_reset", "-D", &fd(fds.log)]);
-    // The monitor, spoken to only when L1 falls silent (see NUDGE_DIVISOR).
+    // The monitor, spoken to only when L1 falls silent (see NUDGE_AFTER).
     // Named threads (`CPU 0/TCG`, `worker`, …) for what a silent L1's QEMU is doing.
     push(&["-name", "swaplab-l1,debug-threads=on"]);
     push(&["-chardev", &format!("socket,id=qmp,fd={}", fds.monitor)]);
@@ -317,6 +332,11 @@ pub fn qemu_args(
             &format!("virtserialport,chardev={id},name=swaplab.{id}"),
         ]);
     }
+    push(&["-chardev", &format!("socket,id=kick,fd={}", fds.kick)]);
+    push(&[
+        "-device",
+        &format!("virtserialport,chardev=kick,name={KICK_PORT}"),
+    ]);
     for (i, (name, n)) in ports.iter().enumerate() {
         push(&["-chardev", &format!("socket,id=port{i},fd={n}")]);
         push(&[
@@ -401,29 +421,18 @@ fn qemu_threads(pid: u32) -> String {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return "QEMU's threads cannot be read".into();
     };
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|&t| t > 0)
-        .unwrap_or(100) as f64;
+    let ticks = hostsys::proc::clock_ticks_per_s() as f64;
     let mut out = Vec::new();
     for t in tasks.flatten() {
         let dir = t.path();
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+        let Some(stat) = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|l| hostsys::proc::parse_task_stat(&l))
+        else {
             continue;
         };
-        // `pid (comm) state ...`: the name may hold spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = &stat[open + 1..close];
-        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let state = rest.first().copied().unwrap_or("?");
-        let cpu = [11, 12]
-            .iter()
-            .filter_map(|&i| rest.get(i).and_then(|v| v.parse::<f64>().ok()))
-            .sum::<f64>()
-            / ticks;
+        let (name, state) = (&stat.name, stat.state.as_str());
+        let cpu = (stat.user_ticks + stat.sys_ticks) as f64 / ticks;
         let mut line = format!("{name} {state} {cpu:.1}s");
         if state != "R" {
             let frames: Vec<String> = std::fs::read_to_string(dir.join("stack"))
@@ -481,6 +490,13 @@ pub fn run(
     let (monitor, mon_theirs) =
         std::os::unix::net::UnixStream::pair().map_err(sys("creating the monitor's socketpair"))?;
     let mon_theirs = OwnedFd::from(mon_theirs);
+    let (kick, kick_theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(sys("creating the kick port's socketpair"))?;
+    // A kick must never block the supervisor: one that finds the buffer full
+    // (L1 reads none) is dropped.
+    kick.set_nonblocking(true)
+        .map_err(sys("making the kick port non-blocking"))?;
+    let kick_theirs = OwnedFd::from(kick_theirs);
     let job = job_file(&launch.job)?;
     let fds = ChildFds {
         console: con_w.as_raw_fd(),
@@ -490,13 +506,23 @@ pub fn run(
         job: job.as_raw_fd(),
         log: log_w.as_raw_fd(),
         monitor: mon_theirs.as_raw_fd(),
+        kick: kick_theirs.as_raw_fd(),
     };
     let port_fds: Vec<(String, RawFd)> = ports
         .iter()
         .map(|p| (p.name.clone(), p.fd.as_raw_fd()))
         .collect();
     let args = qemu_args(launch, fds, &port_fds, root_security_model);
-    let mut keep = vec![con_w, st_w, out_w, err_w, job, log_w, mon_theirs];
+    let mut keep = vec![
+        con_w,
+        st_w,
+        out_w,
+        err_w,
+        job,
+        log_w,
+        mon_theirs,
+        kick_theirs,
+    ];
     keep.extend(ports.into_iter().map(|p| p.fd));
     let start = Instant::now();
     // Only QEMU may hold the write ends, so that its exit means EOF everywhere:
@@ -530,6 +556,7 @@ pub fn run(
         err_broken: false,
         last_alive: None,
         qmp: crate::qmp::Qmp::new(monitor).ok(),
+        kick,
         qemu_pid: child.id(),
         nudged: None,
         stalls: Vec::new(),
@@ -573,6 +600,8 @@ struct Supervisor<'a> {
     last_alive: Option<Instant>,
     /// QEMU's monitor (none if it could not be set up).
     qmp: Option<crate::qmp::Qmp>,
+    /// Our end of the kick port ([`KICK_PORT`]).
+    kick: std::os::unix::net::UnixStream,
     /// QEMU's process id.
     qemu_pid: u32,
     /// The silence going on was met with an NMI: when the first went, what
@@ -585,9 +614,25 @@ struct Supervisor<'a> {
 /// NMIs sent into one silence of L1.
 struct Nudged {
     first: Instant,
-    cpu: String,
+    /// What QEMU said of L1's CPU, once asked (at [`NUDGE_AFTER`]).
+    cpu: Option<String>,
     last: Instant,
-    count: u32,
+    /// Interrupts (kick lines) and NMIs sent so far.
+    interrupts: u32,
+    nmis: u32,
+}
+
+impl Nudged {
+    /// What was sent last, for the line saying L1 answered.
+    fn last_kick(&self) -> String {
+        match (self.interrupts + self.nmis, self.nmis) {
+            (0, _) => "the kick (which could not be sent)".into(),
+            (1, 0) => "the interrupt".into(),
+            (1, _) => "the NMI".into(),
+            (_, 0) => format!("the last of {} interrupts", self.interrupts),
+            (_, n) => format!("the last of {} interrupts and {n} NMIs", self.interrupts),
+        }
+    }
 }
 
 impl Supervisor<'_> {
@@ -600,15 +645,14 @@ impl Supervisor<'_> {
                 if let Some(n) = self.nudged.take() {
                     let from = self.last_alive.unwrap_or(n.first);
                     let silent = now.saturating_duration_since(from);
-                    let nmis = match n.count {
-                        1 => "the NMI".to_string(),
-                        k => format!("the last of {k} NMIs"),
-                    };
-                    self.say(&format!(
-                        "L1 answered again {:.1} s after {nmis}; it was silent for {:.1} s",
-                        now.saturating_duration_since(n.last).as_secs_f64(),
-                        silent.as_secs_f64()
-                    ));
+                    if n.cpu.is_some() {
+                        let kicks = n.last_kick();
+                        self.say(&format!(
+                            "L1 answered again {:.1} s after {kicks}; it was silent for {:.1} s",
+                            now.saturating_duration_since(n.last).as_secs_f64(),
+                            silent.as_secs_f64()
+                        ));
+                    }
                     self.stalls.push(Stall {
                         from: from.saturating_duration_since(self.start),
                         silent,
@@ -645,14 +689,40 @@ impl Supervisor<'_> {
         }
     }
 
-    /// L1 has been silent for `silent`: ask QEMU what its CPU does, keep
-    /// that, and send it an NMI.
+    /// An interrupt for L1: a line on the kick port. False if it could not
+    /// be written (L1 reads none and the buffer is full, or QEMU is gone).
+    fn kick(&mut self) -> bool {
+        (&self.kick).write_all(KICK).is_ok()
+    }
+
+    /// An NMI for L1, through QEMU's monitor.
+    fn nmi(&mut self) -> Result<(), String> {
+        match self.qmp.as_mut() {
+            Some(q) => q.execute("inject-nmi", None).map(|_| ()),
+            None => Err("QEMU's monitor is not set up".into()),
+        }
+    }
+
+    /// L1 has been silent for [`KICK_AFTER`]: an interrupt, quietly.
+    fn quiet_kick(&mut self) {
+        let sent = self.kick();
+        let now = Instant::now();
+        self.nudged = Some(Nudged {
+            first: now,
+            cpu: None,
+            last: now,
+            interrupts: u32::from(sent),
+            nmis: 0,
+        });
+    }
+
+    /// L1 has been silent for `silent` ([`NUDGE_AFTER`]), an interrupt
+    /// notwithstanding: ask QEMU what its CPU does, keep that, say so, and
+    /// send L1 another interrupt.
     fn nudge(&mut self, silent: Duration) {
-        let (cpu, nmi) = match self.qmp.as_mut() {
-            None => (
-                "QEMU's monitor is not set up".to_string(),
-                Err(String::new()),
-            ),
+        let threads = qemu_threads(self.qemu_pid);
+        let cpu = match self.qmp.as_mut() {
+            None => "QEMU's monitor is not set up".to_string(),
             Some(q) => {
                 let regs = q.hmp("info registers -a");
                 let lapic = q.hmp("info lapic");
@@ -663,44 +733,62 @@ impl Supervisor<'_> {
                 if let Ok(l) = &lapic {
                     cpu = format!("{cpu}; {}", crate::qmp::lapic_summary(l));
                 }
-                let mut state = format!("{cpu}\nQEMU's threads: {}\n", qemu_threads(self.qemu_pid));
+                let mut state = format!("{cpu}\nQEMU's threads: {threads}\n");
                 for part in [regs, lapic] {
                     state.push_str(&part.unwrap_or_else(|e| e));
                     state.push('\n');
                 }
                 self.l1_state = Some(state);
-                (cpu, q.execute("inject-nmi", None).map(|_| ()))
+                cpu
             }
         };
-        let threads = qemu_threads(self.qemu_pid);
-        let sent = match nmi {
-            Ok(()) => "sent it an NMI".to_string(),
-            Err(e) if e.is_empty() => "no NMI sent".to_string(),
-            Err(e) => format!("no NMI sent ({e})"),
-        };
+        let sent = self.kick();
         self.say(&format!(
-            "L1 silent for {} s (no heartbeat); QEMU says {cpu}; {sent}; QEMU's threads: {threads}",
-            silent.as_secs()
+            "L1 silent for {} s (no heartbeat); QEMU says {cpu}; {}; QEMU's threads: {threads}",
+            silent.as_secs(),
+            if sent {
+                "sent it an interrupt"
+            } else {
+                "no interrupt could be sent"
+            }
         ));
         let now = Instant::now();
-        self.nudged = Some(Nudged {
+        let n = self.nudged.get_or_insert(Nudged {
             first: now,
-            cpu,
+            cpu: None,
             last: now,
-            count: 1,
+            interrupts: 0,
+            nmis: 0,
         });
+        n.cpu = Some(cpu);
+        n.last = now;
+        n.interrupts += u32::from(sent);
     }
 
-    /// L1 is still silent after the last NMI: one more.
+    /// L1 is still silent after the last kick: an interrupt and an NMI (said
+    /// the first time only).
     fn nudge_again(&mut self) {
-        let sent = match self.qmp.as_mut() {
-            Some(q) => q.execute("inject-nmi", None).is_ok(),
-            None => false,
+        let sent = self.kick();
+        let nmi = self.nmi();
+        let Some(mut n) = self.nudged.take() else {
+            return;
         };
-        if let Some(n) = self.nudged.as_mut() {
-            n.last = Instant::now();
-            n.count += u32::from(sent);
+        if n.nmis == 0 {
+            let what = match &nmi {
+                Ok(()) => "sent it an interrupt and an NMI".to_string(),
+                Err(e) => format!("no NMI sent ({e})"),
+            };
+            self.say(&format!(
+                "L1 still silent {:.1} s after {}; {what}, and will every {} s",
+                n.last.elapsed().as_secs_f64(),
+                n.last_kick(),
+                NUDGE_AFTER.as_secs()
+            ));
         }
+        n.last = Instant::now();
+        n.interrupts += u32::from(sent);
+        n.nmis += u32::from(nmi.is_ok());
+        self.nudged = Some(n);
     }
 
     fn booted(&self) -> bool {
@@ -735,17 +823,19 @@ impl Supervisor<'_> {
                     let total = self.start + limits.total;
                     // `stage run` (what `booted` means) set it.
                     let alive = self.last_alive.unwrap_or(self.start);
-                    let step = (limits.liveness / NUDGE_DIVISOR).max(NUDGE_MIN);
                     let stop = alive + limits.liveness;
+                    // A quiet interrupt, then a said one with QEMU's view,
+                    // then interrupts and NMIs.
                     let nudge = match &self.nudged {
-                        None => alive + step,
-                        Some(n) => n.last + step,
+                        None => alive + KICK_AFTER,
+                        Some(n) if n.cpu.is_none() => alive + NUDGE_AFTER,
+                        Some(n) => n.last + NUDGE_AFTER,
                     };
                     if now >= nudge && now < stop && now < total {
-                        if self.nudged.is_none() {
-                            self.nudge(now - alive);
-                        } else {
-                            self.nudge_again();
+                        match &self.nudged {
+                            None => self.quiet_kick(),
+                            Some(n) if n.cpu.is_none() => self.nudge(now - alive),
+                            Some(_) => self.nudge_again(),
                         }
                         continue;
                     }
@@ -940,6 +1030,7 @@ mod tests {
             job: 15,
             log: 16,
             monitor: 17,
+            kick: 18,
         };
         let ports = [("swaplab.fwd.0".to_string(), 14)];
         let a: Vec<String> = qemu_args(&launch(), fds, &ports, "passthrough")
@@ -961,6 +1052,8 @@ mod tests {
         assert!(after("-chardev").contains(&"socket,id=port0,fd=14"));
         assert!(after("-chardev").contains(&"socket,id=qmp,fd=17"));
         assert_eq!(after("-mon"), ["chardev=qmp,mode=control"]);
+        assert!(after("-chardev").contains(&"socket,id=kick,fd=18"));
+        assert!(after("-device").contains(&"virtserialport,chardev=kick,name=swaplab.kick"));
         assert_eq!(after("-name"), ["swaplab-l1,debug-threads=on"]);
         assert!(after("-device").contains(&"virtserialport,chardev=port0,name=swaplab.fwd.0"));
         assert_eq!(

@@ -192,16 +192,52 @@ fn silent_sandbox(script: &str, liveness: &str) -> Output {
 }
 
 /// The supervisor said that L1 fell silent, what QEMU made of its CPU, and
-/// that it sent an NMI.
-fn assert_nmi_sent(out: &Output) {
+/// that it sent an interrupt.
+fn assert_kicked(out: &Output) {
     let err = text(&out.stderr);
     assert!(
         err.contains("swaplab sandbox: L1 silent for ")
             && err.contains(" s (no heartbeat); QEMU says CPU 0: RIP=")
-            && err.contains("; sent it an NMI"),
+            && err.contains("; sent it an interrupt; QEMU's threads: "),
         "{}",
         show(out)
     );
+}
+
+/// ... and, when that did not end the silence, an interrupt and an NMI.
+fn assert_nmi_sent(out: &Output) {
+    assert_kicked(out);
+    assert!(
+        text(&out.stderr).contains("swaplab sandbox: L1 still silent ")
+            && text(&out.stderr).contains("; sent it an interrupt and an NMI, and will every 4 s"),
+        "{}",
+        show(out)
+    );
+}
+
+#[test]
+fn an_l1_whose_heartbeat_stops_gets_an_interrupt_on_the_kick_port() {
+    if qemu_missing() {
+        return;
+    }
+    // The command stops only the heartbeat until L1's kick reader has counted
+    // two kicks: the supervisor's quiet one 2 s into the silence and the said
+    // one at 4 s are lines on the swaplab.kick port (interrupts), and they
+    // arrive. At most a minute.
+    let script = r#"beat=$(cat /run/swaplab-heartbeat.pid); kill -STOP "$beat"; i=0
+until [ "$(cat /run/swaplab-kicks 2>/dev/null)" = 2 ]; do i=$((i+1)); [ $i -le 60 ] || { kill -CONT "$beat"; echo "no kick came" >&2; exit 3; }; sleep 1; done
+kill -CONT "$beat"; echo "kicks: $(cat /run/swaplab-kicks)""#;
+    let out = silent_sandbox(script, "40");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_kicked(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("swaplab sandbox: L1 answered again ")
+            && err.contains(" s after the last of 2 interrupts; it was silent for "),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(text(&out.stdout).trim(), "kicks: 2", "{}", show(&out));
 }
 
 #[test]
@@ -209,10 +245,11 @@ fn an_l1_that_falls_silent_gets_an_nmi_and_goes_on() {
     if qemu_missing() {
         return;
     }
-    // The command stops the heartbeat (every other child of L1's init) until
-    // L1's NMI count rises, then lets it go on: the supervisor's NMI, sent
-    // 12 s into the silence (an eighth of the heartbeat limit, here 40 s, but
-    // at least 12 s), is what ends it. At most a minute of waiting, so a missing NMI fails the test.
+    // The command stops the heartbeat (every other child of L1's init, the
+    // kick reader among them) until L1's NMI count rises, then lets it go on:
+    // the supervisor's third kick, an interrupt and an NMI 8 s into the
+    // silence, is what ends it. At most a minute of waiting, so a missing
+    // NMI fails the test.
     let script = r#"stop() { for p in $(ps -o pid= --ppid 1); do [ "$p" = "$$" ] || kill -$1 "$p"; done; }
 nmis() { awk '/^ *NMI:/ { print $2 }' /proc/interrupts; }
 n=$(nmis); stop STOP; i=0
@@ -225,6 +262,11 @@ stop CONT; echo "NMIs: $n then $(nmis)""#;
     assert!(
         err.contains("swaplab sandbox: L1 answered again"),
         "{}",
+        show(&out)
+    );
+    assert!(
+        err.contains("swaplab sandbox: L1 fell silent once while the command ran"),
+        "the closing line on the silence: {}",
         show(&out)
     );
     assert!(text(&out.stdout).starts_with("NMIs: "), "{}", show(&out));
@@ -252,12 +294,13 @@ fn an_l1_that_stops_responding_is_stopped_and_named() {
         show(&out)
     );
     assert!(err.starts_with("swaplab: ") || err.contains(sandbox::L1_UNRESPONSIVE));
-    // 12 s into the silence, QEMU was asked what L1's CPU does and L1 got an
-    // NMI (which cannot wake stopped processes); the error shows QEMU's view.
+    // 2 and 4 s into the silence L1 got an interrupt (QEMU was asked what
+    // L1's CPU does at 4 s), then interrupts and NMIs every 4 s (which cannot wake stopped
+    // processes); the error shows QEMU's view.
     assert_nmi_sent(&out);
     assert!(
         err.contains(
-            "QEMU's view of L1 when it fell silent (an NMI did not wake it):\n  CPU 0: RIP="
+            "QEMU's view of L1 when it fell silent (neither interrupts nor NMIs woke it):\n  CPU 0: RIP="
         ),
         "{}",
         show(&out)
