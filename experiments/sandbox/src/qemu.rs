@@ -604,14 +604,14 @@ struct Supervisor<'a> {
     kick: std::os::unix::net::UnixStream,
     /// QEMU's process id.
     qemu_pid: u32,
-    /// The silence going on was met with an NMI: when the first went, what
-    /// QEMU said of L1's CPU just before, when the last went and how many.
+    /// The silence going on, once it was kicked ([`KICK_AFTER`]).
     nudged: Option<Nudged>,
     stalls: Vec<Stall>,
     l1_state: Option<String>,
 }
 
-/// NMIs sent into one silence of L1.
+/// The kicks sent into one silence of L1: when the first and the last went,
+/// how many of each kind, and what QEMU said of L1's CPU (at [`NUDGE_AFTER`]).
 struct Nudged {
     first: Instant,
     /// What QEMU said of L1's CPU, once asked (at [`NUDGE_AFTER`]).
@@ -623,6 +623,17 @@ struct Nudged {
 }
 
 impl Nudged {
+    /// A silence kicked at `now` with `interrupts` interrupts (0 or 1).
+    fn new(now: Instant, interrupts: u32) -> Self {
+        Nudged {
+            first: now,
+            cpu: None,
+            last: now,
+            interrupts,
+            nmis: 0,
+        }
+    }
+
     /// What was sent last, for the line saying L1 answered.
     fn last_kick(&self) -> String {
         match (self.interrupts + self.nmis, self.nmis) {
@@ -706,14 +717,7 @@ impl Supervisor<'_> {
     /// L1 has been silent for [`KICK_AFTER`]: an interrupt, quietly.
     fn quiet_kick(&mut self) {
         let sent = self.kick();
-        let now = Instant::now();
-        self.nudged = Some(Nudged {
-            first: now,
-            cpu: None,
-            last: now,
-            interrupts: u32::from(sent),
-            nmis: 0,
-        });
+        self.nudged = Some(Nudged::new(Instant::now(), u32::from(sent)));
     }
 
     /// L1 has been silent for `silent` ([`NUDGE_AFTER`]), an interrupt
@@ -753,13 +757,7 @@ impl Supervisor<'_> {
             }
         ));
         let now = Instant::now();
-        let n = self.nudged.get_or_insert(Nudged {
-            first: now,
-            cpu: None,
-            last: now,
-            interrupts: 0,
-            nmis: 0,
-        });
+        let n = self.nudged.get_or_insert(Nudged::new(now, 0));
         n.cpu = Some(cpu);
         n.last = now;
         n.interrupts += u32::from(sent);
