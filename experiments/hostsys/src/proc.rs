@@ -13,6 +13,9 @@ pub struct TaskStat {
     pub user_ticks: u64,
     /// System time, in clock ticks.
     pub sys_ticks: u64,
+    /// Major page faults the thread took (`majflt`; also those the kernel
+    /// took on its behalf through get_user_pages, as KVM does for a vCPU).
+    pub major_faults: u64,
 }
 
 /// Parses a `stat` line. `None` for a malformed one.
@@ -22,11 +25,12 @@ pub fn parse_task_stat(line: &str) -> Option<TaskStat> {
     let open = line.find('(')?;
     let close = line.rfind(')')?;
     let name = line.get(open + 1..close)?.to_string();
-    // After the name: field 3 (state) onwards; utime and stime are fields
-    // 14 and 15.
+    // After the name: field 3 (state) onwards; majflt is field 12, utime
+    // and stime are fields 14 and 15.
     let mut rest = line.get(close + 1..)?.split_ascii_whitespace();
     let state = rest.next()?.to_string();
-    let mut rest = rest.skip(10);
+    let major_faults = rest.nth(8)?.parse().ok()?;
+    let mut rest = rest.skip(1);
     let user_ticks = rest.next()?.parse().ok()?;
     let sys_ticks = rest.next()?.parse().ok()?;
     Some(TaskStat {
@@ -34,6 +38,7 @@ pub fn parse_task_stat(line: &str) -> Option<TaskStat> {
         state,
         user_ticks,
         sys_ticks,
+        major_faults,
     })
 }
 
@@ -54,7 +59,7 @@ mod tests {
     #[test]
     fn a_stat_line_gives_name_state_user_and_system_ticks() {
         let line =
-            "4242 (swapper-evict) S 1 2 3 0 -1 4194368 10 0 0 0 187 2271 0 0 20 0 9 0 100 0 0";
+            "4242 (swapper-evict) S 1 2 3 0 -1 4194368 10 0 31 0 187 2271 0 0 20 0 9 0 100 0 0";
         assert_eq!(
             parse_task_stat(line),
             Some(TaskStat {
@@ -62,6 +67,7 @@ mod tests {
                 state: "S".into(),
                 user_ticks: 187,
                 sys_ticks: 2271,
+                major_faults: 31,
             })
         );
         let odd = "7 (a) b (c)) R 1 2 3 0 -1 0 0 0 0 0 5 6 0 0";
@@ -75,6 +81,7 @@ mod tests {
             "12 swapper 1 2",
             "1 (x) S 1 2",
             "1 (x) S 1 2 3 4 5 6 7 8 9 10 u s",
+            "1 (x) S 1 2 3 4 5 6 7 8 m 10 1 2",
         ] {
             assert_eq!(parse_task_stat(bad), None, "{bad}");
         }

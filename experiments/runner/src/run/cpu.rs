@@ -15,6 +15,7 @@ use std::path::Path;
 struct Ticks {
     user: u64,
     sys: u64,
+    major_faults: u64,
 }
 
 /// CPU time of the threads of one name during a run.
@@ -28,6 +29,10 @@ pub struct ThreadCpu {
     pub user_ms: u64,
     /// System time, ms.
     pub sys_ms: u64,
+    /// Major page faults (the kernel's swap-ins this thread waited for, or
+    /// KVM took for it; see [`hostsys::proc::TaskStat::major_faults`]).
+    #[serde(default)]
+    pub major_faults: u64,
 }
 
 /// A thread's name and CPU time from its `stat` line; `None` for a
@@ -39,6 +44,7 @@ fn parse_stat(line: &str) -> Option<(String, Ticks)> {
         Ticks {
             user: t.user_ticks,
             sys: t.sys_ticks,
+            major_faults: t.major_faults,
         },
     ))
 }
@@ -101,14 +107,16 @@ impl CpuTracker {
                 threads: 0,
                 user_ms: 0,
                 sys_ms: 0,
+                major_faults: 0,
             });
             e.threads += 1;
+            e.major_faults += t.major_faults.saturating_sub(from.major_faults);
             e.user_ms += t.user.saturating_sub(from.user) * self.tick_ms;
             e.sys_ms += t.sys.saturating_sub(from.sys) * self.tick_ms;
         }
         let mut out: Vec<ThreadCpu> = by_name
             .into_values()
-            .filter(|c| c.user_ms + c.sys_ms > 0)
+            .filter(|c| c.user_ms + c.sys_ms + c.major_faults > 0)
             .collect();
         out.sort_by(|a, b| {
             (b.user_ms + b.sys_ms)
@@ -125,7 +133,11 @@ mod tests {
 
     #[test]
     fn times_count_from_the_start_and_sum_by_name_busiest_first() {
-        let t = |user, sys| Ticks { user, sys };
+        let t = |user, sys| Ticks {
+            user,
+            sys,
+            major_faults: 0,
+        };
         let mut c = CpuTracker {
             tick_ms: 10,
             ..CpuTracker::default()
@@ -145,7 +157,8 @@ mod tests {
                 name: "vmm-blk".into(),
                 threads: 2,
                 user_ms: 40,
-                sys_ms: 40
+                sys_ms: 40,
+                major_faults: 0,
             }
         );
         assert_eq!((got[0].user_ms, got[0].sys_ms), (500, 200));

@@ -139,6 +139,12 @@ pub struct BlkConfig {
     /// the page now holds the data (the host swapper installed it into an
     /// evicted page without reading the stale copy) and the device skips it.
     pub install_page: Option<PageInstaller>,
+    /// Read the worker thread's major page faults (`getrusage(RUSAGE_THREAD)`)
+    /// before and after each request into [`BlkRecord::major_faults`]: when the
+    /// kernel swaps guest RAM out, a request that faults guest pages back in
+    /// shows here (the join the userfaultfd swapper's fault records give
+    /// otherwise). Off by default: two syscalls per request.
+    pub count_major_faults: bool,
 }
 
 impl BlkConfig {
@@ -154,6 +160,7 @@ impl BlkConfig {
             on_thread_start: None,
             trace_capacity: DEFAULT_TRACE_CAPACITY,
             install_page: None,
+            count_major_faults: false,
         }
     }
 }
@@ -323,11 +330,10 @@ impl Blk {
             on_thread_start: cfg.on_thread_start,
             backend: Arc::new(Mutex::new(Some(backend))),
             worker: None,
-            shared: Arc::new(Shared::new(
-                name,
-                trace,
-                InstallHook(cfg.install_page.clone()),
-            )),
+            shared: Arc::new(
+                Shared::new(name, trace, InstallHook(cfg.install_page.clone()))
+                    .counting_major_faults(cfg.count_major_faults),
+            ),
         })
     }
 

@@ -253,11 +253,13 @@ impl Engine {
             start_ns,
             service_ns: 0,
             status: STATUS_NONE,
+            major_faults: 0,
         };
+        let faults_before = self.major_faults();
         if head >= a.queue.size() {
             // Nothing can be completed: the used ring only takes valid heads.
             self.invalid(InvalidReason::HeadOutOfRange, format_args!("head {head}"));
-            self.finish(record, start);
+            self.finish(record, start, faults_before);
             self.shared.complete_one();
             return;
         }
@@ -308,7 +310,7 @@ impl Engine {
             self.queue_error(format_args!("cannot add used entry for head {head}: {e}"));
         }
         let signal = self.needs_interrupt(a.mem, a.queue);
-        self.finish(record, start);
+        self.finish(record, start, faults_before);
         if signal {
             match a.interrupt.signal_used_queue() {
                 Ok(()) => bump(&self.shared.counters.interrupts),
@@ -326,8 +328,20 @@ impl Engine {
         self.shared.complete_one();
     }
 
-    fn finish(&self, mut record: BlkRecord, start: Instant) {
+    /// This thread's major page faults so far, when the device counts them.
+    fn major_faults(&self) -> Option<u64> {
+        if !self.shared.count_major_faults {
+            return None;
+        }
+        let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD).ok()?;
+        u64::try_from(ru.major_page_faults()).ok()
+    }
+
+    fn finish(&self, mut record: BlkRecord, start: Instant, faults_before: Option<u64>) {
         record.service_ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if let (Some(before), Some(after)) = (faults_before, self.major_faults()) {
+            record.major_faults = u32::try_from(after.saturating_sub(before)).unwrap_or(u32::MAX);
+        }
         self.shared.trace.push(record);
         bump(&self.shared.counters.requests);
     }

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     wait_cv: Condvar,
     /// The false-read mitigation's hook (see [`PageInstaller`]).
     pub(super) install: InstallHook,
+    /// Count the worker's major faults per request ([`super::BlkConfig::count_major_faults`]).
+    pub(super) count_major_faults: bool,
 }
 
 impl Shared {
@@ -65,6 +67,15 @@ impl Shared {
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
             install,
+            count_major_faults: false,
+        }
+    }
+
+    /// With the worker's major faults counted per request (or not).
+    pub fn counting_major_faults(self, on: bool) -> Self {
+        Self {
+            count_major_faults: on,
+            ..self
         }
     }
 

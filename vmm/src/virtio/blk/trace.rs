@@ -64,6 +64,12 @@ pub struct BlkRecord {
     pub service_ns: u64,
     /// The status byte written (`VIRTIO_BLK_S_*`), or [`STATUS_NONE`].
     pub status: u8,
+    /// Major page faults the worker thread took while serving it (its copies
+    /// to and from guest RAM reading pages back from the host's swap), when
+    /// the device counts them ([`super::BlkConfig::count_major_faults`]); 0
+    /// otherwise.
+    #[serde(default)]
+    pub major_faults: u32,
 }
 
 impl BlkRecord {
@@ -345,6 +351,7 @@ mod tests {
             start_ns: 100,
             service_ns: 50,
             status: 0,
+            major_faults: 0,
         }
     }
 
