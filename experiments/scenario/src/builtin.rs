@@ -30,6 +30,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("balloon", include_str!("../../../scenarios/balloon.toml")),
     ("soak", include_str!("../../../scenarios/soak.toml")),
     ("papers", include_str!("../../../scenarios/papers.toml")),
+    (
+        "kernel-vs-uffd",
+        include_str!("../../../scenarios/kernel-vs-uffd.toml"),
+    ),
 ];
 
 /// The names of the built-in files.

@@ -45,9 +45,10 @@
 //! | `guest.cpus` | integer 1–32 | 1 | vCPUs |
 //! | `guest.swap` | size, 1M–64G | none | size of the guest's swap disk (a virtio-blk device the guest swaps to); absent: the guest has no swap |
 //! | `guest.kernel` | `NAME[@SUITE]` | the default image's (`linux-image-amd64`) | the guest kernel's Debian package, as `swaplab image --kernel-package` takes it (e.g. `"linux-image-amd64@bookworm-backports"`, 6.12); runs use the newest kernel of it in the cache (its image is built from it when missing) and never download one: a kernel never fetched is an error before anything boots |
-//! | `host.limit` | size | none | resident limit of guest RAM on the host, enforced by the userfaultfd swapper; absent: no host swapping (the rest of `[host]` then must not be given) |
-//! | `host.store` | `file`, `memory`, `lz4` | `memory` | where the host swapper keeps evicted pages (a swap file, plain memory, lz4-compressed memory) |
-//! | `host.policy` | `fifo`, `random`, `clock` | `clock` | which page the host swapper evicts |
+//! | `host.swapper` | `uffd`, `kernel` | `uffd` | who swaps guest RAM out: swaplab's userfaultfd swapper, or the Linux kernel (the VMM in a memory cgroup limited to `host.limit` plus its own overhead, swapping to zram or a swap file made for the run; root only; no policy, prefetch or mitigations of its own) |
+//! | `host.limit` | size | none | resident limit of guest RAM on the host, enforced by the host swapper; absent: no host swapping (the rest of `[host]` then must not be given) |
+//! | `host.store` | `file`, `memory`, `lz4` | `memory` | where the host swapper keeps evicted pages (a swap file, plain memory, lz4-compressed memory; for the kernel: a swap file, or zram with lz4) |
+//! | `host.policy` | `fifo`, `random`, `clock` | `clock` | which page the userfaultfd swapper evicts |
 //! | `host.prefetch` | integer 0–256 | 0 | on a sequential fault, also read up to this many following pages |
 //! | `host.mitigations` | list of strings | `[]` | VSwapper-style mitigations of host-swap anomalies, from [`Mitigation`]: `silent-writes`, `stale-reads`, `false-reads` (also adds a balloon device with free page reporting), `decayed-sequentiality`, `false-anonymity` |
 //! | `balloon.policy` | `none`, `manual`, `auto`, `churn` | `none` | `none`: no balloon device; `manual`: inflate to `balloon.target` once the guest is up, and the workload starts when the balloon holds it (`swaplab-guest balloon-wait`, at most 120 s); `auto`: inflate/deflate with host memory pressure (needs `host.limit`); `churn`: inflate to `balloon.target` and deflate to 0, turn about, every `balloon.period_s` (soak tests) |
@@ -117,8 +118,9 @@ mod tests;
 
 pub use builtin::{builtin, builtin_names, load, BUILTIN};
 pub use model::{
-    BalloonConfig, BalloonPolicy, Diagnostic, GuestConfig, HostConfig, Matrix, Mitigation,
-    PolicyKind, Pos, Scenario, ScenarioError, StoreChoice, WorkloadConfig, WorkloadKind,
+    BalloonConfig, BalloonPolicy, Diagnostic, GuestConfig, HostConfig, HostSwapper, Matrix,
+    Mitigation, PolicyKind, Pos, Scenario, ScenarioError, StoreChoice, WorkloadConfig,
+    WorkloadKind,
 };
 pub use parse::{parse, parse_matrix, parse_scenario};
 pub use source::Source;

@@ -183,9 +183,40 @@ pub enum PolicyKind {
     Clock,
 }
 
-/// Host swapping (the userfaultfd swapper on guest RAM).
+/// Who swaps guest RAM out on the host (`host.swapper`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostSwapper {
+    /// swaplab's userfaultfd swapper: every fault traced, policies, stores and
+    /// mitigations of its own.
+    #[default]
+    Uffd,
+    /// The Linux kernel: the VMM in a memory cgroup limited to the host limit
+    /// plus its own overhead, swapping to a zram device (`store = "memory"` or
+    /// `"lz4"`) or a swap file (`store = "file"`) made for the run.
+    Kernel,
+}
+
+impl HostSwapper {
+    /// Every swapper with its name in scenario files and on the command line.
+    pub const ALL: [(&'static str, HostSwapper); 2] =
+        [("uffd", Self::Uffd), ("kernel", Self::Kernel)];
+
+    /// The name in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uffd => "uffd",
+            Self::Kernel => "kernel",
+        }
+    }
+}
+
+/// Host swapping (the userfaultfd swapper on guest RAM, or the kernel's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostConfig {
+    /// Who swaps (results written before the key existed read as `uffd`).
+    #[serde(default)]
+    pub swapper: HostSwapper,
     /// Resident limit of guest RAM.
     #[serde(with = "as_text")]
     pub limit: ByteSize,

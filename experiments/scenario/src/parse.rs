@@ -10,8 +10,8 @@ use super::reader::{Item, Layer, Section};
 use super::source::{did_you_mean, Source};
 use crate::bounds;
 use crate::model::{
-    BalloonConfig, BalloonPolicy, GuestConfig, HostConfig, Matrix, Mitigation, PolicyKind, Pos,
-    Scenario, ScenarioError, StoreChoice, WorkloadConfig, WorkloadKind,
+    BalloonConfig, BalloonPolicy, GuestConfig, HostConfig, HostSwapper, Matrix, Mitigation,
+    PolicyKind, Pos, Scenario, ScenarioError, StoreChoice, WorkloadConfig, WorkloadKind,
 };
 use base::ByteSize;
 
@@ -36,7 +36,14 @@ const DEFAULT_KEYS: &[&str] = &[
     "workload",
 ];
 const GUEST_KEYS: &[&str] = &["mem", "cpus", "swap", "kernel"];
-const HOST_KEYS: &[&str] = &["limit", "store", "policy", "prefetch", "mitigations"];
+const HOST_KEYS: &[&str] = &[
+    "swapper",
+    "limit",
+    "store",
+    "policy",
+    "prefetch",
+    "mitigations",
+];
 const BALLOON_KEYS: &[&str] = &["policy", "target", "period_s", "stats_interval_ms"];
 const WORKLOAD_KEYS: &[&str] = &[
     "kind",
@@ -372,6 +379,7 @@ fn host(
         }
         return Ok(None);
     };
+    let swapper = choice(h, "swapper", &HostSwapper::ALL, origin)?.unwrap_or_default();
     let store = choice(
         h,
         "store",
@@ -423,6 +431,7 @@ fn host(
         mitigations.sort();
     }
     Ok(Some(HostConfig {
+        swapper,
         limit,
         store,
         policy,

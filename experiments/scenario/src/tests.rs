@@ -58,6 +58,23 @@ fn no_resolve(name: &str) -> Result<Source, String> {
 }
 
 #[test]
+fn the_host_swapper_is_uffd_unless_set_and_kernel_reads_back() {
+    let s = scenario(BASE).unwrap();
+    assert_eq!(s.host.as_ref().unwrap().swapper, HostSwapper::Uffd);
+    let k = scenario(&with("store", "store = \"file\"\nswapper = \"kernel\"")).unwrap();
+    let h = k.host.as_ref().unwrap();
+    assert_eq!(
+        (h.swapper, h.store),
+        (HostSwapper::Kernel, StoreChoice::File)
+    );
+    // A result written before the key existed reads as the uffd swapper.
+    let mut v = serde_json::to_value(&s).unwrap();
+    v["host"].as_object_mut().unwrap().remove("swapper");
+    let old: Scenario = serde_json::from_value(v).unwrap();
+    assert_eq!(old.host.unwrap().swapper, HostSwapper::Uffd);
+}
+
+#[test]
 fn base_parses_with_every_value() {
     let s = scenario(BASE).unwrap();
     assert_eq!(s.name, "t");
@@ -319,6 +336,24 @@ fn each_bad_value_names_its_key() {
             "mitigations = [1]",
             "host.mitigations",
             "found integer in it",
+        ),
+        (
+            "store",
+            "swapper = \"linux\"",
+            "host.swapper",
+            "expected uffd or kernel",
+        ),
+        (
+            "store",
+            "swapper = \"kernel\"\nmitigations = [\"silent-writes\"]",
+            "host.mitigations",
+            "the kernel swapper (host.swapper = \"kernel\") has none",
+        ),
+        (
+            "store",
+            "swapper = \"kernel\"\nprefetch = 8",
+            "host.prefetch",
+            "vm.page-cluster",
         ),
         (
             "kind",

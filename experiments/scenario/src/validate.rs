@@ -1,7 +1,7 @@
 //! Cross-field checks: reject scenarios whose runs would measure nothing.
 
 use crate::bounds;
-use crate::model::{BalloonPolicy, Diagnostic, Scenario, ScenarioError, WorkloadKind};
+use crate::model::{BalloonPolicy, Diagnostic, HostSwapper, Scenario, ScenarioError, WorkloadKind};
 use base::ByteSize;
 
 const MIB: u64 = 1 << 20;
@@ -371,6 +371,28 @@ impl Scenario {
                             ByteSize(GUEST_OS_RESERVE)
                         ),
                     ));
+                }
+                if h.swapper == HostSwapper::Kernel {
+                    if let Some(m) = h.mitigations.first() {
+                        return Err(self.invalid(
+                            "host.mitigations",
+                            format!(
+                                "{:?} is a mitigation of swaplab's userfaultfd swapper; the \
+                                 kernel swapper (host.swapper = \"kernel\") has none (remove \
+                                 host.mitigations, or use swapper = \"uffd\")",
+                                m.name()
+                            ),
+                        ));
+                    }
+                    if h.prefetch > 0 {
+                        return Err(self.invalid(
+                            "host.prefetch",
+                            "is the userfaultfd swapper's; the kernel swapper reads ahead \
+                             as its own vm.page-cluster says (remove host.prefetch, or use \
+                             swapper = \"uffd\")"
+                                .to_string(),
+                        ));
+                    }
                 }
                 let mut seen = Vec::new();
                 for m in &h.mitigations {

@@ -31,6 +31,7 @@ pub fn scenario(args: &BootOptions) -> Scenario {
             kernel: None,
         },
         host: args.host_limit.map(|limit| HostConfig {
+            swapper: scenario::HostSwapper::Uffd,
             limit,
             store: StoreChoice::Memory,
             policy: scenario::PolicyKind::Clock,
