@@ -28,7 +28,12 @@ pub const L1_MODULES: &[&str] = &[
 
 /// Modules loaded at the same time as [`L1_MODULES`] (L1 has two vCPUs, and
 /// module loading is slow under TCG), unless they share a dependency with them.
-pub const L1_PARALLEL_MODULES: &[&str] = &["kvm_amd"];
+/// `zram`: the kernel host swapper's swap device (`host.swapper = "kernel"`);
+/// `virtio_blk`, `ext4` and the `crc32c` ext4 mounts with: the scratch disk
+/// its swap files go on
+/// ([`crate::scratch`]).
+pub const L1_PARALLEL_MODULES: &[&str] =
+    &["kvm_amd", "zram", "virtio_blk", "crc32c_generic", "ext4"];
 
 /// busybox applets `init.sh` uses.
 pub const APPLETS: &[&str] = &[

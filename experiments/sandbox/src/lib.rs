@@ -78,6 +78,7 @@ pub mod protocol;
 pub mod qemu;
 pub mod qmp;
 pub mod reexec;
+pub mod scratch;
 
 use std::ffi::OsString;
 use std::io::Write;

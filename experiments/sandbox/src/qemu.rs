@@ -269,6 +269,8 @@ pub struct ChildFds {
     pub monitor: RawFd,
     /// QEMU's end of the kick port's socketpair ([`KICK_PORT`]).
     pub kick: RawFd,
+    /// L1's scratch disk ([`scratch_disk`]).
+    pub scratch: RawFd,
 }
 
 /// A virtio-serial port backed by a connected socket QEMU inherits.
@@ -347,6 +349,20 @@ pub fn qemu_args(
             ),
         ]);
     }
+    push(&[
+        "-drive",
+        &format!(
+            "file={},if=none,id=scratch,format=raw,cache=unsafe,discard=unmap",
+            fd(fds.scratch)
+        ),
+    ]);
+    push(&[
+        "-device",
+        &format!(
+            "virtio-blk-device,drive=scratch,serial={}",
+            crate::scratch::SERIAL
+        ),
+    ]);
     push(&["-append", &cmdline(launch)]);
     a.push("-kernel".into());
     a.push(launch.vmlinux.clone().into_os_string());
@@ -355,6 +371,30 @@ pub fn qemu_args(
     a.push("-fw_cfg".into());
     a.push(format!("name=opt/swaplab/job,file=/proc/self/fd/{}", fds.job).into());
     a
+}
+
+/// L1's scratch disk: a sparse file of [`crate::scratch::DISK_BYTES`] that
+/// only QEMU and this process hold (`O_TMPFILE`, 0600, in `/var/tmp`, on disk
+/// where tmpfs holds `/tmp`; it goes when they close it), for L1 to format
+/// when it needs a file system a swap file can live on
+/// ([`crate::scratch::swapfile_dir`]). Nothing is written to it unless L1
+/// formats it.
+fn scratch_disk() -> Result<File, QemuError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = ["/var/tmp".into(), std::env::temp_dir()]
+        .into_iter()
+        .find(|d: &std::path::PathBuf| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(&dir)
+        .map_err(sys("creating L1's scratch disk"))?;
+    f.set_len(crate::scratch::DISK_BYTES)
+        .map_err(sys("sizing L1's scratch disk"))?;
+    Ok(f)
 }
 
 /// The job in an anonymous memory file, sealed read-only, for QEMU to read.
@@ -498,6 +538,7 @@ pub fn run(
         .map_err(sys("making the kick port non-blocking"))?;
     let kick_theirs = OwnedFd::from(kick_theirs);
     let job = job_file(&launch.job)?;
+    let scratch = OwnedFd::from(scratch_disk()?);
     let fds = ChildFds {
         console: con_w.as_raw_fd(),
         status: st_w.as_raw_fd(),
@@ -507,6 +548,7 @@ pub fn run(
         log: log_w.as_raw_fd(),
         monitor: mon_theirs.as_raw_fd(),
         kick: kick_theirs.as_raw_fd(),
+        scratch: scratch.as_raw_fd(),
     };
     let port_fds: Vec<(String, RawFd)> = ports
         .iter()
@@ -522,6 +564,7 @@ pub fn run(
         log_w,
         mon_theirs,
         kick_theirs,
+        scratch,
     ];
     keep.extend(ports.into_iter().map(|p| p.fd));
     let start = Instant::now();
@@ -1029,6 +1072,7 @@ mod tests {
             log: 16,
             monitor: 17,
             kick: 18,
+            scratch: 19,
         };
         let ports = [("swaplab.fwd.0".to_string(), 14)];
         let a: Vec<String> = qemu_args(&launch(), fds, &ports, "passthrough")
@@ -1043,6 +1087,14 @@ mod tests {
         };
         assert_eq!(after("-kernel"), ["/k/vmlinux"]);
         assert_eq!(after("-m"), ["3072M"]);
+        // The scratch disk: QEMU's inherited descriptor, found in L1 by serial.
+        assert_eq!(
+            after("-drive"),
+            ["file=/proc/self/fd/19,if=none,id=scratch,format=raw,cache=unsafe,discard=unmap"]
+        );
+        assert!(
+            after("-device").contains(&"virtio-blk-device,drive=scratch,serial=swaplab-scratch")
+        );
         assert_eq!(after("-d"), ["cpu_reset"]);
         assert_eq!(after("-D"), ["/proc/self/fd/16"]);
         assert!(after("-chardev").contains(&"file,id=stdout,path=/proc/self/fd/12"));
