@@ -8,10 +8,12 @@
 
 pub mod apps;
 pub mod data;
+pub mod kernel_vs_uffd;
 pub mod markdown;
 pub mod progress;
 pub mod stats;
 pub mod svg;
+pub mod table;
 pub mod trace_event;
 
 use std::collections::BTreeSet;

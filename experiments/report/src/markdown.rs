@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use super::data::{counters, MatrixResults, Outcome, ScenarioResults};
 use super::stats::{spread, Spread};
 use super::svg::{fmt_count, trim_number};
+pub use super::table::{cell, fmt_spread};
 
 /// A file the report links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,29 +16,6 @@ pub struct Link {
     pub title: String,
     /// Path relative to `report.md`.
     pub path: String,
-}
-
-/// Escapes text for a Markdown table cell (pipes, newlines).
-pub fn cell(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace(['\n', '\r'], " ")
-}
-
-/// `median (min–max)`, or just the median when all repetitions agree, or `—`.
-pub fn fmt_spread(s: Option<Spread>, fmt: &dyn Fn(f64) -> String) -> String {
-    match s {
-        None => "—".to_string(),
-        Some(s) => {
-            let (lo, hi) = (fmt(s.min), fmt(s.max));
-            // A range that rounds to one value says nothing.
-            if s.n == 1 || lo == hi {
-                fmt(s.median)
-            } else {
-                format!("{} ({lo}–{hi})", fmt(s.median))
-            }
-        }
-    }
 }
 
 fn counter_spread(sc: &ScenarioResults, key: &str) -> Option<Spread> {
@@ -56,7 +34,8 @@ fn latency_spread(
     let v: Vec<f64> = sc
         .ok_runs()
         .filter_map(|r| r.latency.get(path))
-        .filter(|l| l.count > 0)
+        // Counted but untimed (the kernel's vCPU swap-ins): no latency.
+        .filter(|l| l.count > 0 && l.max_ns > 0)
         .map(|l| pick(l) as f64 / 1000.0)
         .collect();
     spread(&v)
@@ -177,9 +156,13 @@ fn comparison(out: &mut String, r: &MatrixResults) {
             group = g;
             row(out, &format!("**{g}**"), blank());
         }
-        let cells = sc
-            .iter()
-            .map(|s| fmt_spread(counter_spread(s, key), &fmt_count));
+        let cells = sc.iter().map(|s| {
+            if crate::kernel_vs_uffd::unobservable(s, key) {
+                crate::kernel_vs_uffd::NOT_OBSERVABLE.to_string()
+            } else {
+                fmt_spread(counter_spread(s, key), &fmt_count)
+            }
+        });
         row(out, label, cells);
     }
 
@@ -372,6 +355,7 @@ pub fn render(results: &MatrixResults, figures: &[Link], files: &[Link]) -> Stri
     environment(&mut out, results);
     scenarios(&mut out, results);
     comparison(&mut out, results);
+    crate::kernel_vs_uffd::section(&mut out, results);
     applications(&mut out, results);
     failures(&mut out, results);
     if !figures.is_empty() {

@@ -12,7 +12,8 @@ use crate::sandbox_cmd::SandboxFlag;
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Scenarios or matrices to run: built-in names (default, baseline, guest-swap,
-    /// host-swap, host-swap-mitigated, double-paging, balloon, soak, papers) or TOML files.
+    /// host-swap, host-swap-mitigated, double-paging, balloon, soak, papers, kernel-vs-uffd) or
+    /// TOML files.
     /// None: the standard matrix (`default`).
     #[arg(value_name = "SCENARIO")]
     pub scenarios: Vec<String>,
@@ -38,6 +39,11 @@ pub struct RunArgs {
     /// Override the host limit (only for scenarios with host swapping).
     #[arg(long, value_name = "SIZE")]
     pub host_limit: Option<ByteSize>,
+    /// Override who swaps guest RAM out on the host, for scenarios with host swapping:
+    /// `uffd` (swaplab's userfaultfd swapper) or `kernel` (the Linux kernel, the VMM in a
+    /// memory cgroup swapping to zram or a swap file made for the run; needs root).
+    #[arg(long, value_name = "uffd|kernel", value_parser = parse_host_swapper)]
+    pub host_swapper: Option<scenario::HostSwapper>,
     /// Override the workload's working set.
     #[arg(long, value_name = "SIZE")]
     pub working_set: Option<ByteSize>,
@@ -104,6 +110,7 @@ impl RunArgs {
             mem: self.mem,
             guest_swap: self.guest_swap,
             host_limit: self.host_limit,
+            host_swapper: self.host_swapper,
             working_set: self.working_set,
             passes: self.passes,
             timeout: self.timeout,
@@ -119,6 +126,15 @@ impl RunArgs {
             claim_runs: self.claim_runs,
         }
     }
+}
+
+/// `--host-swapper`'s value.
+fn parse_host_swapper(s: &str) -> Result<scenario::HostSwapper, String> {
+    scenario::HostSwapper::ALL
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, w)| *w)
+        .ok_or_else(|| format!("{s:?} is not a host swapper (uffd or kernel)"))
 }
 
 /// Run `swaplab run`: 0 when every run finished and verified its pages, 1 when

@@ -162,6 +162,15 @@ impl MemoryCgroup {
         Ok(self.read(f)?.trim().parse().unwrap_or(u64::MAX))
     }
 
+    /// Sets the memory limit.
+    pub fn set_limit_bytes(&self, bytes: u64) -> Result<(), KswapError> {
+        let f = match self.version {
+            CgroupVersion::V1 => "memory.limit_in_bytes",
+            CgroupVersion::V2 => "memory.max",
+        };
+        self.write(f, &bytes.to_string())
+    }
+
     /// Current memory charged to the cgroup.
     pub fn usage_bytes(&self) -> Result<u64, KswapError> {
         let f = match self.version {

@@ -23,4 +23,27 @@ impl KernelSwap {
         let cgroup = MemoryCgroup::create(limit_bytes)?;
         Ok(Self { cgroup, swap })
     }
+
+    /// Removes both (cgroup first) and says what of them is still there:
+    /// the cgroup directory, the swap area in `/proc/swaps`, the swap file.
+    /// Empty when everything went.
+    pub fn remove(self) -> Vec<String> {
+        let cg = self.cgroup.path().to_path_buf();
+        let (dev, file) = (self.swap.path().to_path_buf(), self.swap.is_file());
+        drop(self);
+        let mut left = Vec::new();
+        if cg.exists() {
+            left.push(format!("cgroup {}", cg.display()));
+        }
+        if super::swapdev::active_swaps()
+            .iter()
+            .any(|(p, _, _)| *p == dev)
+        {
+            left.push(format!("swap device {}", dev.display()));
+        }
+        if file && dev.exists() {
+            left.push(format!("swap file {}", dev.display()));
+        }
+        left
+    }
 }

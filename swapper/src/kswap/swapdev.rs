@@ -242,6 +242,11 @@ impl SwapDevice {
         &self.path
     }
 
+    /// Whether it is a swap file (rather than a zram device).
+    pub fn is_file(&self) -> bool {
+        matches!(self.backing, Backing::File)
+    }
+
     /// Size in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.bytes

@@ -506,25 +506,10 @@ pub fn run_kernel_probe(
     // A loose limit until the child measures its overhead and sets the real one.
     let loose = settings.guest_limit_bytes + (1 << 30);
     let ks = KernelSwap::new(loose, settings.swap.clone(), settings.swap_bytes)?;
-    let (cg_path, swap_path) = (ks.cgroup.path().to_path_buf(), ks.swap.path().to_path_buf());
     let outcome = run_child(&ks, settings, child, scope, swept);
     // The child is gone (run_child reaps or kills it); remove the cgroup, then the
     // swap device, and check.
-    drop(ks);
-    let mut left = Vec::new();
-    if cg_path.exists() {
-        left.push(format!("cgroup {}", cg_path.display()));
-    }
-    if std::fs::read_to_string("/proc/swaps")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().next() == swap_path.to_str())
-    {
-        left.push(format!("swap device {}", swap_path.display()));
-    }
-    if matches!(settings.swap, SwapKind::File { .. }) && swap_path.exists() {
-        left.push(format!("swap file {}", swap_path.display()));
-    }
+    let left = ks.remove();
     let run = outcome?;
     if !left.is_empty() {
         return Err(KernelError::Leftover(left.join(", ")));

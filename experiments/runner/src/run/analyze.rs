@@ -28,27 +28,12 @@ const SWAP_HEADER_SECTORS: u64 = 8;
 fn spans(requests: &[BlkRecord]) -> Vec<BlkSpan> {
     requests
         .iter()
-        .filter_map(|r| {
-            let write = match r.kind {
-                BlkKind::Read => false,
-                BlkKind::Write
-                    if r.sector + u64::from(r.bytes).div_ceil(512) <= SWAP_HEADER_SECTORS =>
-                {
-                    return None
-                }
-                BlkKind::Write => true,
-                _ => return None,
-            };
-            Some(BlkSpan {
-                seq: r.seq,
-                tid: r.tid,
-                write,
-                sector: r.sector,
-                bytes: r.bytes,
-                start_ns: r.start_ns,
-                end_ns: r.start_ns + r.service_ns,
-            })
+        .filter(|r| match r.kind {
+            BlkKind::Read => true,
+            BlkKind::Write => r.sector + u64::from(r.bytes).div_ceil(512) > SWAP_HEADER_SECTORS,
+            _ => false,
         })
+        .map(BlkSpan::from)
         .collect()
 }
 
@@ -133,8 +118,8 @@ pub fn environment() -> serde_json::Value {
     })
 }
 
-/// Turns a raw run into its result.
-pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
+/// How the run ended (`ok` or why not) and the metric its workload gave.
+fn outcome_and_metric(spec: &Scenario, raw: &RawRun) -> (String, Option<f64>) {
     let command = !spec.workload.known_working_set();
     let outcome = match crate::boot::verdict(&raw.guest, true) {
         Ok(0) if raw.fatal.is_empty() => "ok".to_string(),
@@ -165,9 +150,20 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         }
         _ => (None, outcome),
     };
+    (outcome, metric)
+}
+
+/// Turns a raw run into its result.
+pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
+    let (outcome, metric) = outcome_and_metric(spec, raw);
     let guest = guest_report(&raw.channel);
     let last = guest.samples.last();
-    let joined: Joined = join::join(&spans(&raw.requests), &device_faults(&raw.faults));
+    // Under the kernel swapper there are no fault records: the blk worker's
+    // own major faults during each request stand for them.
+    let joined: Joined = match &raw.kernel {
+        Some(_) => join::from_major_faults(&spans(&raw.requests)),
+        None => join::join(&spans(&raw.requests), &device_faults(&raw.faults)),
+    };
     let reqs = |k: BlkKind| raw.requests.iter().filter(move |r| r.kind == k);
     let host_by = |device: bool| {
         raw.faults
@@ -193,16 +189,48 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
             reqs(BlkKind::Write).map(|r| r.service_ns).collect(),
         ),
         ("host_swap_in_vcpu", host_by(false).collect()),
-        ("host_swap_in_device", host_by(true).collect()),
+        (
+            "host_swap_in_device",
+            match &raw.kernel {
+                // Timed by their request, like the double paging below.
+                Some(_) => joined
+                    .double_paging
+                    .iter()
+                    .chain(&joined.stale_reads)
+                    .map(|e| e.fault_ns)
+                    .collect(),
+                None => host_by(true).collect(),
+            },
+        ),
         (
             "double_paging",
             joined.double_paging.iter().map(|e| e.fault_ns).collect(),
         ),
     ];
-    let latency = samples
+    let mut latency: BTreeMap<String, PathLatency> = samples
         .iter()
         .map(|(k, v)| (k.to_string(), PathLatency::of(v.iter().copied())))
         .collect();
+    let kernel_swap = raw.kernel.clone().map(|mut k| {
+        let vcpu: u64 = raw
+            .host_cpu
+            .iter()
+            .filter(|t| t.name.starts_with("vcpu"))
+            .map(|t| t.major_faults)
+            .sum();
+        let device: u64 = raw.requests.iter().map(|r| u64::from(r.major_faults)).sum();
+        let peak = raw.timeline.iter().map(|s| s.host_resident_bytes).max();
+        k.attribute(vcpu, device, peak.unwrap_or(0));
+        // Counted, not timed: the kernel does not time a vCPU's faults.
+        latency.insert(
+            "host_swap_in_vcpu".into(),
+            PathLatency {
+                count: vcpu,
+                ..PathLatency::default()
+            },
+        );
+        k
+    });
     let latency_samples = samples
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -241,8 +269,11 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         guest_pswpout: last.and_then(|v| field(v, "pswpout")).unwrap_or(0),
         swap_disk_reads: reqs(BlkKind::Read).count() as u64,
         swap_disk_writes: reqs(BlkKind::Write).count() as u64,
-        host_evictions: c.evictions,
-        host_swap_ins: c.swapin_store + c.prefetch_hits,
+        host_evictions: raw.kernel.as_ref().map_or(c.evictions, |k| k.swap_outs),
+        host_swap_ins: raw
+            .kernel
+            .as_ref()
+            .map_or(c.swapin_store + c.prefetch_hits, |k| k.swap_ins),
         double_paging_events: joined.double_paging.len() as u64,
         stale_swap_reads: joined.stale_reads.len() as u64,
         pages_verified: guest.pages_verified,
@@ -266,6 +297,7 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         metric,
         root_disk: raw.root_blk.clone(),
         host_cpu: raw.host_cpu.clone(),
+        kernel_swap,
     }
 }
 
@@ -300,6 +332,7 @@ mod tests {
             start_ns: 0,
             service_ns: 10,
             status: 0,
+            major_faults: 0,
         };
         let got: Vec<u64> = spans(&[
             rec(1, BlkKind::Write, 0, 4096), // mkswap's header

@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub guest_swap: Option<ByteSize>,
     /// Override the host limit (only for scenarios with host swapping).
     pub host_limit: Option<ByteSize>,
+    /// Override who swaps on the host (scenarios with host swapping).
+    pub host_swapper: Option<scenario::HostSwapper>,
     /// Override the workload's working set.
     pub working_set: Option<ByteSize>,
     /// Override the workload's passes.
@@ -136,6 +138,9 @@ fn overrides(args: &RunOptions, s: &mut Scenario) {
     if let (Some(l), Some(h)) = (args.host_limit, s.host.as_mut()) {
         h.limit = l;
     }
+    if let (Some(w), Some(h)) = (args.host_swapper, s.host.as_mut()) {
+        h.swapper = w;
+    }
     if let Some(w) = args.working_set {
         s.workload.mb = w.bytes().div_ceil(1 << 20);
     }
@@ -187,10 +192,12 @@ pub fn run_one(
     // runreport: kernel tracing around the machine, the run's trace after it.
     let ktrace = tracing.as_mut().and_then(|(t, _)| t.start_run());
     let raw = run_machine(s, opts).with_context(|| format!("running scenario {}", s.name))?;
-    if let Some((t, label)) = tracing {
-        t.end_run(label, &raw, ktrace);
-    }
-    let result = analyze(s, &raw);
+    let async_pf = match tracing {
+        Some((t, label)) => t.end_run(label, &raw, ktrace),
+        None => Vec::new(),
+    };
+    let mut result = analyze(s, &raw);
+    result.add_async_pf(async_pf);
     write_json(&dir.join("result.json"), &result)?;
     Ok(result)
 }

@@ -54,4 +54,7 @@ pub enum MachineError {
     /// The run did not end and the stall guard stepped in (see [`super::guard`]).
     #[error("{0}")]
     Stalled(String),
+    /// The kernel host swapper's swap device or cgroup.
+    #[error(transparent)]
+    KernelHost(#[from] super::kernel_host::KernelHostError),
 }

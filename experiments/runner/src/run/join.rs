@@ -31,6 +31,25 @@ pub struct BlkSpan {
     pub start_ns: u64,
     /// End of the service window.
     pub end_ns: u64,
+    /// The worker's major faults while serving it (counted under the kernel
+    /// host swapper; 0 otherwise).
+    pub major_faults: u32,
+}
+
+impl From<&vmm::virtio::blk::BlkRecord> for BlkSpan {
+    /// A read or write request's span (`write` for anything but a read).
+    fn from(r: &vmm::virtio::blk::BlkRecord) -> Self {
+        BlkSpan {
+            seq: r.seq,
+            tid: r.tid,
+            write: r.kind != vmm::virtio::blk::BlkKind::Read,
+            sector: r.sector,
+            bytes: r.bytes,
+            start_ns: r.start_ns,
+            end_ns: r.end_ns(),
+            major_faults: r.major_faults,
+        }
+    }
 }
 
 /// A host fault as the join needs it.
@@ -129,9 +148,60 @@ pub fn join(requests: &[BlkSpan], faults: &[HostFault]) -> Joined {
     out
 }
 
+/// What the kernel host swapper's runs show instead of fault records: each
+/// major fault the blk worker took while serving a request is one event of
+/// that request (a write: double paging; a read: a stale read), whose
+/// latency is the request's whole service time (the kernel does not time its
+/// faults one by one; a request that faulted k times gives k events). No
+/// fault record and no page: `fault_seq` is 0 and `page` is `u32::MAX`.
+pub fn from_major_faults(requests: &[BlkSpan]) -> Joined {
+    let mut out = Joined::default();
+    for r in requests.iter().filter(|r| r.major_faults > 0) {
+        let ev = JoinedEvent {
+            fault_seq: 0,
+            request_seq: r.seq,
+            tid: r.tid,
+            write: r.write,
+            sector: r.sector,
+            t_ns: r.start_ns,
+            fault_ns: r.end_ns - r.start_ns,
+            request_ns: r.end_ns - r.start_ns,
+            page: u32::MAX,
+        };
+        let to = if r.write {
+            &mut out.double_paging
+        } else {
+            &mut out.stale_reads
+        };
+        to.extend(std::iter::repeat_n(ev, r.major_faults as usize));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn major_faults_of_requests_are_events_timed_by_their_request() {
+        let mut w = req(1, 9, true, 100, 400);
+        w.major_faults = 2;
+        let mut r = req(2, 9, false, 500, 550);
+        r.major_faults = 1;
+        let quiet = req(3, 9, true, 600, 700);
+        let j = from_major_faults(&[w, r, quiet]);
+        assert_eq!(j.double_paging.len(), 2);
+        assert_eq!(j.stale_reads.len(), 1);
+        assert!(j
+            .double_paging
+            .iter()
+            .all(|e| e.request_seq == 1 && e.fault_ns == 300));
+        assert_eq!(
+            (j.stale_reads[0].request_seq, j.stale_reads[0].fault_ns),
+            (2, 50)
+        );
+        assert_eq!(j.unmatched, 0);
+    }
 
     fn req(seq: u64, tid: i32, write: bool, start: u64, end: u64) -> BlkSpan {
         BlkSpan {
@@ -142,6 +212,7 @@ mod tests {
             bytes: 4096,
             start_ns: start,
             end_ns: end,
+            major_faults: 0,
         }
     }
 

@@ -46,7 +46,43 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "kvm:kvm_page_fault",
     "kvm:kvm_userspace_exit",
     "kvmmmu:*",
+    // KVM's async page faults: a vCPU told its page is not present (a
+    // kernel worker faults it in meanwhile), then told it is ready.
+    "kvm:kvm_async_pf_not_present",
+    "kvm:kvm_async_pf_ready",
 ];
+
+/// The latencies of KVM's async page faults in `c`, ns: from
+/// `kvm_async_pf_not_present` to the `kvm_async_pf_ready` of the same token
+/// (both on the vCPU's thread; the worker's fault is in between). Under the
+/// kernel host swapper they time the swap-ins the vCPUs' own major faults
+/// only count. A pair cut by the capture's thinning is left out.
+pub fn async_pf_latencies(c: &KtraceCapture) -> Vec<u64> {
+    fn token(detail: &str) -> Option<&str> {
+        let mut words = detail.split_whitespace();
+        words.find(|w| *w == "token")?;
+        words.next()
+    }
+    let mut open: BTreeMap<(i32, &str), u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in &c.events {
+        let Some(t) = token(&e.detail) else {
+            continue;
+        };
+        match c.name(e) {
+            "kvm_async_pf_not_present" => {
+                open.insert((e.tid, t), e.mono_ns);
+            }
+            "kvm_async_pf_ready" => {
+                if let Some(start) = open.remove(&(e.tid, t)) {
+                    out.push(e.mono_ns.saturating_sub(start));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,7 @@ use super::cpu::ThreadCpu;
 use super::error::MachineError;
 use super::guard::StallGuard;
 use super::interrupt::Interrupter;
+use super::kernel_host::KernelHost;
 use super::ktrace::ShutdownWatch;
 use super::recent::{agent_event, Recent};
 use super::result::HostSample;
@@ -38,7 +39,7 @@ use super::spec::{self, guest_command};
 use super::threads::{LateRegistry, BLK_DEVICE, ROOT_DEVICE};
 use crate::boot::console::{GuestConsole, Marks, Show};
 use crate::boot::{BootFiles, GuestRun};
-use scenario::Scenario;
+use scenario::{HostSwapper, Scenario};
 
 /// Everything a run produced, raw.
 pub struct RawRun {
@@ -69,6 +70,8 @@ pub struct RawRun {
     pub host_cpu: Vec<ThreadCpu>,
     /// Guest RAM bytes.
     pub guest_mem: u64,
+    /// What the kernel host swapper did, if the run had it.
+    pub kernel: Option<super::kernel_host::KernelHostReport>,
     /// The origin of fault and blk record times (the swapper's epoch).
     pub epoch: Instant,
     /// The guest kernel: Debian package, version and release (from the
@@ -76,8 +79,21 @@ pub struct RawRun {
     pub guest_kernel: Option<String>,
 }
 
-/// Creates a sparse swap image of `bytes` in `dir`.
-fn swap_image(dir: &Path, bytes: u64) -> Result<PathBuf, MachineError> {
+/// The guest's swap image in the scratch directory.
+struct SwapImage {
+    path: PathBuf,
+    /// Open it `O_DIRECT` (see [`swap_image`]).
+    direct: bool,
+}
+
+/// Creates the guest's swap image of `bytes` in `dir`: sparse, unless the
+/// kernel swaps the host (`kernel`). Then its contents must not be charged to
+/// the run's memory cgroup as if the VMM's (the userfaultfd swapper's limit
+/// does not count them either): on tmpfs (the sandbox's scratch) every block
+/// is allocated now, before the run joins the cgroup, so the pages are
+/// charged where this process was; elsewhere the image is opened `O_DIRECT`,
+/// as production VMMs open theirs (`cache=none`), so it has no page cache.
+fn swap_image(dir: &Path, bytes: u64, kernel: bool) -> Result<SwapImage, MachineError> {
     let path = dir.join("guest-swap.img");
     let err = |source| MachineError::SwapDisk {
         path: path.clone(),
@@ -85,7 +101,17 @@ fn swap_image(dir: &Path, bytes: u64) -> Result<PathBuf, MachineError> {
     };
     let f = std::fs::File::create(&path).map_err(err)?;
     f.set_len(bytes).map_err(err)?;
-    Ok(path)
+    let tmpfs = nix::sys::statfs::fstatfs(&f)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if kernel && tmpfs {
+        let len = i64::try_from(bytes).unwrap_or(i64::MAX);
+        nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, len)
+            .map_err(|e| err(e.into()))?;
+    }
+    Ok(SwapImage {
+        path,
+        direct: kernel && !tmpfs,
+    })
 }
 
 /// How to run a machine, besides its scenario.
@@ -131,6 +157,22 @@ fn assemble_and_run(
     guard: &StallGuard,
 ) -> Result<RawRun, MachineError> {
     guard.stage("assembling the machine");
+    let kernel_swaps = spec
+        .host
+        .as_ref()
+        .is_some_and(|h| h.swapper == HostSwapper::Kernel);
+    let swap_img = match spec.guest.swap {
+        Some(b) => Some(swap_image(opts.scratch, b.bytes(), kernel_swaps)?),
+        None => None,
+    };
+    // Before guest RAM is mapped: everything the run touches from here on is
+    // charged to the kernel swapper's cgroup. Dropped last, on every path.
+    let mut kernel = match &spec.host {
+        Some(h) if h.swapper == HostSwapper::Kernel => {
+            Some(KernelHost::enter(h, spec.guest.mem.bytes())?)
+        }
+        _ => None,
+    };
     let files = BootFiles::for_kernel(spec.guest.kernel.as_deref())?;
     let cmdline = guest_cmdline(
         spec,
@@ -155,7 +197,7 @@ fn assemble_and_run(
         registry: &hooks.registry,
         epoch,
     };
-    let blk = attach_blk(&mut vm, spec, opts.scratch, &devices)?;
+    let blk = attach_blk(&mut vm, spec, swap_img, &devices)?;
     let root = attach_root(&mut vm, spec, opts.scratch, &devices)?;
     let balloon = balloon::attach(
         &mut vm,
@@ -166,6 +208,10 @@ fn assemble_and_run(
         epoch,
     )?;
 
+    let gauge = match kernel.as_mut() {
+        Some(k) => Some(k.set_limit(&memory.host_regions())?),
+        None => None,
+    };
     let watch = crate::boot::watch_shutdowns();
     let running = vm.start()?;
     guard.vm(running.handle());
@@ -197,6 +243,7 @@ fn assemble_and_run(
         recent: hooks.recent.clone(),
         regions: memory.host_regions(),
         guest_mem: spec.guest.mem.bytes(),
+        kernel: gauge,
     });
 
     let report = running.wait(Some(Duration::from_secs(spec.timeout_s)));
@@ -213,6 +260,7 @@ fn assemble_and_run(
 
     let root_blk = root.map(|h| serde_json::to_value(h.counters()).unwrap_or_default());
     let torn = tear_down(blk, swapper, memory, &mut collected);
+    let kernel = kernel.map(KernelHost::finish).transpose()?;
     let channel = std::mem::take(&mut *lock(&hooks.channel));
     let marks = lock(&marks).clone();
     Ok(RawRun {
@@ -237,6 +285,7 @@ fn assemble_and_run(
         host_cpu: collected.host_cpu,
         guest_mem: spec.guest.mem.bytes(),
         epoch,
+        kernel,
         guest_kernel: files
             .image_dir
             .as_deref()
@@ -367,7 +416,11 @@ fn start_swapper(
     registry: &LateRegistry,
     guard: &StallGuard,
 ) -> Result<Option<Arc<Swapper>>, MachineError> {
-    let Some(h) = &spec.host else {
+    let Some(h) = spec
+        .host
+        .as_ref()
+        .filter(|h| h.swapper == HostSwapper::Uffd)
+    else {
         return Ok(None);
     };
     let mut cfg = spec::swapper_config(&spec.name, h, scratch)?;
@@ -410,13 +463,12 @@ struct Devices<'a> {
 fn attach_blk(
     vm: &mut LinuxVm,
     spec: &Scenario,
-    scratch: &Path,
+    image: Option<SwapImage>,
     d: &Devices<'_>,
 ) -> Result<Option<BlkHandle>, MachineError> {
-    let Some(bytes) = spec.guest.swap else {
+    let Some(image) = image else {
         return Ok(None);
     };
-    let path = swap_image(scratch, bytes.bytes())?;
     let registry = d.registry.clone();
     let dev = Blk::new(BlkConfig {
         id: "swaplab-swap".into(),
@@ -429,7 +481,14 @@ fn attach_blk(
             .swapper
             .filter(|_| spec::false_reads_mitigated(spec.host.as_ref()))
             .map(|sw| install_hook(sw, d.memory)),
-        ..BlkConfig::new(path)
+        // Under the kernel swapper, double paging and stale reads show as
+        // the worker's own major faults during a request.
+        count_major_faults: spec
+            .host
+            .as_ref()
+            .is_some_and(|h| h.swapper == HostSwapper::Kernel),
+        direct: image.direct,
+        ..BlkConfig::new(image.path)
     })?;
     let handle = dev.handle();
     vm.add_virtio("swap", Box::new(dev))?;

@@ -4,6 +4,8 @@
 //!   configuration (mitigations on or off).
 //! - [`machine`]: assembling the guest, swap disk, host swapper, balloon and
 //!   result channel, and running it once ([`machine::run_machine`]).
+//! - [`kernel_host`]: the kernel as the host swapper (`host.swapper =
+//!   "kernel"`): the run's swap device and memory cgroup.
 //! - [`sampler`]: the thread that drains the trace rings and records the
 //!   host timeline while the guest runs.
 //! - [`guard`]: the stall guard, the last resort for a run that does not end.
@@ -29,6 +31,7 @@ pub mod guard;
 pub mod interrupt;
 pub mod jobs;
 pub mod join;
+pub mod kernel_host;
 pub mod ktrace;
 pub mod machine;
 pub mod recent;

@@ -139,6 +139,15 @@ pub fn run_counters(r: &RunResult) -> BTreeMap<String, u64> {
         put("host_zero_fills", k.swapin_zero);
         put("peak_resident_pages", s.peak_resident_pages);
     }
+    if let Some(k) = &r.kernel_swap {
+        put("peak_resident_pages", k.guest_resident_peak_bytes / 4096);
+        put("kernel_swap_ins_vcpu", k.swap_ins_vcpu);
+        put("kernel_swap_ins_device", k.swap_ins_device);
+        put("kernel_swap_ins_other", k.swap_ins_other);
+        put("kernel_cgroup_limit_bytes", k.cgroup_limit_bytes);
+        put("kernel_cgroup_peak_bytes", k.cgroup_peak_bytes);
+        put("kernel_vmm_overhead_bytes", k.vmm_overhead_bytes);
+    }
     if let Some(b) = &r.balloon {
         if let Some(v) = json_u64(b, "inflate_pages") {
             put(counters::BALLOON_INFLATED, v);
@@ -450,6 +459,7 @@ pub fn failed_run(spec: &Scenario, why: &str) -> RunResult {
         metric_name: None,
         root_disk: None,
         host_cpu: Vec::new(),
+        kernel_swap: None,
     }
 }
 

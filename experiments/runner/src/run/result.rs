@@ -73,6 +73,9 @@ pub const PATHS: &[(&str, &str)] = &[
     ("double_paging", "double paging"),
 ];
 
+/// The latency path of KVM's async page faults (`--ktrace`).
+pub const ASYNC_PF_PATH: &str = "host_swap_in_async_pf";
+
 /// What the guest's programs reported over the channel.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GuestReport {
@@ -179,6 +182,10 @@ pub struct RunResult {
     /// ([`super::cpu`]).
     #[serde(default)]
     pub host_cpu: Vec<super::cpu::ThreadCpu>,
+    /// What the kernel did as the host swapper (`host.swapper = "kernel"`):
+    /// its cgroup, swap device, limit and counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_swap: Option<super::kernel_host::KernelHostReport>,
 }
 
 /// Why a run's host limit was not held, if it was not: the swapper's peak
@@ -213,6 +220,21 @@ fn fmt_ns(ns: u64) -> String {
 }
 
 impl RunResult {
+    /// Adds the latencies of KVM's async page faults `--ktrace` recorded
+    /// (not-present to ready, ns) as the path [`ASYNC_PF_PATH`]; nothing
+    /// when there are none.
+    pub fn add_async_pf(&mut self, ns: Vec<u64>) {
+        if ns.is_empty() {
+            return;
+        }
+        self.latency.insert(
+            ASYNC_PF_PATH.to_string(),
+            PathLatency::of(ns.iter().copied()),
+        );
+        self.latency_samples
+            .insert(ASYNC_PF_PATH.to_string(), thin(ns));
+    }
+
     /// The short summary table printed after a run.
     pub fn summary(&self) -> String {
         let mut s = format!(
@@ -244,6 +266,22 @@ impl RunResult {
                 n("bytes_written") >> 20
             ));
         }
+        if let Some(k) = &self.kernel_swap {
+            s.push_str(&format!(
+                "  kernel swap: {} cgroup limit {} MiB (guest {} + VMM {} + allowance {}), guest \
+                 resident peak {} MiB; swap-ins by vCPU {}, device {}, other {}; silent writes \
+                 and false reads not observable\n",
+                k.swap_kind,
+                k.cgroup_limit_bytes >> 20,
+                k.guest_limit_bytes >> 20,
+                k.vmm_overhead_bytes >> 20,
+                k.growth_allowance_bytes >> 20,
+                k.guest_resident_peak_bytes >> 20,
+                k.swap_ins_vcpu,
+                k.swap_ins_device,
+                k.swap_ins_other
+            ));
+        }
         if let Some(m) = self.metric {
             let name = self.metric_name.as_deref().unwrap_or("metric");
             s.push_str(&format!("  {name}: {m}\n"));
@@ -256,6 +294,8 @@ impl RunResult {
             let l = self.latency.get(*key).copied().unwrap_or_default();
             let (p50, p99) = if l.count == 0 {
                 ("-".to_string(), "-".to_string())
+            } else if l.max_ns == 0 {
+                ("untimed".to_string(), "untimed".to_string())
             } else {
                 (fmt_ns(l.p50_ns), fmt_ns(l.p99_ns))
             };

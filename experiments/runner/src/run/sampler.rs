@@ -66,6 +66,8 @@ pub struct Sources {
     pub regions: Vec<HostRegion>,
     /// Guest RAM bytes.
     pub guest_mem: u64,
+    /// The kernel host swapper's counters, if the run has it.
+    pub kernel: Option<super::kernel_host::KernelGauge>,
 }
 
 /// The running sampler thread. Stop it with [`Sampler::finish`].
@@ -133,6 +135,9 @@ impl Sources {
         if let Some(st) = &status {
             sample.host_swap_ins = st.counters.swapin_store;
             sample.host_evictions = st.counters.evictions;
+        }
+        if let Some(k) = &self.kernel {
+            (sample.host_swap_ins, sample.host_evictions) = k.sample();
         }
         sample.host_resident_bytes =
             host_resident_bytes(status.as_ref(), &self.regions).unwrap_or(self.guest_mem);

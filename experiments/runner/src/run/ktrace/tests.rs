@@ -173,3 +173,20 @@ fn a_thread_name_the_kernel_did_not_cache_is_found_or_filled_in_later() {
     );
     assert_eq!(c.comms[&gone], "vcpu0");
 }
+
+#[test]
+fn async_page_faults_pair_not_present_with_ready_by_token() {
+    let mut c = KtraceCapture::default();
+    for l in [
+        "vcpu0-10 [000] d..2. 1.000000: kvm_async_pf_not_present: token 0x1 gva 0x7f000",
+        "vcpu0-10 [000] d..2. 1.000100: kvm_async_pf_not_present: token 0x2 gva 0x8f000",
+        "vcpu0-10 [000] d..2. 1.000250: kvm_async_pf_ready: token 0x2 gva 0x8f000",
+        "vcpu0-10 [000] d..2. 1.000400: kvm_async_pf_ready: token 0x1 gva 0x7f000",
+        // A ready whose not-present was not recorded, and another event.
+        "vcpu0-10 [000] d..2. 1.000500: kvm_async_pf_ready: token 0x9 gva 0x1000",
+        "vcpu0-10 [000] d..2. 1.000600: kvm_exit: vcpu 0 reason HLT rip 0x1 info 0 0",
+    ] {
+        c.add_line(l, 100);
+    }
+    assert_eq!(async_pf_latencies(&c), [150_000, 400_000]);
+}

@@ -196,15 +196,7 @@ pub(super) fn pairs(run: &RunTrace<'_>) -> Vec<Pair> {
         .requests
         .iter()
         .filter(|r| matches!(r.kind, BlkKind::Read | BlkKind::Write))
-        .map(|r| BlkSpan {
-            seq: r.seq,
-            tid: r.tid,
-            write: r.kind == BlkKind::Write,
-            sector: r.sector,
-            bytes: r.bytes,
-            start_ns: r.start_ns,
-            end_ns: r.end_ns(),
-        })
+        .map(BlkSpan::from)
         .collect();
     let device_faults: Vec<HostFault> = run
         .faults

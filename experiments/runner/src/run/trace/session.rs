@@ -70,9 +70,15 @@ impl Tracing {
 
     /// Ends a run: stops kernel tracing and writes the run into the trace as
     /// process `label`.
-    pub fn end_run(&mut self, label: &str, raw: &RawRun, ktrace: Option<Ktrace>) {
+    /// Returns the latencies of KVM's async page faults it recorded
+    /// ([`crate::run::ktrace::async_pf_latencies`]; none without `--ktrace`).
+    pub fn end_run(&mut self, label: &str, raw: &RawRun, ktrace: Option<Ktrace>) -> Vec<u64> {
         let note = &mut self.note;
         let capture = ktrace.map(Ktrace::stop);
+        let async_pf = capture
+            .as_ref()
+            .map(crate::run::ktrace::async_pf_latencies)
+            .unwrap_or_default();
         if let Some(c) = &capture {
             if c.dropped > 0 || c.lost > 0 {
                 note(&format!(
@@ -84,7 +90,7 @@ impl Tracing {
             }
         }
         let Some(t) = self.trace.as_mut() else {
-            return;
+            return async_pf;
         };
         match t.add_run(label, &RunTrace::from_raw(raw, capture.as_ref())) {
             Ok(s) if s.dropped > 0 => note(&format!(
@@ -95,6 +101,7 @@ impl Tracing {
             Ok(_) => {}
             Err(e) => self.fail(&e),
         }
+        async_pf
     }
 
     /// A run that failed before producing records.

@@ -48,6 +48,7 @@ fn request(seq: u64, kind: BlkKind, start: u64, service: u64) -> BlkRecord {
         start_ns: start,
         service_ns: service,
         status: 0,
+        major_faults: 0,
     }
 }
 
