@@ -144,9 +144,13 @@ pub struct KernelHostReport {
     pub swap_ins_vcpu: u64,
     /// Of `swap_ins`: the swap disk worker's, during its requests.
     pub swap_ins_device: u64,
-    /// The rest of `swap_ins`: KVM's async page-fault workers (kernel
-    /// threads faulting guest RAM in while the vCPU runs on) and the VMM's
-    /// other threads.
+    /// The rest of `swap_ins`, which no thread's count shows: KVM's async
+    /// page-fault workers (kernel threads faulting guest RAM in while the
+    /// vCPU runs on), and swap reads the cgroup counts when they start but
+    /// no thread counts as a major fault — KVM's first, non-blocking try at
+    /// a fault starts the read and returns; its retry finds the page in the
+    /// swap cache, a minor fault (in the sandbox no async page fault fired,
+    /// and this was 0.4–47 % of `swap_ins`).
     pub swap_ins_other: u64,
     /// The highest guest RAM resident in any timeline sample (`mincore`).
     pub guest_resident_peak_bytes: u64,

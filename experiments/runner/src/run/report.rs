@@ -143,7 +143,7 @@ pub fn run_counters(r: &RunResult) -> BTreeMap<String, u64> {
         put("peak_resident_pages", k.guest_resident_peak_bytes / 4096);
         put("kernel_swap_ins_vcpu", k.swap_ins_vcpu);
         put("kernel_swap_ins_device", k.swap_ins_device);
-        put("kernel_swap_ins_other", k.swap_ins_other);
+        put("kernel_swap_ins_unattributed", k.swap_ins_other);
         put("kernel_cgroup_limit_bytes", k.cgroup_limit_bytes);
         put("kernel_cgroup_peak_bytes", k.cgroup_peak_bytes);
         put("kernel_vmm_overhead_bytes", k.vmm_overhead_bytes);

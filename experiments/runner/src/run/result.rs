@@ -269,7 +269,7 @@ impl RunResult {
         if let Some(k) = &self.kernel_swap {
             s.push_str(&format!(
                 "  kernel swap: {} cgroup limit {} MiB (guest {} + VMM {} + allowance {}), guest \
-                 resident peak {} MiB; swap-ins by vCPU {}, device {}, other {}; silent writes \
+                 resident peak {} MiB; swap-ins by vCPU {}, device {}, unattributed {}; silent writes \
                  and false reads not observable\n",
                 k.swap_kind,
                 k.cgroup_limit_bytes >> 20,
