@@ -23,6 +23,19 @@ fn run_overrides_meet_the_scenario_files_bounds() {
 }
 
 #[test]
+fn the_host_swapper_override_is_checked_against_each_scenario() {
+    assert_usage_error(
+        &["run", "--host-swapper", "linux"],
+        "\"linux\" is not a host swapper (uffd or kernel)",
+    );
+    // The kernel has none of the userfaultfd swapper's mitigations.
+    assert_usage_error(
+        &["run", "host-swap-mitigated", "--host-swapper", "kernel"],
+        "host.mitigations: \"silent-writes\" is a mitigation of swaplab's userfaultfd swapper",
+    );
+}
+
+#[test]
 fn durations_are_bounded_everywhere() {
     assert_usage_error(
         &["sandbox", "--timeout", "18446744073709551615", "--", "true"],
