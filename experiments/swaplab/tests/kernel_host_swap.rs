@@ -51,7 +51,9 @@ sw=$1 dir=$2
 # What of a kernel-swapper run can remain: swaplab cgroups, swap areas, zram
 # devices in use (zram0 of the module itself, unused, is not one).
 state() {
-    find /sys/fs/cgroup -maxdepth 8 -type d -name 'swaplab-*' 2>/dev/null | sed 's/^/cgroup /'
+    for c in $(find /sys/fs/cgroup -maxdepth 8 -type d -name 'swaplab-*' 2>/dev/null); do
+        echo "cgroup $c (holding: $(for p in $(cat "$c/cgroup.procs"); do cat "/proc/$p/comm"; done | tr '\n' ' '))"
+    done
     tail -n +2 /proc/swaps | awk '{print "swap " $1}'
     for z in /sys/block/zram*; do
         [ -e "$z" ] || continue

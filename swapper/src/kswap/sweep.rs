@@ -29,6 +29,22 @@ fn dead_owner(name: &str, prefix: &str) -> bool {
     pid_in_name(name, prefix).is_some_and(|pid| !pid_alive(pid))
 }
 
+/// `PF_KTHREAD` in a task's `stat` flags.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether process `pid` (text) is a kernel thread, or no longer exists.
+fn kernel_thread_or_gone(pid: &str) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // pid (comm) state ppid pgrp session tty_nr tpgid flags ...; comm may
+    // hold spaces and parentheses.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 fn zram_id(p: &Path) -> Option<u32> {
     p.file_name()?.to_str()?.strip_prefix("zram")?.parse().ok()
 }
@@ -91,8 +107,12 @@ pub fn sweep_leftovers(dirs: &[&Path]) -> Result<SweepReport, KswapError> {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if dead_owner(&name, PREFIX) {
                     let procs = fs::read_to_string(p.join("cgroup.procs")).unwrap_or_default();
-                    if procs.trim().is_empty() {
-                        evacuate_and_remove(&p, &HashMap::new(), &dir)?;
+                    // Kernel threads a dead VMM's KVM put there (its NX
+                    // huge-page recovery worker joins the VMM's cgroups)
+                    // leave when its VM is destroyed: wait for them.
+                    let removed = procs.lines().all(|l| kernel_thread_or_gone(l.trim()))
+                        && evacuate_and_remove(&p, &HashMap::new(), &dir).is_ok();
+                    if removed {
                         report.cgroups_removed.push(p);
                     } else {
                         report.cgroups_busy.push(p);
@@ -117,4 +137,17 @@ pub fn sweep_leftovers(dirs: &[&Path]) -> Result<SweepReport, KswapError> {
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_threads_are_told_from_processes() {
+        // kthreadd is pid 2 on Linux; this process is not a kernel thread.
+        assert!(kernel_thread_or_gone("2"));
+        assert!(!kernel_thread_or_gone(&std::process::id().to_string()));
+        assert!(kernel_thread_or_gone("999999999"));
+    }
 }
