@@ -113,8 +113,9 @@ pub fn section(out: &mut String, r: &MatrixResults) {
          *Cost per page*: the run's wall time per host page moved (swap-ins + evictions). \
          Kernel swap-ins are the cgroup's major faults, its evictions the system's `pswpout`; \
          its double paging and stale reads are the swap disk worker's own major faults during \
-         a write or read request. What the kernel keeps no record of reads \
-         *not observable*.\n\n",
+         a write or read request, timed by that request's service time (the kernel does not \
+         time a fault on its own), where swaplab's are timed by the fault. What the kernel \
+         keeps no record of reads *not observable*.\n\n",
     );
     for (k, u) in pairs {
         let _ = writeln!(
@@ -171,7 +172,10 @@ pub fn section(out: &mut String, r: &MatrixResults) {
             })
             .map_or("—".to_string(), trim_number)
         };
-        out.push_str(&both("double paging p50 (µs)", &p50));
+        out.push_str(&both(
+            "double paging p50 (µs; kernel: the whole request, swaplab: the fault)",
+            &p50,
+        ));
         let ratio = median(k, |r| Some(r.runtime_s))
             .zip(median(u, |r| Some(r.runtime_s)))
             .filter(|(_, b)| *b > 0.0)
