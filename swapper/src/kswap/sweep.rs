@@ -25,6 +25,24 @@ pub struct SweepReport {
     pub files_removed: Vec<PathBuf>,
 }
 
+impl SweepReport {
+    /// Adds what a later sweep removed; a cgroup it removed is no longer
+    /// busy.
+    pub fn merge(&mut self, later: SweepReport) {
+        self.cgroups_busy
+            .retain(|c| !later.cgroups_removed.contains(c));
+        self.swaps_disabled.extend(later.swaps_disabled);
+        self.zram_released.extend(later.zram_released);
+        self.cgroups_removed.extend(later.cgroups_removed);
+        for c in later.cgroups_busy {
+            if !self.cgroups_busy.contains(&c) {
+                self.cgroups_busy.push(c);
+            }
+        }
+        self.files_removed.extend(later.files_removed);
+    }
+}
+
 fn dead_owner(name: &str, prefix: &str) -> bool {
     pid_in_name(name, prefix).is_some_and(|pid| !pid_alive(pid))
 }
@@ -149,5 +167,22 @@ mod tests {
         assert!(kernel_thread_or_gone("2"));
         assert!(!kernel_thread_or_gone(&std::process::id().to_string()));
         assert!(kernel_thread_or_gone("999999999"));
+    }
+
+    #[test]
+    fn a_later_sweep_adds_what_it_removed_and_unbusies_cgroups() {
+        let cg = PathBuf::from("/sys/fs/cgroup/swaplab-9-0");
+        let mut first = SweepReport {
+            cgroups_busy: vec![cg.clone()],
+            zram_released: vec![3],
+            ..SweepReport::default()
+        };
+        first.merge(SweepReport {
+            cgroups_removed: vec![cg.clone()],
+            ..SweepReport::default()
+        });
+        assert_eq!(first.cgroups_removed, [cg]);
+        assert!(first.cgroups_busy.is_empty());
+        assert_eq!(first.zram_released, [3]);
     }
 }

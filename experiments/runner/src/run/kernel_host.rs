@@ -231,6 +231,8 @@ impl KernelGauge {
 #[derive(Debug)]
 pub struct KernelHost {
     swap: Option<KernelSwap>,
+    /// Where the sweeps look for a killed run's swap files.
+    sweep_dirs: Vec<PathBuf>,
     /// v2's `memory.peak`, held open: writing to it resets the peak this
     /// descriptor reads (Linux 6.12 on).
     peak: Option<std::fs::File>,
@@ -265,6 +267,7 @@ impl KernelHost {
             });
         let dirs: Vec<&Path> = sweep.iter().map(PathBuf::as_path).collect();
         let swept = sweep_leftovers(&dirs)?;
+        let sweep_dirs = sweep.into_iter().collect();
         let (kind, label) = match dir {
             None => (SwapKind::Zram, "zram (lz4)"),
             Some(dir) => (SwapKind::File { dir }, "file"),
@@ -294,6 +297,7 @@ impl KernelHost {
         );
         let me = Self {
             swap: Some(ks),
+            sweep_dirs,
             peak: None,
             report,
             guest_mem,
@@ -418,6 +422,13 @@ impl KernelHost {
         if !left.is_empty() {
             return Err(KernelHostError::Leftover(left.join(", ")));
         }
+        // Once more at the end: twice in CI a killed run's cgroup could not
+        // be removed at the start of the next run and was empty by its end
+        // (most likely KVM's kernel threads for the killed VM, which join the
+        // VMM's cgroups, still finishing).
+        let dirs: Vec<&Path> = self.sweep_dirs.iter().map(PathBuf::as_path).collect();
+        let again = sweep_leftovers(&dirs)?;
+        r.swept.merge(again);
         Ok(r)
     }
 }
