@@ -502,9 +502,12 @@ fi
 rc=$?
 echo "{EXIT_MARKER} $rc"
 # The console tty drains by interrupts and poweroff does not wait for it, so
-# the marker could be lost with the guest's last bytes. The kernel's own
-# console write is synchronous: the marker goes through it too, at a level
-# `quiet` still prints.
+# the marker could be lost with the guest's last bytes. Wait for the tty to
+# drain (stty sets its modes with TCSETSW, which waits until the output is
+# sent), so the kernel's copy below cannot overtake the command's last bytes.
+{{ s=$(stty -g) && stty "$s"; }} <&1 2>/dev/null
+# The kernel's own console write is synchronous: the marker goes through it
+# too, at a level `quiet` still prints.
 echo "<3>{EXIT_MARKER} $rc" >"$SWAPLAB_KMSG" 2>/dev/null
 off
 "#
@@ -717,6 +720,13 @@ mod tests {
         assert!(s.contains("for m in /lib/modules/v/a.ko /lib/modules/v/b.ko; do"));
         assert!(s.contains("echo \"SWAPLAB-EXIT $rc\""));
         assert!(s.contains("echo \"<3>SWAPLAB-EXIT $rc\" >\"$SWAPLAB_KMSG\""));
+        // The tty drains between the two markers.
+        let tty = s.find("echo \"SWAPLAB-EXIT $rc\"").unwrap();
+        let drain = s
+            .find("{ s=$(stty -g) && stty \"$s\"; } <&1 2>/dev/null")
+            .unwrap();
+        let kmsg = s.find("echo \"<3>SWAPLAB-EXIT").unwrap();
+        assert!(tty < drain && drain < kmsg);
         assert!(s.contains("swaplab.swap=*) swap="));
         assert!(s.contains("export SWAPLAB_CHANNEL=/dev/ttyS1"));
         assert!(matches!(

@@ -72,6 +72,12 @@ impl Marks {
 enum Phase {
     Boot,
     Command,
+    /// The kernel log's copy of the end marker arrived before the tty's: the
+    /// command has ended, but the tty may still be sending its last bytes
+    /// (`SWAPLAB-EXIT 0` is printed synchronously by the kernel, the tty drains
+    /// by interrupts). Kernel log lines are no longer output; the tty's marker
+    /// ends the phase.
+    Tail,
     Done,
 }
 
@@ -82,6 +88,9 @@ pub struct GuestConsole {
     log: Option<File>,
     phase: Phase,
     line: Vec<u8>,
+    /// The tty's part of a line the kernel log's marker cut in two (`bz-ok` of
+    /// `bz-ok[    8.08] SWAPLAB-EXIT 0`): the line goes on after it.
+    carry: String,
     marks: Arc<Mutex<Marks>>,
 }
 
@@ -100,6 +109,7 @@ impl GuestConsole {
                 log,
                 phase: Phase::Boot,
                 line: Vec::new(),
+                carry: String::new(),
                 marks: marks.clone(),
             },
             marks,
@@ -134,37 +144,7 @@ impl GuestConsole {
                     .map(|d| d.trim().to_string());
                 self.marks().root = dev;
             }
-            Phase::Command => {
-                if let Some(end) = init::find_end(text) {
-                    // The first marker ends the output: /init also writes the
-                    // exit marker to the kernel log, whose console line can
-                    // land inside the tty's (`SWAPLAB-EXIT 0[    8.08] SWAPLAB-EXIT 0`)
-                    // or before it (`[    8.08] SWAPLAB-EXIT 0`).
-                    let first = [init::EXIT_MARKER, init::FAIL_MARKER]
-                        .iter()
-                        .filter_map(|m| text.find(m))
-                        .min()
-                        .unwrap_or(0);
-                    let marker = printk_prefix_start(&text[..first]);
-                    if self.show == Show::Command && marker > 0 {
-                        let _ = self.out.write_all(&text.as_bytes()[..marker]);
-                    }
-                    let mut m = self.marks();
-                    if marker > 0 {
-                        m.keep_output(&text[..marker]);
-                    }
-                    m.end = Some(end);
-                    m.end_at = Some(Instant::now());
-                    drop(m);
-                    self.phase = Phase::Done;
-                } else {
-                    self.marks().keep_output(text);
-                    if self.show == Show::Command {
-                        let _ = self.out.write_all(text.as_bytes());
-                        let _ = self.out.write_all(b"\n");
-                    }
-                }
-            }
+            Phase::Command | Phase::Tail => self.command_line(text),
             _ => {}
         }
         if self.show == Show::All {
@@ -175,6 +155,67 @@ impl GuestConsole {
             let _ = self.out.flush();
         }
     }
+}
+
+impl GuestConsole {
+    /// A line of the command's output, or its end.
+    fn command_line(&mut self, text: &str) {
+        if self.phase == Phase::Tail && printk_stamp_len(text).is_some() {
+            // The kernel's, after the command ended (`reboot: Power down`).
+            return;
+        }
+        let text = std::mem::take(&mut self.carry) + text;
+        let Some(end) = init::find_end(&text) else {
+            self.output(&text, true);
+            return;
+        };
+        // The first marker ends the output: /init also writes the exit marker
+        // to the kernel log, whose console line can land inside the tty's
+        // (`SWAPLAB-EXIT 0[    8.08] SWAPLAB-EXIT 0`), before it
+        // (`[    8.08] SWAPLAB-EXIT 0`), or inside the command's last line
+        // (`bz-ok[    8.08] SWAPLAB-EXIT 0`, its newline still to come).
+        let first = [init::EXIT_MARKER, init::FAIL_MARKER]
+            .iter()
+            .filter_map(|m| text.find(m))
+            .min()
+            .unwrap_or(0);
+        let marker = printk_prefix_start(&text[..first]);
+        let mut m = self.marks();
+        if m.end.is_none() {
+            m.end = Some(end);
+            m.end_at = Some(Instant::now());
+        }
+        drop(m);
+        if marker < first {
+            // The kernel log's copy: the tty's line goes on after it.
+            self.carry = text[..marker].to_string();
+            self.phase = Phase::Tail;
+        } else {
+            if marker > 0 {
+                self.output(&text[..marker], false);
+            }
+            self.phase = Phase::Done;
+        }
+    }
+
+    /// Shows and keeps `text`, a line of the command's output (`newline`:
+    /// a whole one).
+    fn output(&mut self, text: &str, newline: bool) {
+        self.marks().keep_output(text);
+        if self.show == Show::Command {
+            let _ = self.out.write_all(text.as_bytes());
+            if newline {
+                let _ = self.out.write_all(b"\n");
+            }
+        }
+    }
+}
+
+/// The length of the kernel log timestamp (`[    8.086337] `) `line` starts
+/// with, if it does.
+fn printk_stamp_len(line: &str) -> Option<usize> {
+    let close = line.find("] ")?;
+    (line.starts_with('[') && printk_prefix_start(&line[..close + 2]) == 0).then_some(close + 2)
 }
 
 /// Where a kernel log line's timestamp (`[    8.086337] `) ends `before`
@@ -222,6 +263,12 @@ impl Write for GuestConsole {
 
 impl Drop for GuestConsole {
     fn drop(&mut self) {
+        // The tty's part of a line the kernel's marker cut, whose rest never
+        // came (the guest powered off first), is still output.
+        if !self.carry.is_empty() {
+            let carry = std::mem::take(&mut self.carry);
+            self.output(&carry, false);
+        }
         // A partial last line (the guest died mid-line) is still shown.
         if !self.line.is_empty() && self.show == Show::All {
             let _ = self.out.write_all(&self.line);
@@ -312,6 +359,46 @@ mod tests {
         assert_eq!(printk_prefix_start("ab[ 12.5] "), 2);
         assert_eq!(printk_prefix_start("ab[] "), 5);
         assert_eq!(printk_prefix_start("ab"), 2);
+        assert_eq!(printk_stamp_len("[    9.0] reboot"), Some(10));
+        assert_eq!(printk_stamp_len("[x] reboot"), None);
+        assert_eq!(printk_stamp_len("a[ 9.0] b"), None);
+    }
+
+    /// The kernel log's marker overtakes the tty's last bytes (CI of session
+    /// 17: `bz-ok` came out without its newline): they are still the command's.
+    #[test]
+    fn the_ttys_bytes_after_the_kernel_logs_marker_are_still_output() {
+        for (console, output, shown) in [
+            // Inside the command's last line, its newline after.
+            (
+                "bz-ok[    8.08] SWAPLAB-EXIT 0\n\nSWAPLAB-EXIT 0\n[    9.0] reboot: Power down\n",
+                "bz-ok\n",
+                "bz-ok\n",
+            ),
+            // Whole lines of the tty after it; kernel lines are not output.
+            (
+                "a\n[    8.08] SWAPLAB-EXIT 0\nb\n[    8.09] late\nc\nSWAPLAB-EXIT 0\n",
+                "a\nb\nc\n",
+                "a\nb\nc\n",
+            ),
+            // The tty's rest never came: its part is still output.
+            (
+                "bz-ok[    8.08] SWAPLAB-EXIT 0\n[    9.0] reboot: Power down\n",
+                "bz-ok\n",
+                "bz-ok",
+            ),
+        ] {
+            let buf = Buf::default();
+            let (mut c, marks) = GuestConsole::new(Show::Command, Box::new(buf.clone()), None);
+            c.write_all(format!("SWAPLAB-INIT uptime=1\n{console}").as_bytes())
+                .unwrap();
+            assert_eq!(marks.lock().unwrap().end, Some(GuestEnd::Exited(0)));
+            drop(c);
+            let m = marks.lock().unwrap().clone();
+            assert_eq!(m.output, output, "{console:?}");
+            let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert_eq!(out, shown, "{console:?}");
+        }
     }
 
     #[test]
