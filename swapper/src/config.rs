@@ -84,6 +84,15 @@ pub struct SwapperConfig {
     /// page with a valid store copy is dropped without a write. Off: every
     /// swapped-in page is treated as dirty.
     pub dirty_tracking: bool,
+    /// The false-anonymity mitigation (VSwapper's Swap Mapper, see
+    /// [`crate::named`]): pages a disk read fills are installed
+    /// write-protected as exact copies of their block, and evicting one that
+    /// was not written since drops it without a store write. Off: mirrors
+    /// are only counted (`false_anonymity`).
+    pub named: bool,
+    /// Named faults that follow the disk's order read this many following
+    /// named blocks ahead (0 = off; at most [`crate::named::MAX_READAHEAD`]).
+    pub named_readahead: u32,
     /// Trace ring capacity in records.
     pub trace_capacity: usize,
     /// Longest interval between PAGEMAP_SCAN passes over the pool.
@@ -114,6 +123,8 @@ impl Default for SwapperConfig {
             handler_spin_us: 0,
             checksums: false,
             dirty_tracking: true,
+            named: false,
+            named_readahead: 8,
             trace_capacity: 1 << 16,
             max_scan_interval: Duration::from_millis(200),
             fatal_action: FatalAction::Poison,
@@ -135,6 +146,7 @@ impl std::fmt::Debug for SwapperConfig {
             .field("handler_threads", &self.handler_threads)
             .field("checksums", &self.checksums)
             .field("dirty_tracking", &self.dirty_tracking)
+            .field("named", &self.named)
             .field("fatal_action", &self.fatal_action)
             .field("on_fatal", &self.on_fatal.is_some())
             .field("fault_injector", &self.fault_injector.is_some())
@@ -169,6 +181,9 @@ impl SwapperConfig {
         }
         if self.zero_cluster == 0 {
             return Err(ConfigError::Invalid("zero_cluster must be >= 1"));
+        }
+        if self.named_readahead > crate::named::MAX_READAHEAD {
+            return Err(ConfigError::Invalid("named_readahead must be at most 64"));
         }
         Ok(())
     }

@@ -16,6 +16,7 @@
 use crate::budget::{Budget, Limits};
 use crate::config::SwapperConfig;
 use crate::fatal::FatalSink;
+use crate::named::MirrorIndex;
 use crate::page_bits::PageBits;
 use crate::page_state::{PageEntry, PageIdx, PageState};
 use crate::pagemap::Pagemap;
@@ -34,7 +35,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Number of distinct [`PageState`] kinds (for per-state counts).
-const KINDS: usize = 7;
+const KINDS: usize = 8;
 
 /// The kind of `ZeroMapped` pages.
 const POOLED: usize = 1;
@@ -48,6 +49,7 @@ fn kind(s: PageState) -> usize {
         PageState::Evicted => 4,
         PageState::Ballooned => 5,
         PageState::Poisoned => 6,
+        PageState::Named => 7,
     }
 }
 
@@ -92,6 +94,10 @@ pub(crate) struct Shared {
     pub last_fault: AtomicU32,
     /// The last store read, as `page << 32 | slot` (decayed-sequentiality count).
     pub last_store_read: AtomicU64,
+    /// Which pages mirror which disk blocks, and the disks ([`crate::named`]).
+    pub mirrors: MirrorIndex,
+    /// The block of the last named fault (or read-ahead), for read-ahead.
+    pub last_named: AtomicU64,
     pub refill_cursor: AtomicU32,
     pub shrink_cursor: AtomicU32,
     pub log: RateLimiter,
@@ -168,6 +174,7 @@ impl Shared {
             }
             _ => {}
         }
+        self.mirrors.moved(idx, before.mirror, after.mirror);
         let (kb, ka) = (kind(before.state), kind(after.state));
         if kb != ka {
             self.state_counts[kb].fetch_sub(1, Ordering::Relaxed);
@@ -285,6 +292,7 @@ impl Shared {
             staging_pages: self.staging.used() as u64,
             trace_dropped: self.trace.dropped(),
             fatal_errors: self.fatal.all().len() as u64,
+            mirrored_pages: self.mirrors.len() as u64,
             latency: self
                 .hists
                 .summaries()
@@ -302,6 +310,7 @@ impl Shared {
                 evicted: c(PageState::Evicted),
                 ballooned: c(PageState::Ballooned),
                 poisoned: c(PageState::Poisoned),
+                named: c(PageState::Named),
             },
             counters: self.counters.snapshot(),
         }

@@ -169,7 +169,7 @@ impl Shared {
                         self.staging.release(index);
                         g.ballooned()
                     }
-                    PageState::Evicted | PageState::Poisoned => g.ballooned(),
+                    PageState::Evicted | PageState::Named | PageState::Poisoned => g.ballooned(),
                 };
                 self.free_slot(freed);
                 self.settle(idx, &before, &g, false);

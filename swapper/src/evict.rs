@@ -6,8 +6,12 @@
 //! the guest last saw. Then, in order:
 //! 1. the page is clean and its store copy is valid → drop it, no write
 //!    (silent-write avoidance);
-//! 2. the page is all zeros → drop it, not stored (`zero_pages`);
-//! 3. otherwise write it to the store (crc32 recorded when checksums are on).
+//! 2. named mode, the page mirrors a disk block → drop it, no write (its
+//!    block holds it; see [`crate::named`]);
+//! 3. the page is all zeros → drop it, not stored (`zero_pages`);
+//! 4. otherwise write it to the store (crc32 recorded when checksums are on);
+//!    one that still equals the disk block it mirrors counts as
+//!    `false_anonymity`.
 //!
 //! If the store write fails (ENOSPC, EIO, short write) the page is *not*
 //! lost: it stays in staging — still resident, still counted — as an
@@ -36,7 +40,7 @@ pub(crate) enum Outcome {
 }
 
 /// Result of moving a mapped page into staging.
-enum Taken {
+pub(crate) enum Taken {
     /// The page is in this staging slot.
     Slot(u32),
     /// There was no page (unmapped behind our back).
@@ -82,7 +86,7 @@ impl Shared {
     }
 
     /// Moves mapped page `idx` into a fresh staging slot.
-    fn take(&self, idx: PageIdx) -> Taken {
+    pub(crate) fn take(&self, idx: PageIdx) -> Taken {
         let Some(s) = self.staging.alloc() else {
             return Taken::Busy;
         };
@@ -185,6 +189,10 @@ impl Shared {
             self.settle(idx, &before, g, false);
             return Outcome::Freed;
         }
+        if self.cfg.named && g.mirror.is_some() {
+            // A copy of its disk block, unwritten since (write-protected).
+            return self.drop_named(idx, g, before, s);
+        }
         // SAFETY: slot `s` holds this page and we hold its page lock.
         let data = unsafe { self.staging.page(s) };
         if is_zero(data) {
@@ -200,7 +208,7 @@ impl Shared {
         };
         // Without dirty tracking every page is written; checksums tell which
         // of those writes were silent (same content as the store copy).
-        let crc = if self.cfg.checksums || !self.cfg.dirty_tracking {
+        let crc = if self.cfg.checksums || !self.cfg.dirty_tracking || g.mirror.is_some() {
             page_crc(data)
         } else {
             0
@@ -208,6 +216,8 @@ impl Shared {
         if !self.cfg.dirty_tracking && g.slot.is_some() && g.crc == crc {
             bump!(self, silent_writes);
         }
+        // False page anonymity: written although its disk block holds it.
+        let false_anonymity = g.mirror.is_some_and(|m| m.crc == crc);
         let written = self.store.write(slot, data);
         self.write_result(written.is_ok());
         match written {
@@ -216,6 +226,9 @@ impl Shared {
                 g.evicted(slot, crc)
                     .expect("staged/resident page can be evicted");
                 bump!(self, evictions);
+                if false_anonymity {
+                    bump!(self, false_anonymity);
+                }
                 self.settle(idx, &before, g, false);
                 Outcome::Freed
             }

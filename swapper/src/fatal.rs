@@ -17,6 +17,15 @@ pub enum FatalKind {
     },
     /// The page read back does not match its checksum.
     Corruption(ChecksumMismatch),
+    /// The disk block a named page mirrors could not be read.
+    DiskRead {
+        /// The disk.
+        disk: u8,
+        /// Byte offset of the block.
+        offset: u64,
+        /// The error, rendered.
+        error: String,
+    },
     /// A userfaultfd operation failed in a way that leaves the page unusable.
     Uffd {
         /// The operation.
@@ -56,6 +65,11 @@ impl std::fmt::Display for FatalError {
         match &self.kind {
             FatalKind::StoreRead { error } => write!(f, "store read failed: {error}"),
             FatalKind::Corruption(m) => write!(f, "corruption: {m}"),
+            FatalKind::DiskRead {
+                disk,
+                offset,
+                error,
+            } => write!(f, "reading disk {disk} at byte {offset} failed: {error}"),
             FatalKind::Uffd { op, errno } => write!(f, "{op} failed: errno {errno}"),
         }
     }

@@ -7,6 +7,7 @@
 //! | Staged (inactive) | `UFFDIO_MOVE` back (+ re-protect if clean) | minor |
 //! | Staged (prefetched) | `UFFDIO_MOVE` back, then prefetch further | prefetch_hit |
 //! | ZeroMapped / Resident | `UFFDIO_ZEROPAGE`: `EEXIST` means already resolved, success means the page was zapped behind our back | stale / zero |
+//! | Named | disk read of its mirror's block, crc check, `UFFDIO_COPY` (write-protected for reads), then read-ahead by disk offset (see [`crate::named`]) | named |
 //! | Poisoned | poison again (never serve data) | fatal |
 //!
 //! A write-protect fault on a resident page marks it dirty and removes the
@@ -18,7 +19,7 @@ use crate::core::{bump, Shared};
 use crate::fatal::{FatalError, FatalKind};
 use crate::integrity::verify;
 use crate::page::PAGE_SIZE;
-use crate::page_state::{PageEntry, PageIdx, PageState, StageKind};
+use crate::page_state::{Mirror, PageEntry, PageIdx, PageState, StageKind};
 use crate::store::AlignedPage;
 use crate::trace::{FaultPath, FaultRecord};
 use crate::uffd::UffdError;
@@ -42,29 +43,34 @@ pub(crate) enum Handled {
     Retry,
 }
 
-struct Served {
-    path: FaultPath,
-    store_ns: u64,
-    install_ns: u64,
-    reclaimed: u16,
+/// How a fault was served.
+pub(crate) struct Served {
+    pub path: FaultPath,
+    /// Time reading the store (or, for a named page, the disk).
+    pub store_ns: u64,
+    pub install_ns: u64,
+    pub reclaimed: u16,
     /// Follow-up work after the faulting thread was woken.
-    then: Then,
+    pub then: Then,
 }
 
-enum Then {
+/// Work after the faulting thread was woken.
+pub(crate) enum Then {
     Nothing,
     Prefetch,
     ZeroCluster,
+    /// Read ahead by disk offset after a named fault on this block.
+    NamedReadahead(Mirror),
 }
 
 /// `EAGAIN`: retry later.
-struct Again;
+pub(crate) struct Again;
 
-fn ns(t: Instant) -> u64 {
+pub(crate) fn ns(t: Instant) -> u64 {
     t.elapsed().as_nanos() as u64
 }
 
-fn is(e: &UffdError, errno: Errno) -> bool {
+pub(crate) fn is(e: &UffdError, errno: Errno) -> bool {
     e.errno() == Some(errno)
 }
 
@@ -86,6 +92,7 @@ impl Shared {
                 PageState::Evicted => self.serve_store(idx, &mut g, f, buf),
                 PageState::Staged { index, kind } => self.serve_staged(idx, &mut g, f, index, kind),
                 PageState::ZeroMapped | PageState::Resident => self.serve_mapped(idx, &mut g),
+                PageState::Named => self.serve_named(idx, &mut g, f, buf),
                 PageState::Poisoned => Ok(self.serve_poisoned(idx)),
             }
         };
@@ -104,6 +111,7 @@ impl Shared {
                 self.zero_cluster(idx);
                 0
             }
+            Then::NamedReadahead(m) => self.named_readahead(m),
             Then::Nothing => 0,
         };
         match s.path {
@@ -111,6 +119,7 @@ impl Shared {
             FaultPath::Store => bump!(self, swapin_store),
             FaultPath::Minor => bump!(self, swapin_minor),
             FaultPath::PrefetchHit => bump!(self, prefetch_hits),
+            FaultPath::Named => bump!(self, swapin_named),
             FaultPath::WriteProtect => bump!(self, wp_faults),
             FaultPath::Stale => bump!(self, stale_faults),
             FaultPath::Fatal => 0,
@@ -134,7 +143,7 @@ impl Shared {
         Handled::Done
     }
 
-    fn served(path: FaultPath, install_ns: u64) -> Served {
+    pub(crate) fn served(path: FaultPath, install_ns: u64) -> Served {
         Served {
             path,
             store_ns: 0,
@@ -155,6 +164,10 @@ impl Shared {
             return self.stale(idx);
         }
         g.mark_dirty().expect("resident page can be dirtied");
+        if g.mirror.is_some() && self.cfg.named {
+            bump!(self, mirror_ends_guest_write);
+            self.end_mirror(idx, g);
+        }
         let t = Instant::now();
         match self
             .uffd
@@ -171,7 +184,7 @@ impl Shared {
 
     /// Reserves one committed unit for a page being brought in, reclaiming
     /// directly if there is no room. Returns pages reclaimed.
-    fn reserve_for_fault(&self) -> u16 {
+    pub(crate) fn reserve_for_fault(&self) -> u16 {
         if self.budget.try_reserve_cap(1) {
             if self.over_targets() {
                 self.nudge(false);
@@ -284,11 +297,12 @@ impl Shared {
         }
         let before = **g;
         let dirty = f.write || !self.cfg.dirty_tracking;
+        let wp = !dirty || self.keeps_mirror(g, f.write);
         let t = Instant::now();
         // SAFETY: registered guest page whose lock we hold; `buf` is a page.
         let r = unsafe {
             self.uffd
-                .copy(self.addr(idx), buf.0.as_ptr(), PAGE_SIZE, !dirty, true)
+                .copy(self.addr(idx), buf.0.as_ptr(), PAGE_SIZE, wp, true)
         };
         let install_ns = ns(t);
         match r {
@@ -302,6 +316,7 @@ impl Shared {
                 self.warn(format_args!("evicted page {idx} found mapped"));
                 let _ = self.uffd.wake(self.addr(idx), PAGE_SIZE);
                 g.installed(true).expect("evicted page can be installed");
+                self.end_mirror(idx, g);
                 self.settle(idx, &before, g, true);
                 self.policy().mapped(idx);
                 return Ok(Self::served(FaultPath::Stale, install_ns));
@@ -322,6 +337,7 @@ impl Shared {
             }
         }
         g.installed(dirty).expect("evicted page can be installed");
+        self.mirror_after_install(idx, g, wp);
         self.settle(idx, &before, g, true);
         self.policy().mapped(idx);
         Ok(Served {
@@ -359,7 +375,8 @@ impl Shared {
     ) -> Result<Served, Again> {
         let before = **g;
         let addr = self.addr(idx);
-        let protect = self.cfg.dirty_tracking && !g.dirty && !f.write;
+        let protect =
+            (self.cfg.dirty_tracking && !g.dirty && !f.write) || self.keeps_mirror(g, f.write);
         let t = Instant::now();
         let r = if protect {
             // A clean page goes back write-protected from its first instant:
@@ -396,6 +413,7 @@ impl Shared {
         let dirty = f.write || !self.cfg.dirty_tracking;
         let install_ns = ns(t);
         g.installed(dirty).expect("staged page can be installed");
+        self.mirror_after_install(idx, g, protect);
         self.settle(idx, &before, g, false);
         let path = match kind {
             StageKind::Inactive => {
@@ -454,7 +472,13 @@ impl Shared {
     }
 
     /// The page's content cannot be produced: never serve it.
-    fn fatal(&self, idx: PageIdx, g: &mut MutexGuard<'_, PageEntry>, f: &Fault, kind: FatalKind) {
+    pub(crate) fn fatal(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        f: &Fault,
+        kind: FatalKind,
+    ) {
         match kind {
             FatalKind::Corruption(_) => bump!(self, integrity_errors),
             _ => bump!(self, store_read_errors),
@@ -559,14 +583,16 @@ impl Shared {
                 && match self.cfg.prefetch_mode {
                     PrefetchMode::Map => {
                         let clean = self.cfg.dirty_tracking && !write;
+                        let wp = clean || self.keeps_mirror(&g, write);
                         // SAFETY: registered guest page whose lock we hold; `buf`
                         // is a page.
                         let r = unsafe {
                             self.uffd
-                                .copy(self.addr(p), buf.0.as_ptr(), PAGE_SIZE, clean, true)
+                                .copy(self.addr(p), buf.0.as_ptr(), PAGE_SIZE, wp, true)
                         };
                         r.is_ok() && {
                             g.installed(!clean).expect("evicted page can be installed");
+                            self.mirror_after_install(p, &mut g, wp);
                             true
                         }
                     }

@@ -40,6 +40,8 @@
 //!   [`Swapper::latency`], [`Swapper::histograms`] (hdrhistogram per
 //!   [`FaultPath`]); [`Swapper::drain_trace`] → [`FaultRecord`]s.
 //! - [`Swapper::discard`]`(addr, len)` — the balloon's release path.
+//! - [`Swapper::add_disk`], [`Swapper::disk_page`], [`Swapper::disk_changing`]
+//!   — the virtio-blk device's side of the Swap Mapper ([`named`]).
 //! - Fatal errors: the `on_fatal` hook (called before the faulting thread
 //!   can continue; stop the vCPUs there) and [`Swapper::fatal_errors`].
 //! - [`Swapper::shutdown`] / [`Swapper::shutdown_restoring`] (or drop):
@@ -79,6 +81,10 @@
 //!   swap-in; a failed read or mismatch is never served — the page is
 //!   poisoned and a [`FatalError`] reported (callback + list).
 //! - **Discard** (balloon) and `UFFD_EVENT_REMOVE`: see [`discard`].
+//! - **Named pages** (VSwapper's Swap Mapper): pages a disk read filled
+//!   mirror their disk block; counted at eviction as false page anonymity,
+//!   or, with [`SwapperConfig::named`], dropped and read back from the disk;
+//!   see [`named`].
 
 pub mod budget;
 pub mod config;
@@ -92,6 +98,7 @@ mod handler;
 pub mod install;
 pub mod integrity;
 pub mod kswap;
+pub mod named;
 mod page;
 mod page_bits;
 pub mod page_state;
@@ -114,6 +121,7 @@ pub use config::{FatalAction, PrefetchMode, SwapperConfig};
 pub use discard::DiscardStats;
 pub use fatal::{FatalError, FatalHook, FatalKind};
 pub use install::Installed;
+pub use named::DiskReader;
 pub use page::PAGE_SIZE;
 pub use policy::PolicyKind;
 pub use region::GuestRegion;

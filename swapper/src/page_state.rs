@@ -14,7 +14,14 @@
 //!    │      └─ prefetch ──▶ Staged{Prefetched}
 //!  Ballooned ◀── discard / UFFD_EVENT_REMOVE (any state)
 //!  Poisoned  ◀── store read failure or checksum mismatch (terminal)
+//!  Named     ◀── a clean page mirroring a disk block, dropped at eviction
+//!                (false-anonymity mitigation); a fault reads the block back
 //! ```
+//!
+//! Mirrors (VSwapper's Swap Mapper, see [`crate::named`]): a page a virtio-blk
+//! read filled holds a copy of a disk block, recorded as its [`Mirror`]. Any
+//! transition that changes the content (zeroed, ballooned, poisoned, a
+//! write) ends it.
 //!
 //! `committed` states (ZeroMapped, Resident, Staged) are the ones that count
 //! against the resident limit: they are, or may silently become, backed by
@@ -68,6 +75,20 @@ pub enum PageState {
     Evicted,
     /// Content lost (store read error or checksum mismatch); access fails.
     Poisoned,
+    /// Not mapped; only the disk block of the page's [`Mirror`] holds the
+    /// content (no store copy).
+    Named,
+}
+
+/// A disk block a page holds a copy of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    /// The disk (as [`crate::Swapper::add_disk`] numbered it).
+    pub disk: u8,
+    /// Byte offset of the block on the disk (a page's worth from there).
+    pub offset: u64,
+    /// crc32 of the content when the disk read filled the page.
+    pub crc: u32,
 }
 
 /// Illegal transition (a bug in the caller; reported, never ignored).
@@ -98,6 +119,8 @@ pub struct PageEntry {
     /// unmapped yet: its content must not be saved (it is being discarded),
     /// so scans and evictions leave it alone.
     pub discarding: bool,
+    /// The disk block the page holds a copy of, if any (see [`Mirror`]).
+    pub mirror: Option<Mirror>,
 }
 
 impl Default for PageEntry {
@@ -108,6 +131,7 @@ impl Default for PageEntry {
             slot: None,
             crc: 0,
             discarding: false,
+            mirror: None,
         }
     }
 }
@@ -149,6 +173,7 @@ impl PageEntry {
         self.dirty = false;
         self.crc = 0;
         self.discarding = false;
+        self.mirror = None;
         self.slot.take()
     }
 
@@ -181,10 +206,29 @@ impl PageEntry {
             PageState::Resident => {
                 self.dirty |= dirty;
             }
+            PageState::Named => {
+                // Read back from its disk block: no store copy.
+                self.slot = None;
+                self.dirty = true;
+            }
             PageState::Poisoned => return Err(self.illegal("installed")),
         }
         self.state = PageState::Resident;
         Ok(())
+    }
+
+    /// A clean mirrored page was dropped at eviction: its disk block holds
+    /// the content. Returns a store slot to free.
+    pub fn named(&mut self) -> Result<Option<Slot>, StateError> {
+        match (self.state, self.mirror) {
+            (PageState::Resident | PageState::Staged { .. }, Some(_)) => {
+                self.state = PageState::Named;
+                self.dirty = false;
+                self.crc = 0;
+                Ok(self.slot.take())
+            }
+            _ => Err(self.illegal("named")),
+        }
     }
 
     /// A write-protect fault: the resident page is being written.
@@ -254,6 +298,7 @@ mod tests {
             slot: slot.map(Slot),
             crc: 7,
             discarding: false,
+            mirror: None,
         }
     }
 
@@ -272,6 +317,7 @@ mod tests {
             (staged, true, true),
             (Evicted, false, false),
             (Poisoned, false, false),
+            (Named, false, false),
         ] {
             let e = entry(s, false, None);
             assert_eq!(e.committed(), committed, "{s:?}");
@@ -360,6 +406,42 @@ mod tests {
         // Only a discard (which zaps the poison marker) revives it.
         e.ballooned();
         assert_eq!(e.state, PageState::Ballooned);
+    }
+
+    #[test]
+    fn named_pages_need_a_mirror_and_every_content_change_ends_it() {
+        let m = Mirror {
+            disk: 1,
+            offset: 8192,
+            crc: 5,
+        };
+        let mut e = entry(PageState::Resident, true, Some(4));
+        assert!(e.named().is_err(), "no mirror, nothing on disk");
+        e.mirror = Some(m);
+        assert_eq!(e.named().unwrap(), Some(Slot(4)));
+        assert_eq!(e.state, PageState::Named);
+        assert!(!e.committed() && !e.in_policy());
+        assert!(e.named().is_err(), "named twice is a bug");
+        // Read back: resident, no store copy, still a copy of the block.
+        e.installed(false).unwrap();
+        assert_eq!(
+            (e.state, e.clean_copy(), e.mirror),
+            (PageState::Resident, None, Some(m))
+        );
+        for end in [
+            PageEntry::zeroed as fn(&mut PageEntry) -> Result<Option<Slot>, StateError>,
+            PageEntry::zero_mapped,
+        ] {
+            let mut x = e;
+            end(&mut x).unwrap();
+            assert_eq!(x.mirror, None);
+        }
+        let mut b = e;
+        b.ballooned();
+        assert_eq!(b.mirror, None);
+        let mut p = e;
+        p.poisoned();
+        assert_eq!(p.mirror, None);
     }
 
     #[test]

@@ -18,6 +18,8 @@ base::counters! {
             swapin_minor,
             /// Faults served from the prefetch cache.
             prefetch_hits,
+            /// Faults on named pages, served from their disk block.
+            swapin_named,
             /// Write-protect faults (first write to a clean page).
             wp_faults,
             /// Faults that were already resolved when handled.
@@ -48,6 +50,29 @@ base::counters! {
             /// nothing. VSwapper's false swap reads, counted when seen (a lower bound:
             /// a page zeroed and then rewritten before its next eviction is missed).
             false_reads,
+            /// Evictions that wrote a page to the store although it held a copy
+            /// of a disk block the guest had read it from (its crc32 still that of
+            /// the block, the block unwritten since): VSwapper's false page
+            /// anonymity.
+            false_anonymity,
+            /// Pages a disk read filled that were recorded as mirrors of their block.
+            mirrors_registered,
+            /// Disk-read pages not recorded (page busy or poisoned,
+            /// or the install failed): the device wrote them itself.
+            mirrors_skipped,
+            /// Mirrors ended because the guest wrote the page (named mode).
+            mirror_ends_guest_write,
+            /// Mirrors ended because their disk block was about to be written or
+            /// discarded.
+            mirror_ends_disk_write,
+            /// Mirrored pages dropped at eviction without a store write (named
+            /// mode: the false-anonymity mitigation).
+            named_evictions,
+            /// Named pages read back into memory because their disk block was
+            /// about to change.
+            named_rescues,
+            /// Named pages read ahead by disk offset after a sequential named fault.
+            named_readahead,
             /// Pages read ahead into the prefetch cache.
             prefetched,
             /// Prefetched pages evicted without being used.
@@ -118,6 +143,9 @@ pub struct PageCounts {
     pub evicted: u64,
     /// Discarded.
     pub ballooned: u64,
+    /// Only on disk: dropped mirrors of disk blocks (named mode).
+    #[serde(default)]
+    pub named: u64,
     /// Lost (fatal error).
     pub poisoned: u64,
 }
@@ -170,11 +198,15 @@ pub struct SwapperStatus {
     pub trace_dropped: u64,
     /// Number of fatal errors (see `Swapper::fatal_errors`).
     pub fatal_errors: u64,
+    /// Pages that hold a copy of a disk block now (Swap Mapper mirrors,
+    /// named pages included).
+    #[serde(default)]
+    pub mirrored_pages: u64,
     /// Pages by state.
     pub pages: PageCounts,
     /// Fault latency (read → faulting thread woken) per path, by path name
-    /// (`zero`, `store`, `minor`, `prefetch_hit`, `write_protect`, `stale`,
-    /// `fatal`); paths without faults are absent.
+    /// (`zero`, `store`, `minor`, `prefetch_hit`, `named`, `write_protect`,
+    /// `stale`, `fatal`); paths without faults are absent.
     pub latency: std::collections::BTreeMap<String, crate::trace::LatencySummary>,
     /// Event counters.
     pub counters: CounterSnapshot,
@@ -182,9 +214,12 @@ pub struct SwapperStatus {
 
 impl SwapperStatus {
     /// Swap-ins of every kind that brought data back (store + minor +
-    /// prefetch hits).
+    /// prefetch hits + named).
     pub fn swap_ins(&self) -> u64 {
-        self.counters.swapin_store + self.counters.swapin_minor + self.counters.prefetch_hits
+        self.counters.swapin_store
+            + self.counters.swapin_minor
+            + self.counters.prefetch_hits
+            + self.counters.swapin_named
     }
 }
 

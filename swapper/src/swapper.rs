@@ -6,6 +6,7 @@ use crate::core::Shared;
 use crate::discard::DiscardStats;
 use crate::fatal::{FatalError, FatalSink};
 use crate::install::Installed;
+use crate::named::DiskReader;
 use crate::page::PAGE_SIZE;
 use crate::page_bits::PageBits;
 use crate::page_state::{PageEntry, PageState};
@@ -113,7 +114,7 @@ impl Swapper {
                 // it does not change contents.
                 unsafe { libc::madvise(r.addr as *mut libc::c_void, r.len, advice) };
             }
-            uffd.register(r.addr, r.len, cfg.dirty_tracking)?;
+            uffd.register(r.addr, r.len, cfg.dirty_tracking || cfg.named)?;
         }
         let capacity = cfg.store_pages.unwrap_or(pages);
         let mut store = crate::store::open(&cfg.store, capacity)?;
@@ -159,6 +160,8 @@ impl Swapper {
             wake_cv: Condvar::new(),
             last_fault: AtomicU32::new(u32::MAX - 1),
             last_store_read: AtomicU64::new(u64::MAX),
+            mirrors: crate::named::MirrorIndex::default(),
+            last_named: AtomicU64::new(u64::MAX),
             refill_cursor: AtomicU32::new(0),
             shrink_cursor: AtomicU32::new(0),
             log: RateLimiter::new(Duration::from_secs(1), 10),
@@ -347,6 +350,43 @@ impl Swapper {
         self.shared.install_page(addr, data)
     }
 
+    /// Registers guest disk `disk` (0..[`crate::named::MAX_DISKS`]) and how
+    /// to read it, for named pages ([`crate::named`]).
+    pub fn add_disk(&self, disk: u8, reader: Arc<dyn DiskReader>) -> Result<(), SwapperError> {
+        self.shared
+            .mirrors
+            .add_disk(disk, reader)
+            .map_err(|reason| SwapperError::Unsupported { addr: 0, reason })
+    }
+
+    /// A disk read is about to fill the whole guest page at `addr` with
+    /// `data`, the bytes at `offset` of disk `disk` (the Swap Mapper's input,
+    /// see [`crate::named`]). With [`SwapperConfig::named`] the swapper puts
+    /// `data` there itself, write-protected, and answers
+    /// [`Installed::Yes`]: the caller must not write the page. Otherwise it
+    /// records the page as a copy of the block (for the `false_anonymity`
+    /// count) and, with `fill_evicted`, installs an evicted page like
+    /// [`Swapper::install_page`].
+    pub fn disk_page(
+        &self,
+        addr: usize,
+        disk: u8,
+        offset: u64,
+        data: &[u8; PAGE_SIZE],
+        fill_evicted: bool,
+    ) -> Installed {
+        self.shared
+            .disk_page(addr, (disk, offset), data, fill_evicted)
+    }
+
+    /// Bytes `[offset, offset + len)` of disk `disk` are about to be written
+    /// or discarded: every page mirroring them stops being a copy, and a
+    /// named page whose only copy is there is read back first. Call it
+    /// before the change reaches the disk (it returns when that is safe).
+    pub fn disk_changing(&self, disk: u8, offset: u64, len: u64) {
+        self.shared.disk_changing(disk, offset, len);
+    }
+
     /// Pages of the regions and staging holding real memory right now, as
     /// the kernel's page tables say (`PAGEMAP_SCAN`), independent of the
     /// swapper's own accounting.
@@ -414,11 +454,23 @@ impl Swapper {
                     unsafe { sh.staging.move_out(index, &sh.uffd, addr, true) }?;
                     sh.staging.forget(index);
                 }
+                PageState::Named => {
+                    let m = g.mirror.expect("named page has a mirror");
+                    sh.read_block(m, &mut buf.0)
+                        .map_err(|kind| SwapperError::Unsupported {
+                            addr,
+                            reason: format!("{kind:?}"),
+                        })?;
+                    // SAFETY: registered guest page whose lock we hold.
+                    unsafe { sh.uffd.copy(addr, buf.0.as_ptr(), PAGE_SIZE, false, true) }?;
+                }
                 _ => continue,
             }
             sh.budget.admit(!before.committed() as u64);
             g.installed(true)
-                .expect("evicted/staged page can be installed");
+                .expect("evicted/staged/named page can be installed");
+            // Writable now: no longer a known copy of a disk block.
+            g.mirror = None;
             sh.settle(idx, &before, &g, !before.committed());
             sh.policy().mapped(idx);
             n += 1;

@@ -26,6 +26,9 @@ pub enum FaultPath {
     Minor,
     /// Moved back from staging where a prefetch had put it.
     PrefetchHit,
+    /// A named page: read back from the disk block it mirrors
+    /// ([`crate::named`]) and installed with `UFFDIO_COPY`.
+    Named,
     /// First write to a clean (write-protected) page: marked dirty,
     /// protection removed.
     WriteProtect,
@@ -39,11 +42,12 @@ pub enum FaultPath {
 
 impl FaultPath {
     /// All paths, in a stable order.
-    pub const ALL: [FaultPath; 7] = [
+    pub const ALL: [FaultPath; 8] = [
         FaultPath::Zero,
         FaultPath::Store,
         FaultPath::Minor,
         FaultPath::PrefetchHit,
+        FaultPath::Named,
         FaultPath::WriteProtect,
         FaultPath::Stale,
         FaultPath::Fatal,
@@ -60,6 +64,7 @@ impl FaultPath {
             Self::Store => "store",
             Self::Minor => "minor",
             Self::PrefetchHit => "prefetch_hit",
+            Self::Named => "named",
             Self::WriteProtect => "write_protect",
             Self::Stale => "stale",
             Self::Fatal => "fatal",

@@ -421,3 +421,24 @@ pub fn shutdown(sw: Swapper) -> swapper::SwapperStatus {
     );
     end
 }
+
+/// Reads 8 bytes of `addr` through the kernel (like a VMM device thread
+/// doing I/O on guest memory): `Err(errno)` if the kernel refuses.
+pub fn kernel_read(addr: usize) -> Result<u64, i32> {
+    let mut v = 0u64;
+    let local = libc::iovec {
+        iov_base: (&mut v as *mut u64).cast(),
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: valid iovecs; the remote range is in this process.
+    let r = unsafe { libc::process_vm_readv(std::process::id() as i32, &local, 1, &remote, 1, 0) };
+    if r == 8 {
+        Ok(v)
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}

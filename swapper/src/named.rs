@@ -1,0 +1,615 @@
+//! VSwapper's Swap Mapper: guest pages that hold a copy of a disk block.
+//!
+//! A virtio-blk read fills whole guest pages with disk blocks. The device
+//! tells the swapper ([`crate::Swapper::disk_page`]) before it writes each
+//! one, so the swapper knows which pages *mirror* which blocks (a [`Mirror`]:
+//! disk, byte offset, crc32 of the content). To the host such a page looks
+//! anonymous, but its content is already on disk: evicting it by writing it
+//! to the store is VSwapper's *false page anonymity*.
+//!
+//! Two modes, by [`crate::SwapperConfig::named`]:
+//!
+//! - **Counting** (off): the mirror is a hint. Guest writes are not tracked;
+//!   an eviction that writes a page to the store whose crc32 still equals its
+//!   mirror's, whose block was not written since, counts as `false_anonymity`.
+//! - **Named** (on, the `false-anonymity` mitigation): the mirror is exact. The
+//!   swapper installs the disk data itself, write-protected
+//!   (`UFFDIO_COPY_MODE_WP`, after moving any old content aside), so the
+//!   page holds exactly the block from its first instant and the first write
+//!   to it is a write-protect fault, which ends the mirror. Any install that
+//!   maps the page writable ends it too. Evicting a page with a mirror drops
+//!   it without a store write (state [`PageState::Named`]); a fault reads the
+//!   block back from the disk (path `named`, checked against the crc32) and
+//!   reads ahead by disk offset when the faults follow the disk's order.
+//!
+//! A mirror also ends when the block is about to change: the device calls
+//! [`crate::Swapper::disk_changing`] before every write or discard, and a
+//! page whose only copy is that block is read back into memory first
+//! (`named_rescues`), so a named page is never served from a block that
+//! changed after the page was read. And it ends with the page's content:
+//! zeroed, discarded (balloon, free page reporting), poisoned, or filled by
+//! another disk read.
+//!
+//! Every mirror is also in a per-disk index (disk, offset, page) so a disk
+//! write finds the pages mirroring it; the index holds at least every
+//! mirror (entries are added before a mirror is set and removed when the
+//! entry no longer names it), and each hit is checked under the page lock.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use nix::errno::Errno;
+
+use crate::core::{bump, Shared};
+use crate::evict::{Outcome, Taken};
+use crate::fatal::FatalKind;
+use crate::fault::{is, ns, Again, Fault, Served, Then};
+use crate::install::Installed;
+use crate::integrity::{page_crc, verify};
+use crate::page::PAGE_SIZE;
+use crate::page_state::{Mirror, PageEntry, PageIdx, PageState};
+use crate::store::AlignedPage;
+use crate::trace::FaultPath;
+
+/// Reads a guest disk's bytes for the swapper (named faults, rescues).
+pub trait DiskReader: Send + Sync {
+    /// Fills `buf` from byte `offset` of the disk (all of it, or an error).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+/// Most disks one swapper knows.
+pub const MAX_DISKS: usize = 16;
+
+/// Most pages one named fault reads ahead.
+pub const MAX_READAHEAD: u32 = 64;
+
+/// The mirrors by disk block, and the disks to read them from.
+#[derive(Default)]
+pub(crate) struct MirrorIndex {
+    by_block: Mutex<BTreeSet<(u8, u64, PageIdx)>>,
+    disks: Mutex<Vec<Option<Arc<dyn DiskReader>>>>,
+}
+
+impl std::fmt::Debug for MirrorIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorIndex")
+            .field("mirrors", &self.blocks().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MirrorIndex {
+    fn blocks(&self) -> MutexGuard<'_, BTreeSet<(u8, u64, PageIdx)>> {
+        self.by_block.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers disk `disk`.
+    pub fn add_disk(&self, disk: u8, reader: Arc<dyn DiskReader>) -> Result<(), String> {
+        let i = usize::from(disk);
+        if i >= MAX_DISKS {
+            return Err(format!("disk {disk}: at most {MAX_DISKS} disks"));
+        }
+        let mut d = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        if d.len() <= i {
+            d.resize_with(i + 1, || None);
+        }
+        d[i] = Some(reader);
+        Ok(())
+    }
+
+    /// The reader of `disk`.
+    pub fn disk(&self, disk: u8) -> Option<Arc<dyn DiskReader>> {
+        let d = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        d.get(usize::from(disk)).cloned().flatten()
+    }
+
+    /// The index's entries for a mirror that went from `before` to `after`.
+    pub fn moved(&self, idx: PageIdx, before: Option<Mirror>, after: Option<Mirror>) {
+        if before == after {
+            return;
+        }
+        let mut b = self.blocks();
+        if let Some(m) = before {
+            b.remove(&(m.disk, m.offset, idx));
+        }
+        if let Some(m) = after {
+            b.insert((m.disk, m.offset, idx));
+        }
+    }
+
+    /// The (offset, page) of mirrors whose block overlaps `[offset, end)` of `disk`.
+    fn overlapping(&self, disk: u8, offset: u64, end: u64) -> Vec<(u64, PageIdx)> {
+        let lo = offset.saturating_sub(PAGE_SIZE as u64 - 1);
+        self.blocks()
+            .range((disk, lo, 0)..(disk, end, 0))
+            .map(|&(_, off, idx)| (off, idx))
+            .collect()
+    }
+
+    /// The page mirroring the block at exactly `offset` of `disk`, if any.
+    fn at(&self, disk: u8, offset: u64) -> Option<PageIdx> {
+        self.blocks()
+            .range((disk, offset, 0)..=(disk, offset, PageIdx::MAX))
+            .next()
+            .map(|&(_, _, idx)| idx)
+    }
+
+    /// Mirrors in the index.
+    pub fn len(&self) -> usize {
+        self.blocks().len()
+    }
+}
+
+/// `(disk, offset)` as one word, for the sequential-fault check.
+fn position(disk: u8, offset: u64) -> u64 {
+    (u64::from(disk) << 56) | (offset >> 9)
+}
+
+impl Shared {
+    /// See [`crate::Swapper::disk_page`].
+    pub(crate) fn disk_page(
+        &self,
+        addr: usize,
+        mirror: (u8, u64),
+        data: &[u8; PAGE_SIZE],
+        fill_evicted: bool,
+    ) -> Installed {
+        if self.passive || addr % PAGE_SIZE != 0 {
+            return Installed::No;
+        }
+        let Some(idx) = self.regions.page_of(addr) else {
+            return Installed::No;
+        };
+        let m = Mirror {
+            disk: mirror.0,
+            offset: mirror.1,
+            crc: page_crc(data),
+        };
+        if self.cfg.named {
+            return self.install_named(idx, m, data);
+        }
+        let installed = if fill_evicted {
+            self.install_page(addr, data)
+        } else {
+            Installed::No
+        };
+        // A hint: the device writes the page next (or just did).
+        let mut g = self.lock(idx);
+        if g.discarding || g.state == PageState::Poisoned {
+            return installed;
+        }
+        let before = g.mirror;
+        g.mirror = Some(m);
+        self.mirrors.moved(idx, before, g.mirror);
+        bump!(self, mirrors_registered);
+        installed
+    }
+
+    /// Named mode: puts `data` in page `idx` write-protected, with its mirror.
+    fn install_named(&self, idx: PageIdx, m: Mirror, data: &[u8; PAGE_SIZE]) -> Installed {
+        let mut g = self.lock(idx);
+        if g.discarding {
+            return Installed::No;
+        }
+        let before = *g;
+        let reserved = match g.state {
+            PageState::Absent | PageState::Ballooned | PageState::Evicted | PageState::Named => {
+                // Room, as the device's own fault on the page would make it.
+                self.reserve_for_fault();
+                true
+            }
+            // Mapped (a zero-map pool page too, written behind our back or
+            // not): the old content is dead, the new goes in its place.
+            PageState::Resident | PageState::ZeroMapped => match self.take(idx) {
+                Taken::Slot(s) => {
+                    self.staging.release(s);
+                    false
+                }
+                Taken::Hole => false,
+                Taken::Busy => {
+                    bump!(self, mirrors_skipped);
+                    return Installed::No;
+                }
+            },
+            PageState::Staged { index, .. } => {
+                self.staging.release(index);
+                false
+            }
+            PageState::Poisoned => {
+                bump!(self, mirrors_skipped);
+                return Installed::No;
+            }
+        };
+        // SAFETY: a registered guest page whose lock we hold, unmapped (it
+        // was, or its content was just moved aside); `data` is a whole page.
+        let r = unsafe {
+            self.uffd
+                .copy(self.addr(idx), data.as_ptr(), PAGE_SIZE, true, true)
+        };
+        if let Err(e) = r {
+            if is(&e, Errno::EEXIST) {
+                bump!(self, eexist);
+            }
+            return self.named_install_failed(idx, &mut g, before, reserved);
+        }
+        if before.state == PageState::Evicted {
+            bump!(self, false_reads_avoided);
+        }
+        g.installed(true).expect("page can be installed");
+        g.mirror = Some(m);
+        self.settle(idx, &before, &g, reserved);
+        self.policy().mapped(idx);
+        bump!(self, mirrors_registered);
+        Installed::Yes
+    }
+
+    /// The install of a disk page failed after the old content may have been
+    /// dropped: the device writes the page itself (its content is the new
+    /// data either way); the page is whatever it is now, without a mirror.
+    fn named_install_failed(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        before: PageEntry,
+        reserved: bool,
+    ) -> Installed {
+        bump!(self, mirrors_skipped);
+        match before.state {
+            PageState::Resident | PageState::Staged { .. } => {
+                // Unmapped now (its content went): the device's write
+                // faults it in as a zero page, then fills it.
+                let freed = g.zeroed().expect("resident page can be zeroed");
+                self.free_slot(freed);
+                self.settle(idx, &before, g, false);
+            }
+            _ => {
+                if reserved {
+                    self.budget.release(1);
+                }
+            }
+        }
+        Installed::No
+    }
+
+    /// Ends the mirror of page `idx` (locked as `g`), if it has one.
+    pub(crate) fn end_mirror(&self, idx: PageIdx, g: &mut PageEntry) {
+        if let Some(m) = g.mirror.take() {
+            self.mirrors.moved(idx, Some(m), None);
+        }
+    }
+
+    /// In named mode, a page installed writable (`wp` false) stops being a
+    /// known copy of its block: its mirror ends (the guest is writing it).
+    pub(crate) fn mirror_after_install(&self, idx: PageIdx, g: &mut PageEntry, wp: bool) {
+        if self.cfg.named && !wp && g.mirror.is_some() {
+            bump!(self, mirror_ends_guest_write);
+            self.end_mirror(idx, g);
+        }
+    }
+
+    /// Whether a fault on page `g` installs it write-protected to keep its
+    /// mirror (named mode, a read).
+    pub(crate) fn keeps_mirror(&self, g: &PageEntry, write: bool) -> bool {
+        self.cfg.named && !write && g.mirror.is_some()
+    }
+
+    /// Reads the block of `m` into `buf` and checks it against the mirror.
+    pub(crate) fn read_block(&self, m: Mirror, buf: &mut [u8]) -> Result<(), FatalKind> {
+        let disk = self
+            .mirrors
+            .disk(m.disk)
+            .ok_or_else(|| FatalKind::DiskRead {
+                disk: m.disk,
+                offset: m.offset,
+                error: "the disk is not registered with the swapper".into(),
+            })?;
+        disk.read_at(buf, m.offset)
+            .map_err(|e| FatalKind::DiskRead {
+                disk: m.disk,
+                offset: m.offset,
+                error: e.to_string(),
+            })?;
+        verify(m.crc, buf).map_err(FatalKind::Corruption)
+    }
+
+    /// A clean mirrored page (named mode) in staging slot `s` at eviction:
+    /// dropped, its disk block holds the content.
+    pub(crate) fn drop_named(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        before: PageEntry,
+        s: u32,
+    ) -> Outcome {
+        self.staging.release(s);
+        let freed = g.named().expect("mirrored page can be named");
+        self.free_slot(freed);
+        bump!(self, named_evictions);
+        self.settle(idx, &before, g, false);
+        Outcome::Freed
+    }
+
+    /// A fault on a named page: read its block back.
+    pub(crate) fn serve_named(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        f: &Fault,
+        buf: &mut AlignedPage,
+    ) -> Result<Served, Again> {
+        let m = g.mirror.expect("named page has a mirror");
+        let reclaimed = self.reserve_for_fault();
+        let t = Instant::now();
+        let read = self.read_block(m, &mut buf.0);
+        let disk_ns = ns(t);
+        if let Err(kind) = read {
+            self.budget.release(1);
+            self.fatal(idx, g, f, kind);
+            return Ok(Served {
+                store_ns: disk_ns,
+                ..Self::served(FaultPath::Fatal, 0)
+            });
+        }
+        let before = **g;
+        let t = Instant::now();
+        // SAFETY: registered guest page whose lock we hold, unmapped
+        // (named); `buf` is a page.
+        let r = unsafe {
+            self.uffd
+                .copy(self.addr(idx), buf.0.as_ptr(), PAGE_SIZE, !f.write, true)
+        };
+        let install_ns = ns(t);
+        if let Err(e) = r {
+            self.budget.release(1);
+            if is(&e, Errno::EAGAIN) {
+                return Err(Again);
+            }
+            let errno = e.errno().map_or(0, |e| e as i32);
+            let op = "UFFDIO_COPY".into();
+            self.fatal(idx, g, f, FatalKind::Uffd { op, errno });
+            return Ok(Self::served(FaultPath::Fatal, install_ns));
+        }
+        g.installed(true).expect("named page can be installed");
+        self.mirror_after_install(idx, g, !f.write);
+        self.settle(idx, &before, g, true);
+        self.policy().mapped(idx);
+        Ok(Served {
+            path: FaultPath::Named,
+            store_ns: disk_ns,
+            install_ns,
+            reclaimed,
+            then: Then::NamedReadahead(m),
+        })
+    }
+
+    /// After a named fault on the block of `m`: if the previous named fault
+    /// was on the block just before it on the same disk, reads ahead the
+    /// following blocks that named pages mirror, in one disk read, and
+    /// installs them write-protected. Returns pages read.
+    pub(crate) fn named_readahead(&self, m: Mirror) -> u16 {
+        let page = PAGE_SIZE as u64;
+        let prev = self.last_named.swap(position(m.disk, m.offset), Relaxed);
+        let n = self.cfg.named_readahead.min(MAX_READAHEAD);
+        if n == 0 || m.offset < page || prev != position(m.disk, m.offset - page) {
+            return 0;
+        }
+        // The run of named pages mirroring the next blocks, locked.
+        let mut run = Vec::new();
+        for k in 1..=u64::from(n) {
+            let off = m.offset + k * page;
+            let Some(idx) = self.mirrors.at(m.disk, off) else {
+                break;
+            };
+            let Some(g) = self.try_lock(idx) else { break };
+            if g.state != PageState::Named
+                || g.mirror.map(|x| (x.disk, x.offset)) != Some((m.disk, off))
+            {
+                break;
+            }
+            // Read-ahead needs room like any swap-in: make it by evicting.
+            let room = self.budget.try_reserve_cap(1)
+                || (self.reclaim_one() && self.budget.try_reserve_cap(1));
+            if !room {
+                break;
+            }
+            run.push((idx, g));
+        }
+        if run.is_empty() {
+            return 0;
+        }
+        let got = self.fill_run(m, &mut run);
+        // The rest stay named: their room goes back.
+        self.budget.release((run.len() - got) as u64);
+        drop(run);
+        if got > 0 {
+            let last = m.offset + got as u64 * page;
+            self.last_named.store(position(m.disk, last), Relaxed);
+        }
+        bump!(self, named_readahead, got);
+        got as u16
+    }
+
+    /// Reads the blocks after `m` for the locked named pages of `run` and
+    /// installs them, in order; stops at the first that fails (left named,
+    /// a fault will report it). Returns how many were installed.
+    fn fill_run(&self, m: Mirror, run: &mut [(PageIdx, MutexGuard<'_, PageEntry>)]) -> usize {
+        let Some(disk) = self.mirrors.disk(m.disk) else {
+            return 0;
+        };
+        let mut data = vec![0u8; run.len() * PAGE_SIZE];
+        if disk
+            .read_at(&mut data, m.offset + PAGE_SIZE as u64)
+            .is_err()
+        {
+            return 0;
+        }
+        for (i, (idx, g)) in run.iter_mut().enumerate() {
+            let page = &data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
+            let mirror = g.mirror.expect("named page has a mirror");
+            if verify(mirror.crc, page).is_err() {
+                return i;
+            }
+            // SAFETY: registered guest page whose lock we hold, unmapped
+            // (named); `page` is a whole page.
+            let r = unsafe {
+                self.uffd
+                    .copy(self.addr(*idx), page.as_ptr(), PAGE_SIZE, true, true)
+            };
+            if r.is_err() {
+                return i;
+            }
+            let before = **g;
+            g.installed(true).expect("named page can be installed");
+            self.settle(*idx, &before, g, true);
+            self.policy().mapped(*idx);
+        }
+        run.len()
+    }
+
+    /// See [`crate::Swapper::disk_changing`].
+    pub(crate) fn disk_changing(&self, disk: u8, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let end = offset.saturating_add(len);
+        for (off, idx) in self.mirrors.overlapping(disk, offset, end) {
+            loop {
+                let mut g = self.lock(idx);
+                let Some(m) = g.mirror.filter(|m| m.disk == disk && m.offset == off) else {
+                    break;
+                };
+                bump!(self, mirror_ends_disk_write);
+                if g.state != PageState::Named {
+                    self.end_mirror(idx, &mut g);
+                    break;
+                }
+                match self.rescue(idx, &mut g, m) {
+                    Ok(()) => break,
+                    Err(Again) => {
+                        // An unread event blocks page-table changes: let
+                        // go of the page so a handler can run.
+                        drop(g);
+                        bump!(self, eagain_retries);
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The block of named page `idx` is about to change: its content comes
+    /// back into memory first (writable, no mirror). A block that cannot be
+    /// read back poisons the page (never wrong data).
+    fn rescue(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        m: Mirror,
+    ) -> Result<(), Again> {
+        let mut buf = AlignedPage::boxed();
+        let f = Fault {
+            addr: self.addr(idx),
+            write: true,
+            wp: false,
+            tid: nix::unistd::gettid().as_raw(),
+        };
+        if let Err(kind) = self.read_block(m, &mut buf.0) {
+            self.fatal(idx, g, &f, kind);
+            return Ok(());
+        }
+        self.reserve_for_fault();
+        let before = **g;
+        // SAFETY: registered guest page whose lock we hold, unmapped
+        // (named); `buf` is a page.
+        let r = unsafe {
+            self.uffd
+                .copy(f.addr, buf.0.as_ptr(), PAGE_SIZE, false, true)
+        };
+        match r {
+            Ok(_) => {}
+            Err(e) if is(&e, Errno::EAGAIN) => {
+                self.budget.release(1);
+                return Err(Again);
+            }
+            Err(e) => {
+                self.budget.release(1);
+                let errno = e.errno().map_or(0, |e| e as i32);
+                let op = "UFFDIO_COPY".into();
+                self.fatal(idx, g, &f, FatalKind::Uffd { op, errno });
+                return Ok(());
+            }
+        }
+        g.installed(true).expect("named page can be installed");
+        self.end_mirror(idx, g);
+        self.settle(idx, &before, g, true);
+        self.policy().mapped(idx);
+        bump!(self, named_rescues);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(disk: u8, offset: u64) -> Mirror {
+        Mirror {
+            disk,
+            offset,
+            crc: 0,
+        }
+    }
+
+    #[test]
+    fn the_index_finds_every_block_a_write_overlaps() {
+        let x = MirrorIndex::default();
+        x.moved(1, None, Some(m(0, 0)));
+        x.moved(2, None, Some(m(0, 4096)));
+        x.moved(3, None, Some(m(0, 512))); // not page aligned on the disk
+        x.moved(4, None, Some(m(1, 4096))); // another disk
+        x.moved(5, None, Some(m(0, 4096))); // the same block in two pages
+                                            // One sector at 4096 overlaps the blocks at 512 (512..4608) and 4096.
+        assert_eq!(
+            x.overlapping(0, 4096, 4608),
+            vec![(512, 3), (4096, 2), (4096, 5)]
+        );
+        // A write just before a block does not touch it.
+        assert_eq!(x.overlapping(0, 0, 512), vec![(0, 1)]);
+        assert_eq!(x.overlapping(1, 0, 1 << 20), vec![(4096, 4)]);
+        assert_eq!(x.at(0, 4096), Some(2));
+        assert_eq!(x.at(0, 8192), None);
+        // A mirror that moves or ends leaves the index.
+        x.moved(2, Some(m(0, 4096)), Some(m(0, 8192)));
+        assert_eq!(x.at(0, 8192), Some(2));
+        x.moved(5, Some(m(0, 4096)), None);
+        assert_eq!(x.at(0, 4096), None);
+        assert_eq!(x.len(), 4);
+    }
+
+    #[test]
+    fn disks_are_bounded() {
+        struct Zero;
+        impl DiskReader for Zero {
+            fn read_at(&self, buf: &mut [u8], _: u64) -> io::Result<()> {
+                buf.fill(0);
+                Ok(())
+            }
+        }
+        let x = MirrorIndex::default();
+        x.add_disk(3, Arc::new(Zero)).unwrap();
+        assert!(x.disk(3).is_some() && x.disk(2).is_none() && x.disk(200).is_none());
+        assert!(x
+            .add_disk(MAX_DISKS as u8, Arc::new(Zero))
+            .unwrap_err()
+            .contains("at most"));
+    }
+
+    #[test]
+    fn positions_tell_disks_and_sectors_apart() {
+        assert_ne!(position(0, 4096), position(1, 4096));
+        assert_eq!(position(2, 8192), position(2, 4096) + 8);
+    }
+}
