@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use crate::error::GuestError;
-use crate::{agent, args, balloon_wait, info, integrity, output, report, touch};
+use crate::{agent, args, balloon_wait, filecheck, info, integrity, output, report, touch};
 
 /// The usage text.
 pub const USAGE: &str = "usage: swaplab-guest [--out PATH|-] <command> [flags]
@@ -16,6 +16,11 @@ commands:
   integrity --mb N [--rounds R] [--interval-ms M] [--rewrite F] [--seed X]
                            fill N MiB with per-page patterns, verify every byte each round
                            (default 1 round; 0 = until killed), rewriting a fraction F (0.25)
+  filecheck --path FILE --mb N [--rounds R] [--rewrite F] [--direct-share D] [--seed X]
+                           write an N MiB file of per-page patterns and drop it from the page
+                           cache; each round verify it, rewrite a fraction F (0.25) of its pages,
+                           a share D (0.5) with O_DIRECT (0: none), verify again (default 4
+                           rounds; 0 = until killed)
   report [--interval-ms M] [--count N]
                            vmstat swap/fault counters, meminfo and timestamps per sample
                            (default once; with --interval-ms alone until killed)
@@ -44,6 +49,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), GuestError> {
         }
         "touch" => touch::run(&touch::TouchArgs::parse(rest)?, out),
         "integrity" => integrity::run(&integrity::IntegrityArgs::parse(rest)?, out),
+        "filecheck" => filecheck::run(&filecheck::FileCheckArgs::parse(rest)?, out),
         "report" => report::run(&report::ReportArgs::parse(rest)?, out),
         "agent" => agent::run(rest, out),
         "balloon-wait" => balloon_wait::run(&balloon_wait::BalloonWaitArgs::parse(rest)?, out),
@@ -116,11 +122,24 @@ mod tests {
             Err(GuestError::Usage(m)) if m.contains("--mb")
         ));
         assert!(matches!(
+            run_str(&["filecheck", "--mb", "1"]),
+            Err(GuestError::Usage(m)) if m.contains("--path")
+        ));
+        assert!(matches!(
+            run_str(&["filecheck", "--path", "/nonexistent/f", "--mb", "0"]),
+            Err(GuestError::Usage(m)) if m.contains("--mb")
+        ));
+        assert!(matches!(
             run_str(&["report", "--count"]),
             Err(GuestError::Usage(_))
         ));
         let help = run_str(&["help"]).unwrap();
-        for c in ["touch --mb", "integrity --mb", "report [--interval-ms"] {
+        for c in [
+            "touch --mb",
+            "integrity --mb",
+            "filecheck --path FILE --mb N",
+            "report [--interval-ms",
+        ] {
             assert!(help.contains(c), "{c}");
         }
     }

@@ -18,6 +18,8 @@ pub enum Value<'a> {
     A(&'a [u64]),
     /// Unsigned integer, or null when absent.
     O(Option<u64>),
+    /// Array of strings.
+    L(&'a [String]),
 }
 
 /// Escape a string for JSON, with quotes.
@@ -68,6 +70,16 @@ pub fn line(kind: &str, fields: &[(&str, Value<'_>)]) -> String {
             Value::O(Some(n)) => {
                 let _ = write!(out, "{n}");
             }
+            Value::L(items) => {
+                out.push('[');
+                for (i, s) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&quote(s));
+                }
+                out.push(']');
+            }
         }
     }
     out.push('}');
@@ -103,6 +115,8 @@ mod tests {
                 ("e", Value::A(&[])),
                 ("o", Value::O(Some(7))),
                 ("none", Value::O(None)),
+                ("l", Value::L(&["x".to_string(), "y\"z".to_string()])),
+                ("le", Value::L(&[])),
             ],
         );
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
@@ -116,5 +130,7 @@ mod tests {
         assert_eq!(v["e"], serde_json::json!([]));
         assert_eq!(v["o"], 7);
         assert!(v["none"].is_null());
+        assert_eq!(v["l"], serde_json::json!(["x", "y\"z"]));
+        assert_eq!(v["le"], serde_json::json!([]));
     }
 }

@@ -9,6 +9,9 @@
 //!   access and checking every page's tag ([`touch`]).
 //! - `integrity --mb N [--rounds R] [--interval-ms M] [--rewrite F] [--seed X]`:
 //!   fill N MiB with per-page patterns and verify every byte each round ([`integrity`]).
+//! - `filecheck --path FILE --mb N [--rounds R] [--rewrite F] [--direct-share D] [--seed X]`:
+//!   write an N MiB file of per-page patterns, then read it back and rewrite parts of
+//!   it through the page cache and with `O_DIRECT`, verifying every byte ([`filecheck`]).
 //! - `report [--interval-ms M] [--count N]`: swap, fault and reclaim counters,
 //!   memory and timestamps, one line per sample ([`report`]).
 //! - `agent [--input PATH]`: start and stop a `touch` workload when the host says
@@ -37,6 +40,7 @@ pub mod balloon_wait;
 mod cli;
 pub mod clock;
 mod error;
+pub mod filecheck;
 pub mod hist;
 pub mod info;
 pub mod integrity;
