@@ -12,7 +12,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::backend::BlkBackend;
 use super::request::Limits;
 use super::serve::Engine;
-use super::shared::{Active, InstallHook, Shared};
+use super::shared::{Active, MapperHook, Shared};
 use super::trace::{BlkCounters, BlkTrace};
 use super::{MAX_DISCARD_SECTORS, MAX_DISCARD_SEG};
 use crate::virtio::VirtioInterrupt;
@@ -50,7 +50,7 @@ impl SyncBlk {
         let shared = Arc::new(Shared::new(
             "blk:fuzz".into(),
             Arc::new(BlkTrace::new(1024)),
-            InstallHook::default(),
+            MapperHook::default(),
         ));
         let engine = Engine::new(
             backend,

@@ -55,8 +55,8 @@ pub use trace::{
 
 use super::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use request::Limits;
-pub use shared::PageInstaller;
-use shared::{Active, InstallHook, Shared};
+pub use shared::DiskMapper;
+use shared::{Active, MapperHook, Shared};
 use worker::{WorkerCtl, WorkerSetup};
 
 /// virtio device ID of a block device.
@@ -134,11 +134,12 @@ pub struct BlkConfig {
     pub on_thread_start: Option<Box<dyn FnOnce(i32) + Send>>,
     /// Records the trace ring holds ([`DEFAULT_TRACE_CAPACITY`] by default).
     pub trace_capacity: usize,
-    /// The false-read mitigation: offered every whole, page-aligned guest page
-    /// a read request fills, before the device writes it. If it returns `true`
-    /// the page now holds the data (the host swapper installed it into an
-    /// evicted page without reading the stale copy) and the device skips it.
-    pub install_page: Option<PageInstaller>,
+    /// Told of every whole, page-aligned guest page a read request fills,
+    /// before the device writes it (with the page's disk offset; if it answers
+    /// `true` the page now holds the data and the device skips it), and of
+    /// every disk range a write or discard is about to change. The host
+    /// swapper's Swap Mapper and false-read mitigation (see [`DiskMapper`]).
+    pub mapper: Option<Arc<dyn DiskMapper>>,
     /// Read the worker thread's major page faults (`getrusage(RUSAGE_THREAD)`)
     /// before and after each request into [`BlkRecord::major_faults`]: when the
     /// kernel swaps guest RAM out, a request that faults guest pages back in
@@ -159,7 +160,7 @@ impl BlkConfig {
             epoch: Instant::now(),
             on_thread_start: None,
             trace_capacity: DEFAULT_TRACE_CAPACITY,
-            install_page: None,
+            mapper: None,
             count_major_faults: false,
         }
     }
@@ -222,6 +223,75 @@ impl BlkHandle {
     }
 }
 
+/// The worker's view of the shared disk: one operation at a time, each
+/// under the disk's lock.
+struct Locked(Arc<Mutex<Box<dyn BlkBackend>>>);
+
+impl BlkBackend for Locked {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        base::sync::lock(&self.0).read_at(buf, offset)
+    }
+
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        base::sync::lock(&self.0).write_at(buf, offset)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        base::sync::lock(&self.0).flush()
+    }
+
+    fn discard(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        base::sync::lock(&self.0).discard(offset, len)
+    }
+
+    fn supports_discard(&self) -> bool {
+        base::sync::lock(&self.0).supports_discard()
+    }
+
+    fn size(&self) -> u64 {
+        base::sync::lock(&self.0).size()
+    }
+
+    fn block_size(&self) -> u32 {
+        base::sync::lock(&self.0).block_size()
+    }
+}
+
+/// Reads a device's disk from any thread ([`Blk::reader`]): each read takes
+/// the disk's lock, so it sees every request before or after, never half.
+#[derive(Clone)]
+pub struct BlkReader {
+    disk: Arc<Mutex<Box<dyn BlkBackend>>>,
+    size: u64,
+}
+
+impl std::fmt::Debug for BlkReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlkReader")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlkReader {
+    /// Fills `buf` from byte `offset` (all of it, or an error; a range beyond
+    /// the disk is refused).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.size) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} bytes at {offset} are beyond the disk ({} bytes)",
+                    buf.len(),
+                    self.size
+                ),
+            ));
+        }
+        base::sync::lock(&self.disk).read_at(buf, offset)
+    }
+}
+
 /// A virtio-blk device.
 pub struct Blk {
     features: u64,
@@ -231,8 +301,10 @@ pub struct Blk {
     id: [u8; ID_BYTES],
     epoch: Instant,
     on_thread_start: Option<Box<dyn FnOnce(i32) + Send>>,
-    /// The backend until the worker takes it.
+    /// The backend until the worker takes it (a [`Locked`] view of `disk`).
     backend: Arc<Mutex<Option<Box<dyn BlkBackend>>>>,
+    /// The disk, shared by the worker and [`BlkReader`]s.
+    disk: Arc<Mutex<Box<dyn BlkBackend>>>,
     worker: Option<WorkerCtl>,
     shared: Arc<Shared>,
 }
@@ -320,6 +392,7 @@ impl Blk {
         }
         let name = format!("blk:{}", cfg.path.display());
         let trace = Arc::new(BlkTrace::new(cfg.trace_capacity));
+        let disk = Arc::new(Mutex::new(backend));
         Ok(Self {
             features,
             config,
@@ -328,10 +401,11 @@ impl Blk {
             id,
             epoch: cfg.epoch,
             on_thread_start: cfg.on_thread_start,
-            backend: Arc::new(Mutex::new(Some(backend))),
+            backend: Arc::new(Mutex::new(Some(Box::new(Locked(disk.clone()))))),
+            disk,
             worker: None,
             shared: Arc::new(
-                Shared::new(name, trace, InstallHook(cfg.install_page.clone()))
+                Shared::new(name, trace, MapperHook(cfg.mapper.clone()))
                     .counting_major_faults(cfg.count_major_faults),
             ),
         })
@@ -341,6 +415,15 @@ impl Blk {
     pub fn handle(&self) -> BlkHandle {
         BlkHandle {
             shared: self.shared.clone(),
+        }
+    }
+
+    /// A reader of the disk for another thread (the host swapper reading a
+    /// named page's block back), safe beside the worker's requests.
+    pub fn reader(&self) -> BlkReader {
+        BlkReader {
+            disk: self.disk.clone(),
+            size: self.capacity * SECTOR_SIZE,
         }
     }
 

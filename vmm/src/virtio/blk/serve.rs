@@ -19,7 +19,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::backend::BlkBackend;
 use super::request::{self, InvalidReason, Limits, Op, Request, Segment, ID_BYTES};
 use super::request::{SECTOR_SIZE, S_IOERR, S_OK, S_UNSUPP};
-use super::shared::{Active, PageInstaller, Shared};
+use super::shared::{Active, DiskMapper, Shared};
 use super::trace::{bump, BlkKind, BlkRecord, STATUS_NONE};
 use crate::devices::should_log;
 use crate::virtio::VirtioInterrupt;
@@ -77,17 +77,18 @@ impl<'a> Cursor<'a> {
         buf: &mut [u8],
         to_guest: bool,
     ) -> Result<(), vm_memory::GuestMemoryError> {
-        self.copy_installing(mem, buf, to_guest, None)
+        self.copy_mapping(mem, buf, to_guest, None)
     }
 
     /// [`Cursor::copy`]; towards the guest, whole aligned pages are first
-    /// offered to `install` and skipped if it took them.
-    fn copy_installing(
+    /// offered to the mapper (with their disk offset, `buf` being the disk's
+    /// bytes from the first) and skipped if it took them.
+    fn copy_mapping(
         &mut self,
         mem: &GuestMemoryMmap,
         buf: &mut [u8],
         to_guest: bool,
-        install: Option<&PageInstaller>,
+        mapper: Option<(&dyn DiskMapper, u64)>,
     ) -> Result<(), vm_memory::GuestMemoryError> {
         let mut done = 0;
         while done < buf.len() {
@@ -100,7 +101,8 @@ impl<'a> Cursor<'a> {
             let n = ((s.len - self.off) as usize).min(buf.len() - done);
             let addr = GuestAddress(s.addr.0 + u64::from(self.off));
             if to_guest {
-                write_installing(mem, &buf[done..done + n], addr, install)?;
+                let mapper = mapper.map(|(m, disk)| (m, disk + done as u64));
+                write_mapping(mem, &buf[done..done + n], addr, mapper)?;
             } else {
                 mem.read_slice(&mut buf[done..done + n], addr)?;
             }
@@ -115,16 +117,16 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Writes `data` at `addr`, offering each whole aligned page to `install`
-/// first.
-fn write_installing(
+/// Writes `data` (the disk's bytes from the mapper's offset) at `addr`,
+/// offering each whole aligned page to the mapper first.
+fn write_mapping(
     mem: &GuestMemoryMmap,
     data: &[u8],
     addr: GuestAddress,
-    install: Option<&PageInstaller>,
+    mapper: Option<(&dyn DiskMapper, u64)>,
 ) -> Result<(), vm_memory::GuestMemoryError> {
     const PAGE: u64 = 4096;
-    let Some(install) = install else {
+    let Some((mapper, disk)) = mapper else {
         return mem.write_slice(data, addr);
     };
     let mut off = 0usize;
@@ -133,7 +135,7 @@ fn write_installing(
         let left = data.len() - off;
         if a % PAGE == 0 && left >= PAGE as usize {
             let page: &[u8; 4096] = data[off..off + 4096].try_into().expect("slice of one page");
-            if !install(GuestAddress(a), page) {
+            if !mapper.page_read(GuestAddress(a), disk + off as u64, page) {
                 mem.write_slice(page, GuestAddress(a))?;
             }
             off += PAGE as usize;
@@ -396,9 +398,11 @@ impl Engine {
             Op::Discard(ranges) => {
                 let mut r = Ok(());
                 for d in ranges {
-                    r = self
-                        .backend
-                        .discard(d.sector * SECTOR_SIZE, u64::from(d.sectors) * SECTOR_SIZE);
+                    let (off, len) = (d.sector * SECTOR_SIZE, u64::from(d.sectors) * SECTOR_SIZE);
+                    if let Some(m) = &self.shared.mapper.0 {
+                        m.disk_changing(off, len);
+                    }
+                    r = self.backend.discard(off, len);
                     if r.is_err() {
                         break;
                     }
@@ -503,8 +507,9 @@ impl Engine {
             let n = self.bounce(total - done);
             let buf = &mut self.bounce[..n];
             self.backend.read_at(buf, offset + done as u64)?;
+            let mapper = self.shared.mapper.0.as_deref();
             cursor
-                .copy_installing(mem, buf, true, self.shared.install.0.as_ref())
+                .copy_mapping(mem, buf, true, mapper.map(|m| (m, offset + done as u64)))
                 .map_err(mem_error)?;
             done += n;
             *written = done as u32;
@@ -515,6 +520,10 @@ impl Engine {
     /// Guest to disk, in bounce-sized pieces.
     fn write(&mut self, mem: &GuestMemoryMmap, req: &Request, offset: u64) -> std::io::Result<()> {
         let total = req.data_len as usize;
+        if let Some(m) = &self.shared.mapper.0 {
+            // Before the disk changes: pages that mirror it stop being copies.
+            m.disk_changing(offset, total as u64);
+        }
         let mut cursor = Cursor::new(&req.data);
         let mut done = 0;
         while done < total {

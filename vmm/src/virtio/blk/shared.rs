@@ -17,18 +17,30 @@ use super::request::Limits;
 use super::trace::{BlkTrace, Counters};
 use crate::virtio::VirtioInterrupt;
 
-/// See [`BlkConfig::install_page`](super::BlkConfig::install_page): the guest page's address and its new content.
-pub type PageInstaller = Arc<dyn Fn(vm_memory::GuestAddress, &[u8; 4096]) -> bool + Send + Sync>;
+/// What a virtio-blk device tells about guest pages and disk blocks: the host
+/// swapper's Swap Mapper (which pages hold a copy of which blocks) and the
+/// false-read mitigation (an evicted page a read overwrites is installed, not
+/// read back first). See [`BlkConfig::mapper`](super::BlkConfig::mapper).
+pub trait DiskMapper: Send + Sync {
+    /// A read is about to fill the whole, page-aligned guest page at `gpa`
+    /// with `data`, the disk's bytes from `offset`. `true`: the mapper put
+    /// `data` there itself and the device skips the page.
+    fn page_read(&self, gpa: vm_memory::GuestAddress, offset: u64, data: &[u8; 4096]) -> bool;
 
-/// The install hook, printable.
+    /// Bytes `[offset, offset + len)` of the disk are about to be written or
+    /// discarded; returns when the change may go ahead.
+    fn disk_changing(&self, offset: u64, len: u64);
+}
+
+/// The mapper, printable.
 #[derive(Clone, Default)]
-pub(crate) struct InstallHook(pub Option<PageInstaller>);
+pub(crate) struct MapperHook(pub Option<Arc<dyn DiskMapper>>);
 
-impl std::fmt::Debug for InstallHook {
+impl std::fmt::Debug for MapperHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "InstallHook({})",
+            "MapperHook({})",
             if self.0.is_some() { "set" } else { "none" }
         )
     }
@@ -48,14 +60,14 @@ pub(crate) struct Shared {
     waiters: AtomicUsize,
     wait_lock: Mutex<()>,
     wait_cv: Condvar,
-    /// The false-read mitigation's hook (see [`PageInstaller`]).
-    pub(super) install: InstallHook,
+    /// Who hears of disk pages read and disk ranges changing (see [`DiskMapper`]).
+    pub(super) mapper: MapperHook,
     /// Count the worker's major faults per request ([`super::BlkConfig::count_major_faults`]).
     pub(super) count_major_faults: bool,
 }
 
 impl Shared {
-    pub fn new(name: String, trace: Arc<BlkTrace>, install: InstallHook) -> Self {
+    pub fn new(name: String, trace: Arc<BlkTrace>, mapper: MapperHook) -> Self {
         Self {
             name,
             counters: Counters::default(),
@@ -66,7 +78,7 @@ impl Shared {
             waiters: AtomicUsize::new(0),
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
-            install,
+            mapper,
             count_major_faults: false,
         }
     }

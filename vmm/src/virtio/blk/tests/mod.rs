@@ -81,7 +81,7 @@ pub(super) struct Opts {
     pub features: Option<u64>,
     pub injector: Option<Arc<BlkFaultInjector>>,
     pub on_start: Option<Box<dyn FnOnce(i32) + Send>>,
-    pub install_page: Option<super::PageInstaller>,
+    pub mapper: Option<Arc<dyn super::DiskMapper>>,
     /// Trace ring capacity (default: [`DEFAULT_TRACE_CAPACITY`]).
     pub trace_capacity: usize,
 }
@@ -96,7 +96,7 @@ impl Default for Opts {
             features: None,
             injector: None,
             on_start: None,
-            install_page: None,
+            mapper: None,
             trace_capacity: DEFAULT_TRACE_CAPACITY,
         }
     }
@@ -137,7 +137,7 @@ impl Rig {
         cfg.direct = opts.direct;
         cfg.id = "test-disk-0".into();
         cfg.on_thread_start = opts.on_start;
-        cfg.install_page = opts.install_page;
+        cfg.mapper = opts.mapper;
         cfg.trace_capacity = opts.trace_capacity;
         let blk = match opts.injector {
             None => Blk::new(cfg).unwrap(),

@@ -595,23 +595,43 @@ fn interrupts_follow_event_idx() {
     assert_eq!(rig.line.count(), 2);
 }
 
-/// The false-read mitigation: whole aligned pages of a read are offered to the
-/// install hook; the ones it takes are not written by the device, the others
-/// (and partial pages) are.
+/// What a [`DiskMapper`] heard, and which page it takes.
+#[derive(Default)]
+struct Heard {
+    /// (guest address, disk offset, data) of every page offered.
+    pages: std::sync::Mutex<Vec<(u64, u64, Vec<u8>)>>,
+    /// (offset, len) of every change announced, and the disk's bytes there
+    /// at that moment (still the old ones).
+    changes: std::sync::Mutex<Vec<(u64, u64)>>,
+    take: u64,
+}
+
+impl super::DiskMapper for Heard {
+    fn page_read(&self, gpa: vm_memory::GuestAddress, offset: u64, page: &[u8; 4096]) -> bool {
+        self.pages
+            .lock()
+            .unwrap()
+            .push((gpa.0, offset, page.to_vec()));
+        gpa.0 == self.take
+    }
+
+    fn disk_changing(&self, offset: u64, len: u64) {
+        self.changes.lock().unwrap().push((offset, len));
+    }
+}
+
+/// The Swap Mapper's input and the false-read mitigation: whole aligned pages
+/// of a read are offered to the mapper with their disk offsets; the ones it
+/// takes are not written by the device, the others (and partial pages) are.
 #[test]
-fn whole_pages_of_reads_are_offered_to_the_install_hook() {
-    use std::sync::Mutex;
-    type Offers = Mutex<Vec<(u64, Vec<u8>)>>;
-    let offered: Arc<Offers> = Arc::default();
-    let seen = offered.clone();
-    let take = 0x41000u64; // the hook takes this page, declines the others
+fn whole_pages_of_reads_are_offered_to_the_mapper_with_their_disk_offsets() {
+    let take = 0x41000u64; // the mapper takes this page, declines the others
+    let heard = Arc::new(Heard {
+        take,
+        ..Heard::default()
+    });
     let mut rig = Rig::with(Opts {
-        install_page: Some(Arc::new(
-            move |gpa: vm_memory::GuestAddress, page: &[u8; 4096]| {
-                seen.lock().unwrap().push((gpa.0, page.to_vec()));
-                gpa.0 == take
-            },
-        )),
+        mapper: Some(heard.clone()),
         ..Opts::default()
     });
     let out = 0x40000u64;
@@ -630,23 +650,65 @@ fn whole_pages_of_reads_are_offered_to_the_install_hook() {
     ]);
     assert_eq!((rig.byte(STATUS), used), (S_OK, 3 * 4096 + 512 + 1));
     let want = &rig.image[4096..4096 + 3 * 4096 + 512];
-    let offered = offered.lock().unwrap();
-    let gpas: Vec<u64> = offered.iter().map(|(g, _)| *g).collect();
+    let offered = heard.pages.lock().unwrap();
+    let at: Vec<(u64, u64)> = offered.iter().map(|(g, o, _)| (*g, *o)).collect();
     assert_eq!(
-        gpas,
-        [0x40000, 0x41000],
-        "only whole aligned pages are offered"
+        at,
+        [(0x40000, 4096), (0x41000, 8192)],
+        "only whole aligned pages are offered, each with its disk offset"
     );
     assert_eq!(
-        offered[1].1,
+        offered[1].2,
         &want[4096..8192],
-        "the hook sees the disk's data"
+        "the mapper sees the disk's data"
     );
     assert_eq!(rig.bytes(out, 4096), &want[..4096], "declined page written");
     assert_eq!(
         rig.bytes(take, 4096),
         vec![0xaa; 4096],
-        "taken page left to the hook"
+        "taken page left to the mapper"
     );
     assert_eq!(rig.bytes(out + 0x2000, 4096 + 512), &want[8192..]);
+    assert!(
+        heard.changes.lock().unwrap().is_empty(),
+        "a read changes nothing"
+    );
+}
+
+/// Writes and discards announce their range to the mapper before the disk
+/// changes; a reader sees the disk as the requests leave it.
+#[test]
+fn writes_and_discards_announce_their_range_and_readers_see_the_disk() {
+    let heard = Arc::new(Heard::default());
+    let mut rig = Rig::with(Opts {
+        mapper: Some(heard.clone()),
+        ..Opts::default()
+    });
+    let reader = rig.blk.reader();
+    let mut before = vec![0u8; 1024];
+    reader.read_at(&mut before, 5 * 512).unwrap();
+    assert_eq!(before, rig.image[5 * 512..7 * 512]);
+    rig.fill(BUF, &[0x5a; 1024]);
+    rig.header(HDR, VIRTIO_BLK_T_OUT, 5);
+    rig.run(&[(HDR, 16, R), (BUF, 1024, R), (STATUS, 1, W)]);
+    assert_eq!(rig.byte(STATUS), S_OK);
+    assert_eq!(*heard.changes.lock().unwrap(), [(5 * 512, 1024)]);
+    let mut after = vec![0u8; 1024];
+    reader.read_at(&mut after, 5 * 512).unwrap();
+    assert_eq!(after, vec![0x5a; 1024]);
+    // Beyond the disk: refused, naming the size.
+    let size = rig.blk.capacity() * 512;
+    let e = reader.read_at(&mut after, size - 512).unwrap_err();
+    assert!(e.to_string().contains("beyond the disk"), "{e}");
+    if rig.blk.features() & (1 << VIRTIO_BLK_F_DISCARD) != 0 {
+        let mut seg = 8u64.to_le_bytes().to_vec();
+        seg.extend(16u32.to_le_bytes());
+        seg.extend(0u32.to_le_bytes());
+        rig.header(HDR, VIRTIO_BLK_T_DISCARD, 0);
+        rig.fill(BUF, &seg);
+        rig.run(&[(HDR, 16, R), (BUF, 16, R), (STATUS, 1, W)]);
+        assert_eq!(rig.byte(STATUS), S_OK);
+        assert_eq!(heard.changes.lock().unwrap()[1], (8 * 512, 16 * 512));
+    }
+    assert!(heard.pages.lock().unwrap().is_empty());
 }
