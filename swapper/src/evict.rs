@@ -218,6 +218,9 @@ impl Shared {
         }
         // False page anonymity: written although its disk block holds it.
         let false_anonymity = g.mirror.is_some_and(|m| m.crc == crc);
+        if g.mirror.is_some() && !false_anonymity {
+            bump!(self, mirror_mismatches);
+        }
         let written = self.store.write(slot, data);
         self.write_result(written.is_ok());
         match written {

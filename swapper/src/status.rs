@@ -55,6 +55,9 @@ base::counters! {
             /// the block, the block unwritten since): VSwapper's false page
             /// anonymity.
             false_anonymity,
+            /// Store writes of pages recorded as mirrors whose content no longer
+            /// matched their block (the guest wrote them since; counting mode).
+            mirror_mismatches,
             /// Pages a disk read filled that were recorded as mirrors of their block.
             mirrors_registered,
             /// Disk-read pages not recorded (page busy or poisoned,
