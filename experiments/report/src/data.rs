@@ -29,7 +29,9 @@ pub mod counters {
     pub const FALSE_READS: &str = "false_reads";
     /// Guest-sequential runs of pages scattered in the host store.
     pub const DECAYED_SEQUENTIALITY: &str = "decayed_sequentiality";
-    /// Guest page-cache pages the host swapped as if anonymous.
+    /// Evictions that wrote a page to the store although it held a copy of a
+    /// disk block the guest had read (guest page cache swapped as if
+    /// anonymous).
     pub const FALSE_ANONYMITY: &str = "false_anonymity";
     /// Pages the balloon took from the guest.
     pub const BALLOON_INFLATED: &str = "balloon_inflated_pages";
@@ -145,6 +147,10 @@ pub struct TimelineSample {
     /// Host evictions, pages/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_swap_out_per_s: Option<f64>,
+    /// Named pages read back from their disk blocks, pages/s (the
+    /// false-anonymity mitigation; part of the host swap-ins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_named_in_per_s: Option<f64>,
 }
 
 /// How a repetition ended.

@@ -6,6 +6,7 @@
 //! [`render_all`] turns a [`data::MatrixResults`] into every report file
 //! (names relative to the results directory); the runner writes them.
 
+pub mod anomalies;
 pub mod apps;
 pub mod data;
 pub mod kernel_vs_uffd;
@@ -60,7 +61,7 @@ pub fn sample_count(s: &LatencySamples) -> u64 {
 /// only what was measured at least once.
 pub fn timeline_series(samples: &[TimelineSample]) -> Vec<Series> {
     type Get = fn(&TimelineSample) -> Option<f64>;
-    let lines: [(&str, Unit, Get); 8] = [
+    let lines: [(&str, Unit, Get); 9] = [
         ("host resident", Unit::Bytes, |s| {
             s.host_resident_bytes.map(|v| v as f64)
         }),
@@ -79,6 +80,9 @@ pub fn timeline_series(samples: &[TimelineSample]) -> Vec<Series> {
         }),
         ("host swap-ins", Unit::PerSecond, |s| s.host_swap_in_per_s),
         ("host evictions", Unit::PerSecond, |s| s.host_swap_out_per_s),
+        ("host named swap-ins", Unit::PerSecond, |s| {
+            s.host_named_in_per_s
+        }),
     ];
     lines
         .iter()

@@ -15,7 +15,10 @@ use scenario::Scenario;
 
 /// Whether a host fault brought data back from the store (a host swap-in).
 fn is_swap_in(r: &FaultRecord) -> bool {
-    matches!(r.path, FaultPath::Store | FaultPath::PrefetchHit)
+    matches!(
+        r.path,
+        FaultPath::Store | FaultPath::PrefetchHit | FaultPath::Named
+    )
 }
 
 /// Sectors of the swap area's first page: its header, which `mkswap` writes
@@ -179,7 +182,8 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
             })
             .map(|f| f.total_ns as u64)
     };
-    let samples: [(&str, Vec<u64>); 5] = [
+    let named = raw.faults.iter().filter(|f| f.path == FaultPath::Named);
+    let samples: [(&str, Vec<u64>); 6] = [
         (
             "guest_swap_in",
             reqs(BlkKind::Read).map(|r| r.service_ns).collect(),
@@ -205,6 +209,12 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         (
             "double_paging",
             joined.double_paging.iter().map(|e| e.fault_ns).collect(),
+        ),
+        // The false-anonymity mitigation's path: named pages read back from
+        // their disk block, by any thread.
+        (
+            "host_swap_in_named",
+            named.map(|f| f.total_ns as u64).collect(),
         ),
     ];
     let mut latency: BTreeMap<String, PathLatency> = samples
@@ -273,7 +283,9 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         host_swap_ins: raw
             .kernel
             .as_ref()
-            .map_or(c.swapin_store + c.prefetch_hits, |k| k.swap_ins),
+            .map_or(c.swapin_store + c.prefetch_hits + c.swapin_named, |k| {
+                k.swap_ins
+            }),
         double_paging_events: joined.double_paging.len() as u64,
         stale_swap_reads: joined.stale_reads.len() as u64,
         pages_verified: guest.pages_verified,

@@ -57,6 +57,7 @@ pub fn scenario(args: &BootOptions) -> Scenario {
             seed: 1,
             write_ratio: 1.0,
             disk_read_mb: 0,
+            disk_cache_mb: 0,
             duration_s: 0,
             command: None,
             metric: None,

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 
 use workloads::image::init;
 
-use super::spec::SpecError;
-
 /// Errors setting up or running a scenario (not the guest's own failures,
 /// which end up in the result's outcome).
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +46,6 @@ pub enum MachineError {
     /// The balloon device.
     #[error("balloon device")]
     Balloon(#[from] balloon::BalloonError),
-    /// The scenario asks for something not implemented.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
     /// The run did not end and the stall guard stepped in (see [`super::guard`]).
     #[error("{0}")]
     Stalled(String),

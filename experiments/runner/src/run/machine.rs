@@ -20,7 +20,7 @@ use swapper::{FatalError, FaultRecord, GuestRegion, Swapper, SwapperStatus, Thre
 use vm_memory::GuestMemoryMmap;
 use vmm::api::ApiServer;
 use vmm::linux::LinuxVm;
-use vmm::virtio::blk::{Blk, BlkConfig, BlkHandle, BlkRecord, PageInstaller};
+use vmm::virtio::blk::{Blk, BlkConfig, BlkHandle, BlkRecord};
 use vmm::GuestMemoryExt;
 use workloads::image::init;
 
@@ -32,6 +32,7 @@ use super::guard::StallGuard;
 use super::interrupt::Interrupter;
 use super::kernel_host::KernelHost;
 use super::ktrace::ShutdownWatch;
+use super::mapper::{self, ROOT_DISK, SWAP_DISK};
 use super::recent::{agent_event, Recent};
 use super::result::HostSample;
 use super::sampler::{keep, Collected, Sampler, Sources};
@@ -93,7 +94,17 @@ struct SwapImage {
 /// is allocated now, before the run joins the cgroup, so the pages are
 /// charged where this process was; elsewhere the image is opened `O_DIRECT`,
 /// as production VMMs open theirs (`cache=none`), so it has no page cache.
-fn swap_image(dir: &Path, bytes: u64, kernel: bool) -> Result<SwapImage, MachineError> {
+///
+/// The bytes of `data` hold a pattern (every 8 bytes a function of their
+/// offset): the part of the disk the workload reads into the guest's page
+/// cache holds data, as a used disk does, not zeros the host would drop
+/// for free at eviction.
+fn swap_image(
+    dir: &Path,
+    bytes: u64,
+    kernel: bool,
+    data: std::ops::Range<u64>,
+) -> Result<SwapImage, MachineError> {
     let path = dir.join("guest-swap.img");
     let err = |source| MachineError::SwapDisk {
         path: path.clone(),
@@ -101,6 +112,7 @@ fn swap_image(dir: &Path, bytes: u64, kernel: bool) -> Result<SwapImage, Machine
     };
     let f = std::fs::File::create(&path).map_err(err)?;
     f.set_len(bytes).map_err(err)?;
+    fill_pattern(&f, data.start..data.end.min(bytes)).map_err(err)?;
     let tmpfs = nix::sys::statfs::fstatfs(&f)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
     if kernel && tmpfs {
@@ -112,6 +124,24 @@ fn swap_image(dir: &Path, bytes: u64, kernel: bool) -> Result<SwapImage, Machine
         path,
         direct: kernel && !tmpfs,
     })
+}
+
+/// Writes the disk pattern over `range` of `f` (see [`swap_image`]).
+fn fill_pattern(f: &std::fs::File, range: std::ops::Range<u64>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut at = range.start & !7;
+    while at < range.end {
+        let n = CHUNK.min(range.end - at);
+        for (i, w) in buf[..n as usize].chunks_exact_mut(8).enumerate() {
+            let x = (at + 8 * i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all_at(&buf[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// How to run a machine, besides its scenario.
@@ -162,7 +192,11 @@ fn assemble_and_run(
         .as_ref()
         .is_some_and(|h| h.swapper == HostSwapper::Kernel);
     let swap_img = match spec.guest.swap {
-        Some(b) => Some(swap_image(opts.scratch, b.bytes(), kernel_swaps)?),
+        Some(b) => {
+            let w = &spec.workload;
+            let cached = (w.disk_read_mb << 20)..((w.disk_read_mb + w.disk_cache_mb) << 20);
+            Some(swap_image(opts.scratch, b.bytes(), kernel_swaps, cached)?)
+        }
         None => None,
     };
     // Before guest RAM is mapped: everything the run touches from here on is
@@ -423,7 +457,7 @@ fn start_swapper(
     else {
         return Ok(None);
     };
-    let mut cfg = spec::swapper_config(&spec.name, h, scratch)?;
+    let mut cfg = spec::swapper_config(h, scratch);
     cfg.on_fatal = Some({
         let fatal = fatal.clone();
         Arc::new(move |e: &FatalError| fatal.interrupt(&format!("host swapper: {e}")))
@@ -477,10 +511,12 @@ fn attach_blk(
             registry.register(tid, ThreadKind::Device(BLK_DEVICE))
         })),
         trace_capacity: 1 << 20,
-        install_page: d
-            .swapper
-            .filter(|_| spec::false_reads_mitigated(spec.host.as_ref()))
-            .map(|sw| install_hook(sw, d.memory)),
+        mapper: mapper::mapper(
+            d.swapper,
+            d.memory,
+            SWAP_DISK,
+            spec::false_reads_mitigated(spec.host.as_ref()),
+        ),
         // Under the kernel swapper, double paging and stale reads show as
         // the worker's own major faults during a request.
         count_major_faults: spec
@@ -490,6 +526,7 @@ fn attach_blk(
         direct: image.direct,
         ..BlkConfig::new(image.path)
     })?;
+    mapper::register(d.swapper, SWAP_DISK, &dev)?;
     let handle = dev.handle();
     vm.add_virtio("swap", Box::new(dev))?;
     Ok(Some(handle))
@@ -523,15 +560,18 @@ fn attach_root(
             })),
             // Its requests are counted, not traced.
             trace_capacity: 1,
-            install_page: d
-                .swapper
-                .filter(|_| spec::false_reads_mitigated(spec.host.as_ref()))
-                .map(|sw| install_hook(sw, d.memory)),
+            mapper: mapper::mapper(
+                d.swapper,
+                d.memory,
+                ROOT_DISK,
+                spec::false_reads_mitigated(spec.host.as_ref()),
+            ),
             ..BlkConfig::new(&rootfs.image)
         },
         scratch,
     )
     .map_err(MachineError::RootDisk)?;
+    mapper::register(d.swapper, ROOT_DISK, &dev)?;
     let handle = dev.handle();
     vm.add_virtio("root", Box::new(dev))?;
     Ok(Some(handle))
@@ -597,19 +637,4 @@ fn tear_down(
     };
     drop(memory);
     TornDown { blk, status, fatal }
-}
-
-/// The false-read mitigation's hook for the blk device: a whole guest page a
-/// disk read fills goes to the swapper, which installs it if the page is
-/// evicted. Holds the swapper weakly (the device may outlive the run).
-fn install_hook(sw: &Arc<Swapper>, memory: &vm_memory::GuestMemoryMmap) -> PageInstaller {
-    let sw = Arc::downgrade(sw);
-    let memory = memory.clone();
-    Arc::new(move |gpa, page| {
-        let (Some(sw), Ok(r)) = (sw.upgrade(), memory.host_region_of(gpa.0)) else {
-            return false;
-        };
-        let host = r.host_addr + (gpa.0 - r.guest_addr) as usize;
-        sw.install_page(host, page) == swapper::Installed::Yes
-    })
 }

@@ -34,6 +34,7 @@ pub mod join;
 pub mod kernel_host;
 pub mod ktrace;
 pub mod machine;
+pub mod mapper;
 pub mod recent;
 pub mod report;
 pub mod result;

@@ -132,6 +132,12 @@ pub fn run_counters(r: &RunResult) -> BTreeMap<String, u64> {
         put(counters::SILENT_WRITES, k.silent_writes);
         put(counters::DECAYED_SEQUENTIALITY, k.decayed_sequential_reads);
         put(counters::FALSE_READS, k.false_reads);
+        put(counters::FALSE_ANONYMITY, k.false_anonymity);
+        put("host_swap_ins_named", k.swapin_named);
+        put("named_evictions", k.named_evictions);
+        put("named_readahead", k.named_readahead);
+        put("named_rescues", k.named_rescues);
+        put("mirrors_registered", k.mirrors_registered);
         put("silent_writes_avoided", k.silent_writes_avoided);
         put("sequential_store_reads", k.sequential_store_reads);
         put("false_reads_avoided", k.false_reads_avoided);
@@ -231,6 +237,9 @@ fn host_timeline(samples: &[HostSample], host: bool, balloon: bool) -> Vec<Timel
                 let dt = s.t_s - p.t_s;
                 t.host_swap_in_per_s = rate(p.host_swap_ins, s.host_swap_ins, dt);
                 t.host_swap_out_per_s = rate(p.host_evictions, s.host_evictions, dt);
+                if s.host_named_ins > 0 {
+                    t.host_named_in_per_s = rate(p.host_named_ins, s.host_named_ins, dt);
+                }
             }
             prev = Some(s);
             t

@@ -71,6 +71,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("host_swap_in_vcpu", "host swap-in by vCPU"),
     ("host_swap_in_device", "host swap-in by device"),
     ("double_paging", "double paging"),
+    ("host_swap_in_named", "host swap-in, named page"),
 ];
 
 /// The latency path of KVM's async page faults (`--ktrace`).
@@ -102,6 +103,10 @@ pub struct HostSample {
     pub host_swap_ins: u64,
     /// Host evictions so far.
     pub host_evictions: u64,
+    /// Named pages read back from their disk block so far (faults and
+    /// read-ahead; the false-anonymity mitigation).
+    #[serde(default)]
+    pub host_named_ins: u64,
     /// Swap-disk reads so far.
     pub disk_reads: u64,
     /// Swap-disk writes so far.
@@ -135,7 +140,8 @@ pub struct RunResult {
     pub swap_disk_writes: u64,
     /// Pages the host wrote to its store.
     pub host_evictions: u64,
-    /// Host faults served from the store.
+    /// Host faults that brought a page back: from the store, the prefetch
+    /// cache or (named pages) the disk.
     pub host_swap_ins: u64,
     /// Host faults raised by the blk device while writing guest swap.
     pub double_paging_events: u64,

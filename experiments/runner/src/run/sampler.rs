@@ -134,6 +134,7 @@ impl Sources {
         });
         if let Some(st) = &status {
             sample.host_swap_ins = st.counters.swapin_store;
+            sample.host_named_ins = st.counters.swapin_named + st.counters.named_readahead;
             sample.host_evictions = st.counters.evictions;
         }
         if let Some(k) = &self.kernel {

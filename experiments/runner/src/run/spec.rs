@@ -9,19 +9,6 @@ use swapper::{StoreKind, SwapperConfig};
 
 use scenario::{BalloonPolicy, HostConfig, Mitigation, Scenario, StoreChoice, WorkloadKind};
 
-/// Errors of this module.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SpecError {
-    /// A mitigation the testbed does not implement.
-    #[error("scenario {scenario}: mitigation {name:?} is not implemented (implemented: silent-writes, stale-reads, false-reads, decayed-sequentiality)")]
-    NotImplemented {
-        /// The scenario.
-        scenario: String,
-        /// The mitigation.
-        name: &'static str,
-    },
-}
-
 /// The workload's guest command (results go to the channel), then the disk
 /// read if the scenario asks for one; the workload's status is the command's
 /// unless the read fails.
@@ -75,6 +62,14 @@ pub fn workload_command(s: &Scenario) -> String {
             "{cmd} && dd if={GUEST_DISK} of=/dev/null bs=1M count={} 2>/dev/null",
             w.disk_read_mb
         );
+    }
+    if w.disk_cache_mb > 0 {
+        // Into the page cache before the workload, used again after it.
+        let read = format!(
+            "dd if={GUEST_DISK} of=/dev/null bs=1M skip={} count={} 2>/dev/null",
+            w.disk_read_mb, w.disk_cache_mb
+        );
+        cmd = format!("{read} && {cmd} && {read}");
     }
     cmd
 }
@@ -139,23 +134,17 @@ pub fn has(h: &HostConfig, m: Mitigation) -> bool {
 /// - `stale-reads` / `false-reads`: the blk device side (see
 ///   [`false_reads_mitigated`]); `false-reads` also gives the guest a balloon
 ///   with free page reporting ([`super::balloon::attach`]).
-pub fn swapper_config(
-    scenario: &str,
-    h: &HostConfig,
-    scratch: &Path,
-) -> Result<SwapperConfig, SpecError> {
-    if has(h, Mitigation::FalseAnonymity) {
-        return Err(SpecError::NotImplemented {
-            scenario: scenario.to_string(),
-            name: Mitigation::FalseAnonymity.name(),
-        });
-    }
+/// - `false-anonymity` on: the Swap Mapper's named pages
+///   ([`swapper::named`]): pages the guest read from a disk are dropped at
+///   eviction and read back from the disk. Off: they are counted
+///   (`false_anonymity`).
+pub fn swapper_config(h: &HostConfig, scratch: &Path) -> SwapperConfig {
     let prefetch = if has(h, Mitigation::DecayedSequentiality) && h.prefetch == 0 {
         8
     } else {
         h.prefetch
     };
-    Ok(SwapperConfig {
+    SwapperConfig {
         limit_bytes: h.limit.bytes(),
         store: match h.store {
             StoreChoice::File => StoreKind::File {
@@ -168,10 +157,11 @@ pub fn swapper_config(
         policy: policy_kind(h.policy),
         prefetch,
         dirty_tracking: has(h, Mitigation::SilentWrites),
+        named: has(h, Mitigation::FalseAnonymity),
         checksums: true,
         trace_capacity: 1 << 20,
         ..SwapperConfig::default()
-    })
+    }
 }
 
 /// The swapper's policy for a scenario's choice.
@@ -284,19 +274,20 @@ mod tests {
     fn mitigations_map_to_swapper_settings() {
         let plain = builtin("host-swap");
         let h = plain.host.as_ref().unwrap();
-        let c = swapper_config(&plain.name, h, Path::new("/tmp")).unwrap();
+        let c = swapper_config(h, Path::new("/tmp"));
         assert!(!c.dirty_tracking);
         assert_eq!(c.prefetch, 0);
         assert!(!false_reads_mitigated(Some(h)));
         let mut m = builtin("host-swap-mitigated");
         let h = m.host.as_mut().unwrap();
         h.mitigations.retain(|x| *x != Mitigation::FalseAnonymity);
-        let c = swapper_config(&m.name, h, Path::new("/tmp")).unwrap();
+        let c = swapper_config(h, Path::new("/tmp"));
         assert!(c.dirty_tracking);
         assert_eq!(c.prefetch, 8);
         assert!(false_reads_mitigated(Some(h)));
+        assert!(!c.named);
         h.mitigations.push(Mitigation::FalseAnonymity);
-        let e = swapper_config(&m.name, h, Path::new("/tmp")).unwrap_err();
-        assert!(e.to_string().contains("false-anonymity"));
+        let c = swapper_config(h, Path::new("/tmp"));
+        assert!(c.named);
     }
 }

@@ -150,6 +150,7 @@ fn fault_name(p: FaultPath) -> &'static str {
         FaultPath::Store => "fault store",
         FaultPath::Minor => "fault minor",
         FaultPath::PrefetchHit => "fault prefetch_hit",
+        FaultPath::Named => "fault named",
         FaultPath::WriteProtect => "fault write_protect",
         FaultPath::Stale => "fault stale",
         FaultPath::Fatal => "fault FATAL",

@@ -20,7 +20,10 @@ pub(super) fn thin(n: usize, keep: usize) -> impl Iterator<Item = usize> {
 
 /// Whether a fault brought data back (what the join pairs with requests).
 pub(super) fn swapped_in(f: &FaultRecord) -> bool {
-    matches!(f.path, FaultPath::Store | FaultPath::PrefetchHit)
+    matches!(
+        f.path,
+        FaultPath::Store | FaultPath::PrefetchHit | FaultPath::Named
+    )
 }
 
 /// A slice to draw.
