@@ -202,6 +202,7 @@ fn check_scenario(s: &Scenario) {
     within("workload.passes", w.passes.into(), bounds::PASSES);
     within("workload.duration_s", w.duration_s, 0..=86_400);
     within("workload.disk_read_mb", w.disk_read_mb, 0..=64 * 1024);
+    within("workload.disk_cache_mb", w.disk_cache_mb, 0..=64 * 1024);
     assert!(
         (0.0..=1.0).contains(&w.write_ratio),
         "write_ratio {}",

@@ -63,6 +63,7 @@
 //! | `workload.write_ratio` | number 0–1 | 1 | `touch` only: after a page's first touch, the probability that an access writes it rather than reads it; below 1 the host sees clean pages it already has a copy of (silent writes) |
 //! | `workload.duration_s` | integer 0–86400 | 0 | `integrity` only: verify (and rewrite a quarter of the pages) round after round for this many seconds, instead of `passes` rounds; must end within `timeout_s` |
 //! | `workload.disk_read_mb` | integer 0–65536 | 0 | after the workload, read this many MiB of the guest's disk through the guest's page cache (`dd`), so the guest fills frames it freed with disk data (stale/false reads when the host had evicted them); needs `guest.swap` at least this large |
+//! | `workload.disk_cache_mb` | integer 0–65536 | 0 | before the workload, read this many MiB of the guest's disk (the ones after `disk_read_mb`'s) into the guest's page cache, and read them again after it: page cache the host may swap out meanwhile as if anonymous (false page anonymity), used again; needs `guest.swap` at least `disk_read_mb + disk_cache_mb` |
 //!
 //! Runs that would be meaningless are rejected ([`Scenario::validate`]):
 //! a working set that cannot fit in the guest (guest RAM minus

@@ -300,6 +300,13 @@ pub struct WorkloadConfig {
     /// MiB of the guest's disk read (buffered, into the guest's page cache)
     /// after the workload; 0: none. Needs `guest.swap` at least as large.
     pub disk_read_mb: u64,
+    /// MiB of the guest's disk, after the `disk_read_mb` ones, read into the
+    /// guest's page cache before the workload and read again after it: page
+    /// cache the host may swap out meanwhile as if it were anonymous memory
+    /// (VSwapper's false page anonymity), which the guest then uses again.
+    /// 0: none. Needs `guest.swap` at least `disk_read_mb + disk_cache_mb`.
+    #[serde(default)]
+    pub disk_cache_mb: u64,
     /// `integrity` only: verify round after round for this many seconds
     /// instead of `passes` rounds; 0: use `passes`.
     pub duration_s: u64,

@@ -53,6 +53,7 @@ const WORKLOAD_KEYS: &[&str] = &[
     "seed",
     "write_ratio",
     "disk_read_mb",
+    "disk_cache_mb",
     "duration_s",
     "command",
     "metric",
@@ -153,6 +154,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
     let passes = uint(&w, "passes", bounds::PASSES, 1)? as u32;
     let seed = uint(&w, "seed", 0..=u64::MAX, 1)?;
     let disk_read_mb = uint(&w, "disk_read_mb", 0..=64 * 1024, 0)?;
+    let disk_cache_mb = uint(&w, "disk_cache_mb", 0..=64 * 1024, 0)?;
     let duration_s = uint(&w, "duration_s", 0..=86_400, 0)?;
     let b = root.sub("balloon")?;
     let stats_interval_ms = uint(
@@ -224,6 +226,7 @@ fn build(root: &Section<'_, '_>) -> Result<Scenario, ScenarioError> {
         seed,
         write_ratio,
         disk_read_mb,
+        disk_cache_mb,
         duration_s,
         command,
         metric,

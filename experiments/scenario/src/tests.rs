@@ -151,8 +151,9 @@ fn default_matrix_is_the_standard_one() {
         ),
         other => panic!("balloon scenario: {other:?}"),
     }
+    // All five of VSwapper's anomalies mitigated.
     let mitigated = by("host-swap-mitigated").host.as_ref().unwrap();
-    assert!(!mitigated.mitigations.is_empty());
+    assert_eq!(mitigated.mitigations.len(), crate::Mitigation::ALL.len());
     // The matrix's defaults reach referenced files.
     assert!(m
         .scenarios
@@ -588,6 +589,24 @@ fn read_mostly_workloads_and_disk_reads() {
         .replace("mb = 384", "mb = 64");
     let (msg, _) = diag(scenario(&text));
     assert!(msg.contains("the guest has no disk to read"), "{msg}");
+    // The page-cache read comes after it on the same disk.
+    let (msg, d) = diag(scenario(&format!(
+        "{BASE}disk_read_mb = 256
+disk_cache_mb = 300
+"
+    )));
+    assert_eq!(d.key.as_deref(), Some("workload.disk_cache_mb"), "{msg}");
+    assert!(
+        msg.contains("556M (disk_read_mb + disk_cache_mb) is more than"),
+        "{msg}"
+    );
+    let s = scenario(&format!(
+        "{BASE}disk_read_mb = 256
+disk_cache_mb = 256
+"
+    ))
+    .unwrap();
+    assert_eq!(s.workload.disk_cache_mb, 256);
 }
 
 #[test]

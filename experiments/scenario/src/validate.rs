@@ -237,21 +237,35 @@ impl Scenario {
                 ),
             ));
         }
-        let disk_read = self.workload.disk_read_mb.saturating_mul(MIB);
+        let w = &self.workload;
+        let disk_read = w
+            .disk_read_mb
+            .saturating_add(w.disk_cache_mb)
+            .saturating_mul(MIB);
+        let key = if w.disk_cache_mb > 0 {
+            "workload.disk_cache_mb"
+        } else {
+            "workload.disk_read_mb"
+        };
         if disk_read > 0 {
             match self.guest.swap {
                 None => {
                     return Err(self.invalid(
-                        "workload.disk_read_mb",
+                        key,
                         "the guest has no disk to read (set guest.swap)".to_string(),
                     ))
                 }
                 Some(disk) if disk.0 < disk_read => {
                     return Err(self.invalid(
-                        "workload.disk_read_mb",
+                        key,
                         format!(
-                            "{} is more than the guest's {disk} disk (guest.swap)",
-                            size(disk_read)
+                            "{}{} is more than the guest's {disk} disk (guest.swap)",
+                            size(disk_read),
+                            if w.disk_cache_mb > 0 {
+                                " (disk_read_mb + disk_cache_mb)"
+                            } else {
+                                ""
+                            }
                         ),
                     ))
                 }
