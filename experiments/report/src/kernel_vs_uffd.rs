@@ -76,12 +76,16 @@ pub fn pairs(r: &MatrixResults) -> Vec<(&ScenarioResults, &ScenarioResults)> {
 }
 
 /// Median of `f` over the scenario's successful runs.
-fn median(sc: &ScenarioResults, f: impl Fn(&super::data::RunResult) -> Option<f64>) -> Option<f64> {
+pub(crate) fn median(
+    sc: &ScenarioResults,
+    f: impl Fn(&super::data::RunResult) -> Option<f64>,
+) -> Option<f64> {
     let v: Vec<f64> = sc.ok_runs().filter_map(f).collect();
     spread(&v).map(|s| s.median)
 }
 
-fn counter(sc: &ScenarioResults, key: &str) -> String {
+/// A counter's median and range over the successful runs, as a cell.
+pub(crate) fn counter(sc: &ScenarioResults, key: &str) -> String {
     if unobservable(sc, key) {
         return NOT_OBSERVABLE.to_string();
     }
@@ -160,6 +164,7 @@ pub fn section(out: &mut String, r: &MatrixResults) {
             (counters::SILENT_WRITES, "silent writes"),
             (counters::FALSE_READS, "false reads"),
             (counters::DECAYED_SEQUENTIALITY, "decayed sequentiality"),
+            (counters::FALSE_ANONYMITY, "false anonymity"),
         ] {
             out.push_str(&both(label, &|s| counter(s, key)));
         }

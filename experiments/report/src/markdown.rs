@@ -355,6 +355,7 @@ pub fn render(results: &MatrixResults, figures: &[Link], files: &[Link]) -> Stri
     environment(&mut out, results);
     scenarios(&mut out, results);
     comparison(&mut out, results);
+    crate::anomalies::section(&mut out, results);
     crate::kernel_vs_uffd::section(&mut out, results);
     applications(&mut out, results);
     failures(&mut out, results);
