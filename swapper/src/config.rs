@@ -182,7 +182,7 @@ impl SwapperConfig {
         if self.zero_cluster == 0 {
             return Err(ConfigError::Invalid("zero_cluster must be >= 1"));
         }
-        if self.named_readahead > crate::named::MAX_READAHEAD {
+        if self.named_readahead > crate::mirrors::MAX_READAHEAD {
             return Err(ConfigError::Invalid("named_readahead must be at most 64"));
         }
         Ok(())

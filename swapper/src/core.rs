@@ -16,7 +16,7 @@
 use crate::budget::{Budget, Limits};
 use crate::config::SwapperConfig;
 use crate::fatal::FatalSink;
-use crate::named::MirrorIndex;
+use crate::mirrors::MirrorIndex;
 use crate::page_bits::PageBits;
 use crate::page_state::{PageEntry, PageIdx, PageState};
 use crate::pagemap::Pagemap;

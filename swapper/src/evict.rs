@@ -157,10 +157,25 @@ impl Shared {
         if g.slot.is_some() {
             bump!(self, false_reads);
         }
-        self.staging.release(s);
-        let freed = g.zeroed().expect("resident page can be zeroed");
-        self.free_slot(freed);
         bump!(self, zero_pages);
+        self.drop_staged(idx, g, before, s, |e| {
+            e.zeroed().expect("resident page can be zeroed")
+        })
+    }
+
+    /// Releases staging slot `s` of page `idx`, whose content needs no store
+    /// write, moving the page on with `to` (which returns a slot to free).
+    pub(crate) fn drop_staged(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        before: PageEntry,
+        s: u32,
+        to: impl FnOnce(&mut PageEntry) -> Option<crate::slots::Slot>,
+    ) -> Outcome {
+        self.staging.release(s);
+        let freed = to(g);
+        self.free_slot(freed);
         self.settle(idx, &before, g, false);
         Outcome::Freed
     }

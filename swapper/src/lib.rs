@@ -98,6 +98,7 @@ mod handler;
 pub mod install;
 pub mod integrity;
 pub mod kswap;
+mod mirrors;
 pub mod named;
 mod page;
 mod page_bits;

@@ -6,7 +6,7 @@ use crate::core::Shared;
 use crate::discard::DiscardStats;
 use crate::fatal::{FatalError, FatalSink};
 use crate::install::Installed;
-use crate::named::DiskReader;
+use crate::mirrors::DiskReader;
 use crate::page::PAGE_SIZE;
 use crate::page_bits::PageBits;
 use crate::page_state::{PageEntry, PageState};
@@ -160,7 +160,7 @@ impl Swapper {
             wake_cv: Condvar::new(),
             last_fault: AtomicU32::new(u32::MAX - 1),
             last_store_read: AtomicU64::new(u64::MAX),
-            mirrors: crate::named::MirrorIndex::default(),
+            mirrors: crate::mirrors::MirrorIndex::default(),
             last_named: AtomicU64::new(u64::MAX),
             refill_cursor: AtomicU32::new(0),
             shrink_cursor: AtomicU32::new(0),

@@ -73,17 +73,9 @@ fn mitigations(sc: &ScenarioResults) -> Vec<String> {
 /// What must agree for two scenarios to be compared: all but the names,
 /// repetitions, time limit and the mitigations themselves (and the
 /// read-ahead, which `decayed-sequentiality` sets).
-fn setup(sc: &ScenarioResults) -> Value {
-    let c = &sc.config;
-    let host = c.get("host").cloned().unwrap_or(Value::Null);
-    serde_json::json!({
-        "guest": c.get("guest"),
-        "workload": c.get("workload"),
-        "limit": host.get("limit"),
-        "store": host.get("store"),
-        "policy": host.get("policy"),
-        "swapper": swapper(sc),
-    })
+fn setup(sc: &ScenarioResults) -> (Value, Option<&str>) {
+    let s = sc.setup(&["guest", "workload"], &["limit", "store", "policy"]);
+    (s, swapper(sc))
 }
 
 /// (unmitigated, mitigated) pairs of the userfaultfd swapper, in matrix order.

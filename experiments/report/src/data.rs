@@ -245,6 +245,21 @@ impl ScenarioResults {
     pub fn ok_runs(&self) -> impl Iterator<Item = &RunResult> {
         self.runs.iter().filter(|r| r.ok())
     }
+
+    /// The scenario's `top` keys and `host` keys, as one object: what must
+    /// agree for two scenarios to be compared.
+    pub fn setup(&self, top: &[&str], host: &[&str]) -> serde_json::Value {
+        let c = &self.config;
+        let h = c.get("host").cloned().unwrap_or(serde_json::Value::Null);
+        let mut m = serde_json::Map::new();
+        for k in top {
+            m.insert((*k).into(), c.get(*k).cloned().unwrap_or_default());
+        }
+        for k in host {
+            m.insert(format!("host.{k}"), h.get(*k).cloned().unwrap_or_default());
+        }
+        serde_json::Value::Object(m)
+    }
 }
 
 /// A whole `swaplab run`.

@@ -49,15 +49,7 @@ pub fn unobservable(sc: &ScenarioResults, key: &str) -> bool {
 /// What must agree for two scenarios to be compared: everything but the
 /// names, repetitions, time limit and the host swapper's own settings.
 fn setup(sc: &ScenarioResults) -> Value {
-    let c = &sc.config;
-    let host = c.get("host").cloned().unwrap_or(Value::Null);
-    serde_json::json!({
-        "guest": c.get("guest"),
-        "workload": c.get("workload"),
-        "balloon": c.get("balloon"),
-        "limit": host.get("limit"),
-        "store": host.get("store"),
-    })
+    sc.setup(&["guest", "workload", "balloon"], &["limit", "store"])
 }
 
 /// (kernel scenario, its userfaultfd twin) pairs, in matrix order.

@@ -179,7 +179,9 @@ mb = 96
 
 # Host swap, uncooperative and mitigated: pass 2 only reads (silent writes
 # when the host writes those pages out again), then the guest reads its disk
-# into frames it freed (stale reads when the host had evicted them).
+# into frames it freed (stale reads when the host had evicted them); 16 MiB
+# of the disk sit in its page cache throughout and are read again at the end
+# (false anonymity when the host swaps them out; named pages mitigated).
 [[scenario]]
 name = "host-swap"
 [scenario.guest]
@@ -193,6 +195,7 @@ mb = 48
 passes = 2
 write_ratio = 0.0
 disk_read_mb = 48
+disk_cache_mb = 16
 
 [[scenario]]
 name = "host-swap-mitigated"
@@ -202,12 +205,13 @@ swap = "64M"
 [scenario.host]
 limit = "80M"
 policy = "random"
-mitigations = ["silent-writes", "stale-reads", "false-reads", "decayed-sequentiality"]
+mitigations = ["silent-writes", "stale-reads", "false-reads", "decayed-sequentiality", "false-anonymity"]
 [scenario.workload]
 mb = 48
 passes = 2
 write_ratio = 0.0
 disk_read_mb = 48
+disk_cache_mb = 16
 
 # host-swap's limit met by a balloon sized to it before the workload starts
 # (guest RAM − limit: the guest keeps about 30M of the 77M its kernel reports,
@@ -416,6 +420,19 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
         "mitigated {} vs {}",
         u(m, "stale_swap_reads"),
         u(h, "stale_swap_reads")
+    );
+    // False anonymity: page cache written to the store; mitigated, dropped
+    // and read back from the disk (the Swap Mapper's named pages).
+    assert!(counter(h, "false_anonymity") > 0, "no false anonymity: {h}");
+    assert_eq!(counter(h, "named_evictions"), 0, "{h}");
+    assert_eq!(counter(m, "false_anonymity"), 0, "{m}");
+    assert!(counter(m, "named_evictions") > 0, "{m}");
+    assert!(counter(m, "swapin_named") > 0, "no named faults: {m}");
+    assert!(
+        m["latency"]["host_swap_in_named"]["count"]
+            .as_u64()
+            .unwrap()
+            > 0
     );
 
     // Ballooning at the same pressure: the balloon was full before the

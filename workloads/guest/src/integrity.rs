@@ -276,13 +276,7 @@ mod tests {
         IntegrityArgs::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
     }
 
-    fn lines(out: &[u8]) -> Vec<serde_json::Value> {
-        String::from_utf8(out.to_vec())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-            .collect()
-    }
+    use crate::json::parse_lines as lines;
 
     #[test]
     fn parses_flags() {

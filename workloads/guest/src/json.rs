@@ -97,6 +97,16 @@ pub fn emit(out: &mut dyn std::io::Write, line: &str) -> Result<(), super::error
         .map_err(super::error::GuestError::io("writing a result line"))
 }
 
+/// The JSON lines a command wrote to `out` (tests).
+#[cfg(test)]
+pub(crate) fn parse_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8(out.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,17 +156,9 @@ fn outcome_and_metric(spec: &Scenario, raw: &RawRun) -> (String, Option<f64>) {
     (outcome, metric)
 }
 
-/// Turns a raw run into its result.
-pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
-    let (outcome, metric) = outcome_and_metric(spec, raw);
-    let guest = guest_report(&raw.channel);
-    let last = guest.samples.last();
-    // Under the kernel swapper there are no fault records: the blk worker's
-    // own major faults during each request stand for them.
-    let joined: Joined = match &raw.kernel {
-        Some(_) => join::from_major_faults(&spans(&raw.requests)),
-        None => join::join(&spans(&raw.requests), &device_faults(&raw.faults)),
-    };
+/// Every path's latencies, ns: guest swap requests, host swap-ins by vCPU and
+/// by device, double paging, named pages.
+fn latency_samples(raw: &RawRun, joined: &Joined) -> [(&'static str, Vec<u64>); 6] {
     let reqs = |k: BlkKind| raw.requests.iter().filter(move |r| r.kind == k);
     let host_by = |device: bool| {
         raw.faults
@@ -183,7 +175,7 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
             .map(|f| f.total_ns as u64)
     };
     let named = raw.faults.iter().filter(|f| f.path == FaultPath::Named);
-    let samples: [(&str, Vec<u64>); 6] = [
+    [
         (
             "guest_swap_in",
             reqs(BlkKind::Read).map(|r| r.service_ns).collect(),
@@ -216,7 +208,22 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
             "host_swap_in_named",
             named.map(|f| f.total_ns as u64).collect(),
         ),
-    ];
+    ]
+}
+
+/// Turns a raw run into its result.
+pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
+    let (outcome, metric) = outcome_and_metric(spec, raw);
+    let guest = guest_report(&raw.channel);
+    let last = guest.samples.last();
+    // Under the kernel swapper there are no fault records: the blk worker's
+    // own major faults during each request stand for them.
+    let joined: Joined = match &raw.kernel {
+        Some(_) => join::from_major_faults(&spans(&raw.requests)),
+        None => join::join(&spans(&raw.requests), &device_faults(&raw.faults)),
+    };
+    let reqs = |k: BlkKind| raw.requests.iter().filter(move |r| r.kind == k);
+    let samples = latency_samples(raw, &joined);
     let mut latency: BTreeMap<String, PathLatency> = samples
         .iter()
         .map(|(k, v)| (k.to_string(), PathLatency::of(v.iter().copied())))

@@ -217,7 +217,8 @@ mod tests {
         );
         assert!(c.starts_with("swaplab-guest report --interval-ms"));
         assert!(!c.contains("--write-ratio") && !c.contains("dd "), "{c}");
-        // The standard matrix reads after writing, then reads the disk.
+        // The standard matrix caches the disk's second 64 MiB, reads after
+        // writing, then reads the first 64 MiB and the cached ones again.
         let m = load("default").unwrap();
         let hs = m.scenarios.iter().find(|s| s.name == "host-swap").unwrap();
         let c = workload_command(hs);
@@ -225,10 +226,13 @@ mod tests {
             c.contains("--passes 2") && c.contains("--write-ratio 0"),
             "{c}"
         );
+        let cache = "dd if=/dev/vda of=/dev/null bs=1M skip=64 count=64 2>/dev/null";
+        let read = "dd if=/dev/vda of=/dev/null bs=1M count=64 2>/dev/null";
         assert!(
-            c.ends_with("&& dd if=/dev/vda of=/dev/null bs=1M count=64 2>/dev/null"),
+            c.starts_with(&format!("{cache} && swaplab-guest touch")),
             "{c}"
         );
+        assert!(c.ends_with(&format!("&& {read} && {cache}")), "{c}");
     }
 
     #[test]

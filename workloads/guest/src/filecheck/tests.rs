@@ -6,13 +6,7 @@ fn args(a: &[&str]) -> Result<FileCheckArgs, GuestError> {
     FileCheckArgs::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
 }
 
-fn lines(out: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8(out.to_vec())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-        .collect()
-}
+use crate::json::parse_lines as lines;
 
 /// A temporary directory (under `std::env::temp_dir()`, removed on drop) with a
 /// stand-in for `/proc/sys/vm/drop_caches`, so tests never drop the host's caches.
