@@ -110,7 +110,17 @@ fn swap_image(
         path: path.clone(),
         source,
     };
-    let f = std::fs::File::create(&path).map_err(err)?;
+    // Private: it will hold what the guest swaps out.
+    let f = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true),
+        0o600,
+    )
+    .open(&path)
+    .map_err(err)?;
     f.set_len(bytes).map_err(err)?;
     fill_pattern(&f, data.start..data.end.min(bytes)).map_err(err)?;
     let tmpfs = nix::sys::statfs::fstatfs(&f)
