@@ -232,10 +232,7 @@ impl Shared {
             bump!(self, silent_writes);
         }
         // False page anonymity: written although its disk block holds it.
-        let false_anonymity = g.mirror.is_some_and(|m| m.crc == crc);
-        if g.mirror.is_some() && !false_anonymity {
-            bump!(self, mirror_mismatches);
-        }
+        let mirror = g.mirror.map(|m| m.crc == crc);
         let written = self.store.write(slot, data);
         self.write_result(written.is_ok());
         match written {
@@ -244,9 +241,11 @@ impl Shared {
                 g.evicted(slot, crc)
                     .expect("staged/resident page can be evicted");
                 bump!(self, evictions);
-                if false_anonymity {
-                    bump!(self, false_anonymity);
-                }
+                match mirror {
+                    Some(true) => bump!(self, false_anonymity),
+                    Some(false) => bump!(self, mirror_mismatches),
+                    None => 0,
+                };
                 self.settle(idx, &before, g, false);
                 Outcome::Freed
             }

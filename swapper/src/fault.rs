@@ -164,10 +164,8 @@ impl Shared {
             return self.stale(idx);
         }
         g.mark_dirty().expect("resident page can be dirtied");
-        if g.mirror.is_some() && self.cfg.named {
-            bump!(self, mirror_ends_guest_write);
-            self.end_mirror(idx, g);
-        }
+        // Writable from here on.
+        self.end_mirror_unless(idx, g, false);
         let t = Instant::now();
         match self
             .uffd
@@ -280,26 +278,51 @@ impl Shared {
         let t = Instant::now();
         let read = self.store.read(slot, &mut buf.0);
         let store_ns = ns(t);
-        let bad = match read {
-            Err(e) => Some(FatalKind::StoreRead {
+        let read = match read {
+            Err(e) => Err(FatalKind::StoreRead {
                 error: e.to_string(),
             }),
-            Ok(()) if self.cfg.checksums => verify(g.crc, &buf.0).err().map(FatalKind::Corruption),
-            Ok(()) => None,
+            Ok(()) if self.cfg.checksums => verify(g.crc, &buf.0).map_err(FatalKind::Corruption),
+            Ok(()) => Ok(()),
         };
-        if let Some(kind) = bad {
+        let dirty = f.write || !self.cfg.dirty_tracking;
+        let wp = !dirty || self.keeps_mirror(g, f.write);
+        let served = Served {
+            path: FaultPath::Store,
+            store_ns,
+            install_ns: 0,
+            reclaimed,
+            then: Then::Prefetch,
+        };
+        self.install_read((idx, g, f), buf, read, (wp, dirty), served)
+    }
+
+    /// The rest of a fault on an unmapped page whose content was just read
+    /// into `buf` (from the store, or a named page's disk block), with one
+    /// committed unit reserved for it: a failed `read` is fatal (never
+    /// served); otherwise `buf` is copied in, write-protected when `wp`, and
+    /// the page installed (`dirty`: it differs from any store copy) and
+    /// served as `served`. A page found mapped already is kept as it is.
+    pub(crate) fn install_read(
+        &self,
+        (idx, g, f): (PageIdx, &mut MutexGuard<'_, PageEntry>, &Fault),
+        buf: &AlignedPage,
+        read: Result<(), FatalKind>,
+        (wp, dirty): (bool, bool),
+        served: Served,
+    ) -> Result<Served, Again> {
+        if let Err(kind) = read {
             self.budget.release(1);
             self.fatal(idx, g, f, kind);
             return Ok(Served {
-                store_ns,
+                store_ns: served.store_ns,
                 ..Self::served(FaultPath::Fatal, 0)
             });
         }
         let before = **g;
-        let dirty = f.write || !self.cfg.dirty_tracking;
-        let wp = !dirty || self.keeps_mirror(g, f.write);
         let t = Instant::now();
-        // SAFETY: registered guest page whose lock we hold; `buf` is a page.
+        // SAFETY: registered guest page whose lock we hold, unmapped; `buf`
+        // is a page.
         let r = unsafe {
             self.uffd
                 .copy(self.addr(idx), buf.0.as_ptr(), PAGE_SIZE, wp, true)
@@ -313,9 +336,9 @@ impl Shared {
             }
             Err(e) if is(&e, Errno::EEXIST) => {
                 bump!(self, eexist);
-                self.warn(format_args!("evicted page {idx} found mapped"));
+                self.warn(format_args!("unmapped page {idx} found mapped"));
                 let _ = self.uffd.wake(self.addr(idx), PAGE_SIZE);
-                g.installed(true).expect("evicted page can be installed");
+                g.installed(true).expect("unmapped page can be installed");
                 self.end_mirror(idx, g);
                 self.settle(idx, &before, g, true);
                 self.policy().mapped(idx);
@@ -324,28 +347,18 @@ impl Shared {
             Err(e) => {
                 self.budget.release(1);
                 let errno = e.errno().map_or(0, |e| e as i32);
-                self.fatal(
-                    idx,
-                    g,
-                    f,
-                    FatalKind::Uffd {
-                        op: "UFFDIO_COPY".into(),
-                        errno,
-                    },
-                );
+                let op = "UFFDIO_COPY".into();
+                self.fatal(idx, g, f, FatalKind::Uffd { op, errno });
                 return Ok(Self::served(FaultPath::Fatal, install_ns));
             }
         }
-        g.installed(dirty).expect("evicted page can be installed");
-        self.mirror_after_install(idx, g, wp);
+        g.installed(dirty).expect("unmapped page can be installed");
+        self.end_mirror_unless(idx, g, wp);
         self.settle(idx, &before, g, true);
         self.policy().mapped(idx);
         Ok(Served {
-            path: FaultPath::Store,
-            store_ns,
             install_ns,
-            reclaimed,
-            then: Then::Prefetch,
+            ..served
         })
     }
 
@@ -413,7 +426,7 @@ impl Shared {
         let dirty = f.write || !self.cfg.dirty_tracking;
         let install_ns = ns(t);
         g.installed(dirty).expect("staged page can be installed");
-        self.mirror_after_install(idx, g, protect);
+        self.end_mirror_unless(idx, g, protect);
         self.settle(idx, &before, g, false);
         let path = match kind {
             StageKind::Inactive => {
@@ -592,7 +605,7 @@ impl Shared {
                         };
                         r.is_ok() && {
                             g.installed(!clean).expect("evicted page can be installed");
-                            self.mirror_after_install(p, &mut g, wp);
+                            self.end_mirror_unless(p, &mut g, wp);
                             true
                         }
                     }

@@ -169,7 +169,7 @@ impl Shared {
     ) -> Installed {
         bump!(self, mirrors_skipped);
         match before.state {
-            PageState::Resident | PageState::Staged { .. } => {
+            PageState::Resident | PageState::ZeroMapped | PageState::Staged { .. } => {
                 // Unmapped now (its content went): the device's write
                 // faults it in as a zero page, then fills it.
                 let freed = g.zeroed().expect("resident page can be zeroed");
@@ -192,9 +192,9 @@ impl Shared {
         }
     }
 
-    /// In named mode, a page installed writable (`wp` false) stops being a
-    /// known copy of its block: its mirror ends (the guest is writing it).
-    pub(crate) fn mirror_after_install(&self, idx: PageIdx, g: &mut PageEntry, wp: bool) {
+    /// In named mode a page mapped writable (not `wp`) stops being a known
+    /// copy of its block (the guest may write it): its mirror ends.
+    pub(crate) fn end_mirror_unless(&self, idx: PageIdx, g: &mut PageEntry, wp: bool) {
         if self.cfg.named && !wp && g.mirror.is_some() {
             bump!(self, mirror_ends_guest_write);
             self.end_mirror(idx, g);
@@ -209,20 +209,17 @@ impl Shared {
 
     /// Reads the block of `m` into `buf` and checks it against the mirror.
     pub(crate) fn read_block(&self, m: Mirror, buf: &mut [u8]) -> Result<(), FatalKind> {
+        let failed = |error: String| FatalKind::DiskRead {
+            disk: m.disk,
+            offset: m.offset,
+            error,
+        };
         let disk = self
             .mirrors
             .disk(m.disk)
-            .ok_or_else(|| FatalKind::DiskRead {
-                disk: m.disk,
-                offset: m.offset,
-                error: "the disk is not registered with the swapper".into(),
-            })?;
+            .ok_or_else(|| failed("the disk is not registered with the swapper".into()))?;
         disk.read_at(buf, m.offset)
-            .map_err(|e| FatalKind::DiskRead {
-                disk: m.disk,
-                offset: m.offset,
-                error: e.to_string(),
-            })?;
+            .map_err(|e| failed(e.to_string()))?;
         verify(m.crc, buf).map_err(FatalKind::Corruption)
     }
 
@@ -253,45 +250,15 @@ impl Shared {
         let reclaimed = self.reserve_for_fault();
         let t = Instant::now();
         let read = self.read_block(m, &mut buf.0);
-        let disk_ns = ns(t);
-        if let Err(kind) = read {
-            self.budget.release(1);
-            self.fatal(idx, g, f, kind);
-            return Ok(Served {
-                store_ns: disk_ns,
-                ..Self::served(FaultPath::Fatal, 0)
-            });
-        }
-        let before = **g;
-        let t = Instant::now();
-        // SAFETY: registered guest page whose lock we hold, unmapped
-        // (named); `buf` is a page.
-        let r = unsafe {
-            self.uffd
-                .copy(self.addr(idx), buf.0.as_ptr(), PAGE_SIZE, !f.write, true)
-        };
-        let install_ns = ns(t);
-        if let Err(e) = r {
-            self.budget.release(1);
-            if is(&e, Errno::EAGAIN) {
-                return Err(Again);
-            }
-            let errno = e.errno().map_or(0, |e| e as i32);
-            let op = "UFFDIO_COPY".into();
-            self.fatal(idx, g, f, FatalKind::Uffd { op, errno });
-            return Ok(Self::served(FaultPath::Fatal, install_ns));
-        }
-        g.installed(true).expect("named page can be installed");
-        self.mirror_after_install(idx, g, !f.write);
-        self.settle(idx, &before, g, true);
-        self.policy().mapped(idx);
-        Ok(Served {
+        let served = Served {
             path: FaultPath::Named,
-            store_ns: disk_ns,
-            install_ns,
+            store_ns: ns(t),
+            install_ns: 0,
             reclaimed,
             then: Then::NamedReadahead(m),
-        })
+        };
+        // No store copy: dirty; write-protected for a read, to keep the mirror.
+        self.install_read((idx, g, f), buf, read, (!f.write, true), served)
     }
 
     /// After a named fault on the block of `m`: if the previous named fault
