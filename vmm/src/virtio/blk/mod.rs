@@ -223,40 +223,6 @@ impl BlkHandle {
     }
 }
 
-/// The worker's view of the shared disk: one operation at a time, each
-/// under the disk's lock.
-struct Locked(Arc<Mutex<Box<dyn BlkBackend>>>);
-
-impl BlkBackend for Locked {
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        base::sync::lock(&self.0).read_at(buf, offset)
-    }
-
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        base::sync::lock(&self.0).write_at(buf, offset)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        base::sync::lock(&self.0).flush()
-    }
-
-    fn discard(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
-        base::sync::lock(&self.0).discard(offset, len)
-    }
-
-    fn supports_discard(&self) -> bool {
-        base::sync::lock(&self.0).supports_discard()
-    }
-
-    fn size(&self) -> u64 {
-        base::sync::lock(&self.0).size()
-    }
-
-    fn block_size(&self) -> u32 {
-        base::sync::lock(&self.0).block_size()
-    }
-}
-
 /// Reads a device's disk from any thread ([`Blk::reader`]): each read takes
 /// the disk's lock, so it sees every request before or after, never half.
 #[derive(Clone)]
@@ -301,8 +267,6 @@ pub struct Blk {
     id: [u8; ID_BYTES],
     epoch: Instant,
     on_thread_start: Option<Box<dyn FnOnce(i32) + Send>>,
-    /// The backend until the worker takes it (a [`Locked`] view of `disk`).
-    backend: Arc<Mutex<Option<Box<dyn BlkBackend>>>>,
     /// The disk, shared by the worker and [`BlkReader`]s.
     disk: Arc<Mutex<Box<dyn BlkBackend>>>,
     worker: Option<WorkerCtl>,
@@ -401,7 +365,6 @@ impl Blk {
             id,
             epoch: cfg.epoch,
             on_thread_start: cfg.on_thread_start,
-            backend: Arc::new(Mutex::new(Some(Box::new(Locked(disk.clone()))))),
             disk,
             worker: None,
             shared: Arc::new(
@@ -445,7 +408,7 @@ impl Blk {
                 epoch: self.epoch,
                 on_start: self.on_thread_start.take(),
             };
-            let ctl = WorkerCtl::spawn(setup, &self.backend)
+            let ctl = WorkerCtl::spawn(setup, &self.disk)
                 .map_err(|e| ActivateError::Start(Box::new(e)))?;
             self.worker = Some(ctl);
         }

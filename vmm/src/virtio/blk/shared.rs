@@ -13,6 +13,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::backend::BlkBackend;
 use super::request::Limits;
 use super::trace::{BlkTrace, Counters};
 use crate::virtio::VirtioInterrupt;
@@ -136,4 +137,38 @@ pub(crate) struct Active {
     pub notify: EventFd,
     pub interrupt: VirtioInterrupt,
     pub limits: Limits,
+}
+
+/// The worker's view of the shared disk: one operation at a time, each
+/// under the disk's lock.
+pub(crate) struct Locked(pub Arc<Mutex<Box<dyn BlkBackend>>>);
+
+impl BlkBackend for Locked {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        base::sync::lock(&self.0).read_at(buf, offset)
+    }
+
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        base::sync::lock(&self.0).write_at(buf, offset)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        base::sync::lock(&self.0).flush()
+    }
+
+    fn discard(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        base::sync::lock(&self.0).discard(offset, len)
+    }
+
+    fn supports_discard(&self) -> bool {
+        base::sync::lock(&self.0).supports_discard()
+    }
+
+    fn size(&self) -> u64 {
+        base::sync::lock(&self.0).size()
+    }
+
+    fn block_size(&self) -> u32 {
+        base::sync::lock(&self.0).block_size()
+    }
 }

@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use base::sync::lock;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::backend::BlkBackend;
 use super::request::ID_BYTES;
 use super::serve::Engine;
+use super::shared::Locked;
 use super::shared::{Active, Shared};
 use super::trace::bump;
 
@@ -50,11 +50,10 @@ pub(crate) struct WorkerSetup {
 }
 
 impl WorkerCtl {
-    /// Starts the worker thread with the backend in `slot` (left there if the
-    /// thread cannot be started).
+    /// Starts the worker thread on the shared `disk`.
     pub fn spawn(
         setup: WorkerSetup,
-        slot: &Arc<Mutex<Option<Box<dyn BlkBackend>>>>,
+        disk: &Arc<Mutex<Box<dyn BlkBackend>>>,
     ) -> std::io::Result<Self> {
         let kick = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
@@ -67,7 +66,7 @@ impl WorkerCtl {
         let (ack_tx, ack) = mpsc::channel();
         let worker_kick = kick.try_clone()?;
         let shared = setup.shared.clone();
-        let slot = slot.clone();
+        let disk = Locked(disk.clone());
         let thread = std::thread::Builder::new()
             .name("vmm-blk".into())
             .spawn(move || {
@@ -77,9 +76,7 @@ impl WorkerCtl {
                 if let Some(f) = setup.on_start {
                     f(tid);
                 }
-                let Some(backend) = lock(&slot).take() else {
-                    return;
-                };
+                let backend = Box::new(disk);
                 Worker {
                     engine: Engine::new(backend, setup.shared, setup.id, setup.epoch, tid),
                     epoll,
