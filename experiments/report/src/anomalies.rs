@@ -73,23 +73,23 @@ fn mitigations(sc: &ScenarioResults) -> Vec<String> {
 /// What must agree for two scenarios to be compared: all but the names,
 /// repetitions, time limit and the mitigations themselves (and the
 /// read-ahead, which `decayed-sequentiality` sets).
-fn setup(sc: &ScenarioResults) -> (Value, Option<&str>) {
-    let s = sc.setup(&["guest", "workload"], &["limit", "store", "policy"]);
-    (s, swapper(sc))
+fn setup(sc: &ScenarioResults) -> Value {
+    let mut s = sc.setup(&["guest", "workload"], &["limit", "store", "policy"]);
+    s["swapper"] = swapper(sc).into();
+    s
 }
 
 /// (unmitigated, mitigated) pairs of the userfaultfd swapper, in matrix order.
 pub fn pairs(r: &MatrixResults) -> Vec<(&ScenarioResults, &ScenarioResults)> {
-    r.scenarios
-        .iter()
-        .filter(|m| swapper(m) == Some("uffd") && !mitigations(m).is_empty())
-        .filter_map(|m| {
-            let plain = r.scenarios.iter().find(|u| {
-                swapper(u) == Some("uffd") && mitigations(u).is_empty() && setup(u) == setup(m)
-            })?;
-            Some((plain, m))
-        })
-        .collect()
+    r.twins(
+        |m| !mitigations(m).is_empty(),
+        |u| mitigations(u).is_empty(),
+        setup,
+    )
+    .into_iter()
+    .filter(|(m, _)| swapper(m) == Some("uffd"))
+    .map(|(m, plain)| (plain, m))
+    .collect()
 }
 
 fn median_counter(sc: &ScenarioResults, key: &str) -> Option<f64> {

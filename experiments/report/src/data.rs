@@ -278,3 +278,27 @@ pub struct MatrixResults {
     /// Per scenario, in matrix order.
     pub scenarios: Vec<ScenarioResults>,
 }
+
+impl MatrixResults {
+    /// Every scenario `subject` accepts, with the first that `twin` accepts
+    /// whose `setup` equals its own, in matrix order (a subject without one
+    /// is left out): the pairs a report section compares.
+    pub fn twins<K: PartialEq>(
+        &self,
+        subject: impl Fn(&ScenarioResults) -> bool,
+        twin: impl Fn(&ScenarioResults) -> bool,
+        setup: impl Fn(&ScenarioResults) -> K,
+    ) -> Vec<(&ScenarioResults, &ScenarioResults)> {
+        self.scenarios
+            .iter()
+            .filter(|s| subject(s))
+            .filter_map(|s| {
+                let t = self
+                    .scenarios
+                    .iter()
+                    .find(|t| twin(t) && setup(t) == setup(s))?;
+                Some((s, t))
+            })
+            .collect()
+    }
+}

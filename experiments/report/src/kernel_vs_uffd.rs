@@ -54,17 +54,11 @@ fn setup(sc: &ScenarioResults) -> Value {
 
 /// (kernel scenario, its userfaultfd twin) pairs, in matrix order.
 pub fn pairs(r: &MatrixResults) -> Vec<(&ScenarioResults, &ScenarioResults)> {
-    r.scenarios
-        .iter()
-        .filter(|k| swapper(k) == Some("kernel"))
-        .filter_map(|k| {
-            let twin = r
-                .scenarios
-                .iter()
-                .find(|u| swapper(u) == Some("uffd") && setup(u) == setup(k))?;
-            Some((k, twin))
-        })
-        .collect()
+    r.twins(
+        |k| swapper(k) == Some("kernel"),
+        |u| swapper(u) == Some("uffd"),
+        setup,
+    )
 }
 
 /// Median of `f` over the scenario's successful runs.
