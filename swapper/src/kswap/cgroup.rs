@@ -190,15 +190,8 @@ impl MemoryCgroup {
     }
 
     /// `memory.stat` as name → value.
-    pub fn stat(&self) -> Result<HashMap<String, u64>, KswapError> {
-        Ok(self
-            .read("memory.stat")?
-            .lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                Some((k.to_string(), v.trim().parse().ok()?))
-            })
-            .collect())
+    pub fn stat(&self) -> Result<MemoryStat, KswapError> {
+        Ok(MemoryStat::parse(&self.read("memory.stat")?, self.version))
     }
 
     /// Sets `memory.swappiness` (v1 only; ignored on v2).
@@ -207,6 +200,41 @@ impl MemoryCgroup {
             CgroupVersion::V1 => self.write("memory.swappiness", &v.to_string()),
             CgroupVersion::V2 => Ok(()),
         }
+    }
+}
+
+/// A cgroup's `memory.stat`: name → value.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStat {
+    values: HashMap<String, u64>,
+    v1: bool,
+}
+
+impl MemoryStat {
+    /// Parses `memory.stat`'s text, written by a cgroup of `version`.
+    pub fn parse(text: &str, version: CgroupVersion) -> Self {
+        let values = text
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect();
+        Self {
+            values,
+            v1: version == CgroupVersion::V1,
+        }
+    }
+
+    /// Reads the `memory.stat` at `path`; empty where it cannot be read.
+    pub fn read(path: &Path, version: CgroupVersion) -> Self {
+        Self::parse(&std::fs::read_to_string(path).unwrap_or_default(), version)
+    }
+
+    /// `key`, in its hierarchical `total_` form on v1 where it has one.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        let total = self.v1.then(|| self.values.get(&format!("total_{key}")));
+        total.flatten().or_else(|| self.values.get(key)).copied()
     }
 }
 
@@ -252,5 +280,22 @@ impl Drop for MemoryCgroup {
         if let Err(e) = evacuate_and_remove(&self.path, &origins, &parent) {
             tracing::error!("kswap: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_stat_takes_v1_totals_and_v2_plain_values() {
+        let text = "pgmajfault 3\ntotal_pgmajfault 7\nswap 12\nbroken x\n";
+        let v1 = MemoryStat::parse(text, CgroupVersion::V1);
+        assert_eq!(v1.get("pgmajfault"), Some(7));
+        assert_eq!(v1.get("swap"), Some(12));
+        assert_eq!(v1.get("broken"), None);
+        assert_eq!(v1.get("absent"), None);
+        let v2 = MemoryStat::parse(text, CgroupVersion::V2);
+        assert_eq!(v2.get("pgmajfault"), Some(3));
     }
 }

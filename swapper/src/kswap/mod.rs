@@ -29,7 +29,7 @@ mod setup;
 mod swapdev;
 mod sweep;
 
-pub use cgroup::{CgroupVersion, MemoryCgroup};
+pub use cgroup::{CgroupVersion, MemoryCgroup, MemoryStat};
 pub use error::KswapError;
 pub use names::PREFIX;
 pub use setup::KernelSwap;

@@ -466,7 +466,6 @@ fn describe(st: ExitStatus) -> String {
 
 fn memory_stat(cg: &KernelSwap) -> BTreeMap<String, u64> {
     let stat = cg.cgroup.stat().unwrap_or_default();
-    let v1 = cg.cgroup.version() == CgroupVersion::V1;
     [
         "pgmajfault",
         "pgfault",
@@ -479,14 +478,7 @@ fn memory_stat(cg: &KernelSwap) -> BTreeMap<String, u64> {
         "file",
     ]
     .into_iter()
-    .filter_map(|k| {
-        let v = if v1 {
-            stat.get(&format!("total_{k}")).or_else(|| stat.get(k))
-        } else {
-            stat.get(k)
-        };
-        v.map(|v| (k.to_string(), *v))
-    })
+    .filter_map(|k| Some((k.to_string(), stat.get(k)?)))
     .collect()
 }
 

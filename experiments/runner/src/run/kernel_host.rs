@@ -37,7 +37,9 @@ use std::path::{Path, PathBuf};
 
 use scenario::{HostConfig, StoreChoice};
 use serde::{Deserialize, Serialize};
-use swapper::kswap::{sweep_leftovers, CgroupVersion, KernelSwap, SwapKind, SweepReport};
+use swapper::kswap::{
+    sweep_leftovers, CgroupVersion, KernelSwap, MemoryStat, SwapKind, SweepReport,
+};
 use vmm::HostRegion;
 
 /// Errors of the kernel host swapper.
@@ -164,7 +166,7 @@ pub struct KernelHostReport {
 #[derive(Debug, Clone)]
 pub struct KernelGauge {
     stat: PathBuf,
-    v1: bool,
+    version: CgroupVersion,
     base_majflt: u64,
     base_pswpout: u64,
     base_pswpin: u64,
@@ -179,29 +181,11 @@ fn swap_counts() -> (u64, u64) {
     )
 }
 
-/// `memory.stat` of the cgroup at `stat` as name → value.
-fn read_stat(stat: &Path) -> BTreeMap<String, u64> {
-    std::fs::read_to_string(stat)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// `key` of a `memory.stat` (its hierarchical `total_` form on v1).
-fn stat_value(stat: &BTreeMap<String, u64>, key: &str, v1: bool) -> u64 {
-    let total = v1.then(|| stat.get(&format!("total_{key}"))).flatten();
-    total.or_else(|| stat.get(key)).copied().unwrap_or(0)
-}
-
 impl KernelGauge {
-    fn new(stat: PathBuf, v1: bool) -> Self {
+    fn new(stat: PathBuf, version: CgroupVersion) -> Self {
         let mut g = Self {
             stat,
-            v1,
+            version,
             base_majflt: 0,
             base_pswpout: 0,
             base_pswpin: 0,
@@ -212,7 +196,9 @@ impl KernelGauge {
     }
 
     fn majflt(&self) -> u64 {
-        stat_value(&read_stat(&self.stat), "pgmajfault", self.v1)
+        MemoryStat::read(&self.stat, self.version)
+            .get("pgmajfault")
+            .unwrap_or(0)
     }
 
     /// (swap-ins charged to the cgroup, pages written to swap) since the
@@ -323,11 +309,8 @@ impl KernelHost {
         let cg = self.cgroup();
         let v1 = cg.version() == CgroupVersion::V1;
         let usage = cg.usage_bytes()?;
-        let cache = stat_value(
-            &read_stat(&cg.path().join("memory.stat")),
-            if v1 { "cache" } else { "file" },
-            v1,
-        );
+        let stat = MemoryStat::read(&cg.path().join("memory.stat"), cg.version());
+        let cache = stat.get(if v1 { "cache" } else { "file" }).unwrap_or(0);
         let resident: u64 = regions
             .iter()
             .map(|r| hostsys::mem::resident_pages(r.host_addr, r.len).unwrap_or(0) * 4096)
@@ -336,10 +319,7 @@ impl KernelHost {
         let allowance = growth_allowance(self.guest_mem);
         let limit = self.report.guest_limit_bytes + overhead + allowance;
         cg.set_limit_bytes(limit)?;
-        let gauge = KernelGauge::new(
-            cg.path().join("memory.stat"),
-            cg.version() == CgroupVersion::V1,
-        );
+        let gauge = KernelGauge::new(cg.path().join("memory.stat"), cg.version());
         self.report.cgroup_peak_from_start = self.reset_peak();
         self.report.vmm_overhead_bytes = overhead;
         self.report.growth_allowance_bytes = allowance;
@@ -398,7 +378,7 @@ impl KernelHost {
             r.swap_peak_bytes = std::fs::read_to_string(cg.path().join("memory.swap.peak"))
                 .ok()
                 .and_then(|s| s.trim().parse().ok());
-            let stat = read_stat(&cg.path().join("memory.stat"));
+            let stat = MemoryStat::read(&cg.path().join("memory.stat"), cg.version());
             r.memory_stat = [
                 "anon",
                 "file",
@@ -414,8 +394,7 @@ impl KernelHost {
                 "swap",
             ]
             .into_iter()
-            .filter(|k| stat.contains_key(*k) || stat.contains_key(&format!("total_{k}")))
-            .map(|k| (k.to_string(), stat_value(&stat, k, g.v1)))
+            .filter_map(|k| Some((k.to_string(), stat.get(k)?)))
             .collect();
         }
         let left = self.swap.take().expect("held until finish").remove();
@@ -443,16 +422,5 @@ mod tests {
         assert_eq!(a % 4096, 0);
         assert_eq!(a, (8 << 20) + (4 << 20));
         assert!(growth_allowance(1 << 30) > a);
-    }
-
-    #[test]
-    fn stat_values_take_v1_totals() {
-        let stat: BTreeMap<String, u64> = [("pgmajfault", 3), ("total_pgmajfault", 7)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        assert_eq!(stat_value(&stat, "pgmajfault", true), 7);
-        assert_eq!(stat_value(&stat, "pgmajfault", false), 3);
-        assert_eq!(stat_value(&stat, "swap", true), 0);
     }
 }

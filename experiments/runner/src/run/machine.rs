@@ -197,10 +197,8 @@ fn assemble_and_run(
     guard: &StallGuard,
 ) -> Result<RawRun, MachineError> {
     guard.stage("assembling the machine");
-    let kernel_swaps = spec
-        .host
-        .as_ref()
-        .is_some_and(|h| h.swapper == HostSwapper::Kernel);
+    let kernel_host = spec::kernel_host(spec.host.as_ref());
+    let kernel_swaps = kernel_host.is_some();
     let swap_img = match spec.guest.swap {
         Some(b) => {
             let w = &spec.workload;
@@ -211,12 +209,9 @@ fn assemble_and_run(
     };
     // Before guest RAM is mapped: everything the run touches from here on is
     // charged to the kernel swapper's cgroup. Dropped last, on every path.
-    let mut kernel = match &spec.host {
-        Some(h) if h.swapper == HostSwapper::Kernel => {
-            Some(KernelHost::enter(h, spec.guest.mem.bytes())?)
-        }
-        _ => None,
-    };
+    let mut kernel = kernel_host
+        .map(|h| KernelHost::enter(h, spec.guest.mem.bytes()))
+        .transpose()?;
     let files = BootFiles::for_kernel(spec.guest.kernel.as_deref())?;
     let cmdline = guest_cmdline(
         spec,
@@ -529,10 +524,7 @@ fn attach_blk(
         ),
         // Under the kernel swapper, double paging and stale reads show as
         // the worker's own major faults during a request.
-        count_major_faults: spec
-            .host
-            .as_ref()
-            .is_some_and(|h| h.swapper == HostSwapper::Kernel),
+        count_major_faults: spec::kernel_host(spec.host.as_ref()).is_some(),
         direct: image.direct,
         ..BlkConfig::new(image.path)
     })?;

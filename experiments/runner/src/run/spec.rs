@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use swapper::{StoreKind, SwapperConfig};
 
-use scenario::{BalloonPolicy, HostConfig, Mitigation, Scenario, StoreChoice, WorkloadKind};
+use scenario::{
+    BalloonPolicy, HostConfig, HostSwapper, Mitigation, Scenario, StoreChoice, WorkloadKind,
+};
 
 /// The workload's guest command (results go to the channel), then the disk
 /// read if the scenario asks for one; the workload's status is the command's
@@ -196,6 +198,12 @@ pub const REPORTING_ORDER: u32 = 3;
 /// copies first.
 pub fn false_reads_mitigated(h: Option<&HostConfig>) -> bool {
     h.is_some_and(|h| has(h, Mitigation::StaleReads) || has(h, Mitigation::FalseReads))
+}
+
+/// The host's configuration where the kernel swaps guest RAM
+/// (`host.swapper = "kernel"`), not swaplab's userfaultfd swapper.
+pub fn kernel_host(h: Option<&HostConfig>) -> Option<&HostConfig> {
+    h.filter(|h| h.swapper == HostSwapper::Kernel)
 }
 
 #[cfg(test)]
