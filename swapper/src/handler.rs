@@ -33,7 +33,7 @@ pub(crate) fn signal(fd: &OwnedFd) {
     unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
 }
 
-fn poll(uffd: RawFd, stop: RawFd, timeout_ms: i32) {
+pub(crate) fn poll(uffd: RawFd, stop: RawFd, timeout_ms: i32) {
     let mut fds = [
         libc::pollfd {
             fd: uffd,

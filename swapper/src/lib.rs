@@ -94,6 +94,7 @@ pub mod evict;
 mod evictor;
 pub mod fatal;
 pub mod fault;
+pub mod floor;
 mod handler;
 pub mod install;
 pub mod integrity;

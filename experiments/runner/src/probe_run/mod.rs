@@ -10,6 +10,7 @@
 //! [`abi::TEST_RAM_BASE`], so a swapper can manage exactly the memory under test.
 
 mod device;
+pub mod floor;
 pub mod hooks;
 pub mod kernel;
 pub mod plan;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use swapper::{FaultInjector, StoreKind, SwapperConfig};
 
+use super::floor::run_probe_floor;
 use super::kernel::{self, ChildCommand, KernelSettings};
 use super::render::render_text;
 use super::summary::{self, SwapSummary};
@@ -29,6 +30,11 @@ pub enum SwapPlan {
         /// Injected store failures (testing).
         inject: Injections,
     },
+    /// The userfaultfd floor ([`super::floor`]): every access of every pass
+    /// after the first is one bare round trip. Test RAM's content is not
+    /// kept (each fault installs the same prepared page), so nothing is
+    /// verified.
+    Floor,
     /// The kernel baseline (parent).
     Kernel {
         /// Its settings.
@@ -149,6 +155,29 @@ pub fn run_plan(
                 text: render_text(&r),
                 summary: None,
                 failures: probe_integrity(&r).into_iter().collect(),
+            })
+        }
+        SwapPlan::Floor => {
+            let hooks = ProbeHooks {
+                on_started: Some(abort_on_signal(scope)),
+                ..Default::default()
+            };
+            let r = run_probe_floor(config, hooks);
+            scope.set_action(None);
+            scope.check()?;
+            let (r, stats) = r?;
+            let mut json = serde_json::to_value(&r)?;
+            merge(&mut json, serde_json::json!({ "floor": stats }));
+            let mut text = render_text(&r);
+            text.push_str(&format!(
+                "\nuserfaultfd floor: {} faults served by UFFDIO_COPY of a prepared page, {} already mapped, {} errors\n",
+                stats.faults, stats.already_mapped, stats.errors
+            ));
+            Ok(ProbeOutput {
+                json,
+                text,
+                summary: None,
+                failures: Vec::new(),
             })
         }
         SwapPlan::KernelChild {
