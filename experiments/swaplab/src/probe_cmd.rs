@@ -38,7 +38,7 @@ pub struct ProbeArgs {
     /// Test RAM size (e.g. 256M, 1G); at most this host's memory.
     #[arg(long, value_name = "SIZE", default_value = "256M")]
     pub mem: ByteSize,
-    /// Access pattern: seq, random, zipf[:SKEW] (default skew 0.99) or phase[:WINDOWS].
+    /// Access pattern: seq, random, zipf[:SKEW] (default skew 0.99), hotcold[:H:P] (H% of the pages take P% of the accesses; default 20:80) or phase[:WINDOWS].
     #[arg(long, value_name = "PATTERN", default_value = "random")]
     pub pattern: Pattern,
     /// Passes over test RAM; each gets its own latency histogram.

@@ -8,6 +8,7 @@
 //! | `seq` | pages `0, 1, …, N-1` in order | all |
 //! | `random` | a fresh uniformly random permutation of all pages | all, once each |
 //! | `zipf[:S]` | `N` draws from Zipf(N, S) over ranks; rank → page through a random permutation fixed for the run, so hot pages are scattered and stay hot across passes. Default `S` = 0.99 (YCSB's default); larger is more skewed | the hot ones |
+//! | `hotcold[:H:P]` | the first pass loads: every page once, in random order. Each later pass is `N` draws: with probability `P`% a uniformly random page of the hot set, else of the rest. The hot set is `H`% of the pages (at least one), scattered through a random permutation fixed for the run, so it stays the same across passes. Default 20:80 (the Pareto split) | all in the first pass; then the hot ones, and some of the cold |
 //! | `phase[:K]` | test RAM is split into `K` equal windows (default 4). The pass visits the windows in turn, starting at window `pass mod K`; in each window it makes [`PHASE_ROUNDS`] rounds, each a fresh random permutation of the window. So the hot set (one window) moves within a pass, and the order moves between passes | all, [`PHASE_ROUNDS`] times each |
 
 use std::fmt;
@@ -24,6 +25,8 @@ pub const DEFAULT_PHASE_WINDOWS: u32 = 4;
 pub const PHASE_ROUNDS: u32 = 4;
 /// Largest accepted Zipf exponent.
 pub const MAX_ZIPF_SKEW: f64 = 100.0;
+/// Default `hotcold` split: 20% of the pages take 80% of the accesses.
+pub const DEFAULT_HOTCOLD: (u8, u8) = (20, 80);
 /// Largest accepted number of `phase` windows.
 pub const MAX_PHASE_WINDOWS: u32 = 1 << 20;
 
@@ -36,6 +39,8 @@ pub enum PatternError {
     Skew(String),
     /// The phase window count is not an integer in range.
     Windows(String),
+    /// The hotcold split is not two percentages from 1 to 99.
+    HotCold(String),
     /// The pattern takes no parameter.
     Parameter(String),
     /// No pages, or more than page indices can address.
@@ -56,7 +61,7 @@ impl fmt::Display for PatternError {
         match self {
             Self::Unknown(s) => write!(
                 f,
-                "unknown pattern '{s}' (expected seq, random, zipf[:SKEW] or phase[:WINDOWS])"
+                "unknown pattern '{s}' (expected seq, random, zipf[:SKEW], hotcold[:H:P] or phase[:WINDOWS])"
             ),
             Self::Skew(s) => write!(
                 f,
@@ -65,6 +70,10 @@ impl fmt::Display for PatternError {
             Self::Windows(s) => write!(
                 f,
                 "bad phase window count '{s}': expected an integer from 1 to 1048576, e.g. phase:4"
+            ),
+            Self::HotCold(s) => write!(
+                f,
+                "bad hotcold split '{s}': expected H:P, two whole percentages from 1 to 99 (H% of the pages take P% of the accesses), e.g. hotcold:20:80"
             ),
             Self::Parameter(s) => write!(f, "pattern '{s}' takes no parameter"),
             Self::Pages(n) => write!(f, "an access plan needs 1 to 2^32-1 pages, got {n}"),
@@ -89,6 +98,14 @@ pub enum Pattern {
     Zipf {
         /// The exponent (> 0).
         skew: f64,
+    },
+    /// A fixed hot set of `hot_pct`% of the pages taking `access_pct`% of
+    /// the accesses, the rest spread uniformly over the cold pages.
+    HotCold {
+        /// Share of the pages that are hot, percent (1..=99).
+        hot_pct: u8,
+        /// Share of the accesses that go to them, percent (1..=99).
+        access_pct: u8,
     },
     /// A hot window that moves.
     Phase {
@@ -119,6 +136,20 @@ impl FromStr for Pattern {
                 Ok(skew) if skew > 0.0 && skew <= MAX_ZIPF_SKEW => Ok(Self::Zipf { skew }),
                 _ => Err(PatternError::Skew(p.to_string())),
             },
+            ("hotcold", None) => Ok(Self::HotCold {
+                hot_pct: DEFAULT_HOTCOLD.0,
+                access_pct: DEFAULT_HOTCOLD.1,
+            }),
+            ("hotcold", Some(p)) => {
+                let pct = |v: &str| v.trim().parse::<u8>().ok().filter(|v| (1..=99).contains(v));
+                match p.split_once(':').map(|(h, a)| (pct(h), pct(a))) {
+                    Some((Some(hot_pct), Some(access_pct))) => Ok(Self::HotCold {
+                        hot_pct,
+                        access_pct,
+                    }),
+                    _ => Err(PatternError::HotCold(p.to_string())),
+                }
+            }
             ("phase", None) => Ok(Self::Phase {
                 windows: DEFAULT_PHASE_WINDOWS,
             }),
@@ -137,6 +168,10 @@ impl fmt::Display for Pattern {
             Self::Seq => write!(f, "seq"),
             Self::Random => write!(f, "random"),
             Self::Zipf { skew } => write!(f, "zipf:{skew}"),
+            Self::HotCold {
+                hot_pct,
+                access_pct,
+            } => write!(f, "hotcold:{hot_pct}:{access_pct}"),
             Self::Phase { windows } => write!(f, "phase:{windows}"),
         }
     }
@@ -154,6 +189,17 @@ enum State {
         sampler: Zipf,
         rank_to_page: Vec<u32>,
         left: u64,
+    },
+    /// The first `hot` pages of `pages` (a permutation fixed for the run)
+    /// are hot; `left` draws remain in the pass. In the first pass `load`
+    /// holds a permutation of every page, handed out from `pos`.
+    HotCold {
+        pages: Vec<u32>,
+        hot: u32,
+        access_pct: u8,
+        left: u64,
+        load: Vec<u32>,
+        pos: usize,
     },
     /// `order` holds the current window's permutation.
     Phase {
@@ -198,6 +244,22 @@ impl AccessPlan {
                     sampler: Zipf::new(n.into(), skew),
                     rank_to_page,
                     left: 0,
+                }
+            }
+            Pattern::HotCold {
+                hot_pct,
+                access_pct,
+            } => {
+                let mut pages: Vec<u32> = (0..n).collect();
+                rng.shuffle(&mut pages);
+                let hot = (u64::from(n) * u64::from(hot_pct) / 100).max(1) as u32;
+                State::HotCold {
+                    pages,
+                    hot: hot.min(n),
+                    access_pct,
+                    left: 0,
+                    load: Vec::new(),
+                    pos: 0,
                 }
             }
             Pattern::Phase { windows } => {
@@ -259,6 +321,17 @@ impl AccessPlan {
                 *pos = 0;
             }
             State::Zipf { left, .. } => *left = pages.into(),
+            State::HotCold {
+                left, load, pos, ..
+            } => {
+                *left = pages.into();
+                *pos = 0;
+                load.clear();
+                if pass == 0 {
+                    load.extend(0..pages);
+                    self.rng.shuffle(load);
+                }
+            }
             State::Phase {
                 windows,
                 step,
@@ -309,6 +382,32 @@ impl AccessPlan {
                 for slot in &mut out[..n] {
                     let rank = sampler.sample(&mut self.rng);
                     *slot = rank_to_page[(rank - 1) as usize];
+                }
+                *left -= n as u64;
+                n
+            }
+            State::HotCold { load, pos, .. } if !load.is_empty() => {
+                let n = out.len().min(load.len() - *pos);
+                out[..n].copy_from_slice(&load[*pos..*pos + n]);
+                *pos += n;
+                n
+            }
+            State::HotCold {
+                pages: order,
+                hot,
+                access_pct,
+                left,
+                ..
+            } => {
+                let n = out.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let (hot, all) = (u64::from(*hot), order.len() as u64);
+                for slot in &mut out[..n] {
+                    let i = if self.rng.below(100) < u64::from(*access_pct) || hot == all {
+                        self.rng.below(hot)
+                    } else {
+                        hot + self.rng.below(all - hot)
+                    };
+                    *slot = order[i as usize];
                 }
                 *left -= n as u64;
                 n
@@ -399,7 +498,21 @@ mod tests {
             "phase:8".parse::<Pattern>().unwrap(),
             Pattern::Phase { windows: 8 }
         );
-        for p in ["seq", "random", "zipf:0.99", "phase:4"] {
+        assert_eq!(
+            "hotcold".parse::<Pattern>().unwrap(),
+            Pattern::HotCold {
+                hot_pct: 20,
+                access_pct: 80
+            }
+        );
+        assert_eq!(
+            "hotcold:10:90".parse::<Pattern>().unwrap(),
+            Pattern::HotCold {
+                hot_pct: 10,
+                access_pct: 90
+            }
+        );
+        for p in ["seq", "random", "zipf:0.99", "hotcold:20:80", "phase:4"] {
             assert_eq!(p.parse::<Pattern>().unwrap().to_string(), p);
         }
     }
@@ -408,6 +521,15 @@ mod tests {
     fn rejects_bad_patterns_with_a_reason() {
         let err = |s: &str| s.parse::<Pattern>().unwrap_err();
         assert!(matches!(err("bogus"), PatternError::Unknown(_)));
+        for bad in [
+            "hotcold:0:80",
+            "hotcold:20",
+            "hotcold:20:100",
+            "hotcold:x:y",
+            "hotcold:20:80:1",
+        ] {
+            assert!(matches!(err(bad), PatternError::HotCold(_)), "{bad}");
+        }
         assert!(err("bogus").to_string().contains("'bogus'"));
         for s in [
             "zipf:0", "zipf:-1", "zipf:abc", "zipf:", "zipf:NaN", "zipf:inf", "zipf:101",
@@ -460,6 +582,42 @@ mod tests {
             .collect();
         assert_eq!(sizes, vec![300, 300, 300, 100]);
         assert_eq!(p.fill(&mut buf), 0, "stays over until the next start_pass");
+    }
+
+    #[test]
+    fn hotcold_puts_its_share_on_a_fixed_scattered_hot_set() {
+        let pages = 10_000u64;
+        let hc = Pattern::HotCold {
+            hot_pct: 20,
+            access_pct: 80,
+        };
+        let mut p = AccessPlan::new(hc, pages, 7).unwrap();
+        assert_eq!(p.accesses_per_pass(), pages);
+        // The first pass loads every page once.
+        let mut load = p.pass_indices(0);
+        load.sort_unstable();
+        assert_eq!(load, (0..pages as u32).collect::<Vec<_>>());
+        // Ranked by use over ten passes, the 2,000 most used pages take
+        // about 80% of the next pass's accesses.
+        let mut ranked = vec![0u32; pages as usize];
+        for pass in 1..11 {
+            for i in p.pass_indices(pass) {
+                ranked[i as usize] += 1;
+            }
+        }
+        let mut by_use: Vec<usize> = (0..pages as usize).collect();
+        by_use.sort_by_key(|&i| std::cmp::Reverse(ranked[i]));
+        let mut next = vec![0u32; pages as usize];
+        for i in p.pass_indices(11) {
+            next[i as usize] += 1;
+        }
+        let hot: u32 = by_use[..2_000].iter().map(|&i| next[i]).sum();
+        let share = f64::from(hot) / pages as f64;
+        assert!((0.77..0.83).contains(&share), "{share}");
+        assert!(by_use[..2_000].iter().any(|&i| i >= 2_000), "scattered");
+        // One page: every access is to it.
+        let mut one = AccessPlan::new(hc, 1, 1).unwrap();
+        assert_eq!(one.pass_indices(0), vec![0]);
     }
 
     #[test]

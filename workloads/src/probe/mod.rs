@@ -1,7 +1,7 @@
 //! Probe guests: tiny no-OS payloads that touch test RAM in a pattern and time each access.
 //!
 //! The design keeps the pattern logic on the host, where it is unit-testable Rust:
-//! - [`pattern`]: `seq`, `random`, `zipf[:SKEW]`, `phase[:WINDOWS]` as an [`AccessPlan`]
+//! - [`pattern`]: `seq`, `random`, `zipf[:SKEW]`, `hotcold[:H:P]`, `phase[:WINDOWS]` as an [`AccessPlan`]
 //!   that yields each pass's page indices in chunks (with [`rng`] and [`zipf`], it lives
 //!   in the `swaplab-guest` crate, whose `touch` walks the same orders inside a Linux
 //!   guest, and is re-exported here);
