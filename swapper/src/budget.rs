@@ -52,10 +52,25 @@ impl Limits {
         self.limit.saturating_sub(self.headroom)
     }
 
+    /// Resident pages above which a fault wakes the evictor: half the
+    /// headroom above its target. The gap is hysteresis, as between the
+    /// kernel's low and high watermarks for kswapd: a wake-up evicts a batch
+    /// of `headroom / 2` pages instead of one page per fault, so a fault
+    /// rarely pays for a switch to the evictor's thread and back.
+    pub fn wake_level(&self) -> u64 {
+        self.limit.saturating_sub(self.headroom / 2)
+    }
+
     /// Committed level up to which the pool may be refilled and up to which
     /// opportunistic work (prefetch, zero clusters) may reserve.
     pub fn soft_cap(&self) -> u64 {
         self.cap().saturating_sub(self.headroom)
+    }
+
+    /// Committed pages above which a fault wakes the evictor (see
+    /// [`Limits::wake_level`]).
+    pub fn committed_wake_level(&self) -> u64 {
+        self.cap().saturating_sub(self.headroom / 2)
     }
 }
 
@@ -211,6 +226,8 @@ mod tests {
         assert_eq!(l.cap(), 4352);
         assert_eq!(l.resident_target(), 4032);
         assert_eq!(l.soft_cap(), 4288);
+        assert_eq!(l.wake_level(), l.resident_target() + l.headroom / 2);
+        assert_eq!(l.committed_wake_level(), l.soft_cap() + l.headroom / 2);
         let tiny = Limits::new(8, 0);
         assert_eq!(tiny.headroom, 2);
         assert_eq!(tiny.resident_target(), 6);

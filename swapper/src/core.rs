@@ -218,10 +218,13 @@ impl Shared {
         self.budget.limits()
     }
 
-    /// Whether the evictor has work beyond its targets.
+    /// Whether a fault should wake the evictor: residency (or committed
+    /// memory) has gone past its wake level, half the headroom above the
+    /// evictor's target (see [`crate::budget::Limits::wake_level`]).
     pub fn over_targets(&self) -> bool {
-        self.budget.resident() > self.limits().resident_target()
-            || self.budget.committed() > self.limits().soft_cap()
+        let l = self.limits();
+        self.budget.resident() > l.wake_level()
+            || self.budget.committed() > l.committed_wake_level()
     }
 
     /// Logs a warning unless rate-limited.
