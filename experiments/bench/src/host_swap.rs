@@ -9,8 +9,18 @@
 //! - Every figure comes from the passes after the first (pass 1 first-touches test
 //!   RAM): per-fault p50/p99 as the guest measured them (accesses slower than
 //!   [`runner::probe_run::FAULT_THRESHOLD_NS`]), accesses per second, faults per pass.
-//! - Also: the swapper with a limit ≥ test RAM against plain memory (throughput over
-//!   all passes, median of three interleaved pairs), and zipf faults under clock
+//! - The floor ([`swapper::floor`]): the bare userfaultfd round trip (a missing fault
+//!   answered with `UFFDIO_COPY` of a page prepared in advance) from the same probe
+//!   vCPU, random pattern, in the same run. Every uffd fault p50 is also given as a
+//!   ratio to the floor's: what is above it is the swapper's own work.
+//! - The swapper runs with checksums on (crc32 on every eviction, verified on every
+//!   swap-in), as it runs everywhere else.
+//! - Access awareness: `hotcold` 20:80 (20% of the pages take 80% of the accesses; the
+//!   first pass loads every page) at a limit of half of test RAM, under fifo and clock:
+//!   store swap-ins per pass (passes 3 on: the second still leaves the load's
+//!   residency behind), and the minor faults the clock pays to see access.
+//! - Also: the swapper with a limit ≥ test RAM against plain memory (first-touch pass
+//!   and all passes, median of three interleaved pairs), and zipf swap-ins under clock
 //!   against fifo.
 
 use std::fmt::Write as _;
@@ -42,6 +52,8 @@ pub struct HostSwapOptions {
     pub passes: u32,
     /// Passes of the zipf runs (its touched set grows over the first passes).
     pub zipf_passes: u32,
+    /// Passes of the hotcold runs (the first loads, the second settles).
+    pub hotcold_passes: u32,
     /// uffd prefetch cluster, pages.
     pub prefetch: u32,
     /// uffd fault-handler threads.
@@ -76,15 +88,24 @@ fn chosen_cpu(a: &HostSwapOptions) -> anyhow::Result<Option<usize>> {
 const MAX_PASSES: u32 = 100;
 /// Idle comparison repetitions (median taken).
 const IDLE_PAIRS: usize = 3;
+/// The hotcold split of the policy comparison: the Pareto 20:80.
+const HOTCOLD: Pattern = Pattern::HotCold {
+    hot_pct: 20,
+    access_pct: 80,
+};
+/// Passes a hotcold run's figures leave out: the load, and the pass that
+/// turns the load's residency into the steady state's.
+const HOTCOLD_WARM_PASSES: usize = 2;
 
 /// One probe run's figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunFigures {
-    /// `memory`, `file`, or `plain` for the idle comparison.
+    /// `memory`, `lz4`, `file`, `plain` for the idle comparison, or `none`
+    /// for the floor.
     pub medium: String,
-    /// `random`, `sequential`, `zipf`, or `idle`.
+    /// `random`, `sequential`, `zipf`, `hotcold`, or `idle`.
     pub workload: String,
-    /// `uffd`, `kernel` or `none`.
+    /// `uffd`, `kernel`, `floor` or `none`.
     pub swap: String,
     /// uffd policy.
     pub policy: Option<String>,
@@ -96,11 +117,20 @@ pub struct RunFigures {
     pub accesses_per_sec: Option<f64>,
     /// Accesses per second over all passes.
     pub all_passes_accesses_per_sec: Option<f64>,
+    /// Accesses per second in the first pass (first touches of test RAM).
+    pub first_pass_accesses_per_sec: Option<f64>,
     /// Faulted accesses per pass (passes after the first), as the guest saw them.
     pub faults_per_pass: Option<f64>,
-    /// Swap-ins per pass (passes after the first): uffd store + minor + prefetch hits
-    /// (first-touch zero fills excluded); kernel major faults.
+    /// Swap-ins per pass (passes after the first; hotcold: after the second): pages
+    /// brought back from the store, by a fault or by a prefetch the guest then used
+    /// (uffd store + prefetch hits), or the kernel's major faults. Minor faults (a
+    /// page the clock moved aside, taken back without I/O) are not swap-ins, as the
+    /// kernel's swap-cache hits are not.
     pub swap_ins_per_pass: Option<f64>,
+    /// uffd minor faults per pass, over the same passes.
+    pub minor_faults_per_pass: Option<f64>,
+    /// Fault p50 ÷ the floor's (uffd runs).
+    pub p50_floor_ratio: Option<f64>,
     /// Pages written out over the run.
     pub evictions: Option<u64>,
     /// Swap-ins over the run.
@@ -126,6 +156,8 @@ pub struct Comparison {
     pub throughput_ratio: Option<f64>,
     /// Faults-per-pass ratio.
     pub faults_ratio: Option<f64>,
+    /// The uffd run's fault p50 ÷ the floor's.
+    pub p50_floor_ratio: Option<f64>,
 }
 
 /// The whole benchmark.
@@ -139,6 +171,10 @@ pub struct HostSwapBench {
     pub passes: u32,
     /// Passes per zipf run.
     pub zipf_passes: u32,
+    /// Passes per hotcold run.
+    pub hotcold_passes: u32,
+    /// Whether the swapper checksummed every page (always, here).
+    pub checksums: bool,
     /// uffd prefetch cluster.
     pub prefetch: u32,
     /// uffd handler threads.
@@ -153,6 +189,23 @@ pub struct HostSwapBench {
     pub kernel_cold_sweep_ms: u64,
     /// Why the kernel runs were skipped, if they were.
     pub kernel_skipped: Option<String>,
+    /// The floor's random fault p50: the bare userfaultfd round trip, ns.
+    pub floor_p50_ns: Option<u64>,
+    /// Its p99, ns.
+    pub floor_p99_ns: Option<u64>,
+    /// Random fault p50, uffd memory store ÷ the floor (target ≤ 1.15).
+    pub random_p50_floor_ratio: Option<f64>,
+    /// The same, lz4 store (target ≤ 1.3).
+    pub random_p50_floor_ratio_lz4: Option<f64>,
+    /// The same, store file (target ≤ 1.3).
+    pub random_p50_floor_ratio_file: Option<f64>,
+    /// The hotcold limit: half of test RAM.
+    pub hotcold_limit_bytes: u64,
+    /// hotcold swap-ins per pass, clock ÷ fifo (target ≤ 0.7).
+    pub hotcold_swap_in_ratio: Option<f64>,
+    /// hotcold faults the guest took per pass (swap-ins and the clock's minor
+    /// faults), clock ÷ fifo.
+    pub hotcold_fault_ratio: Option<f64>,
     /// Every run.
     pub runs: Vec<RunFigures>,
     /// uffd ÷ kernel per medium and workload.
@@ -171,8 +224,11 @@ pub struct HostSwapBench {
     /// zipf faulted accesses per pass as the guest saw them (first touches included),
     /// clock ÷ fifo.
     pub zipf_guest_fault_ratio: Option<f64>,
-    /// Limit ≥ test RAM: uffd throughput ÷ plain memory (target ≥ 0.95).
+    /// Limit ≥ test RAM: uffd throughput ÷ plain memory over all passes.
     pub idle_throughput_ratio: Option<f64>,
+    /// Limit ≥ test RAM: first-touch (pass 1) throughput, uffd ÷ plain memory
+    /// (target ≥ 0.95).
+    pub first_touch_throughput_ratio: Option<f64>,
 }
 
 fn validate(a: &HostSwapOptions) -> anyhow::Result<()> {
@@ -201,6 +257,13 @@ fn validate(a: &HostSwapOptions) -> anyhow::Result<()> {
             a.zipf_passes
         )));
     }
+    let least = HOTCOLD_WARM_PASSES as u32 + 1;
+    if !(least..=MAX_PASSES).contains(&a.hotcold_passes) {
+        return Err(usage(format!(
+            "--hotcold-passes must be between {least} and {MAX_PASSES} (the first {HOTCOLD_WARM_PASSES} are not measured), got {}",
+            a.hotcold_passes
+        )));
+    }
     if !(1..=64).contains(&a.handlers) {
         return Err(usage(format!(
             "--handlers must be between 1 and 64, got {}",
@@ -222,46 +285,58 @@ fn f(v: &serde_json::Value, path: &[&str]) -> Option<f64> {
         .and_then(serde_json::Value::as_f64)
 }
 
-fn figures(out: &ProbeOutput) -> RunFigures {
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// A run's figures; per-pass swap counts leave out the first `warm` passes.
+fn figures(out: &ProbeOutput, warm: usize) -> RunFigures {
     let j = &out.json;
-    let (acc, wall) = j["passes"]
+    let passes = j["passes"]
         .as_array()
-        .map(|ps| {
-            ps.iter().fold((0.0, 0.0), |(a, w), p| {
-                (
-                    a + p["accesses"].as_f64().unwrap_or(0.0),
-                    w + p["wall_ns"].as_f64().unwrap_or(0.0),
-                )
-            })
-        })
-        .unwrap_or((0.0, 0.0));
-    let s = out.summary.as_ref();
-    // Per-pass swap-ins after the first pass: the swapper's or the kernel child's.
-    let per_pass: Vec<f64> = if let Some(ps) = j["swapper"]["passes"].as_array() {
-        ps.iter()
-            .skip(1)
-            .map(|p| {
-                ["store", "minor", "prefetch_hit"]
-                    .iter()
-                    .map(|k| p["swap_ins"][k].as_f64().unwrap_or(0.0))
-                    .sum()
-            })
-            .collect()
-    } else if let Some(ps) = j["kernel_swap"]["child"]["passes"].as_array() {
-        ps.iter()
-            .skip(1)
-            .map(|p| p["major_faults"].as_f64().unwrap_or(0.0))
-            .collect()
-    } else {
-        Vec::new()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let rate = |ps: &[serde_json::Value]| {
+        let (acc, wall) = ps.iter().fold((0.0, 0.0), |(a, w), p| {
+            (
+                a + p["accesses"].as_f64().unwrap_or(0.0),
+                w + p["wall_ns"].as_f64().unwrap_or(0.0),
+            )
+        });
+        (wall > 0.0).then(|| acc * 1e9 / wall)
     };
+    let s = out.summary.as_ref();
+    let sum = |p: &serde_json::Value, keys: &[&str]| -> f64 {
+        keys.iter()
+            .map(|k| p["swap_ins"][k].as_f64().unwrap_or(0.0))
+            .sum()
+    };
+    // Per-pass swap-ins after the warm passes: the swapper's or the kernel child's.
+    let (per_pass, minor): (Vec<f64>, Vec<f64>) =
+        if let Some(ps) = j["swapper"]["passes"].as_array() {
+            ps.iter()
+                .skip(warm)
+                .map(|p| (sum(p, &["store", "prefetch_hit"]), sum(p, &["minor"])))
+                .unzip()
+        } else if let Some(ps) = j["kernel_swap"]["child"]["passes"].as_array() {
+            let majors = ps.iter().skip(warm);
+            (
+                majors
+                    .map(|p| p["major_faults"].as_f64().unwrap_or(0.0))
+                    .collect(),
+                Vec::new(),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
     RunFigures {
-        swap_ins_per_pass: (!per_pass.is_empty())
-            .then(|| per_pass.iter().sum::<f64>() / per_pass.len() as f64),
+        swap_ins_per_pass: mean(&per_pass),
+        minor_faults_per_pass: mean(&minor),
         fault_p50_ns: f(j, &["steady", "fault_latency_ns", "p50"]).map(|v| v as u64),
         fault_p99_ns: f(j, &["steady", "fault_latency_ns", "p99"]).map(|v| v as u64),
         accesses_per_sec: f(j, &["steady", "accesses_per_sec"]),
-        all_passes_accesses_per_sec: (wall > 0.0).then(|| acc * 1e9 / wall),
+        all_passes_accesses_per_sec: rate(passes),
+        first_pass_accesses_per_sec: rate(passes.get(..1).unwrap_or_default()),
         faults_per_pass: f(j, &["steady", "faults_per_pass"]),
         evictions: s.map(|s| s.evictions),
         swap_ins: s.and_then(|s| s.swap_ins.get("total").copied()),
@@ -295,7 +370,7 @@ impl Bench<'_> {
                 prefetch: self.args.prefetch,
                 handler_threads: self.args.handlers,
                 handler_spin_us: self.args.spin_us,
-                checksums: false,
+                checksums: true,
                 ..Default::default()
             },
             inject: Default::default(),
@@ -322,10 +397,10 @@ impl Bench<'_> {
         pattern: Pattern,
         plan: &SwapPlan,
     ) -> anyhow::Result<RunFigures> {
-        let passes = if matches!(pattern, Pattern::Zipf { .. }) {
-            self.args.zipf_passes
-        } else {
-            self.args.passes
+        let (passes, warm) = match pattern {
+            Pattern::Zipf { .. } => (self.args.zipf_passes, 1),
+            Pattern::HotCold { .. } => (self.args.hotcold_passes, HOTCOLD_WARM_PASSES),
+            _ => (self.args.passes, 1),
         };
         let config = ProbeConfig {
             mem_bytes: self.args.mem.bytes(),
@@ -343,7 +418,7 @@ impl Bench<'_> {
             );
         }
         let mut fig = match run_plan(&config, plan, self.scope) {
-            Ok(out) => figures(&out),
+            Ok(out) => figures(&out, warm),
             Err(e) => {
                 self.scope.check()?;
                 let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
@@ -359,6 +434,170 @@ impl Bench<'_> {
         fig.policy = policy.map(|p| p.name().to_string());
         self.runs.push(fig.clone());
         Ok(fig)
+    }
+}
+
+/// The media: the uffd store and the kernel's swap device of the same class
+/// (lz4 has no kernel run of its own: zram is the memory medium's).
+fn media(dir: &std::path::Path) -> [(&'static str, StoreKind, Option<SwapKind>); 3] {
+    [
+        ("memory", StoreKind::Memory, Some(SwapKind::Zram)),
+        ("lz4", StoreKind::Lz4, None),
+        (
+            "file",
+            StoreKind::File {
+                dir: dir.to_path_buf(),
+                direct: false,
+            },
+            Some(SwapKind::File {
+                dir: dir.to_path_buf(),
+            }),
+        ),
+    ]
+}
+
+fn compare(medium: &str, workload: &str, u: &RunFigures, k: &RunFigures) -> Comparison {
+    let ns = |v: Option<u64>| v.map(|v| v as f64);
+    Comparison {
+        medium: medium.to_string(),
+        workload: workload.to_string(),
+        p50_ratio: ratio(ns(u.fault_p50_ns), ns(k.fault_p50_ns)),
+        p99_ratio: ratio(ns(u.fault_p99_ns), ns(k.fault_p99_ns)),
+        throughput_ratio: ratio(u.accesses_per_sec, k.accesses_per_sec),
+        faults_ratio: ratio(u.faults_per_pass, k.faults_per_pass),
+        p50_floor_ratio: u.p50_floor_ratio,
+    }
+}
+
+/// What the runs of one bench came to.
+struct Measured {
+    floor: RunFigures,
+    comparisons: Vec<Comparison>,
+    idle: Vec<f64>,
+    first_touch: Vec<f64>,
+    hotcold_fifo: RunFigures,
+    hotcold_clock: RunFigures,
+    zipf_fifo: RunFigures,
+}
+
+impl Bench<'_> {
+    /// Every medium and workload under uffd (and the kernel, as root),
+    /// beginning with the floor.
+    fn media_runs(
+        &mut self,
+        skew: f64,
+        kernel: bool,
+    ) -> anyhow::Result<(RunFigures, Vec<Comparison>)> {
+        let floor = self.run(
+            ("none", "random", "floor", None),
+            Pattern::Random,
+            &SwapPlan::Floor,
+        )?;
+        let floor_p50 = floor.fault_p50_ns.map(|v| v as f64);
+        let limit = self.args.limit.bytes();
+        let workloads = [
+            ("random", Pattern::Random),
+            ("sequential", Pattern::Seq),
+            ("zipf", Pattern::Zipf { skew }),
+        ];
+        let mut comparisons = Vec::new();
+        for (medium, store, swap) in media(&self.args.store_path) {
+            for (workload, pattern) in workloads {
+                // lz4 stands for the fault path only.
+                if swap.is_none() && workload != "random" {
+                    continue;
+                }
+                let plan = self.uffd_plan(limit, store.clone(), PolicyKind::Clock);
+                let labels = (medium, workload, "uffd", Some(PolicyKind::Clock));
+                let mut u = self.run(labels, pattern, &plan)?;
+                u.p50_floor_ratio = ratio(u.fault_p50_ns.map(|v| v as f64), floor_p50);
+                if let Some(last) = self.runs.last_mut() {
+                    last.p50_floor_ratio = u.p50_floor_ratio;
+                }
+                let Some(swap) = swap.as_ref().filter(|_| kernel) else {
+                    continue;
+                };
+                let plan = self.kernel_plan(swap.clone());
+                let k = self.run((medium, workload, "kernel", None), pattern, &plan)?;
+                comparisons.push(compare(medium, workload, &u, &k));
+            }
+        }
+        Ok((floor, comparisons))
+    }
+
+    /// The policies side by side: hotcold at half of test RAM, zipf at the limit.
+    fn policy_runs(&mut self, skew: f64) -> anyhow::Result<[RunFigures; 3]> {
+        let half = self.args.mem.bytes() / 2 / 4096 * 4096;
+        let mut hotcold = Vec::new();
+        for policy in [PolicyKind::Fifo, PolicyKind::Clock] {
+            let plan = self.uffd_plan(half, StoreKind::Memory, policy);
+            hotcold.push(self.run(("memory", "hotcold", "uffd", Some(policy)), HOTCOLD, &plan)?);
+        }
+        let plan = self.uffd_plan(self.args.limit.bytes(), StoreKind::Memory, PolicyKind::Fifo);
+        let zipf = self.run(
+            ("memory", "zipf", "uffd", Some(PolicyKind::Fifo)),
+            Pattern::Zipf { skew },
+            &plan,
+        )?;
+        let clock = hotcold.pop().unwrap_or_default();
+        let fifo = hotcold.pop().unwrap_or_default();
+        Ok([fifo, clock, zipf])
+    }
+
+    /// Limit ≥ test RAM against plain memory, in interleaved pairs: (all
+    /// passes, first-touch pass) throughput ratios.
+    fn idle_runs(&mut self) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+        let (mut all, mut first) = (Vec::new(), Vec::new());
+        for _ in 0..IDLE_PAIRS {
+            let plain = self.run(
+                ("plain", "idle", "none", None),
+                Pattern::Random,
+                &SwapPlan::None,
+            )?;
+            let plan = self.uffd_plan(self.args.mem.bytes(), StoreKind::Memory, PolicyKind::Clock);
+            let u = self.run(
+                ("memory", "idle", "uffd", Some(PolicyKind::Clock)),
+                Pattern::Random,
+                &plan,
+            )?;
+            all.extend(ratio(
+                u.all_passes_accesses_per_sec,
+                plain.all_passes_accesses_per_sec,
+            ));
+            first.extend(ratio(
+                u.first_pass_accesses_per_sec,
+                plain.first_pass_accesses_per_sec,
+            ));
+        }
+        Ok((all, first))
+    }
+
+    fn measure(&mut self, skew: f64, kernel: bool) -> anyhow::Result<Measured> {
+        let (floor, comparisons) = self.media_runs(skew, kernel)?;
+        let [hotcold_fifo, hotcold_clock, zipf_fifo] = self.policy_runs(skew)?;
+        let (idle, first_touch) = self.idle_runs()?;
+        Ok(Measured {
+            floor,
+            comparisons,
+            idle,
+            first_touch,
+            hotcold_fifo,
+            hotcold_clock,
+            zipf_fifo,
+        })
+    }
+
+    fn find(&self, medium: &str, workload: &str, policy: &str) -> RunFigures {
+        self.runs
+            .iter()
+            .find(|r| {
+                r.medium == medium
+                    && r.workload == workload
+                    && r.swap == "uffd"
+                    && r.policy.as_deref() == Some(policy)
+            })
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -378,99 +617,26 @@ pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<Host
         runs: Vec::new(),
         cold_sweep_ms: default_cold_sweep_ms(),
     };
-    let limit = args.limit.bytes();
-    let dir = args.store_path.clone();
-    let workloads = [
-        ("random", Pattern::Random),
-        ("sequential", Pattern::Seq),
-        ("zipf", Pattern::Zipf { skew }),
-    ];
-    let media = [
-        ("memory", StoreKind::Memory, SwapKind::Zram),
-        (
-            "file",
-            StoreKind::File {
-                dir: dir.clone(),
-                direct: false,
-            },
-            SwapKind::File { dir },
-        ),
-    ];
-    let mut comparisons = Vec::new();
-    for (medium, store, swap) in &media {
-        for (workload, pattern) in workloads {
-            let plan = b.uffd_plan(limit, store.clone(), PolicyKind::Clock);
-            let u = b.run(
-                (medium, workload, "uffd", Some(PolicyKind::Clock)),
-                pattern,
-                &plan,
-            )?;
-            if kernel_skipped.is_some() {
-                continue;
-            }
-            let plan = b.kernel_plan(swap.clone());
-            let k = b.run((medium, workload, "kernel", None), pattern, &plan)?;
-            comparisons.push(Comparison {
-                medium: medium.to_string(),
-                workload: workload.to_string(),
-                p50_ratio: ratio(
-                    u.fault_p50_ns.map(|v| v as f64),
-                    k.fault_p50_ns.map(|v| v as f64),
-                ),
-                p99_ratio: ratio(
-                    u.fault_p99_ns.map(|v| v as f64),
-                    k.fault_p99_ns.map(|v| v as f64),
-                ),
-                throughput_ratio: ratio(u.accesses_per_sec, k.accesses_per_sec),
-                faults_ratio: ratio(u.faults_per_pass, k.faults_per_pass),
-            });
-        }
-    }
-    let plan = b.uffd_plan(limit, StoreKind::Memory, PolicyKind::Fifo);
-    let fifo = b.run(
-        ("memory", "zipf", "uffd", Some(PolicyKind::Fifo)),
-        Pattern::Zipf { skew },
-        &plan,
-    )?;
-    let clock = b
-        .runs
-        .iter()
-        .find(|r| r.medium == "memory" && r.workload == "zipf" && r.swap == "uffd")
-        .cloned()
-        .unwrap_or_default();
-    let zipf_fault_ratio = ratio(clock.swap_ins_per_pass, fifo.swap_ins_per_pass);
-    let zipf_guest_fault_ratio = ratio(clock.faults_per_pass, fifo.faults_per_pass);
-    let mut idle = Vec::new();
-    for _ in 0..IDLE_PAIRS {
-        let plain = b.run(
-            ("plain", "idle", "none", None),
-            Pattern::Random,
-            &SwapPlan::None,
-        )?;
-        let plan = b.uffd_plan(args.mem.bytes(), StoreKind::Memory, PolicyKind::Clock);
-        let u = b.run(
-            ("memory", "idle", "uffd", Some(PolicyKind::Clock)),
-            Pattern::Random,
-            &plan,
-        )?;
-        if let Some(r) = ratio(
-            u.all_passes_accesses_per_sec,
-            plain.all_passes_accesses_per_sec,
-        ) {
-            idle.push(r);
-        }
-    }
+    let m = b.measure(skew, kernel_skipped.is_none())?;
+    let zipf_clock = b.find("memory", "zipf", "clock");
+    let floor_ratio = |medium: &str| b.find(medium, "random", "clock").p50_floor_ratio;
     let pick = |medium: &str, workload: &str, f: fn(&Comparison) -> Option<f64>| {
-        comparisons
+        m.comparisons
             .iter()
             .find(|c| c.medium == medium && c.workload == workload)
             .and_then(f)
     };
+    let faults = |r: &RunFigures| {
+        r.swap_ins_per_pass
+            .map(|s| s + r.minor_faults_per_pass.unwrap_or(0.0))
+    };
     Ok(HostSwapBench {
         mem_bytes: args.mem.bytes(),
-        limit_bytes: limit,
+        limit_bytes: args.limit.bytes(),
         passes: args.passes,
         zipf_passes: args.zipf_passes,
+        hotcold_passes: args.hotcold_passes,
+        checksums: true,
         prefetch: args.prefetch,
         handlers: args.handlers,
         spin_us: args.spin_us,
@@ -478,15 +644,27 @@ pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<Host
         zipf_skew: skew,
         kernel_cold_sweep_ms: b.cold_sweep_ms,
         kernel_skipped,
+        floor_p50_ns: m.floor.fault_p50_ns,
+        floor_p99_ns: m.floor.fault_p99_ns,
+        random_p50_floor_ratio: floor_ratio("memory"),
+        random_p50_floor_ratio_lz4: floor_ratio("lz4"),
+        random_p50_floor_ratio_file: floor_ratio("file"),
+        hotcold_limit_bytes: args.mem.bytes() / 2 / 4096 * 4096,
+        hotcold_swap_in_ratio: ratio(
+            m.hotcold_clock.swap_ins_per_pass,
+            m.hotcold_fifo.swap_ins_per_pass,
+        ),
+        hotcold_fault_ratio: ratio(faults(&m.hotcold_clock), faults(&m.hotcold_fifo)),
         random_p50_ratio: pick("memory", "random", |c| c.p50_ratio),
         random_p50_ratio_file: pick("file", "random", |c| c.p50_ratio),
         sequential_throughput_ratio: pick("memory", "sequential", |c| c.throughput_ratio),
         sequential_throughput_ratio_file: pick("file", "sequential", |c| c.throughput_ratio),
-        zipf_fault_ratio,
-        zipf_guest_fault_ratio,
-        idle_throughput_ratio: midpoint_median(&idle),
+        zipf_fault_ratio: ratio(zipf_clock.swap_ins_per_pass, m.zipf_fifo.swap_ins_per_pass),
+        zipf_guest_fault_ratio: ratio(zipf_clock.faults_per_pass, m.zipf_fifo.faults_per_pass),
+        idle_throughput_ratio: midpoint_median(&m.idle),
+        first_touch_throughput_ratio: midpoint_median(&m.first_touch),
         runs: b.runs,
-        comparisons,
+        comparisons: m.comparisons,
     })
 }
 
@@ -507,12 +685,14 @@ pub fn render_text(b: &HostSwapBench) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "host-swap bench: test RAM {}, limit {}, {} passes (zipf {}; figures from pass 2 on), uffd prefetch {}, {} handler{}, zipf skew {:.3} (90% of accesses on 10% of pages)",
+        "host-swap bench: test RAM {}, limit {}, {} passes (zipf {}, hotcold {}; figures from pass 2 on, hotcold's from pass 3), uffd prefetch {}, checksums {}, {} handler{}, zipf skew {:.3} (90% of accesses on 10% of pages)",
         ByteSize(b.mem_bytes),
         ByteSize(b.limit_bytes),
         b.passes,
         b.zipf_passes,
+        b.hotcold_passes,
         b.prefetch,
+        if b.checksums { "on" } else { "off" },
         b.handlers,
         if b.handlers == 1 { "" } else { "s" },
         b.zipf_skew
@@ -542,16 +722,18 @@ pub fn render_text(b: &HostSwapBench) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{:<7} {:<11} {:<7} {:<7} {:>10} {:>10} {:>12} {:>12} {:>12} {:>10}",
+        "\n{:<7} {:<11} {:<7} {:<7} {:>10} {:>7} {:>10} {:>12} {:>12} {:>13} {:>11} {:>10}",
         "medium",
         "workload",
         "swap",
         "policy",
         "fault p50",
+        "÷floor",
         "fault p99",
         "accesses/s",
         "faults/pass",
         "swap-ins/pass",
+        "minor/pass",
         "evictions"
     );
     for r in &b.runs {
@@ -568,16 +750,18 @@ pub fn render_text(b: &HostSwapBench) -> String {
         }
         let _ = writeln!(
             s,
-            "{:<7} {:<11} {:<7} {:<7} {:>10} {:>10} {:>12} {:>12} {:>12} {:>10}",
+            "{:<7} {:<11} {:<7} {:<7} {:>10} {:>7} {:>10} {:>12} {:>12} {:>13} {:>11} {:>10}",
             r.medium,
             r.workload,
             r.swap,
             r.policy.as_deref().unwrap_or("-"),
             opt(r.fault_p50_ns, fmt_ns),
+            opt(r.p50_floor_ratio, |v| format!("{v:.2}")),
             opt(r.fault_p99_ns, fmt_ns),
             opt(r.accesses_per_sec, |v| format!("{v:.0}")),
             opt(r.faults_per_pass, |v| format!("{v:.0}")),
             opt(r.swap_ins_per_pass, |v| format!("{v:.0}")),
+            opt(r.minor_faults_per_pass, |v| format!("{v:.0}")),
             opt(r.evictions, |v| v.to_string())
         );
     }
@@ -585,28 +769,54 @@ pub fn render_text(b: &HostSwapBench) -> String {
     if !b.comparisons.is_empty() {
         let _ = writeln!(
             s,
-            "\n{:<19} {:>8} {:>8} {:>11} {:>8}",
-            "uffd ÷ kernel", "p50", "p99", "throughput", "faults"
+            "\n{:<19} {:>8} {:>8} {:>11} {:>8} {:>14}",
+            "uffd ÷ kernel", "p50", "p99", "throughput", "faults", "uffd p50÷floor"
         );
         for c in &b.comparisons {
             let _ = writeln!(
                 s,
-                "{:<7} {:<11} {:>8} {:>8} {:>11} {:>8}",
+                "{:<7} {:<11} {:>8} {:>8} {:>11} {:>8} {:>14}",
                 c.medium,
                 c.workload,
                 x(c.p50_ratio),
                 x(c.p99_ratio),
                 x(c.throughput_ratio),
-                x(c.faults_ratio)
+                x(c.faults_ratio),
+                x(c.p50_floor_ratio)
             );
         }
     }
+    let _ = writeln!(
+        s,
+        "\nfloor (bare userfaultfd round trip, random): p50 {}, p99 {}",
+        opt(b.floor_p50_ns, fmt_ns),
+        opt(b.floor_p99_ns, fmt_ns)
+    );
     let _ = writeln!(s, "\ntargets:");
     let _ = writeln!(
         s,
-        "  limit ≥ test RAM, throughput ÷ plain memory:   {:>6}  (≥ 0.95)  {}",
-        x(b.idle_throughput_ratio),
-        verdict(b.idle_throughput_ratio, |v| v >= 0.95)
+        "  random fault p50 uffd ÷ floor, memory store:   {:>6}  (≤ 1.15)  {}   lz4: {} {}   file: {} {} (≤ 1.3)",
+        x(b.random_p50_floor_ratio),
+        verdict(b.random_p50_floor_ratio, |v| v <= 1.15),
+        x(b.random_p50_floor_ratio_lz4),
+        verdict(b.random_p50_floor_ratio_lz4, |v| v <= 1.3),
+        x(b.random_p50_floor_ratio_file),
+        verdict(b.random_p50_floor_ratio_file, |v| v <= 1.3)
+    );
+    let _ = writeln!(
+        s,
+        "  hotcold 20:80 at {}, swap-ins clock ÷ fifo: {:>6}  (≤ 0.7)   {}   (with the clock's minor faults: {})",
+        ByteSize(b.hotcold_limit_bytes),
+        x(b.hotcold_swap_in_ratio),
+        verdict(b.hotcold_swap_in_ratio, |v| v <= 0.7),
+        x(b.hotcold_fault_ratio)
+    );
+    let _ = writeln!(
+        s,
+        "  limit ≥ test RAM, first touch ÷ plain memory:  {:>6}  (≥ 0.95)  {}   (all passes: {})",
+        x(b.first_touch_throughput_ratio),
+        verdict(b.first_touch_throughput_ratio, |v| v >= 0.95),
+        x(b.idle_throughput_ratio)
     );
     let _ = writeln!(
         s,
@@ -626,9 +836,8 @@ pub fn render_text(b: &HostSwapBench) -> String {
     );
     let _ = writeln!(
         s,
-        "  zipf swap-ins clock ÷ fifo:                    {:>6}  (≤ 0.7)   {}   (all faults, first touches included: {})",
+        "  zipf swap-ins clock ÷ fifo:                    {:>6}  (reported; the policy bar is hotcold's)   all faults, first touches included: {}",
         x(b.zipf_fault_ratio),
-        verdict(b.zipf_fault_ratio, |v| v <= 0.7),
         x(b.zipf_guest_fault_ratio)
     );
     s

@@ -158,6 +158,10 @@ pub struct HostSwapArgs {
     /// Passes of the zipf runs (its touched set grows over the first passes).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub zipf_passes: u32,
+    /// Passes of the hotcold policy runs (the first two are not measured:
+    /// the load, and the pass that leaves its residency behind).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub hotcold_passes: u32,
     /// uffd prefetch cluster, pages.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub prefetch: u32,
@@ -189,6 +193,7 @@ impl HostSwapArgs {
             limit: self.limit,
             passes: self.passes,
             zipf_passes: self.zipf_passes,
+            hotcold_passes: self.hotcold_passes,
             prefetch: self.prefetch,
             handlers: self.handlers,
             spin_us: self.spin_us,

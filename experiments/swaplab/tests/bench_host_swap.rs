@@ -37,6 +37,8 @@ fn bench_host_swap_json_has_finite_ratios() {
             "2",
             "--zipf-passes",
             "3",
+            "--hotcold-passes",
+            "3",
         ])
         .output()
         .expect("run swaplab");
@@ -51,12 +53,36 @@ fn bench_host_swap_json_has_finite_ratios() {
     finite(&v, "zipf_guest_fault_ratio");
     finite(&v, "idle_throughput_ratio");
     finite(&v, "zipf_skew");
+    // The floor, and every swapper figure the issue sets a bar for beside it.
+    for key in [
+        "floor_p50_ns",
+        "floor_p99_ns",
+        "random_p50_floor_ratio",
+        "random_p50_floor_ratio_lz4",
+        "random_p50_floor_ratio_file",
+        "hotcold_swap_in_ratio",
+        "hotcold_fault_ratio",
+        "first_touch_throughput_ratio",
+    ] {
+        finite(&v, key);
+    }
+    assert_eq!(v["checksums"], true);
+    assert_eq!(common::u(&v["hotcold_limit_bytes"]), 8 << 20);
+    let floor: Vec<&Value> = runs.iter().filter(|r| r["swap"] == "floor").collect();
+    assert_eq!(floor.len(), 1, "one floor run: {runs:?}");
+    for r in runs
+        .iter()
+        .filter(|r| r["swap"] == "uffd" && r["workload"] == "random")
+    {
+        finite(r, "p50_floor_ratio");
+    }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if root {
         assert!(v["kernel_skipped"].is_null(), "{}", v["kernel_skipped"]);
-        // 2 media × 3 workloads × (uffd, kernel) + zipf fifo + 3 idle pairs.
-        assert_eq!(runs.len(), 12 + 1 + 6, "{runs:?}");
+        // The floor, 2 media × 3 workloads × (uffd, kernel), lz4 random,
+        // hotcold fifo and clock, zipf fifo, 3 idle pairs.
+        assert_eq!(runs.len(), 1 + 12 + 1 + 2 + 1 + 6, "{runs:?}");
         for key in [
             "random_p50_ratio",
             "random_p50_ratio_file",
