@@ -141,9 +141,9 @@ impl Floor {
     pub fn stats(&self) -> FloorStats {
         let s = &self.shared;
         FloorStats {
-            faults: s.faults.load(Ordering::Relaxed),
-            already_mapped: s.already_mapped.load(Ordering::Relaxed),
-            errors: s.errors.load(Ordering::Relaxed),
+            faults: s.faults.load(Ordering::Acquire),
+            already_mapped: s.already_mapped.load(Ordering::Acquire),
+            errors: s.errors.load(Ordering::Acquire),
         }
     }
 
@@ -188,22 +188,22 @@ fn run(s: &Shared, stop: &OwnedFd) {
                 continue;
             };
             let page = addr & !(PAGE_SIZE - 1);
+            // Counted before the copy wakes the faulting thread, so that
+            // thread sees its own fault counted.
+            s.faults.fetch_add(1, Ordering::Release);
             // SAFETY: `page` lies in the registered region (the kernel only
             // reports faults there), which no Rust reference covers; the
             // source is our own page.
-            match unsafe { s.uffd.copy(page, s.page.0.as_ptr(), PAGE_SIZE, false, true) } {
-                Ok(_) => {
-                    s.faults.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    let counter = if e.errno() == Some(Errno::EEXIST) {
-                        &s.already_mapped
-                    } else {
-                        &s.errors
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let _ = s.uffd.wake(page, PAGE_SIZE);
-                }
+            if let Err(e) = unsafe { s.uffd.copy(page, s.page.0.as_ptr(), PAGE_SIZE, false, true) }
+            {
+                s.faults.fetch_sub(1, Ordering::Release);
+                let counter = if e.errno() == Some(Errno::EEXIST) {
+                    &s.already_mapped
+                } else {
+                    &s.errors
+                };
+                counter.fetch_add(1, Ordering::Release);
+                let _ = s.uffd.wake(page, PAGE_SIZE);
             }
         }
     }

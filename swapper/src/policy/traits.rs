@@ -29,6 +29,11 @@ pub trait Policy: Send {
     fn reactivated(&mut self, page: PageIdx) {
         self.mapped(page);
     }
+    /// `page`, selected, could not be acted on (busy, or the move was
+    /// refused) and stays resident and mapped: track it again, not as new.
+    fn handed_back(&mut self, page: PageIdx) {
+        self.mapped(page);
+    }
     /// `page` left the resident set (evicted elsewhere, discarded, zeroed).
     fn removed(&mut self, page: PageIdx);
     /// The next page to act on; `urgent` asks for an eviction now (a fault is
