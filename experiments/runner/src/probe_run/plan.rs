@@ -134,6 +134,31 @@ fn abort_on_signal(scope: &SignalScope) -> super::StartedHook {
     })
 }
 
+/// The floor's arm of [`run_plan`].
+fn run_floor(config: &ProbeConfig, scope: &SignalScope) -> anyhow::Result<ProbeOutput> {
+    let hooks = ProbeHooks {
+        on_started: Some(abort_on_signal(scope)),
+        ..Default::default()
+    };
+    let r = run_probe_floor(config, hooks);
+    scope.set_action(None);
+    scope.check()?;
+    let (r, stats) = r?;
+    let mut json = serde_json::to_value(&r)?;
+    merge(&mut json, serde_json::json!({ "floor": stats }));
+    let mut text = render_text(&r);
+    text.push_str(&format!(
+        "\nuserfaultfd floor: {} faults served by UFFDIO_COPY of a prepared page, {} already mapped, {} errors\n",
+        stats.faults, stats.already_mapped, stats.errors
+    ));
+    Ok(ProbeOutput {
+        json,
+        text,
+        summary: None,
+        failures: Vec::new(),
+    })
+}
+
 /// Run a probe as `plan` says. `scope` turns Ctrl-C into a clean stop.
 pub fn run_plan(
     config: &ProbeConfig,
@@ -157,29 +182,7 @@ pub fn run_plan(
                 failures: probe_integrity(&r).into_iter().collect(),
             })
         }
-        SwapPlan::Floor => {
-            let hooks = ProbeHooks {
-                on_started: Some(abort_on_signal(scope)),
-                ..Default::default()
-            };
-            let r = run_probe_floor(config, hooks);
-            scope.set_action(None);
-            scope.check()?;
-            let (r, stats) = r?;
-            let mut json = serde_json::to_value(&r)?;
-            merge(&mut json, serde_json::json!({ "floor": stats }));
-            let mut text = render_text(&r);
-            text.push_str(&format!(
-                "\nuserfaultfd floor: {} faults served by UFFDIO_COPY of a prepared page, {} already mapped, {} errors\n",
-                stats.faults, stats.already_mapped, stats.errors
-            ));
-            Ok(ProbeOutput {
-                json,
-                text,
-                summary: None,
-                failures: Vec::new(),
-            })
-        }
+        SwapPlan::Floor => run_floor(config, scope),
         SwapPlan::KernelChild {
             cgroup,
             guest_limit_bytes,
