@@ -214,31 +214,27 @@ mod tests {
     use super::*;
 
     /// A private anonymous mapping of `pages` pages, unmapped on drop.
-    struct Map(usize, usize);
+    struct Map(NonNull<std::ffi::c_void>, usize);
 
     impl Map {
         fn new(pages: usize) -> Self {
-            let len = pages * PAGE_SIZE;
+            let len = std::num::NonZeroUsize::new(pages * PAGE_SIZE).expect("pages > 0");
+            let prot = nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE;
+            let flags = nix::sys::mman::MapFlags::MAP_PRIVATE;
             // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(p, libc::MAP_FAILED);
-            Self(p as usize, len)
+            let p = unsafe { nix::sys::mman::mmap_anonymous(None, len, prot, flags) };
+            Self(p.expect("mmap"), len.get())
+        }
+
+        fn addr(&self) -> usize {
+            self.0.as_ptr() as usize
         }
     }
 
     impl Drop for Map {
         fn drop(&mut self) {
             // SAFETY: our own mapping, no longer used.
-            unsafe { libc::munmap(self.0 as *mut libc::c_void, self.1) };
+            let _ = unsafe { nix::sys::mman::munmap(self.0, self.1) };
         }
     }
 
@@ -246,7 +242,7 @@ mod tests {
     fn every_access_after_a_zap_is_one_served_fault() {
         let map = Map::new(8);
         let region = GuestRegion {
-            addr: map.0,
+            addr: map.addr(),
             len: map.1,
         };
         // SAFETY: `map` is a private anonymous mapping only read below
@@ -257,7 +253,7 @@ mod tests {
         };
         let read = |i: usize| {
             // SAFETY: inside the mapping; a volatile read through a raw pointer.
-            unsafe { std::ptr::read_volatile((map.0 + i * PAGE_SIZE + 5) as *const u8) }
+            unsafe { std::ptr::read_volatile((map.addr() + i * PAGE_SIZE + 5) as *const u8) }
         };
         for i in 0..8 {
             assert_eq!(read(i), 5, "page {i} holds the prepared page");

@@ -134,16 +134,28 @@ fn abort_on_signal(scope: &SignalScope) -> super::StartedHook {
     })
 }
 
-/// The floor's arm of [`run_plan`].
-fn run_floor(config: &ProbeConfig, scope: &SignalScope) -> anyhow::Result<ProbeOutput> {
+/// Runs `run` with hooks that abort the VM on a signal `scope` catches; a
+/// caught signal is the error then, whatever the run returned.
+fn stop_on_signal<T, E>(
+    scope: &SignalScope,
+    run: impl FnOnce(ProbeHooks) -> Result<T, E>,
+) -> anyhow::Result<T>
+where
+    anyhow::Error: From<E>,
+{
     let hooks = ProbeHooks {
         on_started: Some(abort_on_signal(scope)),
         ..Default::default()
     };
-    let r = run_probe_floor(config, hooks);
+    let r = run(hooks);
     scope.set_action(None);
     scope.check()?;
-    let (r, stats) = r?;
+    Ok(r?)
+}
+
+/// The floor's arm of [`run_plan`].
+fn run_floor(config: &ProbeConfig, scope: &SignalScope) -> anyhow::Result<ProbeOutput> {
+    let (r, stats) = stop_on_signal(scope, |hooks| run_probe_floor(config, hooks))?;
     let mut json = serde_json::to_value(&r)?;
     merge(&mut json, serde_json::json!({ "floor": stats }));
     let mut text = render_text(&r);
@@ -167,14 +179,7 @@ pub fn run_plan(
 ) -> anyhow::Result<ProbeOutput> {
     match plan {
         SwapPlan::None => {
-            let hooks = ProbeHooks {
-                on_started: Some(abort_on_signal(scope)),
-                ..Default::default()
-            };
-            let r = run_probe(config, hooks);
-            scope.set_action(None);
-            scope.check()?;
-            let r = r?;
+            let r = stop_on_signal(scope, |hooks| run_probe(config, hooks))?;
             Ok(ProbeOutput {
                 json: serde_json::to_value(&r)?,
                 text: render_text(&r),
@@ -235,14 +240,7 @@ pub fn run_plan(
                     tracing::warn!("sweeping leftovers: {e}");
                 }
             }
-            let hooks = ProbeHooks {
-                on_started: Some(abort_on_signal(scope)),
-                ..Default::default()
-            };
-            let run = run_probe_uffd(config, swap, hooks);
-            scope.set_action(None);
-            scope.check()?;
-            let run = run?;
+            let run = stop_on_signal(scope, |hooks| run_probe_uffd(config, swap, hooks))?;
             let m = summary::uffd_summary(&run, *limit_bytes);
             let mut json = serde_json::to_value(&run.result)?;
             merge(&mut json, serde_json::to_value(&m)?);
