@@ -142,6 +142,12 @@ impl Policy for Clock {
         }
     }
 
+    /// Mapped ahead of the guest, which is about to reach it: not under the
+    /// hand, or it would be moved aside just before its first use.
+    fn prefetched(&mut self, page: PageIdx) {
+        self.handed_back(page);
+    }
+
     fn staged(&mut self, page: PageIdx) {
         if self.members.list(page) != Members::NONE {
             self.unlink(page);
@@ -270,6 +276,16 @@ mod tests {
         c.mapped(5);
         assert_eq!(c.select(false), Some(Victim::Deactivate(5)));
         c.staged(5);
+        assert_eq!(c.select(false), Some(Victim::Deactivate(1)));
+    }
+
+    #[test]
+    fn prefetched_pages_wait_behind_the_ring_not_under_the_hand() {
+        let mut c = Clock::new(8, 8);
+        c.mapped(0);
+        c.prefetched(1);
+        c.prefetched(2);
+        assert_eq!(c.select(false), Some(Victim::Deactivate(0)));
         assert_eq!(c.select(false), Some(Victim::Deactivate(1)));
     }
 
