@@ -35,7 +35,7 @@ if [ "$skips" -gt 0 ]; then
         "$SWAPLAB_SKIP_LOG" | sort >&2
 fi
 retries=$(wc -l <"$SWAPLAB_RETRY_LOG")
-echo "test: ${retries} tests RETRYING after the sandbox's L1 died under them" >&2
+echo "test: ${retries} retries (RETRYING) of tests the sandbox's L1 died under" >&2
 if [ "$retries" -gt 0 ]; then
     awk -F'\t' '{printf "test:   %s: %s\n", $1, $2}' "$SWAPLAB_RETRY_LOG" >&2
 fi

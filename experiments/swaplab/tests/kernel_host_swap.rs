@@ -193,7 +193,13 @@ fn cases(tier: Tier) {
         ("sigkill", 137),
         ("next", 0),
     ] {
-        assert_eq!(rc(&stdout, name), Some(want), "{name}\n{all}");
+        let log =
+            std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default();
+        assert_eq!(
+            rc(&stdout, name),
+            Some(want),
+            "{name}\n{all}\n{name}.log:\n{log}"
+        );
     }
     // The successful runs: the kernel swapped guest RAM, the guest did not.
     let file = result(dir.path(), "file", "kswap-file");

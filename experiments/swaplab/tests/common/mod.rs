@@ -205,38 +205,45 @@ pub fn linux_guest_tier() -> Result<Tier, (Need, String)> {
     }
 }
 
-/// Runs a test's `body` again, once, when it failed because the nested
-/// sandbox's L1 died under it: its kernel panicked ("the L1 kernel
-/// panicked") or its emulated CPU triple-faulted (QEMU logged "Triple
-/// fault"), see `sandbox::L1_DIED`; or because the guest triple-faulted in
-/// the sandbox (`runner::boot::TRIPLE_FAULT`), a residue of L1's emulated SVM. L1 is a Linux emulated by QEMU TCG; it
-/// has died so now and then on a loaded host, in interrupt context, whatever
-/// ran in it. Any other failure, or a second death, fails the test; the retry
-/// is printed ("RETRYING") and counted by scripts/test.sh.
+/// Most times a test's body runs when the nested sandbox's L1 keeps dying
+/// under it: a loaded host once killed L1 twice in a row under one test
+/// (a triple fault, then a kernel panic in `__schedule`).
+const L1_ATTEMPTS: u32 = 3;
+
+/// Runs a test's `body` again, up to [`L1_ATTEMPTS`] times in all, when it
+/// failed because the nested sandbox's L1 died under it: its kernel panicked
+/// ("the L1 kernel panicked") or its emulated CPU triple-faulted (QEMU logged
+/// "Triple fault"), see `sandbox::L1_DIED`; or because the guest
+/// triple-faulted in the sandbox (`runner::boot::TRIPLE_FAULT`), a residue of
+/// L1's emulated SVM. L1 is a Linux emulated by QEMU TCG; it has died so now
+/// and then on a loaded host, in interrupt context, whatever ran in it. Any
+/// other failure, or a death on the last attempt, fails the test; every
+/// retry is printed ("RETRYING") and counted by scripts/test.sh.
 pub fn retry_if_l1_panicked(body: impl Fn()) {
-    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&body));
-    let Err(payload) = first else {
-        return;
-    };
-    let message = payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or_default();
-    let l2_residue = (linux_guest_tier() == Ok(Tier::Sandbox)
-        && message.contains(runner::boot::TRIPLE_FAULT))
-    .then_some("the guest triple-faulted in the sandbox (a residue of L1's emulated SVM)");
-    let Some(how) = sandbox::L1_DIED
-        .iter()
-        .copied()
-        .find(|m| message.contains(*m))
-        .or(l2_residue)
-    else {
-        std::panic::resume_unwind(payload);
-    };
-    eprintln!("RETRYING: {how} under the test (above); running it once more");
-    note_retry(how);
-    body();
+    for attempt in 1..=L1_ATTEMPTS {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&body));
+        let Err(payload) = run else {
+            return;
+        };
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        let l2_residue = (linux_guest_tier() == Ok(Tier::Sandbox)
+            && message.contains(runner::boot::TRIPLE_FAULT))
+        .then_some("the guest triple-faulted in the sandbox (a residue of L1's emulated SVM)");
+        let died = sandbox::L1_DIED
+            .iter()
+            .copied()
+            .find(|m| message.contains(*m))
+            .or(l2_residue);
+        let Some(how) = died.filter(|_| attempt < L1_ATTEMPTS) else {
+            std::panic::resume_unwind(payload);
+        };
+        eprintln!("RETRYING: {how} under the test (above); running it again (attempt {} of {L1_ATTEMPTS})", attempt + 1);
+        note_retry(how);
+    }
 }
 
 /// Notes a retry in the test script's log ([`base::retry_log`]), under this
