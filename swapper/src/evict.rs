@@ -63,7 +63,7 @@ impl Shared {
             g
         } else {
             bump!(self, busy_victims);
-            self.policy().handed_back(idx);
+            self.policy().mapped(idx);
             return Outcome::Busy;
         };
         if g.discarding {
@@ -126,7 +126,7 @@ impl Shared {
                 Outcome::Freed
             }
             Taken::Busy => {
-                self.policy().handed_back(idx);
+                self.policy().mapped(idx);
                 Outcome::Busy
             }
         }
@@ -298,7 +298,7 @@ impl Shared {
                 return Outcome::Freed;
             }
             Taken::Busy => {
-                self.policy().handed_back(idx);
+                self.policy().mapped(idx);
                 return Outcome::Busy;
             }
         };

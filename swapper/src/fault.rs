@@ -629,7 +629,7 @@ impl Shared {
             }
             self.settle(p, &before, &g, true);
             match self.cfg.prefetch_mode {
-                PrefetchMode::Map => self.policy().prefetched(p),
+                PrefetchMode::Map => self.policy().mapped(p),
                 PrefetchMode::Cache => self.policy().staged(p),
             }
             got += 1;

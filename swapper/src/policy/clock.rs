@@ -67,15 +67,6 @@ impl Clock {
         self.compact();
     }
 
-    /// A page new to the resident set goes where the hand looks next.
-    fn push_fresh(&mut self, page: PageIdx) {
-        self.refs[page as usize] = 0;
-        let gen = self.members.set(page, ACTIVE);
-        self.active.push_front((page, gen));
-        self.active_len += 1;
-        self.compact();
-    }
-
     fn compact(&mut self) {
         let m = &self.members;
         if self.active.len() > 2 * self.active_len + 1024 {
@@ -131,21 +122,11 @@ impl Policy for Clock {
                 self.unlink(page);
                 self.push_active(page);
             }
-            _ => self.push_fresh(page),
+            _ => {
+                self.refs[page as usize] = 0;
+                self.push_active(page);
+            }
         }
-    }
-
-    fn handed_back(&mut self, page: PageIdx) {
-        if self.members.list(page) == Members::NONE {
-            self.refs[page as usize] = 0;
-            self.push_active(page);
-        }
-    }
-
-    /// Mapped ahead of the guest, which is about to reach it: not under the
-    /// hand, or it would be moved aside just before its first use.
-    fn prefetched(&mut self, page: PageIdx) {
-        self.handed_back(page);
     }
 
     fn staged(&mut self, page: PageIdx) {
@@ -202,13 +183,12 @@ mod tests {
         for p in 0..4 {
             c.mapped(p);
         }
-        // New pages are tested first, the newest first.
-        assert_eq!(c.select(false), Some(Victim::Deactivate(3)));
-        c.staged(3);
-        assert_eq!(c.select(false), Some(Victim::Deactivate(2)));
-        c.staged(2);
+        assert_eq!(c.select(false), Some(Victim::Deactivate(0)));
+        c.staged(0);
+        assert_eq!(c.select(false), Some(Victim::Deactivate(1)));
+        c.staged(1);
         // Inactive list at target: evict its oldest page.
-        assert_eq!(c.select(false), Some(Victim::Evict(3)));
+        assert_eq!(c.select(false), Some(Victim::Evict(0)));
         assert_eq!(c.len(), 3);
     }
 
@@ -217,18 +197,18 @@ mod tests {
         let mut c = Clock::new(8, 4);
         c.mapped(0);
         c.mapped(1);
-        assert_eq!(c.select(false), Some(Victim::Deactivate(1)));
-        c.staged(1);
-        assert_eq!(c.select(true), Some(Victim::Evict(1)));
+        assert_eq!(c.select(false), Some(Victim::Deactivate(0)));
+        c.staged(0);
+        assert_eq!(c.select(true), Some(Victim::Evict(0)));
         // Nothing inactive: even urgent requests deactivate first.
-        assert_eq!(c.select(true), Some(Victim::Deactivate(0)));
+        assert_eq!(c.select(true), Some(Victim::Deactivate(1)));
     }
 
     #[test]
     fn referenced_pages_get_second_chances() {
         let mut c = Clock::new(8, 8);
-        c.mapped(1);
         c.mapped(0);
+        c.mapped(1);
         assert_eq!(c.select(false), Some(Victim::Deactivate(0)));
         c.staged(0);
         // Touched while inactive: back to the active tail, fully referenced.
@@ -251,56 +231,14 @@ mod tests {
         for p in 1..4 {
             c.mapped(p);
         }
-        // The three new pages go first (newest first), even though page 0
-        // is older.
+        // The three cold pages go first, even though page 0 is older.
         let order: Vec<_> = (0..4)
             .map(|_| match c.select(false) {
                 Some(Victim::Deactivate(p)) => p,
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(order, vec![3, 2, 1, 0]);
-    }
-
-    #[test]
-    fn pages_that_survived_a_test_wait_behind_new_ones() {
-        let mut c = Clock::new(8, 8);
-        for p in 0..3 {
-            c.mapped(p);
-        }
-        // 2 is tested and referenced; 0 and 1 have not been tested yet.
-        assert_eq!(c.select(false), Some(Victim::Deactivate(2)));
-        c.staged(2);
-        c.reactivated(2);
-        // A new page comes in: tested before 1 and 0, which wait in the ring.
-        c.mapped(5);
-        assert_eq!(c.select(false), Some(Victim::Deactivate(5)));
-        c.staged(5);
-        assert_eq!(c.select(false), Some(Victim::Deactivate(1)));
-    }
-
-    #[test]
-    fn prefetched_pages_wait_behind_the_ring_not_under_the_hand() {
-        let mut c = Clock::new(8, 8);
-        c.mapped(0);
-        c.prefetched(1);
-        c.prefetched(2);
-        assert_eq!(c.select(false), Some(Victim::Deactivate(0)));
-        assert_eq!(c.select(false), Some(Victim::Deactivate(1)));
-    }
-
-    #[test]
-    fn a_victim_handed_back_is_not_retried_first() {
-        let mut c = Clock::new(8, 8);
-        for p in 0..3 {
-            c.mapped(p);
-        }
-        assert_eq!(c.select(false), Some(Victim::Deactivate(2)));
-        // Busy: handed back to the ring's tail, behind 1 and 0.
-        c.handed_back(2);
-        assert_eq!(c.select(false), Some(Victim::Deactivate(1)));
-        assert_eq!(c.select(false), Some(Victim::Deactivate(0)));
-        assert_eq!(c.select(false), Some(Victim::Deactivate(2)));
+        assert_eq!(order, vec![1, 2, 3, 0]);
     }
 
     #[test]

@@ -29,15 +29,6 @@ pub trait Policy: Send {
     fn reactivated(&mut self, page: PageIdx) {
         self.mapped(page);
     }
-    /// `page` was mapped ahead of the guest by prefetch, not yet asked for.
-    fn prefetched(&mut self, page: PageIdx) {
-        self.mapped(page);
-    }
-    /// `page`, selected, could not be acted on (busy, or the move was
-    /// refused) and stays resident and mapped: track it again, not as new.
-    fn handed_back(&mut self, page: PageIdx) {
-        self.mapped(page);
-    }
     /// `page` left the resident set (evicted elsewhere, discarded, zeroed).
     fn removed(&mut self, page: PageIdx);
     /// The next page to act on; `urgent` asks for an eviction now (a fault is
