@@ -357,6 +357,9 @@ struct Bench<'a> {
     scope: &'a SignalScope,
     runs: Vec<RunFigures>,
     cold_sweep_ms: u64,
+    /// The floor's random fault p50, once its run is done: every uffd run
+    /// after it gets its p50 as a ratio to it.
+    floor_p50: Option<f64>,
 }
 
 impl Bench<'_> {
@@ -432,6 +435,9 @@ impl Bench<'_> {
         fig.workload = workload.into();
         fig.swap = swap.into();
         fig.policy = policy.map(|p| p.name().to_string());
+        if swap == "uffd" {
+            fig.p50_floor_ratio = ratio(fig.fault_p50_ns.map(|v| v as f64), self.floor_p50);
+        }
         self.runs.push(fig.clone());
         Ok(fig)
     }
@@ -469,6 +475,11 @@ fn compare(medium: &str, workload: &str, u: &RunFigures, k: &RunFigures) -> Comp
     }
 }
 
+/// The hotcold runs' limit: half of test RAM, in whole pages.
+fn hotcold_limit(args: &HostSwapOptions) -> u64 {
+    args.mem.bytes() / 2 / 4096 * 4096
+}
+
 /// What the runs of one bench came to.
 struct Measured {
     floor: RunFigures,
@@ -493,7 +504,7 @@ impl Bench<'_> {
             Pattern::Random,
             &SwapPlan::Floor,
         )?;
-        let floor_p50 = floor.fault_p50_ns.map(|v| v as f64);
+        self.floor_p50 = floor.fault_p50_ns.map(|v| v as f64);
         let limit = self.args.limit.bytes();
         let workloads = [
             ("random", Pattern::Random),
@@ -509,11 +520,7 @@ impl Bench<'_> {
                 }
                 let plan = self.uffd_plan(limit, store.clone(), PolicyKind::Clock);
                 let labels = (medium, workload, "uffd", Some(PolicyKind::Clock));
-                let mut u = self.run(labels, pattern, &plan)?;
-                u.p50_floor_ratio = ratio(u.fault_p50_ns.map(|v| v as f64), floor_p50);
-                if let Some(last) = self.runs.last_mut() {
-                    last.p50_floor_ratio = u.p50_floor_ratio;
-                }
+                let u = self.run(labels, pattern, &plan)?;
                 let Some(swap) = swap.as_ref().filter(|_| kernel) else {
                     continue;
                 };
@@ -527,7 +534,7 @@ impl Bench<'_> {
 
     /// The policies side by side: hotcold at half of test RAM, zipf at the limit.
     fn policy_runs(&mut self, skew: f64) -> anyhow::Result<[RunFigures; 3]> {
-        let half = self.args.mem.bytes() / 2 / 4096 * 4096;
+        let half = hotcold_limit(self.args);
         let mut hotcold = Vec::new();
         for policy in [PolicyKind::Fifo, PolicyKind::Clock] {
             let plan = self.uffd_plan(half, StoreKind::Memory, policy);
@@ -616,6 +623,7 @@ pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<Host
         scope,
         runs: Vec::new(),
         cold_sweep_ms: default_cold_sweep_ms(),
+        floor_p50: None,
     };
     let m = b.measure(skew, kernel_skipped.is_none())?;
     let zipf_clock = b.find("memory", "zipf", "clock");
@@ -649,7 +657,7 @@ pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<Host
         random_p50_floor_ratio: floor_ratio("memory"),
         random_p50_floor_ratio_lz4: floor_ratio("lz4"),
         random_p50_floor_ratio_file: floor_ratio("file"),
-        hotcold_limit_bytes: args.mem.bytes() / 2 / 4096 * 4096,
+        hotcold_limit_bytes: hotcold_limit(args),
         hotcold_swap_in_ratio: ratio(
             m.hotcold_clock.swap_ins_per_pass,
             m.hotcold_fifo.swap_ins_per_pass,

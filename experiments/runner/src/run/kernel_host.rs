@@ -309,7 +309,7 @@ impl KernelHost {
         let cg = self.cgroup();
         let v1 = cg.version() == CgroupVersion::V1;
         let usage = cg.usage_bytes()?;
-        let stat = MemoryStat::read(&cg.path().join("memory.stat"), cg.version());
+        let stat = cg.stat().unwrap_or_default();
         let cache = stat.get(if v1 { "cache" } else { "file" }).unwrap_or(0);
         let resident: u64 = regions
             .iter()
@@ -378,7 +378,7 @@ impl KernelHost {
             r.swap_peak_bytes = std::fs::read_to_string(cg.path().join("memory.swap.peak"))
                 .ok()
                 .and_then(|s| s.trim().parse().ok());
-            let stat = MemoryStat::read(&cg.path().join("memory.stat"), cg.version());
+            let stat = cg.stat().unwrap_or_default();
             r.memory_stat = [
                 "anon",
                 "file",
