@@ -15,15 +15,32 @@ echo "test: cargo clippy" >&2
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 # setup.sh installed every program the tests drive: the `tool` tier is required too.
 SWAPLAB_REQUIRE_TIERS="$(./target/release/swaplab doctor --tiers),tool"
-SWAPLAB_SKIP_LOG="$(mktemp "${TMPDIR:-/tmp}/swaplab-skips-XXXXXX")"
+# Every temporary file of this run (the logs below, and every test's temp
+# dirs through TMPDIR) lives in one directory named after this shell's pid. It
+# goes at exit; a run that was killed before its trap ran leaves it behind, and
+# the next run sweeps it once that pid is gone.
+tmp_root="${TMPDIR:-/tmp}"
+for old in "$tmp_root"/swaplab-test.*; do
+    [ -d "$old" ] || continue
+    if ! kill -0 "${old##*.}" 2>/dev/null; then
+        echo "test: removing ${old} (left by a killed run)" >&2
+        rm -rf --one-file-system "$old"
+    fi
+done
+TMPDIR="$tmp_root/swaplab-test.$$"
+mkdir -m 0700 "$TMPDIR"
+export TMPDIR
+trap 'rm -rf --one-file-system "$TMPDIR"' EXIT
+SWAPLAB_SKIP_LOG="$TMPDIR/skips"
 # Tests that ran again because the nested sandbox's L1 died under them.
-SWAPLAB_RETRY_LOG="$(mktemp "${TMPDIR:-/tmp}/swaplab-retries-XXXXXX")"
+SWAPLAB_RETRY_LOG="$TMPDIR/retries"
+: >"$SWAPLAB_SKIP_LOG"
+: >"$SWAPLAB_RETRY_LOG"
 # cargo already runs tests side by side: each test's matrix runs in one
 # sandbox (`swaplab run --jobs auto` would start one per CPU); the --jobs test
 # asks for its shards itself.
 SWAPLAB_JOBS=1
 export SWAPLAB_REQUIRE_TIERS SWAPLAB_SKIP_LOG SWAPLAB_RETRY_LOG SWAPLAB_JOBS
-trap 'rm -f "$SWAPLAB_SKIP_LOG" "$SWAPLAB_RETRY_LOG"' EXIT
 echo "test: cargo test (this machine has the tiers: ${SWAPLAB_REQUIRE_TIERS:-none}; a skip of one fails the run)" >&2
 status=0
 cargo test --workspace --release 2>&1 || status=$?
