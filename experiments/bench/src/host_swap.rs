@@ -17,8 +17,9 @@
 //!   swap-in), as it runs everywhere else.
 //! - Access awareness: `hotcold` 20:80 (20% of the pages take 80% of the accesses; the
 //!   first pass loads every page) at a limit of half of test RAM, under fifo and clock:
-//!   store swap-ins per pass (passes 3 on: the second still leaves the load's
-//!   residency behind), and the minor faults the clock pays to see access.
+//!   store swap-ins per pass in the steady state (the second half of the passes) and
+//!   in the clock's warm-up (pass 3 to the middle: it learns the hot set only as its
+//!   hand comes round), and the minor faults the clock pays to see access.
 //! - Also: the swapper with a limit ≥ test RAM against plain memory (first-touch pass
 //!   and all passes, median of three interleaved pairs), and zipf swap-ins under clock
 //!   against fifo.
@@ -52,7 +53,8 @@ pub struct HostSwapOptions {
     pub passes: u32,
     /// Passes of the zipf runs (its touched set grows over the first passes).
     pub zipf_passes: u32,
-    /// Passes of the hotcold runs (the first loads, the second settles).
+    /// Passes of the hotcold runs (the first half is the load and the
+    /// policy's warm-up; the second half is measured).
     pub hotcold_passes: u32,
     /// uffd prefetch cluster, pages.
     pub prefetch: u32,
@@ -93,9 +95,19 @@ const HOTCOLD: Pattern = Pattern::HotCold {
     hot_pct: 20,
     access_pct: 80,
 };
-/// Passes a hotcold run's figures leave out: the load, and the pass that
-/// turns the load's residency into the steady state's.
-const HOTCOLD_WARM_PASSES: usize = 2;
+/// Passes no hotcold figure counts: the load, and the pass that turns the
+/// load's residency into the policy's.
+const HOTCOLD_LOAD_PASSES: usize = 2;
+/// Fewest hotcold passes: the load passes, a warm-up pass and a steady one.
+const HOTCOLD_MIN_PASSES: u32 = HOTCOLD_LOAD_PASSES as u32 + 2;
+
+/// Passes of a hotcold run of `passes` that its steady-state figures leave
+/// out: the first half. The clock learns the hot set only as its hand comes
+/// round to pages it moved aside, which takes more than a revolution; the
+/// passes between the load and the middle are its warm-up, reported apart.
+fn hotcold_warm_passes(passes: u32) -> usize {
+    (passes as usize / 2).max(HOTCOLD_LOAD_PASSES + 1)
+}
 
 /// One probe run's figures.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -121,7 +133,7 @@ pub struct RunFigures {
     pub first_pass_accesses_per_sec: Option<f64>,
     /// Faulted accesses per pass (passes after the first), as the guest saw them.
     pub faults_per_pass: Option<f64>,
-    /// Swap-ins per pass (passes after the first; hotcold: after the second): pages
+    /// Swap-ins per pass (passes after the first; hotcold: its second half): pages
     /// brought back from the store, by a fault or by a prefetch the guest then used
     /// (uffd store + prefetch hits), or the kernel's major faults. Minor faults (a
     /// page the clock moved aside, taken back without I/O) are not swap-ins, as the
@@ -129,6 +141,9 @@ pub struct RunFigures {
     pub swap_ins_per_pass: Option<f64>,
     /// uffd minor faults per pass, over the same passes.
     pub minor_faults_per_pass: Option<f64>,
+    /// hotcold: swap-ins per pass in the policy's warm-up (from pass 3 to
+    /// the middle of the run).
+    pub warmup_swap_ins_per_pass: Option<f64>,
     /// Fault p50 ÷ the floor's (uffd runs).
     pub p50_floor_ratio: Option<f64>,
     /// Pages written out over the run.
@@ -201,8 +216,11 @@ pub struct HostSwapBench {
     pub random_p50_floor_ratio_file: Option<f64>,
     /// The hotcold limit: half of test RAM.
     pub hotcold_limit_bytes: u64,
-    /// hotcold swap-ins per pass, clock ÷ fifo (target ≤ 0.7).
+    /// hotcold swap-ins per pass in the steady state (the second half of
+    /// the passes), clock ÷ fifo (target ≤ 0.7).
     pub hotcold_swap_in_ratio: Option<f64>,
+    /// The same in the clock's warm-up (pass 3 to the middle of the run).
+    pub hotcold_warmup_swap_in_ratio: Option<f64>,
     /// hotcold faults the guest took per pass (swap-ins and the clock's minor
     /// faults), clock ÷ fifo.
     pub hotcold_fault_ratio: Option<f64>,
@@ -257,10 +275,9 @@ fn validate(a: &HostSwapOptions) -> anyhow::Result<()> {
             a.zipf_passes
         )));
     }
-    let least = HOTCOLD_WARM_PASSES as u32 + 1;
-    if !(least..=MAX_PASSES).contains(&a.hotcold_passes) {
+    if !(HOTCOLD_MIN_PASSES..=MAX_PASSES).contains(&a.hotcold_passes) {
         return Err(usage(format!(
-            "--hotcold-passes must be between {least} and {MAX_PASSES} (the first {HOTCOLD_WARM_PASSES} are not measured), got {}",
+            "--hotcold-passes must be between {HOTCOLD_MIN_PASSES} and {MAX_PASSES} (the first {HOTCOLD_LOAD_PASSES} are the load, then a warm-up and a measured half), got {}",
             a.hotcold_passes
         )));
     }
@@ -289,8 +306,10 @@ fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// A run's figures; per-pass swap counts leave out the first `warm` passes.
-fn figures(out: &ProbeOutput, warm: usize) -> RunFigures {
+/// A run's figures; per-pass swap counts leave out the first `warm` passes,
+/// and those of passes `warmup_from..warm` are the warm-up's (none when
+/// `warmup_from >= warm`).
+fn figures(out: &ProbeOutput, warmup_from: usize, warm: usize) -> RunFigures {
     let j = &out.json;
     let passes = j["passes"]
         .as_array()
@@ -311,15 +330,17 @@ fn figures(out: &ProbeOutput, warm: usize) -> RunFigures {
             .map(|k| p["swap_ins"][k].as_f64().unwrap_or(0.0))
             .sum()
     };
-    // Per-pass swap-ins after the warm passes: the swapper's or the kernel child's.
-    let (per_pass, minor): (Vec<f64>, Vec<f64>) =
+    // Per-pass swap-ins of passes `range`: the swapper's or the kernel child's.
+    let swaps = |range: std::ops::Range<usize>| -> (Vec<f64>, Vec<f64>) {
+        let n = range.end.saturating_sub(range.start);
         if let Some(ps) = j["swapper"]["passes"].as_array() {
             ps.iter()
-                .skip(warm)
+                .skip(range.start)
+                .take(n)
                 .map(|p| (sum(p, &["store", "prefetch_hit"]), sum(p, &["minor"])))
                 .unzip()
         } else if let Some(ps) = j["kernel_swap"]["child"]["passes"].as_array() {
-            let majors = ps.iter().skip(warm);
+            let majors = ps.iter().skip(range.start).take(n);
             (
                 majors
                     .map(|p| p["major_faults"].as_f64().unwrap_or(0.0))
@@ -328,10 +349,14 @@ fn figures(out: &ProbeOutput, warm: usize) -> RunFigures {
             )
         } else {
             (Vec::new(), Vec::new())
-        };
+        }
+    };
+    let (per_pass, minor) = swaps(warm..usize::MAX);
+    let warmup = (warmup_from < warm).then(|| swaps(warmup_from..warm).0);
     RunFigures {
         swap_ins_per_pass: mean(&per_pass),
         minor_faults_per_pass: mean(&minor),
+        warmup_swap_ins_per_pass: warmup.as_deref().and_then(mean),
         fault_p50_ns: f(j, &["steady", "fault_latency_ns", "p50"]).map(|v| v as u64),
         fault_p99_ns: f(j, &["steady", "fault_latency_ns", "p99"]).map(|v| v as u64),
         accesses_per_sec: f(j, &["steady", "accesses_per_sec"]),
@@ -400,10 +425,13 @@ impl Bench<'_> {
         pattern: Pattern,
         plan: &SwapPlan,
     ) -> anyhow::Result<RunFigures> {
-        let (passes, warm) = match pattern {
-            Pattern::Zipf { .. } => (self.args.zipf_passes, 1),
-            Pattern::HotCold { .. } => (self.args.hotcold_passes, HOTCOLD_WARM_PASSES),
-            _ => (self.args.passes, 1),
+        let (passes, warmup_from, warm) = match pattern {
+            Pattern::Zipf { .. } => (self.args.zipf_passes, 1, 1),
+            Pattern::HotCold { .. } => {
+                let p = self.args.hotcold_passes;
+                (p, HOTCOLD_LOAD_PASSES, hotcold_warm_passes(p))
+            }
+            _ => (self.args.passes, 1, 1),
         };
         let config = ProbeConfig {
             mem_bytes: self.args.mem.bytes(),
@@ -421,7 +449,7 @@ impl Bench<'_> {
             );
         }
         let mut fig = match run_plan(&config, plan, self.scope) {
-            Ok(out) => figures(&out, warm),
+            Ok(out) => figures(&out, warmup_from, warm),
             Err(e) => {
                 self.scope.check()?;
                 let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
@@ -662,6 +690,10 @@ pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<Host
             m.hotcold_clock.swap_ins_per_pass,
             m.hotcold_fifo.swap_ins_per_pass,
         ),
+        hotcold_warmup_swap_in_ratio: ratio(
+            m.hotcold_clock.warmup_swap_ins_per_pass,
+            m.hotcold_fifo.warmup_swap_ins_per_pass,
+        ),
         hotcold_fault_ratio: ratio(faults(&m.hotcold_clock), faults(&m.hotcold_fifo)),
         random_p50_ratio: pick("memory", "random", |c| c.p50_ratio),
         random_p50_ratio_file: pick("file", "random", |c| c.p50_ratio),
@@ -693,12 +725,13 @@ pub fn render_text(b: &HostSwapBench) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "host-swap bench: test RAM {}, limit {}, {} passes (zipf {}, hotcold {}; figures from pass 2 on, hotcold's from pass 3), uffd prefetch {}, checksums {}, {} handler{}, zipf skew {:.3} (90% of accesses on 10% of pages)",
+        "host-swap bench: test RAM {}, limit {}, {} passes (zipf {}, hotcold {}; figures from pass 2 on, hotcold's from pass {} on, its warm-up from pass 3), uffd prefetch {}, checksums {}, {} handler{}, zipf skew {:.3} (90% of accesses on 10% of pages)",
         ByteSize(b.mem_bytes),
         ByteSize(b.limit_bytes),
         b.passes,
         b.zipf_passes,
         b.hotcold_passes,
+        hotcold_warm_passes(b.hotcold_passes) + 1,
         b.prefetch,
         if b.checksums { "on" } else { "off" },
         b.handlers,
@@ -833,11 +866,12 @@ fn render_targets(b: &HostSwapBench, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "  hotcold 20:80 at {}, swap-ins clock ÷ fifo: {:>6}  (≤ 0.7)   {}   (with the clock's minor faults: {})",
+        "  hotcold 20:80 at {}, swap-ins clock ÷ fifo: {:>6}  (≤ 0.7)   {}   (with the clock's minor faults: {}; in its warm-up: {})",
         ByteSize(b.hotcold_limit_bytes),
         x(b.hotcold_swap_in_ratio),
         verdict(b.hotcold_swap_in_ratio, |v| v <= 0.7),
-        x(b.hotcold_fault_ratio)
+        x(b.hotcold_fault_ratio),
+        x(b.hotcold_warmup_swap_in_ratio)
     );
     let _ = writeln!(
         s,
@@ -883,4 +917,38 @@ pub fn run(args: &HostSwapOptions) -> anyhow::Result<()> {
         print!("{}", render_text(&b));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(hotcold_passes: u32) -> HostSwapOptions {
+        HostSwapOptions {
+            mem: ByteSize(16 << 20),
+            limit: ByteSize(4 << 20),
+            passes: 2,
+            zipf_passes: 3,
+            hotcold_passes,
+            prefetch: 16,
+            handlers: 1,
+            spin_us: 0,
+            store_path: std::env::temp_dir(),
+            cpu: None,
+            json: true,
+            seccomp: true,
+        }
+    }
+
+    #[test]
+    fn hotcold_measures_the_second_half_after_a_warm_up() {
+        // Pass 1 and 2 are the load; the warm-up is never empty.
+        assert_eq!(hotcold_warm_passes(HOTCOLD_MIN_PASSES), 3);
+        assert_eq!(hotcold_warm_passes(20), 10);
+        assert_eq!(hotcold_warm_passes(21), 10);
+        assert!(validate(&options(HOTCOLD_MIN_PASSES)).is_ok());
+        let e = validate(&options(HOTCOLD_MIN_PASSES - 1)).unwrap_err();
+        assert!(e.to_string().contains("--hotcold-passes"), "{e}");
+        assert!(validate(&options(MAX_PASSES + 1)).is_err());
+    }
 }

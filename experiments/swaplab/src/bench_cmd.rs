@@ -158,9 +158,9 @@ pub struct HostSwapArgs {
     /// Passes of the zipf runs (its touched set grows over the first passes).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub zipf_passes: u32,
-    /// Passes of the hotcold policy runs (the first two are not measured:
-    /// the load, and the pass that leaves its residency behind).
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    /// Passes of the hotcold policy runs: the first half is the load and the
+    /// clock's warm-up (reported apart), the second half is measured.
+    #[arg(long, value_name = "N", default_value_t = 20)]
     pub hotcold_passes: u32,
     /// uffd prefetch cluster, pages.
     #[arg(long, value_name = "N", default_value_t = 16)]

@@ -38,7 +38,7 @@ fn bench_host_swap_json_has_finite_ratios() {
             "--zipf-passes",
             "3",
             "--hotcold-passes",
-            "3",
+            "4",
         ])
         .output()
         .expect("run swaplab");
@@ -61,6 +61,7 @@ fn bench_host_swap_json_has_finite_ratios() {
         "random_p50_floor_ratio_lz4",
         "random_p50_floor_ratio_file",
         "hotcold_swap_in_ratio",
+        "hotcold_warmup_swap_in_ratio",
         "hotcold_fault_ratio",
         "first_touch_throughput_ratio",
     ] {
