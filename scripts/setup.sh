@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring tmux librsvg2-bin mmdebstrap e2fsprogs)
+PKGS=(busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring tmux librsvg2-bin mmdebstrap e2fsprogs redis-server)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -16,7 +16,28 @@ if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # redis-server's package starts a system redis on install. The tests start their
+    # own servers on free loopback ports and the far-memory store is pointed at one by
+    # URL, so none must be left running: a policy-rc.d that denies every start (exit
+    # 101, see /usr/share/doc/init-system-helpers/README.policy-rc.d) stands while
+    # apt runs, unless the machine already has its own policy, which is left alone.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# swaplab setup: no service starts while packages install\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        own_policy=1
+    fi
+    status=0
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+    if ((own_policy)); then rm -f "$policy"; fi
+    ((status == 0)) || exit "$status"
+    # Where systemd runs, keep the unit from starting at the next boot too (only when
+    # this run installed it: a redis the machine had before is not ours to change).
+    if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null \
+        && [ -d /run/systemd/system ]; then
+        systemctl disable --now redis-server.service >/dev/null 2>&1 || true
+    fi
 fi
 # `apt-get download` (the guest kernel) needs package lists even when nothing was missing.
 if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
