@@ -545,7 +545,25 @@ impl Swapper {
     pub fn shutdown(mut self) -> SwapperStatus {
         self.stop_threads();
         self.unregister_regions();
-        self.shared.status()
+        let status = self.shared.status();
+        self.close_store();
+        status
+    }
+
+    /// Pages the store holds per server (empty for a local store).
+    pub fn store_nodes(&self) -> Result<Vec<crate::store::StoreNode>, StoreError> {
+        self.shared.store.nodes()
+    }
+
+    /// Releases what the store holds outside this process (a remote store's
+    /// keys); a failure is logged (the next run sweeps what is left).
+    fn close_store(&self) {
+        if let Err(e) = self.shared.store.close() {
+            tracing::warn!(
+                "swapper: closing the {} store: {e}",
+                self.shared.store.kind()
+            );
+        }
     }
 
     /// Stops evicting, brings every page back into the regions
@@ -557,6 +575,7 @@ impl Swapper {
         let restored = self.restore_all();
         self.stop_threads();
         self.unregister_regions();
+        self.close_store();
         restored.map(|_| self.shared.status())
     }
 
@@ -570,6 +589,7 @@ impl Drop for Swapper {
     fn drop(&mut self) {
         self.stop_threads();
         self.unregister_regions();
+        self.close_store();
     }
 }
 

@@ -22,7 +22,7 @@ pub mod lz4;
 pub mod memory;
 mod occupancy;
 
-pub use backend::{AlignedPage, Store};
+pub use backend::{AlignedPage, Store, StoreNode};
 pub use error::StoreError;
 pub use kind::{open, StoreKind};
 
