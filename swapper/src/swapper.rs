@@ -199,11 +199,19 @@ impl Swapper {
                     source,
                 })
         };
+        // A remote store's requests leave from these threads.
+        let (evict_class, fault_class) = if shared.cfg.store.is_remote() {
+            let remote = seccomp::ThreadClass::SwapperRemote;
+            (remote, remote)
+        } else {
+            use seccomp::ThreadClass::{SwapperEvictor, SwapperHandler};
+            (SwapperEvictor, SwapperHandler)
+        };
         let s = shared.clone();
         sw.evictor = Some(spawn(
             "swapper-evict".into(),
             Box::new(move || {
-                seccomp::enter(seccomp::ThreadClass::SwapperEvictor);
+                seccomp::enter(evict_class);
                 crate::evictor::run(s)
             }),
         )?);
@@ -212,7 +220,7 @@ impl Swapper {
             sw.threads.push(spawn(
                 format!("swapper-fault-{i}"),
                 Box::new(move || {
-                    seccomp::enter(seccomp::ThreadClass::SwapperHandler);
+                    seccomp::enter(fault_class);
                     crate::handler::run(s, st)
                 }),
             )?);
