@@ -119,7 +119,7 @@ impl ThreadClass {
             ThreadClass::SwapperHandler | ThreadClass::SwapperEvictor => &[IOCTL, STORE],
             // A remote store connects (and reconnects) on the thread that
             // needs it.
-            ThreadClass::SwapperRemote => &[IOCTL, STORE, SOCKET_IO, SOCKET_NEW],
+            ThreadClass::SwapperRemote => &[IOCTL, STORE, SOCKET_IO, SOCKET_NEW, RESOLVE],
             ThreadClass::SandboxRelay => &[IOCTL, SPAWN, EVENTS_CREATE, SOCKET_IO, SOCKET_NEW],
         };
         for e in extra {
@@ -271,6 +271,10 @@ const SOCKET_NEW: &[i64] = &[
     libc::SYS_bind,
     libc::SYS_listen,
 ];
+
+/// Resolving a host name (glibc's resolver asks `uname` for this host's name):
+/// a remote store reconnecting to `redis://NAME:PORT`.
+const RESOLVE: &[i64] = &[libc::SYS_uname];
 
 /// Why a filter could not be built or installed.
 #[derive(Debug)]

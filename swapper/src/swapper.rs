@@ -568,7 +568,7 @@ impl Swapper {
     fn close_store(&self) {
         if let Err(e) = self.shared.store.close() {
             tracing::warn!(
-                "swapper: closing the {} store: {e}",
+                "swapper: closing the {} store (a later run on this host sweeps what is left): {e}",
                 self.shared.store.kind()
             );
         }

@@ -253,18 +253,6 @@ fn start_on(map: &Mapping, url: &str) -> (Swapper, Arc<Mutex<Vec<FatalError>>>) 
     )
 }
 
-/// A device thread reads `addr`: must be refused (poisoned), never served.
-fn device_read_refused(sw: &Swapper, addr: usize) {
-    let reg = sw.registry();
-    let got = std::thread::spawn(move || {
-        reg.register_current(ThreadKind::Device(7));
-        kernel_read(addr)
-    })
-    .join()
-    .unwrap();
-    assert_eq!(got, Err(libc::EFAULT), "wrong data must never be served");
-}
-
 #[test]
 fn pages_round_trip_through_the_swapper_and_keys_go_at_shutdown() {
     if !uffd_available() {
@@ -383,5 +371,25 @@ fn a_killed_server_loses_no_page_serves_nothing_and_is_reconnected() {
         }
     });
     drop(sw);
+    assert!(server.keys(PAGE_KEYS).is_empty());
+}
+
+#[test]
+fn a_remote_store_connects_by_name_under_its_seccomp_filter() {
+    let server = RedisServer::start();
+    let url = format!("redis://localhost:{}", server.port());
+    // What a fault handler or the evictor of a Redis store does, in a thread
+    // with their filter: a forbidden syscall would end this test process.
+    let done = std::thread::spawn(move || {
+        seccomp::apply(seccomp::ThreadClass::SwapperRemote).unwrap();
+        let store = RedisStore::open(&url, 4).unwrap();
+        store.write(Slot(1), &page(7)).unwrap();
+        let mut buf = vec![0u8; PAGE_SIZE];
+        store.read(Slot(1), &mut buf).unwrap();
+        assert_eq!(buf, page(7));
+        store.close().unwrap();
+    })
+    .join();
+    assert!(done.is_ok());
     assert!(server.keys(PAGE_KEYS).is_empty());
 }

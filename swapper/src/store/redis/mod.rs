@@ -102,16 +102,21 @@ impl RedisStore {
             closed: AtomicBool::new(false),
         };
         store.sweep_dead()?;
-        let id = store.run.as_str().to_string();
-        store.pool.run(
-            || "registering the run".into(),
+        store.registry("SADD", &store.run)?;
+        Ok(store)
+    }
+
+    /// One command on the run registry (`SADD`, `SREM`) for `run`: one key,
+    /// so a cluster routes it like any other.
+    fn registry(&self, cmd: &str, run: &RunId) -> Result<(), StoreError> {
+        self.pool.run(
+            || format!("{cmd} {REGISTRY} {}", run.as_str()),
             |c| {
                 let mut p = Pipe::new(c);
-                p.add(redis::cmd("SADD").arg(REGISTRY).arg(&id).clone());
+                p.add(redis::cmd(cmd).arg(REGISTRY).arg(run.as_str()).clone());
                 p.query::<()>(c)
             },
-        )?;
-        Ok(store)
+        )
     }
 
     /// The run's namespace.
@@ -152,15 +157,7 @@ impl RedisStore {
         for node in self.pool.nodes()? {
             deleted += self.unlink_run(&node.info, run)?;
         }
-        let id = run.as_str().to_string();
-        self.pool.run(
-            || format!("unregistering run {id}"),
-            |c| {
-                let mut p = Pipe::new(c);
-                p.add(redis::cmd("SREM").arg(REGISTRY).arg(&id).clone());
-                p.query::<()>(c)
-            },
-        )?;
+        self.registry("SREM", run)?;
         Ok(deleted)
     }
 
