@@ -49,6 +49,26 @@ fn overwrite_all(server: &RedisServer, value: &[u8]) -> usize {
     keys.len()
 }
 
+/// Writes `pages` to slots from `first` on, in one batch.
+fn write_pages(store: &RedisStore, first: u32, pages: &[Vec<u8>]) {
+    let batch: Vec<(Slot, &[u8])> = (first..)
+        .zip(pages)
+        .map(|(s, p)| (Slot(s), &p[..]))
+        .collect();
+    store.write_batch(&batch).unwrap();
+}
+
+/// Reads `n` pages from slots from `first` on, in one batch.
+fn read_pages(store: &RedisStore, first: u32, n: usize) -> Vec<Vec<u8>> {
+    let mut bufs = vec![vec![0u8; PAGE_SIZE]; n];
+    let mut reads: Vec<(Slot, &mut [u8])> = (first..)
+        .zip(bufs.iter_mut())
+        .map(|(s, b)| (Slot(s), &mut b[..]))
+        .collect();
+    store.read_batch(&mut reads).unwrap();
+    bufs
+}
+
 #[test]
 fn round_trip_batches_discard_and_close() {
     let server = RedisServer::start();
@@ -65,20 +85,8 @@ fn round_trip_batches_discard_and_close() {
     assert_eq!(buf, page(1));
     // One pipeline each way.
     let pages: Vec<Vec<u8>> = (0..64).map(|i| page(i as u8 + 10)).collect();
-    let batch: Vec<(Slot, &[u8])> = pages
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (Slot(100 + i as u32), &p[..]))
-        .collect();
-    store.write_batch(&batch).unwrap();
-    let mut bufs = vec![vec![0u8; PAGE_SIZE]; 64];
-    let mut reads: Vec<(Slot, &mut [u8])> = bufs
-        .iter_mut()
-        .enumerate()
-        .map(|(i, b)| (Slot(100 + i as u32), &mut b[..]))
-        .collect();
-    store.read_batch(&mut reads).unwrap();
-    assert_eq!(bufs, pages);
+    write_pages(&store, 100, &pages);
+    assert_eq!(read_pages(&store, 100, 64), pages);
     assert_eq!(store.bytes_used(), 65 * PAGE_SIZE as u64);
     assert_eq!(server.keys(PAGE_KEYS).len(), 65);
     // Overwrite, discard, bounds.
@@ -182,23 +190,10 @@ fn cluster_spreads_pages_over_three_nodes() {
     let cluster = RedisCluster::start(3);
     let store = RedisStore::open(&cluster.url(), 1024).unwrap();
     let pages: Vec<Vec<u8>> = (0..300).map(|i| page(i as u8)).collect();
-    for chunk in pages.chunks(50).enumerate() {
-        let batch: Vec<(Slot, &[u8])> = chunk
-            .1
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (Slot((chunk.0 * 50 + i) as u32), &p[..]))
-            .collect();
-        store.write_batch(&batch).unwrap();
+    for (n, chunk) in pages.chunks(50).enumerate() {
+        write_pages(&store, n as u32 * 50, chunk);
     }
-    let mut bufs = vec![vec![0u8; PAGE_SIZE]; 300];
-    let mut reads: Vec<(Slot, &mut [u8])> = bufs
-        .iter_mut()
-        .enumerate()
-        .map(|(i, b)| (Slot(i as u32), &mut b[..]))
-        .collect();
-    store.read_batch(&mut reads).unwrap();
-    assert_eq!(bufs, pages);
+    assert_eq!(read_pages(&store, 0, 300), pages);
     let per_node = cluster.keys_per_node(PAGE_KEYS);
     let reported: Vec<u64> = store.nodes().unwrap().iter().map(|n| n.pages).collect();
     eprintln!("pages per node: {per_node:?} (store says {reported:?})");
