@@ -195,6 +195,27 @@ impl RedisServer {
         self.launch();
     }
 
+    /// Stops the server (SIGSTOP) without closing anything: connections
+    /// stay open and the kernel still accepts new ones, but nothing answers
+    /// (a slow or hung server). [`Self::resume`] undoes it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`Self::pause`]d server run again.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().map(Child::id).expect("server running");
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Whether it is running.
     pub fn running(&mut self) -> bool {
         self.child
@@ -225,6 +246,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
         self.kill();
     }
 }

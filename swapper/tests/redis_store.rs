@@ -151,6 +151,32 @@ fn bad_urls_and_dead_servers_are_clear_errors() {
 }
 
 #[test]
+fn a_hung_server_times_out_and_the_store_recovers_when_it_answers() {
+    let server = RedisServer::start();
+    let store = RedisStore::open(&server.url(), 16).unwrap();
+    store.write(Slot(2), &page(2)).unwrap();
+    server.pause();
+    let mut buf = vec![0u8; PAGE_SIZE];
+    let t = std::time::Instant::now();
+    let read = store.read(Slot(2), &mut buf);
+    let write = store.write(Slot(3), &page(3));
+    let took = t.elapsed();
+    server.resume();
+    let e = read.unwrap_err().to_string();
+    assert!(
+        e.contains(&server.url()) && e.contains("read of slot 2"),
+        "{e}"
+    );
+    assert!(write.is_err(), "a write to a hung server succeeded");
+    // Two requests, each tried twice with a 1 s timeout.
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // Answering again: fresh connections, the stored page intact.
+    store.read(Slot(2), &mut buf).unwrap();
+    assert_eq!(buf, page(2));
+    store.write(Slot(3), &page(3)).unwrap();
+}
+
+#[test]
 fn the_next_run_sweeps_the_keys_of_a_dead_run() {
     let server = RedisServer::start();
     let mut child = std::process::Command::new("true").spawn().unwrap();
