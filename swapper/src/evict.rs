@@ -160,6 +160,7 @@ impl Shared {
             .collect();
         let written = self.store.write_batch(&pages);
         drop(pages);
+        bump!(self, store_write_batches);
         self.write_result(written.is_ok());
         if let Err(e) = &written {
             bump!(self, write_errors, batch.len());
