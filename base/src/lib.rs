@@ -14,6 +14,8 @@
 //!   sweep of those whose process was killed.
 //! - [`corpus`]: where the committed fuzz corpora are, their replay in
 //!   `cargo test` and the seeds' regeneration.
+//! - [`redis_server`]: a private `redis-server` or Redis Cluster on
+//!   loopback for the far-memory store's tests (killed on drop).
 //! - [`retry_log`]: the line a retry after an emulation residue leaves for
 //!   the test script's summary.
 //!
@@ -24,6 +26,7 @@
 pub mod corpus;
 pub mod countdown;
 mod counters;
+pub mod redis_server;
 pub mod retry_log;
 pub mod scratch;
 pub mod size;

@@ -65,19 +65,23 @@ pub enum ThreadClass {
     SwapperHandler,
     /// The host swapper's evictor (`swapper-evict`).
     SwapperEvictor,
+    /// A fault handler or the evictor of a host swapper whose store is
+    /// remote (Redis): the same, plus sockets to reach the store.
+    SwapperRemote,
     /// The sandbox's socket relay (`swaplab-forward`, `swaplab-bridge-connect`).
     SandboxRelay,
 }
 
 impl ThreadClass {
     /// Every class.
-    pub const ALL: [ThreadClass; 7] = [
+    pub const ALL: [ThreadClass; 8] = [
         ThreadClass::Vcpu,
         ThreadClass::BlkWorker,
         ThreadClass::Balloon,
         ThreadClass::ControlSocket,
         ThreadClass::SwapperHandler,
         ThreadClass::SwapperEvictor,
+        ThreadClass::SwapperRemote,
         ThreadClass::SandboxRelay,
     ];
 
@@ -90,6 +94,7 @@ impl ThreadClass {
             ThreadClass::ControlSocket => "api",
             ThreadClass::SwapperHandler => "swapper-fault",
             ThreadClass::SwapperEvictor => "swapper-evict",
+            ThreadClass::SwapperRemote => "swapper-remote",
             ThreadClass::SandboxRelay => "relay",
         }
     }
@@ -112,6 +117,9 @@ impl ThreadClass {
             ThreadClass::Balloon => &[IOCTL, STORE, TIMERS],
             ThreadClass::ControlSocket => &[IOCTL, SOCKET_IO, STORE, PROC],
             ThreadClass::SwapperHandler | ThreadClass::SwapperEvictor => &[IOCTL, STORE],
+            // A remote store connects (and reconnects) on the thread that
+            // needs it.
+            ThreadClass::SwapperRemote => &[IOCTL, STORE, SOCKET_IO, SOCKET_NEW, RESOLVE],
             ThreadClass::SandboxRelay => &[IOCTL, SPAWN, EVENTS_CREATE, SOCKET_IO, SOCKET_NEW],
         };
         for e in extra {
@@ -263,6 +271,10 @@ const SOCKET_NEW: &[i64] = &[
     libc::SYS_bind,
     libc::SYS_listen,
 ];
+
+/// Resolving a host name (glibc's resolver asks `uname` for this host's name):
+/// a remote store reconnecting to `redis://NAME:PORT`.
+const RESOLVE: &[i64] = &[libc::SYS_uname];
 
 /// Why a filter could not be built or installed.
 #[derive(Debug)]

@@ -177,8 +177,29 @@ fn classes_that_reach_the_swapper_may_use_its_ioctls() {
         ThreadClass::ControlSocket,
         ThreadClass::SwapperHandler,
         ThreadClass::SwapperEvictor,
+        ThreadClass::SwapperRemote,
     ] {
         assert!(class.allowed().contains(&libc::SYS_ioctl), "{class}");
         assert!(class.allowed().contains(&libc::SYS_fallocate), "{class}");
+    }
+}
+
+#[test]
+fn only_a_remote_store_s_swapper_threads_open_sockets() {
+    let remote = ThreadClass::SwapperRemote.allowed();
+    for nr in [
+        libc::SYS_socket,
+        libc::SYS_connect,
+        libc::SYS_sendto,
+        libc::SYS_recvfrom,
+    ] {
+        assert!(remote.contains(&nr), "{}", syscall_name(nr));
+        for class in [ThreadClass::SwapperHandler, ThreadClass::SwapperEvictor] {
+            assert!(
+                !class.allowed().contains(&nr),
+                "{class}: {}",
+                syscall_name(nr)
+            );
+        }
     }
 }

@@ -13,6 +13,13 @@
 //!    one that still equals the disk block it mirrors counts as
 //!    `false_anonymity`.
 //!
+//! The evictor writes in batches ([`WRITE_BATCH`] pages, one
+//! [`Store::write_batch`](crate::store::Store::write_batch): one round trip
+//! for a remote store): it holds the page lock of every page of the batch
+//! until the batch is written. It waits for a page lock only while it holds
+//! none; with a batch open it skips a busy page, so it never waits holding
+//! a lock another thread could be waiting for.
+//!
 //! If the store write fails (ENOSPC, EIO, short write) the page is *not*
 //! lost: it stays in staging — still resident, still counted — as an
 //! inactive page that a fault moves back, and the error is counted. The next
@@ -25,8 +32,14 @@ use crate::core::{bump, Shared};
 use crate::integrity::{is_zero, page_crc};
 use crate::page_state::{PageEntry, PageIdx, PageState, StageKind};
 use crate::policy::Victim;
+use crate::slots::Slot;
 use nix::errno::Errno;
 use std::sync::MutexGuard;
+
+/// Most pages the evictor writes in one batch: 128 KiB, one pipeline to a
+/// remote store. Faults that need one of them wait for the whole batch, so
+/// it stays small.
+pub(crate) const WRITE_BATCH: usize = 32;
 
 /// Result of acting on one victim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +50,33 @@ pub(crate) enum Outcome {
     Kept,
     /// Nothing done (page busy, moved elsewhere, or the move was refused).
     Busy,
+}
+
+/// A store write to make: the page is in staging slot `s`, and goes to
+/// `slot` with checksum `crc`.
+#[derive(Clone, Copy)]
+pub(crate) struct Write {
+    before: PageEntry,
+    s: u32,
+    slot: Slot,
+    crc: u32,
+    /// Whether it equals the disk block it mirrors (named mode).
+    mirror: Option<bool>,
+}
+
+/// An eviction waiting for its store write, holding its page lock.
+pub(crate) struct Pending<'a> {
+    idx: PageIdx,
+    g: MutexGuard<'a, PageEntry>,
+    w: Write,
+}
+
+/// What acting on a victim came to.
+pub(crate) enum Step<'a> {
+    /// Done.
+    Done(Outcome),
+    /// It needs a store write (see [`Shared::write_pending`]).
+    Write(Pending<'a>),
 }
 
 /// Result of moving a mapped page into staging.
@@ -54,6 +94,22 @@ impl Shared {
     /// wait for the page lock (evictor) or skip a busy page (fault handlers,
     /// which already hold a page lock).
     pub(crate) fn act(&self, v: Victim, blocking: bool) -> Outcome {
+        match self.act_step(v, blocking) {
+            Step::Done(o) => o,
+            Step::Write(p) => {
+                let mut one = vec![p];
+                if self.write_pending(&mut one) == 1 {
+                    Outcome::Freed
+                } else {
+                    Outcome::Kept
+                }
+            }
+        }
+    }
+
+    /// [`Self::act`], leaving a needed store write to the caller (who
+    /// batches it).
+    pub(crate) fn act_step(&self, v: Victim, blocking: bool) -> Step<'_> {
         let idx = match v {
             Victim::Evict(p) | Victim::Deactivate(p) => p,
         };
@@ -64,25 +120,63 @@ impl Shared {
         } else {
             bump!(self, busy_victims);
             self.policy().mapped(idx);
-            return Outcome::Busy;
+            return Step::Done(Outcome::Busy);
         };
         if g.discarding {
             // Being discarded by a REMOVE event: never save its content.
-            return Outcome::Busy;
+            return Step::Done(Outcome::Busy);
         }
-        match (v, g.state) {
+        let done = match (v, g.state) {
             (Victim::Evict(_), PageState::Resident) => self.evict_mapped(idx, &mut g),
             (Victim::Evict(_), PageState::Staged { index, kind }) => {
                 self.evict_staged(idx, &mut g, index, kind)
             }
-            (Victim::Deactivate(_), PageState::Resident) => self.deactivate(idx, &mut g),
+            (Victim::Deactivate(_), PageState::Resident) => Ok(self.deactivate(idx, &mut g)),
             (Victim::Deactivate(_), PageState::Staged { .. }) => {
                 self.policy().staged(idx);
-                Outcome::Kept
+                Ok(Outcome::Kept)
             }
             // A stale policy entry: the page left the resident set already.
-            _ => Outcome::Busy,
+            _ => Ok(Outcome::Busy),
+        };
+        match done {
+            Ok(o) => Step::Done(o),
+            Err(w) => Step::Write(Pending { idx, g, w }),
         }
+    }
+
+    /// Writes the pending evictions in one store batch and finishes each
+    /// (freed, or kept resident if the write failed). Empties `batch`;
+    /// returns pages freed.
+    pub(crate) fn write_pending(&self, batch: &mut Vec<Pending<'_>>) -> u64 {
+        if batch.is_empty() {
+            return 0;
+        }
+        let pages: Vec<(Slot, &[u8])> = batch
+            .iter()
+            // SAFETY: slot `p.w.s` holds page `p.idx`, whose lock the batch
+            // holds until after the write.
+            .map(|p| (p.w.slot, unsafe { self.staging.page(p.w.s) }))
+            .collect();
+        let written = self.store.write_batch(&pages);
+        drop(pages);
+        bump!(self, store_write_batches);
+        self.write_result(written.is_ok());
+        if let Err(e) = &written {
+            bump!(self, write_errors, batch.len());
+            self.warn(format_args!(
+                "store write failed, {} page(s) from page {} stay resident: {e}",
+                batch.len(),
+                batch[0].idx
+            ));
+        }
+        let mut freed = 0;
+        for Pending { idx, mut g, w } in batch.drain(..) {
+            if self.finish_write(idx, &mut g, w, written.is_ok()) == Outcome::Freed {
+                freed += 1;
+            }
+        }
+        freed
     }
 
     /// Moves mapped page `idx` into a fresh staging slot.
@@ -114,7 +208,11 @@ impl Shared {
     }
 
     /// Evicts a resident, mapped page.
-    fn evict_mapped(&self, idx: PageIdx, g: &mut MutexGuard<'_, PageEntry>) -> Outcome {
+    fn evict_mapped(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+    ) -> Result<Outcome, Write> {
         let before = **g;
         match self.take(idx) {
             Taken::Slot(s) => self.save_staged(idx, g, before, s, false),
@@ -123,11 +221,11 @@ impl Shared {
                 let freed = g.zeroed().expect("resident page can be zeroed");
                 self.free_slot(freed);
                 self.settle(idx, &before, g, false);
-                Outcome::Freed
+                Ok(Outcome::Freed)
             }
             Taken::Busy => {
                 self.policy().mapped(idx);
-                Outcome::Busy
+                Ok(Outcome::Busy)
             }
         }
     }
@@ -139,7 +237,7 @@ impl Shared {
         g: &mut MutexGuard<'_, PageEntry>,
         s: u32,
         kind: StageKind,
-    ) -> Outcome {
+    ) -> Result<Outcome, Write> {
         let before = **g;
         self.save_staged(idx, g, before, s, kind == StageKind::Prefetched)
     }
@@ -181,8 +279,8 @@ impl Shared {
     }
 
     /// The page of `idx` is in staging slot `s`: drop it if clean or zero,
-    /// otherwise write it to the store. `g.state` is still what it was
-    /// before the page went to staging.
+    /// otherwise say what to write to the store ([`Write`]). `g.state` is
+    /// still what it was before the page went to staging.
     fn save_staged(
         &self,
         idx: PageIdx,
@@ -190,7 +288,7 @@ impl Shared {
         before: PageEntry,
         s: u32,
         prefetched: bool,
-    ) -> Outcome {
+    ) -> Result<Outcome, Write> {
         if let Some(slot) = g.clean_copy() {
             self.staging.release(s);
             let crc = g.crc;
@@ -202,23 +300,23 @@ impl Shared {
                 bump!(self, silent_writes_avoided);
             }
             self.settle(idx, &before, g, false);
-            return Outcome::Freed;
+            return Ok(Outcome::Freed);
         }
         if self.cfg.named && g.mirror.is_some() {
             // A copy of its disk block, unwritten since (write-protected).
-            return self.drop_named(idx, g, before, s);
+            return Ok(self.drop_named(idx, g, before, s));
         }
         // SAFETY: slot `s` holds this page and we hold its page lock.
         let data = unsafe { self.staging.page(s) };
         if is_zero(data) {
-            return self.drop_zero(idx, g, before, s);
+            return Ok(self.drop_zero(idx, g, before, s));
         }
         let slot = match g.slot.or_else(|| self.alloc_slot()) {
             Some(slot) => slot,
             None => {
                 bump!(self, store_full);
                 self.warn(format_args!("store full: page {idx} stays resident"));
-                return self.keep_staged(idx, g, before, s);
+                return Ok(self.keep_staged(idx, g, before, s));
             }
         };
         // Without dirty tracking every page is written; checksums tell which
@@ -233,33 +331,48 @@ impl Shared {
         }
         // False page anonymity: written although its disk block holds it.
         let mirror = g.mirror.map(|m| m.crc == crc);
-        let written = self.store.write(slot, data);
-        self.write_result(written.is_ok());
-        match written {
-            Ok(()) => {
-                self.staging.release(s);
-                g.evicted(slot, crc)
-                    .expect("staged/resident page can be evicted");
-                bump!(self, evictions);
-                match mirror {
-                    Some(true) => bump!(self, false_anonymity),
-                    Some(false) => bump!(self, mirror_mismatches),
-                    None => 0,
-                };
-                self.settle(idx, &before, g, false);
-                Outcome::Freed
-            }
-            Err(e) => {
-                bump!(self, write_errors);
-                self.warn(format_args!(
-                    "store write failed, page {idx} stays resident: {e}"
-                ));
-                // Keep the slot for the next attempt; the page is dirty so
-                // its (torn) content is never trusted.
-                g.slot = Some(slot);
-                self.keep_staged(idx, g, before, s)
-            }
+        Err(Write {
+            before,
+            s,
+            slot,
+            crc,
+            mirror,
+        })
+    }
+
+    /// After the store write of `w` (`written`: it succeeded): the page is
+    /// evicted, or stays resident in staging for the next attempt.
+    fn finish_write(
+        &self,
+        idx: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        w: Write,
+        written: bool,
+    ) -> Outcome {
+        let Write {
+            before,
+            s,
+            slot,
+            crc,
+            mirror,
+        } = w;
+        if !written {
+            // Keep the slot for the next attempt; the page is dirty so its
+            // (torn) content is never trusted.
+            g.slot = Some(slot);
+            return self.keep_staged(idx, g, before, s);
         }
+        self.staging.release(s);
+        g.evicted(slot, crc)
+            .expect("staged/resident page can be evicted");
+        bump!(self, evictions);
+        match mirror {
+            Some(true) => bump!(self, false_anonymity),
+            Some(false) => bump!(self, mirror_mismatches),
+            None => 0,
+        };
+        self.settle(idx, &before, g, false);
+        Outcome::Freed
     }
 
     /// Leaves the page in staging as an inactive (resident) page.
@@ -340,7 +453,12 @@ impl Shared {
         let mut freed = 0;
         let mut idle = 0u32;
         let mut budget_steps = 4 * self.policy().len() as u64 + 64;
-        while self.budget.resident() > target && freed < max && budget_steps > 0 {
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        // Pages of the open batch count as gone already.
+        while self.budget.resident().saturating_sub(batch.len() as u64) > target
+            && freed + (batch.len() as u64) < max
+            && budget_steps > 0
+        {
             if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
                 break;
             }
@@ -353,19 +471,30 @@ impl Shared {
                 bump!(self, evictor_no_victim);
                 break;
             };
-            match self.act(v, true) {
-                Outcome::Freed => {
+            // Wait for a page lock only while holding none.
+            match self.act_step(v, batch.is_empty()) {
+                Step::Write(p) => {
+                    batch.push(p);
+                    idle = 0;
+                    if batch.len() == WRITE_BATCH {
+                        freed += self.write_pending(&mut batch);
+                        if self.writes_backing_off() {
+                            break;
+                        }
+                    }
+                }
+                Step::Done(Outcome::Freed) => {
                     freed += 1;
                     idle = 0;
                 }
-                Outcome::Kept => {}
-                Outcome::Busy => {
+                Step::Done(Outcome::Kept) => {}
+                Step::Done(Outcome::Busy) => {
                     idle += 1;
                     std::thread::yield_now();
                 }
             }
         }
-        freed
+        freed + self.write_pending(&mut batch)
     }
 
     /// Direct reclaim for a fault that found no room: frees one committed

@@ -573,9 +573,11 @@ impl Shared {
             return 0;
         }
         let end = idx + 1 + n.min(self.regions.pages_to_region_end(idx) - 1);
-        let mut got = 0;
+        // The window's evicted pages, locked, each with room reserved; read
+        // in one batch (one round trip for a remote store).
+        let mut window = Vec::new();
         for p in idx + 1..end {
-            let Some(mut g) = self.try_lock(p) else {
+            let Some(g) = self.try_lock(p) else {
                 continue;
             };
             if g.state != PageState::Evicted {
@@ -588,52 +590,9 @@ impl Shared {
             if !room {
                 break;
             }
-            let slot = g.slot.expect("evicted page has a slot");
-            let ok = self.store.read(slot, &mut buf.0).is_ok()
-                && (!self.cfg.checksums || verify(g.crc, &buf.0).is_ok());
-            let before = *g;
-            let placed = ok
-                && match self.cfg.prefetch_mode {
-                    PrefetchMode::Map => {
-                        let clean = self.cfg.dirty_tracking && !write;
-                        let wp = clean || self.keeps_mirror(&g, write);
-                        // SAFETY: registered guest page whose lock we hold; `buf`
-                        // is a page.
-                        let r = unsafe {
-                            self.uffd
-                                .copy(self.addr(p), buf.0.as_ptr(), PAGE_SIZE, wp, true)
-                        };
-                        r.is_ok() && {
-                            g.installed(!clean).expect("evicted page can be installed");
-                            self.end_mirror_unless(p, &mut g, wp);
-                            true
-                        }
-                    }
-                    PrefetchMode::Cache => match self.staging.alloc() {
-                        Some(s) if self.staging.copy_in(s, &buf.0).is_ok() => {
-                            g.staged(s, StageKind::Prefetched)
-                                .expect("evicted page can be prefetched");
-                            true
-                        }
-                        Some(s) => {
-                            self.staging.forget(s);
-                            false
-                        }
-                        None => false,
-                    },
-                };
-            if !placed {
-                // Leave it evicted: a real fault will report any problem.
-                self.budget.release(1);
-                continue;
-            }
-            self.settle(p, &before, &g, true);
-            match self.cfg.prefetch_mode {
-                PrefetchMode::Map => self.policy().mapped(p),
-                PrefetchMode::Cache => self.policy().staged(p),
-            }
-            got += 1;
+            window.push((p, g));
         }
+        let got = self.prefetch_window(window, buf, write);
         if self.cfg.prefetch_mode == PrefetchMode::Map {
             // The guest walks through the window without faulting: the next
             // sequential fault is just past it.
@@ -641,5 +600,95 @@ impl Shared {
         }
         bump!(self, prefetched, got);
         got
+    }
+
+    /// Reads the locked, room-reserved pages of a prefetch window in one
+    /// store batch and places each (mapped or cached, per the prefetch
+    /// mode). A page whose read or checksum fails stays evicted (a real
+    /// fault reports it). Returns pages placed.
+    fn prefetch_window(
+        &self,
+        mut window: Vec<(PageIdx, MutexGuard<'_, PageEntry>)>,
+        buf: &mut AlignedPage,
+        write: bool,
+    ) -> u16 {
+        let mut bufs: Vec<Box<AlignedPage>> = match window.len() {
+            0 => return 0,
+            1 => Vec::new(),
+            n => (0..n).map(|_| AlignedPage::boxed()).collect(),
+        };
+        let read = {
+            let slot = |g: &PageEntry| g.slot.expect("evicted page has a slot");
+            let mut reads: Vec<(crate::slots::Slot, &mut [u8])> = if bufs.is_empty() {
+                vec![(slot(&window[0].1), &mut buf.0[..])]
+            } else {
+                window
+                    .iter()
+                    .zip(bufs.iter_mut())
+                    .map(|((_, g), b)| (slot(g), &mut b.0[..]))
+                    .collect()
+            };
+            self.store.read_batch(&mut reads).is_ok()
+        };
+        let mut got = 0;
+        for (i, (p, g)) in window.iter_mut().enumerate() {
+            let data: &AlignedPage = bufs.get(i).map_or(&*buf, |b| b);
+            let ok = read && (!self.cfg.checksums || verify(g.crc, &data.0).is_ok());
+            if ok && self.place_prefetched(*p, g, data, write) {
+                got += 1;
+            } else {
+                // Leave it evicted: a real fault will report any problem.
+                self.budget.release(1);
+            }
+        }
+        got
+    }
+
+    /// Places one prefetched page read into `data`; false if it could not be.
+    fn place_prefetched(
+        &self,
+        p: PageIdx,
+        g: &mut MutexGuard<'_, PageEntry>,
+        data: &AlignedPage,
+        write: bool,
+    ) -> bool {
+        let before = **g;
+        let placed = match self.cfg.prefetch_mode {
+            PrefetchMode::Map => {
+                let clean = self.cfg.dirty_tracking && !write;
+                let wp = clean || self.keeps_mirror(g, write);
+                // SAFETY: registered guest page whose lock we hold; `data`
+                // is a page.
+                let r = unsafe {
+                    self.uffd
+                        .copy(self.addr(p), data.0.as_ptr(), PAGE_SIZE, wp, true)
+                };
+                r.is_ok() && {
+                    g.installed(!clean).expect("evicted page can be installed");
+                    self.end_mirror_unless(p, g, wp);
+                    true
+                }
+            }
+            PrefetchMode::Cache => match self.staging.alloc() {
+                Some(s) if self.staging.copy_in(s, &data.0).is_ok() => {
+                    g.staged(s, StageKind::Prefetched)
+                        .expect("evicted page can be prefetched");
+                    true
+                }
+                Some(s) => {
+                    self.staging.forget(s);
+                    false
+                }
+                None => false,
+            },
+        };
+        if placed {
+            self.settle(p, &before, g, true);
+            match self.cfg.prefetch_mode {
+                PrefetchMode::Map => self.policy().mapped(p),
+                PrefetchMode::Cache => self.policy().staged(p),
+            }
+        }
+        placed
     }
 }

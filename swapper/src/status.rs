@@ -26,6 +26,10 @@ base::counters! {
             stale_faults,
             /// Pages evicted to the store (written).
             evictions,
+            /// Store write batches those went out in (`Store::write_batch`
+            /// calls, failed ones too): `evictions / store_write_batches` is
+            /// the mean batch, one round trip each for a remote store.
+            store_write_batches,
             /// Pages deactivated (moved aside) by the clock.
             deactivations,
             /// Clean pages dropped without a write (valid copy in the store).

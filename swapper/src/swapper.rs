@@ -199,11 +199,19 @@ impl Swapper {
                     source,
                 })
         };
+        // A remote store's requests leave from these threads.
+        let (evict_class, fault_class) = if shared.cfg.store.is_remote() {
+            let remote = seccomp::ThreadClass::SwapperRemote;
+            (remote, remote)
+        } else {
+            use seccomp::ThreadClass::{SwapperEvictor, SwapperHandler};
+            (SwapperEvictor, SwapperHandler)
+        };
         let s = shared.clone();
         sw.evictor = Some(spawn(
             "swapper-evict".into(),
             Box::new(move || {
-                seccomp::enter(seccomp::ThreadClass::SwapperEvictor);
+                seccomp::enter(evict_class);
                 crate::evictor::run(s)
             }),
         )?);
@@ -212,7 +220,7 @@ impl Swapper {
             sw.threads.push(spawn(
                 format!("swapper-fault-{i}"),
                 Box::new(move || {
-                    seccomp::enter(seccomp::ThreadClass::SwapperHandler);
+                    seccomp::enter(fault_class);
                     crate::handler::run(s, st)
                 }),
             )?);
@@ -545,7 +553,25 @@ impl Swapper {
     pub fn shutdown(mut self) -> SwapperStatus {
         self.stop_threads();
         self.unregister_regions();
-        self.shared.status()
+        let status = self.shared.status();
+        self.close_store();
+        status
+    }
+
+    /// Pages the store holds per server (empty for a local store).
+    pub fn store_nodes(&self) -> Result<Vec<crate::store::StoreNode>, StoreError> {
+        self.shared.store.nodes()
+    }
+
+    /// Releases what the store holds outside this process (a remote store's
+    /// keys); a failure is logged (the next run sweeps what is left).
+    fn close_store(&self) {
+        if let Err(e) = self.shared.store.close() {
+            tracing::warn!(
+                "swapper: closing the {} store (a later run on this host sweeps what is left): {e}",
+                self.shared.store.kind()
+            );
+        }
     }
 
     /// Stops evicting, brings every page back into the regions
@@ -557,6 +583,7 @@ impl Swapper {
         let restored = self.restore_all();
         self.stop_threads();
         self.unregister_regions();
+        self.close_store();
         restored.map(|_| self.shared.status())
     }
 
@@ -570,6 +597,7 @@ impl Drop for Swapper {
     fn drop(&mut self) {
         self.stop_threads();
         self.unregister_regions();
+        self.close_store();
     }
 }
 

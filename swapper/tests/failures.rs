@@ -147,14 +147,7 @@ fn fatal_read(arm: impl Fn(&FaultInjector), expect_error: Option<&str>) {
     settle(&sw, |s| s.pages.evicted > 1000).unwrap_or_else(|e| panic!("{e}"));
     arm(&inj);
     // A device thread reads page 0 through the kernel.
-    let reg = sw.registry();
-    let got = std::thread::spawn(move || {
-        reg.register_current(ThreadKind::Device(7));
-        kernel_read(base)
-    })
-    .join()
-    .unwrap();
-    assert_eq!(got, Err(libc::EFAULT), "wrong data must never be served");
+    device_read_refused(&sw, base);
     // The page stays unreadable.
     assert_eq!(kernel_read(base), Err(libc::EFAULT));
     let fatal = sw.fatal_errors();

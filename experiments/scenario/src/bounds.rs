@@ -27,5 +27,7 @@ pub const PASSES: RangeInclusive<u64> = 1..=1000;
 /// `workload.command`, bytes: it travels base64-encoded on the guest's
 /// kernel command line (2047 bytes in all).
 pub const COMMAND_BYTES: usize = 768;
+/// Longest `host.store_url` (several cluster nodes fit easily).
+pub const STORE_URL_BYTES: usize = 1024;
 /// `workload.metric`, bytes.
 pub const METRIC_BYTES: usize = 256;

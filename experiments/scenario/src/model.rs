@@ -108,6 +108,8 @@ pub enum StoreChoice {
     Memory,
     /// lz4-compressed copies in memory (zram-like).
     Lz4,
+    /// Far memory: a Redis server or cluster at `host.store_url`.
+    Redis,
 }
 
 /// A mitigation of one of the host-swap anomalies VSwapper (ASPLOS 2014) named.
@@ -222,6 +224,10 @@ pub struct HostConfig {
     pub limit: ByteSize,
     /// Backing store.
     pub store: StoreChoice,
+    /// Where the Redis store is (`store = "redis"` only): `redis://HOST:PORT[/DB]`
+    /// or comma-separated nodes of one cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
     /// Eviction policy.
     pub policy: PolicyKind,
     /// Prefetch cluster (0 = off).

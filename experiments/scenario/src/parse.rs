@@ -40,6 +40,7 @@ const HOST_KEYS: &[&str] = &[
     "swapper",
     "limit",
     "store",
+    "store_url",
     "policy",
     "prefetch",
     "mitigations",
@@ -390,10 +391,12 @@ fn host(
             ("file", StoreChoice::File),
             ("memory", StoreChoice::Memory),
             ("lz4", StoreChoice::Lz4),
+            ("redis", StoreChoice::Redis),
         ],
         origin,
     )?
     .unwrap_or(StoreChoice::Memory);
+    let store_url = text(h, "store_url", bounds::STORE_URL_BYTES, origin)?;
     let policy = choice(
         h,
         "policy",
@@ -437,6 +440,7 @@ fn host(
         swapper,
         limit,
         store,
+        store_url,
         policy,
         prefetch,
         mitigations,

@@ -294,7 +294,7 @@ fn each_bad_value_names_its_key() {
             "store",
             "store = \"disk\"",
             "host.store",
-            "expected file, memory or lz4",
+            "expected file, memory, lz4 or redis",
         ),
         (
             "policy",
@@ -355,6 +355,36 @@ fn each_bad_value_names_its_key() {
             "swapper = \"kernel\"\nprefetch = 8",
             "host.prefetch",
             "vm.page-cluster",
+        ),
+        (
+            "store",
+            "store = \"redis\"",
+            "host.store_url",
+            "is required with store = \"redis\"",
+        ),
+        (
+            "store",
+            "store = \"memory\"\nstore_url = \"redis://127.0.0.1:6379\"",
+            "host.store_url",
+            "is for store = \"redis\" only",
+        ),
+        (
+            "store",
+            "store = \"redis\"\nstore_url = \"http://x:1\"",
+            "host.store_url",
+            "is not redis://HOST:PORT[/DB]",
+        ),
+        (
+            "store",
+            "store = \"redis\"\nstore_url = 7",
+            "host.store_url",
+            "expected a string",
+        ),
+        (
+            "store",
+            "store = \"redis\"\nstore_url = \"redis://127.0.0.1:1\"\nswapper = \"kernel\"",
+            "host.store",
+            "the kernel swapper swaps to zram or a swap file",
         ),
         (
             "kind",
@@ -855,4 +885,29 @@ fn guest_kernel_names_a_debian_package() {
     assert_eq!(s.guest.kernel, None);
     let json = serde_json::to_string(&s.guest).unwrap();
     assert!(!json.contains("kernel"), "{json}");
+}
+
+#[test]
+fn a_redis_store_takes_its_url_and_reads_back() {
+    let s = scenario(&with(
+        "store",
+        "store = \"redis\"\nstore_url = \"redis://127.0.0.1:7000,redis://127.0.0.1:7001\"",
+    ))
+    .unwrap();
+    let h = s.host.as_ref().unwrap();
+    assert_eq!(h.store, StoreChoice::Redis);
+    assert_eq!(
+        h.store_url.as_deref(),
+        Some("redis://127.0.0.1:7000,redis://127.0.0.1:7001")
+    );
+    let back: Scenario = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+    assert_eq!(back.host, s.host);
+    // A URL longer than the bound is refused, naming the key.
+    let long = format!(
+        "store = \"redis\"\nstore_url = \"redis://{}:1\"",
+        "h".repeat(1100)
+    );
+    let (msg, d) = diag(scenario(&with("store", &long)));
+    assert_eq!(d.key.as_deref(), Some("host.store_url"), "{msg}");
+    assert!(msg.contains("at most 1024"), "{msg}");
 }

@@ -1,7 +1,10 @@
 //! Cross-field checks: reject scenarios whose runs would measure nothing.
 
 use crate::bounds;
-use crate::model::{BalloonPolicy, Diagnostic, HostSwapper, Scenario, ScenarioError, WorkloadKind};
+use crate::model::{
+    BalloonPolicy, Diagnostic, HostConfig, HostSwapper, Scenario, ScenarioError, StoreChoice,
+    WorkloadKind,
+};
 use base::ByteSize;
 
 const MIB: u64 = 1 << 20;
@@ -386,6 +389,7 @@ impl Scenario {
                         ),
                     ));
                 }
+                self.validate_store(h)?;
                 if h.swapper == HostSwapper::Kernel {
                     if let Some(m) = h.mitigations.first() {
                         return Err(self.invalid(
@@ -429,6 +433,53 @@ impl Scenario {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// `host.store_url` goes with `store = "redis"` (and only with it), names
+    /// Redis servers, and the kernel swapper has no Redis store.
+    fn validate_store(&self, h: &HostConfig) -> Result<(), ScenarioError> {
+        let redis = h.store == StoreChoice::Redis;
+        match (&h.store_url, redis) {
+            (None, true) => {
+                return Err(self.invalid(
+                    "host.store_url",
+                    "is required with store = \"redis\" (redis://HOST:PORT[/DB], or \
+                     comma-separated nodes of one Redis Cluster)"
+                        .to_string(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(self.invalid(
+                    "host.store_url",
+                    "is for store = \"redis\" only (remove it, or set store = \"redis\")"
+                        .to_string(),
+                ))
+            }
+            (Some(url), true) => {
+                let bad = url.split(',').map(str::trim).find(|u| {
+                    let rest = u.strip_prefix("redis://").unwrap_or("");
+                    rest.is_empty() || rest.starts_with('/') || rest.starts_with(':')
+                });
+                if let Some(u) = bad {
+                    return Err(self.invalid(
+                        "host.store_url",
+                        format!("{u:?} is not redis://HOST:PORT[/DB]"),
+                    ));
+                }
+            }
+            (None, false) => {}
+        }
+        if redis && h.swapper == HostSwapper::Kernel {
+            return Err(self.invalid(
+                "host.store",
+                "\"redis\" is the userfaultfd swapper's; the kernel swapper swaps to zram or \
+                 a swap file (use swapper = \"uffd\")"
+                    .to_string(),
+            ));
         }
         Ok(())
     }

@@ -77,6 +77,8 @@ pub enum StoreArg {
     Memory,
     /// lz4-compressed copies in memory, like zram (kernel: zram).
     Lz4,
+    /// Far memory: a Redis server or cluster at --store-url (uffd only).
+    Redis,
 }
 
 /// Eviction policy (`--policy`).
@@ -141,6 +143,10 @@ pub struct SwapArgs {
     /// Open the store file with O_DIRECT (bypass the host page cache).
     #[arg(long)]
     pub o_direct: bool,
+    /// The Redis server of --store redis: redis://HOST:PORT[/DB], or comma-separated
+    /// nodes of one Redis Cluster (one node is enough; found by INFO).
+    #[arg(long, value_name = "URL")]
+    pub store_url: Option<String>,
     /// Kernel swap: apply MADV_COLD to test RAM every MS milliseconds, standing in for
     /// the page aging KVM guest memory lacks under PVM (without it the cgroup OOM-kills
     /// the VMM there); 0 = off [default: 10 under PVM, else 0].
@@ -306,6 +312,7 @@ pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
             [
                 (a.store.is_some(), "--store"),
                 (a.store_path.is_some(), "--store-path"),
+                (a.store_url.is_some(), "--store-url"),
             ]
             .into_iter()
             .filter_map(|(set, name)| set.then_some(name)),
@@ -352,19 +359,26 @@ pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
     if a.o_direct && store != StoreArg::File {
         return Err(usage("--o-direct needs --store file"));
     }
+    let url = store_url(a, store)?;
     if mode == HostSwapMode::Kernel {
         if let Some(f) = given.first() {
             return Err(usage(format!(
                 "{f} applies to --host-swap uffd only (the kernel has its own policy)"
             )));
         }
+        let swap = match store {
+            StoreArg::File => SwapKind::File { dir: dir.clone() },
+            StoreArg::Memory | StoreArg::Lz4 => SwapKind::Zram,
+            StoreArg::Redis => {
+                return Err(usage(
+                    "--store redis applies to --host-swap uffd only (the kernel swaps to a local device)",
+                ))
+            }
+        };
         return Ok(SwapPlan::Kernel {
             settings: KernelSettings {
                 guest_limit_bytes: limit,
-                swap: match store {
-                    StoreArg::File => SwapKind::File { dir: dir.clone() },
-                    StoreArg::Memory | StoreArg::Lz4 => SwapKind::Zram,
-                },
+                swap,
                 swap_bytes: mem + SWAP_MARGIN,
                 sweep_dirs: vec![dir],
             },
@@ -379,11 +393,39 @@ pub fn plan_from_args(a: &SwapArgs, mem: u64) -> anyhow::Result<SwapPlan> {
             "--kernel-cold-sweep and --internal-child-arg need --host-swap kernel",
         ));
     }
-    uffd_plan(a, limit, store, dir)
+    uffd_plan(a, limit, (store, url), dir)
+}
+
+/// Longest `--store-url` taken (several cluster nodes fit easily).
+const MAX_STORE_URL: usize = 1024;
+
+/// `--store-url`: required by `--store redis` and only taken with it, checked
+/// for form here (reachability when the store opens).
+fn store_url(a: &SwapArgs, store: StoreArg) -> anyhow::Result<Option<String>> {
+    match (&a.store_url, store) {
+        (None, StoreArg::Redis) => Err(usage(
+            "--store redis needs --store-url redis://HOST:PORT[/DB]",
+        )),
+        (None, _) => Ok(None),
+        (Some(_), s) if s != StoreArg::Redis => Err(usage("--store-url needs --store redis")),
+        (Some(u), _) if u.len() > MAX_STORE_URL => Err(usage(format!(
+            "--store-url is {} bytes long, at most {MAX_STORE_URL}",
+            u.len()
+        ))),
+        (Some(u), _) => match swapper::store::redis::conn::parse_url(u) {
+            Ok(_) => Ok(Some(u.clone())),
+            Err(e) => Err(usage(format!("--store-url: {e}"))),
+        },
+    }
 }
 
 /// The userfaultfd swapper's plan: the uffd-only flags, checked.
-fn uffd_plan(a: &SwapArgs, limit: u64, store: StoreArg, dir: PathBuf) -> anyhow::Result<SwapPlan> {
+fn uffd_plan(
+    a: &SwapArgs,
+    limit: u64,
+    (store, url): (StoreArg, Option<String>),
+    dir: PathBuf,
+) -> anyhow::Result<SwapPlan> {
     let handlers = a.handlers.unwrap_or(1);
     if !(1..=MAX_HANDLERS).contains(&handlers) {
         return Err(usage(format!(
@@ -401,6 +443,9 @@ fn uffd_plan(a: &SwapArgs, limit: u64, store: StoreArg, dir: PathBuf) -> anyhow:
             },
             StoreArg::Memory => StoreKind::Memory,
             StoreArg::Lz4 => StoreKind::Lz4,
+            StoreArg::Redis => StoreKind::Redis {
+                url: url.unwrap_or_default(),
+            },
         },
         policy: a.policy.unwrap_or(PolicyArg::Clock).into(),
         prefetch,

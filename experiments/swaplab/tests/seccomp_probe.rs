@@ -68,6 +68,30 @@ fn every_store_runs_under_the_filters() {
     }
 }
 
+/// A Redis store's fault handlers and evictor run as `swapper-remote`: under that
+/// filter they reach the server, and the class's probe stops the run.
+#[test]
+fn a_redis_store_runs_under_the_swapper_remote_filter() {
+    if !have_kvm() {
+        return;
+    }
+    let server = base::redis_server::RedisServer::start();
+    let url = server.url();
+    let mut redis: Vec<&str> = args(&["--store", "redis", "--store-url"]);
+    redis.push(&url);
+    let out = swaplab(&redis);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("seccomp"), "{err}");
+    let out = swaplab_with_env(&redis, &[("SWAPLAB_SECCOMP_PROBE", "swapper-remote")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(159), "{err}");
+    assert!(
+        err.contains("thread swapper-") && err.contains("made a forbidden syscall getpgid"),
+        "{err}"
+    );
+}
+
 /// The kernel-swap baseline re-runs the VMM in a memory cgroup: the child runs
 /// under the filters too, and gets `--no-seccomp` when the parent has it.
 #[test]

@@ -7,7 +7,7 @@ use crate::slots::Slot;
 
 /// A backing store for evicted pages.
 pub trait Store: Send + Sync {
-    /// Short name (`file`, `memory`, `lz4`).
+    /// Short name (`file`, `memory`, `lz4`, `redis`).
     fn kind(&self) -> &'static str;
     /// Number of slots.
     fn capacity(&self) -> u32;
@@ -20,6 +20,45 @@ pub trait Store: Send + Sync {
     fn discard(&self, slot: Slot);
     /// Bytes of backing medium in use (compressed size for lz4).
     fn bytes_used(&self) -> u64;
+
+    /// Stores several pages, as [`Store::write`] each. A remote store sends
+    /// them in one round trip. On error any page of the batch may or may not
+    /// be stored: the caller trusts none of them.
+    fn write_batch(&self, pages: &[(Slot, &[u8])]) -> Result<(), StoreError> {
+        pages
+            .iter()
+            .try_for_each(|(slot, page)| self.write(*slot, page))
+    }
+
+    /// Reads several pages, as [`Store::read`] each (one round trip for a
+    /// remote store). On error no buffer of the batch may be used.
+    fn read_batch(&self, reads: &mut [(Slot, &mut [u8])]) -> Result<(), StoreError> {
+        reads
+            .iter_mut()
+            .try_for_each(|(slot, buf)| self.read(*slot, buf))
+    }
+
+    /// Pages held per server, for a store spread over several (empty for a
+    /// local store).
+    fn nodes(&self) -> Result<Vec<StoreNode>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Releases what the store holds outside this process (a remote store's
+    /// keys) before the store is dropped, so a failure can be reported.
+    /// Dropping the store does it too; calling it twice is harmless.
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Pages one server of a distributed store holds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreNode {
+    /// The server, as `redis://HOST:PORT`.
+    pub node: String,
+    /// Pages of this run it holds.
+    pub pages: u64,
 }
 
 /// One page-aligned page buffer (suitable for `O_DIRECT`).

@@ -54,6 +54,20 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A remote store (Redis) could not be reached or refused a request.
+    /// `url` never carries credentials.
+    #[error("redis store {url}: {op} failed: {reason}")]
+    Remote {
+        /// The server or cluster, as `redis://HOST:PORT[/DB]`.
+        url: String,
+        /// What was asked (`connect`, `write of slot 7`, `read of 32 pages`, ...).
+        op: String,
+        /// The client's error.
+        reason: String,
+    },
+    /// The store's configuration is unusable (e.g. a malformed URL).
+    #[error("store configuration: {0}")]
+    Config(String),
     /// The buffer handed to the store is not one page long.
     #[error("buffer of {0} bytes is not one page")]
     BadBuffer(usize),

@@ -241,6 +241,14 @@ impl Store for FaultyStore {
     fn bytes_used(&self) -> u64 {
         self.inner.bytes_used()
     }
+
+    fn nodes(&self) -> Result<Vec<super::StoreNode>, StoreError> {
+        self.inner.nodes()
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.inner.close()
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use super::backend::Store;
 use super::error::StoreError;
-use super::{file, lz4, memory};
+use super::{file, lz4, memory, redis};
 use std::path::PathBuf;
 
 /// Which store to open.
@@ -20,6 +20,12 @@ pub enum StoreKind {
     Memory,
     /// lz4-compressed copies in memory.
     Lz4,
+    /// Far memory: a Redis server or cluster.
+    Redis {
+        /// `redis://HOST:PORT[/DB]`, or several comma-separated nodes of one
+        /// cluster (a single node of a cluster is enough).
+        url: String,
+    },
 }
 
 impl StoreKind {
@@ -29,7 +35,13 @@ impl StoreKind {
             Self::File { .. } => "file",
             Self::Memory => "memory",
             Self::Lz4 => "lz4",
+            Self::Redis { .. } => "redis",
         }
+    }
+
+    /// Whether the store is reached over the network.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Self::Redis { .. })
     }
 }
 
@@ -41,5 +53,6 @@ pub fn open(kind: &StoreKind, capacity: u32) -> Result<Box<dyn Store>, StoreErro
         }
         StoreKind::Memory => Box::new(memory::MemoryStore::new(capacity)),
         StoreKind::Lz4 => Box::new(lz4::Lz4Store::new(capacity)),
+        StoreKind::Redis { url } => Box::new(redis::RedisStore::open(url, capacity)?),
     })
 }

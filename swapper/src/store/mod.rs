@@ -7,6 +7,8 @@
 //!   `O_DIRECT`, deleted on drop; freed slots are hole-punched.
 //! - [`memory::MemoryStore`]: plain copies in host memory.
 //! - [`lz4::Lz4Store`]: lz4-compressed copies in host memory (zram-like).
+//! - [`redis::RedisStore`]: far memory, one key per slot on a Redis server
+//!   or spread over a Redis Cluster.
 //! - [`faulty::FaultyStore`]: wraps any store and fails on demand (tests).
 //!
 //! Stores are `Sync`: several handler threads read while the evictor writes.
@@ -21,8 +23,9 @@ mod kind;
 pub mod lz4;
 pub mod memory;
 mod occupancy;
+pub mod redis;
 
-pub use backend::{AlignedPage, Store};
+pub use backend::{AlignedPage, Store, StoreNode};
 pub use error::StoreError;
 pub use kind::{open, StoreKind};
 

@@ -50,6 +50,15 @@ impl Occupancy {
         self.used[slot.index()].load(Ordering::Acquire)
     }
 
+    /// The slots in use now.
+    pub(crate) fn used(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.used.len() as u32).filter(|&s| self.used[s as usize].load(Ordering::Acquire))
+    }
+
+    pub(crate) fn capacity(&self) -> u32 {
+        self.used.len() as u32
+    }
+
     pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }

@@ -422,6 +422,19 @@ pub fn shutdown(sw: Swapper) -> swapper::SwapperStatus {
     end
 }
 
+/// A device thread (`Device(7)`) reads `addr` through the kernel: the read
+/// must be refused (the page poisoned), never served.
+pub fn device_read_refused(sw: &Swapper, addr: usize) {
+    let reg = sw.registry();
+    let got = std::thread::spawn(move || {
+        reg.register_current(swapper::ThreadKind::Device(7));
+        kernel_read(addr)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got, Err(libc::EFAULT), "wrong data must never be served");
+}
+
 /// Reads 8 bytes of `addr` through the kernel (like a VMM device thread
 /// doing I/O on guest memory): `Err(errno)` if the kernel refuses.
 pub fn kernel_read(addr: usize) -> Result<u64, i32> {

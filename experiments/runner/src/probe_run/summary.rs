@@ -101,6 +101,10 @@ pub struct SwapSummary {
     /// both: `guest`, the latency the guest measured for faulted accesses in the passes
     /// after the first (fault, service, vCPU wake-up).
     pub fault_latency_ns: BTreeMap<String, PathLatency>,
+    /// Pages per server of a distributed store (uffd with a Redis Cluster: each
+    /// node's share by hash slot) when the run ended; absent for a local store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_nodes: Vec<swapper::store::StoreNode>,
 }
 
 fn yes() -> bool {
@@ -219,6 +223,7 @@ pub fn uffd_summary(run: &UffdRun, limit_bytes: u64) -> SwapSummary {
         write_errors: st.counters.write_errors,
         limit_overshoots: st.limit_overshoots,
         fault_latency_ns,
+        store_nodes: run.swap.store_nodes.clone(),
     }
 }
 
@@ -279,6 +284,7 @@ pub fn kernel_summary(run: &KernelRun) -> SwapSummary {
         integrity_errors: get_u64(p, &["integrity", "bad_tags"])
             + get_u64(p, &["integrity", "pages_mismatched"]),
         fault_latency_ns: [("guest".to_string(), guest)].into_iter().collect(),
+        store_nodes: Vec::new(),
     }
 }
 
@@ -305,6 +311,14 @@ fn render_common(s: &mut String, m: &SwapSummary) {
         mib(m.store_bytes),
         m.integrity_errors
     );
+    if !m.store_nodes.is_empty() {
+        let nodes: Vec<String> = m
+            .store_nodes
+            .iter()
+            .map(|n| format!("{} {}", n.node, n.pages))
+            .collect();
+        let _ = writeln!(s, "  store pages per node: {}", nodes.join(", "));
+    }
     let _ = writeln!(
         s,
         "  {:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",

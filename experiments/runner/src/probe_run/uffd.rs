@@ -13,6 +13,7 @@ use base::lock;
 
 use serde::Serialize;
 use swapper::status::CounterSnapshot;
+use swapper::store::StoreNode;
 use swapper::{FatalError, GuestRegion, Swapper, SwapperConfig, SwapperStatus, ThreadKind};
 use vmm::{HostRegion, VmHandle};
 
@@ -69,6 +70,10 @@ pub struct UffdReport {
     /// Host resident pages of test RAM plus staging as the kernel's page tables say
     /// (`PAGEMAP_SCAN`) at the end of the last pass, if it could be read.
     pub scanned_resident_pages: Option<u64>,
+    /// Pages per server of a distributed store (a Redis Cluster's nodes) when the
+    /// guest's run ended; empty for a local store.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub store_nodes: Vec<StoreNode>,
 }
 
 /// A finished swapped run.
@@ -106,14 +111,18 @@ struct VmSlot {
     pending: Option<String>,
 }
 
+/// What `on_finish` leaves: the fatal errors, the status after shutdown and the
+/// store's pages per server before it.
+type Finished = (Vec<FatalError>, SwapperStatus, Vec<StoreNode>);
+
 #[derive(Default)]
 struct Shared {
     swapper: Mutex<Option<Swapper>>,
     vm: Mutex<VmSlot>,
     snapshots: Mutex<Vec<(CounterSnapshot, u64)>>,
     at_run_end: Mutex<Option<(SwapperStatus, Option<u64>)>>,
-    /// Set by `on_finish`: the fatal errors and the status after shutdown.
-    finished: Mutex<Option<(Vec<FatalError>, SwapperStatus)>>,
+    /// Set by `on_finish`.
+    finished: Mutex<Option<Finished>>,
 }
 
 /// Runs `config` with the swapper (`swap`, whose `on_fatal` is replaced) on test RAM.
@@ -217,7 +226,13 @@ pub fn run_probe_uffd(
                 let sw = lock(&shared.swapper).take();
                 if let Some(sw) = sw {
                     let errors = sw.fatal_errors();
-                    *lock(&shared.finished) = Some((errors, sw.shutdown()));
+                    // Asked here, not at the last pass's end: that hook runs on
+                    // the vCPU thread, which may not open sockets.
+                    let nodes = sw.store_nodes().unwrap_or_else(|e| {
+                        tracing::warn!("probe: pages per store node: {e}");
+                        Vec::new()
+                    });
+                    *lock(&shared.finished) = Some((errors, sw.shutdown(), nodes));
                 }
             })
         }),
@@ -239,7 +254,7 @@ pub fn run_probe_uffd(
             });
         }
     };
-    let (_, final_status) = finished.expect("on_test_ram ran, so the swapper started");
+    let (_, final_status, store_nodes) = finished.expect("on_test_ram ran, so the swapper started");
     let snaps = std::mem::take(&mut *lock(&shared.snapshots));
     let passes = (1u32..)
         .zip(snaps.windows(2))
@@ -255,6 +270,7 @@ pub fn run_probe_uffd(
             passes,
             final_status,
             scanned_resident_pages,
+            store_nodes,
         },
     })
 }

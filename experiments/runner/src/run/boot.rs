@@ -34,6 +34,7 @@ pub fn scenario(args: &BootOptions) -> Scenario {
             swapper: scenario::HostSwapper::Uffd,
             limit,
             store: StoreChoice::Memory,
+            store_url: None,
             policy: scenario::PolicyKind::Clock,
             prefetch: 0,
             mitigations: vec![Mitigation::SilentWrites],

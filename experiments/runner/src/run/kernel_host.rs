@@ -238,7 +238,8 @@ impl KernelHost {
         // sandbox) for the file store.
         let dir = match h.store {
             StoreChoice::File => Some(swapfile_dir()?),
-            StoreChoice::Memory | StoreChoice::Lz4 => None,
+            // Redis is refused for the kernel swapper by validation.
+            StoreChoice::Memory | StoreChoice::Lz4 | StoreChoice::Redis => None,
         };
         // A killed run's swap file is where this run's would be; for zram,
         // where one would be without making anything.

@@ -155,6 +155,10 @@ pub fn swapper_config(h: &HostConfig, scratch: &Path) -> SwapperConfig {
             },
             StoreChoice::Memory => StoreKind::Memory,
             StoreChoice::Lz4 => StoreKind::Lz4,
+            StoreChoice::Redis => StoreKind::Redis {
+                // Validation requires it with this store.
+                url: h.store_url.clone().unwrap_or_default(),
+            },
         },
         policy: policy_kind(h.policy),
         prefetch,

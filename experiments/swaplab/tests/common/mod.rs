@@ -45,6 +45,12 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    output_within_child(child, limit, &format!("{cmd:?}"))
+}
+
+/// [`output_within`] for a command already started (stdout and stderr piped),
+/// named `what` in the panic.
+pub fn output_within_child(child: std::process::Child, limit: Duration, what: &str) -> Output {
     let pid = child.id() as libc::pid_t;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
@@ -61,7 +67,7 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     });
     let out = out.expect("wait for the command");
     panic!(
-        "{cmd:?} still ran after {} s and was stopped ({}).\nstdout:\n{}\nstderr:\n{}",
+        "{what} still ran after {} s and was stopped ({}).\nstdout:\n{}\nstderr:\n{}",
         limit.as_secs(),
         out.status,
         String::from_utf8_lossy(&out.stdout),
@@ -118,6 +124,25 @@ pub fn probe_json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("probe --json prints JSON")
+}
+
+/// A probe the host swapper stopped: exit status 1, no result printed, no panic,
+/// and a last line that says no wrong data was served and contains every one of
+/// `needles`.
+pub fn assert_swapper_stopped_the_vm(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty(), "printed a result: {err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("swaplab: the host swapper could not serve guest memory"),
+        "{last}"
+    );
+    assert!(last.contains("no wrong data was served"), "{last}");
+    for n in needles {
+        assert!(last.contains(n), "{n:?} not in: {last}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// A JSON integer.

@@ -1,0 +1,309 @@
+//! A private `redis-server` (or a Redis Cluster of them) for tests: free
+//! loopback ports, a temporary directory, no persistence (`--save ''`,
+//! `--appendonly no`), killed on drop, also when the test fails.
+//!
+//! Readiness is polled (`PING`, `CLUSTER INFO`) with a bounded deadline.
+//! A missing `redis-server` is a failure that says to run
+//! `scripts/setup.sh`, never a silent skip.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer its first `PING`, and a cluster to
+/// reach `cluster_state:ok`.
+const READY: Duration = Duration::from_secs(20);
+/// Between two readiness polls.
+const POLL: Duration = Duration::from_millis(10);
+
+/// One `redis-server` on `127.0.0.1`.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    cluster: bool,
+    dir: tempfile::TempDir,
+}
+
+/// A port free on loopback now whose cluster bus port (+10000) is free too.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = l.local_addr() else { continue };
+        let port = addr.port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port pair for redis-server");
+}
+
+/// Sends one command (inline protocol) and returns the raw reply, or `None`
+/// if nothing answers.
+fn ask(port: u16, cmd: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !complete(&out) {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Whether `out` holds a whole simple (`+ - :`) or bulk (`$`) reply.
+fn complete(out: &[u8]) -> bool {
+    let Some(eol) = out.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    if out[0] != b'$' {
+        return true;
+    }
+    let len: i64 = std::str::from_utf8(&out[1..eol])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(-1);
+    len < 0 || out.len() >= eol + 2 + len as usize + 2
+}
+
+impl RedisServer {
+    /// Starts a standalone server.
+    pub fn start() -> Self {
+        Self::spawn(false)
+    }
+
+    /// Starts a server in cluster mode (no slots yet; see [`RedisCluster`]).
+    pub fn start_cluster_node() -> Self {
+        Self::spawn(true)
+    }
+
+    fn spawn(cluster: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            cluster,
+            dir,
+        };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        let installed = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|d| d.join("redis-server").is_file())
+        });
+        assert!(
+            installed,
+            "redis-server is not installed: run scripts/setup.sh (it installs Debian's redis-server)"
+        );
+        // setpriv (util-linux) execs redis-server with a parent-death signal:
+        // a test process that dies without unwinding (a seccomp kill, an
+        // abort) takes its servers with it instead of leaving them running.
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", "--", "redis-server"]);
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(self.dir.path().join("nodes.conf"));
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server through setpriv: {e}"));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY;
+        loop {
+            if ask(self.port, "PING").is_some_and(|r| r.starts_with("+PONG")) {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "redis-server on port {} exited ({status}): {}",
+                        self.port,
+                        self.log()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not answer PING within {READY:?}: {}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it: it is gone on return.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty (nothing was persisted).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    /// Stops the server (SIGSTOP) without closing anything: connections
+    /// stay open and the kernel still accepts new ones, but nothing answers
+    /// (a slow or hung server). [`Self::resume`] undoes it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`Self::pause`]d server run again.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().map(Child::id).expect("server running");
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// Whether it is running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Runs `redis-cli -p PORT ARGS...` and returns its output (raw mode).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli (run scripts/setup.sh): {e}"));
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Keys matching `pattern` on this server (SCAN).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        self.cli(&["--scan", "--pattern", pattern])
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        self.kill();
+    }
+}
+
+/// A Redis Cluster of `n` masters on loopback, no replicas.
+pub struct RedisCluster {
+    /// Its nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` cluster nodes, gives each an equal range of the 16384 hash
+    /// slots, joins them, and waits until every node reports
+    /// `cluster_state:ok`.
+    pub fn start(n: usize) -> Self {
+        assert!(n >= 1);
+        let nodes: Vec<RedisServer> = (0..n).map(|_| RedisServer::start_cluster_node()).collect();
+        for (i, node) in nodes.iter().enumerate() {
+            let (lo, hi) = (16384 * i / n, 16384 * (i + 1) / n - 1);
+            let r = node.cli(&["CLUSTER", "ADDSLOTSRANGE", &lo.to_string(), &hi.to_string()]);
+            assert!(r.contains("OK"), "ADDSLOTSRANGE on {}: {r}", node.url());
+        }
+        for node in &nodes[1..] {
+            let r = nodes[0].cli(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
+            assert!(r.contains("OK"), "CLUSTER MEET {}: {r}", node.url());
+        }
+        let c = Self { nodes };
+        c.wait_ok(n);
+        c
+    }
+
+    fn wait_ok(&self, n: usize) {
+        let deadline = Instant::now() + READY;
+        let want = format!("cluster_known_nodes:{n}");
+        loop {
+            let ok = self.nodes.iter().all(|s| {
+                ask(s.port, "CLUSTER INFO")
+                    .is_some_and(|r| r.contains("cluster_state:ok") && r.contains(&want))
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not reach cluster_state:ok within {READY:?}"
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The first node's URL (enough for a cluster client to find the rest).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Keys matching `pattern` on each node.
+    pub fn keys_per_node(&self, pattern: &str) -> Vec<usize> {
+        self.nodes.iter().map(|s| s.keys(pattern).len()).collect()
+    }
+}
