@@ -38,7 +38,8 @@ use std::sync::MutexGuard;
 
 /// Most pages the evictor writes in one batch: 128 KiB, one pipeline to a
 /// remote store. Faults that need one of them wait for the whole batch, so
-/// it stays small.
+/// it stays small. A store's [`Store::batch_pages`](crate::store::Store::batch_pages)
+/// may ask for fewer (a local store: 1).
 pub(crate) const WRITE_BATCH: usize = 32;
 
 /// Result of acting on one victim.
@@ -453,7 +454,8 @@ impl Shared {
         let mut freed = 0;
         let mut idle = 0u32;
         let mut budget_steps = 4 * self.policy().len() as u64 + 64;
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        let batch_pages = self.store.batch_pages().clamp(1, WRITE_BATCH);
+        let mut batch = Vec::with_capacity(batch_pages);
         // Pages of the open batch count as gone already.
         while self.budget.resident().saturating_sub(batch.len() as u64) > target
             && freed + (batch.len() as u64) < max
@@ -476,7 +478,7 @@ impl Shared {
                 Step::Write(p) => {
                     batch.push(p);
                     idle = 0;
-                    if batch.len() == WRITE_BATCH {
+                    if batch.len() >= batch_pages {
                         freed += self.write_pending(&mut batch);
                         if self.writes_backing_off() {
                             break;

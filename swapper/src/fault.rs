@@ -574,8 +574,11 @@ impl Shared {
         }
         let end = idx + 1 + n.min(self.regions.pages_to_region_end(idx) - 1);
         // The window's evicted pages, locked, each with room reserved; read
-        // in one batch (one round trip for a remote store).
+        // in one batch (one round trip for a remote store). A local store
+        // reads and places each page as it comes, holding one lock at a time.
+        let batching = self.store.batch_pages() > 1;
         let mut window = Vec::new();
+        let mut got = 0;
         for p in idx + 1..end {
             let Some(g) = self.try_lock(p) else {
                 continue;
@@ -590,9 +593,13 @@ impl Shared {
             if !room {
                 break;
             }
-            window.push((p, g));
+            if batching {
+                window.push((p, g));
+            } else {
+                got += self.prefetch_window(vec![(p, g)], buf, write);
+            }
         }
-        let got = self.prefetch_window(window, buf, write);
+        got += self.prefetch_window(window, buf, write);
         if self.cfg.prefetch_mode == PrefetchMode::Map {
             // The guest walks through the window without faulting: the next
             // sequential fault is just past it.

@@ -21,6 +21,15 @@ pub trait Store: Send + Sync {
     /// Bytes of backing medium in use (compressed size for lz4).
     fn bytes_used(&self) -> u64;
 
+    /// Pages worth sending in one [`Store::write_batch`] or
+    /// [`Store::read_batch`]: 1 for a local store (a batch saves nothing and
+    /// would hold the batch's page locks longer: the core then writes and
+    /// reads one page at a time, as before batches existed), more for a
+    /// store that pays a round trip per request.
+    fn batch_pages(&self) -> usize {
+        1
+    }
+
     /// Stores several pages, as [`Store::write`] each. A remote store sends
     /// them in one round trip. On error any page of the batch may or may not
     /// be stored: the caller trusts none of them.

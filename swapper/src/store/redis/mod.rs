@@ -245,6 +245,10 @@ impl Store for RedisStore {
         "redis"
     }
 
+    fn batch_pages(&self) -> usize {
+        crate::evict::WRITE_BATCH
+    }
+
     fn capacity(&self) -> u32 {
         self.occ.capacity()
     }
