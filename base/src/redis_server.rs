@@ -1,6 +1,8 @@
-//! A private `redis-server` (or a Redis Cluster of them) for tests: free
-//! loopback ports, a temporary directory, no persistence (`--save ''`,
-//! `--appendonly no`), killed on drop, also when the test fails.
+//! A private `redis-server` (or a Redis Cluster of them) for tests and for
+//! `swaplab bench far-memory`: free loopback ports, a temporary directory, no
+//! persistence (`--save ''`, `--appendonly no`), killed on drop, also when a
+//! test fails. [`RedisServer::try_start`] reports a failure; the rest of this
+//! harness is for tests and panics on one.
 //!
 //! Readiness is polled (`PING`, `CLUSTER INFO`) with a bounded deadline.
 //! A missing `redis-server` is a failure that says to run
@@ -26,7 +28,7 @@ pub struct RedisServer {
 }
 
 /// A port free on loopback now whose cluster bus port (+10000) is free too.
-fn free_port() -> u16 {
+fn free_port() -> Result<u16, String> {
     for _ in 0..100 {
         let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
             continue;
@@ -34,10 +36,10 @@ fn free_port() -> u16 {
         let Ok(addr) = l.local_addr() else { continue };
         let port = addr.port();
         if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
+            return Ok(port);
         }
     }
-    panic!("no free loopback port pair for redis-server");
+    Err("no free loopback port pair for redis-server".into())
 }
 
 /// Sends one command (inline protocol) and returns the raw reply, or `None`
@@ -78,36 +80,40 @@ fn complete(out: &[u8]) -> bool {
 }
 
 impl RedisServer {
-    /// Starts a standalone server.
-    pub fn start() -> Self {
+    /// Starts a standalone server, or says why it could not.
+    pub fn try_start() -> Result<Self, String> {
         Self::spawn(false)
+    }
+
+    /// Starts a standalone server (tests: panics on failure).
+    pub fn start() -> Self {
+        Self::spawn(false).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a server in cluster mode (no slots yet; see [`RedisCluster`]).
     pub fn start_cluster_node() -> Self {
-        Self::spawn(true)
+        Self::spawn(true).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn spawn(cluster: bool) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir for redis-server");
+    fn spawn(cluster: bool) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir for redis-server: {e}"))?;
         let mut s = Self {
             child: None,
-            port: free_port(),
+            port: free_port()?,
             cluster,
             dir,
         };
-        s.launch();
-        s
+        s.launch()?;
+        Ok(s)
     }
 
-    fn launch(&mut self) {
+    fn launch(&mut self) -> Result<(), String> {
         let installed = std::env::var_os("PATH").is_some_and(|path| {
             std::env::split_paths(&path).any(|d| d.join("redis-server").is_file())
         });
-        assert!(
-            installed,
-            "redis-server is not installed: run scripts/setup.sh (it installs Debian's redis-server)"
-        );
+        if !installed {
+            return Err("redis-server is not installed: run scripts/setup.sh (it installs Debian's redis-server)".into());
+        }
         // setpriv (util-linux) execs redis-server with a parent-death signal:
         // a test process that dies without unwinding (a seccomp kill, an
         // abort) takes its servers with it instead of leaving them running.
@@ -136,32 +142,33 @@ impl RedisServer {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server through setpriv: {e}"));
+            .map_err(|e| format!("cannot start redis-server through setpriv: {e}"))?;
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY;
         loop {
             if ask(self.port, "PING").is_some_and(|r| r.starts_with("+PONG")) {
-                return;
+                return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
+                    return Err(format!(
                         "redis-server on port {} exited ({status}): {}",
                         self.port,
                         self.log()
-                    );
+                    ));
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not answer PING within {READY:?}: {}",
-                self.port,
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "redis-server on port {} did not answer PING within {READY:?}: {}",
+                    self.port,
+                    self.log()
+                ));
+            }
             std::thread::sleep(POLL);
         }
     }
@@ -192,7 +199,7 @@ impl RedisServer {
     /// Starts it again on the same port, empty (nothing was persisted).
     pub fn restart(&mut self) {
         self.kill();
-        self.launch();
+        self.launch().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Stops the server (SIGSTOP) without closing anything: connections

@@ -36,11 +36,10 @@ use crate::slots::Slot;
 use nix::errno::Errno;
 use std::sync::MutexGuard;
 
-/// Most pages the evictor writes in one batch: 128 KiB, one pipeline to a
-/// remote store. Faults that need one of them wait for the whole batch, so
-/// it stays small. A store's [`Store::batch_pages`](crate::store::Store::batch_pages)
-/// may ask for fewer (a local store: 1).
-pub(crate) const WRITE_BATCH: usize = 32;
+/// Most pages the evictor writes in one batch; a store's
+/// [`Store::batch_pages`](crate::store::Store::batch_pages) may ask for fewer
+/// (a local store: 1).
+pub(crate) const WRITE_BATCH: usize = crate::store::MAX_BATCH_PAGES;
 
 /// Result of acting on one victim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -74,9 +74,24 @@ pub struct HostSwapOptions {
     pub seccomp: bool,
 }
 
+/// Pins this thread (and the threads it starts from now on) to `--cpu`'s
+/// CPU, and returns it.
+pub(crate) fn pin_chosen_cpu(flag: Option<&str>) -> anyhow::Result<Option<usize>> {
+    let cpu = cpu_of(flag)?;
+    if let Some(c) = cpu {
+        hostsys::cpu::pin_to_cpu(c).map_err(|e| runner::cli::usage(format!("--cpu {c}: {e}")))?;
+    }
+    Ok(cpu)
+}
+
 /// The CPU to pin to: `--cpu N`, none for `--cpu none`, else the current one.
 fn chosen_cpu(a: &HostSwapOptions) -> anyhow::Result<Option<usize>> {
-    match a.cpu.as_deref() {
+    cpu_of(a.cpu.as_deref())
+}
+
+/// `--cpu`'s CPU: `N`, none for `none`, else the current one.
+fn cpu_of(flag: Option<&str>) -> anyhow::Result<Option<usize>> {
+    match flag {
         Some("none") => Ok(None),
         Some(n) => n
             .parse()
@@ -144,6 +159,9 @@ pub struct RunFigures {
     /// hotcold: swap-ins per pass in the policy's warm-up (from pass 3 to
     /// the middle of the run).
     pub warmup_swap_ins_per_pass: Option<f64>,
+    /// The swapper's own time for a store swap-in (the fault read to the
+    /// page copied in, store read included), p50, ns (uffd runs).
+    pub handler_store_p50_ns: Option<u64>,
     /// Fault p50 ÷ the floor's (uffd runs).
     pub p50_floor_ratio: Option<f64>,
     /// Pages written out over the run.
@@ -309,7 +327,7 @@ fn mean(v: &[f64]) -> Option<f64> {
 /// A run's figures; per-pass swap counts leave out the first `warm` passes,
 /// and those of passes `warmup_from..warm` are the warm-up's (none when
 /// `warmup_from >= warm`).
-fn figures(out: &ProbeOutput, warmup_from: usize, warm: usize) -> RunFigures {
+pub(crate) fn figures(out: &ProbeOutput, warmup_from: usize, warm: usize) -> RunFigures {
     let j = &out.json;
     let passes = j["passes"]
         .as_array()
@@ -359,6 +377,7 @@ fn figures(out: &ProbeOutput, warmup_from: usize, warm: usize) -> RunFigures {
         warmup_swap_ins_per_pass: warmup.as_deref().and_then(mean),
         fault_p50_ns: f(j, &["steady", "fault_latency_ns", "p50"]).map(|v| v as u64),
         fault_p99_ns: f(j, &["steady", "fault_latency_ns", "p99"]).map(|v| v as u64),
+        handler_store_p50_ns: f(j, &["fault_latency_ns", "store", "p50"]).map(|v| v as u64),
         accesses_per_sec: f(j, &["steady", "accesses_per_sec"]),
         all_passes_accesses_per_sec: rate(passes),
         first_pass_accesses_per_sec: rate(passes.get(..1).unwrap_or_default()),
@@ -370,7 +389,7 @@ fn figures(out: &ProbeOutput, warmup_from: usize, warm: usize) -> RunFigures {
     }
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+pub(crate) fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 && a.is_finite() && b.is_finite() => Some(a / b),
         _ => None,
@@ -639,10 +658,7 @@ impl Bench<'_> {
 /// Runs the benchmark.
 pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<HostSwapBench> {
     validate(args)?;
-    let cpu = chosen_cpu(args)?;
-    if let Some(c) = cpu {
-        hostsys::cpu::pin_to_cpu(c).map_err(|e| runner::cli::usage(format!("--cpu {c}: {e}")))?;
-    }
+    let cpu = pin_chosen_cpu(args.cpu.as_deref())?;
     let pages = args.mem.bytes() / 4096;
     let skew = super::zipf_skew::skew_for(pages, 0.1, 0.9);
     let kernel_skipped = (!is_root()).then(|| "not root".to_string());
@@ -708,11 +724,11 @@ pub fn bench(args: &HostSwapOptions, scope: &SignalScope) -> anyhow::Result<Host
     })
 }
 
-fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+pub(crate) fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map(f).unwrap_or_else(|| "-".into())
 }
 
-fn verdict(v: Option<f64>, ok: impl Fn(f64) -> bool) -> &'static str {
+pub(crate) fn verdict(v: Option<f64>, ok: impl Fn(f64) -> bool) -> &'static str {
     match v {
         Some(x) if ok(x) => "met",
         Some(_) => "MISSED",

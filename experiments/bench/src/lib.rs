@@ -8,6 +8,7 @@
 
 pub mod balloon;
 pub mod boot_bench;
+pub mod far_memory;
 pub mod host_swap;
 pub mod qemu;
 pub mod zipf_skew;

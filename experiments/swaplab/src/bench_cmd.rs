@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use base::ByteSize;
 use bench::balloon::BalloonBenchOptions;
 use bench::boot_bench::BootBenchOptions;
+use bench::far_memory::FarMemoryOptions;
 use bench::host_swap::HostSwapOptions;
 use bench::qemu::QEMU;
 use runner::probe_run::plan::DEFAULT_STORE_DIR;
@@ -33,6 +34,10 @@ pub enum BenchWhat {
     /// Host swapping: the userfaultfd swapper against kernel swap (zram, swap file) on
     /// random, sequential and zipf 90/10 probe workloads; needs root for the kernel side.
     HostSwap(HostSwapArgs),
+    /// Far memory: the userfaultfd swapper with its store in Redis at emulated
+    /// distances (a delay relay on loopback), against the userfaultfd floor and the
+    /// store's GET round trip measured in the same run.
+    FarMemory(FarMemoryArgs),
 }
 
 /// Run `swaplab bench`.
@@ -41,6 +46,7 @@ pub fn main(args: &BenchArgs) -> ExitCode {
         BenchWhat::Boot(a) => runner::cli::finish_status(bench::boot_bench::run(&a.options())),
         BenchWhat::Balloon(a) => runner::cli::finish_status(bench::balloon::run(&a.options())),
         BenchWhat::HostSwap(a) => runner::cli::finish(bench::host_swap::run(&a.options())),
+        BenchWhat::FarMemory(a) => runner::cli::finish(bench::far_memory::run(&a.options())),
     }
 }
 
@@ -198,6 +204,66 @@ impl HostSwapArgs {
             handlers: self.handlers,
             spin_us: self.spin_us,
             store_path: self.store_path.clone(),
+            cpu: self.cpu.clone(),
+            json: self.json,
+            seccomp: self.seccomp.enabled(),
+        }
+    }
+}
+
+/// `swaplab bench far-memory`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct FarMemoryArgs {
+    /// Test RAM.
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub mem: ByteSize,
+    /// Host resident limit.
+    #[arg(long, value_name = "SIZE", default_value = "64M")]
+    pub limit: ByteSize,
+    /// Passes per run (the first is not measured).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub passes: u32,
+    /// One-way delays to emulate, µs, comma-separated (each crossed twice per
+    /// round trip).
+    #[arg(
+        long,
+        value_name = "US,...",
+        value_delimiter = ',',
+        default_value = "0,10,50,200"
+    )]
+    pub delays_us: Vec<u64>,
+    /// GET round trips timed per delay.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub gets: u32,
+    /// Prefetch cluster of the prefetching run, pages.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub prefetch: u32,
+    /// A real Redis (`redis://HOST:PORT[/DB]`) instead of a private server on
+    /// loopback; its distance is real, no delay is added.
+    #[arg(long, value_name = "URL")]
+    pub store_url: Option<String>,
+    /// Host CPU for the probe and the swapper, or `none` [default: the CPU the
+    /// bench starts on]; the private server and the relays are not pinned.
+    #[arg(long, value_name = "CPU|none")]
+    pub cpu: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub seccomp: crate::cli::SeccompFlag,
+}
+
+impl FarMemoryArgs {
+    /// The runner's options.
+    pub fn options(&self) -> FarMemoryOptions {
+        FarMemoryOptions {
+            mem: self.mem,
+            limit: self.limit,
+            passes: self.passes,
+            delays_us: self.delays_us.clone(),
+            gets: self.gets,
+            prefetch: self.prefetch,
+            store_url: self.store_url.clone(),
             cpu: self.cpu.clone(),
             json: self.json,
             seccomp: self.seccomp.enabled(),

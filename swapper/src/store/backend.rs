@@ -5,6 +5,11 @@ use super::error::StoreError;
 use crate::page::PAGE_SIZE;
 use crate::slots::Slot;
 
+/// Most pages a store is asked to take in one batch: 128 KiB, one pipeline
+/// to a remote store. Faults that need one of them wait for the whole batch,
+/// so it stays small.
+pub const MAX_BATCH_PAGES: usize = 32;
+
 /// A backing store for evicted pages.
 pub trait Store: Send + Sync {
     /// Short name (`file`, `memory`, `lz4`, `redis`).

@@ -25,7 +25,7 @@ pub mod memory;
 mod occupancy;
 pub mod redis;
 
-pub use backend::{AlignedPage, Store, StoreNode};
+pub use backend::{AlignedPage, Store, StoreNode, MAX_BATCH_PAGES};
 pub use error::StoreError;
 pub use kind::{open, StoreKind};
 

@@ -246,7 +246,7 @@ impl Store for RedisStore {
     }
 
     fn batch_pages(&self) -> usize {
-        crate::evict::WRITE_BATCH
+        super::backend::MAX_BATCH_PAGES
     }
 
     fn capacity(&self) -> u32 {

@@ -1,0 +1,103 @@
+//! `swaplab bench far-memory` at tiny sizes: the table's figures are there, every
+//! distance is labelled emulated, no run failed, and the private redis-server is
+//! gone afterwards. Times nothing: the bench prints numbers, it does not judge
+//! them here.
+//!
+//! Needs /dev/kvm and redis-server (installed by `scripts/setup.sh`).
+
+use serde_json::Value;
+
+mod common;
+
+fn positive(v: &Value, key: &str) -> f64 {
+    let x = v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number: {}", v[key]));
+    assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    x
+}
+
+/// Processes named `redis-server` on this host now.
+fn redis_servers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "redis-server")
+        .count()
+}
+
+#[test]
+fn bench_far_memory_json_has_every_distance_labelled_emulated() {
+    if !common::have_kvm() || !common::have_program("redis-server", "redis-server") {
+        return;
+    }
+    let before = redis_servers();
+    let out = common::swaplab(&[
+        "bench",
+        "far-memory",
+        "--json",
+        "--mem",
+        "16M",
+        "--limit",
+        "4M",
+        "--delays-us",
+        "0,50",
+        "--gets",
+        "200",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    positive(&v, "floor_p50_ns");
+    positive(&v, "worst_swap_in_bound_ratio");
+    assert_eq!(v["store"], "private redis-server on loopback");
+    let ds = v["distances"].as_array().expect("distances");
+    let paths: Vec<&str> = ds.iter().map(|d| d["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["loopback", "relay", "relay"]);
+    assert!(
+        ds[0]["delay_us"].is_null() && ds[0]["emulated"] == false,
+        "{}",
+        ds[0]
+    );
+    let delays: Vec<u64> = ds[1..].iter().map(|d| common::u(&d["delay_us"])).collect();
+    assert_eq!(delays, [0, 50]);
+    for d in ds {
+        assert_eq!(d["emulated"], d["path"] == "relay", "{d}");
+        for key in [
+            "get_p50_ns",
+            "get_p99_ns",
+            "bound_p50_ns",
+            "swap_in_bound_ratio",
+            "prefetch_throughput_ratio",
+        ] {
+            positive(d, key);
+        }
+        for run in ["random", "sequential", "sequential_prefetch"] {
+            let r = &d[run];
+            assert!(r["error"].is_null(), "{run} failed: {r}");
+            positive(r, "fault_p50_ns");
+            positive(r, "accesses_per_sec");
+            assert!(
+                common::u(&r["swap_ins"]) > 0,
+                "{run} swapped nothing in: {r}"
+            );
+        }
+    }
+    // The GET round trip crosses the relay's delay twice.
+    assert!(common::u(&ds[2]["get_p50_ns"]) >= 100_000, "{}", ds[2]);
+    assert_eq!(redis_servers(), before, "the private redis-server is gone");
+}
+
+#[test]
+fn bench_far_memory_rejects_bad_flags() {
+    for (args, needle) in [
+        (&["--limit", "256M"][..], "--limit"),
+        (&["--passes", "1"][..], "--passes"),
+        (&["--delays-us", "1000000"][..], "--delays-us"),
+        (&["--gets", "0"][..], "--gets"),
+    ] {
+        let mut all = vec!["bench", "far-memory"];
+        all.extend_from_slice(args);
+        common::assert_cli_usage_error(&all, needle);
+    }
+}
