@@ -32,13 +32,13 @@ use hostsys::relay::DelayRelay;
 use hostsys::signals::SignalScope;
 use report::stats::fmt_ns;
 use runner::cli::usage;
-use runner::probe_run::plan::{run_plan, SwapPlan};
+use runner::probe_run::plan::SwapPlan;
 use runner::probe_run::ProbeConfig;
 use swapper::policy::PolicyKind;
 use swapper::{StoreKind, SwapperConfig};
 use workloads::guest::pattern::Pattern;
 
-use crate::host_swap::{figures, opt, ratio, verdict, RunFigures};
+use crate::host_swap::{opt, probe_figures, ratio, verdict, RunFigures};
 
 /// Most delays in one run.
 pub const MAX_DELAYS: usize = 8;
@@ -167,6 +167,15 @@ fn validate(a: &FarMemoryOptions) -> anyhow::Result<()> {
             "--delays-us: each delay must be at most {max} µs, got {d}"
         )));
     }
+    if let Some(url) = &a.store_url {
+        if url.contains(',') || !url.starts_with("redis://") || url.len() > 1024 {
+            return Err(usage(format!(
+                "--store-url takes one Redis server, redis://HOST:PORT[/DB] (a cluster's \
+                 timing GET would be redirected), got {}",
+                redact(url)
+            )));
+        }
+    }
     if !(1..=MAX_GETS).contains(&a.gets) {
         return Err(usage(format!(
             "--gets must be between 1 and {MAX_GETS}, got {}",
@@ -291,17 +300,7 @@ impl Bench<'_> {
             verify: false,
             seccomp: self.args.seccomp,
         };
-        Ok(match run_plan(&config, plan, self.scope) {
-            Ok(out) => figures(&out, 1, 1),
-            Err(e) => {
-                self.scope.check()?;
-                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                RunFigures {
-                    error: Some(chain.join(": ")),
-                    ..Default::default()
-                }
-            }
-        })
+        probe_figures(&config, plan, self.scope, 1, 1)
     }
 
     /// The three runs and the `GET` timing at one distance (`url` reaches
@@ -545,13 +544,17 @@ mod tests {
     fn bad_options_are_refused_naming_the_flag() {
         assert!(validate(&options()).is_ok());
         type Breaks = fn(&mut FarMemoryOptions);
-        let cases: [(&str, Breaks); 6] = [
+        let cases: [(&str, Breaks); 8] = [
             ("--limit", |o| o.limit = o.mem),
             ("--passes", |o| o.passes = 1),
             ("--delays-us", |o| o.delays_us.clear()),
             ("--delays-us", |o| o.delays_us = vec![1_000_000]),
             ("--gets", |o| o.gets = 0),
             ("--prefetch", |o| o.prefetch = 0),
+            ("--store-url", |o| {
+                o.store_url = Some("redis://a:1,redis://b:2".into())
+            }),
+            ("--store-url", |o| o.store_url = Some("http://a:1".into())),
         ];
         for (flag, break_it) in cases {
             let mut o = options();

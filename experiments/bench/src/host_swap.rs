@@ -327,7 +327,7 @@ fn mean(v: &[f64]) -> Option<f64> {
 /// A run's figures; per-pass swap counts leave out the first `warm` passes,
 /// and those of passes `warmup_from..warm` are the warm-up's (none when
 /// `warmup_from >= warm`).
-pub(crate) fn figures(out: &ProbeOutput, warmup_from: usize, warm: usize) -> RunFigures {
+fn figures(out: &ProbeOutput, warmup_from: usize, warm: usize) -> RunFigures {
     let j = &out.json;
     let passes = j["passes"]
         .as_array()
@@ -387,6 +387,28 @@ pub(crate) fn figures(out: &ProbeOutput, warmup_from: usize, warm: usize) -> Run
         peak_resident_pages: s.map(|s| s.peak_resident_pages),
         ..Default::default()
     }
+}
+
+/// Runs one probe under `plan` and takes its [`figures`]; a failed run is
+/// recorded in them, not fatal (except an interruption).
+pub(crate) fn probe_figures(
+    config: &ProbeConfig,
+    plan: &SwapPlan,
+    scope: &SignalScope,
+    warmup_from: usize,
+    warm: usize,
+) -> anyhow::Result<RunFigures> {
+    Ok(match run_plan(config, plan, scope) {
+        Ok(out) => figures(&out, warmup_from, warm),
+        Err(e) => {
+            scope.check()?;
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            RunFigures {
+                error: Some(chain.join(": ")),
+                ..Default::default()
+            }
+        }
+    })
 }
 
 pub(crate) fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -467,17 +489,7 @@ impl Bench<'_> {
                 policy.map(|p| format!(" {}", p.name())).unwrap_or_default()
             );
         }
-        let mut fig = match run_plan(&config, plan, self.scope) {
-            Ok(out) => figures(&out, warmup_from, warm),
-            Err(e) => {
-                self.scope.check()?;
-                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-                RunFigures {
-                    error: Some(chain.join(": ")),
-                    ..Default::default()
-                }
-            }
-        };
+        let mut fig = probe_figures(&config, plan, self.scope, warmup_from, warm)?;
         fig.medium = medium.into();
         fig.workload = workload.into();
         fig.swap = swap.into();
