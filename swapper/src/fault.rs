@@ -593,13 +593,12 @@ impl Shared {
             if !room {
                 break;
             }
-            if batching {
-                window.push((p, g));
-            } else {
-                got += self.prefetch_window(vec![(p, g)], buf, write);
+            window.push((p, g));
+            if !batching {
+                got += self.prefetch_window(&mut window, buf, write);
             }
         }
-        got += self.prefetch_window(window, buf, write);
+        got += self.prefetch_window(&mut window, buf, write);
         if self.cfg.prefetch_mode == PrefetchMode::Map {
             // The guest walks through the window without faulting: the next
             // sequential fault is just past it.
@@ -611,11 +610,12 @@ impl Shared {
 
     /// Reads the locked, room-reserved pages of a prefetch window in one
     /// store batch and places each (mapped or cached, per the prefetch
-    /// mode). A page whose read or checksum fails stays evicted (a real
-    /// fault reports it). Returns pages placed.
+    /// mode), emptying `window` (its locks go with it). A page whose read or
+    /// checksum fails stays evicted (a real fault reports it). Returns pages
+    /// placed.
     fn prefetch_window(
         &self,
-        mut window: Vec<(PageIdx, MutexGuard<'_, PageEntry>)>,
+        window: &mut Vec<(PageIdx, MutexGuard<'_, PageEntry>)>,
         buf: &mut AlignedPage,
         write: bool,
     ) -> u16 {
@@ -638,10 +638,10 @@ impl Shared {
             self.store.read_batch(&mut reads).is_ok()
         };
         let mut got = 0;
-        for (i, (p, g)) in window.iter_mut().enumerate() {
+        for (i, (p, mut g)) in window.drain(..).enumerate() {
             let data: &AlignedPage = bufs.get(i).map_or(&*buf, |b| b);
             let ok = read && (!self.cfg.checksums || verify(g.crc, &data.0).is_ok());
-            if ok && self.place_prefetched(*p, g, data, write) {
+            if ok && self.place_prefetched(p, &mut g, data, write) {
                 got += 1;
             } else {
                 // Leave it evicted: a real fault will report any problem.

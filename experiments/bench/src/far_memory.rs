@@ -21,7 +21,7 @@
 //!   batched read in one round trip buys).
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -168,14 +168,9 @@ fn validate(a: &FarMemoryOptions) -> anyhow::Result<()> {
         )));
     }
     if let Some(url) = &a.store_url {
-        if url.contains(',') || !url.starts_with("redis://") || url.len() > 1024 {
-            return Err(usage(format!(
-                "--store-url takes one Redis server, redis://HOST:PORT[/DB] (a cluster's \
-                 timing GET would be redirected), got {}",
-                redact(url)
-            )));
-        }
+        remote_url(url)?;
     }
+    crate::host_swap::cpu_of(a.cpu.as_deref())?;
     if !(1..=MAX_GETS).contains(&a.gets) {
         return Err(usage(format!(
             "--gets must be between 1 and {MAX_GETS}, got {}",
@@ -191,31 +186,41 @@ fn validate(a: &FarMemoryOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--store-url` as the store parses it (its checks, its display without
+/// credentials), which must name one server: a cluster's timing `GET` would
+/// be redirected. Returns the URL as shown.
+fn remote_url(url: &str) -> anyhow::Result<String> {
+    let one_server = || {
+        usage(format!(
+            "--store-url takes one Redis server, redis://HOST:PORT[/DB] (a cluster's timing \
+             GET would be redirected), got {} characters",
+            url.len()
+        ))
+    };
+    if url.len() > 1024 {
+        return Err(one_server());
+    }
+    let seeds = swapper::store::redis::conn::parse_url(url)
+        .map_err(|e| usage(format!("--store-url: {e}")))?;
+    match seeds.as_slice() {
+        [one] => Ok(swapper::store::redis::conn::display(one)),
+        _ => Err(one_server()),
+    }
+}
+
 /// Where the store is, and what keeps a private one alive.
 enum Store {
     Private(base::redis_server::RedisServer),
-    Remote(String),
+    /// The URL, and how it is shown (without credentials).
+    Remote(String, String),
 }
 
 impl Store {
     fn describe(&self) -> String {
         match self {
             Self::Private(_) => "private redis-server on loopback".into(),
-            Self::Remote(url) => redact(url),
+            Self::Remote(_, shown) => shown.clone(),
         }
-    }
-}
-
-/// `url` without a password (`redis://user:pw@host` → `redis://user:***@host`).
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{}{user}{hidden}{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
     }
 }
 
@@ -226,10 +231,11 @@ fn redact(url: &str) -> String {
 fn get_round_trips(url: &str, n: u32) -> anyhow::Result<(u64, u64, u64)> {
     use redis::Commands as _;
     let timeout = Duration::from_secs(2);
-    let client = redis::Client::open(url).with_context(|| format!("store URL {}", redact(url)))?;
+    let shown = remote_url(url)?;
+    let client = redis::Client::open(url).with_context(|| format!("store URL {shown}"))?;
     let mut c = client
         .get_connection_with_timeout(timeout)
-        .with_context(|| format!("connecting to {}", redact(url)))?;
+        .with_context(|| format!("connecting to {shown}"))?;
     c.set_read_timeout(Some(timeout))?;
     c.set_write_timeout(Some(timeout))?;
     let key = format!("swaplab:bench-get:{}", std::process::id());
@@ -357,11 +363,8 @@ fn label(path: &str, delay_us: Option<u64>) -> String {
 }
 
 /// The private server's address, for the relays.
-fn server_addr(server: &base::redis_server::RedisServer) -> anyhow::Result<SocketAddr> {
-    ("127.0.0.1", server.port())
-        .to_socket_addrs()?
-        .next()
-        .context("the private redis-server's address")
+fn server_addr(server: &base::redis_server::RedisServer) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], server.port()))
 }
 
 /// Runs the benchmark.
@@ -370,20 +373,20 @@ pub fn bench(args: &FarMemoryOptions, scope: &SignalScope) -> anyhow::Result<Far
     // The server and the relays are started before the probe's CPU is
     // chosen, so that they do not inherit it: a remote store has its own.
     let store = match &args.store_url {
-        Some(url) => Store::Remote(url.clone()),
+        Some(url) => Store::Remote(url.clone(), remote_url(url)?),
         None => Store::Private(
             base::redis_server::RedisServer::try_start().map_err(anyhow::Error::msg)?,
         ),
     };
     let relays = match &store {
         Store::Private(s) => {
-            let addr = server_addr(s)?;
+            let addr = server_addr(s);
             args.delays_us
                 .iter()
                 .map(|&d| DelayRelay::start(addr, Duration::from_micros(d)))
                 .collect::<Result<Vec<_>, _>>()?
         }
-        Store::Remote(_) => Vec::new(),
+        Store::Remote(..) => Vec::new(),
     };
     let cpu = crate::host_swap::pin_chosen_cpu(args.cpu.as_deref())?;
     let b = Bench { args, scope };
@@ -394,7 +397,7 @@ pub fn bench(args: &FarMemoryOptions, scope: &SignalScope) -> anyhow::Result<Far
     let floor = b.run("floor, random", Pattern::Random, &floor_plan)?;
     let mut distances = Vec::new();
     match &store {
-        Store::Remote(url) => {
+        Store::Remote(url, _) => {
             distances.push(b.distance(url, "remote", None, floor.fault_p50_ns)?);
         }
         Store::Private(s) => {
@@ -566,8 +569,13 @@ mod tests {
 
     #[test]
     fn urls_lose_their_password() {
-        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(redact("redis://:secret@h:1"), "redis://:***@h:1");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            remote_url("redis://u:secret@h:1/2").unwrap(),
+            "redis://h:1/2"
+        );
+        assert_eq!(remote_url("redis://:secret@h:1").unwrap(), "redis://h:1");
+        assert_eq!(remote_url("redis://h:1").unwrap(), "redis://h:1");
+        let e = remote_url("redis://u:secret@h:1,redis://h:2").unwrap_err();
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 }

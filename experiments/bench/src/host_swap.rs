@@ -84,13 +84,8 @@ pub(crate) fn pin_chosen_cpu(flag: Option<&str>) -> anyhow::Result<Option<usize>
     Ok(cpu)
 }
 
-/// The CPU to pin to: `--cpu N`, none for `--cpu none`, else the current one.
-fn chosen_cpu(a: &HostSwapOptions) -> anyhow::Result<Option<usize>> {
-    cpu_of(a.cpu.as_deref())
-}
-
 /// `--cpu`'s CPU: `N`, none for `none`, else the current one.
-fn cpu_of(flag: Option<&str>) -> anyhow::Result<Option<usize>> {
+pub(crate) fn cpu_of(flag: Option<&str>) -> anyhow::Result<Option<usize>> {
     match flag {
         Some("none") => Ok(None),
         Some(n) => n
@@ -936,7 +931,7 @@ fn render_targets(b: &HostSwapBench, s: &mut String) {
 /// Run `swaplab bench host-swap`.
 pub fn run(args: &HostSwapOptions) -> anyhow::Result<()> {
     validate(args)?;
-    chosen_cpu(args)?;
+    cpu_of(args.cpu.as_deref())?;
     let scope = SignalScope::new().context("watching for Ctrl-C")?;
     let b = bench(args, &scope)?;
     if args.json {
