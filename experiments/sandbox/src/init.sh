@@ -89,6 +89,9 @@ mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm || fail "mount /dev/shm"
 # L1's own /run (the host's holds its daemons' sockets): inner ends of forwarded sockets live here.
 mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "mount /run"
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
+# Loopback up: a command may serve on 127.0.0.1 in L1 (a private redis-server
+# for a scenario's far-memory store). L1 has no other network.
+ip link set lo up || fail "ip link set lo up"
 
 stage run
 # Heartbeat: while the command runs, "alive" every second. The host

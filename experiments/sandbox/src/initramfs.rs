@@ -38,7 +38,7 @@ pub const L1_PARALLEL_MODULES: &[&str] =
 /// busybox applets `init.sh` uses.
 pub const APPLETS: &[&str] = &[
     "sh", "mount", "mkdir", "insmod", "cat", "echo", "sleep", "env", "chroot", "sync", "poweroff",
-    "reboot", "kill",
+    "reboot", "kill", "ip",
 ];
 
 /// Bump when the layout of the initramfs changes in a way the inputs do not show.
