@@ -82,21 +82,32 @@ fn complete(out: &[u8]) -> bool {
 impl RedisServer {
     /// Starts a standalone server, or says why it could not.
     pub fn try_start() -> Result<Self, String> {
-        Self::spawn(false)
+        Self::spawn(false, None)
+    }
+
+    /// [`Self::try_start`] with the server's directory (its log) in `dir`
+    /// rather than the temp dir: a run puts it in its scratch directory,
+    /// which a later run sweeps if this process is killed.
+    pub fn try_start_in(dir: &std::path::Path) -> Result<Self, String> {
+        Self::spawn(false, Some(dir))
     }
 
     /// Starts a standalone server (tests: panics on failure).
     pub fn start() -> Self {
-        Self::spawn(false).unwrap_or_else(|e| panic!("{e}"))
+        Self::spawn(false, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a server in cluster mode (no slots yet; see [`RedisCluster`]).
     pub fn start_cluster_node() -> Self {
-        Self::spawn(true).unwrap_or_else(|e| panic!("{e}"))
+        Self::spawn(true, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn spawn(cluster: bool) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir for redis-server: {e}"))?;
+    fn spawn(cluster: bool, parent: Option<&std::path::Path>) -> Result<Self, String> {
+        let dir = match parent {
+            Some(p) => tempfile::Builder::new().prefix("redis-").tempdir_in(p),
+            None => tempfile::tempdir(),
+        }
+        .map_err(|e| format!("temp dir for redis-server: {e}"))?;
         let mut s = Self {
             child: None,
             port: free_port()?,

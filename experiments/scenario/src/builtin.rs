@@ -34,6 +34,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "kernel-vs-uffd",
         include_str!("../../../scenarios/kernel-vs-uffd.toml"),
     ),
+    (
+        "far-memory",
+        include_str!("../../../scenarios/far-memory.toml"),
+    ),
 ];
 
 /// The names of the built-in files.

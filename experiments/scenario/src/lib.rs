@@ -48,7 +48,7 @@
 //! | `host.swapper` | `uffd`, `kernel` | `uffd` | who swaps guest RAM out: swaplab's userfaultfd swapper, or the Linux kernel (the VMM in a memory cgroup limited to `host.limit` plus its own overhead, swapping to zram or a swap file made for the run; root only; no policy, prefetch or mitigations of its own) |
 //! | `host.limit` | size | none | resident limit of guest RAM on the host, enforced by the host swapper; absent: no host swapping (the rest of `[host]` then must not be given) |
 //! | `host.store` | `file`, `memory`, `lz4`, `redis` | `memory` | where the host swapper keeps evicted pages (a swap file, plain memory, lz4-compressed memory, far memory in Redis; for the kernel: a swap file, or zram with lz4; no `redis`) |
-//! | `host.store_url` | string, at most 1024 bytes | none | `redis` only (required there): `redis://HOST:PORT[/DB]`, or comma-separated nodes of one Redis Cluster (one is enough), reachable from where the VMM runs |
+//! | `host.store_url` | string, at most 1024 bytes | none | `redis` only (required there): `redis://HOST:PORT[/DB]`, or comma-separated nodes of one Redis Cluster (one is enough), reachable from where the VMM runs; or `private`: the run starts its own `redis-server` on loopback where the VMM runs (in the nested sandbox's L1 when runs go there), for that run only, and stops it at the end |
 //! | `host.policy` | `fifo`, `random`, `clock` | `clock` | which page the userfaultfd swapper evicts |
 //! | `host.prefetch` | integer 0–256 | 0 | on a sequential fault, also read up to this many following pages |
 //! | `host.mitigations` | list of strings | `[]` | VSwapper-style mitigations of host-swap anomalies, from [`Mitigation`]: `silent-writes`, `stale-reads`, `false-reads` (also adds a balloon device with free page reporting), `decayed-sequentiality`, `false-anonymity` |
@@ -122,7 +122,7 @@ pub use builtin::{builtin, builtin_names, load, BUILTIN};
 pub use model::{
     BalloonConfig, BalloonPolicy, Diagnostic, GuestConfig, HostConfig, HostSwapper, Matrix,
     Mitigation, PolicyKind, Pos, Scenario, ScenarioError, StoreChoice, WorkloadConfig,
-    WorkloadKind,
+    WorkloadKind, PRIVATE_STORE_URL,
 };
 pub use parse::{parse, parse_matrix, parse_scenario};
 pub use source::Source;

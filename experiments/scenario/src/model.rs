@@ -98,6 +98,10 @@ impl ScenarioError {
     }
 }
 
+/// `host.store_url = "private"`: the run starts its own `redis-server` on
+/// loopback where the VMM runs, for that run only.
+pub const PRIVATE_STORE_URL: &str = "private";
+
 /// Where the host swapper keeps evicted pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -225,7 +229,8 @@ pub struct HostConfig {
     /// Backing store.
     pub store: StoreChoice,
     /// Where the Redis store is (`store = "redis"` only): `redis://HOST:PORT[/DB]`
-    /// or comma-separated nodes of one cluster.
+    /// or comma-separated nodes of one cluster, or [`PRIVATE_STORE_URL`]: a
+    /// server the run starts beside the VMM for itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_url: Option<String>,
     /// Eviction policy.

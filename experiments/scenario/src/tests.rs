@@ -911,3 +911,20 @@ fn a_redis_store_takes_its_url_and_reads_back() {
     assert_eq!(d.key.as_deref(), Some("host.store_url"), "{msg}");
     assert!(msg.contains("at most 1024"), "{msg}");
 }
+
+#[test]
+fn a_private_redis_store_is_a_url_of_its_own() {
+    let s = scenario(&with("store", "store = \"redis\"\nstore_url = \"private\"")).unwrap();
+    let h = s.host.as_ref().unwrap();
+    assert_eq!(h.store_url.as_deref(), Some(PRIVATE_STORE_URL));
+    // Only the whole word: as one node among others it is no URL.
+    let (msg, d) = diag(scenario(&with(
+        "store",
+        "store = \"redis\"\nstore_url = \"private,redis://127.0.0.1:1\"",
+    )));
+    assert_eq!(d.key.as_deref(), Some("host.store_url"), "{msg}");
+    assert!(msg.contains("\"private\" is not redis://"), "{msg}");
+    // Still for the Redis store only.
+    let (msg, d) = diag(scenario(&with("store", "store_url = \"private\"")));
+    assert_eq!(d.key.as_deref(), Some("host.store_url"), "{msg}");
+}

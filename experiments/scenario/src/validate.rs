@@ -3,7 +3,7 @@
 use crate::bounds;
 use crate::model::{
     BalloonPolicy, Diagnostic, HostConfig, HostSwapper, Scenario, ScenarioError, StoreChoice,
-    WorkloadKind,
+    WorkloadKind, PRIVATE_STORE_URL,
 };
 use base::ByteSize;
 
@@ -447,8 +447,9 @@ impl Scenario {
             (None, true) => {
                 return Err(self.invalid(
                     "host.store_url",
-                    "is required with store = \"redis\" (redis://HOST:PORT[/DB], or \
-                     comma-separated nodes of one Redis Cluster)"
+                    "is required with store = \"redis\" (redis://HOST:PORT[/DB], \
+                     comma-separated nodes of one Redis Cluster, or \"private\" for a \
+                     server of the run's own)"
                         .to_string(),
                 ))
             }
@@ -459,6 +460,7 @@ impl Scenario {
                         .to_string(),
                 ))
             }
+            (Some(url), true) if url == PRIVATE_STORE_URL => {}
             (Some(url), true) => {
                 let bad = url.split(',').map(str::trim).find(|u| {
                     let rest = u.strip_prefix("redis://").unwrap_or("");
@@ -467,7 +469,7 @@ impl Scenario {
                 if let Some(u) = bad {
                     return Err(self.invalid(
                         "host.store_url",
-                        format!("{u:?} is not redis://HOST:PORT[/DB]"),
+                        format!("{u:?} is not redis://HOST:PORT[/DB] (or \"private\")"),
                     ));
                 }
             }

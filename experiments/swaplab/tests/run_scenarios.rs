@@ -250,7 +250,8 @@ mb = 96
 
 # A short soak: host swap, guest swap and balloon churn at once, with the
 # integrity checker verifying round after round (the built-in `soak` runs
-# the same for 10 minutes).
+# the same for 10 minutes), the host's evictions going to far memory: a
+# redis-server of the run's own, beside the VMM (in L1 in the sandbox).
 [[scenario]]
 name = "soak-short"
 [scenario.guest]
@@ -259,6 +260,8 @@ swap = "128M"
 [scenario.host]
 limit = "96M"
 policy = "clock"
+store = "redis"
+store_url = "private"
 [scenario.balloon]
 policy = "churn"
 target = "40M"
@@ -510,6 +513,28 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
     assert!(
         u(m, "inflate_pages") > 0 && u(m, "deflate_pages") > 0,
         "the balloon did not churn: {m}"
+    );
+    // Its store was Redis, the run's own server: every host swap-in came from
+    // it (checksummed: a wrong page would count as an integrity error above),
+    // and it held pages at the end (the guest swapped, so it used more of its
+    // RAM than the host keeps resident), no more than were evicted.
+    assert_eq!(k["swapper"]["store"], "redis", "{k}");
+    assert_eq!(k["spec"]["host"]["store_url"], "private", "{k}");
+    let nodes = k["store_nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no store_nodes: {k}"));
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert!(
+        nodes[0]["node"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("redis://127.0.0.1:"))
+            && u(&nodes[0], "pages") > 0
+            && u(&nodes[0], "pages") <= u(k, "host_evictions"),
+        "{nodes:?}: {k}"
+    );
+    assert!(
+        stdout.contains("  store: redis (the run's private redis-server, beside the VMM); pages per node at the end: redis://127.0.0.1:"),
+        "{stdout}"
     );
 }
 

@@ -10,7 +10,7 @@ use vmm::virtio::blk::{BlkKind, BlkRecord};
 
 use super::join::{self, BlkSpan, HostFault, Joined};
 use super::machine::RawRun;
-use super::result::{self, GuestReport, PathLatency, RunResult};
+use super::result::{self, GuestReport, PathLatency, RunResult, STORE_READ_PATH};
 use scenario::Scenario;
 
 /// Whether a host fault brought data back from the store (a host swap-in).
@@ -157,8 +157,9 @@ fn outcome_and_metric(spec: &Scenario, raw: &RawRun) -> (String, Option<f64>) {
 }
 
 /// Every path's latencies, ns: guest swap requests, host swap-ins by vCPU and
-/// by device, double paging, named pages.
-fn latency_samples(raw: &RawRun, joined: &Joined) -> [(&'static str, Vec<u64>); 6] {
+/// by device, double paging, named pages; and the store's read inside each
+/// store swap-in.
+fn latency_samples(raw: &RawRun, joined: &Joined) -> [(&'static str, Vec<u64>); 7] {
     let reqs = |k: BlkKind| raw.requests.iter().filter(move |r| r.kind == k);
     let host_by = |device: bool| {
         raw.faults
@@ -207,6 +208,16 @@ fn latency_samples(raw: &RawRun, joined: &Joined) -> [(&'static str, Vec<u64>); 
         (
             "host_swap_in_named",
             named.map(|f| f.total_ns as u64).collect(),
+        ),
+        // Where a store swap-in's time goes: the store's own read (a Redis
+        // GET, a file pread, a copy or decompression), by any thread.
+        (
+            STORE_READ_PATH,
+            raw.faults
+                .iter()
+                .filter(|f| f.path == FaultPath::Store)
+                .map(|f| u64::from(f.store_read_ns))
+                .collect(),
         ),
     ]
 }
@@ -301,6 +312,7 @@ pub fn analyze(spec: &Scenario, raw: &RawRun) -> RunResult {
         latency_samples,
         anomalies,
         swapper: raw.swapper.clone(),
+        store_nodes: raw.store_nodes.clone(),
         blk: raw.blk.clone(),
         balloon: raw.balloon.clone(),
         guest,

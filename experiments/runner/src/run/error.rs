@@ -49,6 +49,9 @@ pub enum MachineError {
     /// The run did not end and the stall guard stepped in (see [`super::guard`]).
     #[error("{0}")]
     Stalled(String),
+    /// The run's own `redis-server` (`host.store_url = "private"`).
+    #[error("the run's private redis-server: {0}")]
+    PrivateStore(String),
     /// The kernel host swapper's swap device or cgroup.
     #[error(transparent)]
     KernelHost(#[from] super::kernel_host::KernelHostError),

@@ -11,11 +11,14 @@
 //! the sampler) and tearing it down ([`tear_down`]: devices first, then the
 //! swapper, and guest RAM last).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base::lock;
+use base::redis_server::RedisServer;
+use swapper::store::StoreNode;
 use swapper::{FatalError, FaultRecord, GuestRegion, Swapper, SwapperStatus, ThreadKind};
 use vm_memory::GuestMemoryMmap;
 use vmm::api::ApiServer;
@@ -40,7 +43,7 @@ use super::spec::{self, guest_command};
 use super::threads::{LateRegistry, BLK_DEVICE, ROOT_DEVICE};
 use crate::boot::console::{GuestConsole, Marks, Show};
 use crate::boot::{BootFiles, GuestRun};
-use scenario::{HostSwapper, Scenario};
+use scenario::{HostSwapper, Scenario, StoreChoice, PRIVATE_STORE_URL};
 
 /// Everything a run produced, raw.
 pub struct RawRun {
@@ -58,6 +61,8 @@ pub struct RawRun {
     pub swapper: Option<swapper::SwapperStatus>,
     /// Swapper fatal errors.
     pub fatal: Vec<FatalError>,
+    /// Pages per server of a remote store at the end (empty for a local one).
+    pub store_nodes: Vec<StoreNode>,
     /// The blk counters at the end.
     pub blk: Option<serde_json::Value>,
     /// The root disk's blk counters at the end, and the copy-on-write
@@ -178,6 +183,10 @@ pub struct MachineOptions<'a> {
 
 /// Runs `spec` once, under a [`StallGuard`].
 pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, MachineError> {
+    // Declared before the guard, so dropped after it: the guard may hold the
+    // swapper, whose store this server is, for a while after a stall.
+    let (_server, spec) = private_store(spec, opts.scratch)?;
+    let spec = spec.as_ref();
     let guard = StallGuard::start(&spec.name, Duration::from_secs(spec.timeout_s));
     let result = assemble_and_run(spec, opts, &guard);
     match (guard.finish(), result) {
@@ -185,6 +194,30 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
         (Some(reason), Ok(_)) => Err(MachineError::Stalled(reason)),
         (_, result) => result,
     }
+}
+
+/// `host.store_url = "private"`: starts a `redis-server` of this run's own on
+/// loopback (its directory in `scratch`), and returns it with a copy of
+/// `spec` whose store URL is that server's. The server runs where the VMM
+/// runs (in the nested sandbox, in L1) and is killed when it is dropped, or
+/// with this thread if the process dies unwinding nothing (its parent-death
+/// signal). Any other scenario comes back as it is.
+fn private_store<'s>(
+    spec: &'s Scenario,
+    scratch: &Path,
+) -> Result<(Option<RedisServer>, Cow<'s, Scenario>), MachineError> {
+    let private = spec.host.as_ref().is_some_and(|h| {
+        h.store == StoreChoice::Redis && h.store_url.as_deref() == Some(PRIVATE_STORE_URL)
+    });
+    if !private {
+        return Ok((None, Cow::Borrowed(spec)));
+    }
+    let server = RedisServer::try_start_in(scratch).map_err(MachineError::PrivateStore)?;
+    let mut spec = spec.clone();
+    if let Some(h) = spec.host.as_mut() {
+        h.store_url = Some(server.url());
+    }
+    Ok((Some(server), Cow::Owned(spec)))
 }
 
 /// Assembles the machine, runs the guest and tears the machine down, telling
@@ -317,6 +350,7 @@ fn assemble_and_run(
         dropped: collected.dropped,
         swapper: torn.status,
         fatal: torn.fatal,
+        store_nodes: torn.store_nodes,
         blk: torn.blk,
         root_blk,
         balloon,
@@ -600,6 +634,8 @@ struct TornDown {
     status: Option<SwapperStatus>,
     /// Swapper fatal errors.
     fatal: Vec<FatalError>,
+    /// Pages per server of a remote store, asked before the swapper shut down.
+    store_nodes: Vec<StoreNode>,
 }
 
 /// Drains and drops the swap disk, then drains and shuts down the swapper,
@@ -616,10 +652,15 @@ fn tear_down(
         c.dropped += b.trace().dropped();
         serde_json::to_value(b.counters()).unwrap_or_default()
     });
-    let (status, fatal) = match swapper {
+    let (status, fatal, store_nodes) = match swapper {
         Some(sw) => {
             keep(&mut c.faults, sw.drain_trace(), &mut c.dropped);
             let fatal = sw.fatal_errors();
+            // Before the shutdown, which deletes a remote store's keys.
+            let nodes = sw.store_nodes().unwrap_or_else(|e| {
+                tracing::warn!("pages per store node: {e}");
+                Vec::new()
+            });
             let st = match Arc::try_unwrap(sw) {
                 Ok(sw) => sw.shutdown(),
                 Err(sw) => {
@@ -633,10 +674,15 @@ fn tear_down(
                 }
             };
             c.dropped += st.trace_dropped;
-            (Some(st), fatal)
+            (Some(st), fatal, nodes)
         }
-        None => (None, Vec::new()),
+        None => (None, Vec::new(), Vec::new()),
     };
     drop(memory);
-    TornDown { blk, status, fatal }
+    TornDown {
+        blk,
+        status,
+        fatal,
+        store_nodes,
+    }
 }

@@ -458,6 +458,7 @@ pub fn failed_run(spec: &Scenario, why: &str) -> RunResult {
         latency_samples: BTreeMap::new(),
         anomalies: BTreeMap::new(),
         swapper: None,
+        store_nodes: Vec::new(),
         blk: None,
         balloon: None,
         guest: GuestReport::default(),

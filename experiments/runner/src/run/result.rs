@@ -74,6 +74,11 @@ pub const PATHS: &[(&str, &str)] = &[
     ("host_swap_in_named", "host swap-in, named page"),
 ];
 
+/// Not a path of its own: the store's read inside each store swap-in (the
+/// `host swap-in` rows' part spent in the store: a Redis `GET`, a file read,
+/// a copy or an lz4 decompression). Shown below the paths when there is one.
+pub const STORE_READ_PATH: &str = "host_store_read";
+
 /// The latency path of KVM's async page faults (`--ktrace`).
 pub const ASYNC_PF_PATH: &str = "host_swap_in_async_pf";
 
@@ -161,6 +166,10 @@ pub struct RunResult {
     pub anomalies: BTreeMap<String, u64>,
     /// Every swapper counter at the end (absent without host swapping).
     pub swapper: Option<swapper::SwapperStatus>,
+    /// Pages per server of a remote store (Redis, each cluster node) at the
+    /// end of the run; absent for a local store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_nodes: Vec<swapper::store::StoreNode>,
     /// The blk device's counters.
     pub blk: Option<serde_json::Value>,
     /// The balloon's metrics.
@@ -262,6 +271,27 @@ impl RunResult {
             "  integrity: {} pages verified, {} errors\n",
             self.pages_verified, self.integrity_errors
         ));
+        if let Some(h) = self
+            .spec
+            .host
+            .as_ref()
+            .filter(|_| !self.store_nodes.is_empty())
+        {
+            let nodes: Vec<String> = self
+                .store_nodes
+                .iter()
+                .map(|n| format!("{} {}", n.node, n.pages))
+                .collect();
+            let private = if h.store_url.as_deref() == Some(scenario::PRIVATE_STORE_URL) {
+                " (the run's private redis-server, beside the VMM)"
+            } else {
+                ""
+            };
+            s.push_str(&format!(
+                "  store: redis{private}; pages per node at the end: {}\n",
+                nodes.join(", ")
+            ));
+        }
         if let Some(d) = &self.root_disk {
             let n = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
             s.push_str(&format!(
@@ -308,6 +338,15 @@ impl RunResult {
             s.push_str(&format!(
                 "  {:<28} {:>9} {:>10} {:>10}\n",
                 label, l.count, p50, p99
+            ));
+        }
+        if let Some(l) = self.latency.get(STORE_READ_PATH).filter(|l| l.count > 0) {
+            s.push_str(&format!(
+                "  {:<28} {:>9} {:>10} {:>10}\n",
+                "store read within swap-ins",
+                l.count,
+                fmt_ns(l.p50_ns),
+                fmt_ns(l.p99_ns)
             ));
         }
         s

@@ -431,3 +431,39 @@ fn the_papers_matrix_maps_to_arrangements_and_equal_pressure_levels() {
     // --quick: the baselines and the 25 % and 50 % levels.
     assert_eq!(quick, 27);
 }
+
+#[test]
+fn the_summary_names_a_remote_stores_pages_per_node_and_a_private_server() {
+    let mut r = host_run(10.0);
+    assert!(!r.summary().contains("store:"), "a local store has no line");
+    r.store_nodes = vec![swapper::store::StoreNode {
+        node: "redis://127.0.0.1:7000".into(),
+        pages: 1234,
+    }];
+    let h = r.spec.host.as_mut().unwrap();
+    h.store = scenario::StoreChoice::Redis;
+    h.store_url = Some(scenario::PRIVATE_STORE_URL.into());
+    let s = r.summary();
+    assert!(
+        s.contains(
+            "  store: redis (the run's private redis-server, beside the VMM); pages per node at \
+             the end: redis://127.0.0.1:7000 1234\n"
+        ),
+        "{s}"
+    );
+    // The store's part of the swap-ins, below the paths, only when measured.
+    assert!(!s.contains("store read within swap-ins"), "{s}");
+    r.latency.insert(
+        crate::run::result::STORE_READ_PATH.into(),
+        PathLatency::of([40_000, 50_000, 60_000]),
+    );
+    let s = r.summary();
+    let row = s
+        .lines()
+        .find(|l| l.contains("store read within swap-ins"))
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(row.contains(" 3 ") && row.contains("50.0"), "{row}");
+    // Round trip through results.json.
+    let back: RunResult = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+    assert_eq!(back.store_nodes, r.store_nodes);
+}
