@@ -99,6 +99,10 @@ pub struct SwapperConfig {
     pub max_scan_interval: Duration,
     /// What to do when a page cannot be read back.
     pub fatal_action: FatalAction,
+    /// A remote store's timeout on every connect, send and reply wait
+    /// (default [`crate::store::redis::conn::DEFAULT_TIMEOUT`]; within
+    /// [`crate::store::redis::conn::TIMEOUT_RANGE`]). Local stores have none.
+    pub store_timeout: Duration,
     /// Called on every fatal error (from a handler thread).
     pub on_fatal: Option<FatalHook>,
     /// Wraps the store in a [`crate::store::faulty::FaultyStore`] (tests).
@@ -128,6 +132,7 @@ impl Default for SwapperConfig {
             trace_capacity: 1 << 16,
             max_scan_interval: Duration::from_millis(200),
             fatal_action: FatalAction::Poison,
+            store_timeout: crate::store::redis::conn::DEFAULT_TIMEOUT,
             on_fatal: None,
             fault_injector: None,
             seed: 0x5eed,
@@ -148,6 +153,7 @@ impl std::fmt::Debug for SwapperConfig {
             .field("dirty_tracking", &self.dirty_tracking)
             .field("named", &self.named)
             .field("fatal_action", &self.fatal_action)
+            .field("store_timeout", &self.store_timeout)
             .field("on_fatal", &self.on_fatal.is_some())
             .field("fault_injector", &self.fault_injector.is_some())
             .finish_non_exhaustive()
@@ -184,6 +190,11 @@ impl SwapperConfig {
         }
         if self.named_readahead > crate::mirrors::MAX_READAHEAD {
             return Err(ConfigError::Invalid("named_readahead must be at most 64"));
+        }
+        if !crate::store::redis::conn::TIMEOUT_RANGE.contains(&self.store_timeout) {
+            return Err(ConfigError::Invalid(
+                "store_timeout must be between 10 ms and 120 s",
+            ));
         }
         Ok(())
     }
@@ -230,5 +241,16 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn a_store_timeout_is_bounded() {
+        for (ms, ok) in [(9, false), (10, true), (60_000, true), (120_001, false)] {
+            let c = SwapperConfig {
+                store_timeout: Duration::from_millis(ms),
+                ..Default::default()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{ms} ms");
+        }
     }
 }

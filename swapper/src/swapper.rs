@@ -117,7 +117,7 @@ impl Swapper {
             uffd.register(r.addr, r.len, cfg.dirty_tracking || cfg.named)?;
         }
         let capacity = cfg.store_pages.unwrap_or(pages);
-        let mut store = crate::store::open(&cfg.store, capacity)?;
+        let mut store = crate::store::open(&cfg.store, capacity, cfg.store_timeout)?;
         if let Some(inj) = &cfg.fault_injector {
             store = Box::new(FaultyStore::new(store, inj.clone()));
         }

@@ -45,14 +45,24 @@ impl StoreKind {
     }
 }
 
-/// Opens a store of `kind` with `capacity` slots.
-pub fn open(kind: &StoreKind, capacity: u32) -> Result<Box<dyn Store>, StoreError> {
+/// Opens a store of `kind` with `capacity` slots; a remote one with
+/// `timeout` on every request.
+pub fn open(
+    kind: &StoreKind,
+    capacity: u32,
+    timeout: std::time::Duration,
+) -> Result<Box<dyn Store>, StoreError> {
     Ok(match kind {
         StoreKind::File { dir, direct } => {
             Box::new(file::FileStore::create(dir, capacity, *direct)?)
         }
         StoreKind::Memory => Box::new(memory::MemoryStore::new(capacity)),
         StoreKind::Lz4 => Box::new(lz4::Lz4Store::new(capacity)),
-        StoreKind::Redis { url } => Box::new(redis::RedisStore::open(url, capacity)?),
+        StoreKind::Redis { url } => Box::new(redis::RedisStore::open_with(
+            url,
+            capacity,
+            redis::keys::RunId::fresh(),
+            timeout,
+        )?),
     })
 }

@@ -166,7 +166,27 @@ pub fn swapper_config(h: &HostConfig, scratch: &Path) -> SwapperConfig {
         named: has(h, Mitigation::FalseAnonymity),
         checksums: true,
         trace_capacity: 1 << 20,
+        store_timeout: store_timeout(sandbox::in_sandbox()),
         ..SwapperConfig::default()
+    }
+}
+
+/// A remote store's request timeout in the nested sandbox. L1 stands still
+/// for seconds at a time when its host is busy (its emulation stalls: up to
+/// 25 s seen with three L1s on two cores), and a request's timer runs on
+/// through the stall while the server, in the same L1, cannot answer: the
+/// default second would stop the run with a store failure that is the
+/// emulation's. The stall guard reports such stalls and runs the repetition
+/// again; the store only has to outlast them.
+pub const SANDBOX_STORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A remote store's request timeout: the store's default natively,
+/// [`SANDBOX_STORE_TIMEOUT`] in the nested sandbox.
+pub fn store_timeout(in_sandbox: bool) -> Duration {
+    if in_sandbox {
+        SANDBOX_STORE_TIMEOUT
+    } else {
+        swapper::store::redis::conn::DEFAULT_TIMEOUT
     }
 }
 
@@ -217,6 +237,26 @@ mod tests {
 
     fn builtin(name: &str) -> Scenario {
         load(name).unwrap().scenarios.remove(0)
+    }
+
+    #[test]
+    fn a_remote_stores_timeout_outlasts_the_sandboxs_stalls_and_is_a_valid_setting() {
+        assert_eq!(
+            store_timeout(false),
+            swapper::store::redis::conn::DEFAULT_TIMEOUT
+        );
+        assert_eq!(store_timeout(true), SANDBOX_STORE_TIMEOUT);
+        for t in [store_timeout(false), store_timeout(true)] {
+            assert!(
+                swapper::store::redis::conn::TIMEOUT_RANGE.contains(&t),
+                "{t:?}"
+            );
+        }
+        let far = load("far-memory").unwrap();
+        let h = far.scenarios[1].host.as_ref().unwrap();
+        let cfg = swapper_config(h, Path::new("/tmp"));
+        assert_eq!(cfg.store_timeout, store_timeout(sandbox::in_sandbox()));
+        assert!(cfg.validate().is_ok());
     }
 
     #[test]

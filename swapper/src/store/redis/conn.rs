@@ -12,15 +12,17 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, Redi
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Connecting to a server. A loopback or LAN server accepts in well under a
-/// millisecond; one that has not after a second is down or unreachable, and
-/// a fault waiting on it must not stall the guest for longer.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Sending one request or waiting for its reply. A 4 KiB GET on loopback
-/// answers in ~50 µs and a far-memory link with tens of ms of delay is still
-/// far below this; a server stuck for a second is treated as failed (a read
-/// then stops the VM, a write keeps its page resident).
-pub const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// The default timeout of connecting to a server, of sending one request
+/// and of waiting for its reply (`SwapperConfig::store_timeout`). A loopback
+/// or LAN server accepts in well under a millisecond, a 4 KiB GET on
+/// loopback answers in ~50 µs, and a far-memory link with tens of ms of
+/// delay is still far below this; a server silent for a second is treated
+/// as failed (a read then stops the VM, a write keeps its page resident),
+/// and a fault waiting on it must not stall the guest for longer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The bounds of a store's timeout.
+pub const TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(120);
 /// Most idle connections kept (one per handler thread plus the evictor and
 /// a reporter is plenty).
 const POOL: usize = 16;
@@ -58,6 +60,8 @@ enum Target {
 /// The servers of a store and its idle connections.
 pub struct Pool {
     target: Target,
+    /// Every connect, send and reply wait.
+    timeout: Duration,
     /// The URL without credentials, for messages.
     pub url: String,
     /// The seed nodes (a cluster's nodes are found from them).
@@ -113,18 +117,27 @@ fn transport(e: &RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
-/// One connection to one server, with both timeouts set.
-pub fn direct(info: &ConnectionInfo) -> RedisResult<redis::Connection> {
-    let c = redis::Client::open(info.clone())?.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-    c.set_read_timeout(Some(IO_TIMEOUT))?;
-    c.set_write_timeout(Some(IO_TIMEOUT))?;
+/// One connection to one server, with `timeout` on connecting, sending and
+/// reading.
+pub fn direct(info: &ConnectionInfo, timeout: Duration) -> RedisResult<redis::Connection> {
+    let c = redis::Client::open(info.clone())?.get_connection_with_timeout(timeout)?;
+    c.set_read_timeout(Some(timeout))?;
+    c.set_write_timeout(Some(timeout))?;
     Ok(c)
 }
 
 impl Pool {
     /// Connects to `url`; a server with `cluster_enabled:1` makes it a
-    /// cluster store (every seed must then be a node of that cluster).
-    pub fn open(url: &str) -> Result<Self, StoreError> {
+    /// cluster store (every seed must then be a node of that cluster). Every
+    /// connect, send and reply wait has `timeout` (within [`TIMEOUT_RANGE`]).
+    pub fn open(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        if !TIMEOUT_RANGE.contains(&timeout) {
+            return Err(StoreError::Config(format!(
+                "store timeout {timeout:?} is outside {:?}..={:?}",
+                TIMEOUT_RANGE.start(),
+                TIMEOUT_RANGE.end()
+            )));
+        }
         let seeds = parse_url(url)?;
         let shown: Vec<String> = seeds.iter().map(display).collect();
         let shown = shown.join(",");
@@ -133,7 +146,7 @@ impl Pool {
             op: op.into(),
             reason: e.to_string(),
         };
-        let mut first = direct(&seeds[0]).map_err(|e| err("connect", e))?;
+        let mut first = direct(&seeds[0], timeout).map_err(|e| err("connect", e))?;
         let info: String = redis::cmd("INFO")
             .arg("cluster")
             .query(&mut first)
@@ -147,8 +160,8 @@ impl Pool {
                 )));
             }
             let client = redis::cluster::ClusterClientBuilder::new(seeds.clone())
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(IO_TIMEOUT)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
                 // A node that is down fails the request after one retry
                 // (with a short wait) instead of the default 16.
                 .retries(1)
@@ -167,6 +180,7 @@ impl Pool {
         };
         let pool = Self {
             target,
+            timeout,
             url: shown,
             seeds,
             idle: Mutex::new(Vec::new()),
@@ -177,6 +191,11 @@ impl Pool {
         Ok(pool)
     }
 
+    /// The timeout of every connect, send and reply wait.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Whether this is a cluster store.
     pub fn is_cluster(&self) -> bool {
         matches!(self.target, Target::Cluster(_))
@@ -185,15 +204,15 @@ impl Pool {
     fn connect(&self) -> RedisResult<Conn> {
         match &self.target {
             Target::Single(c) => {
-                let c = c.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-                c.set_read_timeout(Some(IO_TIMEOUT))?;
-                c.set_write_timeout(Some(IO_TIMEOUT))?;
+                let c = c.get_connection_with_timeout(self.timeout)?;
+                c.set_read_timeout(Some(self.timeout))?;
+                c.set_write_timeout(Some(self.timeout))?;
                 Ok(Conn::Single(c))
             }
             Target::Cluster(c) => {
                 let c = c.get_connection()?;
-                c.set_read_timeout(Some(IO_TIMEOUT))?;
-                c.set_write_timeout(Some(IO_TIMEOUT))?;
+                c.set_read_timeout(Some(self.timeout))?;
+                c.set_write_timeout(Some(self.timeout))?;
                 Ok(Conn::Cluster(Box::new(c)))
             }
         }
@@ -258,8 +277,8 @@ impl Pool {
         }
         let mut last = None;
         for seed in &self.seeds {
-            let text: RedisResult<String> =
-                direct(seed).and_then(|mut c| redis::cmd("CLUSTER").arg("NODES").query(&mut c));
+            let text: RedisResult<String> = direct(seed, self.timeout)
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("NODES").query(&mut c));
             match text {
                 Ok(t) => return Ok(masters(&t, seed)),
                 Err(e) => last = Some(e),

@@ -89,12 +89,23 @@ impl RedisStore {
     /// Connects to `url` (`redis://HOST:PORT[/DB]`, or several comma-separated
     /// nodes of one cluster), sweeps dead runs' keys, registers a new run.
     pub fn open(url: &str, capacity: u32) -> Result<Self, StoreError> {
-        Self::open_as(url, capacity, RunId::fresh())
+        Self::open_with(url, capacity, RunId::fresh(), conn::DEFAULT_TIMEOUT)
     }
 
     /// [`Self::open`] under a given run id (tests).
     pub fn open_as(url: &str, capacity: u32, run: RunId) -> Result<Self, StoreError> {
-        let pool = Pool::open(url)?;
+        Self::open_with(url, capacity, run, conn::DEFAULT_TIMEOUT)
+    }
+
+    /// [`Self::open`] under `run`, with `timeout` on every connect, send and
+    /// reply wait (within [`conn::TIMEOUT_RANGE`]).
+    pub fn open_with(
+        url: &str,
+        capacity: u32,
+        run: RunId,
+        timeout: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let pool = Pool::open(url, timeout)?;
         let store = Self {
             pool,
             run,
@@ -170,7 +181,7 @@ impl RedisStore {
             op: format!("{op} of run {}", run.as_str()),
             reason: e.to_string(),
         };
-        let mut c = conn::direct(node).map_err(|e| fail("connect", e))?;
+        let mut c = conn::direct(node, self.pool.timeout()).map_err(|e| fail("connect", e))?;
         let pattern = run.pattern();
         let mut cursor: u64 = 0;
         let mut n = 0;
