@@ -22,6 +22,7 @@ pub mod flat;
 pub mod fuzzing;
 pub mod linux;
 pub mod memory;
+mod poison;
 pub mod stats;
 mod stop;
 pub use base::threads;

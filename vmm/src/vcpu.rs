@@ -8,6 +8,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::bus::{Bus, BusAction, BusError, Dispatch};
 use crate::exits::{ExitReason, ExitStats};
+use crate::poison::{take_poisoned, InKvmRun};
 use crate::stop::{unblock_kick_signal, KickRegistration, Shared};
 
 /// What a triple fault's report says besides RIP: the stack pointer and
@@ -184,8 +185,20 @@ fn run_loop(ctx: &mut VcpuContext, tid: i32) -> Result<VcpuReport, VcpuError> {
             break VcpuEnd::Stopped;
         }
         let entered = Instant::now();
-        let exit = ctx.fd.run();
+        let exit = {
+            let _in_run = InKvmRun::enter();
+            ctx.fd.run()
+        };
         let exited = Instant::now();
+        if let Some(addr) = take_poisoned() {
+            // KVM met a page the host swapper poisoned (see `crate::poison`):
+            // its `SIGBUS` made KVM_RUN return. The guest cannot go on; the
+            // swapper's own reason, if it gave one first, is kept.
+            ctx.shared.abort(format!(
+                "vCPU {vcpu}: guest memory at host address {addr:#x} is poisoned (the host \
+                 swapper could not serve that page)"
+            ));
+        }
         exits.in_kvm_run_ns += nanos(exited - entered);
         let (reason, step) = match exit {
             Ok(VcpuExit::MmioWrite(addr, data)) => (

@@ -346,6 +346,7 @@ impl Vm {
     /// Spawn the vCPU threads.
     pub fn start(self) -> Result<RunningVm, VmError> {
         install_kick_handler().map_err(VcpuError::Signal)?;
+        crate::poison::install_sigbus_handler().map_err(VcpuError::Signal)?;
         let shared = Arc::new(Shared::new(self.vcpus.len()));
         let (pio, mmio) = (Arc::new(self.pio), Arc::new(self.mmio));
         let started = Instant::now();
