@@ -538,6 +538,66 @@ fn guest_swap_host_swap_and_double_paging_show_their_fault_paths() {
     );
 }
 
+/// A run whose far memory dies under it: the run's own redis-server is
+/// killed (`SWAPLAB_INJECT_STORE_KILL`) once it holds 2000 pages. The run
+/// fails with a message naming the store, serves no wrong data, and the
+/// process survives it (no `SIGBUS` crash: KVM's signal for the poisoned
+/// page stops the VM) to write its result.
+#[test]
+fn a_private_store_killed_mid_run_fails_the_run_naming_the_store() {
+    if !common::have_kvm() {
+        return;
+    }
+    const KILLED: &str = r#"
+description = "a far-memory store killed mid-run"
+[[scenario]]
+name = "far-killed"
+repetitions = 1
+timeout_s = 300
+[scenario.guest]
+mem = "192M"
+[scenario.host]
+limit = "64M"
+store = "redis"
+store_url = "private"
+[scenario.workload]
+kind = "touch"
+mb = 80
+pattern = "random"
+passes = 2
+"#;
+    let (_dir, out_dir, out) = run_matrix(
+        "run-store-killed",
+        KILLED,
+        &[],
+        &[(runner::run::private_store::ENV_INJECT_STORE_KILL, "2000")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        !stderr.contains("Bus error") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let failed = stderr
+        .lines()
+        .find(|l| l.contains("far-killed repetition 1/1: FAILED"))
+        .unwrap_or_else(|| panic!("no failed run: {stderr}"));
+    assert!(
+        failed.contains("host swapper:")
+            && failed.contains("store read failed: redis store redis://127.0.0.1:"),
+        "{failed}"
+    );
+    let all: Vec<Value> =
+        serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(all.len(), 1);
+    let r = &all[0];
+    assert!(
+        r["outcome"].as_str().unwrap().contains("store read failed"),
+        "{r}"
+    );
+    assert_eq!(u(r, "integrity_errors"), 0, "{r}");
+}
+
 const SHARDED: &str = r#"
 description = "four small runs in two shards"
 [defaults]

@@ -11,13 +11,11 @@
 //! the sampler) and tearing it down ([`tear_down`]: devices first, then the
 //! swapper, and guest RAM last).
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base::lock;
-use base::redis_server::RedisServer;
 use swapper::store::StoreNode;
 use swapper::{FatalError, FaultRecord, GuestRegion, Swapper, SwapperStatus, ThreadKind};
 use vm_memory::GuestMemoryMmap;
@@ -43,7 +41,7 @@ use super::spec::{self, guest_command};
 use super::threads::{LateRegistry, BLK_DEVICE, ROOT_DEVICE};
 use crate::boot::console::{GuestConsole, Marks, Show};
 use crate::boot::{BootFiles, GuestRun};
-use scenario::{HostSwapper, Scenario, StoreChoice, PRIVATE_STORE_URL};
+use scenario::{HostSwapper, Scenario};
 
 /// Everything a run produced, raw.
 pub struct RawRun {
@@ -185,7 +183,7 @@ pub struct MachineOptions<'a> {
 pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, MachineError> {
     // Declared before the guard, so dropped after it: the guard may hold the
     // swapper, whose store this server is, for a while after a stall.
-    let (_server, spec) = private_store(spec, opts.scratch)?;
+    let (_server, spec) = super::private_store::start(spec, opts.scratch)?;
     let spec = spec.as_ref();
     let guard = StallGuard::start(&spec.name, Duration::from_secs(spec.timeout_s));
     let result = assemble_and_run(spec, opts, &guard);
@@ -194,30 +192,6 @@ pub fn run_machine(spec: &Scenario, opts: MachineOptions<'_>) -> Result<RawRun, 
         (Some(reason), Ok(_)) => Err(MachineError::Stalled(reason)),
         (_, result) => result,
     }
-}
-
-/// `host.store_url = "private"`: starts a `redis-server` of this run's own on
-/// loopback (its directory in `scratch`), and returns it with a copy of
-/// `spec` whose store URL is that server's. The server runs where the VMM
-/// runs (in the nested sandbox, in L1) and is killed when it is dropped, or
-/// with this thread if the process dies unwinding nothing (its parent-death
-/// signal). Any other scenario comes back as it is.
-fn private_store<'s>(
-    spec: &'s Scenario,
-    scratch: &Path,
-) -> Result<(Option<RedisServer>, Cow<'s, Scenario>), MachineError> {
-    let private = spec.host.as_ref().is_some_and(|h| {
-        h.store == StoreChoice::Redis && h.store_url.as_deref() == Some(PRIVATE_STORE_URL)
-    });
-    if !private {
-        return Ok((None, Cow::Borrowed(spec)));
-    }
-    let server = RedisServer::try_start_in(scratch).map_err(MachineError::PrivateStore)?;
-    let mut spec = spec.clone();
-    if let Some(h) = spec.host.as_mut() {
-        h.store_url = Some(server.url());
-    }
-    Ok((Some(server), Cow::Owned(spec)))
 }
 
 /// Assembles the machine, runs the guest and tears the machine down, telling

@@ -35,6 +35,7 @@ pub mod kernel_host;
 pub mod ktrace;
 pub mod machine;
 pub mod mapper;
+pub mod private_store;
 pub mod recent;
 pub mod report;
 pub mod result;
