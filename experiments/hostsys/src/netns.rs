@@ -197,13 +197,18 @@ impl DelayNet {
                 return Err(NetnsError::Exhausted);
             }
             let name = format!("{NS_PREFIX}{pid}-{n}");
-            // `ip netns add` refuses an existing name: that claims it.
-            if !Path::new("/run/netns").join(&name).exists()
-                && run("ip", &["netns", "add", &name]).is_ok()
-            {
-                break name;
+            let taken = || Path::new("/run/netns").join(&name).exists();
+            if taken() {
+                n += 1;
+                continue;
             }
-            n += 1;
+            // `ip netns add` refuses an existing name: that claims it.
+            match run("ip", &["netns", "add", &name]) {
+                Ok(_) => break name,
+                // Taken meanwhile, by another thread of this process.
+                Err(_) if taken() => n += 1,
+                Err(e) => return Err(e),
+            }
         };
         let mut net = Self {
             host_if: format!("{VETH_PREFIX}{pid}h{n}"),
