@@ -260,10 +260,17 @@ fn remote_url(url: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Where the store is, and what keeps a private one alive.
+/// Where the store is, and what keeps a private one alive. A private
+/// server's directory is in a scratch directory named after this process
+/// (last: removed after the servers), which the next bench sweeps if this
+/// one is killed.
 enum Store {
     /// A server on loopback, and the relays in front of it.
-    Relay(RedisServer, Vec<DelayRelay>),
+    Relay {
+        server: RedisServer,
+        relays: Vec<DelayRelay>,
+        _scratch: tempfile::TempDir,
+    },
     /// A server on loopback (the loopback row), and another in a network
     /// namespace. The server in the namespace is declared before the
     /// namespace: it is killed first.
@@ -271,6 +278,7 @@ enum Store {
         loopback: RedisServer,
         server: RedisServer,
         net: DelayNet,
+        _scratch: tempfile::TempDir,
     },
     /// The URL, and how it is shown (without credentials).
     Remote(String, String),
@@ -279,7 +287,7 @@ enum Store {
 impl Store {
     fn describe(&self) -> String {
         match self {
-            Self::Relay(..) => "private redis-server on loopback".into(),
+            Self::Relay { .. } => "private redis-server on loopback".into(),
             Self::Netem { net, .. } => format!(
                 "private redis-server in network namespace {} (veth {}, tc netem)",
                 net.ns(),
@@ -291,7 +299,7 @@ impl Store {
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::Relay(..) => "relay",
+            Self::Relay { .. } => "relay",
             Self::Netem { .. } => "netem",
             Self::Remote(..) => "remote",
         }
@@ -320,25 +328,32 @@ fn resolve(mode: DistanceMode) -> (DistanceMode, Option<String>) {
 
 /// Starts the private store(s) and what emulates distance.
 fn private_store(mode: DistanceMode, delays_us: &[u64]) -> anyhow::Result<Store> {
-    let loopback = RedisServer::try_start().map_err(anyhow::Error::msg)?;
+    let scratch = base::scratch::dir("swaplab-far-memory-")
+        .context("a scratch directory for redis-server")?;
+    let loopback = RedisServer::try_start_in(scratch.path()).map_err(anyhow::Error::msg)?;
     if mode == DistanceMode::Relay {
         let addr = server_addr(&loopback);
         let relays = delays_us
             .iter()
             .map(|&d| DelayRelay::start(addr, Duration::from_micros(d)))
             .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Store::Relay(loopback, relays));
+        return Ok(Store::Relay {
+            server: loopback,
+            relays,
+            _scratch: scratch,
+        });
     }
     let mut net = DelayNet::new().context("--distance netem: the network namespace")?;
     net.set_delay(Duration::from_micros(delays_us[0]))
         .context("--distance netem: the netem qdisc")?;
-    let server = RedisServer::try_start_netns(net.ns(), net.ns_addr(), None)
+    let server = RedisServer::try_start_netns(net.ns(), net.ns_addr(), Some(scratch.path()))
         .map_err(anyhow::Error::msg)
         .context("--distance netem: redis-server in the network namespace")?;
     Ok(Store::Netem {
         loopback,
         server,
         net,
+        _scratch: scratch,
     })
 }
 
@@ -433,7 +448,9 @@ impl Bench<'_> {
         let mut rows = Vec::new();
         match store {
             Store::Remote(url, _) => rows.push(self.distance(url, "remote", None, floor)?),
-            Store::Relay(s, relays) => {
+            Store::Relay {
+                server: s, relays, ..
+            } => {
                 rows.push(self.distance(&s.url(), "loopback", None, floor)?);
                 for r in relays.iter() {
                     let url = format!("redis://{}", r.addr());
@@ -445,6 +462,7 @@ impl Bench<'_> {
                 loopback,
                 server,
                 net,
+                ..
             } => {
                 rows.push(self.distance(&loopback.url(), "loopback", None, floor)?);
                 for &d in &self.args.delays_us {

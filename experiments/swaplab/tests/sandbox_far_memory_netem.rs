@@ -9,7 +9,8 @@
 //!    and `setpriv`), its namespace stays (SIGKILL runs no destructor);
 //! 3. a whole bench at tiny sizes, delays 0 and 200 µs: it sweeps what 1
 //!    and 2 left, and its rows are `path: netem`, emulated, with figures;
-//! 4. afterwards: no `swaplab-` namespace, no `swl` link, no redis-server.
+//! 4. afterwards: no `swaplab-` namespace, no `swl` link, no redis-server,
+//!    no scratch directory of the servers.
 //!
 //! Times nothing (L1 is emulated: its timings are functional). Skipped, with
 //! a printed reason, where QEMU is not installed.
@@ -88,6 +89,7 @@ echo '=== after'
 ip netns list
 ip -o link
 echo "redis-servers: $(pgrep -c -x redis-server || true)"
+echo "scratch: $(ls -d "${TMPDIR:-/tmp}"/swaplab-far-memory-* 2>/dev/null | wc -l)"
 echo '=== end'
 "#;
 
@@ -168,4 +170,6 @@ fn netem_in_l1() {
     assert!(!after.contains("swaplab-"), "a namespace is left: {after}");
     assert!(!after.contains(" swl"), "a veth is left: {after}");
     assert!(after.contains("redis-servers: 0"), "{after}");
+    // The killed bench's scratch directory (its servers' logs) was swept too.
+    assert!(after.contains("scratch: 0"), "{after}");
 }
