@@ -27,6 +27,8 @@ pub struct RedisServer {
     host: Ipv4Addr,
     /// The network namespace it runs in (`ip netns` name), if not this one.
     netns: Option<String>,
+    /// Run on the command before each spawn.
+    prepare: Option<fn(&mut Command)>,
     port: u16,
     cluster: bool,
     dir: tempfile::TempDir,
@@ -104,6 +106,22 @@ impl RedisServer {
         Self::spawn(false, dir, Some((ns.to_string(), addr)))
     }
 
+    /// A standalone server in `dir` if given, in namespace `netns` (name,
+    /// address) if given, else on loopback, with `prepare` run on its
+    /// command before each spawn: for a caller that sets the parent-death
+    /// signal in the child before it execs anything (`setpriv` sets it
+    /// only once it runs: a parent killed before that, as `ip netns exec`
+    /// prepares the namespace, would leave the server running). This crate
+    /// has no unsafe code, which `pre_exec` needs.
+    pub fn try_start_with(
+        dir: Option<&std::path::Path>,
+        netns: Option<(&str, Ipv4Addr)>,
+        prepare: fn(&mut Command),
+    ) -> Result<Self, String> {
+        let netns = netns.map(|(n, a)| (n.to_string(), a));
+        Self::spawn_prepared(false, dir, netns, Some(prepare))
+    }
+
     /// [`Self::try_start`] with the server's directory (its log) in `dir`
     /// rather than the temp dir: a run puts it in its scratch directory,
     /// which a later run sweeps if this process is killed.
@@ -126,6 +144,15 @@ impl RedisServer {
         parent: Option<&std::path::Path>,
         netns: Option<(String, Ipv4Addr)>,
     ) -> Result<Self, String> {
+        Self::spawn_prepared(cluster, parent, netns, None)
+    }
+
+    fn spawn_prepared(
+        cluster: bool,
+        parent: Option<&std::path::Path>,
+        netns: Option<(String, Ipv4Addr)>,
+        prepare: Option<fn(&mut Command)>,
+    ) -> Result<Self, String> {
         let dir = match parent {
             Some(p) => tempfile::Builder::new().prefix("redis-").tempdir_in(p),
             None => tempfile::tempdir(),
@@ -139,6 +166,7 @@ impl RedisServer {
             child: None,
             host,
             netns,
+            prepare,
             port: free_port()?,
             cluster,
             dir,
@@ -198,6 +226,9 @@ impl RedisServer {
         if self.cluster {
             cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
                 .arg(self.dir.path().join("nodes.conf"));
+        }
+        if let Some(prepare) = self.prepare {
+            prepare(&mut cmd);
         }
         let child = cmd
             .spawn()

@@ -326,11 +326,23 @@ fn resolve(mode: DistanceMode) -> (DistanceMode, Option<String>) {
     }
 }
 
+/// A private server's command: SIGKILL when this thread dies, set in the
+/// child before it execs anything (`ip netns exec` and `setpriv` run first:
+/// a bench killed meanwhile would leave the server running).
+fn dies_with_us(cmd: &mut std::process::Command) {
+    hostsys::child::ChildSetup {
+        death_signal: Some(nix::sys::signal::Signal::SIGKILL),
+        ..Default::default()
+    }
+    .apply(cmd);
+}
+
 /// Starts the private store(s) and what emulates distance.
 fn private_store(mode: DistanceMode, delays_us: &[u64]) -> anyhow::Result<Store> {
     let scratch = base::scratch::dir("swaplab-far-memory-")
         .context("a scratch directory for redis-server")?;
-    let loopback = RedisServer::try_start_in(scratch.path()).map_err(anyhow::Error::msg)?;
+    let loopback = RedisServer::try_start_with(Some(scratch.path()), None, dies_with_us)
+        .map_err(anyhow::Error::msg)?;
     if mode == DistanceMode::Relay {
         let addr = server_addr(&loopback);
         let relays = delays_us
@@ -346,7 +358,8 @@ fn private_store(mode: DistanceMode, delays_us: &[u64]) -> anyhow::Result<Store>
     let mut net = DelayNet::new().context("--distance netem: the network namespace")?;
     net.set_delay(Duration::from_micros(delays_us[0]))
         .context("--distance netem: the netem qdisc")?;
-    let server = RedisServer::try_start_netns(net.ns(), net.ns_addr(), Some(scratch.path()))
+    let at = Some((net.ns(), net.ns_addr()));
+    let server = RedisServer::try_start_with(Some(scratch.path()), at, dies_with_us)
         .map_err(anyhow::Error::msg)
         .context("--distance netem: redis-server in the network namespace")?;
     Ok(Store::Netem {
