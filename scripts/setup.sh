@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring tmux librsvg2-bin mmdebstrap e2fsprogs redis-server)
+PKGS=(busybox-static qemu-system-x86 cpio zstd xz-utils util-linux kmod debian-archive-keyring tmux librsvg2-bin mmdebstrap e2fsprogs redis-server iproute2)
 
 missing=()
 for p in "${PKGS[@]}"; do

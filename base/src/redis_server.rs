@@ -1,7 +1,8 @@
 //! A private `redis-server` (or a Redis Cluster of them) for tests and for
 //! `swaplab bench far-memory`: free loopback ports, a temporary directory, no
 //! persistence (`--save ''`, `--appendonly no`), killed on drop, also when a
-//! test fails. [`RedisServer::try_start`] reports a failure; the rest of this
+//! test fails. [`RedisServer::try_start_netns`] starts one inside a network
+//! namespace instead (`ip netns exec`), on an address of that namespace. [`RedisServer::try_start`] reports a failure; the rest of this
 //! harness is for tests and panics on one.
 //!
 //! Readiness is polled (`PING`, `CLUSTER INFO`) with a bounded deadline.
@@ -9,7 +10,7 @@
 //! `scripts/setup.sh`, never a silent skip.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,9 +20,15 @@ const READY: Duration = Duration::from_secs(20);
 /// Between two readiness polls.
 const POLL: Duration = Duration::from_millis(10);
 
-/// One `redis-server` on `127.0.0.1`.
+/// One `redis-server` on `127.0.0.1`, or on an address of a network namespace.
 pub struct RedisServer {
     child: Option<Child>,
+    /// Where it listens.
+    host: Ipv4Addr,
+    /// The network namespace it runs in (`ip netns` name), if not this one.
+    netns: Option<String>,
+    /// Run on the command before each spawn.
+    prepare: Option<fn(&mut Command)>,
     port: u16,
     cluster: bool,
     dir: tempfile::TempDir,
@@ -44,9 +51,9 @@ fn free_port() -> Result<u16, String> {
 
 /// Sends one command (inline protocol) and returns the raw reply, or `None`
 /// if nothing answers.
-fn ask(port: u16, cmd: &str) -> Option<String> {
+fn ask(host: Ipv4Addr, port: u16, cmd: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &std::net::SocketAddr::from((host, port)),
         Duration::from_millis(200),
     )
     .ok()?;
@@ -82,34 +89,84 @@ fn complete(out: &[u8]) -> bool {
 impl RedisServer {
     /// Starts a standalone server, or says why it could not.
     pub fn try_start() -> Result<Self, String> {
-        Self::spawn(false, None)
+        Self::spawn(false, None, None)
+    }
+
+    /// Starts a standalone server inside the network namespace `ns` (an
+    /// `ip netns` name), listening on `addr`, one of that namespace's
+    /// addresses reachable from here: readiness is polled from this
+    /// namespace over it. Its directory goes in `dir` if given (see
+    /// [`Self::try_start_in`]). `ip netns exec` execs `setpriv`, which execs
+    /// `redis-server`: the server is this process's child and dies with it.
+    pub fn try_start_netns(
+        ns: &str,
+        addr: Ipv4Addr,
+        dir: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        Self::spawn(false, dir, Some((ns.to_string(), addr)))
+    }
+
+    /// A standalone server in `dir` if given, in namespace `netns` (name,
+    /// address) if given, else on loopback, with `prepare` run on its
+    /// command before each spawn: for a caller that sets the parent-death
+    /// signal in the child before it execs anything (`setpriv` sets it
+    /// only once it runs: a parent killed before that, as `ip netns exec`
+    /// prepares the namespace, would leave the server running). This crate
+    /// has no unsafe code, which `pre_exec` needs.
+    pub fn try_start_with(
+        dir: Option<&std::path::Path>,
+        netns: Option<(&str, Ipv4Addr)>,
+        prepare: fn(&mut Command),
+    ) -> Result<Self, String> {
+        let netns = netns.map(|(n, a)| (n.to_string(), a));
+        Self::spawn_prepared(false, dir, netns, Some(prepare))
     }
 
     /// [`Self::try_start`] with the server's directory (its log) in `dir`
     /// rather than the temp dir: a run puts it in its scratch directory,
     /// which a later run sweeps if this process is killed.
     pub fn try_start_in(dir: &std::path::Path) -> Result<Self, String> {
-        Self::spawn(false, Some(dir))
+        Self::spawn(false, Some(dir), None)
     }
 
     /// Starts a standalone server (tests: panics on failure).
     pub fn start() -> Self {
-        Self::spawn(false, None).unwrap_or_else(|e| panic!("{e}"))
+        Self::spawn(false, None, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a server in cluster mode (no slots yet; see [`RedisCluster`]).
     pub fn start_cluster_node() -> Self {
-        Self::spawn(true, None).unwrap_or_else(|e| panic!("{e}"))
+        Self::spawn(true, None, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn spawn(cluster: bool, parent: Option<&std::path::Path>) -> Result<Self, String> {
+    fn spawn(
+        cluster: bool,
+        parent: Option<&std::path::Path>,
+        netns: Option<(String, Ipv4Addr)>,
+    ) -> Result<Self, String> {
+        Self::spawn_prepared(cluster, parent, netns, None)
+    }
+
+    fn spawn_prepared(
+        cluster: bool,
+        parent: Option<&std::path::Path>,
+        netns: Option<(String, Ipv4Addr)>,
+        prepare: Option<fn(&mut Command)>,
+    ) -> Result<Self, String> {
         let dir = match parent {
             Some(p) => tempfile::Builder::new().prefix("redis-").tempdir_in(p),
             None => tempfile::tempdir(),
         }
         .map_err(|e| format!("temp dir for redis-server: {e}"))?;
+        let (netns, host) = match netns {
+            Some((ns, addr)) => (Some(ns), addr),
+            None => (None, Ipv4Addr::LOCALHOST),
+        };
         let mut s = Self {
             child: None,
+            host,
+            netns,
+            prepare,
             port: free_port()?,
             cluster,
             dir,
@@ -128,16 +185,35 @@ impl RedisServer {
         // setpriv (util-linux) execs redis-server with a parent-death signal:
         // a test process that dies without unwinding (a seccomp kill, an
         // abort) takes its servers with it instead of leaving them running.
-        let mut cmd = Command::new("setpriv");
+        // In a namespace, `ip netns exec` execs setpriv (no fork), so the
+        // parent-death signal still names this process.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "setpriv"]);
+                c
+            }
+            None => Command::new("setpriv"),
+        };
+        let via = if self.netns.is_some() {
+            "ip netns exec and setpriv"
+        } else {
+            "setpriv"
+        };
         cmd.args(["--pdeathsig", "KILL", "--", "redis-server"]);
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        // Protected mode answers only loopback clients (there is no
+        // password): in a namespace the client is this host, over a veth
+        // pair to a private address only this host reaches.
+        let protected = if self.netns.is_some() { "no" } else { "yes" };
+        cmd.args(["--port", &self.port.to_string(), "--bind"])
+            .arg(self.host.to_string())
             .args([
                 "--save",
                 "",
                 "--appendonly",
                 "no",
                 "--protected-mode",
-                "yes",
+                protected,
             ])
             .arg("--dir")
             .arg(self.dir.path())
@@ -151,9 +227,12 @@ impl RedisServer {
             cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
                 .arg(self.dir.path().join("nodes.conf"));
         }
+        if let Some(prepare) = self.prepare {
+            prepare(&mut cmd);
+        }
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start redis-server through setpriv: {e}"))?;
+            .map_err(|e| format!("cannot start redis-server through {via}: {e}"))?;
         self.child = Some(child);
         self.wait_ready()
     }
@@ -161,13 +240,14 @@ impl RedisServer {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY;
         loop {
-            if ask(self.port, "PING").is_some_and(|r| r.starts_with("+PONG")) {
+            if ask(self.host, self.port, "PING").is_some_and(|r| r.starts_with("+PONG")) {
                 return Ok(());
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
                     return Err(format!(
-                        "redis-server on port {} exited ({status}): {}",
+                        "redis-server on {}:{} exited ({status}): {}",
+                        self.host,
                         self.port,
                         self.log()
                     ));
@@ -175,7 +255,8 @@ impl RedisServer {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "redis-server on port {} did not answer PING within {READY:?}: {}",
+                    "redis-server on {}:{} did not answer PING within {READY:?}: {}",
+                    self.host,
                     self.port,
                     self.log()
                 ));
@@ -194,9 +275,19 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// Its address.
+    pub fn host(&self) -> Ipv4Addr {
+        self.host
+    }
+
+    /// The network namespace it runs in, if not this process's.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    /// `redis://HOST:PORT` (`127.0.0.1` unless in a namespace).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}:{}", self.host, self.port)
     }
 
     /// Kills the server (SIGKILL) and waits for it: it is gone on return.
@@ -244,7 +335,7 @@ impl RedisServer {
     /// Runs `redis-cli -p PORT ARGS...` and returns its output (raw mode).
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-h", &self.host.to_string(), "-p", &self.port.to_string()])
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("redis-cli (run scripts/setup.sh): {e}"));
@@ -301,7 +392,7 @@ impl RedisCluster {
         let want = format!("cluster_known_nodes:{n}");
         loop {
             let ok = self.nodes.iter().all(|s| {
-                ask(s.port, "CLUSTER INFO")
+                ask(s.host, s.port, "CLUSTER INFO")
                     .is_some_and(|r| r.contains("cluster_state:ok") && r.contains(&want))
             });
             if ok {

@@ -9,10 +9,19 @@
 //! - The store: a private `redis-server` on loopback started for the run
 //!   ([`base::redis_server`]), or `--store-url`: a real remote Redis, whose
 //!   distance is real (no delay is added).
-//! - Distance, *emulated*: each delay puts a [`hostsys::relay::DelayRelay`] in
-//!   front of the server (this project's hosts have no `tc netem`), so a
-//!   round trip crosses the delay twice; delay 0 is the relay alone. Every
-//!   output says "emulated".
+//! - Distance, *emulated*, one of two ways (`--distance`):
+//!   - `netem`: the private server runs in a network namespace of its own
+//!     ([`hostsys::netns::DelayNet`]), reached over a veth pair with a
+//!     `tc netem` delay on both ends; delay 0 is the veth and the qdisc alone;
+//!   - `relay`: each delay puts a [`hostsys::relay::DelayRelay`] in front of
+//!     the server on loopback; delay 0 is the relay alone;
+//!
+//!   `auto` (the default) takes netem where the kernel has `sch_netem` and
+//!   the relay elsewhere (this project's PVM hosts have no netem), and says
+//!   why in `distance_note`. Either way a round trip crosses the delay
+//!   twice, and every output says "emulated". The loopback row is a private
+//!   server on this namespace's loopback either way, so the two modes'
+//!   rows compare with the same reference.
 //! - Per delay: the `GET` round trip of one 4 KiB value (p50/p99 over
 //!   `--gets` requests through the same relay), then the probe under the
 //!   swapper (checksums on, clock) with the store behind the relay:
@@ -27,7 +36,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use base::redis_server::RedisServer;
 use base::ByteSize;
+use hostsys::netns::DelayNet;
 use hostsys::relay::DelayRelay;
 use hostsys::signals::SignalScope;
 use report::stats::fmt_ns;
@@ -76,17 +87,51 @@ pub struct FarMemoryOptions {
     pub json: bool,
     /// Run under the seccomp filters.
     pub seccomp: bool,
+    /// How distance is emulated: `auto`, `netem` or `relay`.
+    pub distance: String,
+}
+
+/// How distance is emulated (`--distance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistanceMode {
+    /// netem where the kernel can, else the relay.
+    Auto,
+    /// A network namespace and a veth pair with `tc netem` (no fallback).
+    Netem,
+    /// The userspace delay relay.
+    Relay,
+}
+
+impl DistanceMode {
+    /// Parses `--distance`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "netem" => Ok(Self::Netem),
+            "relay" => Ok(Self::Relay),
+            _ => Err(usage(format!(
+                "--distance must be auto, netem or relay, got {} characters{}",
+                s.len(),
+                if s.len() <= 16 && s.chars().all(|c| c.is_ascii_graphic()) {
+                    format!(" ({s:?})")
+                } else {
+                    String::new()
+                }
+            ))),
+        }
+    }
 }
 
 /// One distance's figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Distance {
     /// How the store is reached: `loopback` (the private server, directly),
-    /// `relay` (through a delay relay), or `remote` (`--store-url`).
+    /// `relay` (through a delay relay), `netem` (in a network namespace over
+    /// a veth pair with a netem delay), or `remote` (`--store-url`).
     pub path: String,
     /// One-way delay added, µs (`None`: nothing added).
     pub delay_us: Option<u64>,
-    /// Whether the distance is emulated (a delay relay on this host).
+    /// Whether the distance is emulated (a delay relay or netem on this host).
     pub emulated: bool,
     /// `GET` of one page, round trip p50, ns, each after an idle gap
     /// ([`GET_GAP`]), as a fault's `GET` comes: the server and the client
@@ -127,9 +172,15 @@ pub struct FarMemoryBench {
     pub prefetch: u32,
     /// `GET`s per distance.
     pub gets: u32,
-    /// The store: `private redis-server on loopback` or the URL given
-    /// (without credentials).
+    /// The store: `private redis-server on loopback`, `private redis-server
+    /// in a network namespace` or the URL given (without credentials).
     pub store: String,
+    /// How the distance was made: `netem`, `relay` or `remote` (real).
+    pub distance: String,
+    /// Why, when it is not what `--distance` asked for or could be
+    /// otherwise (`auto`'s fallback to the relay says why netem could not
+    /// be used).
+    pub distance_note: Option<String>,
     /// CPU the probe ran on.
     pub cpu: Option<usize>,
     /// The userfaultfd floor (random), p50, ns.
@@ -171,6 +222,7 @@ fn validate(a: &FarMemoryOptions) -> anyhow::Result<()> {
         remote_url(url)?;
     }
     crate::host_swap::cpu_of(a.cpu.as_deref())?;
+    DistanceMode::parse(&a.distance)?;
     if !(1..=MAX_GETS).contains(&a.gets) {
         return Err(usage(format!(
             "--gets must be between 1 and {MAX_GETS}, got {}",
@@ -208,9 +260,26 @@ fn remote_url(url: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Where the store is, and what keeps a private one alive.
+/// Where the store is, and what keeps a private one alive. A private
+/// server's directory is in a scratch directory named after this process
+/// (last: removed after the servers), which the next bench sweeps if this
+/// one is killed.
 enum Store {
-    Private(base::redis_server::RedisServer),
+    /// A server on loopback, and the relays in front of it.
+    Relay {
+        server: RedisServer,
+        relays: Vec<DelayRelay>,
+        _scratch: tempfile::TempDir,
+    },
+    /// A server on loopback (the loopback row), and another in a network
+    /// namespace. The server in the namespace is declared before the
+    /// namespace: it is killed first.
+    Netem {
+        loopback: RedisServer,
+        server: RedisServer,
+        net: DelayNet,
+        _scratch: tempfile::TempDir,
+    },
     /// The URL, and how it is shown (without credentials).
     Remote(String, String),
 }
@@ -218,10 +287,87 @@ enum Store {
 impl Store {
     fn describe(&self) -> String {
         match self {
-            Self::Private(_) => "private redis-server on loopback".into(),
+            Self::Relay { .. } => "private redis-server on loopback".into(),
+            Self::Netem { net, .. } => format!(
+                "private redis-server in network namespace {} (veth {}, tc netem)",
+                net.ns(),
+                net.host_if()
+            ),
             Self::Remote(_, shown) => shown.clone(),
         }
     }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Relay { .. } => "relay",
+            Self::Netem { .. } => "netem",
+            Self::Remote(..) => "remote",
+        }
+    }
+}
+
+/// The mode to use, and a note on why, for a private server: `auto` tries
+/// netem and falls back to the relay.
+fn resolve(mode: DistanceMode) -> (DistanceMode, Option<String>) {
+    match mode {
+        DistanceMode::Auto => match hostsys::netns::available() {
+            Ok(()) => (
+                DistanceMode::Netem,
+                Some("auto: this kernel has netem and network namespaces".into()),
+            ),
+            Err(why) => (
+                DistanceMode::Relay,
+                Some(format!(
+                    "auto: netem unavailable, using the delay relay: {why}"
+                )),
+            ),
+        },
+        m => (m, None),
+    }
+}
+
+/// A private server's command: SIGKILL when this thread dies, set in the
+/// child before it execs anything (`ip netns exec` and `setpriv` run first:
+/// a bench killed meanwhile would leave the server running).
+fn dies_with_us(cmd: &mut std::process::Command) {
+    hostsys::child::ChildSetup {
+        death_signal: Some(nix::sys::signal::Signal::SIGKILL),
+        ..Default::default()
+    }
+    .apply(cmd);
+}
+
+/// Starts the private store(s) and what emulates distance.
+fn private_store(mode: DistanceMode, delays_us: &[u64]) -> anyhow::Result<Store> {
+    let scratch = base::scratch::dir("swaplab-far-memory-")
+        .context("a scratch directory for redis-server")?;
+    let loopback = RedisServer::try_start_with(Some(scratch.path()), None, dies_with_us)
+        .map_err(anyhow::Error::msg)?;
+    if mode == DistanceMode::Relay {
+        let addr = server_addr(&loopback);
+        let relays = delays_us
+            .iter()
+            .map(|&d| DelayRelay::start(addr, Duration::from_micros(d)))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Store::Relay {
+            server: loopback,
+            relays,
+            _scratch: scratch,
+        });
+    }
+    let mut net = DelayNet::new().context("--distance netem: the network namespace")?;
+    net.set_delay(Duration::from_micros(delays_us[0]))
+        .context("--distance netem: the netem qdisc")?;
+    let at = Some((net.ns(), net.ns_addr()));
+    let server = RedisServer::try_start_with(Some(scratch.path()), at, dies_with_us)
+        .map_err(anyhow::Error::msg)
+        .context("--distance netem: redis-server in the network namespace")?;
+    Ok(Store::Netem {
+        loopback,
+        server,
+        net,
+        _scratch: scratch,
+    })
 }
 
 /// `GET` round trips of one page-sized value at `url`, ns: (p50, p99) of `n`
@@ -309,6 +455,39 @@ impl Bench<'_> {
         probe_figures(&config, plan, self.scope, 1, 1)
     }
 
+    /// Every distance's row: the loopback one first (what the relay or
+    /// netem adds shows against it), then one per delay.
+    fn distances(&self, store: &mut Store, floor: Option<u64>) -> anyhow::Result<Vec<Distance>> {
+        let mut rows = Vec::new();
+        match store {
+            Store::Remote(url, _) => rows.push(self.distance(url, "remote", None, floor)?),
+            Store::Relay {
+                server: s, relays, ..
+            } => {
+                rows.push(self.distance(&s.url(), "loopback", None, floor)?);
+                for r in relays.iter() {
+                    let url = format!("redis://{}", r.addr());
+                    let d = r.delay().as_micros() as u64;
+                    rows.push(self.distance(&url, "relay", Some(d), floor)?);
+                }
+            }
+            Store::Netem {
+                loopback,
+                server,
+                net,
+                ..
+            } => {
+                rows.push(self.distance(&loopback.url(), "loopback", None, floor)?);
+                for &d in &self.args.delays_us {
+                    net.set_delay(Duration::from_micros(d))
+                        .context("--distance netem: the netem qdisc")?;
+                    rows.push(self.distance(&server.url(), "netem", Some(d), floor)?);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
     /// The three runs and the `GET` timing at one distance (`url` reaches
     /// the store through it).
     fn distance(
@@ -357,37 +536,37 @@ impl Bench<'_> {
 fn label(path: &str, delay_us: Option<u64>) -> String {
     match (path, delay_us) {
         ("relay", Some(d)) => format!("{d} µs one way (emulated)"),
+        ("netem", Some(d)) => format!("{d} µs one way (emulated, netem)"),
         ("loopback", _) => "loopback, no relay".into(),
         _ => "remote (real)".into(),
     }
 }
 
 /// The private server's address, for the relays.
-fn server_addr(server: &base::redis_server::RedisServer) -> SocketAddr {
+fn server_addr(server: &RedisServer) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], server.port()))
 }
 
 /// Runs the benchmark.
 pub fn bench(args: &FarMemoryOptions, scope: &SignalScope) -> anyhow::Result<FarMemoryBench> {
     validate(args)?;
-    // The server and the relays are started before the probe's CPU is
-    // chosen, so that they do not inherit it: a remote store has its own.
-    let store = match &args.store_url {
-        Some(url) => Store::Remote(url.clone(), remote_url(url)?),
-        None => Store::Private(
-            base::redis_server::RedisServer::try_start().map_err(anyhow::Error::msg)?,
+    let mode = DistanceMode::parse(&args.distance)?;
+    // The servers, the relays and the namespace are made before the probe's
+    // CPU is chosen, so that the servers do not inherit it: a remote store
+    // has its own.
+    let (mut store, note) = match &args.store_url {
+        Some(url) => (
+            Store::Remote(url.clone(), remote_url(url)?),
+            Some("--store-url: the distance is real, nothing is added".to_string()),
         ),
-    };
-    let relays = match &store {
-        Store::Private(s) => {
-            let addr = server_addr(s);
-            args.delays_us
-                .iter()
-                .map(|&d| DelayRelay::start(addr, Duration::from_micros(d)))
-                .collect::<Result<Vec<_>, _>>()?
+        None => {
+            let (mode, note) = resolve(mode);
+            (private_store(mode, &args.delays_us)?, note)
         }
-        Store::Remote(..) => Vec::new(),
     };
+    if let Some(n) = &note {
+        eprintln!("bench: distance {}: {n}", store.kind());
+    }
     let cpu = crate::host_swap::pin_chosen_cpu(args.cpu.as_deref())?;
     let b = Bench { args, scope };
     let floor_plan = SwapPlan::Floor;
@@ -395,22 +574,9 @@ pub fn bench(args: &FarMemoryOptions, scope: &SignalScope) -> anyhow::Result<Far
         eprintln!("bench: the userfaultfd floor");
     }
     let floor = b.run("floor, random", Pattern::Random, &floor_plan)?;
-    let mut distances = Vec::new();
-    match &store {
-        Store::Remote(url, _) => {
-            distances.push(b.distance(url, "remote", None, floor.fault_p50_ns)?);
-        }
-        Store::Private(s) => {
-            // The server itself first: what the relay adds shows against it.
-            distances.push(b.distance(&s.url(), "loopback", None, floor.fault_p50_ns)?);
-            for r in &relays {
-                let url = format!("redis://{}", r.addr());
-                let d = r.delay().as_micros() as u64;
-                distances.push(b.distance(&url, "relay", Some(d), floor.fault_p50_ns)?);
-            }
-        }
-    }
-    drop(relays);
+    let distances = b.distances(&mut store, floor.fault_p50_ns)?;
+    let (store_shown, kind) = (store.describe(), store.kind());
+    drop(store);
     let worst = distances
         .iter()
         .filter_map(|d| d.swap_in_bound_ratio)
@@ -421,7 +587,9 @@ pub fn bench(args: &FarMemoryOptions, scope: &SignalScope) -> anyhow::Result<Far
         passes: args.passes,
         prefetch: args.prefetch,
         gets: args.gets,
-        store: store.describe(),
+        store: store_shown,
+        distance: kind.to_string(),
+        distance_note: note,
         cpu,
         floor_p50_ns: floor.fault_p50_ns,
         floor_p99_ns: floor.fault_p99_ns,
@@ -441,6 +609,15 @@ pub fn render_text(b: &FarMemoryBench) -> String {
         b.passes,
         b.store
     );
+    let how = match b.distance.as_str() {
+        "netem" => "emulated: a network namespace, a veth pair, tc netem on both ends",
+        "relay" => "emulated: a userspace delay relay",
+        _ => "real",
+    };
+    let _ = writeln!(s, "distance: {how}");
+    if let Some(n) = &b.distance_note {
+        let _ = writeln!(s, "  ({n})");
+    }
     let _ = writeln!(
         s,
         "userfaultfd floor (random): p50 {}, p99 {}\n",
@@ -450,7 +627,7 @@ pub fn render_text(b: &FarMemoryBench) -> String {
     let row = |cells: [String; 13]| {
         let [a, rest @ ..] = cells;
         let rest: Vec<String> = rest.iter().map(|c| format!("{c:>10}")).collect();
-        format!("{a:<26} {}", rest.join(" "))
+        format!("{a:<32} {}", rest.join(" "))
     };
     let h = |v: &str| v.to_string();
     let _ = writeln!(
@@ -540,6 +717,7 @@ mod tests {
             cpu: None,
             json: true,
             seccomp: true,
+            distance: "auto".into(),
         }
     }
 
@@ -547,7 +725,9 @@ mod tests {
     fn bad_options_are_refused_naming_the_flag() {
         assert!(validate(&options()).is_ok());
         type Breaks = fn(&mut FarMemoryOptions);
-        let cases: [(&str, Breaks); 8] = [
+        let cases: [(&str, Breaks); 10] = [
+            ("--distance", |o| o.distance = "bogus".into()),
+            ("--distance", |o| o.distance = "x".repeat(5000)),
             ("--limit", |o| o.limit = o.mem),
             ("--passes", |o| o.passes = 1),
             ("--delays-us", |o| o.delays_us.clear()),

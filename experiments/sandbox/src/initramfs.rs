@@ -31,9 +31,17 @@ pub const L1_MODULES: &[&str] = &[
 /// `zram`: the kernel host swapper's swap device (`host.swapper = "kernel"`);
 /// `virtio_blk`, `ext4` and the `crc32c` ext4 mounts with: the scratch disk
 /// its swap files go on
-/// ([`crate::scratch`]).
-pub const L1_PARALLEL_MODULES: &[&str] =
-    &["kvm_amd", "zram", "virtio_blk", "crc32c_generic", "ext4"];
+/// ([`crate::scratch`]); `veth` and `sch_netem` (no dependencies): emulated
+/// distance with `tc netem` (`swaplab bench far-memory --distance netem`).
+pub const L1_PARALLEL_MODULES: &[&str] = &[
+    "kvm_amd",
+    "zram",
+    "virtio_blk",
+    "crc32c_generic",
+    "ext4",
+    "veth",
+    "sch_netem",
+];
 
 /// busybox applets `init.sh` uses.
 pub const APPLETS: &[&str] = &[

@@ -242,6 +242,13 @@ pub struct FarMemoryArgs {
     /// loopback; its distance is real, no delay is added.
     #[arg(long, value_name = "URL")]
     pub store_url: Option<String>,
+    /// How distance is emulated for the private server: `netem` (the server
+    /// in a network namespace behind a veth pair with `tc netem` on both
+    /// ends), `relay` (a userspace delay relay on loopback), or `auto`: netem
+    /// where the kernel has it, else the relay (the JSON's `distance_note`
+    /// says why).
+    #[arg(long, value_name = "auto|netem|relay", default_value = "auto")]
+    pub distance: String,
     /// Host CPU for the probe and the swapper, or `none` [default: the CPU the
     /// bench starts on]; the private server and the relays are not pinned.
     #[arg(long, value_name = "CPU|none")]
@@ -267,6 +274,7 @@ impl FarMemoryArgs {
             cpu: self.cpu.clone(),
             json: self.json,
             seccomp: self.seccomp.enabled(),
+            distance: self.distance.clone(),
         }
     }
 }

@@ -17,6 +17,10 @@ fn positive(v: &Value, key: &str) -> f64 {
     x
 }
 
+/// Held by the tests that count this host's redis-servers before and after
+/// a bench: they must not run at once.
+static SERVERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Processes named `redis-server` on this host now.
 fn redis_servers() -> usize {
     std::fs::read_dir("/proc")
@@ -31,6 +35,7 @@ fn bench_far_memory_json_has_every_distance_labelled_emulated() {
     if !common::have_kvm() || !common::have_program("redis-server", "redis-server") {
         return;
     }
+    let _serial = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let before = redis_servers();
     let out = common::swaplab(&[
         "bench",
@@ -51,6 +56,17 @@ fn bench_far_memory_json_has_every_distance_labelled_emulated() {
     positive(&v, "floor_p50_ns");
     positive(&v, "worst_swap_in_bound_ratio");
     assert_eq!(v["store"], "private redis-server on loopback");
+    // This project's hosts have no netem: auto falls back to the relay and
+    // says why. Where the kernel has netem, auto takes it.
+    let note = v["distance_note"].as_str().expect("distance_note");
+    let relay = "relay";
+    if v["distance"] == relay {
+        assert!(note.contains("netem unavailable"), "{note}");
+    } else {
+        assert_eq!(v["distance"], "netem", "{v}");
+        eprintln!("this host has netem: the relay rows are not checked here");
+        return;
+    }
     let ds = v["distances"].as_array().expect("distances");
     let paths: Vec<&str> = ds.iter().map(|d| d["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["loopback", "relay", "relay"]);
@@ -95,9 +111,77 @@ fn bench_far_memory_rejects_bad_flags() {
         (&["--passes", "1"][..], "--passes"),
         (&["--delays-us", "1000000"][..], "--delays-us"),
         (&["--gets", "0"][..], "--gets"),
+        (&["--distance", "bogus"][..], "--distance"),
     ] {
         let mut all = vec!["bench", "far-memory"];
         all.extend_from_slice(args);
         common::assert_cli_usage_error(&all, needle);
     }
+}
+
+/// Names of network namespaces and links made by swaplab (`swaplab-…`,
+/// `swl…`).
+fn swaplab_net_names() -> Vec<String> {
+    let list = |args: &[&str]| {
+        let out = std::process::Command::new("ip").args(args).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let ns = list(&["netns", "list"]);
+    let links = list(&["-o", "link"]);
+    ns.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .chain(links.lines().filter_map(|l| l.split(": ").nth(1)))
+        .filter(|n| n.starts_with("swaplab-") || n.starts_with("swl"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `--distance netem` never falls back: on a kernel without netem it fails,
+/// after making the namespace and the veth pair, saying why, and leaves no
+/// namespace, veth or server behind. (With netem it runs: the sandbox test
+/// checks its rows.)
+#[test]
+fn bench_far_memory_netem_fails_cleanly_without_netem() {
+    if !common::have_kvm()
+        || !common::have_program("redis-server", "redis-server")
+        || !common::have_program("ip", "iproute2")
+        || !common::have_root("network namespaces")
+    {
+        return;
+    }
+    let _serial = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let before = (redis_servers(), swaplab_net_names());
+    let out = common::swaplab(&[
+        "bench",
+        "far-memory",
+        "--distance",
+        "netem",
+        "--json",
+        "--mem",
+        "16M",
+        "--limit",
+        "4M",
+        "--delays-us",
+        "0",
+        "--gets",
+        "10",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v["distance"], "netem", "{v}");
+        eprintln!("this host has netem: the failure path is not reached here");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("--distance netem") && err.contains("tc "),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        (redis_servers(), swaplab_net_names()),
+        before,
+        "left behind: {err}"
+    );
 }
