@@ -49,6 +49,18 @@ fn free_port() -> Result<u16, String> {
     Err("no free loopback port pair for redis-server".into())
 }
 
+/// Processes named `redis-server` on this host now (tests check that what
+/// they started is gone).
+pub fn running_servers() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .filter(|c| c.trim() == "redis-server")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Sends one command (inline protocol) and returns the raw reply, or `None`
 /// if nothing answers.
 fn ask(host: Ipv4Addr, port: u16, cmd: &str) -> Option<String> {

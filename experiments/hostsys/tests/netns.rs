@@ -4,7 +4,8 @@
 //! `sch_netem`: where the kernel has none, [`hostsys::netns::available`] must
 //! say so and leave nothing behind (the sandbox test covers netem).
 //!
-//! Needs root and iproute2; says so and returns where they are missing.
+//! Needs root and iproute2 (tiers `root` and `tool`: a skip fails the run
+//! where they are required).
 
 use std::process::Command;
 use std::time::Duration;
@@ -47,25 +48,24 @@ fn mine() -> Vec<String> {
         .collect()
 }
 
+/// Root and iproute2, or a skip through [`base::tier::skip`] (a failure
+/// where the run requires those tiers).
 fn can_run() -> bool {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: network namespaces need root");
+        base::tier::skip(base::tier::Tier::Root, "network namespaces need root");
         return false;
     }
     if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("SKIPPED: no `ip` (iproute2; scripts/setup.sh installs it)");
+        base::tier::skip(
+            base::tier::Tier::Tool,
+            "no `ip` (iproute2; scripts/setup.sh installs it)",
+        );
         return false;
     }
     true
 }
 
-fn redis_servers() -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .filter(|c| c.trim() == "redis-server")
-        .count()
-}
+use base::redis_server::running_servers as redis_servers;
 
 /// One test: the steps share the host's namespace list, so they must not
 /// run at once.

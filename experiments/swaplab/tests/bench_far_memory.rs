@@ -21,13 +21,23 @@ fn positive(v: &Value, key: &str) -> f64 {
 /// a bench: they must not run at once.
 static SERVERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Processes named `redis-server` on this host now.
-fn redis_servers() -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .filter(|c| c.trim() == "redis-server")
-        .count()
+use base::redis_server::running_servers as redis_servers;
+
+/// `swaplab bench far-memory --json` at tiny sizes (16M, limit 4M) with
+/// `extra` flags, the delays and the `GET`s given.
+fn tiny_bench(extra: &[&str], delays_us: &str, gets: &str) -> std::process::Output {
+    let mut args = vec![
+        "bench",
+        "far-memory",
+        "--json",
+        "--mem",
+        "16M",
+        "--limit",
+        "4M",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--delays-us", delays_us, "--gets", gets]);
+    common::swaplab(&args)
 }
 
 #[test]
@@ -37,19 +47,7 @@ fn bench_far_memory_json_has_every_distance_labelled_emulated() {
     }
     let _serial = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let before = redis_servers();
-    let out = common::swaplab(&[
-        "bench",
-        "far-memory",
-        "--json",
-        "--mem",
-        "16M",
-        "--limit",
-        "4M",
-        "--delays-us",
-        "0,50",
-        "--gets",
-        "200",
-    ]);
+    let out = tiny_bench(&[], "0,50", "200");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
@@ -152,21 +150,7 @@ fn bench_far_memory_netem_fails_cleanly_without_netem() {
     }
     let _serial = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
     let before = (redis_servers(), swaplab_net_names());
-    let out = common::swaplab(&[
-        "bench",
-        "far-memory",
-        "--distance",
-        "netem",
-        "--json",
-        "--mem",
-        "16M",
-        "--limit",
-        "4M",
-        "--delays-us",
-        "0",
-        "--gets",
-        "10",
-    ]);
+    let out = tiny_bench(&["--distance", "netem"], "0", "10");
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
