@@ -92,14 +92,17 @@ impl FatalSink {
         }
     }
 
+    /// Records `e`, then calls the hook. In that order: the hook stops the
+    /// VM, and whoever then asks for the errors (the probe, as soon as its
+    /// VM has ended) must find this one.
     pub(crate) fn report(&self, e: FatalError) {
-        if let Some(h) = &self.hook {
-            h(&e);
-        }
         self.errors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(e);
+            .push(e.clone());
+        if let Some(h) = &self.hook {
+            h(&e);
+        }
     }
 
     pub(crate) fn all(&self) -> Vec<FatalError> {
@@ -115,5 +118,45 @@ impl FatalSink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{OnceLock, Weak};
+
+    /// The hook stops the VM, and the VMM then asks for the errors at once:
+    /// the error must be recorded before the hook hears of it.
+    #[test]
+    fn an_error_is_recorded_before_the_hook_hears_of_it() {
+        let me: Arc<OnceLock<Weak<FatalSink>>> = Arc::default();
+        let seen = Arc::new(AtomicBool::new(false));
+        let hook: FatalHook = {
+            let (me, seen) = (Arc::clone(&me), Arc::clone(&seen));
+            Arc::new(move |_| {
+                let sink = me.get().and_then(Weak::upgrade).expect("the sink");
+                seen.store(sink.any(), Ordering::SeqCst);
+            })
+        };
+        let sink = Arc::new(FatalSink::new(Some(hook)));
+        me.set(Arc::downgrade(&sink)).expect("set once");
+        sink.report(FatalError {
+            page: 1,
+            addr: 0x1000,
+            tid: 7,
+            thread: ThreadKind::Vmm,
+            at_ns: 0,
+            kind: FatalKind::StoreRead {
+                error: "test".into(),
+            },
+            poisoned: true,
+        });
+        assert!(
+            seen.load(Ordering::SeqCst),
+            "the hook saw no error recorded"
+        );
+        assert_eq!(sink.all().len(), 1);
     }
 }
