@@ -35,10 +35,14 @@ fn available() -> bool {
     common::have_program("tmux", "tmux") && common::linux_guest().is_some()
 }
 
-/// A detached tmux session, killed on drop (its pane's processes get SIGHUP;
-/// the demo stops its VM on it).
+/// A detached tmux session on a tmux server of its own (its socket in the
+/// test's directory, so no user's server is touched and nothing is left in
+/// `/tmp/tmux-<uid>`), killed on drop (its pane's processes get SIGHUP; the
+/// demo stops its VM on it).
 struct Session {
     name: String,
+    /// The private server's socket.
+    socket: std::path::PathBuf,
     /// The pane's shell, the leader of the demo's process group.
     pane_pid: Option<String>,
     /// The demo's VM log (`--log`), shown when a wait fails.
@@ -46,19 +50,27 @@ struct Session {
 }
 
 impl Session {
-    fn start(name: &str, command: &str, log: &std::path::Path) -> Session {
+    fn start(
+        name: &str,
+        command: &str,
+        log: &std::path::Path,
+        socket: &std::path::Path,
+    ) -> Session {
         let mut s = Session {
             name: name.to_string(),
+            socket: socket.to_path_buf(),
             pane_pid: None,
             log: log.to_path_buf(),
         };
-        let ok = Command::new("tmux")
+        let ok = s
+            .tmux()
             .args(["new-session", "-d", "-x", "80", "-y", "24", "-s", name])
             .arg(command)
             .status()
             .expect("running tmux");
         assert!(ok.success(), "tmux new-session failed");
-        let pid = Command::new("tmux")
+        let pid = s
+            .tmux()
             .args(["display-message", "-p", "-t", name, "#{pane_pid}"])
             .output()
             .expect("tmux display-message");
@@ -67,8 +79,16 @@ impl Session {
         s
     }
 
+    /// `tmux -S <socket>`: a command to this session's server.
+    fn tmux(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket);
+        c
+    }
+
     fn keys(&self, keys: &str) {
-        let ok = Command::new("tmux")
+        let ok = self
+            .tmux()
             .args(["send-keys", "-t", &self.name, keys])
             .status()
             .expect("tmux send-keys");
@@ -76,7 +96,8 @@ impl Session {
     }
 
     fn capture(&self) -> String {
-        let out = Command::new("tmux")
+        let out = self
+            .tmux()
             .args(["capture-pane", "-p", "-t", &self.name])
             .output()
             .expect("tmux capture-pane");
@@ -123,8 +144,15 @@ impl Drop for Session {
         // The hangup alone ends the demo, which stops its VM; SIGTERM to the
         // pane's process group as well, in case the hangup is missed (the VM
         // process follows its parent: it gets SIGTERM when the demo dies).
-        let _ = Command::new("tmux")
+        let _ = self
+            .tmux()
             .args(["kill-session", "-t", &self.name])
+            .status();
+        // Gone with its last session already, as a rule.
+        let _ = self
+            .tmux()
+            .arg("kill-server")
+            .stderr(std::process::Stdio::null())
             .status();
         if let Some(pid) = &self.pane_pid {
             let _ = Command::new("kill")
@@ -189,7 +217,7 @@ fn scripted_demo_in_tmux_shows_ballooning_and_host_swapping() {
         status = status.display(),
     );
     let name = format!("swaplab-demo-test-{}", std::process::id());
-    let session = Session::start(&name, &command, &log);
+    let session = Session::start(&name, &command, &log, &dir.path().join("tmux.sock"));
 
     // The screen is up at 80x24 with its panels and help line.
     let first = session.wait_for("the demo's screen", Duration::from_secs(60), |s| {
