@@ -1,9 +1,10 @@
 //! A private `redis-server` (or a Redis Cluster of them) for tests and for
 //! `swaplab bench far-memory`: free loopback ports, a temporary directory, no
 //! persistence (`--save ''`, `--appendonly no`), killed on drop, also when a
-//! test fails. [`RedisServer::try_start_netns`] starts one inside a network
-//! namespace instead (`ip netns exec`), on an address of that namespace. [`RedisServer::try_start`] reports a failure; the rest of this
-//! harness is for tests and panics on one.
+//! test fails. [`RedisServer::try_start_with`] starts one inside a network
+//! namespace instead (`ip netns exec`), on an address of that namespace.
+//! [`RedisServer::try_start`] reports a failure; the rest of this harness is
+//! for tests and panics on one.
 //!
 //! Readiness is polled (`PING`, `CLUSTER INFO`) with a bounded deadline.
 //! A missing `redis-server` is a failure that says to run
@@ -83,6 +84,11 @@ fn ask(host: Ipv4Addr, port: u16, cmd: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The number in an integer reply (`:N\r\n`).
+fn integer_reply(reply: &str) -> Option<u64> {
+    reply.strip_prefix(':')?.strip_suffix("\r\n")?.parse().ok()
+}
+
 /// Whether `out` holds a whole simple (`+ - :`) or bulk (`$`) reply.
 fn complete(out: &[u8]) -> bool {
     let Some(eol) = out.windows(2).position(|w| w == b"\r\n") else {
@@ -101,65 +107,45 @@ fn complete(out: &[u8]) -> bool {
 impl RedisServer {
     /// Starts a standalone server, or says why it could not.
     pub fn try_start() -> Result<Self, String> {
-        Self::spawn(false, None, None)
+        Self::spawn(false, None, None, None)
     }
 
-    /// Starts a standalone server inside the network namespace `ns` (an
-    /// `ip netns` name), listening on `addr`, one of that namespace's
-    /// addresses reachable from here: readiness is polled from this
-    /// namespace over it. Its directory goes in `dir` if given (see
-    /// [`Self::try_start_in`]). `ip netns exec` execs `setpriv`, which execs
-    /// `redis-server`: the server is this process's child and dies with it.
-    pub fn try_start_netns(
-        ns: &str,
-        addr: Ipv4Addr,
-        dir: Option<&std::path::Path>,
-    ) -> Result<Self, String> {
-        Self::spawn(false, dir, Some((ns.to_string(), addr)))
-    }
-
-    /// A standalone server in `dir` if given, in namespace `netns` (name,
-    /// address) if given, else on loopback, with `prepare` run on its
-    /// command before each spawn: for a caller that sets the parent-death
-    /// signal in the child before it execs anything (`setpriv` sets it
-    /// only once it runs: a parent killed before that, as `ip netns exec`
-    /// prepares the namespace, would leave the server running). This crate
-    /// has no unsafe code, which `pre_exec` needs.
+    /// A standalone server in `dir` if given, in namespace `netns` (an
+    /// `ip netns` name, and one of that namespace's addresses reachable from
+    /// here, where it listens and readiness is polled) if given, else on
+    /// loopback, with `prepare` run on its command before each spawn: for a
+    /// caller that sets the parent-death signal in the child before it execs
+    /// anything (`setpriv` sets it only once it runs: a parent killed before
+    /// that, as `ip netns exec` prepares the namespace, would leave the
+    /// server running). This crate has no unsafe code, which `pre_exec`
+    /// needs.
     pub fn try_start_with(
         dir: Option<&std::path::Path>,
         netns: Option<(&str, Ipv4Addr)>,
         prepare: fn(&mut Command),
     ) -> Result<Self, String> {
         let netns = netns.map(|(n, a)| (n.to_string(), a));
-        Self::spawn_prepared(false, dir, netns, Some(prepare))
+        Self::spawn(false, dir, netns, Some(prepare))
     }
 
     /// [`Self::try_start`] with the server's directory (its log) in `dir`
     /// rather than the temp dir: a run puts it in its scratch directory,
     /// which a later run sweeps if this process is killed.
     pub fn try_start_in(dir: &std::path::Path) -> Result<Self, String> {
-        Self::spawn(false, Some(dir), None)
+        Self::spawn(false, Some(dir), None, None)
     }
 
     /// Starts a standalone server (tests: panics on failure).
     pub fn start() -> Self {
-        Self::spawn(false, None, None).unwrap_or_else(|e| panic!("{e}"))
+        Self::spawn(false, None, None, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a server in cluster mode (no slots yet; see [`RedisCluster`]).
     pub fn start_cluster_node() -> Self {
-        Self::spawn(true, None, None).unwrap_or_else(|e| panic!("{e}"))
+        Self::spawn(true, None, None, None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn spawn(
-        cluster: bool,
-        parent: Option<&std::path::Path>,
-        netns: Option<(String, Ipv4Addr)>,
-    ) -> Result<Self, String> {
-        Self::spawn_prepared(cluster, parent, netns, None)
-    }
-
-    fn spawn_prepared(
         cluster: bool,
         parent: Option<&std::path::Path>,
         netns: Option<(String, Ipv4Addr)>,
@@ -287,11 +273,6 @@ impl RedisServer {
         self.port
     }
 
-    /// Its address.
-    pub fn host(&self) -> Ipv4Addr {
-        self.host
-    }
-
     /// The network namespace it runs in, if not this process's.
     pub fn netns(&self) -> Option<&str> {
         self.netns.as_deref()
@@ -300,6 +281,11 @@ impl RedisServer {
     /// `redis://HOST:PORT` (`127.0.0.1` unless in a namespace).
     pub fn url(&self) -> String {
         format!("redis://{}:{}", self.host, self.port)
+    }
+
+    /// Its `DBSIZE` (keys it holds), or `None` if it does not answer.
+    pub fn dbsize(&self) -> Option<u64> {
+        integer_reply(&ask(self.host, self.port, "DBSIZE")?)
     }
 
     /// Kills the server (SIGKILL) and waits for it: it is gone on return.
@@ -426,5 +412,18 @@ impl RedisCluster {
     /// Keys matching `pattern` on each node.
     pub fn keys_per_node(&self, pattern: &str) -> Vec<usize> {
         self.nodes.iter().map(|s| s.keys(pattern).len()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dbsize_replies_parse() {
+        assert_eq!(integer_reply(":0\r\n"), Some(0));
+        assert_eq!(integer_reply(":12345\r\n"), Some(12345));
+        assert_eq!(integer_reply("-ERR\r\n"), None);
+        assert_eq!(integer_reply(":12"), None);
     }
 }

@@ -22,6 +22,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use base::scratch::pid_alive;
+
 /// Prefix of the namespaces' names.
 pub const NS_PREFIX: &str = "swaplab-";
 /// Prefix of the veth ends' names.
@@ -140,10 +142,6 @@ pub fn parse_link_list(out: &str) -> Vec<&str> {
             Some(name.split('@').next().unwrap_or(name))
         })
         .collect()
-}
-
-fn pid_alive(pid: u32) -> bool {
-    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Deletes the namespaces and host-side veth ends of processes that are

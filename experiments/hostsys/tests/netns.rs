@@ -112,9 +112,18 @@ fn delay_net_is_made_swept_used_and_removed() {
 
     // A server inside, reached from here over the pair.
     let before = redis_servers();
-    let mut server =
-        base::redis_server::RedisServer::try_start_netns(net.ns(), net.ns_addr(), None)
-            .expect("redis-server in the namespace (scripts/setup.sh installs it)");
+    let mut server = base::redis_server::RedisServer::try_start_with(
+        None,
+        Some((net.ns(), net.ns_addr())),
+        |cmd| {
+            hostsys::child::ChildSetup {
+                death_signal: Some(nix::sys::signal::Signal::SIGKILL),
+                ..Default::default()
+            }
+            .apply(cmd)
+        },
+    )
+    .expect("redis-server in the namespace (scripts/setup.sh installs it)");
     assert_eq!(server.netns(), Some(net.ns()));
     assert!(server.url().contains(&net.ns_addr().to_string()));
     assert_eq!(server.cli(&["PING"]).trim(), "PONG");

@@ -9,8 +9,6 @@
 //! the store, with no wrong data served.
 
 use std::borrow::Cow;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,9 +58,8 @@ pub fn start<'s>(
     if let Some(h) = spec.host.as_mut() {
         h.store_url = Some(server.url());
     }
-    let port = server.port();
     let server = Arc::new(Mutex::new(server));
-    let watch = kill_at.map(|n| KillWatch::start(Arc::clone(&server), port, n));
+    let watch = kill_at.map(|n| KillWatch::start(Arc::clone(&server), n));
     let store = PrivateStore {
         _watch: watch,
         _server: server,
@@ -88,14 +85,15 @@ struct KillWatch {
 }
 
 impl KillWatch {
-    fn start(server: Arc<Mutex<RedisServer>>, port: u16, keys: u64) -> Self {
+    fn start(server: Arc<Mutex<RedisServer>>, keys: u64) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&done);
         let thread = std::thread::Builder::new()
             .name("store-kill".into())
             .spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    if dbsize(port).is_some_and(|n| n >= keys) {
+                    let held = lock(&server).dbsize();
+                    if held.is_some_and(|n| n >= keys) {
                         tracing::warn!(
                             "{ENV_INJECT_STORE_KILL}: killing the run's redis-server at {keys} keys"
                         );
@@ -119,33 +117,6 @@ impl Drop for KillWatch {
     }
 }
 
-/// The server's `DBSIZE`, or `None` if it does not answer (inline protocol;
-/// the reply is `:N\r\n`).
-fn dbsize(port: u16) -> Option<u64> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"DBSIZE\r\n").ok()?;
-    let mut buf = [0u8; 32];
-    let mut len = 0;
-    while !buf[..len].ends_with(b"\r\n") && len < buf.len() {
-        let n = s.read(&mut buf[len..]).ok()?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-    }
-    parse_integer_reply(&buf[..len])
-}
-
-/// `:N\r\n` → N.
-fn parse_integer_reply(reply: &[u8]) -> Option<u64> {
-    std::str::from_utf8(reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
-        .ok()?
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,13 +132,5 @@ mod tests {
                 "{e}"
             );
         }
-    }
-
-    #[test]
-    fn dbsize_replies_parse() {
-        assert_eq!(parse_integer_reply(b":0\r\n"), Some(0));
-        assert_eq!(parse_integer_reply(b":12345\r\n"), Some(12345));
-        assert_eq!(parse_integer_reply(b"-ERR\r\n"), None);
-        assert_eq!(parse_integer_reply(b":12"), None);
     }
 }
